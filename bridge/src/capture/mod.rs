@@ -1,0 +1,183 @@
+//! `bridge capture`: Postgres logical replication → a sink (Kinesis), under the acknowledgement rule.
+//!
+//! # Progress tracking
+//!
+//! ```text
+//!  WAL ─▶ decode ─▶ open batch ──submit──▶ in flight, in source order ──completion──▶ Progress.flushed
+//!                    │                                                                   │
+//!                    └ completes = end LSN of the last commit whose                       ▼
+//!                      records are all in this batch or an earlier one      standby status update
+//! ```
+//!
+//! A batch carries the end LSN of the last transaction it completes. Completions are collected
+//! in the order the batches were submitted, so `flushed` reaches a transaction's commit only
+//! after every record of it and of all earlier transactions was accepted. The standby status
+//! update sends `flushed` and nothing else. When nothing is open, in flight or mid-transaction,
+//! the keepalive's WAL end is acknowledged too, so an idle database (or one busy only with
+//! unpublished tables) does not keep WAL forever. A crash anywhere replays from `flushed`:
+//! records may repeat, none is lost.
+//!
+//! Memory is bounded: at most `window` batches in flight, each within PutRecords' limits, and
+//! WAL is not read while the open batch is full and cannot be submitted.
+
+mod batch;
+mod progress;
+pub mod routes;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::dms::EncodeOptions;
+use crate::metrics::Metrics;
+use crate::replication::slot::{self, SlotError};
+use crate::replication::{PgTarget, ReplicationConnection, ReplicationError};
+use crate::sink::backoff::Backoff;
+use crate::sink::{Sink, SinkError};
+use crate::table::TableName;
+pub use progress::Progress;
+pub use routes::TableRoutes;
+
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    pub target: PgTarget,
+    pub slot: String,
+    pub publication: String,
+    pub tables: Vec<TableName>,
+    pub routes: TableRoutes,
+    pub encode: EncodeOptions,
+    /// Batches in flight at once.
+    pub window: usize,
+    /// How long a batch may wait for more records before it is sent.
+    pub linger: Duration,
+    /// How often a standby status update goes out even when nothing changed.
+    pub status_interval: Duration,
+    /// How long shutdown waits for in-flight batches.
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(
+        "the replication slot `{0}` disappeared while the bridge was using it; it is not recreated, since \
+         that would skip every change made meanwhile. See README § Recovering a lost slot"
+    )]
+    SlotDropped(String),
+}
+
+impl CaptureError {
+    /// The one place capture decides whether reconnecting can help. Sink errors reaching here are
+    /// fatal: the sink retries transient failures itself.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Replication(err) => err.is_retryable(),
+            Self::Slot(err) => err.is_retryable(),
+            Self::Sink(_) | Self::SlotDropped(_) => false,
+        }
+    }
+}
+
+/// Runs capture until `shutdown` fires or a fatal error occurs, reconnecting with backoff after
+/// transient failures.
+pub async fn run(
+    cfg: &CaptureConfig,
+    sink: Arc<dyn Sink>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), CaptureError> {
+    let mut progress: Option<Progress> = None;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        let result = stream_once(cfg, sink.as_ref(), &metrics, &mut progress, &mut backoff, &shutdown).await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(err) if err.is_retryable() && !shutdown.is_cancelled() => {
+                metrics.reconnects.inc();
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %err, cause = %source_chain(&err), delay_ms = delay.as_millis() as u64, "replication interrupted, reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// One connection's life: check publication and slot, stream, drain.
+async fn stream_once(
+    cfg: &CaptureConfig,
+    sink: &dyn Sink,
+    metrics: &Metrics,
+    progress: &mut Option<Progress>,
+    backoff: &mut Backoff,
+    shutdown: &CancellationToken,
+) -> Result<(), CaptureError> {
+    let client = slot::query_client(&cfg.target).await?;
+    let inserts_only = cfg.tables.iter().all(|t| cfg.routes.is_outbox(t));
+    slot::ensure_publication(&client, &cfg.publication, &cfg.tables, inserts_only).await?;
+    let state = match slot::ensure_slot(&client, &cfg.slot, progress.is_none()).await {
+        Err(SlotError::SlotMissing { slot }) => return Err(CaptureError::SlotDropped(slot)),
+        other => other?,
+    };
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(SlotError::from)?
+        .get(0);
+    drop(client);
+
+    let progress = progress.get_or_insert_with(|| Progress::starting_at(state.confirmed_flush));
+    let start = progress.flushed().max(state.confirmed_flush);
+    let mut conn = ReplicationConnection::connect(&cfg.target).await?;
+    let mut options = vec![
+        ("proto_version", if version >= 140_000 { "2" } else { "1" }.to_owned()),
+        ("publication_names", crate::replication::connection::quote_ident(&cfg.publication)),
+    ];
+    if version >= 140_000 {
+        options.push(("messages", "true".to_owned()));
+    }
+    conn.start_replication(&cfg.slot, start, &options).await?;
+    tracing::info!(slot = %cfg.slot, publication = %cfg.publication, lsn = %start, "streaming changes");
+    backoff.reset();
+
+    let mut session = session::Session::new(cfg, sink, metrics, progress);
+    let outcome = session.stream(&mut conn, shutdown).await;
+    match outcome {
+        Ok(()) => {
+            session.finish(&mut conn).await;
+            if let Err(error) = conn.close().await {
+                tracing::debug!(error = %error, "closing the replication connection");
+            }
+            Ok(())
+        }
+        Err(err) => {
+            // What is in flight may still land: wait for it so the next connection replays less.
+            session.drain(shutdown).await?;
+            Err(err)
+        }
+    }
+}
+
+/// The causes under an error, for a log line (the message itself is the error's Display).
+pub fn source_chain(err: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

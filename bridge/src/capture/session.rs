@@ -1,0 +1,313 @@
+//! One replication connection's streaming loop: decode, batch, submit, collect completions,
+//! acknowledge. See the module doc of `capture` for the acknowledgement rule.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::batch::OpenBatch;
+use super::progress::Progress;
+use super::{CaptureConfig, CaptureError};
+use crate::dms::{self, Change, Operation, TxContext, MAX_RECORD_BYTES};
+use crate::lsn::Lsn;
+use crate::metrics::Metrics;
+use crate::partition::PartitionKey;
+use crate::replication::pgoutput::{self, Datum, PgOutput, Relation, Tuple};
+use crate::replication::{ReplicationConnection, ReplicationError, StreamMessage};
+use crate::sink::{Sink, SinkError};
+use crate::table::TableName;
+
+/// A completed (or failed) batch, as the in-flight queue yields it.
+struct Done {
+    completes: Option<Lsn>,
+    result: Result<(), SinkError>,
+}
+
+type InFlight = FuturesOrdered<Pin<Box<dyn Future<Output = Done> + Send>>>;
+
+struct CapturedRelation {
+    relation: Relation,
+    key: PartitionKey,
+    outbox: bool,
+}
+
+struct OpenTx {
+    ctx: TxContext,
+    commit_seconds: f64,
+    next_record_id: u64,
+}
+
+pub struct Session<'a> {
+    cfg: &'a CaptureConfig,
+    sink: &'a dyn Sink,
+    metrics: &'a Metrics,
+    progress: &'a mut Progress,
+    relations: HashMap<u32, Arc<CapturedRelation>>,
+    tx: Option<OpenTx>,
+    open: OpenBatch,
+    inflight: InFlight,
+    /// Oldest commit time of each in-flight batch, in the same order, for the age metric.
+    inflight_oldest: VecDeque<Option<f64>>,
+    next_seq: u64,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(cfg: &'a CaptureConfig, sink: &'a dyn Sink, metrics: &'a Metrics, progress: &'a mut Progress) -> Self {
+        Self {
+            cfg,
+            sink,
+            metrics,
+            progress,
+            relations: HashMap::new(),
+            tx: None,
+            open: OpenBatch::default(),
+            inflight: FuturesOrdered::new(),
+            inflight_oldest: VecDeque::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Streams until shutdown (`Ok`) or an error.
+    pub async fn stream(
+        &mut self,
+        conn: &mut ReplicationConnection,
+        shutdown: &CancellationToken,
+    ) -> Result<(), CaptureError> {
+        let mut status = tokio::time::interval(self.cfg.status_interval);
+        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // A full batch goes as soon as there is room; a partial one when its linger is up.
+            let send_at = if self.open.is_full() {
+                Some(Instant::now())
+            } else {
+                self.open.opened.map(|t| Instant::from_std(t) + self.cfg.linger)
+            };
+            let room = self.inflight.len() < self.cfg.window;
+            tokio::select! {
+                biased;
+                // 1. Shutdown: stop taking input; `finish` drains.
+                () = shutdown.cancelled() => return Ok(()),
+                // 2. Completions before new input, so memory cannot grow without bound.
+                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => self.on_done(done)?,
+                // 3. Batch deadline.
+                () = sleep_until(send_at), if room && send_at.is_some() => self.submit_open(),
+                // 4. New input, only while the open batch has room.
+                msg = conn.next_message(), if !self.open.is_full() => match msg? {
+                    StreamMessage::XLogData { start, end, data } => {
+                        self.progress.receive(end);
+                        self.on_wal(start, data)?;
+                    }
+                    StreamMessage::Keepalive { wal_end, reply_requested } => {
+                        self.on_keepalive(wal_end);
+                        if reply_requested {
+                            conn.send_status(self.progress.flushed(), false).await?;
+                        }
+                    }
+                    StreamMessage::CopyDone => {
+                        return Err(ReplicationError::Io(std::io::ErrorKind::ConnectionAborted.into()).into());
+                    }
+                },
+                // 5. Keepalive timer: standby status updates go out on time, busy or not.
+                _ = status.tick() => {
+                    self.update_age_metric();
+                    conn.send_status(self.progress.flushed(), false).await?;
+                }
+            }
+        }
+    }
+
+    /// Shutdown: hand over the open batch, wait for everything in flight (bounded by the
+    /// shutdown timeout), then send a last status update with the last durable LSN.
+    pub async fn finish(&mut self, conn: &mut ReplicationConnection) {
+        let deadline = tokio::time::sleep(self.cfg.shutdown_timeout);
+        tokio::pin!(deadline);
+        let drained = async {
+            while !self.open.is_empty() || !self.inflight.is_empty() {
+                if !self.open.is_empty() && self.inflight.len() < self.cfg.window {
+                    self.submit_open();
+                    continue;
+                }
+                if let Some(done) = self.inflight.next().await {
+                    self.on_done(done)?;
+                }
+            }
+            Ok::<(), CaptureError>(())
+        };
+        tokio::select! {
+            result = drained => if let Err(error) = result {
+                tracing::error!(error = %error, "a batch failed during shutdown; it will be replayed");
+            },
+            () = &mut deadline => tracing::warn!(
+                inflight = self.inflight.len(),
+                "shutdown timeout: batches still in flight will be replayed on restart"
+            ),
+        }
+        let flushed = self.progress.flushed();
+        match conn.send_status(flushed, false).await {
+            Ok(()) => tracing::info!(lsn = %flushed, "final status update sent"),
+            Err(error) => tracing::warn!(error = %error, lsn = %flushed, "final status update failed"),
+        }
+    }
+
+    /// After a connection error: let in-flight batches finish so less is replayed.
+    pub async fn drain(&mut self, shutdown: &CancellationToken) -> Result<(), CaptureError> {
+        while !self.inflight.is_empty() {
+            tokio::select! {
+                Some(done) = self.inflight.next() => self.on_done(done)?,
+                () = shutdown.cancelled() => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn on_done(&mut self, done: Done) -> Result<(), CaptureError> {
+        self.inflight_oldest.pop_front();
+        self.metrics.inflight_batches.set(self.inflight.len() as i64);
+        done.result?;
+        self.metrics.batches_completed.inc();
+        if let Some(lsn) = done.completes {
+            self.progress.complete(lsn);
+        }
+        // A commit that arrived while batches were in flight but with nothing left to send.
+        if self.inflight.is_empty() && self.open.is_empty() {
+            if let Some(lsn) = self.open.completes.take() {
+                self.progress.complete(lsn);
+            }
+        }
+        self.metrics.flushed_lsn.set(self.progress.flushed().0 as i64);
+        Ok(())
+    }
+
+    fn submit_open(&mut self) {
+        let (batch, completes, oldest) = self.open.take(self.next_seq);
+        self.next_seq += 1;
+        tracing::trace!(seq = batch.seq, records = batch.records.len(), "submitting batch");
+        let completion = self.sink.submit(batch);
+        self.inflight.push_back(Box::pin(async move {
+            Done { completes, result: completion.await.unwrap_or(Err(SinkError::Gone)) }
+        }));
+        self.inflight_oldest.push_back(oldest);
+        self.metrics.inflight_batches.set(self.inflight.len() as i64);
+    }
+
+    fn on_keepalive(&mut self, wal_end: Lsn) {
+        self.metrics.server_wal_end_lsn.set(wal_end.0 as i64);
+        if self.tx.is_none() && self.open.is_empty() && self.inflight.is_empty() {
+            self.progress.idle_at(wal_end);
+            self.metrics.flushed_lsn.set(self.progress.flushed().0 as i64);
+        }
+        let lag = wal_end.0.saturating_sub(self.progress.flushed().0);
+        self.metrics.slot_lag_bytes.set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
+
+    fn update_age_metric(&self) {
+        let oldest = self.inflight_oldest.iter().flatten().chain(self.open.oldest_commit.iter()).copied().reduce(f64::min);
+        let age = oldest.map_or(0.0, |t| (chrono::Utc::now().timestamp_micros() as f64 / 1e6 - t).max(0.0));
+        self.metrics.oldest_unpublished_age_seconds.set(age);
+    }
+
+    fn on_wal(&mut self, lsn: Lsn, data: Bytes) -> Result<(), CaptureError> {
+        match pgoutput::decode(data)? {
+            PgOutput::Begin { final_lsn, commit_time, xid } => {
+                self.tx = Some(OpenTx {
+                    ctx: TxContext { xid, commit_lsn: final_lsn, commit_time },
+                    commit_seconds: dms::pg_time_seconds(commit_time),
+                    next_record_id: 1,
+                });
+            }
+            PgOutput::Commit { end_lsn, .. } => {
+                self.tx = None;
+                self.metrics.transactions_captured.inc();
+                if self.open.is_empty() && self.inflight.is_empty() {
+                    self.progress.complete(end_lsn);
+                } else {
+                    self.open.completes = Some(end_lsn);
+                }
+            }
+            PgOutput::Relation(relation) => {
+                let table = TableName { schema: relation.namespace.clone(), name: relation.name.clone() };
+                let captured = CapturedRelation {
+                    key: self.cfg.routes.key_for(&table),
+                    outbox: self.cfg.routes.is_outbox(&table),
+                    relation,
+                };
+                self.relations.insert(captured.relation.id, Arc::new(captured));
+            }
+            PgOutput::Insert { relation, new } => self.on_change(relation, Operation::Insert, &new, None, lsn)?,
+            PgOutput::Update { relation, old, new } => {
+                self.on_change(relation, Operation::Update, &new, old.as_ref(), lsn)?;
+            }
+            PgOutput::Delete { relation, old } => self.on_change(relation, Operation::Delete, &old, None, lsn)?,
+            PgOutput::Truncate { relations } => {
+                tracing::warn!(%lsn, relations = relations.len(), "truncate is not published (DMS has no record for it)");
+            }
+            PgOutput::Message { prefix, .. } => tracing::debug!(%lsn, prefix, "logical message skipped"),
+            PgOutput::Ignored => {}
+        }
+        Ok(())
+    }
+
+    fn on_change(
+        &mut self,
+        relation: u32,
+        operation: Operation,
+        row: &Tuple,
+        before: Option<&Tuple>,
+        lsn: Lsn,
+    ) -> Result<(), CaptureError> {
+        let rel = self
+            .relations
+            .get(&relation)
+            .cloned()
+            .ok_or_else(|| ReplicationError::Decode(format!("change for unknown relation {relation}")))?;
+        // Outbox rows may be deleted (or tidied) right after insert: only inserts are events.
+        if rel.outbox && operation != Operation::Insert {
+            return Ok(());
+        }
+        let tx = self
+            .tx
+            .as_mut()
+            .ok_or_else(|| ReplicationError::Protocol("row change outside a transaction".into()))?;
+        let record_id = tx.next_record_id;
+        tx.next_record_id += 1;
+        let (ctx, commit_seconds) = (tx.ctx, tx.commit_seconds);
+        let change = Change { relation: &rel.relation, operation, row, before, lsn, record_id };
+        let mut record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
+        if record.size() > MAX_RECORD_BYTES {
+            self.metrics.records_oversized.inc();
+            tracing::error!(%lsn, table = %rel.relation.name, bytes = record.size(), "record above kinesis' 1 MiB limit: sending it without its large columns");
+            let slim = slim_tuple(row);
+            let change = Change { row: &slim, before: None, ..change };
+            record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
+        }
+        self.metrics.changes_captured.inc();
+        self.open.push(record, commit_seconds);
+        Ok(())
+    }
+}
+
+/// The row with every value above 1 KiB replaced by null, for a record too large for Kinesis.
+fn slim_tuple(row: &Tuple) -> Tuple {
+    Tuple(
+        row.0
+            .iter()
+            .map(|d| match d {
+                Datum::Text(t) | Datum::Binary(t) if t.len() > 1024 => Datum::Null,
+                other => other.clone(),
+            })
+            .collect(),
+    )
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,21 @@
+//! The `bridge` binary: parses the command line and hands over to the library.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    cli::init_logging(cli.log_format);
+    match cli::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, cause = %bridge::capture::source_chain(err.as_ref()), "bridge stopped");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Prometheus metrics of the bridge, served with `/healthz` on `--metrics-listen`.
+//! Names carry their unit.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub changes_captured: Counter,
+    pub transactions_captured: Counter,
+    pub records_published: Counter,
+    pub records_oversized: Counter,
+    pub batches_completed: Counter,
+    pub put_calls: Counter,
+    pub put_retries: Family<Labels, Counter>,
+    pub reconnects: Counter,
+    pub flushed_lsn: Gauge,
+    pub server_wal_end_lsn: Gauge,
+    pub slot_lag_bytes: Gauge,
+    pub oldest_unpublished_age_seconds: Gauge<f64, AtomicU64>,
+    pub inflight_batches: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("bridge");
+        let m = Self {
+            changes_captured: Counter::default(),
+            transactions_captured: Counter::default(),
+            records_published: Counter::default(),
+            records_oversized: Counter::default(),
+            batches_completed: Counter::default(),
+            put_calls: Counter::default(),
+            put_retries: Family::default(),
+            reconnects: Counter::default(),
+            flushed_lsn: Gauge::default(),
+            server_wal_end_lsn: Gauge::default(),
+            slot_lag_bytes: Gauge::default(),
+            oldest_unpublished_age_seconds: Gauge::default(),
+            inflight_batches: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("capture_changes", "Row changes decoded from the replication stream", m.changes_captured.clone());
+        registry.register("capture_transactions", "Committed transactions decoded", m.transactions_captured.clone());
+        registry.register("kinesis_records_published", "Records Kinesis accepted", m.records_published.clone());
+        registry.register("capture_records_oversized", "Records above Kinesis' 1 MiB limit, sent without their large columns", m.records_oversized.clone());
+        registry.register("capture_batches_completed", "Batches whose every record Kinesis accepted", m.batches_completed.clone());
+        registry.register("kinesis_put_records_calls", "Successful PutRecords calls", m.put_calls.clone());
+        registry.register("kinesis_put_records_retries", "PutRecords retries by cause", m.put_retries.clone());
+        registry.register("capture_reconnects", "Reconnections to Postgres", m.reconnects.clone());
+        registry.register("slot_flushed_lsn", "The LSN acknowledged to the slot (as a number)", m.flushed_lsn.clone());
+        registry.register("server_wal_end_lsn", "The server's WAL end from its last keepalive (as a number)", m.server_wal_end_lsn.clone());
+        registry.register("slot_lag_bytes", "WAL between the server's end and the acknowledged position", m.slot_lag_bytes.clone());
+        registry.register("oldest_unpublished_event_age_seconds", "Age of the oldest committed change not yet accepted by Kinesis", m.oldest_unpublished_age_seconds.clone());
+        registry.register("capture_inflight_batches", "PutRecords batches awaiting completion", m.inflight_batches.clone());
+        Arc::new(Self { registry, ..m })
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `/metrics` and `/healthz` until the process ends. Returns the bound address.
+pub async fn serve(listen: &str, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.render();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response() }
+            }),
+        )
+        .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }));
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(error = %error, "metrics server stopped");
+        }
+    });
+    Ok(addr)
+}

@@ -1,0 +1,54 @@
+//! What can go wrong on the replication connection, and whether trying again can help.
+
+use std::io;
+
+/// Errors of the replication connection. [`ReplicationError::is_retryable`] is the one place
+/// that decides whether reconnecting can help.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("cannot connect to postgres at {addr}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("connection to postgres lost")]
+    Io(#[from] io::Error),
+    #[error("postgres said: {message} (SQLSTATE {code}){}", hint.as_deref().map(|h| format!("; hint: {h}")).unwrap_or_default())]
+    Server { code: String, message: String, hint: Option<String> },
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("unexpected replication protocol message: {0}")]
+    Protocol(String),
+    #[error("cannot decode pgoutput message: {0}")]
+    Decode(String),
+    #[error("the postgres URL is not usable: {0}")]
+    Config(String),
+}
+
+impl ReplicationError {
+    /// Connection trouble and server shutdowns are worth a reconnect; bad credentials, missing
+    /// objects, lost WAL and protocol confusion are not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::Io(_) => true,
+            Self::Server { code, .. } => matches!(
+                code.as_str(),
+                // object_in_use: the slot is still held by a previous walsender (or a twin bridge).
+                "55006"
+                    // admin_shutdown, crash_shutdown, cannot_connect_now: a restarting server.
+                    | "57P01" | "57P02" | "57P03"
+                    // too_many_connections and connection_failure classes.
+                    | "53300" | "08000" | "08003" | "08006"
+            ),
+            Self::Auth(_) | Self::Protocol(_) | Self::Decode(_) | Self::Config(_) => false,
+        }
+    }
+
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Self::Server { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}

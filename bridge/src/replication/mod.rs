@@ -1,0 +1,13 @@
+//! The Postgres side of capture: a replication-mode client, pgoutput decoding, and the
+//! publication and slot the stream is read through.
+
+pub mod connection;
+mod connection_io;
+pub mod error;
+pub mod pgoutput;
+pub mod slot;
+pub mod target;
+
+pub use connection::{ReplicationConnection, StreamMessage};
+pub use error::ReplicationError;
+pub use target::PgTarget;

@@ -1,0 +1,166 @@
+//! The publication and the logical slot: created on first start where the role may, otherwise
+//! only checked; a lost slot is an error, never silently recreated (that would hide a gap).
+
+use tokio_postgres::{Client, NoTls};
+
+use super::connection::quote_ident;
+use super::target::PgTarget;
+use crate::lsn::Lsn;
+use crate::table::TableName;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    #[error("postgres query failed")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error(
+        "the publication `{publication}` does not exist and this role may not create it; as the owner of the \
+         tables run: {sql}"
+    )]
+    PublicationMissing { publication: String, sql: String },
+    #[error(
+        "the publication `{publication}` does not cover {missing}; as the owner of the tables run: {sql}"
+    )]
+    PublicationIncomplete { publication: String, missing: String, sql: String },
+    #[error(
+        "the replication slot `{slot}` was invalidated (wal_status = lost): Postgres removed WAL it still \
+         needed, so changes were lost. See README § Recovering a lost slot: drop it with \
+         SELECT pg_drop_replication_slot('{slot}'); then re-snapshot consumers before starting again"
+    )]
+    SlotLost { slot: String },
+    #[error("the replication slot `{slot}` does not exist")]
+    SlotMissing { slot: String },
+    #[error("the replication slot `{slot}` uses the plugin `{plugin}`, not pgoutput; use another --slot")]
+    WrongPlugin { slot: String, plugin: String },
+    #[error(
+        "this role may not create the replication slot `{slot}`: it needs the REPLICATION attribute \
+         (ALTER ROLE <role> REPLICATION;)"
+    )]
+    NoReplicationPrivilege { slot: String },
+}
+
+impl SlotError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            // A closed or refused connection is transient; a rejected statement is not.
+            Self::Postgres(err) => err.code().is_none(),
+            _ => false,
+        }
+    }
+}
+
+/// The slot as Postgres reports it.
+#[derive(Debug, Clone)]
+pub struct SlotState {
+    pub confirmed_flush: Lsn,
+    pub created: bool,
+}
+
+/// Opens an ordinary query connection (`tokio-postgres`), driving it on a task of its own.
+pub async fn query_client(target: &PgTarget) -> Result<Client, SlotError> {
+    let (client, connection) = target.config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(error = %error, "query connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Makes sure the publication exists and covers `tables`; creates it when absent and allowed.
+///
+/// When every table is an outbox the publication publishes inserts only, so deleting outbox rows
+/// right after inserting them never becomes an event.
+pub async fn ensure_publication(
+    client: &Client,
+    publication: &str,
+    tables: &[TableName],
+    inserts_only: bool,
+) -> Result<(), SlotError> {
+    let exists = client.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication]).await?;
+    let table_list = tables.iter().map(TableName::quoted).collect::<Vec<_>>().join(", ");
+    if exists.is_none() {
+        let publish = if inserts_only { "insert" } else { "insert, update, delete" };
+        let sql = format!(
+            "CREATE PUBLICATION {} FOR TABLE {table_list} WITH (publish = '{publish}');",
+            quote_ident(publication)
+        );
+        return match client.batch_execute(&sql).await {
+            Ok(()) => {
+                tracing::info!(publication, tables = %table_list, "created publication");
+                Ok(())
+            }
+            Err(err) if err.code().is_some() => {
+                tracing::debug!(error = %err, "cannot create publication");
+                Err(SlotError::PublicationMissing { publication: publication.into(), sql })
+            }
+            Err(err) => Err(err.into()),
+        };
+    }
+    let rows = client
+        .query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[&publication])
+        .await?;
+    let covered: Vec<TableName> =
+        rows.iter().map(|r| TableName { schema: r.get(0), name: r.get(1) }).collect();
+    let missing: Vec<&TableName> = tables.iter().filter(|t| !covered.contains(t)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let missing_list = missing.iter().map(|t| t.quoted()).collect::<Vec<_>>().join(", ");
+    Err(SlotError::PublicationIncomplete {
+        publication: publication.into(),
+        missing: missing_list.clone(),
+        sql: format!("ALTER PUBLICATION {} ADD TABLE {missing_list};", quote_ident(publication)),
+    })
+}
+
+/// Makes sure the logical slot exists and is usable; creates it when absent and `may_create`.
+pub async fn ensure_slot(client: &Client, slot: &str, may_create: bool) -> Result<SlotState, SlotError> {
+    let row = client
+        .query_opt(
+            "SELECT plugin::text, coalesce(wal_status, ''), coalesce(confirmed_flush_lsn::text, '0/0') \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    if let Some(row) = row {
+        let plugin: Option<String> = row.get(0);
+        let wal_status: String = row.get(1);
+        let confirmed: String = row.get(2);
+        if wal_status == "lost" {
+            return Err(SlotError::SlotLost { slot: slot.into() });
+        }
+        let plugin = plugin.unwrap_or_default();
+        if plugin != "pgoutput" {
+            return Err(SlotError::WrongPlugin { slot: slot.into(), plugin });
+        }
+        return Ok(SlotState { confirmed_flush: confirmed.parse().unwrap_or_default(), created: false });
+    }
+    if !may_create {
+        return Err(SlotError::SlotMissing { slot: slot.into() });
+    }
+    let created = client
+        .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+        .await;
+    match created {
+        Ok(row) => {
+            let lsn: String = row.get(0);
+            tracing::info!(slot, lsn = %lsn, "created replication slot");
+            Ok(SlotState { confirmed_flush: lsn.parse().unwrap_or_default(), created: true })
+        }
+        Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            Err(SlotError::NoReplicationPrivilege { slot: slot.into() })
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// How much WAL the slot holds back, in bytes, as Postgres computes it.
+pub async fn retained_wal_bytes(client: &Client, slot: &str) -> Result<Option<i64>, SlotError> {
+    let row = client
+        .query_opt(
+            "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    Ok(row.and_then(|r| r.get(0)))
+}

@@ -1,0 +1,41 @@
+//! Where captured records go. A sink takes a batch and returns at once; the batch's completion
+//! comes back separately, once every record in it was durably accepted. A partial failure is
+//! never a completion: the sink retries the failed records until they land or a fatal error ends it.
+
+pub mod backoff;
+pub mod kinesis;
+pub mod null;
+
+use tokio::sync::oneshot;
+
+use crate::dms::Record;
+
+/// Records to publish together (one PutRecords call when they fit in one).
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub seq: u64,
+    pub records: Vec<Record>,
+}
+
+/// Why a batch could not be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("kinesis stream `{stream}` does not exist; run `bridge setup` first")]
+    StreamMissing { stream: String },
+    #[error("kinesis refused the request and retrying cannot help ({code})")]
+    Rejected {
+        code: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the sink stopped before the batch completed")]
+    Gone,
+}
+
+/// The completion of one batch: `Ok` once every record is durable.
+pub type Completion = oneshot::Receiver<Result<(), SinkError>>;
+
+pub trait Sink: Send + Sync + 'static {
+    /// Hands a batch over and returns at once; the completion resolves later.
+    fn submit(&self, batch: Batch) -> Completion;
+}

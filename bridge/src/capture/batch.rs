@@ -16,6 +16,9 @@ pub struct OpenBatch {
     /// Commit time (seconds since the Unix epoch) of the oldest change in the batch.
     pub oldest_commit: Option<f64>,
     pub opened: Option<Instant>,
+    /// The latest in-flight batch holding a partition key this batch also holds: it must
+    /// complete first, so one key's records never race each other in two requests.
+    pub waits_for: Option<u64>,
 }
 
 impl OpenBatch {
@@ -24,6 +27,10 @@ impl OpenBatch {
         self.records.push(record);
         self.oldest_commit.get_or_insert(commit_time);
         self.opened.get_or_insert_with(Instant::now);
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
     }
 
     pub fn is_empty(&self) -> bool {
@@ -40,6 +47,7 @@ impl OpenBatch {
         let batch = Batch { seq, records: std::mem::take(&mut self.records) };
         self.bytes = 0;
         self.opened = None;
+        self.waits_for = None;
         (batch, self.completes.take(), self.oldest_commit.take())
     }
 }

@@ -55,6 +55,10 @@ pub struct Session<'a> {
     /// Oldest commit time of each in-flight batch, in the same order, for the age metric.
     inflight_oldest: VecDeque<Option<f64>>,
     next_seq: u64,
+    /// Batches `0..completed_seq` have completed (completions arrive in order).
+    completed_seq: u64,
+    /// The last batch each recently sent partition key went out in.
+    key_seq: HashMap<String, u64>,
 }
 
 impl<'a> Session<'a> {
@@ -70,6 +74,8 @@ impl<'a> Session<'a> {
             inflight: FuturesOrdered::new(),
             inflight_oldest: VecDeque::new(),
             next_seq: 0,
+            completed_seq: 0,
+            key_seq: HashMap::new(),
         }
     }
 
@@ -88,7 +94,7 @@ impl<'a> Session<'a> {
             } else {
                 self.open.opened.map(|t| Instant::from_std(t) + self.cfg.linger)
             };
-            let room = self.inflight.len() < self.cfg.window;
+            let room = self.inflight.len() < self.cfg.window && self.open_may_go();
             tokio::select! {
                 biased;
                 // 1. Shutdown: stop taking input; `finish` drains.
@@ -129,7 +135,7 @@ impl<'a> Session<'a> {
         tokio::pin!(deadline);
         let drained = async {
             while !self.open.is_empty() || !self.inflight.is_empty() {
-                if !self.open.is_empty() && self.inflight.len() < self.cfg.window {
+                if !self.open.is_empty() && self.inflight.len() < self.cfg.window && self.open_may_go() {
                     self.submit_open();
                     continue;
                 }
@@ -166,8 +172,18 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Per-key order: the open batch waits while a batch with one of its keys is in flight.
+    fn open_may_go(&self) -> bool {
+        self.open.waits_for.is_none_or(|seq| seq < self.completed_seq)
+    }
+
     fn on_done(&mut self, done: Done) -> Result<(), CaptureError> {
         self.inflight_oldest.pop_front();
+        self.completed_seq += 1;
+        if self.key_seq.len() > 64 * 1024 {
+            let completed = self.completed_seq;
+            self.key_seq.retain(|_, seq| *seq >= completed);
+        }
         self.metrics.inflight_batches.set(self.inflight.len() as i64);
         done.result?;
         self.metrics.batches_completed.inc();
@@ -185,8 +201,12 @@ impl<'a> Session<'a> {
     }
 
     fn submit_open(&mut self) {
-        let (batch, completes, oldest) = self.open.take(self.next_seq);
+        let seq = self.next_seq;
         self.next_seq += 1;
+        for record in self.open.records() {
+            self.key_seq.insert(record.partition_key.clone(), seq);
+        }
+        let (batch, completes, oldest) = self.open.take(seq);
         tracing::trace!(seq = batch.seq, records = batch.records.len(), "submitting batch");
         let completion = self.sink.submit(batch);
         self.inflight.push_back(Box::pin(async move {
@@ -287,6 +307,11 @@ impl<'a> Session<'a> {
             record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
         }
         self.metrics.changes_captured.inc();
+        if let Some(&seq) = self.key_seq.get(&record.partition_key) {
+            if seq >= self.completed_seq {
+                self.open.waits_for = Some(self.open.waits_for.map_or(seq, |w| w.max(seq)));
+            }
+        }
         self.open.push(record, commit_seconds);
         Ok(())
     }

@@ -1,0 +1,27 @@
+//! The embedded default stack and the tools tests use on it: a throwaway Postgres built from
+//! the local PostgreSQL binaries, `moto_server` on a loopback port, the project's binaries as
+//! real processes, a Kinesis reader, and a TCP proxy that can take an endpoint away.
+//!
+//! Nothing here is mocked: every test talks to real servers it started and stops.
+
+pub mod binaries;
+pub mod kinesis;
+pub mod lsn;
+pub mod moto;
+pub mod postgres;
+pub mod process;
+pub mod proxy;
+pub mod stack;
+pub mod wait;
+
+use std::net::TcpListener;
+
+/// A free TCP port on loopback (bound and released; good enough for a test's lifetime).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A name unique to this test run, for streams, slots and tables.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}

@@ -1,0 +1,107 @@
+//! The whole embedded stack for one test or the demo: Postgres migrated by legacy-sim, moto,
+//! and a Kinesis stream made by `bridge setup`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::kinesis::{self, StreamRecord};
+use crate::moto::Moto;
+use crate::postgres::TestPostgres;
+use crate::process::{self, Proc};
+
+pub struct Stack {
+    pub pg: TestPostgres,
+    pub moto: Moto,
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub stream: String,
+}
+
+impl Stack {
+    /// Starts Postgres and moto, migrates the monolith schema and creates the stream.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_shards(4).await
+    }
+
+    pub async fn start_with_shards(shards: u32) -> anyhow::Result<Self> {
+        let pg = TestPostgres::start()?;
+        let moto = Moto::start().await?;
+        let kinesis = aws_sdk_kinesis::Client::new(&moto.sdk_config().await);
+        let stack = Self { pg, moto, kinesis, stream: crate::unique("cdc") };
+        stack.run_ok("legacy-sim", &["migrate"]).await?;
+        stack.run_ok("bridge", &["setup", "--stream", &stack.stream, "--shards", &shards.to_string()]).await?;
+        Ok(stack)
+    }
+
+    /// DATABASE_URL, the AWS SDK's variables for moto, and the stream name.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.moto.env();
+        env.push(("DATABASE_URL".into(), self.pg.url()));
+        env.push(("BRIDGE_STREAM".into(), self.stream.clone()));
+        env.push(("BRIDGE_METRICS_LISTEN".into(), "127.0.0.1:0".into()));
+        env
+    }
+
+    /// Runs a binary to completion and fails with its output unless it exits 0.
+    pub async fn run_ok(&self, bin: &str, args: &[&str]) -> anyhow::Result<String> {
+        let (code, out, err) = process::run(bin, args, &self.env()).await?;
+        anyhow::ensure!(code == Some(0), "{bin} {args:?} exited with {code:?}:\n{out}\n{err}");
+        Ok(out)
+    }
+
+    pub fn spawn(&self, bin: &str, args: &[&str]) -> anyhow::Result<Proc> {
+        Proc::spawn(bin, args, &self.env())
+    }
+
+    /// `bridge capture` with the stack's defaults plus `args`.
+    pub fn spawn_capture(&self, args: &[&str]) -> anyhow::Result<Proc> {
+        let mut all = vec!["capture"];
+        all.extend_from_slice(args);
+        self.spawn("bridge", &all)
+    }
+
+    /// `legacy-sim serve` on a free port; returns the process and its base URL.
+    pub async fn spawn_legacy_sim(&self) -> anyhow::Result<(Proc, String)> {
+        let port = crate::free_port()?;
+        let listen = format!("127.0.0.1:{port}");
+        let proc = self.spawn("legacy-sim", &["serve", "--listen", &listen])?;
+        let base = format!("http://{listen}");
+        let http = reqwest::Client::new();
+        crate::wait::until("legacy-sim to serve", Duration::from_secs(30), || {
+            let req = http.get(format!("{base}/healthz")).send();
+            async move { Ok(req.await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
+        })
+        .await
+        .with_context(|| proc.output())?;
+        Ok((proc, base))
+    }
+
+    pub async fn records(&self) -> anyhow::Result<Vec<StreamRecord>> {
+        kinesis::read_all(&self.kinesis, &self.stream).await
+    }
+
+    /// Every outbox id in the monolith's database: the ground truth.
+    pub async fn outbox_ids(&self) -> anyhow::Result<Vec<String>> {
+        let client = self.pg.client().await?;
+        let rows = client.query("SELECT id::text FROM outbox ORDER BY id", &[]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The slot's `confirmed_flush_lsn` as a number, if the slot exists.
+    pub async fn confirmed_flush(&self, slot: &str) -> anyhow::Result<Option<u64>> {
+        let client = self.pg.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await?;
+        Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).map(|v| v as u64))
+    }
+}
+
+/// The outbox id of a DMS record of the outbox table.
+pub fn outbox_id(record: &StreamRecord) -> Option<&str> {
+    let m = &record.json["metadata"];
+    (m["table-name"] == "outbox" && m["operation"] == "insert").then(|| record.json["data"]["id"].as_str()).flatten()
+}

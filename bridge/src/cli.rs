@@ -48,17 +48,20 @@ pub struct StreamArgs {
 #[derive(Args, Debug)]
 pub struct SetupArgs {
     #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
     pub stream: StreamArgs,
     /// Shards of the stream when it is created (more shards, more parallel consumers).
     #[arg(long, env = "BRIDGE_SHARDS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub shards: i32,
 }
 
+/// Where changes come from. `setup` needs it only to create the publication and slot early.
 #[derive(Args, Debug)]
-pub struct CaptureArgs {
+pub struct SourceArgs {
     /// Postgres URL (postgres://user:password@host:port/db?sslmode=...); the password may also come from PGPASSWORD.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Option<String>,
     /// Tables to capture, comma-separated (schema.table).
     #[arg(long, env = "BRIDGE_TABLES", value_delimiter = ',', default_value = "public.outbox")]
     pub tables: Vec<TableName>,
@@ -68,14 +71,20 @@ pub struct CaptureArgs {
     /// The logical replication slot (created on first start when absent).
     #[arg(long, env = "BRIDGE_SLOT", default_value = "outbox_bridge", value_parser = parse_slot_name)]
     pub slot: String,
-    #[command(flatten)]
-    pub stream: StreamArgs,
     /// The outbox table: only its inserts are captured, partitioned by aggregate.
     #[arg(long, env = "BRIDGE_OUTBOX_TABLE", default_value = "public.outbox")]
     pub outbox_table: TableName,
     /// Partition key per table, as DMS names them: TABLE=attribute-name:COLUMN|primary-key|schema-table|transaction-id (comma-separated).
     #[arg(long = "partition-key", env = "BRIDGE_PARTITION_KEYS", value_delimiter = ',', value_parser = parse_partition_override)]
     pub partition_keys: Vec<(TableName, PartitionKey)>,
+}
+
+#[derive(Args, Debug)]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub stream: StreamArgs,
     /// Send json/jsonb columns as escaped strings, exactly as AWS DMS does.
     #[arg(long, env = "BRIDGE_STRICT_DMS")]
     pub strict_dms: bool,
@@ -133,28 +142,66 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
         args.stream.stream,
         if created { "created" } else { "already present" }
     );
+    if args.source.database_url.is_some() {
+        let cfg = capture_config(args.source, &CaptureTuning::default())?;
+        let slot = capture::prepare_source(&cfg, true).await?.slot;
+        println!(
+            "publication {}: ready; replication slot {}: {} at {}",
+            cfg.publication,
+            cfg.slot,
+            if slot.created { "created" } else { "already present" },
+            slot.confirmed_flush
+        );
+    } else {
+        println!("no --database-url: the publication and slot are created when capture first starts");
+    }
     Ok(())
 }
 
-async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
-    let target = PgTarget::from_url(&args.database_url, "outbox-bridge").context("--database-url")?;
+/// Capture settings that do not name a source.
+struct CaptureTuning {
+    strict_dms: bool,
+    window: usize,
+    linger: Duration,
+    shutdown_timeout: Duration,
+}
+
+impl Default for CaptureTuning {
+    fn default() -> Self {
+        Self { strict_dms: false, window: 4, linger: Duration::from_millis(10), shutdown_timeout: Duration::from_secs(20) }
+    }
+}
+
+fn capture_config(source: SourceArgs, tuning: &CaptureTuning) -> anyhow::Result<CaptureConfig> {
+    let url = source.database_url.context("--database-url (or DATABASE_URL) is required")?;
+    let target = PgTarget::from_url(&url, "outbox-bridge").context("--database-url")?;
     let routes = TableRoutes {
-        outbox: args.outbox_table.clone(),
-        overrides: args.partition_keys.into_iter().collect(),
+        outbox: source.outbox_table,
+        overrides: source.partition_keys.into_iter().collect(),
         ..TableRoutes::default()
     };
-    let cfg = CaptureConfig {
+    Ok(CaptureConfig {
         target,
-        slot: args.slot,
-        publication: args.publication,
-        tables: args.tables,
+        slot: source.slot,
+        publication: source.publication,
+        tables: source.tables,
         routes,
-        encode: EncodeOptions { strict_dms: args.strict_dms },
+        encode: EncodeOptions { strict_dms: tuning.strict_dms },
+        window: tuning.window,
+        linger: tuning.linger,
+        status_interval: Duration::from_secs(1),
+        shutdown_timeout: tuning.shutdown_timeout,
+    })
+}
+
+async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
+    let tuning = CaptureTuning {
+        strict_dms: args.strict_dms,
         window: usize::from(args.max_inflight_batches),
         linger: Duration::from_millis(args.batch_linger_ms),
-        status_interval: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
     };
+    let cfg = capture_config(args.source, &tuning)?;
     let metrics = Metrics::new();
     let addr = metrics::serve(&args.metrics_listen, metrics.clone())
         .await

@@ -54,6 +54,8 @@ pub struct TxContext {
 /// One change of one row.
 pub struct Change<'a> {
     pub relation: &'a Relation,
+    /// Positions of the primary-key columns, for the `primary-key` partition key.
+    pub key_columns: &'a [usize],
     pub operation: Operation,
     /// The row after the change (for a delete: the old key or row).
     pub row: &'a Tuple,
@@ -178,13 +180,8 @@ fn partition_key(change: &Change<'_>, tx: &TxContext, key: &PartitionKey) -> Str
             .and_then(|i| datum_text(change.row.0.get(i)?))
             .unwrap_or_else(|| format!("{}.{}", rel.namespace, rel.name)),
         PartitionKey::PrimaryKey => {
-            let parts: Vec<String> = rel
-                .columns
-                .iter()
-                .zip(&change.row.0)
-                .filter(|(c, _)| c.is_key)
-                .filter_map(|(_, d)| datum_text(d))
-                .collect();
+            let parts: Vec<String> =
+                change.key_columns.iter().filter_map(|&i| datum_text(change.row.0.get(i)?)).collect();
             if parts.is_empty() {
                 format!("{}.{}", rel.namespace, rel.name)
             } else {
@@ -260,7 +257,7 @@ mod tests {
             text("12.50"),
             Datum::Null,
         ]);
-        let change = Change { relation: &rel, operation: Operation::Insert, row: &row, before: None, lsn: Lsn(0x20), record_id: 1 };
+        let change = Change { relation: &rel, key_columns: &[0], operation: Operation::Insert, row: &row, before: None, lsn: Lsn(0x20), record_id: 1 };
         let tx = TxContext { xid: 42, commit_lsn: Lsn(0x100), commit_time: 0 };
         let rec = encode(&change, &tx, &PartitionKey::Attribute("aggregateid".into()), EncodeOptions::default());
         assert_eq!(rec.partition_key, "cust-1");
@@ -287,7 +284,7 @@ mod tests {
     fn strict_dms_sends_json_as_strings_and_escapes_text() {
         let rel = outbox();
         let row = Tuple(vec![text("1"), text("a\"b\n"), text("{}"), text("1"), text("f"), text("NaN"), Datum::UnchangedToast]);
-        let change = Change { relation: &rel, operation: Operation::Update, row: &row, before: Some(&row), lsn: Lsn(1), record_id: 2 };
+        let change = Change { relation: &rel, key_columns: &[0], operation: Operation::Update, row: &row, before: Some(&row), lsn: Lsn(1), record_id: 2 };
         let tx = TxContext { xid: 1, commit_lsn: Lsn(2), commit_time: 0 };
         let rec = encode(&change, &tx, &PartitionKey::PrimaryKey, EncodeOptions { strict_dms: true });
         let v: serde_json::Value = serde_json::from_slice(&rec.data).unwrap();

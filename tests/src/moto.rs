@@ -14,12 +14,19 @@ pub struct Moto {
 impl Moto {
     pub async fn start() -> anyhow::Result<Self> {
         let port = crate::free_port()?;
-        let child = tokio::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
+        let args = ["-H".to_owned(), "127.0.0.1".to_owned(), "-p".to_owned(), port.to_string()];
+        let spawn = |program: &str, prefix: &[&str]| {
+            tokio::process::Command::new(program)
+                .args(prefix)
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+        };
+        // pip may put the script outside PATH (~/.local/bin); the module always works.
+        let child = spawn("moto_server", &[])
+            .or_else(|_| spawn("python3", &["-m", "moto.server"]))
             .context("moto_server not found: pip install 'moto[server]' (scripts/bootstrap does)")?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let moto = Self { child, endpoint };

@@ -53,11 +53,25 @@ impl Stack {
         Proc::spawn(bin, args, &self.env())
     }
 
-    /// `bridge capture` with the stack's defaults plus `args`.
-    pub fn spawn_capture(&self, args: &[&str]) -> anyhow::Result<Proc> {
+    /// `bridge capture` with the stack's defaults plus `args`; returns once it streams from its slot.
+    pub async fn spawn_capture(&self, args: &[&str]) -> anyhow::Result<Proc> {
         let mut all = vec!["capture"];
         all.extend_from_slice(args);
-        self.spawn("bridge", &all)
+        let proc = self.spawn("bridge", &all)?;
+        let slot = args.iter().position(|a| *a == "--slot").and_then(|i| args.get(i + 1)).unwrap_or(&"outbox_bridge");
+        self.wait_slot_active(slot, &proc).await?;
+        Ok(proc)
+    }
+
+    /// Waits until a walsender streams from `slot`, failing early if `proc` exits.
+    pub async fn wait_slot_active(&self, slot: &str, proc: &Proc) -> anyhow::Result<()> {
+        let client = self.pg.client().await?;
+        crate::wait::until(&format!("slot {slot} to be active"), Duration::from_secs(60), || async {
+            proc.ensure_running()?;
+            let row = client.query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await?;
+            Ok(row.filter(|r| r.get::<_, bool>(0)).map(|_| ()))
+        })
+        .await
     }
 
     /// `legacy-sim serve` on a free port; returns the process and its base URL.

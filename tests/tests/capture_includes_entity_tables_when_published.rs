@@ -19,7 +19,7 @@ async fn entity_changes_are_captured_with_before_images_and_outbox_deletes_are_n
         "everything",
         "--slot",
         "everything",
-    ])?;
+    ]).await?;
     let (_sim, base) = stack.spawn_legacy_sim().await?;
     let http = reqwest::Client::new();
     let customer: Value = http

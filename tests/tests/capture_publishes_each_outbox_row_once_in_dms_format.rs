@@ -11,7 +11,7 @@ use tests::wait;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_through_the_api_reach_kinesis_once_each_in_dms_format_and_aggregate_order() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
-    let mut capture = stack.spawn_capture(&[])?;
+    let mut capture = stack.spawn_capture(&[]).await?;
     let (_sim, base) = stack.spawn_legacy_sim().await?;
     let http = reqwest::Client::new();
 

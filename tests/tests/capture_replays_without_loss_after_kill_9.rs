@@ -10,7 +10,7 @@ use tests::wait;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_outbox_row_arrives_after_capture_is_killed_mid_run() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
-    let mut capture = stack.spawn_capture(&["--batch-linger-ms", "5"])?;
+    let mut capture = stack.spawn_capture(&["--batch-linger-ms", "5"]).await?;
     let mut load = stack.spawn(
         "legacy-sim",
         &["load", "--customers", "100", "--orders", "3000", "--concurrency", "4", "--rate", "1500", "--progress", "never"],
@@ -26,7 +26,7 @@ async fn every_outbox_row_arrives_after_capture_is_killed_mid_run() -> anyhow::R
         .await?;
         capture.kill9().await?;
         println!("round {round}: killed capture after {} records", stack.records().await?.len());
-        capture = stack.spawn_capture(&["--batch-linger-ms", "5"])?;
+        capture = stack.spawn_capture(&["--batch-linger-ms", "5"]).await?;
     }
 
     assert_eq!(load.wait(Duration::from_secs(180)).await?, Some(0), "{}", load.output());

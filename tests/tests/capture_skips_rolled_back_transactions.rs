@@ -11,7 +11,7 @@ const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_outbox_insert_never_reaches_kinesis() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
-    let mut capture = stack.spawn_capture(&[])?;
+    let mut capture = stack.spawn_capture(&[]).await?;
     let mut client = stack.pg.client().await?;
 
     let rolled_back = "00000000-0000-0000-0000-00000000dead";

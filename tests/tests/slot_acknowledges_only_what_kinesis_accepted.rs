@@ -19,6 +19,7 @@ async fn confirmed_flush_waits_for_kinesis_and_then_advances() -> anyhow::Result
     env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
     env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone()));
     let mut capture = Proc::spawn("bridge", &["capture"], &env)?;
+    stack.wait_slot_active("outbox_bridge", &capture).await?;
     let client = stack.pg.client().await?;
 
     // Published: the record lands and the slot moves past its commit.

@@ -25,6 +25,7 @@ mod progress;
 pub mod routes;
 mod session;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,6 +114,33 @@ pub async fn run(
     }
 }
 
+/// Checks (or creates, when absent and allowed) the publication and the slot; returns the
+/// slot's state and the server's version number. `bridge setup` calls it too, so a slot can
+/// exist before the monolith's first write.
+pub async fn prepare_source(cfg: &CaptureConfig, may_create_slot: bool) -> Result<Source, CaptureError> {
+    let client = slot::query_client(&cfg.target).await?;
+    let inserts_only = cfg.tables.iter().all(|t| cfg.routes.is_outbox(t));
+    slot::ensure_publication(&client, &cfg.publication, &cfg.tables, inserts_only).await?;
+    let state = match slot::ensure_slot(&client, &cfg.slot, may_create_slot).await {
+        Err(SlotError::SlotMissing { slot }) => return Err(CaptureError::SlotDropped(slot)),
+        other => other?,
+    };
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(SlotError::from)?
+        .get(0);
+    let primary_keys = slot::primary_keys(&client, &cfg.publication).await?;
+    Ok(Source { slot: state, server_version: version, primary_keys })
+}
+
+/// What `prepare_source` learnt about the database.
+pub struct Source {
+    pub slot: slot::SlotState,
+    pub server_version: i32,
+    pub primary_keys: HashMap<TableName, Vec<String>>,
+}
+
 /// One connection's life: check publication and slot, stream, drain.
 async fn stream_once(
     cfg: &CaptureConfig,
@@ -122,20 +150,8 @@ async fn stream_once(
     backoff: &mut Backoff,
     shutdown: &CancellationToken,
 ) -> Result<(), CaptureError> {
-    let client = slot::query_client(&cfg.target).await?;
-    let inserts_only = cfg.tables.iter().all(|t| cfg.routes.is_outbox(t));
-    slot::ensure_publication(&client, &cfg.publication, &cfg.tables, inserts_only).await?;
-    let state = match slot::ensure_slot(&client, &cfg.slot, progress.is_none()).await {
-        Err(SlotError::SlotMissing { slot }) => return Err(CaptureError::SlotDropped(slot)),
-        other => other?,
-    };
-    let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(SlotError::from)?
-        .get(0);
-    drop(client);
-
+    let source = prepare_source(cfg, progress.is_none()).await?;
+    let (state, version) = (&source.slot, source.server_version);
     let progress = progress.get_or_insert_with(|| Progress::starting_at(state.confirmed_flush));
     let start = progress.flushed().max(state.confirmed_flush);
     let mut conn = ReplicationConnection::connect(&cfg.target).await?;
@@ -150,7 +166,7 @@ async fn stream_once(
     tracing::info!(slot = %cfg.slot, publication = %cfg.publication, lsn = %start, "streaming changes");
     backoff.reset();
 
-    let mut session = session::Session::new(cfg, sink, metrics, progress);
+    let mut session = session::Session::new(cfg, sink, metrics, progress, source.primary_keys);
     let outcome = session.stream(&mut conn, shutdown).await;
     match outcome {
         Ok(()) => {

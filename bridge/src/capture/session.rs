@@ -33,6 +33,8 @@ type InFlight = FuturesOrdered<Pin<Box<dyn Future<Output = Done> + Send>>>;
 
 struct CapturedRelation {
     relation: Relation,
+    /// Positions of the primary-key columns.
+    key_columns: Vec<usize>,
     key: PartitionKey,
     outbox: bool,
 }
@@ -59,10 +61,17 @@ pub struct Session<'a> {
     completed_seq: u64,
     /// The last batch each recently sent partition key went out in.
     key_seq: HashMap<String, u64>,
+    primary_keys: HashMap<TableName, Vec<String>>,
 }
 
 impl<'a> Session<'a> {
-    pub fn new(cfg: &'a CaptureConfig, sink: &'a dyn Sink, metrics: &'a Metrics, progress: &'a mut Progress) -> Self {
+    pub fn new(
+        cfg: &'a CaptureConfig,
+        sink: &'a dyn Sink,
+        metrics: &'a Metrics,
+        progress: &'a mut Progress,
+        primary_keys: HashMap<TableName, Vec<String>>,
+    ) -> Self {
         Self {
             cfg,
             sink,
@@ -76,6 +85,7 @@ impl<'a> Session<'a> {
             next_seq: 0,
             completed_seq: 0,
             key_seq: HashMap::new(),
+            primary_keys,
         }
     }
 
@@ -252,7 +262,14 @@ impl<'a> Session<'a> {
             }
             PgOutput::Relation(relation) => {
                 let table = TableName { schema: relation.namespace.clone(), name: relation.name.clone() };
+                // The catalog's primary key where known (tables added later fall back to
+                // pgoutput's replica-identity flags).
+                let key_columns = match self.primary_keys.get(&table) {
+                    Some(names) => names.iter().filter_map(|n| relation.columns.iter().position(|c| &c.name == n)).collect(),
+                    None => relation.columns.iter().enumerate().filter(|(_, c)| c.is_key).map(|(i, _)| i).collect(),
+                };
                 let captured = CapturedRelation {
+                    key_columns,
                     key: self.cfg.routes.key_for(&table),
                     outbox: self.cfg.routes.is_outbox(&table),
                     relation,
@@ -297,7 +314,7 @@ impl<'a> Session<'a> {
         let record_id = tx.next_record_id;
         tx.next_record_id += 1;
         let (ctx, commit_seconds) = (tx.ctx, tx.commit_seconds);
-        let change = Change { relation: &rel.relation, operation, row, before, lsn, record_id };
+        let change = Change { relation: &rel.relation, key_columns: &rel.key_columns, operation, row, before, lsn, record_id };
         let mut record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
         if record.size() > MAX_RECORD_BYTES {
             self.metrics.records_oversized.inc();

@@ -154,6 +154,31 @@ pub async fn ensure_slot(client: &Client, slot: &str, may_create: bool) -> Resul
     }
 }
 
+/// Primary-key columns of every table in the publication, in key order. pgoutput's own key
+/// flags describe the replica identity, which is every column under `REPLICA IDENTITY FULL`.
+pub async fn primary_keys(
+    client: &Client,
+    publication: &str,
+) -> Result<std::collections::HashMap<TableName, Vec<String>>, SlotError> {
+    let rows = client
+        .query(
+            "SELECT pt.schemaname::text, pt.tablename::text, a.attname::text \
+             FROM pg_publication_tables pt \
+             JOIN pg_namespace n ON n.nspname = pt.schemaname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+             JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) \
+             WHERE pt.pubname = $1 ORDER BY 1, 2, array_position(i.indkey::int2[], a.attnum)",
+            &[&publication],
+        )
+        .await?;
+    let mut keys: std::collections::HashMap<TableName, Vec<String>> = std::collections::HashMap::new();
+    for row in rows {
+        keys.entry(TableName { schema: row.get(0), name: row.get(1) }).or_default().push(row.get(2));
+    }
+    Ok(keys)
+}
+
 /// How much WAL the slot holds back, in bytes, as Postgres computes it.
 pub async fn retained_wal_bytes(client: &Client, slot: &str) -> Result<Option<i64>, SlotError> {
     let row = client

@@ -15,7 +15,11 @@ use bridge::sink::kinesis::KinesisSink;
 use bridge::table::TableName;
 
 #[derive(Parser, Debug)]
-#[command(name = "bridge", version, about = "Postgres outbox → Kinesis (capture), the DMS stand-in of outbox-bridge")]
+#[command(
+    name = "bridge",
+    version,
+    about = "Postgres outbox → Kinesis (capture), the DMS stand-in of outbox-bridge"
+)]
 pub struct Cli {
     /// Log format.
     #[arg(long, env = "BRIDGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -63,7 +67,12 @@ pub struct SourceArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Tables to capture, comma-separated (schema.table).
-    #[arg(long, env = "BRIDGE_TABLES", value_delimiter = ',', default_value = "public.outbox")]
+    #[arg(
+        long,
+        env = "BRIDGE_TABLES",
+        value_delimiter = ',',
+        default_value = "public.outbox"
+    )]
     pub tables: Vec<TableName>,
     /// The publication to read through (created when absent and the role may).
     #[arg(long, env = "BRIDGE_PUBLICATION", default_value = "outbox_bridge")]
@@ -103,7 +112,10 @@ pub struct CaptureArgs {
 }
 
 fn parse_slot_name(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(s.to_owned())
     } else {
@@ -112,14 +124,22 @@ fn parse_slot_name(s: &str) -> Result<String, String> {
 }
 
 fn parse_partition_override(s: &str) -> Result<(TableName, PartitionKey), String> {
-    let (table, key) = s.split_once('=').ok_or("expected TABLE=KEY, e.g. public.orders=primary-key")?;
-    Ok((table.parse().map_err(|e| format!("{e}"))?, key.parse().map_err(|e| format!("{e}"))?))
+    let (table, key) = s
+        .split_once('=')
+        .ok_or("expected TABLE=KEY, e.g. public.orders=primary-key")?;
+    Ok((
+        table.parse().map_err(|e| format!("{e}"))?,
+        key.parse().map_err(|e| format!("{e}"))?,
+    ))
 }
 
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -149,7 +169,11 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
             "publication {}: ready; replication slot {}: {} at {}",
             cfg.publication,
             cfg.slot,
-            if slot.created { "created" } else { "already present" },
+            if slot.created {
+                "created"
+            } else {
+                "already present"
+            },
             slot.confirmed_flush
         );
     } else {
@@ -168,12 +192,19 @@ struct CaptureTuning {
 
 impl Default for CaptureTuning {
     fn default() -> Self {
-        Self { strict_dms: false, window: 4, linger: Duration::from_millis(10), shutdown_timeout: Duration::from_secs(20) }
+        Self {
+            strict_dms: false,
+            window: 4,
+            linger: Duration::from_millis(10),
+            shutdown_timeout: Duration::from_secs(20),
+        }
     }
 }
 
 fn capture_config(source: SourceArgs, tuning: &CaptureTuning) -> anyhow::Result<CaptureConfig> {
-    let url = source.database_url.context("--database-url (or DATABASE_URL) is required")?;
+    let url = source
+        .database_url
+        .context("--database-url (or DATABASE_URL) is required")?;
     let target = PgTarget::from_url(&url, "outbox-bridge").context("--database-url")?;
     let routes = TableRoutes {
         outbox: source.outbox_table,
@@ -186,7 +217,9 @@ fn capture_config(source: SourceArgs, tuning: &CaptureTuning) -> anyhow::Result<
         publication: source.publication,
         tables: source.tables,
         routes,
-        encode: EncodeOptions { strict_dms: tuning.strict_dms },
+        encode: EncodeOptions {
+            strict_dms: tuning.strict_dms,
+        },
         window: tuning.window,
         linger: tuning.linger,
         status_interval: Duration::from_secs(1),
@@ -208,7 +241,11 @@ async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--metrics-listen {}: cannot listen", args.metrics_listen))?;
     tracing::info!(%addr, "metrics at http://{addr}/metrics");
     let aws = bridge::aws_config().await;
-    let sink = Arc::new(KinesisSink::new(aws_sdk_kinesis::Client::new(&aws), &args.stream.stream, metrics.clone()));
+    let sink = Arc::new(KinesisSink::new(
+        aws_sdk_kinesis::Client::new(&aws),
+        &args.stream.stream,
+        metrics.clone(),
+    ));
     let shutdown = bridge::shutdown::on_signal();
     capture::run(&cfg, sink, metrics, shutdown).await?;
     tracing::info!("capture stopped");

@@ -118,7 +118,11 @@ pub fn encode(change: &Change<'_>, tx: &TxContext, key: &PartitionKey, opts: Enc
         change.lsn
     );
     out.extend_from_slice(tail.as_bytes());
-    Record { partition_key: partition_key(change, tx, key), data: Bytes::from(out), commit_lsn: tx.commit_lsn }
+    Record {
+        partition_key: partition_key(change, tx, key),
+        data: Bytes::from(out),
+        commit_lsn: tx.commit_lsn,
+    }
 }
 
 fn write_row(out: &mut Vec<u8>, relation: &Relation, row: &Tuple, opts: EncodeOptions) {
@@ -159,7 +163,10 @@ fn write_value(out: &mut Vec<u8>, type_oid: u32, datum: &Datum, opts: EncodeOpti
 }
 
 fn is_json_number(text: &[u8]) -> bool {
-    !text.is_empty() && text.iter().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+    !text.is_empty()
+        && text
+            .iter()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
         && text.iter().any(u8::is_ascii_digit)
 }
 
@@ -180,8 +187,11 @@ fn partition_key(change: &Change<'_>, tx: &TxContext, key: &PartitionKey) -> Str
             .and_then(|i| datum_text(change.row.0.get(i)?))
             .unwrap_or_else(|| format!("{}.{}", rel.namespace, rel.name)),
         PartitionKey::PrimaryKey => {
-            let parts: Vec<String> =
-                change.key_columns.iter().filter_map(|&i| datum_text(change.row.0.get(i)?)).collect();
+            let parts: Vec<String> = change
+                .key_columns
+                .iter()
+                .filter_map(|&i| datum_text(change.row.0.get(i)?))
+                .collect();
             if parts.is_empty() {
                 format!("{}.{}", rel.namespace, rel.name)
             } else {
@@ -224,7 +234,11 @@ mod tests {
     use crate::replication::pgoutput::Column;
 
     fn outbox() -> Relation {
-        let col = |name: &str, type_oid, is_key| Column { name: name.into(), type_oid, is_key };
+        let col = |name: &str, type_oid, is_key| Column {
+            name: name.into(),
+            type_oid,
+            is_key,
+        };
         Relation {
             id: 1,
             namespace: "public".into(),
@@ -257,9 +271,26 @@ mod tests {
             text("12.50"),
             Datum::Null,
         ]);
-        let change = Change { relation: &rel, key_columns: &[0], operation: Operation::Insert, row: &row, before: None, lsn: Lsn(0x20), record_id: 1 };
-        let tx = TxContext { xid: 42, commit_lsn: Lsn(0x100), commit_time: 0 };
-        let rec = encode(&change, &tx, &PartitionKey::Attribute("aggregateid".into()), EncodeOptions::default());
+        let change = Change {
+            relation: &rel,
+            key_columns: &[0],
+            operation: Operation::Insert,
+            row: &row,
+            before: None,
+            lsn: Lsn(0x20),
+            record_id: 1,
+        };
+        let tx = TxContext {
+            xid: 42,
+            commit_lsn: Lsn(0x100),
+            commit_time: 0,
+        };
+        let rec = encode(
+            &change,
+            &tx,
+            &PartitionKey::Attribute("aggregateid".into()),
+            EncodeOptions::default(),
+        );
         assert_eq!(rec.partition_key, "cust-1");
         let v: serde_json::Value = serde_json::from_slice(&rec.data).unwrap();
         assert_eq!(v["data"]["payload"]["a"][1], "x");
@@ -283,15 +314,43 @@ mod tests {
     #[test]
     fn strict_dms_sends_json_as_strings_and_escapes_text() {
         let rel = outbox();
-        let row = Tuple(vec![text("1"), text("a\"b\n"), text("{}"), text("1"), text("f"), text("NaN"), Datum::UnchangedToast]);
-        let change = Change { relation: &rel, key_columns: &[0], operation: Operation::Update, row: &row, before: Some(&row), lsn: Lsn(1), record_id: 2 };
-        let tx = TxContext { xid: 1, commit_lsn: Lsn(2), commit_time: 0 };
-        let rec = encode(&change, &tx, &PartitionKey::PrimaryKey, EncodeOptions { strict_dms: true });
+        let row = Tuple(vec![
+            text("1"),
+            text("a\"b\n"),
+            text("{}"),
+            text("1"),
+            text("f"),
+            text("NaN"),
+            Datum::UnchangedToast,
+        ]);
+        let change = Change {
+            relation: &rel,
+            key_columns: &[0],
+            operation: Operation::Update,
+            row: &row,
+            before: Some(&row),
+            lsn: Lsn(1),
+            record_id: 2,
+        };
+        let tx = TxContext {
+            xid: 1,
+            commit_lsn: Lsn(2),
+            commit_time: 0,
+        };
+        let rec = encode(
+            &change,
+            &tx,
+            &PartitionKey::PrimaryKey,
+            EncodeOptions { strict_dms: true },
+        );
         let v: serde_json::Value = serde_json::from_slice(&rec.data).unwrap();
         assert_eq!(v["data"]["payload"], "{}");
         assert_eq!(v["data"]["aggregateid"], "a\"b\n");
         assert_eq!(v["data"]["amount"], "NaN");
-        assert!(v["data"].get("note").is_none(), "unchanged TOAST values are left out");
+        assert!(
+            v["data"].get("note").is_none(),
+            "unchanged TOAST values are left out"
+        );
         assert_eq!(v["before-image"]["id"], "1");
         assert_eq!(rec.partition_key, "1");
     }

@@ -53,19 +53,71 @@ impl Metrics {
             inflight_batches: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("capture_changes", "Row changes decoded from the replication stream", m.changes_captured.clone());
-        registry.register("capture_transactions", "Committed transactions decoded", m.transactions_captured.clone());
-        registry.register("kinesis_records_published", "Records Kinesis accepted", m.records_published.clone());
-        registry.register("capture_records_oversized", "Records above Kinesis' 1 MiB limit, sent without their large columns", m.records_oversized.clone());
-        registry.register("capture_batches_completed", "Batches whose every record Kinesis accepted", m.batches_completed.clone());
-        registry.register("kinesis_put_records_calls", "Successful PutRecords calls", m.put_calls.clone());
-        registry.register("kinesis_put_records_retries", "PutRecords retries by cause", m.put_retries.clone());
-        registry.register("capture_reconnects", "Reconnections to Postgres", m.reconnects.clone());
-        registry.register("slot_flushed_lsn", "The LSN acknowledged to the slot (as a number)", m.flushed_lsn.clone());
-        registry.register("server_wal_end_lsn", "The server's WAL end from its last keepalive (as a number)", m.server_wal_end_lsn.clone());
-        registry.register("slot_lag_bytes", "WAL between the server's end and the acknowledged position", m.slot_lag_bytes.clone());
-        registry.register("oldest_unpublished_event_age_seconds", "Age of the oldest committed change not yet accepted by Kinesis", m.oldest_unpublished_age_seconds.clone());
-        registry.register("capture_inflight_batches", "PutRecords batches awaiting completion", m.inflight_batches.clone());
+        registry.register(
+            "capture_changes",
+            "Row changes decoded from the replication stream",
+            m.changes_captured.clone(),
+        );
+        registry.register(
+            "capture_transactions",
+            "Committed transactions decoded",
+            m.transactions_captured.clone(),
+        );
+        registry.register(
+            "kinesis_records_published",
+            "Records Kinesis accepted",
+            m.records_published.clone(),
+        );
+        registry.register(
+            "capture_records_oversized",
+            "Records above Kinesis' 1 MiB limit, sent without their large columns",
+            m.records_oversized.clone(),
+        );
+        registry.register(
+            "capture_batches_completed",
+            "Batches whose every record Kinesis accepted",
+            m.batches_completed.clone(),
+        );
+        registry.register(
+            "kinesis_put_records_calls",
+            "Successful PutRecords calls",
+            m.put_calls.clone(),
+        );
+        registry.register(
+            "kinesis_put_records_retries",
+            "PutRecords retries by cause",
+            m.put_retries.clone(),
+        );
+        registry.register(
+            "capture_reconnects",
+            "Reconnections to Postgres",
+            m.reconnects.clone(),
+        );
+        registry.register(
+            "slot_flushed_lsn",
+            "The LSN acknowledged to the slot (as a number)",
+            m.flushed_lsn.clone(),
+        );
+        registry.register(
+            "server_wal_end_lsn",
+            "The server's WAL end from its last keepalive (as a number)",
+            m.server_wal_end_lsn.clone(),
+        );
+        registry.register(
+            "slot_lag_bytes",
+            "WAL between the server's end and the acknowledged position",
+            m.slot_lag_bytes.clone(),
+        );
+        registry.register(
+            "oldest_unpublished_event_age_seconds",
+            "Age of the oldest committed change not yet accepted by Kinesis",
+            m.oldest_unpublished_age_seconds.clone(),
+        );
+        registry.register(
+            "capture_inflight_batches",
+            "PutRecords batches awaiting completion",
+            m.inflight_batches.clone(),
+        );
         Arc::new(Self { registry, ..m })
     }
 

@@ -50,8 +50,14 @@ mod tests {
 
     #[test]
     fn parses_dms_names() {
-        assert_eq!("attribute-name:aggregateid".parse::<PartitionKey>().unwrap(), PartitionKey::Attribute("aggregateid".into()));
-        assert_eq!("primary-key".parse::<PartitionKey>().unwrap(), PartitionKey::PrimaryKey);
+        assert_eq!(
+            "attribute-name:aggregateid".parse::<PartitionKey>().unwrap(),
+            PartitionKey::Attribute("aggregateid".into())
+        );
+        assert_eq!(
+            "primary-key".parse::<PartitionKey>().unwrap(),
+            PartitionKey::PrimaryKey
+        );
         assert!("attribute-name:".parse::<PartitionKey>().is_err());
         assert!("random".parse::<PartitionKey>().is_err());
     }

@@ -19,8 +19,18 @@ pub enum SetupError {
 }
 
 /// Creates the stream with `shards` shards unless it exists, then waits until it is active.
-pub async fn ensure_stream(client: &aws_sdk_kinesis::Client, stream: &str, shards: i32) -> Result<bool, SetupError> {
-    let created = match client.create_stream().stream_name(stream).shard_count(shards).send().await {
+pub async fn ensure_stream(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shards: i32,
+) -> Result<bool, SetupError> {
+    let created = match client
+        .create_stream()
+        .stream_name(stream)
+        .shard_count(shards)
+        .send()
+        .await
+    {
         Ok(_) => true,
         Err(err) if err.code() == Some("ResourceInUseException") => false,
         Err(err) => {
@@ -43,5 +53,8 @@ pub async fn ensure_stream(client: &aws_sdk_kinesis::Client, stream: &str, shard
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    Err(SetupError::StreamNotActive { stream: stream.into(), seconds: wait.as_secs() })
+    Err(SetupError::StreamNotActive {
+        stream: stream.into(),
+        seconds: wait.as_secs(),
+    })
 }

@@ -40,7 +40,10 @@ impl FromStr for TableName {
                 && !part.starts_with(|c: char| c.is_ascii_digit())
         };
         if valid(schema) && valid(name) {
-            Ok(Self { schema: schema.into(), name: name.into() })
+            Ok(Self {
+                schema: schema.into(),
+                name: name.into(),
+            })
         } else {
             Err(ParseTableError(s.into()))
         }
@@ -53,8 +56,14 @@ mod tests {
 
     #[test]
     fn parses_and_defaults_the_schema() {
-        assert_eq!("outbox".parse::<TableName>().unwrap().to_string(), "public.outbox");
-        assert_eq!("shop.orders".parse::<TableName>().unwrap().quoted(), "\"shop\".\"orders\"");
+        assert_eq!(
+            "outbox".parse::<TableName>().unwrap().to_string(),
+            "public.outbox"
+        );
+        assert_eq!(
+            "shop.orders".parse::<TableName>().unwrap().quoted(),
+            "\"shop\".\"orders\""
+        );
         assert!("public.out box".parse::<TableName>().is_err());
         assert!("x;drop table y".parse::<TableName>().is_err());
         assert!("".parse::<TableName>().is_err());

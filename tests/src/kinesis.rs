@@ -26,7 +26,12 @@ pub async fn read_all(client: &aws_sdk_kinesis::Client, stream: &str) -> anyhow:
             .shard_iterator()
             .map(str::to_owned);
         while let Some(it) = iterator {
-            let page = client.get_records().shard_iterator(it).limit(10_000).send().await?;
+            let page = client
+                .get_records()
+                .shard_iterator(it)
+                .limit(10_000)
+                .send()
+                .await?;
             for r in page.records() {
                 out.push(StreamRecord {
                     shard: shard.shard_id().to_owned(),
@@ -36,7 +41,11 @@ pub async fn read_all(client: &aws_sdk_kinesis::Client, stream: &str) -> anyhow:
                 });
             }
             let caught_up = page.millis_behind_latest().unwrap_or(0) == 0 && page.records().is_empty();
-            iterator = if caught_up { None } else { page.next_shard_iterator().map(str::to_owned) };
+            iterator = if caught_up {
+                None
+            } else {
+                page.next_shard_iterator().map(str::to_owned)
+            };
         }
     }
     Ok(out)

@@ -14,7 +14,12 @@ pub struct Moto {
 impl Moto {
     pub async fn start() -> anyhow::Result<Self> {
         let port = crate::free_port()?;
-        let args = ["-H".to_owned(), "127.0.0.1".to_owned(), "-p".to_owned(), port.to_string()];
+        let args = [
+            "-H".to_owned(),
+            "127.0.0.1".to_owned(),
+            "-p".to_owned(),
+            port.to_string(),
+        ];
         let spawn = |program: &str, prefix: &[&str]| {
             tokio::process::Command::new(program)
                 .args(prefix)
@@ -67,7 +72,9 @@ pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_kinesis::config::Credentials::new("testing", "testing", None, None, "stack"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            "testing", "testing", None, None, "stack",
+        ))
         .load()
         .await
 }

@@ -34,7 +34,15 @@ impl TestPostgres {
             run(Command::new("chown").args(["-R", "postgres:"]).arg(pg.dir.path()))?;
         }
         pg.as_owner(&pg.bindir.join("initdb"), |c| {
-            c.arg("-D").arg(pg.data()).args(["-U", "postgres", "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"]);
+            c.arg("-D").arg(pg.data()).args([
+                "-U",
+                "postgres",
+                "-A",
+                "scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]);
             c.arg(format!("--pwfile={}", pg.dir.path().join("pwfile").display()));
         })?;
         std::fs::OpenOptions::new()
@@ -61,9 +69,18 @@ impl TestPostgres {
 
     fn start_server(&self) -> anyhow::Result<()> {
         self.as_owner(&self.bindir.join("pg_ctl"), |c| {
-            c.arg("-D").arg(self.data()).arg("-l").arg(self.dir.path().join("server.log")).args(["-w", "start"]);
+            c.arg("-D")
+                .arg(self.data())
+                .arg("-l")
+                .arg(self.dir.path().join("server.log"))
+                .args(["-w", "start"]);
         })
-        .with_context(|| format!("postgres did not start; see {}", self.dir.path().join("server.log").display()))
+        .with_context(|| {
+            format!(
+                "postgres did not start; see {}",
+                self.dir.path().join("server.log").display()
+            )
+        })
     }
 
     pub fn stop(&self, mode: StopMode) -> anyhow::Result<()> {
@@ -125,7 +142,11 @@ impl Drop for TestPostgres {
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -144,12 +165,23 @@ fn bindir() -> anyhow::Result<PathBuf> {
         return Ok(dir);
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.flatten().map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort();
-    versions.pop().context("no initdb found: install the PostgreSQL server (scripts/bootstrap does)")
+    versions
+        .pop()
+        .context("no initdb found: install the PostgreSQL server (scripts/bootstrap does)")
 }
 
 fn running_as_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false)
 }

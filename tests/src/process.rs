@@ -27,7 +27,10 @@ impl Proc {
         let mut child = tokio::process::Command::new(crate::binaries::path(bin)?)
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(out.try_clone()?)
             .stderr(out)
             .stdin(Stdio::null())
@@ -40,7 +43,13 @@ impl Proc {
             let status = child.wait().await;
             let _ = tx.send(status.ok());
         });
-        Ok(Self { name: bin.to_owned(), pid, exit, log, _dir: dir })
+        Ok(Self {
+            name: bin.to_owned(),
+            pid,
+            exit,
+            log,
+            _dir: dir,
+        })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -54,7 +63,9 @@ impl Proc {
 
     fn signal(&self, sig: &str) -> anyhow::Result<()> {
         if let (Some(pid), None) = (self.pid, *self.exit.borrow()) {
-            std::process::Command::new("kill").args([sig, &pid.to_string()]).status()?;
+            std::process::Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status()?;
         }
         Ok(())
     }
@@ -77,7 +88,13 @@ impl Proc {
         let mut exit = self.exit.clone();
         let status = tokio::time::timeout(timeout, exit.wait_for(Option::is_some))
             .await
-            .with_context(|| format!("{} still running after {timeout:?}:\n{}", self.name, self.output()))?
+            .with_context(|| {
+                format!(
+                    "{} still running after {timeout:?}:\n{}",
+                    self.name,
+                    self.output()
+                )
+            })?
             .map_err(|_| anyhow::anyhow!("{}: lost track of the process", self.name))?;
         Ok(status.and_then(|s| s.code()))
     }
@@ -98,7 +115,11 @@ impl Drop for Proc {
 }
 
 /// Runs a binary to completion and returns (exit code, stdout, stderr).
-pub async fn run(bin: &str, args: &[&str], env: &[(String, String)]) -> anyhow::Result<(Option<i32>, String, String)> {
+pub async fn run(
+    bin: &str,
+    args: &[&str],
+    env: &[(String, String)],
+) -> anyhow::Result<(Option<i32>, String, String)> {
     let out = tokio::process::Command::new(crate::binaries::path(bin)?)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))

@@ -31,8 +31,12 @@ impl Proxy {
                 }
                 let upstream = upstream.clone();
                 let mut cut = down_rx.clone();
+                // Only outages that start after this connection cut it.
+                cut.mark_unchanged();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&upstream).await else { return };
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cut.changed() => {}
@@ -40,7 +44,12 @@ impl Proxy {
                 });
             }
         });
-        Ok(Self { endpoint, up, down_tx, task })
+        Ok(Self {
+            endpoint,
+            up,
+            down_tx,
+            task,
+        })
     }
 
     pub fn set_up(&self, up: bool) {

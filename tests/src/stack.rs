@@ -27,9 +27,25 @@ impl Stack {
         let pg = TestPostgres::start()?;
         let moto = Moto::start().await?;
         let kinesis = aws_sdk_kinesis::Client::new(&moto.sdk_config().await);
-        let stack = Self { pg, moto, kinesis, stream: crate::unique("cdc") };
+        let stack = Self {
+            pg,
+            moto,
+            kinesis,
+            stream: crate::unique("cdc"),
+        };
         stack.run_ok("legacy-sim", &["migrate"]).await?;
-        stack.run_ok("bridge", &["setup", "--stream", &stack.stream, "--shards", &shards.to_string()]).await?;
+        stack
+            .run_ok(
+                "bridge",
+                &[
+                    "setup",
+                    "--stream",
+                    &stack.stream,
+                    "--shards",
+                    &shards.to_string(),
+                ],
+            )
+            .await?;
         Ok(stack)
     }
 
@@ -45,7 +61,10 @@ impl Stack {
     /// Runs a binary to completion and fails with its output unless it exits 0.
     pub async fn run_ok(&self, bin: &str, args: &[&str]) -> anyhow::Result<String> {
         let (code, out, err) = process::run(bin, args, &self.env()).await?;
-        anyhow::ensure!(code == Some(0), "{bin} {args:?} exited with {code:?}:\n{out}\n{err}");
+        anyhow::ensure!(
+            code == Some(0),
+            "{bin} {args:?} exited with {code:?}:\n{out}\n{err}"
+        );
         Ok(out)
     }
 
@@ -58,7 +77,11 @@ impl Stack {
         let mut all = vec!["capture"];
         all.extend_from_slice(args);
         let proc = self.spawn("bridge", &all)?;
-        let slot = args.iter().position(|a| *a == "--slot").and_then(|i| args.get(i + 1)).unwrap_or(&"outbox_bridge");
+        let slot = args
+            .iter()
+            .position(|a| *a == "--slot")
+            .and_then(|i| args.get(i + 1))
+            .unwrap_or(&"outbox_bridge");
         self.wait_slot_active(slot, &proc).await?;
         Ok(proc)
     }
@@ -66,11 +89,20 @@ impl Stack {
     /// Waits until a walsender streams from `slot`, failing early if `proc` exits.
     pub async fn wait_slot_active(&self, slot: &str, proc: &Proc) -> anyhow::Result<()> {
         let client = self.pg.client().await?;
-        crate::wait::until(&format!("slot {slot} to be active"), Duration::from_secs(60), || async {
-            proc.ensure_running()?;
-            let row = client.query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await?;
-            Ok(row.filter(|r| r.get::<_, bool>(0)).map(|_| ()))
-        })
+        crate::wait::until(
+            &format!("slot {slot} to be active"),
+            Duration::from_secs(60),
+            || async {
+                proc.ensure_running()?;
+                let row = client
+                    .query_opt(
+                        "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                        &[&slot],
+                    )
+                    .await?;
+                Ok(row.filter(|r| r.get::<_, bool>(0)).map(|_| ()))
+            },
+        )
         .await
     }
 
@@ -97,7 +129,9 @@ impl Stack {
     /// Every outbox id in the monolith's database: the ground truth.
     pub async fn outbox_ids(&self) -> anyhow::Result<Vec<String>> {
         let client = self.pg.client().await?;
-        let rows = client.query("SELECT id::text FROM outbox ORDER BY id", &[]).await?;
+        let rows = client
+            .query("SELECT id::text FROM outbox ORDER BY id", &[])
+            .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -117,5 +151,7 @@ impl Stack {
 /// The outbox id of a DMS record of the outbox table.
 pub fn outbox_id(record: &StreamRecord) -> Option<&str> {
     let m = &record.json["metadata"];
-    (m["table-name"] == "outbox" && m["operation"] == "insert").then(|| record.json["data"]["id"].as_str()).flatten()
+    (m["table-name"] == "outbox" && m["operation"] == "insert")
+        .then(|| record.json["data"]["id"].as_str())
+        .flatten()
 }

@@ -11,15 +11,19 @@ use tests::wait;
 async fn entity_changes_are_captured_with_before_images_and_outbox_deletes_are_not() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let client = stack.pg.client().await?;
-    client.batch_execute("ALTER TABLE customers REPLICA IDENTITY FULL").await?;
-    let mut capture = stack.spawn_capture(&[
-        "--tables",
-        "public.outbox,public.customers,public.orders",
-        "--publication",
-        "everything",
-        "--slot",
-        "everything",
-    ]).await?;
+    client
+        .batch_execute("ALTER TABLE customers REPLICA IDENTITY FULL")
+        .await?;
+    let mut capture = stack
+        .spawn_capture(&[
+            "--tables",
+            "public.outbox,public.customers,public.orders",
+            "--publication",
+            "everything",
+            "--slot",
+            "everything",
+        ])
+        .await?;
     let (_sim, base) = stack.spawn_legacy_sim().await?;
     let http = reqwest::Client::new();
     let customer: Value = http
@@ -47,7 +51,9 @@ async fn entity_changes_are_captured_with_before_images_and_outbox_deletes_are_n
     let records = wait::until("the order's delete", Duration::from_secs(60), || async {
         capture.ensure_running()?;
         let records = stack.records().await?;
-        let deleted = records.iter().any(|r| r.json["metadata"]["table-name"] == "orders" && r.json["metadata"]["operation"] == "delete");
+        let deleted = records.iter().any(|r| {
+            r.json["metadata"]["table-name"] == "orders" && r.json["metadata"]["operation"] == "delete"
+        });
         Ok(deleted.then_some(records))
     })
     .await?;
@@ -62,13 +68,28 @@ async fn entity_changes_are_captured_with_before_images_and_outbox_deletes_are_n
     assert_eq!(updates.len(), 1, "the credit reservation updates the customer");
     let update = &updates[0].json;
     assert_eq!(update["data"]["credit_reserved"], 40.0);
-    assert_eq!(update["before-image"]["credit_reserved"], 0.0, "REPLICA IDENTITY FULL gives a before-image");
-    assert_eq!(updates[0].partition_key, customer_id, "entity tables are keyed by primary key");
+    assert_eq!(
+        update["before-image"]["credit_reserved"], 0.0,
+        "REPLICA IDENTITY FULL gives a before-image"
+    );
+    assert_eq!(
+        updates[0].partition_key, customer_id,
+        "entity tables are keyed by primary key"
+    );
     assert_eq!(updates[0].json["metadata"]["partition-key-type"], "primary-key");
     assert_eq!(of("orders", "insert").len(), 1);
-    assert!(records.iter().filter(|r| r.json["metadata"]["table-name"] == "outbox").all(|r| outbox_id(r).is_some()),
-        "outbox deletes are not records");
-    assert_eq!(of("outbox", "insert").len(), 3, "CustomerCreated, OrderPlaced, CreditReserved");
+    assert!(
+        records
+            .iter()
+            .filter(|r| r.json["metadata"]["table-name"] == "outbox")
+            .all(|r| outbox_id(r).is_some()),
+        "outbox deletes are not records"
+    );
+    assert_eq!(
+        of("outbox", "insert").len(),
+        3,
+        "CustomerCreated, OrderPlaced, CreditReserved"
+    );
     capture.terminate(Duration::from_secs(30)).await?;
     Ok(())
 }

@@ -9,7 +9,8 @@ use tests::stack::{outbox_id, Stack};
 use tests::wait;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orders_through_the_api_reach_kinesis_once_each_in_dms_format_and_aggregate_order() -> anyhow::Result<()> {
+async fn orders_through_the_api_reach_kinesis_once_each_in_dms_format_and_aggregate_order(
+) -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let mut capture = stack.spawn_capture(&[]).await?;
     let (_sim, base) = stack.spawn_legacy_sim().await?;
@@ -38,7 +39,10 @@ async fn orders_through_the_api_reach_kinesis_once_each_in_dms_format_and_aggreg
             .await?;
         if r["state"] == "APPROVED" && i % 4 == 0 {
             let order = r["order_id"].as_str().unwrap_or_default();
-            http.post(format!("{base}/orders/{order}/cancel")).send().await?.error_for_status()?;
+            http.post(format!("{base}/orders/{order}/cancel"))
+                .send()
+                .await?
+                .error_for_status()?;
         }
     }
 
@@ -51,7 +55,12 @@ async fn orders_through_the_api_reach_kinesis_once_each_in_dms_format_and_aggreg
         Ok(ids.iter().all(|id| seen.contains(id.as_str())).then_some(records))
     })
     .await?;
-    assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0), "{}", capture.output());
+    assert_eq!(
+        capture.terminate(Duration::from_secs(30)).await?,
+        Some(0),
+        "{}",
+        capture.output()
+    );
 
     // Exactly one record per outbox row, and nothing from other tables.
     assert_eq!(records.len(), ids.len(), "no duplicates without faults");
@@ -64,11 +73,20 @@ async fn orders_through_the_api_reach_kinesis_once_each_in_dms_format_and_aggreg
         assert_eq!(m["record-type"], "data");
         assert_eq!(m["operation"], "insert");
         assert_eq!(m["partition-key-type"], "attribute-name");
-        for field in ["timestamp", "commit-timestamp", "stream-position", "commit-lsn", "lsn"] {
+        for field in [
+            "timestamp",
+            "commit-timestamp",
+            "stream-position",
+            "commit-lsn",
+            "lsn",
+        ] {
             assert!(m[field].is_string(), "metadata.{field} missing in {}", r.json);
         }
         assert!(m["transaction-id"].is_u64() && m["transaction-record-id"].is_u64());
-        assert!(positions.insert((m["commit-lsn"].to_string(), m["transaction-record-id"].to_string())));
+        assert!(positions.insert((
+            m["commit-lsn"].to_string(),
+            m["transaction-record-id"].to_string()
+        )));
         assert!(data["payload"].is_object(), "jsonb arrives as JSON, not a string");
         assert!(data["aggregate_version"].is_i64());
         let aggregate = data["aggregateid"].as_str().unwrap_or_default();

@@ -13,7 +13,19 @@ async fn every_outbox_row_arrives_after_capture_is_killed_mid_run() -> anyhow::R
     let mut capture = stack.spawn_capture(&["--batch-linger-ms", "5"]).await?;
     let mut load = stack.spawn(
         "legacy-sim",
-        &["load", "--customers", "100", "--orders", "3000", "--concurrency", "4", "--rate", "1500", "--progress", "never"],
+        &[
+            "load",
+            "--customers",
+            "100",
+            "--orders",
+            "3000",
+            "--concurrency",
+            "4",
+            "--rate",
+            "1500",
+            "--progress",
+            "never",
+        ],
     )?;
 
     for round in 0..2 {
@@ -25,21 +37,38 @@ async fn every_outbox_row_arrives_after_capture_is_killed_mid_run() -> anyhow::R
         })
         .await?;
         capture.kill9().await?;
-        println!("round {round}: killed capture after {} records", stack.records().await?.len());
+        println!(
+            "round {round}: killed capture after {} records",
+            stack.records().await?.len()
+        );
         capture = stack.spawn_capture(&["--batch-linger-ms", "5"]).await?;
     }
 
-    assert_eq!(load.wait(Duration::from_secs(180)).await?, Some(0), "{}", load.output());
+    assert_eq!(
+        load.wait(Duration::from_secs(180)).await?,
+        Some(0),
+        "{}",
+        load.output()
+    );
     let ids: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
-    let records = wait::until("every outbox row in kinesis", Duration::from_secs(120), || async {
-        capture.ensure_running()?;
-        let records = stack.records().await?;
-        let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
-        Ok(ids.iter().all(|id| seen.contains(id.as_str())).then_some(records))
-    })
+    let records = wait::until(
+        "every outbox row in kinesis",
+        Duration::from_secs(120),
+        || async {
+            capture.ensure_running()?;
+            let records = stack.records().await?;
+            let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
+            Ok(ids.iter().all(|id| seen.contains(id.as_str())).then_some(records))
+        },
+    )
     .await?;
     let unique: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
-    println!("{} outbox rows, {} records, {} duplicates absorbed downstream", ids.len(), records.len(), records.len() - unique.len());
+    println!(
+        "{} outbox rows, {} records, {} duplicates absorbed downstream",
+        ids.len(),
+        records.len(),
+        records.len() - unique.len()
+    );
     assert_eq!(unique.len(), ids.len(), "no record that is not an outbox row");
     assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
     Ok(())

@@ -25,7 +25,10 @@ async fn a_rolled_back_outbox_insert_never_reaches_kinesis() -> anyhow::Result<(
     let records = wait::until("the committed row", Duration::from_secs(60), || async {
         capture.ensure_running()?;
         let records = stack.records().await?;
-        Ok(records.iter().any(|r| outbox_id(r) == Some(committed)).then_some(records))
+        Ok(records
+            .iter()
+            .any(|r| outbox_id(r) == Some(committed))
+            .then_some(records))
     })
     .await?;
     assert!(records.iter().all(|r| outbox_id(r) != Some(rolled_back)));

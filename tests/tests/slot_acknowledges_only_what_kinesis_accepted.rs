@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use tests::lsn;
 use tests::proxy::Proxy;
 use tests::stack::{outbox_id, Stack};
@@ -26,9 +28,17 @@ async fn confirmed_flush_waits_for_kinesis_and_then_advances() -> anyhow::Result
     let first = "00000000-0000-0000-0000-000000000001";
     client.execute(INSERT, &[&first]).await?;
     let commit = wait_for_commit_lsn(&stack, &capture, first).await?;
-    wait::until("the slot to pass the first commit", Duration::from_secs(30), || async {
-        Ok(stack.confirmed_flush("outbox_bridge").await?.filter(|&f| f > commit).map(|_| ()))
-    })
+    wait::until(
+        "the slot to pass the first commit",
+        Duration::from_secs(30),
+        || async {
+            Ok(stack
+                .confirmed_flush("outbox_bridge")
+                .await?
+                .filter(|&f| f > commit)
+                .map(|_| ()))
+        },
+    )
     .await?;
 
     // Kinesis unreachable: the next commit is not acknowledged, however long we wait.
@@ -39,7 +49,8 @@ async fn confirmed_flush_waits_for_kinesis_and_then_advances() -> anyhow::Result
     let outage = Instant::now();
     while outage.elapsed() < Duration::from_secs(4) {
         capture.ensure_running()?;
-        highest_during_outage = highest_during_outage.max(stack.confirmed_flush("outbox_bridge").await?.unwrap_or(0));
+        highest_during_outage =
+            highest_during_outage.max(stack.confirmed_flush("outbox_bridge").await?.unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -50,11 +61,24 @@ async fn confirmed_flush_waits_for_kinesis_and_then_advances() -> anyhow::Result
         highest_during_outage <= second_commit,
         "slot acknowledged {highest_during_outage:#x} past the unpublished commit {second_commit:#x}"
     );
-    wait::until("the slot to pass the second commit", Duration::from_secs(30), || async {
-        Ok(stack.confirmed_flush("outbox_bridge").await?.filter(|&f| f > second_commit).map(|_| ()))
-    })
-    .await?;
-    assert!(capture.output().contains("putrecords retry"), "the outage was retried:\n{}", capture.output());
+    wait::until(
+        "the slot to pass the second commit",
+        Duration::from_secs(30),
+        || async {
+            Ok(stack
+                .confirmed_flush("outbox_bridge")
+                .await?
+                .filter(|&f| f > second_commit)
+                .map(|_| ()))
+        },
+    )
+    .await
+    .with_context(|| capture.output())?;
+    assert!(
+        capture.output().contains("putrecords retry"),
+        "the outage was retried:\n{}",
+        capture.output()
+    );
     assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
     Ok(())
 }

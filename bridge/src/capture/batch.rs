@@ -44,7 +44,10 @@ impl OpenBatch {
 
     /// Takes the records out, leaving an empty batch behind.
     pub fn take(&mut self, seq: u64) -> (Batch, Option<Lsn>, Option<f64>) {
-        let batch = Batch { seq, records: std::mem::take(&mut self.records) };
+        let batch = Batch {
+            seq,
+            records: std::mem::take(&mut self.records),
+        };
         self.bytes = 0;
         self.opened = None;
         self.waits_for = None;

@@ -97,7 +97,15 @@ pub async fn run(
     let mut progress: Option<Progress> = None;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
-        let result = stream_once(cfg, sink.as_ref(), &metrics, &mut progress, &mut backoff, &shutdown).await;
+        let result = stream_once(
+            cfg,
+            sink.as_ref(),
+            &metrics,
+            &mut progress,
+            &mut backoff,
+            &shutdown,
+        )
+        .await;
         match result {
             Ok(()) => return Ok(()),
             Err(err) if err.is_retryable() && !shutdown.is_cancelled() => {
@@ -131,7 +139,11 @@ pub async fn prepare_source(cfg: &CaptureConfig, may_create_slot: bool) -> Resul
         .map_err(SlotError::from)?
         .get(0);
     let primary_keys = slot::primary_keys(&client, &cfg.publication).await?;
-    Ok(Source { slot: state, server_version: version, primary_keys })
+    Ok(Source {
+        slot: state,
+        server_version: version,
+        primary_keys,
+    })
 }
 
 /// What `prepare_source` learnt about the database.
@@ -156,8 +168,14 @@ async fn stream_once(
     let start = progress.flushed().max(state.confirmed_flush);
     let mut conn = ReplicationConnection::connect(&cfg.target).await?;
     let mut options = vec![
-        ("proto_version", if version >= 140_000 { "2" } else { "1" }.to_owned()),
-        ("publication_names", crate::replication::connection::quote_ident(&cfg.publication)),
+        (
+            "proto_version",
+            if version >= 140_000 { "2" } else { "1" }.to_owned(),
+        ),
+        (
+            "publication_names",
+            crate::replication::connection::quote_ident(&cfg.publication),
+        ),
     ];
     if version >= 140_000 {
         options.push(("messages", "true".to_owned()));

@@ -12,7 +12,10 @@ pub struct Progress {
 
 impl Progress {
     pub fn starting_at(flushed: Lsn) -> Self {
-        Self { received: flushed, flushed }
+        Self {
+            received: flushed,
+            flushed,
+        }
     }
 
     pub fn flushed(&self) -> Lsn {
@@ -31,7 +34,11 @@ impl Progress {
     /// this can never go back; if it did, an earlier transaction would be acknowledged late, not
     /// lost, and the assertion catches the bug in tests.
     pub fn complete(&mut self, lsn: Lsn) {
-        debug_assert!(lsn >= self.flushed, "acknowledgement went backwards: {lsn} < {}", self.flushed);
+        debug_assert!(
+            lsn >= self.flushed,
+            "acknowledgement went backwards: {lsn} < {}",
+            self.flushed
+        );
         self.flushed = self.flushed.max(lsn);
     }
 

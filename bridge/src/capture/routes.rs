@@ -33,7 +33,10 @@ impl TableRoutes {
 impl Default for TableRoutes {
     fn default() -> Self {
         Self {
-            outbox: TableName { schema: "public".into(), name: "outbox".into() },
+            outbox: TableName {
+                schema: "public".into(),
+                name: "outbox".into(),
+            },
             outbox_key: PartitionKey::Attribute("aggregateid".into()),
             overrides: HashMap::new(),
         }

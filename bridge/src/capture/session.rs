@@ -220,7 +220,10 @@ impl<'a> Session<'a> {
         tracing::trace!(seq = batch.seq, records = batch.records.len(), "submitting batch");
         let completion = self.sink.submit(batch);
         self.inflight.push_back(Box::pin(async move {
-            Done { completes, result: completion.await.unwrap_or(Err(SinkError::Gone)) }
+            Done {
+                completes,
+                result: completion.await.unwrap_or(Err(SinkError::Gone)),
+            }
         }));
         self.inflight_oldest.push_back(oldest);
         self.metrics.inflight_batches.set(self.inflight.len() as i64);
@@ -233,20 +236,38 @@ impl<'a> Session<'a> {
             self.metrics.flushed_lsn.set(self.progress.flushed().0 as i64);
         }
         let lag = wal_end.0.saturating_sub(self.progress.flushed().0);
-        self.metrics.slot_lag_bytes.set(i64::try_from(lag).unwrap_or(i64::MAX));
+        self.metrics
+            .slot_lag_bytes
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
     }
 
     fn update_age_metric(&self) {
-        let oldest = self.inflight_oldest.iter().flatten().chain(self.open.oldest_commit.iter()).copied().reduce(f64::min);
-        let age = oldest.map_or(0.0, |t| (chrono::Utc::now().timestamp_micros() as f64 / 1e6 - t).max(0.0));
+        let oldest = self
+            .inflight_oldest
+            .iter()
+            .flatten()
+            .chain(self.open.oldest_commit.iter())
+            .copied()
+            .reduce(f64::min);
+        let age = oldest.map_or(0.0, |t| {
+            (chrono::Utc::now().timestamp_micros() as f64 / 1e6 - t).max(0.0)
+        });
         self.metrics.oldest_unpublished_age_seconds.set(age);
     }
 
     fn on_wal(&mut self, lsn: Lsn, data: Bytes) -> Result<(), CaptureError> {
         match pgoutput::decode(data)? {
-            PgOutput::Begin { final_lsn, commit_time, xid } => {
+            PgOutput::Begin {
+                final_lsn,
+                commit_time,
+                xid,
+            } => {
                 self.tx = Some(OpenTx {
-                    ctx: TxContext { xid, commit_lsn: final_lsn, commit_time },
+                    ctx: TxContext {
+                        xid,
+                        commit_lsn: final_lsn,
+                        commit_time,
+                    },
                     commit_seconds: dms::pg_time_seconds(commit_time),
                     next_record_id: 1,
                 });
@@ -261,12 +282,24 @@ impl<'a> Session<'a> {
                 }
             }
             PgOutput::Relation(relation) => {
-                let table = TableName { schema: relation.namespace.clone(), name: relation.name.clone() };
+                let table = TableName {
+                    schema: relation.namespace.clone(),
+                    name: relation.name.clone(),
+                };
                 // The catalog's primary key where known (tables added later fall back to
                 // pgoutput's replica-identity flags).
                 let key_columns = match self.primary_keys.get(&table) {
-                    Some(names) => names.iter().filter_map(|n| relation.columns.iter().position(|c| &c.name == n)).collect(),
-                    None => relation.columns.iter().enumerate().filter(|(_, c)| c.is_key).map(|(i, _)| i).collect(),
+                    Some(names) => names
+                        .iter()
+                        .filter_map(|n| relation.columns.iter().position(|c| &c.name == n))
+                        .collect(),
+                    None => relation
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.is_key)
+                        .map(|(i, _)| i)
+                        .collect(),
                 };
                 let captured = CapturedRelation {
                     key_columns,
@@ -276,11 +309,15 @@ impl<'a> Session<'a> {
                 };
                 self.relations.insert(captured.relation.id, Arc::new(captured));
             }
-            PgOutput::Insert { relation, new } => self.on_change(relation, Operation::Insert, &new, None, lsn)?,
+            PgOutput::Insert { relation, new } => {
+                self.on_change(relation, Operation::Insert, &new, None, lsn)?
+            }
             PgOutput::Update { relation, old, new } => {
                 self.on_change(relation, Operation::Update, &new, old.as_ref(), lsn)?;
             }
-            PgOutput::Delete { relation, old } => self.on_change(relation, Operation::Delete, &old, None, lsn)?,
+            PgOutput::Delete { relation, old } => {
+                self.on_change(relation, Operation::Delete, &old, None, lsn)?
+            }
             PgOutput::Truncate { relations } => {
                 tracing::warn!(%lsn, relations = relations.len(), "truncate is not published (DMS has no record for it)");
             }
@@ -314,13 +351,25 @@ impl<'a> Session<'a> {
         let record_id = tx.next_record_id;
         tx.next_record_id += 1;
         let (ctx, commit_seconds) = (tx.ctx, tx.commit_seconds);
-        let change = Change { relation: &rel.relation, key_columns: &rel.key_columns, operation, row, before, lsn, record_id };
+        let change = Change {
+            relation: &rel.relation,
+            key_columns: &rel.key_columns,
+            operation,
+            row,
+            before,
+            lsn,
+            record_id,
+        };
         let mut record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
         if record.size() > MAX_RECORD_BYTES {
             self.metrics.records_oversized.inc();
             tracing::error!(%lsn, table = %rel.relation.name, bytes = record.size(), "record above kinesis' 1 MiB limit: sending it without its large columns");
             let slim = slim_tuple(row);
-            let change = Change { row: &slim, before: None, ..change };
+            let change = Change {
+                row: &slim,
+                before: None,
+                ..change
+            };
             record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
         }
         self.metrics.changes_captured.inc();

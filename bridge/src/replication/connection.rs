@@ -20,7 +20,6 @@ use crate::lsn::Lsn;
 /// Microseconds between the Unix epoch and Postgres' epoch (2000-01-01).
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
-
 /// One message of the replication stream.
 #[derive(Debug)]
 pub enum StreamMessage {
@@ -49,7 +48,11 @@ impl ReplicationConnection {
     /// Connects, authenticates and waits for the server to be ready.
     pub async fn connect(target: &PgTarget) -> Result<Self, ReplicationError> {
         let io = target.open_socket().await?;
-        let mut conn = Self { io, rbuf: BytesMut::with_capacity(64 * 1024), wbuf: BytesMut::new() };
+        let mut conn = Self {
+            io,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            wbuf: BytesMut::new(),
+        };
         let params = [
             ("user", target.user.as_str()),
             ("database", target.dbname.as_str()),
@@ -66,10 +69,9 @@ impl ReplicationConnection {
 
     async fn authenticate(&mut self, target: &PgTarget) -> Result<(), ReplicationError> {
         let password = || {
-            target
-                .password
-                .as_deref()
-                .ok_or_else(|| ReplicationError::Auth("the server asks for a password and none was given".into()))
+            target.password.as_deref().ok_or_else(|| {
+                ReplicationError::Auth("the server asks for a password and none was given".into())
+            })
         };
         loop {
             match self.read_frame().await? {
@@ -90,15 +92,23 @@ impl ReplicationConnection {
                         scram_offered |= mechanism == sasl::SCRAM_SHA_256;
                     }
                     if !scram_offered {
-                        return Err(ReplicationError::Auth("the server offers no SASL mechanism we speak".into()));
+                        return Err(ReplicationError::Auth(
+                            "the server offers no SASL mechanism we speak".into(),
+                        ));
                     }
                     self.scram(password()?).await?;
                 }
                 Frame::Other(backend::Message::ErrorResponse(body)) => return Err(server_error(&body)),
                 Frame::Other(_) => {
-                    return Err(ReplicationError::Auth("unsupported authentication request".into()));
+                    return Err(ReplicationError::Auth(
+                        "unsupported authentication request".into(),
+                    ));
                 }
-                _ => return Err(ReplicationError::Protocol("copy data during authentication".into())),
+                _ => {
+                    return Err(ReplicationError::Protocol(
+                        "copy data during authentication".into(),
+                    ))
+                }
             }
         }
     }
@@ -115,11 +125,13 @@ impl ReplicationConnection {
         frontend::sasl_response(scram.message(), &mut self.wbuf)?;
         self.flush().await?;
         match self.read_frame().await? {
-            Frame::Other(backend::Message::AuthenticationSaslFinal(body)) => {
-                scram.finish(body.data()).map_err(|e| ReplicationError::Auth(e.to_string()))
-            }
+            Frame::Other(backend::Message::AuthenticationSaslFinal(body)) => scram
+                .finish(body.data())
+                .map_err(|e| ReplicationError::Auth(e.to_string())),
             Frame::Other(backend::Message::ErrorResponse(body)) => Err(server_error(&body)),
-            _ => Err(ReplicationError::Auth("unexpected message at the end of SCRAM".into())),
+            _ => Err(ReplicationError::Auth(
+                "unexpected message at the end of SCRAM".into(),
+            )),
         }
     }
 
@@ -172,7 +184,10 @@ impl ReplicationConnection {
             .map(|(k, v)| format!("\"{k}\" '{}'", v.replace('\'', "''")))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!("START_REPLICATION SLOT {} LOGICAL {start} ({options})", quote_ident(slot));
+        let sql = format!(
+            "START_REPLICATION SLOT {} LOGICAL {start} ({options})",
+            quote_ident(slot)
+        );
         frontend::query(&sql, &mut self.wbuf)?;
         self.flush().await?;
         loop {
@@ -209,7 +224,10 @@ impl ReplicationConnection {
                             let wal_end = Lsn(data.get_u64());
                             let _server_time = data.get_i64();
                             let reply_requested = data.get_u8() == 1;
-                            return Ok(StreamMessage::Keepalive { wal_end, reply_requested });
+                            return Ok(StreamMessage::Keepalive {
+                                wal_end,
+                                reply_requested,
+                            });
                         }
                         tag => {
                             return Err(ReplicationError::Protocol(format!(
@@ -223,7 +241,9 @@ impl ReplicationConnection {
                 Frame::Other(backend::Message::ErrorResponse(body)) => return Err(server_error(&body)),
                 Frame::Other(backend::Message::NoticeResponse(_) | backend::Message::ParameterStatus(_)) => {}
                 Frame::Other(_) | Frame::CopyBothResponse => {
-                    return Err(ReplicationError::Protocol("unexpected message in CopyBoth mode".into()))
+                    return Err(ReplicationError::Protocol(
+                        "unexpected message in CopyBoth mode".into(),
+                    ))
                 }
             }
         }

@@ -15,7 +15,11 @@ pub enum ReplicationError {
     #[error("connection to postgres lost")]
     Io(#[from] io::Error),
     #[error("postgres said: {message} (SQLSTATE {code}){}", hint.as_deref().map(|h| format!("; hint: {h}")).unwrap_or_default())]
-    Server { code: String, message: String, hint: Option<String> },
+    Server {
+        code: String,
+        message: String,
+        hint: Option<String>,
+    },
     #[error("authentication failed: {0}")]
     Auth(String),
     #[error("unexpected replication protocol message: {0}")]

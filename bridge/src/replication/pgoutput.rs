@@ -11,15 +11,40 @@ use crate::lsn::Lsn;
 
 #[derive(Debug)]
 pub enum PgOutput {
-    Begin { final_lsn: Lsn, commit_time: i64, xid: u32 },
-    Commit { commit_lsn: Lsn, end_lsn: Lsn, commit_time: i64 },
+    Begin {
+        final_lsn: Lsn,
+        commit_time: i64,
+        xid: u32,
+    },
+    Commit {
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_time: i64,
+    },
     Relation(Relation),
-    Insert { relation: u32, new: Tuple },
-    Update { relation: u32, old: Option<Tuple>, new: Tuple },
-    Delete { relation: u32, old: Tuple },
-    Truncate { relations: Vec<u32> },
+    Insert {
+        relation: u32,
+        new: Tuple,
+    },
+    Update {
+        relation: u32,
+        old: Option<Tuple>,
+        new: Tuple,
+    },
+    Delete {
+        relation: u32,
+        old: Tuple,
+    },
+    Truncate {
+        relations: Vec<u32>,
+    },
     /// `pg_logical_emit_message`: a table-less outbox event or our heartbeat.
-    Message { transactional: bool, lsn: Lsn, prefix: String, content: Bytes },
+    Message {
+        transactional: bool,
+        lsn: Lsn,
+        prefix: String,
+        content: Bytes,
+    },
     /// Origin and Type messages carry nothing we publish.
     Ignored,
 }
@@ -73,7 +98,10 @@ pub fn decode(mut buf: Bytes) -> Result<PgOutput, ReplicationError> {
         b'I' => {
             let relation = take_u32(&mut buf)?;
             expect(&mut buf, b'N')?;
-            PgOutput::Insert { relation, new: tuple(&mut buf)? }
+            PgOutput::Insert {
+                relation,
+                new: tuple(&mut buf)?,
+            }
         }
         b'U' => {
             let relation = take_u32(&mut buf)?;
@@ -84,17 +112,28 @@ pub fn decode(mut buf: Bytes) -> Result<PgOutput, ReplicationError> {
                 kind = take_u8(&mut buf)?;
             }
             if kind != b'N' {
-                return Err(ReplicationError::Decode(format!("update without new tuple (tag {kind})")));
+                return Err(ReplicationError::Decode(format!(
+                    "update without new tuple (tag {kind})"
+                )));
             }
-            PgOutput::Update { relation, old, new: tuple(&mut buf)? }
+            PgOutput::Update {
+                relation,
+                old,
+                new: tuple(&mut buf)?,
+            }
         }
         b'D' => {
             let relation = take_u32(&mut buf)?;
             let kind = take_u8(&mut buf)?;
             if kind != b'K' && kind != b'O' {
-                return Err(ReplicationError::Decode(format!("delete without old tuple (tag {kind})")));
+                return Err(ReplicationError::Decode(format!(
+                    "delete without old tuple (tag {kind})"
+                )));
             }
-            PgOutput::Delete { relation, old: tuple(&mut buf)? }
+            PgOutput::Delete {
+                relation,
+                old: tuple(&mut buf)?,
+            }
         }
         b'T' => {
             let n = take_u32(&mut buf)?;
@@ -107,7 +146,12 @@ pub fn decode(mut buf: Bytes) -> Result<PgOutput, ReplicationError> {
             let lsn = Lsn(take_u64(&mut buf)?);
             let prefix = cstring(&mut buf)?;
             let len = take_u32(&mut buf)? as usize;
-            PgOutput::Message { transactional, lsn, prefix, content: take_bytes(&mut buf, len)? }
+            PgOutput::Message {
+                transactional,
+                lsn,
+                prefix,
+                content: take_bytes(&mut buf, len)?,
+            }
         }
         b'O' | b'Y' => PgOutput::Ignored,
         other => {
@@ -132,9 +176,22 @@ fn relation(buf: &mut Bytes) -> Result<Relation, ReplicationError> {
         let name = cstring(buf)?;
         let type_oid = take_u32(buf)?;
         let _type_mod = take_u32(buf)?;
-        columns.push(Column { name, type_oid, is_key: flags & 1 == 1 });
+        columns.push(Column {
+            name,
+            type_oid,
+            is_key: flags & 1 == 1,
+        });
     }
-    Ok(Relation { id, namespace: if namespace.is_empty() { "pg_catalog".into() } else { namespace }, name, columns })
+    Ok(Relation {
+        id,
+        namespace: if namespace.is_empty() {
+            "pg_catalog".into()
+        } else {
+            namespace
+        },
+        name,
+        columns,
+    })
 }
 
 fn tuple(buf: &mut Bytes) -> Result<Tuple, ReplicationError> {
@@ -152,7 +209,11 @@ fn tuple(buf: &mut Bytes) -> Result<Tuple, ReplicationError> {
                 let len = take_u32(buf)? as usize;
                 Datum::Binary(take_bytes(buf, len)?)
             }
-            other => return Err(ReplicationError::Decode(format!("unknown tuple value kind {other}"))),
+            other => {
+                return Err(ReplicationError::Decode(format!(
+                    "unknown tuple value kind {other}"
+                )))
+            }
         });
     }
     Ok(Tuple(values))
@@ -167,7 +228,11 @@ fn expect(buf: &mut Bytes, tag: u8) -> Result<(), ReplicationError> {
     if got == tag {
         Ok(())
     } else {
-        Err(ReplicationError::Decode(format!("expected {:?}, got {:?}", char::from(tag), char::from(got))))
+        Err(ReplicationError::Decode(format!(
+            "expected {:?}, got {:?}",
+            char::from(tag),
+            char::from(got)
+        )))
     }
 }
 
@@ -224,7 +289,9 @@ mod tests {
 
     #[test]
     fn decodes_relation_and_insert() {
-        let PgOutput::Relation(rel) = decode(relation_msg()).unwrap() else { panic!("not a relation") };
+        let PgOutput::Relation(rel) = decode(relation_msg()).unwrap() else {
+            panic!("not a relation")
+        };
         assert_eq!((rel.namespace.as_str(), rel.name.as_str()), ("public", "outbox"));
         assert!(rel.columns[0].is_key && !rel.columns[1].is_key);
         assert_eq!(rel.columns[1].type_oid, 3802);
@@ -238,7 +305,9 @@ mod tests {
         b.put_u32(3);
         b.put_slice(b"abc");
         b.put_u8(b'n');
-        let PgOutput::Insert { relation, new } = decode(b.freeze()).unwrap() else { panic!("not an insert") };
+        let PgOutput::Insert { relation, new } = decode(b.freeze()).unwrap() else {
+            panic!("not an insert")
+        };
         assert_eq!(relation, 16384);
         assert_eq!(new.0, vec![Datum::Text(Bytes::from_static(b"abc")), Datum::Null]);
     }
@@ -250,7 +319,14 @@ mod tests {
         b.put_u64(0x10);
         b.put_i64(5);
         b.put_u32(77);
-        assert!(matches!(decode(b.freeze()).unwrap(), PgOutput::Begin { xid: 77, final_lsn: Lsn(0x10), .. }));
+        assert!(matches!(
+            decode(b.freeze()).unwrap(),
+            PgOutput::Begin {
+                xid: 77,
+                final_lsn: Lsn(0x10),
+                ..
+            }
+        ));
 
         let mut b = BytesMut::new();
         b.put_u8(b'C');
@@ -258,7 +334,13 @@ mod tests {
         b.put_u64(0x10);
         b.put_u64(0x38);
         b.put_i64(5);
-        assert!(matches!(decode(b.freeze()).unwrap(), PgOutput::Commit { end_lsn: Lsn(0x38), .. }));
+        assert!(matches!(
+            decode(b.freeze()).unwrap(),
+            PgOutput::Commit {
+                end_lsn: Lsn(0x38),
+                ..
+            }
+        ));
 
         let mut b = BytesMut::new();
         b.put_u8(b'U');
@@ -269,7 +351,9 @@ mod tests {
         b.put_u8(b'N');
         b.put_u16(1);
         b.put_u8(b'n');
-        let PgOutput::Update { old, new, .. } = decode(b.freeze()).unwrap() else { panic!("not an update") };
+        let PgOutput::Update { old, new, .. } = decode(b.freeze()).unwrap() else {
+            panic!("not an update")
+        };
         assert_eq!(old.unwrap().0, vec![Datum::UnchangedToast]);
         assert_eq!(new.0, vec![Datum::Null]);
     }

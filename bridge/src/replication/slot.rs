@@ -20,7 +20,11 @@ pub enum SlotError {
     #[error(
         "the publication `{publication}` does not cover {missing}; as the owner of the tables run: {sql}"
     )]
-    PublicationIncomplete { publication: String, missing: String, sql: String },
+    PublicationIncomplete {
+        publication: String,
+        missing: String,
+        sql: String,
+    },
     #[error(
         "the replication slot `{slot}` was invalidated (wal_status = lost): Postgres removed WAL it still \
          needed, so changes were lost. See README § Recovering a lost slot: drop it with \
@@ -76,10 +80,20 @@ pub async fn ensure_publication(
     tables: &[TableName],
     inserts_only: bool,
 ) -> Result<(), SlotError> {
-    let exists = client.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication]).await?;
-    let table_list = tables.iter().map(TableName::quoted).collect::<Vec<_>>().join(", ");
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
+        .await?;
+    let table_list = tables
+        .iter()
+        .map(TableName::quoted)
+        .collect::<Vec<_>>()
+        .join(", ");
     if exists.is_none() {
-        let publish = if inserts_only { "insert" } else { "insert, update, delete" };
+        let publish = if inserts_only {
+            "insert"
+        } else {
+            "insert, update, delete"
+        };
         let sql = format!(
             "CREATE PUBLICATION {} FOR TABLE {table_list} WITH (publish = '{publish}');",
             quote_ident(publication)
@@ -91,16 +105,27 @@ pub async fn ensure_publication(
             }
             Err(err) if err.code().is_some() => {
                 tracing::debug!(error = %err, "cannot create publication");
-                Err(SlotError::PublicationMissing { publication: publication.into(), sql })
+                Err(SlotError::PublicationMissing {
+                    publication: publication.into(),
+                    sql,
+                })
             }
             Err(err) => Err(err.into()),
         };
     }
     let rows = client
-        .query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1", &[&publication])
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&publication],
+        )
         .await?;
-    let covered: Vec<TableName> =
-        rows.iter().map(|r| TableName { schema: r.get(0), name: r.get(1) }).collect();
+    let covered: Vec<TableName> = rows
+        .iter()
+        .map(|r| TableName {
+            schema: r.get(0),
+            name: r.get(1),
+        })
+        .collect();
     let missing: Vec<&TableName> = tables.iter().filter(|t| !covered.contains(t)).collect();
     if missing.is_empty() {
         return Ok(());
@@ -109,7 +134,10 @@ pub async fn ensure_publication(
     Err(SlotError::PublicationIncomplete {
         publication: publication.into(),
         missing: missing_list.clone(),
-        sql: format!("ALTER PUBLICATION {} ADD TABLE {missing_list};", quote_ident(publication)),
+        sql: format!(
+            "ALTER PUBLICATION {} ADD TABLE {missing_list};",
+            quote_ident(publication)
+        ),
     })
 }
 
@@ -131,21 +159,33 @@ pub async fn ensure_slot(client: &Client, slot: &str, may_create: bool) -> Resul
         }
         let plugin = plugin.unwrap_or_default();
         if plugin != "pgoutput" {
-            return Err(SlotError::WrongPlugin { slot: slot.into(), plugin });
+            return Err(SlotError::WrongPlugin {
+                slot: slot.into(),
+                plugin,
+            });
         }
-        return Ok(SlotState { confirmed_flush: confirmed.parse().unwrap_or_default(), created: false });
+        return Ok(SlotState {
+            confirmed_flush: confirmed.parse().unwrap_or_default(),
+            created: false,
+        });
     }
     if !may_create {
         return Err(SlotError::SlotMissing { slot: slot.into() });
     }
     let created = client
-        .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+        .query_one(
+            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
         .await;
     match created {
         Ok(row) => {
             let lsn: String = row.get(0);
             tracing::info!(slot, lsn = %lsn, "created replication slot");
-            Ok(SlotState { confirmed_flush: lsn.parse().unwrap_or_default(), created: true })
+            Ok(SlotState {
+                confirmed_flush: lsn.parse().unwrap_or_default(),
+                created: true,
+            })
         }
         Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
             Err(SlotError::NoReplicationPrivilege { slot: slot.into() })
@@ -174,7 +214,12 @@ pub async fn primary_keys(
         .await?;
     let mut keys: std::collections::HashMap<TableName, Vec<String>> = std::collections::HashMap::new();
     for row in rows {
-        keys.entry(TableName { schema: row.get(0), name: row.get(1) }).or_default().push(row.get(2));
+        keys.entry(TableName {
+            schema: row.get(0),
+            name: row.get(1),
+        })
+        .or_default()
+        .push(row.get(2));
     }
     Ok(keys)
 }

@@ -37,7 +37,9 @@ impl PgTarget {
         }
         let user = match config.get_user() {
             Some(user) => user.to_owned(),
-            None => std::env::var("PGUSER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "postgres".into()),
+            None => std::env::var("PGUSER")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "postgres".into()),
         };
         config.user(&user);
         let password = match config.get_password() {
@@ -48,32 +50,51 @@ impl PgTarget {
             config.password(p);
         }
         let dbname = config.get_dbname().map_or_else(|| user.clone(), str::to_owned);
-        let host = config.get_hosts().first().cloned().unwrap_or(Host::Tcp("localhost".into()));
+        let host = config
+            .get_hosts()
+            .first()
+            .cloned()
+            .unwrap_or(Host::Tcp("localhost".into()));
         let port = config.get_ports().first().copied().unwrap_or(5432);
         if config.get_application_name().is_none() {
             config.application_name(application_name);
         }
-        let application_name = config.get_application_name().unwrap_or(application_name).to_owned();
-        Ok(Self { config, user, password, dbname, application_name, host, port })
+        let application_name = config
+            .get_application_name()
+            .unwrap_or(application_name)
+            .to_owned();
+        Ok(Self {
+            config,
+            user,
+            password,
+            dbname,
+            application_name,
+            host,
+            port,
+        })
     }
 
-    pub(super) async fn open_socket(
-        &self,
-    ) -> Result<Box<dyn super::connection_io::Io>, ReplicationError> {
+    pub(super) async fn open_socket(&self) -> Result<Box<dyn super::connection_io::Io>, ReplicationError> {
         match &self.host {
             Host::Tcp(host) => {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), self.port))
                     .await
-                    .map_err(|source| ReplicationError::Connect { addr: self.to_string(), source })?;
+                    .map_err(|source| ReplicationError::Connect {
+                        addr: self.to_string(),
+                        source,
+                    })?;
                 stream.set_nodelay(true).map_err(ReplicationError::Io)?;
                 Ok(Box::new(stream))
             }
             #[cfg(unix)]
             Host::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{}", self.port));
-                let stream = tokio::net::UnixStream::connect(&path)
-                    .await
-                    .map_err(|source| ReplicationError::Connect { addr: self.to_string(), source })?;
+                let stream = tokio::net::UnixStream::connect(&path).await.map_err(|source| {
+                    ReplicationError::Connect {
+                        addr: self.to_string(),
+                        source,
+                    }
+                })?;
                 Ok(Box::new(stream))
             }
         }

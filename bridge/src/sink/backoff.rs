@@ -13,12 +13,19 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Self { base, cap, attempt: 0 }
+        Self {
+            base,
+            cap,
+            attempt: 0,
+        }
     }
 
     /// The delay before the next attempt: uniform in `[0, min(cap, base * 2^attempt)]`.
     pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.cap);
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
         let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX).max(1);
         Duration::from_millis(rand::rng().random_range(millis / 4..=millis))

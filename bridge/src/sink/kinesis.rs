@@ -31,7 +31,11 @@ pub struct KinesisSink {
 
 impl KinesisSink {
     pub fn new(client: aws_sdk_kinesis::Client, stream: &str, metrics: Arc<Metrics>) -> Self {
-        Self { client, stream: stream.into(), metrics }
+        Self {
+            client,
+            stream: stream.into(),
+            metrics,
+        }
     }
 }
 
@@ -50,7 +54,10 @@ impl Sink for KinesisSink {
 /// How one PutRecords attempt ended.
 enum Attempt {
     /// These records (a subset of the request, in order) must be sent again.
-    Retry { records: Vec<Record>, cause: &'static str },
+    Retry {
+        records: Vec<Record>,
+        cause: &'static str,
+    },
     Done,
 }
 
@@ -65,9 +72,19 @@ async fn put_all(
         match put_once(client, stream, pending, metrics).await? {
             Attempt::Done => return Ok(()),
             Attempt::Retry { records, cause } => {
-                metrics.put_retries.get_or_create(&vec![("cause".to_owned(), cause.to_owned())]).inc();
+                metrics
+                    .put_retries
+                    .get_or_create(&vec![("cause".to_owned(), cause.to_owned())])
+                    .inc();
                 let delay = backoff.next_delay();
-                tracing::warn!(stream, cause, records = records.len(), attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "putrecords retry");
+                tracing::warn!(
+                    stream,
+                    cause,
+                    records = records.len(),
+                    attempt = backoff.attempts(),
+                    delay_ms = delay.as_millis() as u64,
+                    "putrecords retry"
+                );
                 tokio::time::sleep(delay).await;
                 pending = records;
             }
@@ -90,14 +107,27 @@ async fn put_once(
                 .build()
         })
         .collect::<Result<_, _>>()
-        .map_err(|e| SinkError::Rejected { code: "InvalidRecord".into(), source: Box::new(e) })?;
-    let response = client.put_records().stream_name(stream).set_records(Some(entries)).send().await;
+        .map_err(|e| SinkError::Rejected {
+            code: "InvalidRecord".into(),
+            source: Box::new(e),
+        })?;
+    let response = client
+        .put_records()
+        .stream_name(stream)
+        .set_records(Some(entries))
+        .send()
+        .await;
     let output = match response {
         Ok(output) => output,
         Err(err) => {
             return match classify(&err) {
-                Some(cause) => Ok(Attempt::Retry { records: pending, cause }),
-                None if is_missing_stream(&err) => Err(SinkError::StreamMissing { stream: stream.into() }),
+                Some(cause) => Ok(Attempt::Retry {
+                    records: pending,
+                    cause,
+                }),
+                None if is_missing_stream(&err) => Err(SinkError::StreamMissing {
+                    stream: stream.into(),
+                }),
                 None => Err(SinkError::Rejected {
                     code: err.code().unwrap_or("unknown").to_owned(),
                     source: Box::new(err),
@@ -113,7 +143,10 @@ async fn put_once(
     let results = output.records();
     if results.len() != pending.len() {
         // Without one result per entry, positions mean nothing: resend the whole request.
-        return Ok(Attempt::Retry { records: pending, cause: "malformed_response" });
+        return Ok(Attempt::Retry {
+            records: pending,
+            cause: "malformed_response",
+        });
     }
     let mut failed = Vec::new();
     let mut throttled = false;
@@ -129,7 +162,10 @@ async fn put_once(
         }
     }
     let cause = if throttled { "throttled" } else { "partial_failure" };
-    Ok(Attempt::Retry { records: failed, cause })
+    Ok(Attempt::Retry {
+        records: failed,
+        cause,
+    })
 }
 
 /// Returns the retry cause for transient failures, `None` for errors retrying cannot fix.
@@ -144,7 +180,9 @@ fn classify(err: &SdkError<PutRecordsError>) -> Option<&'static str> {
                 PutRecordsError::ProvisionedThroughputExceededException(_)
                 | PutRecordsError::KmsThrottlingException(_) => Some("throttled"),
                 _ if status >= 500 || status == 429 => Some("server_error"),
-                _ if matches!(err.code(), Some("ThrottlingException" | "LimitExceededException")) => Some("throttled"),
+                _ if matches!(err.code(), Some("ThrottlingException" | "LimitExceededException")) => {
+                    Some("throttled")
+                }
                 _ => None,
             }
         }
@@ -153,5 +191,8 @@ fn classify(err: &SdkError<PutRecordsError>) -> Option<&'static str> {
 }
 
 fn is_missing_stream(err: &SdkError<PutRecordsError>) -> bool {
-    matches!(err.as_service_error(), Some(PutRecordsError::ResourceNotFoundException(_)))
+    matches!(
+        err.as_service_error(),
+        Some(PutRecordsError::ResourceNotFoundException(_))
+    )
 }

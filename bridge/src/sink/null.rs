@@ -13,7 +13,8 @@ pub struct NullSink {
 
 impl Sink for NullSink {
     fn submit(&self, batch: Batch) -> Completion {
-        self.records.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+        self.records
+            .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let _ = tx.send(Ok(()));
         rx

@@ -11,7 +11,10 @@ use clap::Parser;
 use tests::stack::{outbox_id, Stack};
 
 #[derive(Parser, Debug)]
-#[command(name = "demo", about = "Run the whole pipeline on the embedded stack with live progress")]
+#[command(
+    name = "demo",
+    about = "Run the whole pipeline on the embedded stack with live progress"
+)]
 struct Args {
     /// Customers the load generator creates.
     #[arg(long, default_value_t = 200)]
@@ -34,11 +37,20 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let started = Instant::now();
-    println!("outbox-bridge demo: monolith → Postgres outbox → logical replication → bridge capture → Kinesis\n");
+    println!(
+        "outbox-bridge demo: monolith → Postgres outbox → logical replication → bridge capture → Kinesis\n"
+    );
     print!("starting the embedded stack (throwaway Postgres + moto_server)… ");
     std::io::stdout().flush()?;
-    let stack = Stack::start().await.context("cannot start the embedded stack (scripts/bootstrap installs it)")?;
-    println!("ok\n  postgres  {}\n  aws       {} (moto)\n  stream    {}", redact(&stack.pg.url()), stack.moto.endpoint, stack.stream);
+    let stack = Stack::start()
+        .await
+        .context("cannot start the embedded stack (scripts/bootstrap installs it)")?;
+    println!(
+        "ok\n  postgres  {}\n  aws       {} (moto)\n  stream    {}",
+        redact(&stack.pg.url()),
+        stack.moto.endpoint,
+        stack.stream
+    );
 
     let metrics_port = tests::free_port()?;
     let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
@@ -47,13 +59,33 @@ async fn main() -> anyhow::Result<()> {
     let (_sim, api) = stack.spawn_legacy_sim().await?;
     println!("  capture   running, metrics at {metrics_url}\n  monolith  {api} (POST /customers, POST /orders, …)\n");
 
-    let (customers, orders, concurrency, rate) =
-        (args.customers.to_string(), args.orders.to_string(), args.concurrency.to_string(), args.rate.to_string());
+    let (customers, orders, concurrency, rate) = (
+        args.customers.to_string(),
+        args.orders.to_string(),
+        args.concurrency.to_string(),
+        args.rate.to_string(),
+    );
     let mut load = stack.spawn(
         "legacy-sim",
-        &["load", "--customers", &customers, "--orders", &orders, "--concurrency", &concurrency, "--rate", &rate, "--progress", "never", "--summary-json"],
+        &[
+            "load",
+            "--customers",
+            &customers,
+            "--orders",
+            &orders,
+            "--concurrency",
+            &concurrency,
+            "--rate",
+            &rate,
+            "--progress",
+            "never",
+            "--summary-json",
+        ],
     )?;
-    println!("load generator: {} customers, {} orders, concurrency {}", args.customers, args.orders, args.concurrency);
+    println!(
+        "load generator: {} customers, {} orders, concurrency {}",
+        args.customers, args.orders, args.concurrency
+    );
 
     let http = reqwest::Client::new();
     let pg = stack.pg.client().await?;
@@ -107,9 +139,17 @@ async fn main() -> anyhow::Result<()> {
     let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
     let missing = ids.iter().filter(|id| !seen.contains(id.as_str())).count();
     println!("load summary: {summary}");
-    println!("outbox rows {}, kinesis records {}, duplicates {}, missing {missing}", ids.len(), records.len(), records.len() - seen.len());
+    println!(
+        "outbox rows {}, kinesis records {}, duplicates {}, missing {missing}",
+        ids.len(),
+        records.len(),
+        records.len() - seen.len()
+    );
     if let Some(sample) = records.first() {
-        println!("a record as consumers see it (AWS DMS format):\n{}", serde_json::to_string_pretty(&sample.json)?);
+        println!(
+            "a record as consumers see it (AWS DMS format):\n{}",
+            serde_json::to_string_pretty(&sample.json)?
+        );
     }
 
     if args.keep_running {
@@ -118,9 +158,17 @@ async fn main() -> anyhow::Result<()> {
     }
     let code = capture.terminate(Duration::from_secs(30)).await?;
     let flushed = stack.confirmed_flush("outbox_bridge").await?.unwrap_or(0);
-    println!("capture stopped (exit {code:?}); the slot is acknowledged up to {:X}/{:X}", flushed >> 32, flushed & 0xFFFF_FFFF);
+    println!(
+        "capture stopped (exit {code:?}); the slot is acknowledged up to {:X}/{:X}",
+        flushed >> 32,
+        flushed & 0xFFFF_FFFF
+    );
     anyhow::ensure!(missing == 0, "{missing} outbox rows never reached kinesis");
-    println!("\nall {} outbox events reached kinesis in {:.1}s", ids.len(), started.elapsed().as_secs_f64());
+    println!(
+        "\nall {} outbox events reached kinesis in {:.1}s",
+        ids.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -1,24 +1,15 @@
-//! Command-line flags, each with an environment fallback, and what each subcommand runs.
+//! Command-line flags, each with an environment fallback (DESIGN §6 lists the contract).
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use bridge::capture::{self, CaptureConfig, TableRoutes};
-use bridge::dms::EncodeOptions;
-use bridge::metrics::{self, Metrics};
 use bridge::partition::PartitionKey;
-use bridge::replication::PgTarget;
-use bridge::sink::kinesis::KinesisSink;
 use bridge::table::TableName;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "bridge",
     version,
-    about = "Postgres outbox → Kinesis (capture), the DMS stand-in of outbox-bridge"
+    about = "outbox-bridge: Postgres outbox → Kinesis (capture) → EventBridge (relay)"
 )]
 pub struct Cli {
     /// Log format.
@@ -36,64 +27,63 @@ pub enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Create the AWS resources the pipeline needs (idempotent).
+    /// Create what the pipeline needs (idempotent): stream, bus, checkpoint table, claim-check
+    /// bucket, dead-letter queue; with a database URL also the publication and the slot.
     Setup(SetupArgs),
     /// Stream committed changes from the replication slot to Kinesis.
     Capture(CaptureArgs),
+    /// Publish the stream's outbox inserts to EventBridge as domain events.
+    Relay(RelayArgs),
+    /// Capture and relay in one process (small deployments, the demo).
+    Run(RunArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct StreamArgs {
-    /// Kinesis stream the changes are written to.
+    /// Kinesis stream the changes are written to and read from.
     #[arg(long, env = "BRIDGE_STREAM", default_value = "legacy-cdc")]
     pub stream: String,
 }
 
 #[derive(Args, Debug)]
-pub struct SetupArgs {
-    #[command(flatten)]
-    pub source: SourceArgs,
-    #[command(flatten)]
-    pub stream: StreamArgs,
-    /// Shards of the stream when it is created (more shards, more parallel consumers).
-    #[arg(long, env = "BRIDGE_SHARDS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=10_000))]
-    pub shards: i32,
+pub struct OutboxArgs {
+    /// The outbox table: only its inserts are captured, and they become the events.
+    #[arg(long, env = "BRIDGE_OUTBOX_TABLE", default_value = "public.outbox")]
+    pub outbox_table: TableName,
 }
 
-/// Where changes come from. `setup` needs it only to create the publication and slot early.
+#[derive(Args, Debug)]
+pub struct MetricsArgs {
+    /// Where /metrics and /healthz are served.
+    #[arg(long, env = "BRIDGE_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: String,
+}
+
+/// Where changes come from.
 #[derive(Args, Debug)]
 pub struct SourceArgs {
     /// Postgres URL (postgres://user:password@host:port/db?sslmode=...); the password may also come from PGPASSWORD.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Tables to capture, comma-separated (schema.table).
-    #[arg(
-        long,
-        env = "BRIDGE_TABLES",
-        value_delimiter = ',',
-        default_value = "public.outbox"
-    )]
+    #[arg(long, env = "BRIDGE_TABLES", value_delimiter = ',', default_value = "public.outbox")]
     pub tables: Vec<TableName>,
     /// The publication to read through (created when absent and the role may).
     #[arg(long, env = "BRIDGE_PUBLICATION", default_value = "outbox_bridge")]
     pub publication: String,
-    /// The logical replication slot (created on first start when absent).
+    /// The logical replication slot (created by setup or on first start when absent).
     #[arg(long, env = "BRIDGE_SLOT", default_value = "outbox_bridge", value_parser = parse_slot_name)]
     pub slot: String,
-    /// The outbox table: only its inserts are captured, partitioned by aggregate.
-    #[arg(long, env = "BRIDGE_OUTBOX_TABLE", default_value = "public.outbox")]
-    pub outbox_table: TableName,
     /// Partition key per table, as DMS names them: TABLE=attribute-name:COLUMN|primary-key|schema-table|transaction-id (comma-separated).
     #[arg(long = "partition-key", env = "BRIDGE_PARTITION_KEYS", value_delimiter = ',', value_parser = parse_partition_override)]
     pub partition_keys: Vec<(TableName, PartitionKey)>,
 }
 
 #[derive(Args, Debug)]
-pub struct CaptureArgs {
-    #[command(flatten)]
-    pub source: SourceArgs,
-    #[command(flatten)]
-    pub stream: StreamArgs,
+pub struct CaptureTuningArgs {
+    /// Prefix of `pg_logical_emit_message(true, prefix, json)` calls that are outbox events (the table-less outbox).
+    #[arg(long, env = "BRIDGE_MESSAGE_PREFIX", default_value = "outbox")]
+    pub message_prefix: String,
     /// Send json/jsonb columns as escaped strings, exactly as AWS DMS does.
     #[arg(long, env = "BRIDGE_STRICT_DMS")]
     pub strict_dms: bool,
@@ -103,19 +93,116 @@ pub struct CaptureArgs {
     /// How long (ms) a batch waits for more records before it is sent.
     #[arg(long, env = "BRIDGE_BATCH_LINGER_MS", default_value_t = 10)]
     pub batch_linger_ms: u64,
-    /// How long (s) shutdown waits for in-flight batches before giving up (they are replayed on restart).
+    /// How long (s) shutdown waits for in-flight work before giving up (it is replayed on restart).
     #[arg(long, env = "BRIDGE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
     pub shutdown_timeout_secs: u64,
-    /// Where /metrics and /healthz are served.
-    #[arg(long, env = "BRIDGE_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
-    pub metrics_listen: String,
+}
+
+/// The relay's AWS resources (also created by setup).
+#[derive(Args, Debug)]
+pub struct RelayResourceArgs {
+    /// EventBridge bus the domain events go to.
+    #[arg(long, env = "BRIDGE_EVENT_BUS", default_value = "legacy-monolith")]
+    pub event_bus: String,
+    /// DynamoDB table of per-shard checkpoints and leases.
+    #[arg(long, env = "BRIDGE_CHECKPOINT_TABLE", default_value = "bridge-checkpoints")]
+    pub checkpoint_table: String,
+    /// S3 bucket for events too large for EventBridge (claim checks).
+    #[arg(long, env = "BRIDGE_CLAIM_CHECK_BUCKET", default_value = "bridge-claim-checks")]
+    pub claim_check_bucket: String,
+    /// SQS queue where records that cannot become events are parked with their reason.
+    #[arg(long, env = "BRIDGE_DEAD_LETTER_QUEUE", default_value = "bridge-dlq")]
+    pub dead_letter_queue: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RelayTuningArgs {
+    /// The events' `source`.
+    #[arg(long, env = "BRIDGE_EVENT_SOURCE", default_value = "legacy.monolith")]
+    pub event_source: String,
+    /// The largest entry EventBridge accepts, in bytes (256 KiB historically; AWS raised it in 2026).
+    #[arg(long, env = "BRIDGE_MAX_EVENT_BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1024..=10_485_760))]
+    pub max_event_bytes: u64,
+    /// Also publish changes of other tables, as raw change events (detail-type schema.table.operation).
+    #[arg(long, env = "BRIDGE_PUBLISH_RAW_CHANGES")]
+    pub publish_raw_changes: bool,
+    /// How long a shard lease lasts without renewal before another relay may take the shard.
+    #[arg(long, env = "BRIDGE_LEASE_DURATION_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub lease_duration_secs: u64,
+    /// Pause (ms) after an empty GetRecords page (Kinesis allows 5 reads per second per shard).
+    #[arg(long, env = "BRIDGE_POLL_INTERVAL_MS", default_value_t = 250)]
+    pub poll_interval_ms: u64,
+    /// This relay's name in the lease table (default: host and process id).
+    #[arg(long, env = "BRIDGE_WORKER_ID")]
+    pub worker_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SetupArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub outbox: OutboxArgs,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    #[command(flatten)]
+    pub resources: RelayResourceArgs,
+    /// Shards of the stream when it is created (more shards, more parallel relays).
+    #[arg(long, env = "BRIDGE_SHARDS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub shards: i32,
+}
+
+#[derive(Args, Debug)]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub outbox: OutboxArgs,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    #[command(flatten)]
+    pub tuning: CaptureTuningArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RelayArgs {
+    #[command(flatten)]
+    pub outbox: OutboxArgs,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    #[command(flatten)]
+    pub resources: RelayResourceArgs,
+    #[command(flatten)]
+    pub tuning: RelayTuningArgs,
+    /// How long (s) shutdown waits for shard workers to finish their page.
+    #[arg(long, env = "BRIDGE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
+    pub shutdown_timeout_secs: u64,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub outbox: OutboxArgs,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    #[command(flatten)]
+    pub capture: CaptureTuningArgs,
+    #[command(flatten)]
+    pub resources: RelayResourceArgs,
+    #[command(flatten)]
+    pub relay: RelayTuningArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 fn parse_slot_name(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let ok = !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(s.to_owned())
     } else {
@@ -124,130 +211,16 @@ fn parse_slot_name(s: &str) -> Result<String, String> {
 }
 
 fn parse_partition_override(s: &str) -> Result<(TableName, PartitionKey), String> {
-    let (table, key) = s
-        .split_once('=')
-        .ok_or("expected TABLE=KEY, e.g. public.orders=primary-key")?;
-    Ok((
-        table.parse().map_err(|e| format!("{e}"))?,
-        key.parse().map_err(|e| format!("{e}"))?,
-    ))
+    let (table, key) = s.split_once('=').ok_or("expected TABLE=KEY, e.g. public.orders=primary-key")?;
+    Ok((table.parse().map_err(|e| format!("{e}"))?, key.parse().map_err(|e| format!("{e}"))?))
 }
 
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-}
-
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Setup(args) => setup(args).await,
-        Command::Capture(args) => capture(args).await,
-    }
-}
-
-async fn setup(args: SetupArgs) -> anyhow::Result<()> {
-    let aws = bridge::aws_config().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&aws);
-    let created = bridge::setup::ensure_stream(&kinesis, &args.stream.stream, args.shards).await?;
-    println!(
-        "kinesis stream {}: {}",
-        args.stream.stream,
-        if created { "created" } else { "already present" }
-    );
-    if args.source.database_url.is_some() {
-        let cfg = capture_config(args.source, &CaptureTuning::default())?;
-        let slot = capture::prepare_source(&cfg, true).await?.slot;
-        println!(
-            "publication {}: ready; replication slot {}: {} at {}",
-            cfg.publication,
-            cfg.slot,
-            if slot.created {
-                "created"
-            } else {
-                "already present"
-            },
-            slot.confirmed_flush
-        );
-    } else {
-        println!("no --database-url: the publication and slot are created when capture first starts");
-    }
-    Ok(())
-}
-
-/// Capture settings that do not name a source.
-struct CaptureTuning {
-    strict_dms: bool,
-    window: usize,
-    linger: Duration,
-    shutdown_timeout: Duration,
-}
-
-impl Default for CaptureTuning {
-    fn default() -> Self {
-        Self {
-            strict_dms: false,
-            window: 4,
-            linger: Duration::from_millis(10),
-            shutdown_timeout: Duration::from_secs(20),
-        }
-    }
-}
-
-fn capture_config(source: SourceArgs, tuning: &CaptureTuning) -> anyhow::Result<CaptureConfig> {
-    let url = source
-        .database_url
-        .context("--database-url (or DATABASE_URL) is required")?;
-    let target = PgTarget::from_url(&url, "outbox-bridge").context("--database-url")?;
-    let routes = TableRoutes {
-        outbox: source.outbox_table,
-        overrides: source.partition_keys.into_iter().collect(),
-        ..TableRoutes::default()
-    };
-    Ok(CaptureConfig {
-        target,
-        slot: source.slot,
-        publication: source.publication,
-        tables: source.tables,
-        routes,
-        encode: EncodeOptions {
-            strict_dms: tuning.strict_dms,
-        },
-        window: tuning.window,
-        linger: tuning.linger,
-        status_interval: Duration::from_secs(1),
-        shutdown_timeout: tuning.shutdown_timeout,
-    })
-}
-
-async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
-    let tuning = CaptureTuning {
-        strict_dms: args.strict_dms,
-        window: usize::from(args.max_inflight_batches),
-        linger: Duration::from_millis(args.batch_linger_ms),
-        shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
-    };
-    let cfg = capture_config(args.source, &tuning)?;
-    let metrics = Metrics::new();
-    let addr = metrics::serve(&args.metrics_listen, metrics.clone())
-        .await
-        .with_context(|| format!("--metrics-listen {}: cannot listen", args.metrics_listen))?;
-    tracing::info!(%addr, "metrics at http://{addr}/metrics");
-    let aws = bridge::aws_config().await;
-    let sink = Arc::new(KinesisSink::new(
-        aws_sdk_kinesis::Client::new(&aws),
-        &args.stream.stream,
-        metrics.clone(),
-    ));
-    let shutdown = bridge::shutdown::on_signal();
-    capture::run(&cfg, sink, metrics, shutdown).await?;
-    tracing::info!("capture stopped");
-    Ok(())
 }

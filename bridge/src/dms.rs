@@ -125,6 +125,49 @@ pub fn encode(change: &Change<'_>, tx: &TxContext, key: &PartitionKey, opts: Enc
     }
 }
 
+/// Encodes a transactional `pg_logical_emit_message` (the table-less outbox) as an insert into
+/// the outbox table, so consumers cannot tell the two apart. Content that is not a JSON object
+/// travels as `{"raw": text}` (the relay then parks it with its reason).
+pub fn encode_message(
+    content: &[u8],
+    prefix: &str,
+    outbox: &crate::table::TableName,
+    tx: &TxContext,
+    lsn: Lsn,
+    record_id: u64,
+) -> Record {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(content).ok().filter(serde_json::Value::is_object);
+    let partition_key = parsed
+        .as_ref()
+        .and_then(|v| v["aggregateid"].as_str().map(str::to_owned))
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| tx.xid.to_string());
+    let data = match parsed {
+        Some(v) => v,
+        None => serde_json::json!({"raw": String::from_utf8_lossy(content)}),
+    };
+    let record = serde_json::json!({
+        "data": data,
+        "metadata": {
+            "timestamp": iso_time(Utc::now()),
+            "record-type": "data",
+            "operation": "insert",
+            "partition-key-type": "attribute-name",
+            "schema-name": outbox.schema,
+            "table-name": outbox.name,
+            "transaction-id": tx.xid,
+            "commit-timestamp": iso_time(pg_time(tx.commit_time)),
+            "stream-position": lsn.to_string(),
+            "transaction-record-id": record_id,
+            "commit-lsn": tx.commit_lsn.to_string(),
+            "lsn": lsn.to_string(),
+            "message-prefix": prefix,
+        }
+    });
+    let partition_key: String = partition_key.chars().take(MAX_PARTITION_KEY_CHARS).collect();
+    Record { partition_key, data: Bytes::from(record.to_string()), commit_lsn: tx.commit_lsn }
+}
+
 fn write_row(out: &mut Vec<u8>, relation: &Relation, row: &Tuple, opts: EncodeOptions) {
     out.push(b'{');
     let mut first = true;
@@ -154,8 +197,13 @@ fn write_value(out: &mut Vec<u8>, type_oid: u32, datum: &Datum, opts: EncodeOpti
         16 => out.extend_from_slice(if text.as_ref() == b"t" { b"true" } else { b"false" }),
         // int8, int2, int4, oid: Postgres' text form is a JSON integer.
         20 | 21 | 23 | 26 => out.extend_from_slice(text),
-        // float4, float8, numeric: JSON numbers unless NaN or infinite.
-        700 | 701 | 1700 if is_json_number(text) => out.extend_from_slice(text),
+        // float4, float8: JSON numbers unless NaN or infinite.
+        700 | 701 if is_json_number(text) => out.extend_from_slice(text),
+        // numeric: a JSON number while a double holds it exactly (15 digits), else a string,
+        // so no consumer silently rounds money or overflows.
+        1700 if is_json_number(text) && text.iter().filter(|b| b.is_ascii_digit()).count() <= 15 => {
+            out.extend_from_slice(text)
+        }
         // json, jsonb: already JSON text, validated by Postgres on input.
         114 | 3802 if !opts.strict_dms => out.extend_from_slice(text),
         _ => write_str(out, &String::from_utf8_lossy(text)),
@@ -309,6 +357,22 @@ mod tests {
         assert_eq!(m["commit-lsn"], "0/100");
         assert_eq!(m["commit-timestamp"], "2000-01-01T00:00:00.000000Z");
         assert!(v.get("before-image").is_none());
+    }
+
+    #[test]
+    fn a_logical_message_becomes_an_outbox_insert() {
+        let tx = TxContext { xid: 9, commit_lsn: Lsn(0x30), commit_time: 0 };
+        let outbox = "public.outbox".parse().unwrap();
+        let rec = encode_message(br#"{"id":"e1","aggregateid":"a1","type":"T","payload":{}}"#, "outbox", &outbox, &tx, Lsn(0x20), 1);
+        assert_eq!(rec.partition_key, "a1");
+        let v: serde_json::Value = serde_json::from_slice(&rec.data).unwrap();
+        assert_eq!(v["metadata"]["table-name"], "outbox");
+        assert_eq!(v["metadata"]["operation"], "insert");
+        assert_eq!(v["data"]["type"], "T");
+        let rec = encode_message(b"not json", "outbox", &outbox, &tx, Lsn(0x20), 2);
+        let v: serde_json::Value = serde_json::from_slice(&rec.data).unwrap();
+        assert_eq!(v["data"]["raw"], "not json");
+        assert_eq!(rec.partition_key, "9");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `bridge` binary: parses the command line and hands over to the library.
 
 mod cli;
+mod commands;
 
 use std::process::ExitCode;
 
@@ -10,7 +11,7 @@ use clap::Parser;
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     cli::init_logging(cli.log_format);
-    match cli::run(cli).await {
+    match commands::run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, cause = %bridge::capture::source_chain(err.as_ref()), "bridge stopped");

@@ -32,6 +32,14 @@ pub struct Metrics {
     pub slot_lag_bytes: Gauge,
     pub oldest_unpublished_age_seconds: Gauge<f64, AtomicU64>,
     pub inflight_batches: Gauge,
+    pub relay_records_read: Counter,
+    pub relay_records_skipped: Counter,
+    pub events_published: Counter,
+    pub claim_checks: Counter,
+    pub put_events_retries: Family<Labels, Counter>,
+    pub dead_letters: Family<Labels, Counter>,
+    pub relay_shards_owned: Gauge,
+    pub relay_millis_behind: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -51,6 +59,14 @@ impl Metrics {
             slot_lag_bytes: Gauge::default(),
             oldest_unpublished_age_seconds: Gauge::default(),
             inflight_batches: Gauge::default(),
+            relay_records_read: Counter::default(),
+            relay_records_skipped: Counter::default(),
+            events_published: Counter::default(),
+            claim_checks: Counter::default(),
+            put_events_retries: Family::default(),
+            dead_letters: Family::default(),
+            relay_shards_owned: Gauge::default(),
+            relay_millis_behind: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -118,6 +134,14 @@ impl Metrics {
             "PutRecords batches awaiting completion",
             m.inflight_batches.clone(),
         );
+        registry.register("relay_records_read", "Kinesis records read by the relay", m.relay_records_read.clone());
+        registry.register("relay_records_skipped", "Records that are not outbox inserts, skipped", m.relay_records_skipped.clone());
+        registry.register("eventbridge_events_published", "Events EventBridge accepted", m.events_published.clone());
+        registry.register("eventbridge_claim_checks", "Events sent as claim checks (payload in S3)", m.claim_checks.clone());
+        registry.register("eventbridge_put_events_retries", "PutEvents retries by cause", m.put_events_retries.clone());
+        registry.register("dead_letters", "Records parked in the dead-letter queue, by kind", m.dead_letters.clone());
+        registry.register("relay_shards_owned", "Shard leases this relay holds", m.relay_shards_owned.clone());
+        registry.register("relay_checkpoint_lag_milliseconds", "How far behind the stream's tip each shard is (MillisBehindLatest)", m.relay_millis_behind.clone());
         Arc::new(Self { registry, ..m })
     }
 

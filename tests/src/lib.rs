@@ -5,6 +5,8 @@
 //! Nothing here is mocked: every test talks to real servers it started and stops.
 
 pub mod binaries;
+pub mod bus;
+pub mod faults;
 pub mod kinesis;
 pub mod lsn;
 pub mod moto;

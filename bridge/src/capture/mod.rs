@@ -49,6 +49,8 @@ pub struct CaptureConfig {
     pub tables: Vec<TableName>,
     pub routes: TableRoutes,
     pub encode: EncodeOptions,
+    /// `pg_logical_emit_message` prefix of the table-less outbox.
+    pub message_prefix: String,
     /// Batches in flight at once.
     pub window: usize,
     /// How long a batch may wait for more records before it is sent.
@@ -194,6 +196,8 @@ async fn stream_once(
             }
             Ok(())
         }
+        // A failed batch means later completions must not count: nothing more is acknowledged.
+        Err(err @ CaptureError::Sink(_)) => Err(err),
         Err(err) => {
             // What is in flight may still land: wait for it so the next connection replays less.
             session.drain(shutdown).await?;

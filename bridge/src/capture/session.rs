@@ -97,6 +97,7 @@ impl<'a> Session<'a> {
     ) -> Result<(), CaptureError> {
         let mut status = tokio::time::interval(self.cfg.status_interval);
         status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_status = Instant::now();
         loop {
             // A full batch goes as soon as there is room; a partial one when its linger is up.
             let send_at = if self.open.is_full() {
@@ -118,6 +119,12 @@ impl<'a> Session<'a> {
                     StreamMessage::XLogData { start, end, data } => {
                         self.progress.receive(end);
                         self.on_wal(start, data)?;
+                        // While catching up input is always ready and the timer branch below
+                        // may starve: report progress from here too.
+                        if last_status.elapsed() >= self.cfg.status_interval {
+                            conn.send_status(self.progress.flushed(), false).await?;
+                            last_status = Instant::now();
+                        }
                     }
                     StreamMessage::Keepalive { wal_end, reply_requested } => {
                         self.on_keepalive(wal_end);
@@ -133,6 +140,7 @@ impl<'a> Session<'a> {
                 _ = status.tick() => {
                     self.update_age_metric();
                     conn.send_status(self.progress.flushed(), false).await?;
+                    last_status = Instant::now();
                 }
             }
         }
@@ -321,10 +329,36 @@ impl<'a> Session<'a> {
             PgOutput::Truncate { relations } => {
                 tracing::warn!(%lsn, relations = relations.len(), "truncate is not published (DMS has no record for it)");
             }
-            PgOutput::Message { prefix, .. } => tracing::debug!(%lsn, prefix, "logical message skipped"),
+            PgOutput::Message { transactional, prefix, content, .. } => {
+                self.on_message(transactional, &prefix, &content, lsn);
+            }
             PgOutput::Ignored => {}
         }
         Ok(())
+    }
+
+    /// A `pg_logical_emit_message` with the outbox prefix is an outbox event without a table.
+    fn on_message(&mut self, transactional: bool, prefix: &str, content: &[u8], lsn: Lsn) {
+        if prefix != self.cfg.message_prefix {
+            tracing::debug!(%lsn, prefix, "logical message with another prefix skipped");
+            return;
+        }
+        let Some(tx) = self.tx.as_mut().filter(|_| transactional) else {
+            // Outside a transaction it is not atomic with the monolith's change: not an outbox event.
+            tracing::warn!(%lsn, prefix, "non-transactional outbox message skipped: emit it with transactional = true");
+            return;
+        };
+        let record_id = tx.next_record_id;
+        tx.next_record_id += 1;
+        let (ctx, commit_seconds) = (tx.ctx, tx.commit_seconds);
+        let record = dms::encode_message(content, prefix, &self.cfg.routes.outbox, &ctx, lsn, record_id);
+        if record.size() > MAX_RECORD_BYTES {
+            self.metrics.records_oversized.inc();
+            tracing::error!(%lsn, bytes = record.size(), "outbox message above kinesis' 1 MiB limit: skipped");
+            return;
+        }
+        self.metrics.changes_captured.inc();
+        self.push(record, commit_seconds);
     }
 
     fn on_change(
@@ -364,36 +398,49 @@ impl<'a> Session<'a> {
         if record.size() > MAX_RECORD_BYTES {
             self.metrics.records_oversized.inc();
             tracing::error!(%lsn, table = %rel.relation.name, bytes = record.size(), "record above kinesis' 1 MiB limit: sending it without its large columns");
-            let slim = slim_tuple(row);
-            let change = Change {
-                row: &slim,
-                before: None,
-                ..change
-            };
+            let slim = slim_tuple(row, 1024);
+            let change = Change { row: &slim, before: None, ..change };
             record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
+            if record.size() > MAX_RECORD_BYTES {
+                // Escaping or sheer width still overflows: keep only the key columns.
+                let keys = key_only_tuple(row, &rel.key_columns);
+                let change = Change { row: &keys, ..change };
+                record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
+            }
         }
         self.metrics.changes_captured.inc();
+        self.push(record, commit_seconds);
+        Ok(())
+    }
+
+    /// Adds a record to the open batch, noting the in-flight batch it must wait for (per-key order).
+    fn push(&mut self, record: dms::Record, commit_seconds: f64) {
         if let Some(&seq) = self.key_seq.get(&record.partition_key) {
             if seq >= self.completed_seq {
                 self.open.waits_for = Some(self.open.waits_for.map_or(seq, |w| w.max(seq)));
             }
         }
         self.open.push(record, commit_seconds);
-        Ok(())
     }
 }
 
-/// The row with every value above 1 KiB replaced by null, for a record too large for Kinesis.
-fn slim_tuple(row: &Tuple) -> Tuple {
+/// The row with every value above `limit` bytes replaced by null, for a record too large for Kinesis.
+fn slim_tuple(row: &Tuple, limit: usize) -> Tuple {
     Tuple(
         row.0
             .iter()
             .map(|d| match d {
-                Datum::Text(t) | Datum::Binary(t) if t.len() > 1024 => Datum::Null,
+                Datum::Text(t) | Datum::Binary(t) if t.len() > limit => Datum::Null,
                 other => other.clone(),
             })
             .collect(),
     )
+}
+
+/// The row with only its primary-key values (each at most 1 KiB), the last resort for size.
+fn key_only_tuple(row: &Tuple, key_columns: &[usize]) -> Tuple {
+    let slim = slim_tuple(row, 1024);
+    Tuple(slim.0.into_iter().enumerate().map(|(i, d)| if key_columns.contains(&i) { d } else { Datum::Null }).collect())
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -138,7 +138,12 @@ impl ReplicationConnection {
     async fn wait_ready(&mut self) -> Result<(), ReplicationError> {
         let mut failure = None;
         loop {
-            match self.read_frame().await? {
+            // After a FATAL error the server closes the socket: report the error, not the EOF.
+            let frame = match self.read_frame().await {
+                Ok(frame) => frame,
+                Err(err) => return Err(failure.unwrap_or(err)),
+            };
+            match frame {
                 Frame::Other(backend::Message::ReadyForQuery(_)) => {
                     return failure.map_or(Ok(()), Err);
                 }

@@ -1,4 +1,4 @@
-//! Exponential backoff with full jitter, so retrying processes do not stampede together.
+//! Exponential backoff with jitter, so retrying processes do not stampede together.
 
 use std::time::Duration;
 
@@ -20,7 +20,8 @@ impl Backoff {
         }
     }
 
-    /// The delay before the next attempt: uniform in `[0, min(cap, base * 2^attempt)]`.
+    /// The delay before the next attempt: uniform in `[c/4, c]`, `c = min(cap, base * 2^attempt)`
+    /// (the floor keeps a retry storm off a recovering service).
     pub fn next_delay(&mut self) -> Duration {
         let ceiling = self
             .base

@@ -150,6 +150,7 @@ async fn put_once(
     }
     let mut failed = Vec::new();
     let mut throttled = false;
+    let resend = pending.clone();
     for (record, result) in pending.into_iter().zip(results) {
         match result.error_code() {
             Some(code) => {
@@ -160,6 +161,10 @@ async fn put_once(
                 metrics.records_published.inc();
             }
         }
+    }
+    if failed.is_empty() {
+        // A failure count without a failed entry: trust neither, resend the request.
+        return Ok(Attempt::Retry { records: resend, cause: "malformed_response" });
     }
     let cause = if throttled { "throttled" } else { "partial_failure" };
     Ok(Attempt::Retry {

@@ -1,0 +1,50 @@
+//! Claim checks: an event too large for EventBridge is stored in S3, and the event carries
+//! `{bucket, key, size, sha256}` instead of its payload, for consumers to resolve.
+
+use aws_sdk_s3::primitives::ByteStream;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot store the claim check s3://{bucket}/{key}")]
+pub struct ClaimCheckError {
+    pub bucket: String,
+    pub key: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+#[derive(Clone)]
+pub struct ClaimCheckStore {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl ClaimCheckStore {
+    pub fn new(client: aws_sdk_s3::Client, bucket: &str) -> Self {
+        Self { client, bucket: bucket.into() }
+    }
+
+    /// Stores `payload` under a key derived from the event id (so a retry overwrites, never
+    /// duplicates) and returns the claim check that replaces it.
+    pub async fn store(&self, event_id: &str, payload: &Value) -> Result<Value, ClaimCheckError> {
+        let body = payload.to_string().into_bytes();
+        let sha256 = format!("{:x}", Sha256::digest(&body));
+        let key = format!("claim-checks/{}.json", sanitize(event_id));
+        let size = body.len();
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| ClaimCheckError { bucket: self.bucket.clone(), key: key.clone(), source: Box::new(e) })?;
+        Ok(json!({"bucket": self.bucket, "key": key, "size": size, "sha256": sha256}))
+    }
+}
+
+fn sanitize(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}

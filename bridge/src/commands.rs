@@ -1,0 +1,197 @@
+//! What each subcommand runs: turn parsed flags into library configuration and call it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{CaptureTuningArgs, Command, MetricsArgs, OutboxArgs, RelayResourceArgs, RelayTuningArgs, SourceArgs};
+use bridge::capture::{self, CaptureConfig, TableRoutes};
+use bridge::claim_check::ClaimCheckStore;
+use bridge::deadletter::DeadLetterQueue;
+use bridge::dms::EncodeOptions;
+use bridge::eventbridge::Publisher;
+use bridge::metrics::{self, Metrics};
+use bridge::relay::envelope::EnvelopeConfig;
+use bridge::relay::lease::LeaseTable;
+use bridge::relay::{self, RelayContext};
+use bridge::replication::PgTarget;
+use bridge::sink::kinesis::KinesisSink;
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Setup(args) => {
+            let aws = bridge::aws_config().await;
+            let stream = &args.stream.stream;
+            let created = bridge::setup::ensure_stream(&aws_sdk_kinesis::Client::new(&aws), stream, args.shards).await?;
+            println!("kinesis stream {stream}: {}", state(created));
+            let r = &args.resources;
+            let created = bridge::setup::ensure_bus(&aws_sdk_eventbridge::Client::new(&aws), &r.event_bus).await?;
+            println!("event bus {}: {}", r.event_bus, state(created));
+            let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+            let created = bridge::setup::ensure_checkpoint_table(&dynamo, &r.checkpoint_table).await?;
+            println!("checkpoint table {}: {}", r.checkpoint_table, state(created));
+            let region = aws.region().map(|r| r.as_ref().to_owned());
+            let s3 = aws_sdk_s3::Client::new(&aws);
+            let created = bridge::setup::ensure_bucket(&s3, &r.claim_check_bucket, region.as_deref()).await?;
+            println!("claim-check bucket {}: {}", r.claim_check_bucket, state(created));
+            bridge::setup::ensure_queue(&aws_sdk_sqs::Client::new(&aws), &r.dead_letter_queue).await?;
+            println!("dead-letter queue {}: ready", r.dead_letter_queue);
+            if args.source.database_url.is_some() {
+                let cfg = capture_config(args.source, args.outbox, None)?;
+                let slot = capture::prepare_source(&cfg, true).await?.slot;
+                println!(
+                    "publication {}: ready; replication slot {}: {} at {}",
+                    cfg.publication,
+                    cfg.slot,
+                    state(slot.created),
+                    slot.confirmed_flush
+                );
+            } else {
+                println!("no --database-url: the publication and slot are created when capture first starts");
+            }
+            Ok(())
+        }
+        Command::Capture(args) => {
+            let cfg = capture_config(args.source, args.outbox, Some(&args.tuning))?;
+            let metrics = serve_metrics(&args.metrics).await?;
+            let shutdown = bridge::shutdown::on_signal();
+            run_capture(cfg, args.stream.stream, metrics, shutdown).await?;
+            tracing::info!("capture stopped");
+            Ok(())
+        }
+        Command::Relay(args) => {
+            let metrics = serve_metrics(&args.metrics).await?;
+            let timeout = Duration::from_secs(args.shutdown_timeout_secs);
+            let ctx = relay_context(&args.outbox, args.stream.stream, &args.resources, &args.tuning, timeout, metrics).await?;
+            relay::run(ctx, bridge::shutdown::on_signal()).await?;
+            tracing::info!("relay stopped");
+            Ok(())
+        }
+        Command::Run(args) => {
+            let cfg = capture_config(args.source, OutboxArgs { outbox_table: args.outbox.outbox_table.clone() }, Some(&args.capture))?;
+            let metrics = serve_metrics(&args.metrics).await?;
+            let timeout = Duration::from_secs(args.capture.shutdown_timeout_secs);
+            let stream = args.stream.stream;
+            let ctx = relay_context(&args.outbox, stream.clone(), &args.resources, &args.relay, timeout, metrics.clone()).await?;
+            let shutdown = bridge::shutdown::on_signal();
+            // One stage failing stops the other: a half-running pipeline only hides the failure.
+            let stop = shutdown.child_token();
+            let capture = tokio::spawn({
+                let stop = stop.clone();
+                async move {
+                    let result = run_capture(cfg, stream, metrics, stop.clone()).await;
+                    stop.cancel();
+                    result
+                }
+            });
+            let relay_result = relay::run(ctx, stop.clone()).await;
+            stop.cancel();
+            let capture_result = capture.await.context("capture task")?;
+            capture_result?;
+            relay_result?;
+            tracing::info!("bridge stopped");
+            Ok(())
+        }
+    }
+}
+
+fn state(created: bool) -> &'static str {
+    if created {
+        "created"
+    } else {
+        "already present"
+    }
+}
+
+async fn serve_metrics(args: &MetricsArgs) -> anyhow::Result<Arc<Metrics>> {
+    let metrics = Metrics::new();
+    let addr = metrics::serve(&args.metrics_listen, metrics.clone())
+        .await
+        .with_context(|| format!("--metrics-listen {}: cannot listen", args.metrics_listen))?;
+    tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    Ok(metrics)
+}
+
+async fn run_capture(
+    cfg: CaptureConfig,
+    stream: String,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let aws = bridge::aws_config().await;
+    let sink = Arc::new(KinesisSink::new(aws_sdk_kinesis::Client::new(&aws), &stream, metrics.clone()));
+    capture::run(&cfg, sink, metrics, shutdown).await?;
+    Ok(())
+}
+
+fn capture_config(
+    source: SourceArgs,
+    outbox: OutboxArgs,
+    tuning: Option<&CaptureTuningArgs>,
+) -> anyhow::Result<CaptureConfig> {
+    let url = source.database_url.context("--database-url (or DATABASE_URL) is required")?;
+    let target = PgTarget::from_url(&url, "outbox-bridge").context("--database-url")?;
+    let routes = TableRoutes {
+        outbox: outbox.outbox_table,
+        overrides: source.partition_keys.into_iter().collect(),
+        ..TableRoutes::default()
+    };
+    Ok(CaptureConfig {
+        target,
+        slot: source.slot,
+        publication: source.publication,
+        tables: source.tables,
+        routes,
+        encode: EncodeOptions { strict_dms: tuning.is_some_and(|t| t.strict_dms) },
+        message_prefix: tuning.map_or_else(|| "outbox".to_owned(), |t| t.message_prefix.clone()),
+        window: tuning.map_or(4, |t| usize::from(t.max_inflight_batches)),
+        linger: Duration::from_millis(tuning.map_or(10, |t| t.batch_linger_ms)),
+        status_interval: Duration::from_secs(1),
+        shutdown_timeout: Duration::from_secs(tuning.map_or(20, |t| t.shutdown_timeout_secs)),
+    })
+}
+
+async fn relay_context(
+    outbox: &OutboxArgs,
+    stream: String,
+    resources: &RelayResourceArgs,
+    tuning: &RelayTuningArgs,
+    shutdown_timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Arc<RelayContext>> {
+    let aws = bridge::aws_config().await;
+    let dlq = DeadLetterQueue::open(aws_sdk_sqs::Client::new(&aws), &resources.dead_letter_queue)
+        .await
+        .with_context(|| format!("--dead-letter-queue {} (run `bridge setup` first)", resources.dead_letter_queue))?;
+    let claim_checks = ClaimCheckStore::new(aws_sdk_s3::Client::new(&aws), &resources.claim_check_bucket);
+    let publisher = Publisher::new(
+        aws_sdk_eventbridge::Client::new(&aws),
+        &resources.event_bus,
+        &tuning.event_source,
+        usize::try_from(tuning.max_event_bytes).unwrap_or(262_144),
+        claim_checks,
+        metrics.clone(),
+    );
+    let worker_id = tuning.worker_id.clone().unwrap_or_else(default_worker_id);
+    let leases = LeaseTable::new(aws_sdk_dynamodb::Client::new(&aws), &resources.checkpoint_table, &stream, &worker_id);
+    Ok(Arc::new(RelayContext {
+        kinesis: aws_sdk_kinesis::Client::new(&aws),
+        stream,
+        publisher,
+        dlq,
+        leases,
+        envelope: EnvelopeConfig { outbox: outbox.outbox_table.clone(), publish_raw_changes: tuning.publish_raw_changes },
+        metrics,
+        lease_duration: Duration::from_secs(tuning.lease_duration_secs),
+        poll_interval: Duration::from_millis(tuning.poll_interval_ms),
+        shutdown_timeout,
+    }))
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    let host = if host.is_empty() { "relay".to_owned() } else { host };
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+}

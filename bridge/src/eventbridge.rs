@@ -1,0 +1,210 @@
+//! Publishing domain events to an EventBridge bus with PutEvents.
+//!
+//! A call takes at most 10 entries within the request size limit. Failed entries are matched
+//! to their events by position in *that* request and retried with backoff and jitter; an event
+//! larger than the entry limit goes through the claim-check store; an entry EventBridge rejects
+//! for its content is handed back as a dead letter, never retried forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_eventbridge::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_eventbridge::operation::put_events::PutEventsError;
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use serde_json::json;
+
+use crate::claim_check::{ClaimCheckError, ClaimCheckStore};
+use crate::metrics::Metrics;
+use crate::relay::envelope::Event;
+use crate::sink::backoff::Backoff;
+
+/// Most entries one PutEvents call takes.
+pub const MAX_ENTRIES_PER_CALL: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("event bus `{bus}` does not exist; run `bridge setup` first")]
+    BusMissing { bus: String },
+    #[error("eventbridge refused PutEvents and retrying cannot help ({code})")]
+    Rejected {
+        code: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    ClaimCheck(#[from] ClaimCheckError),
+}
+
+#[derive(Clone)]
+pub struct Publisher {
+    client: aws_sdk_eventbridge::Client,
+    bus: String,
+    source: String,
+    /// The largest entry EventBridge accepts (256 KiB historically; raised by AWS in 2026).
+    max_entry_bytes: usize,
+    claim_checks: ClaimCheckStore,
+    metrics: Arc<Metrics>,
+}
+
+/// An event EventBridge would not take, with the reason.
+#[derive(Debug)]
+pub struct Refused {
+    pub event: Event,
+    pub reason: String,
+}
+
+impl Publisher {
+    pub fn new(
+        client: aws_sdk_eventbridge::Client,
+        bus: &str,
+        source: &str,
+        max_entry_bytes: usize,
+        claim_checks: ClaimCheckStore,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { client, bus: bus.into(), source: source.into(), max_entry_bytes, claim_checks, metrics }
+    }
+
+    /// Publishes every event; returns once each was accepted, or refused for its content.
+    pub async fn publish(&self, events: Vec<Event>) -> Result<Vec<Refused>, PublishError> {
+        let mut prepared = Vec::with_capacity(events.len());
+        for event in events {
+            prepared.push(self.prepare(event).await?);
+        }
+        let mut refused = Vec::new();
+        let mut batch: Vec<(Event, String)> = Vec::new();
+        let mut batch_bytes = 0;
+        for (event, detail) in prepared {
+            let size = self.entry_size(&event, &detail);
+            if !batch.is_empty() && (batch.len() == MAX_ENTRIES_PER_CALL || batch_bytes + size > self.max_entry_bytes) {
+                refused.extend(self.put_all(std::mem::take(&mut batch)).await?);
+                batch_bytes = 0;
+            }
+            batch_bytes += size;
+            batch.push((event, detail));
+        }
+        if !batch.is_empty() {
+            refused.extend(self.put_all(batch).await?);
+        }
+        Ok(refused)
+    }
+
+    /// The event's detail, swapped for a claim check when it is too large for an entry.
+    async fn prepare(&self, event: Event) -> Result<(Event, String), PublishError> {
+        let detail = event.detail();
+        if self.entry_size(&event, &detail) <= self.max_entry_bytes {
+            return Ok((event, detail));
+        }
+        let claim = self.claim_checks.store(&event.event_id, &event.data).await?;
+        self.metrics.claim_checks.inc();
+        tracing::info!(event_id = %event.event_id, bytes = detail.len(), "event above the entry limit: sent as a claim check");
+        let mut metadata = event.metadata.clone();
+        metadata["claim_check"] = claim;
+        let detail = json!({"metadata": metadata, "data": null}).to_string();
+        Ok((event, detail))
+    }
+
+    /// EventBridge's entry size: source, detail type and detail, in bytes.
+    fn entry_size(&self, event: &Event, detail: &str) -> usize {
+        self.source.len() + event.detail_type.len() + detail.len()
+    }
+
+    async fn put_all(&self, mut pending: Vec<(Event, String)>) -> Result<Vec<Refused>, PublishError> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut refused = Vec::new();
+        loop {
+            let entries: Vec<PutEventsRequestEntry> = pending
+                .iter()
+                .map(|(e, detail)| {
+                    PutEventsRequestEntry::builder()
+                        .event_bus_name(&self.bus)
+                        .source(&self.source)
+                        .detail_type(&e.detail_type)
+                        .detail(detail)
+                        .build()
+                })
+                .collect();
+            let cause = match self.client.put_events().set_entries(Some(entries)).send().await {
+                Ok(out) => {
+                    let results = out.entries();
+                    if out.failed_entry_count() == 0 && results.iter().all(|r| r.error_code().is_none()) {
+                        self.metrics.events_published.inc_by(pending.len() as u64);
+                        return Ok(refused);
+                    }
+                    if results.len() != pending.len() {
+                        "malformed_response"
+                    } else {
+                        let mut retry = Vec::new();
+                        let mut throttled = false;
+                        for (item, result) in pending.into_iter().zip(results) {
+                            match result.error_code() {
+                                None => {
+                                    self.metrics.events_published.inc();
+                                }
+                                Some(code) if retryable_entry_code(code) => {
+                                    throttled |= code.contains("Throttl");
+                                    retry.push(item);
+                                }
+                                Some(code) => refused.push(Refused {
+                                    event: item.0,
+                                    reason: format!(
+                                        "eventbridge refused the entry: {code}: {}",
+                                        result.error_message().unwrap_or("")
+                                    ),
+                                }),
+                            }
+                        }
+                        pending = retry;
+                        if pending.is_empty() {
+                            return Ok(refused);
+                        }
+                        if throttled {
+                            "throttled"
+                        } else {
+                            "partial_failure"
+                        }
+                    }
+                }
+                Err(err) => match classify(&err) {
+                    Some(cause) => cause,
+                    None if err.code() == Some("ResourceNotFoundException") => {
+                        return Err(PublishError::BusMissing { bus: self.bus.clone() })
+                    }
+                    None => {
+                        return Err(PublishError::Rejected {
+                            code: err.code().unwrap_or("unknown").to_owned(),
+                            source: Box::new(err),
+                        })
+                    }
+                },
+            };
+            self.metrics.put_events_retries.get_or_create(&vec![("cause".to_owned(), cause.to_owned())]).inc();
+            let delay = backoff.next_delay();
+            tracing::warn!(bus = %self.bus, cause, events = pending.len(), attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "putevents retry");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Entry-level codes worth retrying: capacity and internal trouble, not content.
+fn retryable_entry_code(code: &str) -> bool {
+    matches!(code, "ThrottlingException" | "InternalException" | "InternalFailure" | "ServiceUnavailable")
+        || code.contains("Throttl")
+}
+
+fn classify(err: &SdkError<PutEventsError>) -> Option<&'static str> {
+    match err {
+        SdkError::TimeoutError(_) => Some("timeout"),
+        SdkError::DispatchFailure(_) => Some("connection"),
+        SdkError::ResponseError(_) => Some("malformed_response"),
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            match err.code() {
+                Some(code) if code.contains("Throttl") || code == "LimitExceededException" => Some("throttled"),
+                _ if status >= 500 || status == 429 => Some("server_error"),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,167 @@
+//! DMS records → domain events: the blog's Lambda, as a pure function.
+//!
+//! An outbox insert becomes an event with the envelope
+//! `{"metadata": {event_id, aggregate_type, aggregate_id, aggregate_version, occurred_at,
+//! commit_lsn, traceparent}, "data": <payload>}`; other changes are skipped (or, when
+//! configured, published raw); a record that cannot be understood is a dead letter with its reason.
+
+use serde_json::{json, Value};
+
+use crate::table::TableName;
+
+/// A domain event, ready for EventBridge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub event_id: String,
+    pub detail_type: String,
+    /// The envelope's `metadata` object.
+    pub metadata: Value,
+    /// The envelope's `data` (the outbox payload).
+    pub data: Value,
+}
+
+impl Event {
+    pub fn detail(&self) -> String {
+        json!({"metadata": self.metadata, "data": self.data}).to_string()
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    Publish(Event),
+    Skip,
+    DeadLetter(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct EnvelopeConfig {
+    pub outbox: TableName,
+    /// Publish changes of other tables as raw change events instead of skipping them.
+    pub publish_raw_changes: bool,
+}
+
+/// Decides what one Kinesis record becomes.
+pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
+    let record: Value = match serde_json::from_slice(raw) {
+        Ok(v) => v,
+        Err(err) => return Decision::DeadLetter(format!("record is not JSON: {err}")),
+    };
+    let meta = &record["metadata"];
+    let (Some(schema), Some(table), Some(operation)) =
+        (meta["schema-name"].as_str(), meta["table-name"].as_str(), meta["operation"].as_str())
+    else {
+        return Decision::DeadLetter("record has no metadata.schema-name/table-name/operation (not a DMS record)".into());
+    };
+    if meta["record-type"].as_str().is_some_and(|t| t != "data") {
+        return Decision::Skip;
+    }
+    let is_outbox = schema == cfg.outbox.schema && table == cfg.outbox.name;
+    if !is_outbox {
+        if !cfg.publish_raw_changes {
+            return Decision::Skip;
+        }
+        let id = format!(
+            "{}:{}",
+            meta["commit-lsn"].as_str().unwrap_or("?"),
+            meta["transaction-record-id"].as_u64().unwrap_or(0)
+        );
+        return Decision::Publish(Event {
+            event_id: id,
+            detail_type: format!("{schema}.{table}.{operation}"),
+            metadata: json!({"commit_lsn": meta["commit-lsn"], "operation": operation, "table": format!("{schema}.{table}")}),
+            data: record,
+        });
+    }
+    if operation != "insert" && operation != "load" {
+        return Decision::Skip;
+    }
+    let data = &record["data"];
+    let Some(event_id) = data["id"].as_str().filter(|s| !s.is_empty()) else {
+        return Decision::DeadLetter("outbox row has no id".into());
+    };
+    let Some(event_type) = data["type"].as_str().map(str::trim).filter(|s| !s.is_empty()) else {
+        return Decision::DeadLetter(format!("outbox row {event_id} has no usable type (null, empty or not text)"));
+    };
+    let payload = match &data["payload"] {
+        // A text payload column, or DMS's escaped JSON: it must parse as JSON.
+        Value::String(text) => match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(err) => return Decision::DeadLetter(format!("outbox row {event_id}: payload is not valid JSON: {err}")),
+        },
+        other => other.clone(),
+    };
+    let version = match &data["aggregate_version"] {
+        Value::Number(n) => Value::Number(n.clone()),
+        Value::String(s) => s.parse::<i64>().map(Value::from).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    Decision::Publish(Event {
+        event_id: event_id.to_owned(),
+        detail_type: event_type.to_owned(),
+        metadata: json!({
+            "event_id": event_id,
+            "aggregate_type": data["aggregatetype"],
+            "aggregate_id": data["aggregateid"],
+            "aggregate_version": version,
+            "occurred_at": data["occurred_at"],
+            "commit_lsn": meta["commit-lsn"],
+            "traceparent": data["tracingspancontext"],
+        }),
+        data: payload,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> EnvelopeConfig {
+        EnvelopeConfig { outbox: "public.outbox".parse().unwrap(), publish_raw_changes: false }
+    }
+
+    fn record(table: &str, op: &str, data: Value) -> Vec<u8> {
+        json!({"data": data, "metadata": {"record-type": "data", "operation": op, "schema-name": "public",
+            "table-name": table, "commit-lsn": "0/10", "transaction-record-id": 1}})
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn an_outbox_insert_becomes_an_event_with_the_envelope() {
+        let raw = record("outbox", "insert", json!({"id": "e1", "aggregatetype": "Order", "aggregateid": "o1",
+            "type": "OrderPlaced", "payload": {"total": 3}, "aggregate_version": 2, "occurred_at": "t",
+            "tracingspancontext": "00-abc-def-01"}));
+        let Decision::Publish(event) = decide(&raw, &cfg()) else { panic!("not published") };
+        assert_eq!(event.detail_type, "OrderPlaced");
+        let detail: Value = serde_json::from_str(&event.detail()).unwrap();
+        assert_eq!(detail["data"]["total"], 3);
+        assert_eq!(detail["metadata"]["event_id"], "e1");
+        assert_eq!(detail["metadata"]["aggregate_version"], 2);
+        assert_eq!(detail["metadata"]["commit_lsn"], "0/10");
+        assert_eq!(detail["metadata"]["traceparent"], "00-abc-def-01");
+    }
+
+    #[test]
+    fn other_tables_and_other_operations_are_skipped() {
+        assert_eq!(decide(&record("customers", "insert", json!({"id": 1})), &cfg()), Decision::Skip);
+        assert_eq!(decide(&record("outbox", "delete", json!({"id": "e"})), &cfg()), Decision::Skip);
+        let raw_cfg = EnvelopeConfig { publish_raw_changes: true, ..cfg() };
+        let Decision::Publish(e) = decide(&record("customers", "update", json!({"id": 1})), &raw_cfg) else {
+            panic!("raw change not published")
+        };
+        assert_eq!(e.detail_type, "public.customers.update");
+    }
+
+    #[test]
+    fn bad_records_are_dead_letters_with_a_reason() {
+        let reason = |raw: &[u8]| match decide(raw, &cfg()) {
+            Decision::DeadLetter(r) => r,
+            other => panic!("expected a dead letter, got {other:?}"),
+        };
+        assert!(reason(b"garbage").contains("not JSON"));
+        assert!(reason(b"{}").contains("not a DMS record"));
+        assert!(reason(&record("outbox", "insert", json!({"id": "e", "type": null}))).contains("no usable type"));
+        assert!(reason(&record("outbox", "insert", json!({"id": "e", "type": "T", "payload": "{bad"}))).contains("not valid JSON"));
+        assert!(reason(&record("outbox", "insert", json!({"type": "T"}))).contains("no id"));
+    }
+}

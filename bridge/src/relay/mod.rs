@@ -1,0 +1,237 @@
+//! `bridge relay`: Kinesis → EventBridge, the blog's Lambda as a long-running, horizontally
+//! scalable process.
+//!
+//! A coordinator keeps this relay's fair share of shard leases (free or expired ones first,
+//! then one at a time from the busiest other relay) and runs one worker per leased shard. A
+//! child shard starts only once its parents are drained (`SHARD_END`), so a reshard keeps each
+//! key's order. Checkpoints move only after EventBridge accepted every event before them:
+//! a crash replays from the last checkpoint (duplicates, never gaps).
+
+pub mod envelope;
+pub mod lease;
+mod shard;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::deadletter::{DeadLetterError, DeadLetterQueue};
+use crate::eventbridge::{PublishError, Publisher};
+use crate::metrics::Metrics;
+use envelope::EnvelopeConfig;
+use lease::{LeaseError, LeaseTable, Outcome};
+use shard::{ShardWorker, WorkerEnd};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("kinesis stream `{stream}` does not exist; run `bridge setup` first")]
+    StreamMissing { stream: String },
+    #[error("kinesis call failed")]
+    Kinesis(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
+}
+
+impl RelayError {
+    /// Transient trouble the coordinator rides out; everything else stops the relay.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Lease(err) => err.is_retryable(),
+            Self::Kinesis(_) => true,
+            Self::StreamMissing { .. } | Self::Publish(_) | Self::DeadLetter(_) => false,
+        }
+    }
+}
+
+/// What every shard worker shares.
+pub struct RelayContext {
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub stream: String,
+    pub publisher: Publisher,
+    pub dlq: DeadLetterQueue,
+    pub leases: LeaseTable,
+    pub envelope: EnvelopeConfig,
+    pub metrics: Arc<Metrics>,
+    pub lease_duration: Duration,
+    pub poll_interval: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<Result<WorkerEnd, RelayError>>,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs the relay until `shutdown` or a fatal error.
+pub async fn run(ctx: Arc<RelayContext>, shutdown: CancellationToken) -> Result<(), RelayError> {
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut tick = tokio::time::interval(ctx.lease_duration / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(stream = %ctx.stream, worker = %ctx.leases.worker_id, "relay started");
+    let result = loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break Ok(()),
+            _ = tick.tick() => {
+                if let Err(err) = reap(&mut running).await {
+                    break Err(err);
+                }
+                match balance(&ctx, &mut running).await {
+                    Ok(()) => {}
+                    Err(err) if err.is_retryable() => tracing::warn!(error = %err, "lease round failed, retrying"),
+                    Err(err) => break Err(err),
+                }
+                ctx.metrics.relay_shards_owned.set(running.len() as i64);
+            }
+        }
+    };
+    stop_all(&ctx, running).await;
+    result
+}
+
+/// Collects finished workers; a fatal worker error stops the relay.
+async fn reap(running: &mut HashMap<String, Running>) -> Result<(), RelayError> {
+    let finished: Vec<String> = running.iter().filter(|(_, r)| r.task.is_finished()).map(|(s, _)| s.clone()).collect();
+    for shard in finished {
+        let Some(worker) = running.remove(&shard) else { continue };
+        match worker.task.await {
+            Ok(Ok(end)) => tracing::info!(shard, ?end, "shard worker finished"),
+            Ok(Err(err)) if err.is_retryable() => tracing::warn!(shard, error = %err, "shard worker failed; the shard will be retaken"),
+            Ok(Err(err)) => return Err(err),
+            Err(join) => tracing::error!(shard, error = %join, "shard worker panicked; the shard will be retaken"),
+        }
+    }
+    Ok(())
+}
+
+/// One lease round: heartbeat, renew what we hold, take our fair share of the rest.
+async fn balance(ctx: &Arc<RelayContext>, running: &mut HashMap<String, Running>) -> Result<(), RelayError> {
+    let now = now_ms();
+    let expires = now + ctx.lease_duration.as_millis() as i64;
+    let shards = list_shards(ctx).await?;
+    ctx.leases.heartbeat(expires).await?;
+    let (leases, workers) = ctx.leases.snapshot(now).await?;
+
+    for (shard, worker) in running.iter() {
+        if let Outcome::Lost = ctx.leases.renew(shard, expires).await? {
+            tracing::info!(shard, "lease taken over by another relay; stopping its worker");
+            worker.stop.cancel();
+        }
+    }
+
+    let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
+    let finished = |id: &str| leases.get(id).is_some_and(lease::ShardLease::is_finished);
+    let parent_done = |p: Option<&str>| p.is_none_or(|p| !listed.contains(p) || finished(p));
+    let eligible: Vec<&str> = shards
+        .iter()
+        .filter(|s| !finished(&s.shard_id) && parent_done(s.parent.as_deref()) && parent_done(s.adjacent_parent.as_deref()))
+        .map(|s| s.shard_id.as_str())
+        .collect();
+    let target = eligible.len().div_ceil(workers.max(1));
+    let me = ctx.leases.worker_id.as_str();
+    let live_owner = |id: &str| leases.get(id).filter(|l| l.expires_at_ms > now).and_then(|l| l.owner.as_deref());
+
+    // Free, expired or already ours: take them up to our share.
+    for &shard in &eligible {
+        if running.len() >= target {
+            break;
+        }
+        if running.contains_key(shard) || live_owner(shard).is_some_and(|o| o != me) {
+            continue;
+        }
+        if let Outcome::Done(checkpoint) = ctx.leases.acquire(shard, now, expires, None).await? {
+            start(ctx, running, shard, checkpoint);
+        }
+    }
+    // Still short: take one shard from the relay holding the most.
+    if running.len() < target {
+        let mut held: HashMap<&str, Vec<&str>> = HashMap::new();
+        for &shard in &eligible {
+            if let Some(owner) = live_owner(shard).filter(|o| *o != me) {
+                held.entry(owner).or_default().push(shard);
+            }
+        }
+        if let Some((owner, shards)) = held.into_iter().filter(|(_, s)| s.len() > target).max_by_key(|(_, s)| s.len()) {
+            if let Some(&shard) = shards.first() {
+                if let Outcome::Done(checkpoint) = ctx.leases.acquire(shard, now, expires, Some(owner)).await? {
+                    tracing::info!(shard, from = owner, "took a shard over to balance the relays");
+                    start(ctx, running, shard, checkpoint);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn start(ctx: &Arc<RelayContext>, running: &mut HashMap<String, Running>, shard: &str, checkpoint: Option<String>) {
+    tracing::info!(shard, checkpoint = checkpoint.as_deref().unwrap_or("start"), "shard leased");
+    let stop = CancellationToken::new();
+    let worker = ShardWorker { ctx: ctx.clone(), shard_id: shard.to_owned(), checkpoint, stop: stop.clone() };
+    running.insert(shard.to_owned(), Running { stop, task: tokio::spawn(worker.run()) });
+}
+
+/// Shutdown: workers finish their current page, then the leases are released for others.
+async fn stop_all(ctx: &RelayContext, running: HashMap<String, Running>) {
+    for worker in running.values() {
+        worker.stop.cancel();
+    }
+    for (shard, worker) in running {
+        match tokio::time::timeout(ctx.shutdown_timeout, worker.task).await {
+            Ok(Ok(Ok(_))) => {
+                if let Err(error) = ctx.leases.release(&shard).await {
+                    tracing::warn!(shard, error = %error, "could not release the lease; it expires on its own");
+                }
+            }
+            Ok(Ok(Err(error))) => tracing::warn!(shard, error = %error, "shard worker failed while stopping"),
+            Ok(Err(error)) => tracing::error!(shard, error = %error, "shard worker panicked while stopping"),
+            Err(_) => tracing::warn!(shard, "shard worker did not stop in time; its page will be replayed"),
+        }
+    }
+}
+
+struct ShardInfo {
+    shard_id: String,
+    parent: Option<String>,
+    adjacent_parent: Option<String>,
+}
+
+async fn list_shards(ctx: &RelayContext) -> Result<Vec<ShardInfo>, RelayError> {
+    let mut shards = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let req = match &token {
+            Some(t) => ctx.kinesis.list_shards().next_token(t),
+            None => ctx.kinesis.list_shards().stream_name(&ctx.stream),
+        };
+        let out = req.send().await.map_err(|err| {
+            if err.code() == Some("ResourceNotFoundException") {
+                RelayError::StreamMissing { stream: ctx.stream.clone() }
+            } else {
+                RelayError::Kinesis(Box::new(err))
+            }
+        })?;
+        for s in out.shards() {
+            shards.push(ShardInfo {
+                shard_id: s.shard_id().to_owned(),
+                parent: s.parent_shard_id().map(str::to_owned),
+                adjacent_parent: s.adjacent_parent_shard_id().map(str::to_owned),
+            });
+        }
+        match out.next_token() {
+            Some(t) => token = Some(t.to_owned()),
+            None => return Ok(shards),
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! One shard's worker: read records in order, publish their events, park what cannot be
+//! published, and only then move the shard's checkpoint (conditional on still owning the lease).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::types::ShardIteratorType;
+use tokio_util::sync::CancellationToken;
+
+use super::envelope::{self, Decision, Event};
+use super::lease::{Outcome, SHARD_END};
+use super::{now_ms, RelayContext, RelayError};
+use crate::deadletter::Origin;
+use crate::sink::backoff::Backoff;
+
+/// How a worker stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WorkerEnd {
+    /// The shard is closed and drained (after a reshard); its children may start.
+    ShardEnd,
+    /// Another relay owns the lease now.
+    LeaseLost,
+    /// Shutdown or rebalancing asked it to stop.
+    Stopped,
+}
+
+pub struct ShardWorker {
+    pub ctx: Arc<RelayContext>,
+    pub shard_id: String,
+    pub checkpoint: Option<String>,
+    pub stop: CancellationToken,
+}
+
+impl ShardWorker {
+    pub async fn run(mut self) -> Result<WorkerEnd, RelayError> {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut iterator = self.iterator().await?;
+        let shard_label = vec![("shard".to_owned(), self.shard_id.clone())];
+        loop {
+            if self.stop.is_cancelled() {
+                return Ok(WorkerEnd::Stopped);
+            }
+            let page = match self.ctx.kinesis.get_records().shard_iterator(&iterator).limit(1000).send().await {
+                Ok(page) => {
+                    backoff.reset();
+                    page
+                }
+                Err(err) if err.code() == Some("ExpiredIteratorException") => {
+                    iterator = self.iterator().await?;
+                    continue;
+                }
+                Err(err) => {
+                    if err.code() == Some("ResourceNotFoundException") {
+                        return Err(RelayError::StreamMissing { stream: self.ctx.stream.clone() });
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(shard = %self.shard_id, error = %err, code = err.code().unwrap_or(""), delay_ms = delay.as_millis() as u64, "getrecords failed, retrying");
+                    self.sleep(delay).await;
+                    continue;
+                }
+            };
+            let records = page.records();
+            if let Some(behind) = page.millis_behind_latest() {
+                self.ctx.metrics.relay_millis_behind.get_or_create(&shard_label).set(behind);
+            }
+            if let Some(last) = records.last() {
+                self.ctx.metrics.relay_records_read.inc_by(records.len() as u64);
+                self.handle(records).await?;
+                let sequence = last.sequence_number().to_owned();
+                if let Outcome::Lost = self.checkpoint(&sequence).await? {
+                    return Ok(WorkerEnd::LeaseLost);
+                }
+                self.checkpoint = Some(sequence);
+            }
+            match page.next_shard_iterator() {
+                Some(next) => iterator = next.to_owned(),
+                None => {
+                    // A closed shard, drained: say so, so its children can start.
+                    return match self.checkpoint(SHARD_END).await? {
+                        Outcome::Done(()) => Ok(WorkerEnd::ShardEnd),
+                        Outcome::Lost => Ok(WorkerEnd::LeaseLost),
+                    };
+                }
+            }
+            if records.is_empty() {
+                self.sleep(self.ctx.poll_interval).await;
+            }
+        }
+    }
+
+    async fn iterator(&self) -> Result<String, RelayError> {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            let mut req = self.ctx.kinesis.get_shard_iterator().stream_name(&self.ctx.stream).shard_id(&self.shard_id);
+            req = match &self.checkpoint {
+                Some(seq) => req.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq),
+                None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            };
+            match req.send().await {
+                Ok(out) => return Ok(out.shard_iterator().unwrap_or_default().to_owned()),
+                Err(err) if err.code() == Some("ResourceNotFoundException") => {
+                    return Err(RelayError::StreamMissing { stream: self.ctx.stream.clone() })
+                }
+                Err(err) if is_transient(&err) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(shard = %self.shard_id, error = %err, "getsharditerator failed, retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(err) => return Err(RelayError::Kinesis(Box::new(err))),
+            }
+        }
+    }
+
+    /// Publishes the page's events and parks its dead letters; returns when all are settled.
+    async fn handle(&self, records: &[aws_sdk_kinesis::types::Record]) -> Result<(), RelayError> {
+        let mut events: Vec<Event> = Vec::new();
+        let mut sources = std::collections::HashMap::new();
+        for record in records {
+            let raw = record.data().as_ref();
+            match envelope::decide(raw, &self.ctx.envelope) {
+                Decision::Publish(event) => {
+                    tracing::trace!(event_id = %event.event_id, shard = %self.shard_id, "event");
+                    sources.insert(event.event_id.clone(), record.sequence_number().to_owned());
+                    events.push(event);
+                }
+                Decision::Skip => {
+                    self.ctx.metrics.relay_records_skipped.inc();
+                }
+                Decision::DeadLetter(reason) => {
+                    self.park(&reason, raw, record.sequence_number(), "malformed").await?;
+                }
+            }
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        for refused in self.ctx.publisher.publish(events).await? {
+            let original = serde_json::to_vec(&serde_json::json!({"metadata": refused.event.metadata, "data": refused.event.data}))
+                .unwrap_or_default();
+            let sequence = sources.get(&refused.event.event_id).map(String::as_str).unwrap_or("");
+            self.park(&refused.reason, &original, sequence, "refused").await?;
+        }
+        Ok(())
+    }
+
+    /// Parks a record in the dead-letter queue, retrying until SQS takes it: losing it is not an option.
+    async fn park(&self, reason: &str, raw: &[u8], sequence: &str, kind: &str) -> Result<(), RelayError> {
+        let origin = Origin { stream: &self.ctx.stream, shard_id: &self.shard_id, sequence_number: sequence };
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            match self.ctx.dlq.park(reason, raw, &origin).await {
+                Ok(()) => {
+                    tracing::warn!(shard = %self.shard_id, sequence, reason, "record parked in the dead-letter queue");
+                    self.ctx.metrics.dead_letters.get_or_create(&vec![("kind".to_owned(), kind.to_owned())]).inc();
+                    return Ok(());
+                }
+                Err(err) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %err, cause = %crate::capture::source_chain(&err), "dead-letter queue unavailable, retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn checkpoint(&self, sequence: &str) -> Result<Outcome<()>, RelayError> {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            let expires = now_ms() + self.ctx.lease_duration.as_millis() as i64;
+            match self.ctx.leases.checkpoint(&self.shard_id, sequence, expires).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(err) if err.is_retryable() => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(shard = %self.shard_id, error = %err, "checkpoint failed, retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    async fn sleep(&self, delay: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = self.stop.cancelled() => {}
+        }
+    }
+}
+
+fn is_transient<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(_) => matches!(
+            err.code(),
+            Some("ProvisionedThroughputExceededException" | "LimitExceededException" | "InternalFailure" | "ServiceUnavailable" | "ThrottlingException")
+        ),
+        _ => false,
+    }
+}

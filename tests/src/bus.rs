@@ -1,0 +1,93 @@
+//! The microservice end of the bus, as a test sees it: an EventBridge rule routing to an SQS
+//! queue, and a reader that drains the queue.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_eventbridge::types::Target;
+use serde_json::Value;
+
+pub struct Subscription {
+    pub queue_url: String,
+    sqs: aws_sdk_sqs::Client,
+    /// Every event body received so far.
+    pub received: Vec<Value>,
+}
+
+/// Creates `queue` and a rule on `bus` that routes events matching `pattern` to it.
+pub async fn subscribe(sdk: &aws_config::SdkConfig, bus: &str, queue: &str, pattern: &Value) -> anyhow::Result<Subscription> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let queue_url = sqs.create_queue().queue_name(queue).send().await?.queue_url().unwrap_or_default().to_owned();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default();
+    let events = aws_sdk_eventbridge::Client::new(sdk);
+    let rule = format!("{queue}-rule");
+    events.put_rule().name(&rule).event_bus_name(bus).event_pattern(pattern.to_string()).send().await?;
+    events
+        .put_targets()
+        .rule(&rule)
+        .event_bus_name(bus)
+        .targets(Target::builder().id("queue").arn(arn).build()?)
+        .send()
+        .await?;
+    Ok(Subscription { queue_url, sqs, received: Vec::new() })
+}
+
+impl Subscription {
+    /// Receives (and deletes) whatever is waiting; returns how many arrived.
+    pub async fn poll(&mut self) -> anyhow::Result<usize> {
+        let mut got = 0;
+        loop {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(0)
+                .send()
+                .await?;
+            let messages = out.messages();
+            if messages.is_empty() {
+                return Ok(got);
+            }
+            for m in messages {
+                self.received.push(serde_json::from_str(m.body().unwrap_or("null"))?);
+                if let Some(handle) = m.receipt_handle() {
+                    self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await?;
+                }
+                got += 1;
+            }
+        }
+    }
+
+    /// The received events by `detail.metadata.event_id`, with how often each came.
+    pub fn by_event_id(&self) -> HashMap<String, (usize, Value)> {
+        let mut out: HashMap<String, (usize, Value)> = HashMap::new();
+        for e in &self.received {
+            if let Some(id) = e["detail"]["metadata"]["event_id"].as_str() {
+                out.entry(id.to_owned()).or_insert((0, e.clone())).0 += 1;
+            }
+        }
+        out
+    }
+
+    /// Polls until `done` holds or `timeout` passes.
+    pub async fn until(&mut self, what: &str, timeout: Duration, done: impl Fn(&Self) -> bool) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            self.poll().await?;
+            if done(self) {
+                return Ok(());
+            }
+            anyhow::ensure!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what} ({} events so far)", self.received.len());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! An HTTP proxy in front of the emulator that injects AWS failures the emulator cannot
+//! produce itself: whole-call throttling, and partial PutEvents failures in which only some
+//! entries really reach the bus and the others come back with an error code.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+#[derive(Default)]
+pub struct FaultPlan {
+    /// Whole PutEvents calls to answer with ThrottlingException.
+    pub throttle_put_events: AtomicU32,
+    /// PutEvents calls in which every odd entry fails (and is not delivered).
+    pub partial_put_events: AtomicU32,
+    /// Calls seen per kind, for the test to check the faults were hit.
+    pub throttled: AtomicU32,
+    pub partial: AtomicU32,
+}
+
+pub struct FaultProxy {
+    pub endpoint: String,
+    pub plan: Arc<FaultPlan>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct Ctx {
+    upstream: String,
+    http: reqwest::Client,
+    plan: Arc<FaultPlan>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str) -> anyhow::Result<Self> {
+        let plan = Arc::new(FaultPlan::default());
+        let ctx = Ctx { upstream: upstream.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), plan: plan.clone() };
+        let app = axum::Router::new().fallback(handle).with_state(ctx);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { endpoint, plan, task })
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn take(counter: &AtomicU32) -> bool {
+    counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+async fn handle(State(ctx): State<Ctx>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if target == "AWSEvents.PutEvents" {
+        if take(&ctx.plan.throttle_put_events) {
+            ctx.plan.throttled.fetch_add(1, Ordering::SeqCst);
+            let body = json!({"__type": "ThrottlingException", "message": "injected by the test proxy"});
+            return (StatusCode::BAD_REQUEST, [("content-type", "application/x-amz-json-1.1")], body.to_string()).into_response();
+        }
+        if take(&ctx.plan.partial_put_events) {
+            ctx.plan.partial.fetch_add(1, Ordering::SeqCst);
+            return partial_put_events(&ctx, &uri, &headers, &body).await;
+        }
+    }
+    forward(&ctx, method, &uri, &headers, body).await
+}
+
+/// Delivers only the even entries; the odd ones come back failed, as a partial failure does.
+async fn partial_put_events(ctx: &Ctx, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Response {
+    let Ok(mut request) = serde_json::from_slice::<Value>(body) else {
+        return (StatusCode::BAD_REQUEST, "proxy: body is not JSON").into_response();
+    };
+    let entries = request["Entries"].as_array().cloned().unwrap_or_default();
+    let kept: Vec<Value> = entries.iter().step_by(2).cloned().collect();
+    request["Entries"] = Value::Array(kept);
+    let upstream = forward(ctx, Method::POST, uri, headers, Bytes::from(request.to_string())).await;
+    let (parts, upstream_body) = upstream.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(upstream_body, 1 << 20).await else {
+        return (StatusCode::BAD_GATEWAY, "proxy: upstream body").into_response();
+    };
+    let accepted: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let mut ids = accepted["Entries"].as_array().cloned().unwrap_or_default().into_iter();
+    let results: Vec<Value> = (0..entries.len())
+        .map(|i| {
+            if i % 2 == 0 {
+                ids.next().unwrap_or(json!({"ErrorCode": "InternalException", "ErrorMessage": "missing"}))
+            } else {
+                json!({"ErrorCode": "ThrottlingException", "ErrorMessage": "injected partial failure"})
+            }
+        })
+        .collect();
+    let failed = results.iter().filter(|r| r.get("ErrorCode").is_some()).count();
+    let body = json!({"FailedEntryCount": failed, "Entries": results});
+    (parts.status, [("content-type", "application/x-amz-json-1.1")], body.to_string()).into_response()
+}
+
+async fn forward(ctx: &Ctx, method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Response {
+    let url = format!("{}{}", ctx.upstream, uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let mut req = ctx.http.request(method, url).body(body);
+    for (name, value) in headers {
+        if !matches!(name.as_str(), "host" | "content-length" | "connection" | "transfer-encoding") {
+            req = req.header(name, value);
+        }
+    }
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            let mut out = HeaderMap::new();
+            for (name, value) in resp.headers() {
+                if !matches!(name.as_str(), "content-length" | "connection" | "transfer-encoding") {
+                    out.insert(name.clone(), value.clone());
+                }
+            }
+            let bytes = resp.bytes().await.unwrap_or_default();
+            (status, out, bytes).into_response()
+        }
+        Err(err) => (StatusCode::BAD_GATEWAY, format!("proxy: {err}")).into_response(),
+    }
+}

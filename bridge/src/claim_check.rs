@@ -22,7 +22,10 @@ pub struct ClaimCheckStore {
 
 impl ClaimCheckStore {
     pub fn new(client: aws_sdk_s3::Client, bucket: &str) -> Self {
-        Self { client, bucket: bucket.into() }
+        Self {
+            client,
+            bucket: bucket.into(),
+        }
     }
 
     /// Stores `payload` under a key derived from the event id (so a retry overwrites, never
@@ -40,11 +43,23 @@ impl ClaimCheckStore {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| ClaimCheckError { bucket: self.bucket.clone(), key: key.clone(), source: Box::new(e) })?;
+            .map_err(|e| ClaimCheckError {
+                bucket: self.bucket.clone(),
+                key: key.clone(),
+                source: Box::new(e),
+            })?;
         Ok(json!({"bucket": self.bucket, "key": key, "size": size, "sha256": sha256}))
     }
 }
 
 fn sanitize(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

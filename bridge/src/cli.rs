@@ -66,7 +66,12 @@ pub struct SourceArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Tables to capture, comma-separated (schema.table).
-    #[arg(long, env = "BRIDGE_TABLES", value_delimiter = ',', default_value = "public.outbox")]
+    #[arg(
+        long,
+        env = "BRIDGE_TABLES",
+        value_delimiter = ',',
+        default_value = "public.outbox"
+    )]
     pub tables: Vec<TableName>,
     /// The publication to read through (created when absent and the role may).
     #[arg(long, env = "BRIDGE_PUBLICATION", default_value = "outbox_bridge")]
@@ -108,7 +113,11 @@ pub struct RelayResourceArgs {
     #[arg(long, env = "BRIDGE_CHECKPOINT_TABLE", default_value = "bridge-checkpoints")]
     pub checkpoint_table: String,
     /// S3 bucket for events too large for EventBridge (claim checks).
-    #[arg(long, env = "BRIDGE_CLAIM_CHECK_BUCKET", default_value = "bridge-claim-checks")]
+    #[arg(
+        long,
+        env = "BRIDGE_CLAIM_CHECK_BUCKET",
+        default_value = "bridge-claim-checks"
+    )]
     pub claim_check_bucket: String,
     /// SQS queue where records that cannot become events are parked with their reason.
     #[arg(long, env = "BRIDGE_DEAD_LETTER_QUEUE", default_value = "bridge-dlq")]
@@ -202,7 +211,10 @@ pub struct RunArgs {
 }
 
 fn parse_slot_name(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(s.to_owned())
     } else {
@@ -211,14 +223,22 @@ fn parse_slot_name(s: &str) -> Result<String, String> {
 }
 
 fn parse_partition_override(s: &str) -> Result<(TableName, PartitionKey), String> {
-    let (table, key) = s.split_once('=').ok_or("expected TABLE=KEY, e.g. public.orders=primary-key")?;
-    Ok((table.parse().map_err(|e| format!("{e}"))?, key.parse().map_err(|e| format!("{e}"))?))
+    let (table, key) = s
+        .split_once('=')
+        .ok_or("expected TABLE=KEY, e.g. public.orders=primary-key")?;
+    Ok((
+        table.parse().map_err(|e| format!("{e}"))?,
+        key.parse().map_err(|e| format!("{e}"))?,
+    ))
 }
 
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{CaptureTuningArgs, Command, MetricsArgs, OutboxArgs, RelayResourceArgs, RelayTuningArgs, SourceArgs};
+use crate::cli::{
+    CaptureTuningArgs, Command, MetricsArgs, OutboxArgs, RelayResourceArgs, RelayTuningArgs, SourceArgs,
+};
 use bridge::capture::{self, CaptureConfig, TableRoutes};
 use bridge::claim_check::ClaimCheckStore;
 use bridge::deadletter::DeadLetterQueue;
@@ -24,10 +26,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Setup(args) => {
             let aws = bridge::aws_config().await;
             let stream = &args.stream.stream;
-            let created = bridge::setup::ensure_stream(&aws_sdk_kinesis::Client::new(&aws), stream, args.shards).await?;
+            let created =
+                bridge::setup::ensure_stream(&aws_sdk_kinesis::Client::new(&aws), stream, args.shards)
+                    .await?;
             println!("kinesis stream {stream}: {}", state(created));
             let r = &args.resources;
-            let created = bridge::setup::ensure_bus(&aws_sdk_eventbridge::Client::new(&aws), &r.event_bus).await?;
+            let created =
+                bridge::setup::ensure_bus(&aws_sdk_eventbridge::Client::new(&aws), &r.event_bus).await?;
             println!("event bus {}: {}", r.event_bus, state(created));
             let dynamo = aws_sdk_dynamodb::Client::new(&aws);
             let created = bridge::setup::ensure_checkpoint_table(&dynamo, &r.checkpoint_table).await?;
@@ -64,17 +69,39 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Relay(args) => {
             let metrics = serve_metrics(&args.metrics).await?;
             let timeout = Duration::from_secs(args.shutdown_timeout_secs);
-            let ctx = relay_context(&args.outbox, args.stream.stream, &args.resources, &args.tuning, timeout, metrics).await?;
+            let ctx = relay_context(
+                &args.outbox,
+                args.stream.stream,
+                &args.resources,
+                &args.tuning,
+                timeout,
+                metrics,
+            )
+            .await?;
             relay::run(ctx, bridge::shutdown::on_signal()).await?;
             tracing::info!("relay stopped");
             Ok(())
         }
         Command::Run(args) => {
-            let cfg = capture_config(args.source, OutboxArgs { outbox_table: args.outbox.outbox_table.clone() }, Some(&args.capture))?;
+            let cfg = capture_config(
+                args.source,
+                OutboxArgs {
+                    outbox_table: args.outbox.outbox_table.clone(),
+                },
+                Some(&args.capture),
+            )?;
             let metrics = serve_metrics(&args.metrics).await?;
             let timeout = Duration::from_secs(args.capture.shutdown_timeout_secs);
             let stream = args.stream.stream;
-            let ctx = relay_context(&args.outbox, stream.clone(), &args.resources, &args.relay, timeout, metrics.clone()).await?;
+            let ctx = relay_context(
+                &args.outbox,
+                stream.clone(),
+                &args.resources,
+                &args.relay,
+                timeout,
+                metrics.clone(),
+            )
+            .await?;
             let shutdown = bridge::shutdown::on_signal();
             // One stage failing stops the other: a half-running pipeline only hides the failure.
             let stop = shutdown.child_token();
@@ -121,7 +148,11 @@ async fn run_capture(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let aws = bridge::aws_config().await;
-    let sink = Arc::new(KinesisSink::new(aws_sdk_kinesis::Client::new(&aws), &stream, metrics.clone()));
+    let sink = Arc::new(KinesisSink::new(
+        aws_sdk_kinesis::Client::new(&aws),
+        &stream,
+        metrics.clone(),
+    ));
     capture::run(&cfg, sink, metrics, shutdown).await?;
     Ok(())
 }
@@ -131,7 +162,9 @@ fn capture_config(
     outbox: OutboxArgs,
     tuning: Option<&CaptureTuningArgs>,
 ) -> anyhow::Result<CaptureConfig> {
-    let url = source.database_url.context("--database-url (or DATABASE_URL) is required")?;
+    let url = source
+        .database_url
+        .context("--database-url (or DATABASE_URL) is required")?;
     let target = PgTarget::from_url(&url, "outbox-bridge").context("--database-url")?;
     let routes = TableRoutes {
         outbox: outbox.outbox_table,
@@ -144,7 +177,9 @@ fn capture_config(
         publication: source.publication,
         tables: source.tables,
         routes,
-        encode: EncodeOptions { strict_dms: tuning.is_some_and(|t| t.strict_dms) },
+        encode: EncodeOptions {
+            strict_dms: tuning.is_some_and(|t| t.strict_dms),
+        },
         message_prefix: tuning.map_or_else(|| "outbox".to_owned(), |t| t.message_prefix.clone()),
         window: tuning.map_or(4, |t| usize::from(t.max_inflight_batches)),
         linger: Duration::from_millis(tuning.map_or(10, |t| t.batch_linger_ms)),
@@ -164,7 +199,12 @@ async fn relay_context(
     let aws = bridge::aws_config().await;
     let dlq = DeadLetterQueue::open(aws_sdk_sqs::Client::new(&aws), &resources.dead_letter_queue)
         .await
-        .with_context(|| format!("--dead-letter-queue {} (run `bridge setup` first)", resources.dead_letter_queue))?;
+        .with_context(|| {
+            format!(
+                "--dead-letter-queue {} (run `bridge setup` first)",
+                resources.dead_letter_queue
+            )
+        })?;
     let claim_checks = ClaimCheckStore::new(aws_sdk_s3::Client::new(&aws), &resources.claim_check_bucket);
     let publisher = Publisher::new(
         aws_sdk_eventbridge::Client::new(&aws),
@@ -175,14 +215,22 @@ async fn relay_context(
         metrics.clone(),
     );
     let worker_id = tuning.worker_id.clone().unwrap_or_else(default_worker_id);
-    let leases = LeaseTable::new(aws_sdk_dynamodb::Client::new(&aws), &resources.checkpoint_table, &stream, &worker_id);
+    let leases = LeaseTable::new(
+        aws_sdk_dynamodb::Client::new(&aws),
+        &resources.checkpoint_table,
+        &stream,
+        &worker_id,
+    );
     Ok(Arc::new(RelayContext {
         kinesis: aws_sdk_kinesis::Client::new(&aws),
         stream,
         publisher,
         dlq,
         leases,
-        envelope: EnvelopeConfig { outbox: outbox.outbox_table.clone(), publish_raw_changes: tuning.publish_raw_changes },
+        envelope: EnvelopeConfig {
+            outbox: outbox.outbox_table.clone(),
+            publish_raw_changes: tuning.publish_raw_changes,
+        },
         metrics,
         lease_duration: Duration::from_secs(tuning.lease_duration_secs),
         poll_interval: Duration::from_millis(tuning.poll_interval_ms),
@@ -191,7 +239,9 @@ async fn relay_context(
 }
 
 fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
     let host = if host.is_empty() { "relay".to_owned() } else { host };
     format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
 }

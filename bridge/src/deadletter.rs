@@ -40,14 +40,26 @@ impl DeadLetterQueue {
             .queue_name(name)
             .send()
             .await
-            .map_err(|e| DeadLetterError { queue: name.into(), source: Box::new(e) })?
+            .map_err(|e| DeadLetterError {
+                queue: name.into(),
+                source: Box::new(e),
+            })?
             .queue_url()
             .unwrap_or_default()
             .to_owned();
-        Ok(Self { client, name: name.into(), url })
+        Ok(Self {
+            client,
+            name: name.into(),
+            url,
+        })
     }
 
-    pub async fn park(&self, reason: &str, original: &[u8], origin: &Origin<'_>) -> Result<(), DeadLetterError> {
+    pub async fn park(
+        &self,
+        reason: &str,
+        original: &[u8],
+        origin: &Origin<'_>,
+    ) -> Result<(), DeadLetterError> {
         let truncated = original.len() > MAX_ORIGINAL_BYTES;
         let text = String::from_utf8_lossy(&original[..original.len().min(MAX_ORIGINAL_BYTES)]);
         let body = json!({
@@ -63,7 +75,10 @@ impl DeadLetterQueue {
             .data_type("String")
             .string_value(reason.chars().take(256).collect::<String>())
             .build()
-            .map_err(|e| DeadLetterError { queue: self.name.clone(), source: Box::new(e) })?;
+            .map_err(|e| DeadLetterError {
+                queue: self.name.clone(),
+                source: Box::new(e),
+            })?;
         self.client
             .send_message()
             .queue_url(&self.url)
@@ -71,7 +86,10 @@ impl DeadLetterQueue {
             .set_message_attributes(Some(HashMap::from([("reason".to_owned(), reason_attr)])))
             .send()
             .await
-            .map_err(|e| DeadLetterError { queue: self.name.clone(), source: Box::new(e) })?;
+            .map_err(|e| DeadLetterError {
+                queue: self.name.clone(),
+                source: Box::new(e),
+            })?;
         Ok(())
     }
 }

@@ -136,7 +136,9 @@ pub fn encode_message(
     lsn: Lsn,
     record_id: u64,
 ) -> Record {
-    let parsed: Option<serde_json::Value> = serde_json::from_slice(content).ok().filter(serde_json::Value::is_object);
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(content)
+        .ok()
+        .filter(serde_json::Value::is_object);
     let partition_key = parsed
         .as_ref()
         .and_then(|v| v["aggregateid"].as_str().map(str::to_owned))
@@ -165,7 +167,11 @@ pub fn encode_message(
         }
     });
     let partition_key: String = partition_key.chars().take(MAX_PARTITION_KEY_CHARS).collect();
-    Record { partition_key, data: Bytes::from(record.to_string()), commit_lsn: tx.commit_lsn }
+    Record {
+        partition_key,
+        data: Bytes::from(record.to_string()),
+        commit_lsn: tx.commit_lsn,
+    }
 }
 
 fn write_row(out: &mut Vec<u8>, relation: &Relation, row: &Tuple, opts: EncodeOptions) {
@@ -361,9 +367,20 @@ mod tests {
 
     #[test]
     fn a_logical_message_becomes_an_outbox_insert() {
-        let tx = TxContext { xid: 9, commit_lsn: Lsn(0x30), commit_time: 0 };
+        let tx = TxContext {
+            xid: 9,
+            commit_lsn: Lsn(0x30),
+            commit_time: 0,
+        };
         let outbox = "public.outbox".parse().unwrap();
-        let rec = encode_message(br#"{"id":"e1","aggregateid":"a1","type":"T","payload":{}}"#, "outbox", &outbox, &tx, Lsn(0x20), 1);
+        let rec = encode_message(
+            br#"{"id":"e1","aggregateid":"a1","type":"T","payload":{}}"#,
+            "outbox",
+            &outbox,
+            &tx,
+            Lsn(0x20),
+            1,
+        );
         assert_eq!(rec.partition_key, "a1");
         let v: serde_json::Value = serde_json::from_slice(&rec.data).unwrap();
         assert_eq!(v["metadata"]["table-name"], "outbox");

@@ -62,7 +62,14 @@ impl Publisher {
         claim_checks: ClaimCheckStore,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { client, bus: bus.into(), source: source.into(), max_entry_bytes, claim_checks, metrics }
+        Self {
+            client,
+            bus: bus.into(),
+            source: source.into(),
+            max_entry_bytes,
+            claim_checks,
+            metrics,
+        }
     }
 
     /// Publishes every event; returns once each was accepted, or refused for its content.
@@ -76,7 +83,9 @@ impl Publisher {
         let mut batch_bytes = 0;
         for (event, detail) in prepared {
             let size = self.entry_size(&event, &detail);
-            if !batch.is_empty() && (batch.len() == MAX_ENTRIES_PER_CALL || batch_bytes + size > self.max_entry_bytes) {
+            if !batch.is_empty()
+                && (batch.len() == MAX_ENTRIES_PER_CALL || batch_bytes + size > self.max_entry_bytes)
+            {
                 refused.extend(self.put_all(std::mem::take(&mut batch)).await?);
                 batch_bytes = 0;
             }
@@ -168,7 +177,9 @@ impl Publisher {
                 Err(err) => match classify(&err) {
                     Some(cause) => cause,
                     None if err.code() == Some("ResourceNotFoundException") => {
-                        return Err(PublishError::BusMissing { bus: self.bus.clone() })
+                        return Err(PublishError::BusMissing {
+                            bus: self.bus.clone(),
+                        })
                     }
                     None => {
                         return Err(PublishError::Rejected {
@@ -178,7 +189,10 @@ impl Publisher {
                     }
                 },
             };
-            self.metrics.put_events_retries.get_or_create(&vec![("cause".to_owned(), cause.to_owned())]).inc();
+            self.metrics
+                .put_events_retries
+                .get_or_create(&vec![("cause".to_owned(), cause.to_owned())])
+                .inc();
             let delay = backoff.next_delay();
             tracing::warn!(bus = %self.bus, cause, events = pending.len(), attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "putevents retry");
             tokio::time::sleep(delay).await;
@@ -188,8 +202,10 @@ impl Publisher {
 
 /// Entry-level codes worth retrying: capacity and internal trouble, not content.
 fn retryable_entry_code(code: &str) -> bool {
-    matches!(code, "ThrottlingException" | "InternalException" | "InternalFailure" | "ServiceUnavailable")
-        || code.contains("Throttl")
+    matches!(
+        code,
+        "ThrottlingException" | "InternalException" | "InternalFailure" | "ServiceUnavailable"
+    ) || code.contains("Throttl")
 }
 
 fn classify(err: &SdkError<PutEventsError>) -> Option<&'static str> {
@@ -200,7 +216,9 @@ fn classify(err: &SdkError<PutEventsError>) -> Option<&'static str> {
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
             match err.code() {
-                Some(code) if code.contains("Throttl") || code == "LimitExceededException" => Some("throttled"),
+                Some(code) if code.contains("Throttl") || code == "LimitExceededException" => {
+                    Some("throttled")
+                }
                 _ if status >= 500 || status == 429 => Some("server_error"),
                 _ => None,
             }

@@ -134,14 +134,46 @@ impl Metrics {
             "PutRecords batches awaiting completion",
             m.inflight_batches.clone(),
         );
-        registry.register("relay_records_read", "Kinesis records read by the relay", m.relay_records_read.clone());
-        registry.register("relay_records_skipped", "Records that are not outbox inserts, skipped", m.relay_records_skipped.clone());
-        registry.register("eventbridge_events_published", "Events EventBridge accepted", m.events_published.clone());
-        registry.register("eventbridge_claim_checks", "Events sent as claim checks (payload in S3)", m.claim_checks.clone());
-        registry.register("eventbridge_put_events_retries", "PutEvents retries by cause", m.put_events_retries.clone());
-        registry.register("dead_letters", "Records parked in the dead-letter queue, by kind", m.dead_letters.clone());
-        registry.register("relay_shards_owned", "Shard leases this relay holds", m.relay_shards_owned.clone());
-        registry.register("relay_checkpoint_lag_milliseconds", "How far behind the stream's tip each shard is (MillisBehindLatest)", m.relay_millis_behind.clone());
+        registry.register(
+            "relay_records_read",
+            "Kinesis records read by the relay",
+            m.relay_records_read.clone(),
+        );
+        registry.register(
+            "relay_records_skipped",
+            "Records that are not outbox inserts, skipped",
+            m.relay_records_skipped.clone(),
+        );
+        registry.register(
+            "eventbridge_events_published",
+            "Events EventBridge accepted",
+            m.events_published.clone(),
+        );
+        registry.register(
+            "eventbridge_claim_checks",
+            "Events sent as claim checks (payload in S3)",
+            m.claim_checks.clone(),
+        );
+        registry.register(
+            "eventbridge_put_events_retries",
+            "PutEvents retries by cause",
+            m.put_events_retries.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Records parked in the dead-letter queue, by kind",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "relay_shards_owned",
+            "Shard leases this relay holds",
+            m.relay_shards_owned.clone(),
+        );
+        registry.register(
+            "relay_checkpoint_lag_milliseconds",
+            "How far behind the stream's tip each shard is (MillisBehindLatest)",
+            m.relay_millis_behind.clone(),
+        );
         Arc::new(Self { registry, ..m })
     }
 

@@ -71,26 +71,40 @@ pub async fn ensure_stream(
 
 /// Creates the event bus unless it exists.
 pub async fn ensure_bus(client: &aws_sdk_eventbridge::Client, bus: &str) -> Result<bool, SetupError> {
-    use aws_sdk_eventbridge::error::ProvideErrorMetadata as _;
     match client.create_event_bus().name(bus).send().await {
         Ok(_) => Ok(true),
         Err(err) if err.code() == Some("ResourceAlreadyExistsException") => Ok(false),
-        Err(err) => Err(failed("event bus", bus, &err.code().unwrap_or("unknown").to_owned(), err)),
+        Err(err) => Err(failed("event bus", bus, err)),
     }
 }
 
 /// Creates the checkpoint/lease table (key `lease_key`, on-demand) unless it exists.
-pub async fn ensure_checkpoint_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<bool, SetupError> {
-    use aws_sdk_dynamodb::error::ProvideErrorMetadata as _;
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
-    let key = KeySchemaElement::builder().attribute_name("lease_key").key_type(KeyType::Hash).build();
+pub async fn ensure_checkpoint_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<bool, SetupError> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let key = KeySchemaElement::builder()
+        .attribute_name("lease_key")
+        .key_type(KeyType::Hash)
+        .build();
     let attr = AttributeDefinition::builder()
         .attribute_name("lease_key")
         .attribute_type(ScalarAttributeType::S)
         .build();
     let (key, attr) = match (key, attr) {
         (Ok(k), Ok(a)) => (k, a),
-        (Err(e), _) | (_, Err(e)) => return Err(failed("dynamodb table", table, "InvalidSchema", e)),
+        (Err(e), _) | (_, Err(e)) => {
+            let (kind, name, code) = ("dynamodb table", table.into(), "InvalidRequest".into());
+            return Err(SetupError::Create {
+                kind,
+                name,
+                code,
+                source: Box::new(e),
+            });
+        }
     };
     let created = match client
         .create_table()
@@ -103,7 +117,7 @@ pub async fn ensure_checkpoint_table(client: &aws_sdk_dynamodb::Client, table: &
     {
         Ok(_) => true,
         Err(err) if err.code() == Some("ResourceInUseException") => false,
-        Err(err) => return Err(failed("dynamodb table", table, &err.code().unwrap_or("unknown").to_owned(), err)),
+        Err(err) => return Err(failed("dynamodb table", table, err)),
     };
     for _ in 0..240 {
         let status = client.describe_table().table_name(table).send().await.ok();
@@ -115,30 +129,44 @@ pub async fn ensure_checkpoint_table(client: &aws_sdk_dynamodb::Client, table: &
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    Err(SetupError::NotActive { kind: "dynamodb table", name: table.into() })
+    Err(SetupError::NotActive {
+        kind: "dynamodb table",
+        name: table.into(),
+    })
 }
 
 /// Creates the claim-check bucket unless it exists.
-pub async fn ensure_bucket(client: &aws_sdk_s3::Client, bucket: &str, region: Option<&str>) -> Result<bool, SetupError> {
-    use aws_sdk_s3::error::ProvideErrorMetadata as _;
+pub async fn ensure_bucket(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    region: Option<&str>,
+) -> Result<bool, SetupError> {
     use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
     let mut req = client.create_bucket().bucket(bucket);
     // us-east-1 is the one region that refuses an explicit location constraint.
     if let Some(region) = region.filter(|r| *r != "us-east-1") {
         req = req.create_bucket_configuration(
-            CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(region)).build(),
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region))
+                .build(),
         );
     }
     match req.send().await {
         Ok(_) => Ok(true),
-        Err(err) if matches!(err.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => Ok(false),
-        Err(err) => Err(failed("s3 bucket", bucket, &err.code().unwrap_or("unknown").to_owned(), err)),
+        Err(err)
+            if matches!(
+                err.code(),
+                Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(err) => Err(failed("s3 bucket", bucket, err)),
     }
 }
 
 /// Creates an SQS queue (idempotent by name) and returns its URL.
 pub async fn ensure_queue(client: &aws_sdk_sqs::Client, name: &str) -> Result<String, SetupError> {
-    use aws_sdk_sqs::error::ProvideErrorMetadata as _;
     use aws_sdk_sqs::types::QueueAttributeName;
     match client
         .create_queue()
@@ -149,10 +177,20 @@ pub async fn ensure_queue(client: &aws_sdk_sqs::Client, name: &str) -> Result<St
         .await
     {
         Ok(out) => Ok(out.queue_url().unwrap_or_default().to_owned()),
-        Err(err) => Err(failed("sqs queue", name, &err.code().unwrap_or("unknown").to_owned(), err)),
+        Err(err) => Err(failed("sqs queue", name, err)),
     }
 }
 
-fn failed(kind: &'static str, name: &str, code: &str, err: impl std::error::Error + Send + Sync + 'static) -> SetupError {
-    SetupError::Create { kind, name: name.into(), code: code.into(), source: Box::new(err) }
+/// All AWS SDK errors share smithy's error-metadata trait, so one helper names the code.
+fn failed<E>(kind: &'static str, name: &str, err: E) -> SetupError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let code = err.code().unwrap_or("unknown").to_owned();
+    SetupError::Create {
+        kind,
+        name: name.into(),
+        code,
+        source: Box::new(err),
+    }
 }

@@ -15,9 +15,21 @@ pub struct Subscription {
 }
 
 /// Creates `queue` and a rule on `bus` that routes events matching `pattern` to it.
-pub async fn subscribe(sdk: &aws_config::SdkConfig, bus: &str, queue: &str, pattern: &Value) -> anyhow::Result<Subscription> {
+pub async fn subscribe(
+    sdk: &aws_config::SdkConfig,
+    bus: &str,
+    queue: &str,
+    pattern: &Value,
+) -> anyhow::Result<Subscription> {
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    let queue_url = sqs.create_queue().queue_name(queue).send().await?.queue_url().unwrap_or_default().to_owned();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(queue)
+        .send()
+        .await?
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned();
     let arn = sqs
         .get_queue_attributes()
         .queue_url(&queue_url)
@@ -29,7 +41,13 @@ pub async fn subscribe(sdk: &aws_config::SdkConfig, bus: &str, queue: &str, patt
         .unwrap_or_default();
     let events = aws_sdk_eventbridge::Client::new(sdk);
     let rule = format!("{queue}-rule");
-    events.put_rule().name(&rule).event_bus_name(bus).event_pattern(pattern.to_string()).send().await?;
+    events
+        .put_rule()
+        .name(&rule)
+        .event_bus_name(bus)
+        .event_pattern(pattern.to_string())
+        .send()
+        .await?;
     events
         .put_targets()
         .rule(&rule)
@@ -37,7 +55,11 @@ pub async fn subscribe(sdk: &aws_config::SdkConfig, bus: &str, queue: &str, patt
         .targets(Target::builder().id("queue").arn(arn).build()?)
         .send()
         .await?;
-    Ok(Subscription { queue_url, sqs, received: Vec::new() })
+    Ok(Subscription {
+        queue_url,
+        sqs,
+        received: Vec::new(),
+    })
 }
 
 impl Subscription {
@@ -57,13 +79,26 @@ impl Subscription {
             if messages.is_empty() {
                 return Ok(got);
             }
-            for m in messages {
-                self.received.push(serde_json::from_str(m.body().unwrap_or("null"))?);
+            let mut deletes = Vec::new();
+            for (i, m) in messages.iter().enumerate() {
+                self.received
+                    .push(serde_json::from_str(m.body().unwrap_or("null"))?);
                 if let Some(handle) = m.receipt_handle() {
-                    self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await?;
+                    deletes.push(
+                        aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(handle)
+                            .build()?,
+                    );
                 }
                 got += 1;
             }
+            self.sqs
+                .delete_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(deletes))
+                .send()
+                .await?;
         }
     }
 
@@ -79,14 +114,23 @@ impl Subscription {
     }
 
     /// Polls until `done` holds or `timeout` passes.
-    pub async fn until(&mut self, what: &str, timeout: Duration, done: impl Fn(&Self) -> bool) -> anyhow::Result<()> {
+    pub async fn until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Self) -> bool,
+    ) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
         loop {
             self.poll().await?;
             if done(self) {
                 return Ok(());
             }
-            anyhow::ensure!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what} ({} events so far)", self.received.len());
+            anyhow::ensure!(
+                started.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what} ({} events so far)",
+                self.received.len()
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }

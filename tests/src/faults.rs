@@ -38,7 +38,11 @@ struct Ctx {
 impl FaultProxy {
     pub async fn start(upstream: &str) -> anyhow::Result<Self> {
         let plan = Arc::new(FaultPlan::default());
-        let ctx = Ctx { upstream: upstream.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), plan: plan.clone() };
+        let ctx = Ctx {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+            plan: plan.clone(),
+        };
         let app = axum::Router::new().fallback(handle).with_state(ctx);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
@@ -56,16 +60,32 @@ impl Drop for FaultProxy {
 }
 
 fn take(counter: &AtomicU32) -> bool {
-    counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
-async fn handle(State(ctx): State<Ctx>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+async fn handle(
+    State(ctx): State<Ctx>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if target == "AWSEvents.PutEvents" {
         if take(&ctx.plan.throttle_put_events) {
             ctx.plan.throttled.fetch_add(1, Ordering::SeqCst);
             let body = json!({"__type": "ThrottlingException", "message": "injected by the test proxy"});
-            return (StatusCode::BAD_REQUEST, [("content-type", "application/x-amz-json-1.1")], body.to_string()).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                [("content-type", "application/x-amz-json-1.1")],
+                body.to_string(),
+            )
+                .into_response();
         }
         if take(&ctx.plan.partial_put_events) {
             ctx.plan.partial.fetch_add(1, Ordering::SeqCst);
@@ -89,11 +109,16 @@ async fn partial_put_events(ctx: &Ctx, uri: &Uri, headers: &HeaderMap, body: &By
         return (StatusCode::BAD_GATEWAY, "proxy: upstream body").into_response();
     };
     let accepted: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let mut ids = accepted["Entries"].as_array().cloned().unwrap_or_default().into_iter();
+    let mut ids = accepted["Entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter();
     let results: Vec<Value> = (0..entries.len())
         .map(|i| {
             if i % 2 == 0 {
-                ids.next().unwrap_or(json!({"ErrorCode": "InternalException", "ErrorMessage": "missing"}))
+                ids.next()
+                    .unwrap_or(json!({"ErrorCode": "InternalException", "ErrorMessage": "missing"}))
             } else {
                 json!({"ErrorCode": "ThrottlingException", "ErrorMessage": "injected partial failure"})
             }
@@ -101,14 +126,26 @@ async fn partial_put_events(ctx: &Ctx, uri: &Uri, headers: &HeaderMap, body: &By
         .collect();
     let failed = results.iter().filter(|r| r.get("ErrorCode").is_some()).count();
     let body = json!({"FailedEntryCount": failed, "Entries": results});
-    (parts.status, [("content-type", "application/x-amz-json-1.1")], body.to_string()).into_response()
+    (
+        parts.status,
+        [("content-type", "application/x-amz-json-1.1")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn forward(ctx: &Ctx, method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Response {
-    let url = format!("{}{}", ctx.upstream, uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let url = format!(
+        "{}{}",
+        ctx.upstream,
+        uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
     let mut req = ctx.http.request(method, url).body(body);
     for (name, value) in headers {
-        if !matches!(name.as_str(), "host" | "content-length" | "connection" | "transfer-encoding") {
+        if !matches!(
+            name.as_str(),
+            "host" | "content-length" | "connection" | "transfer-encoding"
+        ) {
             req = req.header(name, value);
         }
     }
@@ -117,7 +154,10 @@ async fn forward(ctx: &Ctx, method: Method, uri: &Uri, headers: &HeaderMap, body
             let status = resp.status();
             let mut out = HeaderMap::new();
             for (name, value) in resp.headers() {
-                if !matches!(name.as_str(), "content-length" | "connection" | "transfer-encoding") {
+                if !matches!(
+                    name.as_str(),
+                    "content-length" | "connection" | "transfer-encoding"
+                ) {
                     out.insert(name.clone(), value.clone());
                 }
             }

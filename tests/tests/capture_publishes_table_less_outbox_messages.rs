@@ -14,7 +14,9 @@ async fn transactional_outbox_messages_become_records_and_rolled_back_ones_do_no
     let capture = stack.spawn_capture(&[]).await?;
     let mut client = stack.pg.client().await?;
     let event = |id: &str| {
-        format!(r#"{{"id":"{id}","aggregatetype":"Customer","aggregateid":"c-9","type":"CustomerTouched","payload":{{"n":1}},"aggregate_version":4}}"#)
+        format!(
+            r#"{{"id":"{id}","aggregatetype":"Customer","aggregateid":"c-9","type":"CustomerTouched","payload":{{"n":1}},"aggregate_version":4}}"#
+        )
     };
     let tx = client.transaction().await?;
     tx.query(EMIT, &[&event("rolled-back")]).await?;
@@ -26,7 +28,10 @@ async fn transactional_outbox_messages_become_records_and_rolled_back_ones_do_no
     let records = wait::until("the emitted event", Duration::from_secs(60), || async {
         capture.ensure_running()?;
         let records = stack.records().await?;
-        Ok(records.iter().any(|r| outbox_id(r) == Some("kept")).then_some(records))
+        Ok(records
+            .iter()
+            .any(|r| outbox_id(r) == Some("kept"))
+            .then_some(records))
     })
     .await?;
     assert_eq!(records.len(), 1, "only the committed message: {records:?}");

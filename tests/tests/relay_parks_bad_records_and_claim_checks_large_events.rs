@@ -16,7 +16,13 @@ const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, 
 async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reason() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
-    let mut events = bus::subscribe(&sdk, "legacy-monolith", "docs", &json!({"source": ["legacy.monolith"]})).await?;
+    let mut events = bus::subscribe(
+        &sdk,
+        "legacy-monolith",
+        "docs",
+        &json!({"source": ["legacy.monolith"]}),
+    )
+    .await?;
     let capture = stack.spawn_capture(&[]).await?;
     let relay = stack.spawn("bridge", &["relay", "--max-event-bytes", "65536"])?;
     let pg = stack.pg.client().await?;
@@ -27,12 +33,19 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
         stack.kinesis.put_record().stream_name(&stack.stream).partition_key("bad").data(Blob::new(data)).send().await?;
     }
     let big = json!({"text": "x".repeat(100_000), "n": 7});
-    let (big_id, small_id) = ("00000000-0000-0000-0000-0000000000b1", "00000000-0000-0000-0000-0000000000a1");
-    pg.execute(INSERT, &[&big_id, &"DocumentStored", &big.to_string()]).await?;
-    pg.execute(INSERT, &[&small_id, &"DocumentTagged", &r#"{"tag": "t"}"#]).await?;
+    let (big_id, small_id) = (
+        "00000000-0000-0000-0000-0000000000b1",
+        "00000000-0000-0000-0000-0000000000a1",
+    );
+    pg.execute(INSERT, &[&big_id, &"DocumentStored", &big.to_string()])
+        .await?;
+    pg.execute(INSERT, &[&small_id, &"DocumentTagged", &r#"{"tag": "t"}"#])
+        .await?;
 
     events
-        .until("both events", Duration::from_secs(90), |s| s.by_event_id().len() >= 2)
+        .until("both events", Duration::from_secs(90), |s| {
+            s.by_event_id().len() >= 2
+        })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\ncapture:\n{}\nrelay:\n{}", capture.output(), relay.output()))?;
     let got = events.by_event_id();
@@ -40,7 +53,10 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
     assert_eq!(small["detail"]["data"]["tag"], "t");
     let (_, large) = &got[big_id];
     let claim = &large["detail"]["metadata"]["claim_check"];
-    assert!(large["detail"]["data"].is_null(), "the payload travels by claim check");
+    assert!(
+        large["detail"]["data"].is_null(),
+        "the payload travels by claim check"
+    );
     let object = aws_sdk_s3::Client::new(&sdk)
         .get_object()
         .bucket(claim["bucket"].as_str().unwrap_or_default())
@@ -51,25 +67,47 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
         .collect()
         .await?
         .into_bytes();
-    assert_eq!(serde_json::from_slice::<Value>(&object)?, big, "the S3 object is the original payload");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&object)?,
+        big,
+        "the S3 object is the original payload"
+    );
     assert_eq!(claim["size"].as_u64(), Some(object.len() as u64));
     assert_eq!(claim["sha256"].as_str().map(str::len), Some(64));
 
     // The dead-letter queue holds both bad records, each with its reason and the original.
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let url = sqs.get_queue_url().queue_name("bridge-dlq").send().await?.queue_url().unwrap_or_default().to_owned();
+    let url = sqs
+        .get_queue_url()
+        .queue_name("bridge-dlq")
+        .send()
+        .await?
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned();
     let mut parked: Vec<Value> = Vec::new();
     let started = std::time::Instant::now();
     while parked.len() < 2 && started.elapsed() < Duration::from_secs(30) {
-        let out = sqs.receive_message().queue_url(&url).max_number_of_messages(10).send().await?;
+        let out = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await?;
         for m in out.messages() {
             parked.push(serde_json::from_str(m.body().unwrap_or("null"))?);
         }
     }
     let reasons: Vec<&str> = parked.iter().filter_map(|p| p["reason"].as_str()).collect();
     assert!(reasons.iter().any(|r| r.contains("not JSON")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("no usable type")), "{reasons:?}");
-    assert!(parked.iter().any(|p| p["record"] == "this is not json"), "the original record is kept");
+    assert!(
+        reasons.iter().any(|r| r.contains("no usable type")),
+        "{reasons:?}"
+    );
+    assert!(
+        parked.iter().any(|p| p["record"] == "this is not json"),
+        "the original record is kept"
+    );
     let metrics = relay.output();
     assert!(metrics.contains("parked in the dead-letter queue"), "{metrics}");
     Ok(())

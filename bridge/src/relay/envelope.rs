@@ -47,10 +47,14 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
         Err(err) => return Decision::DeadLetter(format!("record is not JSON: {err}")),
     };
     let meta = &record["metadata"];
-    let (Some(schema), Some(table), Some(operation)) =
-        (meta["schema-name"].as_str(), meta["table-name"].as_str(), meta["operation"].as_str())
-    else {
-        return Decision::DeadLetter("record has no metadata.schema-name/table-name/operation (not a DMS record)".into());
+    let (Some(schema), Some(table), Some(operation)) = (
+        meta["schema-name"].as_str(),
+        meta["table-name"].as_str(),
+        meta["operation"].as_str(),
+    ) else {
+        return Decision::DeadLetter(
+            "record has no metadata.schema-name/table-name/operation (not a DMS record)".into(),
+        );
     };
     if meta["record-type"].as_str().is_some_and(|t| t != "data") {
         return Decision::Skip;
@@ -80,13 +84,19 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
         return Decision::DeadLetter("outbox row has no id".into());
     };
     let Some(event_type) = data["type"].as_str().map(str::trim).filter(|s| !s.is_empty()) else {
-        return Decision::DeadLetter(format!("outbox row {event_id} has no usable type (null, empty or not text)"));
+        return Decision::DeadLetter(format!(
+            "outbox row {event_id} has no usable type (null, empty or not text)"
+        ));
     };
     let payload = match &data["payload"] {
         // A text payload column, or DMS's escaped JSON: it must parse as JSON.
         Value::String(text) => match serde_json::from_str(text) {
             Ok(v) => v,
-            Err(err) => return Decision::DeadLetter(format!("outbox row {event_id}: payload is not valid JSON: {err}")),
+            Err(err) => {
+                return Decision::DeadLetter(format!(
+                    "outbox row {event_id}: payload is not valid JSON: {err}"
+                ))
+            }
         },
         other => other.clone(),
     };
@@ -116,7 +126,10 @@ mod tests {
     use super::*;
 
     fn cfg() -> EnvelopeConfig {
-        EnvelopeConfig { outbox: "public.outbox".parse().unwrap(), publish_raw_changes: false }
+        EnvelopeConfig {
+            outbox: "public.outbox".parse().unwrap(),
+            publish_raw_changes: false,
+        }
     }
 
     fn record(table: &str, op: &str, data: Value) -> Vec<u8> {
@@ -128,10 +141,16 @@ mod tests {
 
     #[test]
     fn an_outbox_insert_becomes_an_event_with_the_envelope() {
-        let raw = record("outbox", "insert", json!({"id": "e1", "aggregatetype": "Order", "aggregateid": "o1",
+        let raw = record(
+            "outbox",
+            "insert",
+            json!({"id": "e1", "aggregatetype": "Order", "aggregateid": "o1",
             "type": "OrderPlaced", "payload": {"total": 3}, "aggregate_version": 2, "occurred_at": "t",
-            "tracingspancontext": "00-abc-def-01"}));
-        let Decision::Publish(event) = decide(&raw, &cfg()) else { panic!("not published") };
+            "tracingspancontext": "00-abc-def-01"}),
+        );
+        let Decision::Publish(event) = decide(&raw, &cfg()) else {
+            panic!("not published")
+        };
         assert_eq!(event.detail_type, "OrderPlaced");
         let detail: Value = serde_json::from_str(&event.detail()).unwrap();
         assert_eq!(detail["data"]["total"], 3);
@@ -143,9 +162,18 @@ mod tests {
 
     #[test]
     fn other_tables_and_other_operations_are_skipped() {
-        assert_eq!(decide(&record("customers", "insert", json!({"id": 1})), &cfg()), Decision::Skip);
-        assert_eq!(decide(&record("outbox", "delete", json!({"id": "e"})), &cfg()), Decision::Skip);
-        let raw_cfg = EnvelopeConfig { publish_raw_changes: true, ..cfg() };
+        assert_eq!(
+            decide(&record("customers", "insert", json!({"id": 1})), &cfg()),
+            Decision::Skip
+        );
+        assert_eq!(
+            decide(&record("outbox", "delete", json!({"id": "e"})), &cfg()),
+            Decision::Skip
+        );
+        let raw_cfg = EnvelopeConfig {
+            publish_raw_changes: true,
+            ..cfg()
+        };
         let Decision::Publish(e) = decide(&record("customers", "update", json!({"id": 1})), &raw_cfg) else {
             panic!("raw change not published")
         };
@@ -160,8 +188,15 @@ mod tests {
         };
         assert!(reason(b"garbage").contains("not JSON"));
         assert!(reason(b"{}").contains("not a DMS record"));
-        assert!(reason(&record("outbox", "insert", json!({"id": "e", "type": null}))).contains("no usable type"));
-        assert!(reason(&record("outbox", "insert", json!({"id": "e", "type": "T", "payload": "{bad"}))).contains("not valid JSON"));
+        assert!(
+            reason(&record("outbox", "insert", json!({"id": "e", "type": null}))).contains("no usable type")
+        );
+        assert!(reason(&record(
+            "outbox",
+            "insert",
+            json!({"id": "e", "type": "T", "payload": "{bad"})
+        ))
+        .contains("not valid JSON"));
         assert!(reason(&record("outbox", "insert", json!({"type": "T"}))).contains("no id"));
     }
 }

@@ -64,7 +64,12 @@ pub enum Outcome<T> {
 
 impl LeaseTable {
     pub fn new(client: aws_sdk_dynamodb::Client, table: &str, stream: &str, worker_id: &str) -> Self {
-        Self { client, table: table.into(), stream: stream.into(), worker_id: worker_id.into() }
+        Self {
+            client,
+            table: table.into(),
+            stream: stream.into(),
+            worker_id: worker_id.into(),
+        }
     }
 
     fn shard_key(&self, shard_id: &str) -> AttributeValue {
@@ -92,7 +97,8 @@ impl LeaseTable {
                 let kind = str_attr(item, "lease_kind").unwrap_or_default();
                 let expires = num_attr(item, "lease_expires_at").unwrap_or(0);
                 if kind == "worker" {
-                    if expires > now_ms && str_attr(item, "lease_worker").as_deref() != Some(&self.worker_id) {
+                    if expires > now_ms && str_attr(item, "lease_worker").as_deref() != Some(&self.worker_id)
+                    {
                         workers += 1;
                     }
                     continue;
@@ -117,7 +123,10 @@ impl LeaseTable {
         self.client
             .put_item()
             .table_name(&self.table)
-            .item("lease_key", AttributeValue::S(format!("worker#{}#{}", self.stream, self.worker_id)))
+            .item(
+                "lease_key",
+                AttributeValue::S(format!("worker#{}#{}", self.stream, self.worker_id)),
+            )
             .item("lease_kind", AttributeValue::S("worker".into()))
             .item("lease_stream", AttributeValue::S(self.stream.clone()))
             .item("lease_worker", AttributeValue::S(self.worker_id.clone()))
@@ -158,7 +167,9 @@ impl LeaseTable {
             req = req.expression_attribute_values(":victim", AttributeValue::S(victim.into()));
         }
         match req.condition_expression(condition).send().await {
-            Ok(out) => Ok(Outcome::Done(out.attributes().and_then(|a| str_attr(a, "lease_checkpoint")))),
+            Ok(out) => Ok(Outcome::Done(
+                out.attributes().and_then(|a| str_attr(a, "lease_checkpoint")),
+            )),
             Err(e) if is_condition_failure(&e) => Ok(Outcome::Lost),
             Err(e) => Err(self.error(e)),
         }
@@ -166,17 +177,30 @@ impl LeaseTable {
 
     /// Extends our lease; `Lost` if another worker holds it now.
     pub async fn renew(&self, shard_id: &str, expires_ms: i64) -> Result<Outcome<()>, LeaseError> {
-        self.owned_update(shard_id, "SET lease_expires_at = :exp", expires_ms, None).await
+        self.owned_update(shard_id, "SET lease_expires_at = :exp", expires_ms, None)
+            .await
     }
 
     /// Records that every event up to `sequence` was accepted (and renews the lease).
-    pub async fn checkpoint(&self, shard_id: &str, sequence: &str, expires_ms: i64) -> Result<Outcome<()>, LeaseError> {
-        self.owned_update(shard_id, "SET lease_expires_at = :exp, lease_checkpoint = :cp", expires_ms, Some(sequence)).await
+    pub async fn checkpoint(
+        &self,
+        shard_id: &str,
+        sequence: &str,
+        expires_ms: i64,
+    ) -> Result<Outcome<()>, LeaseError> {
+        self.owned_update(
+            shard_id,
+            "SET lease_expires_at = :exp, lease_checkpoint = :cp",
+            expires_ms,
+            Some(sequence),
+        )
+        .await
     }
 
     /// Gives the lease up at shutdown so another relay takes the shard over at once.
     pub async fn release(&self, shard_id: &str) -> Result<Outcome<()>, LeaseError> {
-        self.owned_update(shard_id, "REMOVE #o SET lease_expires_at = :exp", 0, None).await
+        self.owned_update(shard_id, "REMOVE #o SET lease_expires_at = :exp", 0, None)
+            .await
     }
 
     async fn owned_update(
@@ -213,17 +237,26 @@ impl LeaseTable {
     {
         let code = err.code().unwrap_or("unknown").to_owned();
         if code == "ResourceNotFoundException" {
-            return LeaseError::TableMissing { table: self.table.clone() };
+            return LeaseError::TableMissing {
+                table: self.table.clone(),
+            };
         }
         let retryable = match &err {
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
             SdkError::ServiceError(_) => {
-                code.contains("Throttl") || code.contains("ProvisionedThroughput") || code.contains("Internal")
-                    || code == "RequestLimitExceeded" || code == "ServiceUnavailable"
+                code.contains("Throttl")
+                    || code.contains("ProvisionedThroughput")
+                    || code.contains("Internal")
+                    || code == "RequestLimitExceeded"
+                    || code == "ServiceUnavailable"
             }
             _ => false,
         };
-        LeaseError::Dynamo { code, retryable, source: Box::new(err) }
+        LeaseError::Dynamo {
+            code,
+            retryable,
+            source: Box::new(err),
+        }
     }
 }
 
@@ -236,5 +269,7 @@ fn str_attr(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String
 }
 
 fn num_attr(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
-    item.get(name).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
 }

@@ -103,14 +103,24 @@ pub async fn run(ctx: Arc<RelayContext>, shutdown: CancellationToken) -> Result<
 
 /// Collects finished workers; a fatal worker error stops the relay.
 async fn reap(running: &mut HashMap<String, Running>) -> Result<(), RelayError> {
-    let finished: Vec<String> = running.iter().filter(|(_, r)| r.task.is_finished()).map(|(s, _)| s.clone()).collect();
+    let finished: Vec<String> = running
+        .iter()
+        .filter(|(_, r)| r.task.is_finished())
+        .map(|(s, _)| s.clone())
+        .collect();
     for shard in finished {
-        let Some(worker) = running.remove(&shard) else { continue };
+        let Some(worker) = running.remove(&shard) else {
+            continue;
+        };
         match worker.task.await {
             Ok(Ok(end)) => tracing::info!(shard, ?end, "shard worker finished"),
-            Ok(Err(err)) if err.is_retryable() => tracing::warn!(shard, error = %err, "shard worker failed; the shard will be retaken"),
+            Ok(Err(err)) if err.is_retryable() => {
+                tracing::warn!(shard, error = %err, "shard worker failed; the shard will be retaken")
+            }
             Ok(Err(err)) => return Err(err),
-            Err(join) => tracing::error!(shard, error = %join, "shard worker panicked; the shard will be retaken"),
+            Err(join) => {
+                tracing::error!(shard, error = %join, "shard worker panicked; the shard will be retaken")
+            }
         }
     }
     Ok(())
@@ -136,12 +146,21 @@ async fn balance(ctx: &Arc<RelayContext>, running: &mut HashMap<String, Running>
     let parent_done = |p: Option<&str>| p.is_none_or(|p| !listed.contains(p) || finished(p));
     let eligible: Vec<&str> = shards
         .iter()
-        .filter(|s| !finished(&s.shard_id) && parent_done(s.parent.as_deref()) && parent_done(s.adjacent_parent.as_deref()))
+        .filter(|s| {
+            !finished(&s.shard_id)
+                && parent_done(s.parent.as_deref())
+                && parent_done(s.adjacent_parent.as_deref())
+        })
         .map(|s| s.shard_id.as_str())
         .collect();
     let target = eligible.len().div_ceil(workers.max(1));
     let me = ctx.leases.worker_id.as_str();
-    let live_owner = |id: &str| leases.get(id).filter(|l| l.expires_at_ms > now).and_then(|l| l.owner.as_deref());
+    let live_owner = |id: &str| {
+        leases
+            .get(id)
+            .filter(|l| l.expires_at_ms > now)
+            .and_then(|l| l.owner.as_deref())
+    };
 
     // Free, expired or already ours: take them up to our share.
     for &shard in &eligible {
@@ -163,9 +182,15 @@ async fn balance(ctx: &Arc<RelayContext>, running: &mut HashMap<String, Running>
                 held.entry(owner).or_default().push(shard);
             }
         }
-        if let Some((owner, shards)) = held.into_iter().filter(|(_, s)| s.len() > target).max_by_key(|(_, s)| s.len()) {
+        if let Some((owner, shards)) = held
+            .into_iter()
+            .filter(|(_, s)| s.len() > target)
+            .max_by_key(|(_, s)| s.len())
+        {
             if let Some(&shard) = shards.first() {
-                if let Outcome::Done(checkpoint) = ctx.leases.acquire(shard, now, expires, Some(owner)).await? {
+                if let Outcome::Done(checkpoint) =
+                    ctx.leases.acquire(shard, now, expires, Some(owner)).await?
+                {
                     tracing::info!(shard, from = owner, "took a shard over to balance the relays");
                     start(ctx, running, shard, checkpoint);
                 }
@@ -175,11 +200,31 @@ async fn balance(ctx: &Arc<RelayContext>, running: &mut HashMap<String, Running>
     Ok(())
 }
 
-fn start(ctx: &Arc<RelayContext>, running: &mut HashMap<String, Running>, shard: &str, checkpoint: Option<String>) {
-    tracing::info!(shard, checkpoint = checkpoint.as_deref().unwrap_or("start"), "shard leased");
+fn start(
+    ctx: &Arc<RelayContext>,
+    running: &mut HashMap<String, Running>,
+    shard: &str,
+    checkpoint: Option<String>,
+) {
+    tracing::info!(
+        shard,
+        checkpoint = checkpoint.as_deref().unwrap_or("start"),
+        "shard leased"
+    );
     let stop = CancellationToken::new();
-    let worker = ShardWorker { ctx: ctx.clone(), shard_id: shard.to_owned(), checkpoint, stop: stop.clone() };
-    running.insert(shard.to_owned(), Running { stop, task: tokio::spawn(worker.run()) });
+    let worker = ShardWorker {
+        ctx: ctx.clone(),
+        shard_id: shard.to_owned(),
+        checkpoint,
+        stop: stop.clone(),
+    };
+    running.insert(
+        shard.to_owned(),
+        Running {
+            stop,
+            task: tokio::spawn(worker.run()),
+        },
+    );
 }
 
 /// Shutdown: workers finish their current page, then the leases are released for others.
@@ -196,7 +241,10 @@ async fn stop_all(ctx: &RelayContext, running: HashMap<String, Running>) {
             }
             Ok(Ok(Err(error))) => tracing::warn!(shard, error = %error, "shard worker failed while stopping"),
             Ok(Err(error)) => tracing::error!(shard, error = %error, "shard worker panicked while stopping"),
-            Err(_) => tracing::warn!(shard, "shard worker did not stop in time; its page will be replayed"),
+            Err(_) => tracing::warn!(
+                shard,
+                "shard worker did not stop in time; its page will be replayed"
+            ),
         }
     }
 }
@@ -217,7 +265,9 @@ async fn list_shards(ctx: &RelayContext) -> Result<Vec<ShardInfo>, RelayError> {
         };
         let out = req.send().await.map_err(|err| {
             if err.code() == Some("ResourceNotFoundException") {
-                RelayError::StreamMissing { stream: ctx.stream.clone() }
+                RelayError::StreamMissing {
+                    stream: ctx.stream.clone(),
+                }
             } else {
                 RelayError::Kinesis(Box::new(err))
             }

@@ -41,7 +41,15 @@ impl ShardWorker {
             if self.stop.is_cancelled() {
                 return Ok(WorkerEnd::Stopped);
             }
-            let page = match self.ctx.kinesis.get_records().shard_iterator(&iterator).limit(1000).send().await {
+            let page = match self
+                .ctx
+                .kinesis
+                .get_records()
+                .shard_iterator(&iterator)
+                .limit(1000)
+                .send()
+                .await
+            {
                 Ok(page) => {
                     backoff.reset();
                     page
@@ -52,7 +60,9 @@ impl ShardWorker {
                 }
                 Err(err) => {
                     if err.code() == Some("ResourceNotFoundException") {
-                        return Err(RelayError::StreamMissing { stream: self.ctx.stream.clone() });
+                        return Err(RelayError::StreamMissing {
+                            stream: self.ctx.stream.clone(),
+                        });
                     }
                     let delay = backoff.next_delay();
                     tracing::warn!(shard = %self.shard_id, error = %err, code = err.code().unwrap_or(""), delay_ms = delay.as_millis() as u64, "getrecords failed, retrying");
@@ -62,7 +72,11 @@ impl ShardWorker {
             };
             let records = page.records();
             if let Some(behind) = page.millis_behind_latest() {
-                self.ctx.metrics.relay_millis_behind.get_or_create(&shard_label).set(behind);
+                self.ctx
+                    .metrics
+                    .relay_millis_behind
+                    .get_or_create(&shard_label)
+                    .set(behind);
             }
             if let Some(last) = records.last() {
                 self.ctx.metrics.relay_records_read.inc_by(records.len() as u64);
@@ -92,15 +106,24 @@ impl ShardWorker {
     async fn iterator(&self) -> Result<String, RelayError> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
-            let mut req = self.ctx.kinesis.get_shard_iterator().stream_name(&self.ctx.stream).shard_id(&self.shard_id);
+            let mut req = self
+                .ctx
+                .kinesis
+                .get_shard_iterator()
+                .stream_name(&self.ctx.stream)
+                .shard_id(&self.shard_id);
             req = match &self.checkpoint {
-                Some(seq) => req.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq),
+                Some(seq) => req
+                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                    .starting_sequence_number(seq),
                 None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
             };
             match req.send().await {
                 Ok(out) => return Ok(out.shard_iterator().unwrap_or_default().to_owned()),
                 Err(err) if err.code() == Some("ResourceNotFoundException") => {
-                    return Err(RelayError::StreamMissing { stream: self.ctx.stream.clone() })
+                    return Err(RelayError::StreamMissing {
+                        stream: self.ctx.stream.clone(),
+                    })
                 }
                 Err(err) if is_transient(&err) => {
                     let delay = backoff.next_delay();
@@ -128,7 +151,8 @@ impl ShardWorker {
                     self.ctx.metrics.relay_records_skipped.inc();
                 }
                 Decision::DeadLetter(reason) => {
-                    self.park(&reason, raw, record.sequence_number(), "malformed").await?;
+                    self.park(&reason, raw, record.sequence_number(), "malformed")
+                        .await?;
                 }
             }
         }
@@ -136,9 +160,14 @@ impl ShardWorker {
             return Ok(());
         }
         for refused in self.ctx.publisher.publish(events).await? {
-            let original = serde_json::to_vec(&serde_json::json!({"metadata": refused.event.metadata, "data": refused.event.data}))
-                .unwrap_or_default();
-            let sequence = sources.get(&refused.event.event_id).map(String::as_str).unwrap_or("");
+            let original = serde_json::to_vec(
+                &serde_json::json!({"metadata": refused.event.metadata, "data": refused.event.data}),
+            )
+            .unwrap_or_default();
+            let sequence = sources
+                .get(&refused.event.event_id)
+                .map(String::as_str)
+                .unwrap_or("");
             self.park(&refused.reason, &original, sequence, "refused").await?;
         }
         Ok(())
@@ -146,13 +175,21 @@ impl ShardWorker {
 
     /// Parks a record in the dead-letter queue, retrying until SQS takes it: losing it is not an option.
     async fn park(&self, reason: &str, raw: &[u8], sequence: &str, kind: &str) -> Result<(), RelayError> {
-        let origin = Origin { stream: &self.ctx.stream, shard_id: &self.shard_id, sequence_number: sequence };
+        let origin = Origin {
+            stream: &self.ctx.stream,
+            shard_id: &self.shard_id,
+            sequence_number: sequence,
+        };
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             match self.ctx.dlq.park(reason, raw, &origin).await {
                 Ok(()) => {
                     tracing::warn!(shard = %self.shard_id, sequence, reason, "record parked in the dead-letter queue");
-                    self.ctx.metrics.dead_letters.get_or_create(&vec![("kind".to_owned(), kind.to_owned())]).inc();
+                    self.ctx
+                        .metrics
+                        .dead_letters
+                        .get_or_create(&vec![("kind".to_owned(), kind.to_owned())])
+                        .inc();
                     return Ok(());
                 }
                 Err(err) => {
@@ -168,7 +205,12 @@ impl ShardWorker {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             let expires = now_ms() + self.ctx.lease_duration.as_millis() as i64;
-            match self.ctx.leases.checkpoint(&self.shard_id, sequence, expires).await {
+            match self
+                .ctx
+                .leases
+                .checkpoint(&self.shard_id, sequence, expires)
+                .await
+            {
                 Ok(outcome) => return Ok(outcome),
                 Err(err) if err.is_retryable() => {
                     let delay = backoff.next_delay();
@@ -193,7 +235,13 @@ fn is_transient<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
         SdkError::ServiceError(_) => matches!(
             err.code(),
-            Some("ProvisionedThroughputExceededException" | "LimitExceededException" | "InternalFailure" | "ServiceUnavailable" | "ThrottlingException")
+            Some(
+                "ProvisionedThroughputExceededException"
+                    | "LimitExceededException"
+                    | "InternalFailure"
+                    | "ServiceUnavailable"
+                    | "ThrottlingException"
+            )
         ),
         _ => false,
     }

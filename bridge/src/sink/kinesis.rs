@@ -164,7 +164,10 @@ async fn put_once(
     }
     if failed.is_empty() {
         // A failure count without a failed entry: trust neither, resend the request.
-        return Ok(Attempt::Retry { records: resend, cause: "malformed_response" });
+        return Ok(Attempt::Retry {
+            records: resend,
+            cause: "malformed_response",
+        });
     }
     let cause = if throttled { "throttled" } else { "partial_failure" };
     Ok(Attempt::Retry {

@@ -1,6 +1,7 @@
 //! The main job on the embedded default stack: a throwaway Postgres and moto, the monolith's
-//! schema, `bridge setup`, `bridge capture` running, the load generator writing, and live
-//! progress (events written, captured, slot lag) until every outbox row is in Kinesis.
+//! schema, `bridge setup`, `bridge run` (capture + relay), the load generator writing, and live
+//! progress (events written, in Kinesis, on EventBridge, slot lag) until every outbox row has
+//! reached EventBridge; then a consumer queue subscribed by a rule is checked against the database.
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
@@ -8,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use serde_json::json;
+use tests::bus;
 use tests::stack::{outbox_id, Stack};
 
 #[derive(Parser, Debug)]
@@ -20,7 +23,7 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     customers: u32,
     /// Orders the load generator places (each raises one to four events).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 2_000)]
     orders: u32,
     /// Concurrent writers.
     #[arg(long, default_value_t = 4)]
@@ -55,9 +58,15 @@ async fn main() -> anyhow::Result<()> {
     let metrics_port = tests::free_port()?;
     let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
     let listen = format!("127.0.0.1:{metrics_port}");
-    let mut capture = stack.spawn_capture(&["--metrics-listen", &listen]).await?;
+    // A microservice's queue: a rule on source + detail-type routes cancellations to it.
+    let sdk = stack.moto.sdk_config().await;
+    let pattern = json!({"source": ["legacy.monolith"], "detail-type": ["OrderCancelled"]});
+    let mut queue = bus::subscribe(&sdk, "legacy-monolith", "shipping-demo", &pattern).await?;
+    let capture = stack.spawn("bridge", &["run", "--metrics-listen", &listen])?;
+    stack.wait_slot_active("outbox_bridge", &capture).await?;
     let (_sim, api) = stack.spawn_legacy_sim().await?;
-    println!("  capture   running, metrics at {metrics_url}\n  monolith  {api} (POST /customers, POST /orders, …)\n");
+    println!("  bridge    run (capture + relay), metrics at {metrics_url}\n  monolith  {api} (POST /customers, POST /orders, …)\n  consumer  queue shipping-demo ← rule OrderCancelled on bus legacy-monolith\n");
+    let mut capture = capture;
 
     let (customers, orders, concurrency, rate) = (
         args.customers.to_string(),
@@ -107,12 +116,14 @@ async fn main() -> anyhow::Result<()> {
             .get(0);
         let metrics = http.get(&metrics_url).send().await?.text().await?;
         let captured = metric(&metrics, "bridge_kinesis_records_published_total");
+        let published = metric(&metrics, "bridge_eventbridge_events_published_total");
         let age = metric(&metrics, "bridge_oldest_unpublished_event_age_seconds");
         let line = format!(
-            "[{:>6.1}s] written {:>7} | in kinesis {:>7} | slot lag {:>9} | oldest unpublished {:>5.2}s | load {}",
+            "[{:>6.1}s] written {:>6} | in kinesis {:>6} | on eventbridge {:>6} | slot lag {:>9} | oldest unpublished {:>5.2}s | load {}",
             started.elapsed().as_secs_f64(),
             written,
             captured as i64,
+            published as i64,
             bytes(lag),
             age,
             if load_done { "done" } else { "running" }
@@ -124,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{line}");
             last_line = Instant::now();
         }
-        if load_done && captured as i64 >= written && lag < 64 * 1024 {
+        if load_done && captured as i64 >= written && published as i64 >= written && lag < 64 * 1024 {
             println!("{}", if live { "\n" } else { "" });
             break;
         }
@@ -152,6 +163,27 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    // The consumer's view: every cancellation reached the subscribed queue.
+    let cancelled: i64 = pg
+        .query_one("SELECT count(*) FROM outbox WHERE type = 'OrderCancelled'", &[])
+        .await?
+        .get(0);
+    print!("waiting for the {cancelled} OrderCancelled events on the consumer queue (moto delivers ~8/s)… ");
+    std::io::stdout().flush()?;
+    let wanted = usize::try_from(cancelled).unwrap_or(0);
+    queue
+        .until("the cancellations", Duration::from_secs(600), |q| {
+            q.by_event_id().len() >= wanted
+        })
+        .await?;
+    println!("{} delivered", queue.by_event_id().len());
+    if let Some(event) = queue.received.first() {
+        println!(
+            "an event as the consumer receives it:\n{}",
+            serde_json::to_string_pretty(event)?
+        );
+    }
+
     if args.keep_running {
         println!("\nthe stack keeps running; Ctrl-C stops it. Try:\n  curl -s -XPOST {api}/customers -H 'content-type: application/json' -d '{{\"name\":\"Ada\",\"credit_limit\":100}}'\n  curl -s {metrics_url}");
         tokio::signal::ctrl_c().await?;
@@ -159,13 +191,13 @@ async fn main() -> anyhow::Result<()> {
     let code = capture.terminate(Duration::from_secs(30)).await?;
     let flushed = stack.confirmed_flush("outbox_bridge").await?.unwrap_or(0);
     println!(
-        "capture stopped (exit {code:?}); the slot is acknowledged up to {:X}/{:X}",
+        "bridge stopped (exit {code:?}); the slot is acknowledged up to {:X}/{:X}",
         flushed >> 32,
         flushed & 0xFFFF_FFFF
     );
     anyhow::ensure!(missing == 0, "{missing} outbox rows never reached kinesis");
     println!(
-        "\nall {} outbox events reached kinesis in {:.1}s",
+        "\nall {} outbox events reached kinesis and eventbridge in {:.1}s",
         ids.len(),
         started.elapsed().as_secs_f64()
     );

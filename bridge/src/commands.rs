@@ -45,7 +45,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             println!("dead-letter queue {}: ready", r.dead_letter_queue);
             if args.source.database_url.is_some() {
                 let cfg = capture_config(args.source, args.outbox, None)?;
-                let slot = capture::prepare_source(&cfg, true).await?.slot;
+                let kinesis = aws_sdk_kinesis::Client::new(&aws);
+                let slot = capture::ensure_slot_recorded(&cfg, &kinesis, stream, args.recreate_slot)
+                    .await?
+                    .slot;
                 println!(
                     "publication {}: ready; replication slot {}: {} at {}",
                     cfg.publication,
@@ -148,11 +151,9 @@ async fn run_capture(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let aws = bridge::aws_config().await;
-    let sink = Arc::new(KinesisSink::new(
-        aws_sdk_kinesis::Client::new(&aws),
-        &stream,
-        metrics.clone(),
-    ));
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    capture::ensure_slot_recorded(&cfg, &kinesis, &stream, false).await?;
+    let sink = Arc::new(KinesisSink::new(kinesis, &stream, metrics.clone()));
     capture::run(&cfg, sink, metrics, shutdown).await?;
     Ok(())
 }

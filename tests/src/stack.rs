@@ -135,6 +135,29 @@ impl Stack {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Waits until the slot has acknowledged everything written so far: by the acknowledgement
+    /// rule, every change committed before this call is then in Kinesis.
+    pub async fn wait_drained(&self, slot: &str, proc: &Proc) -> anyhow::Result<()> {
+        let client = self.pg.client().await?;
+        let row = client
+            .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint", &[])
+            .await?;
+        let written = row.get::<_, i64>(0) as u64;
+        crate::wait::until(
+            &format!("slot {slot} to acknowledge {written:#x}"),
+            Duration::from_secs(90),
+            || async {
+                proc.ensure_running()?;
+                Ok(self
+                    .confirmed_flush(slot)
+                    .await?
+                    .filter(|&f| f >= written)
+                    .map(|_| ()))
+            },
+        )
+        .await
+    }
+
     /// The slot's `confirmed_flush_lsn` as a number, if the slot exists.
     pub async fn confirmed_flush(&self, slot: &str) -> anyhow::Result<Option<u64>> {
         let client = self.pg.client().await?;

@@ -24,6 +24,7 @@ mod batch;
 mod progress;
 pub mod routes;
 mod session;
+pub mod slot_marker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,10 +71,22 @@ pub enum CaptureError {
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(
-        "the replication slot `{0}` disappeared while the bridge was using it; it is not recreated, since \
-         that would skip every change made meanwhile. See README § Recovering a lost slot"
+        "the replication slot `{0}` was dropped after it was created for this stream; it is not recreated, \
+         since that would skip every change made meanwhile. See README § Recovering a lost slot \
+         (`bridge setup --recreate-slot` once the gap is dealt with)"
     )]
     SlotDropped(String),
+    #[error(
+        "the replication slot `{slot}` was invalidated while streaming (Postgres removed WAL it still needed). \
+         See README § Recovering a lost slot"
+    )]
+    SlotInvalidated {
+        slot: String,
+        #[source]
+        source: ReplicationError,
+    },
+    #[error(transparent)]
+    Marker(#[from] slot_marker::MarkerError),
 }
 
 impl CaptureError {
@@ -83,13 +96,39 @@ impl CaptureError {
         match self {
             Self::Replication(err) => err.is_retryable(),
             Self::Slot(err) => err.is_retryable(),
-            Self::Sink(_) | Self::SlotDropped(_) => false,
+            Self::Marker(_) => true,
+            Self::Sink(_) | Self::SlotDropped(_) | Self::SlotInvalidated { .. } => false,
         }
     }
 }
 
+/// Makes sure the slot exists before streaming: created when it never was (recorded as a tag on
+/// the stream), an error when it was and is gone (unless `recreate` says the gap was dealt with).
+pub async fn ensure_slot_recorded(
+    cfg: &CaptureConfig,
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    recreate: bool,
+) -> Result<Source, CaptureError> {
+    let seen_before = slot_marker::was_created(kinesis, stream, &cfg.slot).await?;
+    let source = match prepare_source(cfg, !seen_before || recreate).await {
+        Err(CaptureError::SlotDropped(slot)) if seen_before => return Err(CaptureError::SlotDropped(slot)),
+        other => other?,
+    };
+    if source.slot.created || !seen_before {
+        slot_marker::mark_created(
+            kinesis,
+            stream,
+            &cfg.slot,
+            &source.slot.confirmed_flush.to_string(),
+        )
+        .await?;
+    }
+    Ok(source)
+}
+
 /// Runs capture until `shutdown` fires or a fatal error occurs, reconnecting with backoff after
-/// transient failures.
+/// transient failures. The slot must exist (see `ensure_slot_recorded`).
 pub async fn run(
     cfg: &CaptureConfig,
     sink: Arc<dyn Sink>,
@@ -164,7 +203,8 @@ async fn stream_once(
     backoff: &mut Backoff,
     shutdown: &CancellationToken,
 ) -> Result<(), CaptureError> {
-    let source = prepare_source(cfg, progress.is_none()).await?;
+    // The slot was created (or found) before `run`; from here on a missing slot was dropped.
+    let source = prepare_source(cfg, false).await?;
     let (state, version) = (&source.slot, source.server_version);
     let progress = progress.get_or_insert_with(|| Progress::starting_at(state.confirmed_flush));
     let start = progress.flushed().max(state.confirmed_flush);
@@ -187,7 +227,19 @@ async fn stream_once(
     backoff.reset();
 
     let mut session = session::Session::new(cfg, sink, metrics, progress, source.primary_keys);
-    let outcome = session.stream(&mut conn, shutdown).await;
+    let outcome = session
+        .stream(&mut conn, shutdown)
+        .await
+        .map_err(|err| match err {
+            // "can no longer get changes from replication slot": max_slot_wal_keep_size was exceeded.
+            CaptureError::Replication(source) if source.sqlstate() == Some("55000") => {
+                CaptureError::SlotInvalidated {
+                    slot: cfg.slot.clone(),
+                    source,
+                }
+            }
+            other => other,
+        });
     match outcome {
         Ok(()) => {
             session.finish(&mut conn).await;

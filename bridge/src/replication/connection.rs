@@ -242,7 +242,13 @@ impl ReplicationConnection {
                         }
                     }
                 }
-                Frame::Other(backend::Message::CopyDone) => return Ok(StreamMessage::CopyDone),
+                // The walsender ends the copy when it shuts down (CopyDone, then CommandComplete
+                // and maybe ReadyForQuery): the stream is over, reconnecting may help.
+                Frame::Other(
+                    backend::Message::CopyDone
+                    | backend::Message::CommandComplete(_)
+                    | backend::Message::ReadyForQuery(_),
+                ) => return Ok(StreamMessage::CopyDone),
                 Frame::Other(backend::Message::ErrorResponse(body)) => return Err(server_error(&body)),
                 Frame::Other(backend::Message::NoticeResponse(_) | backend::Message::ParameterStatus(_)) => {}
                 Frame::Other(_) | Frame::CopyBothResponse => {

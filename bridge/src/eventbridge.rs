@@ -8,15 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_eventbridge::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_eventbridge::operation::put_events::PutEventsError;
+use aws_sdk_eventbridge::error::ProvideErrorMetadata;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use serde_json::json;
 
 use crate::claim_check::{ClaimCheckError, ClaimCheckStore};
 use crate::metrics::Metrics;
 use crate::relay::envelope::Event;
-use crate::sink::backoff::Backoff;
+use crate::retry::{transient_cause, Backoff};
 
 /// Most entries one PutEvents call takes.
 pub const MAX_ENTRIES_PER_CALL: usize = 10;
@@ -174,7 +173,7 @@ impl Publisher {
                         }
                     }
                 }
-                Err(err) => match classify(&err) {
+                Err(err) => match transient_cause(&err) {
                     Some(cause) => cause,
                     None if err.code() == Some("ResourceNotFoundException") => {
                         return Err(PublishError::BusMissing {
@@ -206,23 +205,4 @@ fn retryable_entry_code(code: &str) -> bool {
         code,
         "ThrottlingException" | "InternalException" | "InternalFailure" | "ServiceUnavailable"
     ) || code.contains("Throttl")
-}
-
-fn classify(err: &SdkError<PutEventsError>) -> Option<&'static str> {
-    match err {
-        SdkError::TimeoutError(_) => Some("timeout"),
-        SdkError::DispatchFailure(_) => Some("connection"),
-        SdkError::ResponseError(_) => Some("malformed_response"),
-        SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            match err.code() {
-                Some(code) if code.contains("Throttl") || code == "LimitExceededException" => {
-                    Some("throttled")
-                }
-                _ if status >= 500 || status == 429 => Some("server_error"),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
 }

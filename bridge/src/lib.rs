@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod partition;
 pub mod relay;
 pub mod replication;
+pub mod retry;
 pub mod setup;
 pub mod shutdown;
 pub mod sink;

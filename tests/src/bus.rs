@@ -113,6 +113,21 @@ impl Subscription {
         out
     }
 
+    /// Polls until an event arrived for every id in `ids`; `context` explains a timeout.
+    pub async fn until_all(
+        &mut self,
+        ids: &std::collections::HashSet<String>,
+        timeout: Duration,
+        context: impl Fn() -> String,
+    ) -> anyhow::Result<()> {
+        self.until("every outbox row as an event", timeout, |s| {
+            let got = s.by_event_id();
+            ids.iter().all(|id| got.contains_key(id))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", context()))
+    }
+
     /// Polls until `done` holds or `timeout` passes.
     pub async fn until(
         &mut self,

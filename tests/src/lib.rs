@@ -9,6 +9,7 @@ pub mod bus;
 pub mod faults;
 pub mod kinesis;
 pub mod lsn;
+pub mod metrics;
 pub mod moto;
 pub mod postgres;
 pub mod process;

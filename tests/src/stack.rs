@@ -135,6 +135,23 @@ impl Stack {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Waits until every outbox row in the database has a record in the stream (duplicates
+    /// allowed) while `proc` keeps running; returns the records.
+    pub async fn wait_all_in_kinesis(
+        &self,
+        proc: &Proc,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<StreamRecord>> {
+        let ids: std::collections::HashSet<String> = self.outbox_ids().await?.into_iter().collect();
+        crate::wait::until("every outbox row in kinesis", timeout, || async {
+            proc.ensure_running()?;
+            let records = self.records().await?;
+            let seen: std::collections::HashSet<&str> = records.iter().filter_map(outbox_id).collect();
+            Ok(ids.iter().all(|id| seen.contains(id.as_str())).then_some(records))
+        })
+        .await
+    }
+
     /// Waits until the slot has acknowledged everything written so far: by the acknowledgement
     /// rule, every change committed before this call is then in Kinesis.
     pub async fn wait_drained(&self, slot: &str, proc: &Proc) -> anyhow::Result<()> {

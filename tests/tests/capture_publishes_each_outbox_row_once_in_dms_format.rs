@@ -5,8 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tests::stack::{outbox_id, Stack};
-use tests::wait;
+use tests::stack::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_through_the_api_reach_kinesis_once_each_in_dms_format_and_aggregate_order(
@@ -48,13 +47,9 @@ async fn orders_through_the_api_reach_kinesis_once_each_in_dms_format_and_aggreg
 
     let ids: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
     assert!(ids.len() >= 45, "the API wrote {} outbox rows", ids.len());
-    let records = wait::until("every outbox row in kinesis", Duration::from_secs(60), || async {
-        capture.ensure_running()?;
-        let records = stack.records().await?;
-        let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
-        Ok(ids.iter().all(|id| seen.contains(id.as_str())).then_some(records))
-    })
-    .await?;
+    let records = stack
+        .wait_all_in_kinesis(&capture, Duration::from_secs(60))
+        .await?;
     assert_eq!(
         capture.terminate(Duration::from_secs(30)).await?,
         Some(0),

@@ -5,8 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use tests::postgres::StopMode;
-use tests::stack::{outbox_id, Stack};
-use tests::wait;
+use tests::stack::Stack;
 
 const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
                       SELECT gen_random_uuid(), 'Customer', 'c-' || i, 'CustomerCreated', '{}', 1 FROM generate_series(1, $1::int) i";
@@ -23,17 +22,9 @@ async fn every_row_arrives_across_fast_and_immediate_postgres_restarts() -> anyh
     }
     let ids: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
     assert_eq!(ids.len(), 200);
-    wait::until(
-        "every row after the restarts",
-        Duration::from_secs(90),
-        || async {
-            capture.ensure_running()?;
-            let records = stack.records().await?;
-            let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
-            Ok(ids.iter().all(|id| seen.contains(id.as_str())).then_some(()))
-        },
-    )
-    .await?;
+    stack
+        .wait_all_in_kinesis(&capture, Duration::from_secs(90))
+        .await?;
     assert!(capture.output().contains("reconnecting"), "{}", capture.output());
     Ok(())
 }

@@ -4,13 +4,17 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use tests::metrics::scrape;
 use tests::stack::{outbox_id, Stack};
 use tests::wait;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_outbox_row_arrives_after_capture_is_killed_mid_run() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
-    let mut capture = stack.spawn_capture(&["--batch-linger-ms", "5"]).await?;
+    let port = tests::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let args = ["--batch-linger-ms", "5", "--metrics-listen", listen.as_str()];
+    let mut capture = stack.spawn_capture(&args).await?;
     let mut load = stack.spawn(
         "legacy-sim",
         &[
@@ -18,7 +22,7 @@ async fn every_outbox_row_arrives_after_capture_is_killed_mid_run() -> anyhow::R
             "--customers",
             "100",
             "--orders",
-            "3000",
+            "6000",
             "--concurrency",
             "4",
             "--rate",
@@ -29,19 +33,20 @@ async fn every_outbox_row_arrives_after_capture_is_killed_mid_run() -> anyhow::R
     )?;
 
     for round in 0..2 {
-        // Kill while records are flowing: some batches are in flight, some acknowledged.
-        let before = stack.records().await?.len();
+        // Kill once this process has published some records: batches are then in flight
+        // and acknowledged alike, and the load is still writing.
         wait::until("records to flow", Duration::from_secs(60), || async {
             capture.ensure_running()?;
-            Ok((stack.records().await?.len() > before + 300).then_some(()))
+            load.ensure_running()?;
+            let published = scrape(port, "bridge_kinesis_records_published_total")
+                .await
+                .unwrap_or(0.0);
+            Ok((published >= 300.0).then_some(()))
         })
         .await?;
         capture.kill9().await?;
-        println!(
-            "round {round}: killed capture after {} records",
-            stack.records().await?.len()
-        );
-        capture = stack.spawn_capture(&["--batch-linger-ms", "5"]).await?;
+        println!("round {round}: killed capture mid-load");
+        capture = stack.spawn_capture(&args).await?;
     }
 
     assert_eq!(
@@ -50,18 +55,10 @@ async fn every_outbox_row_arrives_after_capture_is_killed_mid_run() -> anyhow::R
         "{}",
         load.output()
     );
+    let records = stack
+        .wait_all_in_kinesis(&capture, Duration::from_secs(120))
+        .await?;
     let ids: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
-    let records = wait::until(
-        "every outbox row in kinesis",
-        Duration::from_secs(120),
-        || async {
-            capture.ensure_running()?;
-            let records = stack.records().await?;
-            let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
-            Ok(ids.iter().all(|id| seen.contains(id.as_str())).then_some(records))
-        },
-    )
-    .await?;
     let unique: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
     println!(
         "{} outbox rows, {} records, {} duplicates absorbed downstream",

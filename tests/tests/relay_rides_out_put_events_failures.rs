@@ -54,12 +54,10 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
     );
     let ids: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
     events
-        .until("every outbox row as an event", Duration::from_secs(120), |s| {
-            let got = s.by_event_id();
-            ids.iter().all(|id| got.contains_key(id))
+        .until_all(&ids, Duration::from_secs(120), || {
+            format!("relay:\n{}\ncapture:\n{}", relay.output(), capture.output())
         })
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}\nrelay:\n{}\ncapture:\n{}", relay.output(), capture.output()))?;
+        .await?;
     assert_eq!(
         proxy.plan.throttled.load(Ordering::SeqCst),
         3,

@@ -10,16 +10,8 @@ use tests::bus;
 use tests::stack::Stack;
 use tests::wait;
 
-async fn owned(metrics_port: u16) -> anyhow::Result<i64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .find(|l| l.starts_with("bridge_relay_shards_owned "))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0))
+async fn owned(metrics_port: u16) -> anyhow::Result<f64> {
+    tests::metrics::scrape(metrics_port, "bridge_relay_shards_owned").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,8 +52,11 @@ async fn a_killed_relays_shards_are_taken_over_and_nothing_is_lost() -> anyhow::
         || async {
             a.ensure_running()?;
             b.ensure_running()?;
-            let (na, nb) = (owned(port_a).await.unwrap_or(0), owned(port_b).await.unwrap_or(0));
-            Ok((na == 2 && nb == 2).then_some(()))
+            let (na, nb) = (
+                owned(port_a).await.unwrap_or(0.0),
+                owned(port_b).await.unwrap_or(0.0),
+            );
+            Ok((na == 2.0 && nb == 2.0).then_some(()))
         },
     )
     .await?;
@@ -90,7 +85,7 @@ async fn a_killed_relays_shards_are_taken_over_and_nothing_is_lost() -> anyhow::
     a.kill9().await?;
     wait::until("relay-b to take every shard", Duration::from_secs(60), || async {
         b.ensure_running()?;
-        Ok((owned(port_b).await.unwrap_or(0) == 4).then_some(()))
+        Ok((owned(port_b).await.unwrap_or(0.0) == 4.0).then_some(()))
     })
     .await?;
 
@@ -103,12 +98,10 @@ async fn a_killed_relays_shards_are_taken_over_and_nothing_is_lost() -> anyhow::
     );
     let ids: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
     events
-        .until("every outbox row as an event", Duration::from_secs(120), |s| {
-            let got = s.by_event_id();
-            ids.iter().all(|id| got.contains_key(id))
+        .until_all(&ids, Duration::from_secs(120), || {
+            format!("relay-b:\n{}\ncapture:\n{}", b.output(), capture.output())
         })
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}\nrelay-b:\n{}\ncapture:\n{}", b.output(), capture.output()))?;
+        .await?;
     let duplicates = events.received.len() - events.by_event_id().len();
     println!(
         "{} events, {} deliveries, {duplicates} duplicates",

@@ -36,7 +36,7 @@ use crate::dms::EncodeOptions;
 use crate::metrics::Metrics;
 use crate::replication::slot::{self, SlotError};
 use crate::replication::{PgTarget, ReplicationConnection, ReplicationError};
-use crate::sink::backoff::Backoff;
+use crate::retry::Backoff;
 use crate::sink::{Sink, SinkError};
 use crate::table::TableName;
 pub use progress::Progress;

@@ -32,11 +32,7 @@ pub async fn was_created(
             .set_exclusive_start_tag_key(start.take())
             .send()
             .await
-            .map_err(|e| MarkerError {
-                stream: stream.into(),
-                code: e.code().unwrap_or("unknown").into(),
-                source: Box::new(e),
-            })?;
+            .map_err(|e| marker_error(stream, e))?;
         if out.tags().iter().any(|t| t.key() == key) {
             return Ok(true);
         }
@@ -60,10 +56,17 @@ pub async fn mark_created(
         .tags(tag_key(slot), format!("created at {lsn}"))
         .send()
         .await
-        .map_err(|e| MarkerError {
-            stream: stream.into(),
-            code: e.code().unwrap_or("unknown").into(),
-            source: Box::new(e),
-        })?;
+        .map_err(|e| marker_error(stream, e))?;
     Ok(())
+}
+
+fn marker_error<E>(stream: &str, err: E) -> MarkerError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    MarkerError {
+        stream: stream.into(),
+        code: err.code().unwrap_or("unknown").into(),
+        source: Box::new(err),
+    }
 }

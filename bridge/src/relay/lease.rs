@@ -230,10 +230,9 @@ impl LeaseTable {
         }
     }
 
-    fn error<E, R>(&self, err: SdkError<E, R>) -> LeaseError
+    fn error<E>(&self, err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> LeaseError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + Send + Sync + 'static,
     {
         let code = err.code().unwrap_or("unknown").to_owned();
         if code == "ResourceNotFoundException" {
@@ -241,17 +240,7 @@ impl LeaseTable {
                 table: self.table.clone(),
             };
         }
-        let retryable = match &err {
-            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-            SdkError::ServiceError(_) => {
-                code.contains("Throttl")
-                    || code.contains("ProvisionedThroughput")
-                    || code.contains("Internal")
-                    || code == "RequestLimitExceeded"
-                    || code == "ServiceUnavailable"
-            }
-            _ => false,
-        };
+        let retryable = crate::retry::transient_cause(&err).is_some();
         LeaseError::Dynamo {
             code,
             retryable,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use tokio_util::sync::CancellationToken;
 
@@ -12,7 +12,7 @@ use super::envelope::{self, Decision, Event};
 use super::lease::{Outcome, SHARD_END};
 use super::{now_ms, RelayContext, RelayError};
 use crate::deadletter::Origin;
-use crate::sink::backoff::Backoff;
+use crate::retry::{transient_cause, Backoff};
 
 /// How a worker stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -125,7 +125,7 @@ impl ShardWorker {
                         stream: self.ctx.stream.clone(),
                     })
                 }
-                Err(err) if is_transient(&err) => {
+                Err(err) if transient_cause(&err).is_some() => {
                     let delay = backoff.next_delay();
                     tracing::warn!(shard = %self.shard_id, error = %err, "getsharditerator failed, retrying");
                     tokio::time::sleep(delay).await;
@@ -227,22 +227,5 @@ impl ShardWorker {
             () = tokio::time::sleep(delay) => {}
             () = self.stop.cancelled() => {}
         }
-    }
-}
-
-fn is_transient<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
-    match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(_) => matches!(
-            err.code(),
-            Some(
-                "ProvisionedThroughputExceededException"
-                    | "LimitExceededException"
-                    | "InternalFailure"
-                    | "ServiceUnavailable"
-                    | "ThrottlingException"
-            )
-        ),
-        _ => false,
     }
 }

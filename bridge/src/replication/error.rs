@@ -36,15 +36,7 @@ impl ReplicationError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Connect { .. } | Self::Io(_) => true,
-            Self::Server { code, .. } => matches!(
-                code.as_str(),
-                // object_in_use: the slot is still held by a previous walsender (or a twin bridge).
-                "55006"
-                    // admin_shutdown, crash_shutdown, cannot_connect_now: a restarting server.
-                    | "57P01" | "57P02" | "57P03"
-                    // too_many_connections and connection_failure classes.
-                    | "53300" | "08000" | "08003" | "08006"
-            ),
+            Self::Server { code, .. } => retryable_sqlstate(code),
             Self::Auth(_) | Self::Protocol(_) | Self::Decode(_) | Self::Config(_) => false,
         }
     }
@@ -55,4 +47,16 @@ impl ReplicationError {
             _ => None,
         }
     }
+}
+
+/// Whether a Postgres error (by SQLSTATE) is worth a reconnect: the one list both the
+/// replication and the query connection use.
+pub fn retryable_sqlstate(code: &str) -> bool {
+    // object_in_use: the slot is still held by a previous walsender (or a twin bridge).
+    code == "55006"
+        // admin_shutdown, crash_shutdown, cannot_connect_now: a restarting server.
+        || matches!(code, "57P01" | "57P02" | "57P03")
+        // too_many_connections, and the connection_exception class.
+        || code == "53300"
+        || code.starts_with("08")
 }

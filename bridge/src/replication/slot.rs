@@ -45,8 +45,11 @@ pub enum SlotError {
 impl SlotError {
     pub fn is_retryable(&self) -> bool {
         match self {
-            // A closed or refused connection is transient; a rejected statement is not.
-            Self::Postgres(err) => err.code().is_none(),
+            // A closed or refused connection, or a restarting server, is transient; a rejected
+            // statement is not.
+            Self::Postgres(err) => err
+                .code()
+                .is_none_or(|c| super::error::retryable_sqlstate(c.code())),
             _ => false,
         }
     }

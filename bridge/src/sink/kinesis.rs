@@ -13,10 +13,10 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use tokio::sync::oneshot;
 
-use super::backoff::Backoff;
 use super::{Batch, Completion, Sink, SinkError};
 use crate::dms::Record;
 use crate::metrics::Metrics;
+use crate::retry::{transient_cause, Backoff};
 
 /// Most records one PutRecords call takes.
 pub const MAX_RECORDS_PER_CALL: usize = 500;
@@ -178,23 +178,12 @@ async fn put_once(
 
 /// Returns the retry cause for transient failures, `None` for errors retrying cannot fix.
 fn classify(err: &SdkError<PutRecordsError>) -> Option<&'static str> {
-    match err {
-        SdkError::TimeoutError(_) => Some("timeout"),
-        SdkError::DispatchFailure(_) => Some("connection"),
-        SdkError::ResponseError(_) => Some("malformed_response"),
-        SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            match service.err() {
-                PutRecordsError::ProvisionedThroughputExceededException(_)
-                | PutRecordsError::KmsThrottlingException(_) => Some("throttled"),
-                _ if status >= 500 || status == 429 => Some("server_error"),
-                _ if matches!(err.code(), Some("ThrottlingException" | "LimitExceededException")) => {
-                    Some("throttled")
-                }
-                _ => None,
-            }
-        }
-        _ => None,
+    match err.as_service_error() {
+        Some(
+            PutRecordsError::ProvisionedThroughputExceededException(_)
+            | PutRecordsError::KmsThrottlingException(_),
+        ) => Some("throttled"),
+        _ => transient_cause(err),
     }
 }
 

@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 pub struct ClaimCheckError {
     pub bucket: String,
     pub key: String,
+    /// Throttling, 5xx or connection trouble: worth another attempt.
+    pub transient: bool,
     #[source]
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
@@ -33,7 +35,12 @@ impl ClaimCheckStore {
     pub async fn store(&self, event_id: &str, payload: &Value) -> Result<Value, ClaimCheckError> {
         let body = payload.to_string().into_bytes();
         let sha256 = format!("{:x}", Sha256::digest(&body));
-        let key = format!("claim-checks/{}.json", sanitize(event_id));
+        // A hash of the id: ids that differ only in characters a key cannot hold stay apart.
+        let key = format!(
+            "claim-checks/{}-{:x}.json",
+            sanitize(event_id),
+            Sha256::digest(event_id.as_bytes())
+        );
         let size = body.len();
         self.client
             .put_object()
@@ -46,6 +53,7 @@ impl ClaimCheckStore {
             .map_err(|e| ClaimCheckError {
                 bucket: self.bucket.clone(),
                 key: key.clone(),
+                transient: crate::retry::transient_cause(&e).is_some(),
                 source: Box::new(e),
             })?;
         Ok(json!({"bucket": self.bucket, "key": key, "size": size, "sha256": sha256}))

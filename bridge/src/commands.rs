@@ -111,9 +111,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let capture = tokio::spawn({
                 let stop = stop.clone();
                 async move {
-                    let result = run_capture(cfg, stream, metrics, stop.clone()).await;
-                    stop.cancel();
-                    result
+                    // Even a panic in capture stops the relay: the guard cancels on drop.
+                    let _stop_relay = stop.clone().drop_guard();
+                    run_capture(cfg, stream, metrics, stop).await
                 }
             });
             let relay_result = relay::run(ctx, stop.clone()).await;

@@ -6,13 +6,16 @@ use std::collections::HashMap;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use serde_json::json;
 
-/// SQS takes at most 256 KiB per message; a larger original is cut and marked so.
-const MAX_ORIGINAL_BYTES: usize = 200 * 1024;
+/// SQS takes at most 256 KiB per message (body plus attributes); escaping can grow the
+/// original, so the encoded body is measured and the original cut until it fits.
+const MAX_BODY_BYTES: usize = 240 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot park a record in the dead-letter queue `{queue}`")]
 pub struct DeadLetterError {
     pub queue: String,
+    /// Throttling, 5xx or connection trouble: worth another attempt.
+    pub transient: bool,
     #[source]
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
@@ -42,6 +45,7 @@ impl DeadLetterQueue {
             .await
             .map_err(|e| DeadLetterError {
                 queue: name.into(),
+                transient: crate::retry::transient_cause(&e).is_some(),
                 source: Box::new(e),
             })?
             .queue_url()
@@ -60,36 +64,68 @@ impl DeadLetterQueue {
         original: &[u8],
         origin: &Origin<'_>,
     ) -> Result<(), DeadLetterError> {
-        let truncated = original.len() > MAX_ORIGINAL_BYTES;
-        let text = String::from_utf8_lossy(&original[..original.len().min(MAX_ORIGINAL_BYTES)]);
-        let body = json!({
-            "reason": reason,
-            "stream": origin.stream,
-            "shard_id": origin.shard_id,
-            "sequence_number": origin.sequence_number,
-            "original_bytes": original.len(),
-            "original_truncated": truncated,
-            "record": text,
-        });
+        let reason = sqs_safe(reason);
+        let mut keep = original.len();
+        let body = loop {
+            let text = sqs_safe(&String::from_utf8_lossy(&original[..keep]));
+            let body = json!({
+                "reason": reason,
+                "stream": origin.stream,
+                "shard_id": origin.shard_id,
+                "sequence_number": origin.sequence_number,
+                "original_bytes": original.len(),
+                "original_truncated": keep < original.len(),
+                "record": text,
+            })
+            .to_string();
+            if body.len() <= MAX_BODY_BYTES || keep == 0 {
+                break body;
+            }
+            keep /= 2;
+        };
+        let error = |e: Box<dyn std::error::Error + Send + Sync>, transient| DeadLetterError {
+            queue: self.name.clone(),
+            transient,
+            source: e,
+        };
         let reason_attr = MessageAttributeValue::builder()
             .data_type("String")
             .string_value(reason.chars().take(256).collect::<String>())
             .build()
-            .map_err(|e| DeadLetterError {
-                queue: self.name.clone(),
-                source: Box::new(e),
-            })?;
+            .map_err(|e| error(Box::new(e), false))?;
         self.client
             .send_message()
             .queue_url(&self.url)
-            .message_body(body.to_string())
+            .message_body(body)
             .set_message_attributes(Some(HashMap::from([("reason".to_owned(), reason_attr)])))
             .send()
             .await
-            .map_err(|e| DeadLetterError {
-                queue: self.name.clone(),
-                source: Box::new(e),
+            .map_err(|e| {
+                let transient = crate::retry::transient_cause(&e).is_some();
+                error(Box::new(e), transient)
             })?;
         Ok(())
+    }
+}
+
+/// SQS accepts only #x9, #xA, #xD, #x20-#xD7FF, #xE000-#xFFFD and #x10000+ in messages.
+fn sqs_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c,
+            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => '\u{FFFD}',
+            c => c,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqs_safe;
+
+    #[test]
+    fn characters_sqs_refuses_are_replaced() {
+        assert_eq!(sqs_safe("a\u{0}b\tc\u{FFFF}"), "a\u{FFFD}b\tc\u{FFFD}");
+        assert_eq!(sqs_safe("plain\ntext"), "plain\ntext");
     }
 }

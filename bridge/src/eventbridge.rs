@@ -100,10 +100,22 @@ impl Publisher {
     /// The event's detail, swapped for a claim check when it is too large for an entry.
     async fn prepare(&self, event: Event) -> Result<(Event, String), PublishError> {
         let detail = event.detail();
-        if self.entry_size(&event, &detail) <= self.max_entry_bytes {
+        // AWS: an entry must be *less than* the limit.
+        if self.entry_size(&event, &detail) < self.max_entry_bytes {
             return Ok((event, detail));
         }
-        let claim = self.claim_checks.store(&event.event_id, &event.data).await?;
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let claim = loop {
+            match self.claim_checks.store(&event.event_id, &event.data).await {
+                Ok(claim) => break claim,
+                Err(err) if err.transient => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(event_id = %event.event_id, error = %err, delay_ms = delay.as_millis() as u64, "claim-check store failed, retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
         self.metrics.claim_checks.inc();
         tracing::info!(event_id = %event.event_id, bytes = detail.len(), "event above the entry limit: sent as a claim check");
         let mut metadata = event.metadata.clone();
@@ -135,7 +147,11 @@ impl Publisher {
             let cause = match self.client.put_events().set_entries(Some(entries)).send().await {
                 Ok(out) => {
                     let results = out.entries();
-                    if out.failed_entry_count() == 0 && results.iter().all(|r| r.error_code().is_none()) {
+                    let complete = results.len() == pending.len();
+                    if complete
+                        && out.failed_entry_count() == 0
+                        && results.iter().all(|r| r.error_code().is_none())
+                    {
                         self.metrics.events_published.inc_by(pending.len() as u64);
                         return Ok(refused);
                     }
@@ -149,7 +165,7 @@ impl Publisher {
                                 None => {
                                     self.metrics.events_published.inc();
                                 }
-                                Some(code) if retryable_entry_code(code) => {
+                                Some(code) if !content_refused(code) => {
                                     throttled |= code.contains("Throttl");
                                     retry.push(item);
                                 }
@@ -199,10 +215,26 @@ impl Publisher {
     }
 }
 
-/// Entry-level codes worth retrying: capacity and internal trouble, not content.
-fn retryable_entry_code(code: &str) -> bool {
+/// Entry-level codes that mean the event's *content* is refused: parked, never retried.
+/// Everything else (throttling, internal errors, and permission or account errors, which an
+/// operator fixes) is retried, so a policy change never drains good events into the DLQ.
+fn content_refused(code: &str) -> bool {
     matches!(
         code,
-        "ThrottlingException" | "InternalException" | "InternalFailure" | "ServiceUnavailable"
-    ) || code.contains("Throttl")
+        "InvalidArgument" | "MalformedDetail" | "ValidationException" | "InvalidParameterValue"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_refused;
+
+    #[test]
+    fn only_content_errors_are_parked_permission_errors_are_retried() {
+        assert!(content_refused("MalformedDetail"));
+        assert!(content_refused("InvalidArgument"));
+        assert!(!content_refused("AccessDeniedException"));
+        assert!(!content_refused("NotAuthorizedForSourceException"));
+        assert!(!content_refused("ThrottlingException"));
+    }
 }

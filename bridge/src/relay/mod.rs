@@ -178,6 +178,10 @@ async fn balance(ctx: &Arc<RelayContext>, running: &mut HashMap<String, Running>
     if running.len() < target {
         let mut held: HashMap<&str, Vec<&str>> = HashMap::new();
         for &shard in &eligible {
+            // A shard whose worker here is still stopping is not ours to take again yet.
+            if running.contains_key(shard) {
+                continue;
+            }
             if let Some(owner) = live_owner(shard).filter(|o| *o != me) {
                 held.entry(owner).or_default().push(shard);
             }

@@ -35,7 +35,9 @@ pub struct ShardWorker {
 impl ShardWorker {
     pub async fn run(mut self) -> Result<WorkerEnd, RelayError> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        let mut iterator = self.iterator().await?;
+        let Some(mut iterator) = self.iterator().await? else {
+            return self.finish_closed_shard().await;
+        };
         let shard_label = vec![("shard".to_owned(), self.shard_id.clone())];
         loop {
             if self.stop.is_cancelled() {
@@ -55,7 +57,10 @@ impl ShardWorker {
                     page
                 }
                 Err(err) if err.code() == Some("ExpiredIteratorException") => {
-                    iterator = self.iterator().await?;
+                    match self.iterator().await? {
+                        Some(it) => iterator = it,
+                        None => return self.finish_closed_shard().await,
+                    }
                     continue;
                 }
                 Err(err) => {
@@ -89,13 +94,7 @@ impl ShardWorker {
             }
             match page.next_shard_iterator() {
                 Some(next) => iterator = next.to_owned(),
-                None => {
-                    // A closed shard, drained: say so, so its children can start.
-                    return match self.checkpoint(SHARD_END).await? {
-                        Outcome::Done(()) => Ok(WorkerEnd::ShardEnd),
-                        Outcome::Lost => Ok(WorkerEnd::LeaseLost),
-                    };
-                }
+                None => return self.finish_closed_shard().await,
             }
             if records.is_empty() {
                 self.sleep(self.ctx.poll_interval).await;
@@ -103,7 +102,15 @@ impl ShardWorker {
         }
     }
 
-    async fn iterator(&self) -> Result<String, RelayError> {
+    /// A closed shard, drained: say so, so its children can start.
+    async fn finish_closed_shard(&self) -> Result<WorkerEnd, RelayError> {
+        match self.checkpoint(SHARD_END).await? {
+            Outcome::Done(()) => Ok(WorkerEnd::ShardEnd),
+            Outcome::Lost => Ok(WorkerEnd::LeaseLost),
+        }
+    }
+
+    async fn iterator(&self) -> Result<Option<String>, RelayError> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             let mut req = self
@@ -119,7 +126,8 @@ impl ShardWorker {
                 None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
             };
             match req.send().await {
-                Ok(out) => return Ok(out.shard_iterator().unwrap_or_default().to_owned()),
+                // No iterator: the shard is closed and nothing is left after the checkpoint.
+                Ok(out) => return Ok(out.shard_iterator().map(str::to_owned)),
                 Err(err) if err.code() == Some("ResourceNotFoundException") => {
                     return Err(RelayError::StreamMissing {
                         stream: self.ctx.stream.clone(),
@@ -192,6 +200,7 @@ impl ShardWorker {
                         .inc();
                     return Ok(());
                 }
+                Err(err) if !err.transient => return Err(err.into()),
                 Err(err) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %err, cause = %crate::capture::source_chain(&err), "dead-letter queue unavailable, retrying");

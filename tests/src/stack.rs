@@ -136,25 +136,41 @@ impl Stack {
     }
 
     /// Waits until every outbox row in the database has a record in the stream (duplicates
-    /// allowed) while `proc` keeps running; returns the records.
+    /// allowed) while `proc` keeps running; returns the records. It waits at the source of
+    /// truth first (the slot acknowledged all WAL written so far, so by the acknowledgement
+    /// rule every committed row is in Kinesis), then reads the stream: re-reading a large
+    /// stream from moto on every poll would starve the very process under test.
     pub async fn wait_all_in_kinesis(
         &self,
         proc: &Proc,
         timeout: Duration,
     ) -> anyhow::Result<Vec<StreamRecord>> {
         let ids: std::collections::HashSet<String> = self.outbox_ids().await?.into_iter().collect();
-        crate::wait::until("every outbox row in kinesis", timeout, || async {
-            proc.ensure_running()?;
+        self.wait_drained_within("outbox_bridge", proc, timeout).await?;
+        let mut missing = ids.len();
+        for _ in 0..10 {
             let records = self.records().await?;
             let seen: std::collections::HashSet<&str> = records.iter().filter_map(outbox_id).collect();
-            Ok(ids.iter().all(|id| seen.contains(id.as_str())).then_some(records))
-        })
-        .await
+            missing = ids.iter().filter(|id| !seen.contains(id.as_str())).count();
+            if missing == 0 {
+                return Ok(records);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        anyhow::bail!(
+            "the slot acknowledged everything, yet {missing} of {} outbox rows are not in kinesis",
+            ids.len()
+        )
     }
 
     /// Waits until the slot has acknowledged everything written so far: by the acknowledgement
     /// rule, every change committed before this call is then in Kinesis.
     pub async fn wait_drained(&self, slot: &str, proc: &Proc) -> anyhow::Result<()> {
+        self.wait_drained_within(slot, proc, Duration::from_secs(90))
+            .await
+    }
+
+    async fn wait_drained_within(&self, slot: &str, proc: &Proc, timeout: Duration) -> anyhow::Result<()> {
         let client = self.pg.client().await?;
         let row = client
             .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint", &[])
@@ -162,7 +178,7 @@ impl Stack {
         let written = row.get::<_, i64>(0) as u64;
         crate::wait::until(
             &format!("slot {slot} to acknowledge {written:#x}"),
-            Duration::from_secs(90),
+            timeout,
             || async {
                 proc.ensure_running()?;
                 Ok(self

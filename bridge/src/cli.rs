@@ -1,7 +1,8 @@
 //! Command-line flags, each with an environment fallback (DESIGN §6 lists the contract).
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
+use bridge::logging::LogFormat;
 use bridge::partition::PartitionKey;
 use bridge::table::TableName;
 
@@ -17,12 +18,6 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -234,17 +229,4 @@ fn parse_partition_override(s: &str) -> Result<(TableName, PartitionKey), String
         table.parse().map_err(|e| format!("{e}"))?,
         key.parse().map_err(|e| format!("{e}"))?,
     ))
-}
-
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

@@ -7,6 +7,7 @@ pub mod claim_check;
 pub mod deadletter;
 pub mod dms;
 pub mod eventbridge;
+pub mod logging;
 pub mod lsn;
 pub mod metrics;
 pub mod partition;

@@ -10,7 +10,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    cli::init_logging(cli.log_format);
+    bridge::logging::init(cli.log_format);
     match commands::run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -187,13 +187,21 @@ impl Metrics {
 
 /// Serves `/metrics` and `/healthz` until the process ends. Returns the bound address.
 pub async fn serve(listen: &str, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+    serve_with(listen, move || metrics.render()).await
+}
+
+/// Serves `/metrics` (whatever `render` returns, in Prometheus' text format) and `/healthz`.
+pub async fn serve_with<F>(listen: &str, render: F) -> std::io::Result<SocketAddr>
+where
+    F: Fn() -> String + Clone + Send + Sync + 'static,
+{
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let app = Router::new()
         .route(
             "/metrics",
             get(move || {
-                let body = metrics.render();
+                let body = render();
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response() }
             }),
         )

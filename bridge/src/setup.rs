@@ -83,35 +83,51 @@ pub async fn ensure_checkpoint_table(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
 ) -> Result<bool, SetupError> {
+    ensure_table(client, table, "lease_key", None).await
+}
+
+/// Creates an on-demand table with a string hash key (and a stream of new images when
+/// `stream` is set) unless it exists, then waits until it is active. An existing table
+/// without the requested stream gets one: a publisher reading it would otherwise wait forever.
+pub async fn ensure_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &str,
+    stream: Option<aws_sdk_dynamodb::types::StreamViewType>,
+) -> Result<bool, SetupError> {
     use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
     };
-    let key = KeySchemaElement::builder()
-        .attribute_name("lease_key")
+    let invalid = |e: aws_sdk_dynamodb::error::BuildError| SetupError::Create {
+        kind: "dynamodb table",
+        name: table.into(),
+        code: "InvalidRequest".into(),
+        source: Box::new(e),
+    };
+    let key_schema = KeySchemaElement::builder()
+        .attribute_name(key)
         .key_type(KeyType::Hash)
-        .build();
+        .build()
+        .map_err(invalid)?;
     let attr = AttributeDefinition::builder()
-        .attribute_name("lease_key")
+        .attribute_name(key)
         .attribute_type(ScalarAttributeType::S)
-        .build();
-    let (key, attr) = match (key, attr) {
-        (Ok(k), Ok(a)) => (k, a),
-        (Err(e), _) | (_, Err(e)) => {
-            let (kind, name, code) = ("dynamodb table", table.into(), "InvalidRequest".into());
-            return Err(SetupError::Create {
-                kind,
-                name,
-                code,
-                source: Box::new(e),
-            });
-        }
-    };
+        .build()
+        .map_err(invalid)?;
+    let spec = stream.clone().map(|view| {
+        StreamSpecification::builder()
+            .stream_enabled(true)
+            .stream_view_type(view)
+            .build()
+    });
+    let spec = spec.transpose().map_err(invalid)?;
     let created = match client
         .create_table()
         .table_name(table)
-        .key_schema(key)
+        .key_schema(key_schema)
         .attribute_definitions(attr)
         .billing_mode(BillingMode::PayPerRequest)
+        .set_stream_specification(spec.clone())
         .send()
         .await
     {
@@ -119,13 +135,82 @@ pub async fn ensure_checkpoint_table(
         Err(err) if err.code() == Some("ResourceInUseException") => false,
         Err(err) => return Err(failed("dynamodb table", table, err)),
     };
+    wait_active(client, table).await?;
+    if !created && spec.is_some() {
+        let described = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| failed("dynamodb table", table, e))?;
+        let has_stream = described
+            .table()
+            .and_then(|t| t.stream_specification())
+            .is_some_and(|s| s.stream_enabled());
+        if !has_stream {
+            client
+                .update_table()
+                .table_name(table)
+                .set_stream_specification(spec)
+                .send()
+                .await
+                .map_err(|e| failed("dynamodb table stream", table, e))?;
+            wait_active(client, table).await?;
+        }
+    }
+    Ok(created)
+}
+
+/// Turns on DynamoDB's TTL on `attribute` (epoch seconds) unless it is already on.
+pub async fn ensure_ttl(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    attribute: &str,
+) -> Result<(), SetupError> {
+    use aws_sdk_dynamodb::types::{TimeToLiveSpecification, TimeToLiveStatus};
+    let current = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| failed("dynamodb ttl", table, e))?;
+    let on = current.time_to_live_description().is_some_and(|d| {
+        matches!(
+            d.time_to_live_status(),
+            Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+        ) && d.attribute_name() == Some(attribute)
+    });
+    if on {
+        return Ok(());
+    }
+    let spec = TimeToLiveSpecification::builder()
+        .enabled(true)
+        .attribute_name(attribute)
+        .build()
+        .map_err(|e| SetupError::Create {
+            kind: "dynamodb ttl",
+            name: table.into(),
+            code: "InvalidRequest".into(),
+            source: Box::new(e),
+        })?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(spec)
+        .send()
+        .await
+        .map_err(|e| failed("dynamodb ttl", table, e))?;
+    Ok(())
+}
+
+async fn wait_active(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), SetupError> {
     for _ in 0..240 {
         let status = client.describe_table().table_name(table).send().await.ok();
         let active = status
             .and_then(|o| o.table().and_then(|t| t.table_status().cloned()))
             .is_some_and(|s| s == aws_sdk_dynamodb::types::TableStatus::Active);
         if active {
-            return Ok(created);
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

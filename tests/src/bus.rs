@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_eventbridge::types::Target;
+use aws_sdk_eventbridge::types::{InputTransformer, Target};
 use serde_json::Value;
 
 pub struct Subscription {
@@ -52,7 +52,20 @@ pub async fn subscribe(
         .put_targets()
         .rule(&rule)
         .event_bus_name(bus)
-        .targets(Target::builder().id("queue").arn(arn).build()?)
+        .targets(
+            Target::builder()
+                .id("queue")
+                .arn(arn)
+                // The pass-through transformer `shipping setup` uses: same body as no transformer,
+                // about six times faster to deliver in moto (see shipping/src/setup.rs).
+                .input_transformer(
+                    InputTransformer::builder()
+                        .input_paths_map("id", "$.id")
+                        .input_template("<aws.events.event.json>")
+                        .build()?,
+                )
+                .build()?,
+        )
         .send()
         .await?;
     Ok(Subscription {

@@ -14,6 +14,7 @@ pub mod moto;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
+pub mod shipping;
 pub mod stack;
 pub mod wait;
 

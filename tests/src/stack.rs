@@ -55,6 +55,7 @@ impl Stack {
         env.push(("DATABASE_URL".into(), self.pg.url()));
         env.push(("BRIDGE_STREAM".into(), self.stream.clone()));
         env.push(("BRIDGE_METRICS_LISTEN".into(), "127.0.0.1:0".into()));
+        env.push(("SHIPPING_METRICS_LISTEN".into(), "127.0.0.1:0".into()));
         env
     }
 

@@ -1,0 +1,130 @@
+//! Command line of `shipping`: every flag has an environment fallback and a zero-config default.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use bridge::logging::LogFormat;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shipping",
+    version,
+    about = "The shipping microservice: monolith events from SQS → DynamoDB projection and shipments, \
+             shipment events from a DynamoDB outbox → EventBridge."
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "SHIPPING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub names: Names,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Names {
+    /// The queue the service consumes.
+    #[arg(long, env = "SHIPPING_QUEUE", default_value = "shipping-events", global = true)]
+    pub queue: String,
+    /// Its dead-letter queue.
+    #[arg(long, env = "SHIPPING_DEAD_LETTER_QUEUE", default_value = "shipping-events-dlq", global = true)]
+    pub dead_letter_queue: String,
+    /// The customer projection table (key `customer_id`).
+    #[arg(long, env = "SHIPPING_CUSTOMERS_TABLE", default_value = "shipping-customers", global = true)]
+    pub customers_table: String,
+    /// The shipments table (key `order_id`).
+    #[arg(long, env = "SHIPPING_SHIPMENTS_TABLE", default_value = "shipping-shipments", global = true)]
+    pub shipments_table: String,
+    /// The inbox table (key `event_id`).
+    #[arg(long, env = "SHIPPING_INBOX_TABLE", default_value = "shipping-inbox", global = true)]
+    pub inbox_table: String,
+    /// The outbox table (key `event_id`, stream on).
+    #[arg(long, env = "SHIPPING_OUTBOX_TABLE", default_value = "shipping-outbox", global = true)]
+    pub outbox_table: String,
+    /// The publisher's stream checkpoints (key `shard_id`).
+    #[arg(long, env = "SHIPPING_CHECKPOINT_TABLE", default_value = "shipping-publisher-checkpoints", global = true)]
+    pub checkpoint_table: String,
+    /// The EventBridge bus the monolith's events arrive on and shipment events go to.
+    #[arg(long, env = "SHIPPING_EVENT_BUS", default_value = "legacy-monolith", global = true)]
+    pub event_bus: String,
+    /// The `source` of the monolith's events (the bridge's `--event-source`).
+    #[arg(long, env = "SHIPPING_MONOLITH_SOURCE", default_value = "legacy.monolith", global = true)]
+    pub monolith_source: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create the queue + DLQ with redrive, the rule feeding the queue, and the tables
+    /// (idempotent).
+    Setup(SetupArgs),
+    /// Consume the queue and publish the outbox until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Print one projected customer or one shipment as JSON.
+    Show {
+        #[command(subcommand)]
+        what: Show,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SetupArgs {
+    /// Receives before SQS moves a message to the DLQ.
+    #[arg(long, env = "SHIPPING_MAX_RECEIVE_COUNT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_receive_count: u32,
+    /// The queue's visibility timeout, seconds (the consumer extends it while working).
+    #[arg(long, env = "SHIPPING_VISIBILITY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=43_200))]
+    pub visibility_timeout: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Messages applied at once.
+    #[arg(long, env = "SHIPPING_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    /// Long-poll wait of a receive, seconds.
+    #[arg(long, env = "SHIPPING_WAIT_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub wait_seconds: u32,
+    /// Visibility a message gets, and keeps getting while it is applied, seconds.
+    #[arg(long, env = "SHIPPING_VISIBILITY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(2..=43_200))]
+    pub visibility_timeout: u32,
+    /// Base delay before a failed message returns, seconds (doubles with each receive, ≤ 900).
+    #[arg(long, env = "SHIPPING_RETRY_DELAY", default_value_t = 5)]
+    pub retry_delay: u64,
+    /// How long inbox items are kept (days): longer than any redelivery can arrive.
+    #[arg(long, env = "SHIPPING_INBOX_TTL_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..))]
+    pub inbox_ttl_days: u64,
+    /// How long outbox items are kept (days) after being written.
+    #[arg(long, env = "SHIPPING_OUTBOX_TTL_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
+    pub outbox_ttl_days: u64,
+    /// Pause after an empty read of the outbox stream, milliseconds.
+    #[arg(long, env = "SHIPPING_POLL_INTERVAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..))]
+    pub poll_interval_ms: u64,
+    /// The `source` of the events the service publishes.
+    #[arg(long, env = "SHIPPING_EVENT_SOURCE", default_value = "shipping")]
+    pub event_source: String,
+    /// Bucket for claim checks of events above the entry limit.
+    #[arg(long, env = "SHIPPING_CLAIM_CHECK_BUCKET", default_value = "bridge-claim-checks")]
+    pub claim_check_bucket: String,
+    /// Largest EventBridge entry, bytes.
+    #[arg(long, env = "SHIPPING_MAX_ENTRY_BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_entry_bytes: u64,
+    /// Where `/metrics` and `/healthz` listen.
+    #[arg(long, env = "SHIPPING_METRICS_LISTEN", default_value = "127.0.0.1:9465")]
+    pub metrics_listen: String,
+}
+
+impl RunArgs {
+    pub fn retry_delay(&self) -> Duration {
+        Duration::from_secs(self.retry_delay)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Show {
+    /// A projected customer by id.
+    Customer { customer_id: String },
+    /// A shipment by its order id.
+    Shipment { order_id: String },
+}

@@ -1,0 +1,135 @@
+//! What each subcommand runs.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, Command, Names, RunArgs, Show};
+use bridge::claim_check::ClaimCheckStore;
+use bridge::eventbridge::Publisher;
+use shipping::consumer::{self, ConsumerConfig};
+use shipping::metrics::Metrics;
+use shipping::publisher::{self, PublisherConfig};
+use shipping::store::Store;
+use shipping::{setup, Tables};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn tables(names: &Names) -> Tables {
+    Tables {
+        customers: names.customers_table.clone(),
+        shipments: names.shipments_table.clone(),
+        inbox: names.inbox_table.clone(),
+        outbox: names.outbox_table.clone(),
+        checkpoints: names.checkpoint_table.clone(),
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let aws = bridge::aws_config().await;
+    let names = cli.names;
+    match cli.command {
+        Command::Setup(args) => {
+            let cfg = setup::SetupConfig {
+                queue: names.queue.clone(),
+                dead_letter_queue: names.dead_letter_queue.clone(),
+                max_receive_count: args.max_receive_count,
+                visibility_timeout_seconds: args.visibility_timeout,
+                event_bus: names.event_bus.clone(),
+                monolith_source: names.monolith_source.clone(),
+                tables: tables(&names),
+            };
+            setup::run(&aws, &cfg).await?;
+            Ok(())
+        }
+        Command::Run(args) => run_service(&aws, &names, args).await,
+        Command::Show { what } => {
+            let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), tables(&names), DAY, DAY);
+            let (table, key, id) = match &what {
+                Show::Customer { customer_id } => (&names.customers_table, "customer_id", customer_id),
+                Show::Shipment { order_id } => (&names.shipments_table, "order_id", order_id),
+            };
+            match store.item_json(table, key, id).await? {
+                Some(item) => {
+                    println!("{}", serde_json::to_string_pretty(&item)?);
+                    Ok(())
+                }
+                None => anyhow::bail!("no item with {key} `{id}` in `{table}`"),
+            }
+        }
+    }
+}
+
+async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) -> anyhow::Result<()> {
+    let cancel = bridge::shutdown::on_signal();
+    let metrics = Metrics::new();
+    let render = {
+        let metrics = metrics.clone();
+        move || metrics.render()
+    };
+    let addr = bridge::metrics::serve_with(&args.metrics_listen, render)
+        .await
+        .with_context(|| format!("--metrics-listen {}: cannot listen", args.metrics_listen))?;
+    tracing::info!(%addr, "metrics on /metrics, health on /healthz");
+    let store = Store::new(
+        aws_sdk_dynamodb::Client::new(aws),
+        tables(names),
+        DAY.saturating_mul(u32::try_from(args.inbox_ttl_days).unwrap_or(u32::MAX)),
+        DAY.saturating_mul(u32::try_from(args.outbox_ttl_days).unwrap_or(u32::MAX)),
+    );
+    let s3 = aws_sdk_s3::Client::new(aws);
+    let events = Publisher::new(
+        aws_sdk_eventbridge::Client::new(aws),
+        &names.event_bus,
+        &args.event_source,
+        usize::try_from(args.max_entry_bytes).unwrap_or(usize::MAX),
+        ClaimCheckStore::new(s3.clone(), &args.claim_check_bucket),
+        bridge::metrics::Metrics::new(),
+    );
+    let consumer_cfg = ConsumerConfig {
+        queue: names.queue.clone(),
+        concurrency: args.concurrency as usize,
+        wait_seconds: i32::try_from(args.wait_seconds).unwrap_or(20),
+        visibility_timeout: Duration::from_secs(args.visibility_timeout.into()),
+        retry_delay: args.retry_delay(),
+    };
+    let publisher_cfg = PublisherConfig {
+        poll_interval: Duration::from_millis(args.poll_interval_ms),
+        refresh_interval: Duration::from_secs(30),
+    };
+    // One failing half stops the other: a service that consumes but never publishes (or the
+    // reverse) would look healthy while its outbox grows.
+    let stop = cancel.child_token();
+    let consume = consumer::run(
+        aws_sdk_sqs::Client::new(aws),
+        s3,
+        store.clone(),
+        metrics.clone(),
+        consumer_cfg,
+        stop.clone(),
+    );
+    let publish = publisher::run(
+        aws_sdk_dynamodbstreams::Client::new(aws),
+        store,
+        events,
+        metrics,
+        publisher_cfg,
+        stop.clone(),
+    );
+    let (consumed, published) = tokio::join!(
+        async {
+            let r = consume.await;
+            stop.cancel();
+            r
+        },
+        async {
+            let r = publish.await;
+            stop.cancel();
+            r
+        }
+    );
+    consumed.context("consumer")?;
+    published.context("publisher")?;
+    tracing::info!("shipping stopped cleanly");
+    Ok(())
+}

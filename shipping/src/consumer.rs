@@ -1,0 +1,391 @@
+//! The SQS consumer: long polling, at most `concurrency` messages applied at once, each one's
+//! visibility extended while it is being applied, deleted only after its transaction committed.
+//!
+//! A failed message is made visible again after a backoff that grows with its receive count;
+//! an unusable one (poison) is retried too — a payload can be fixed by redeploying the service —
+//! and on its last allowed receive it is moved to the DLQ with its reason as a message
+//! attribute. The queue's redrive policy remains the safety net for anything else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::error::ProvideErrorMetadata;
+use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::apply::{self, ApplyError};
+use crate::incoming::{self, IncomingError};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use bridge::retry::{transient_cause, Backoff};
+
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    pub queue: String,
+    pub concurrency: usize,
+    /// Long-poll wait, 0–20 s.
+    pub wait_seconds: i32,
+    /// Visibility timeout each message gets, and keeps getting while it is being applied.
+    pub visibility_timeout: Duration,
+    /// Base delay before a failed message is delivered again (doubles per receive).
+    pub retry_delay: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("queue `{queue}` is not usable ({code}); has `shipping setup` run?")]
+    Queue {
+        queue: String,
+        code: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot apply events: {0}")]
+    Store(#[source] crate::store::StoreError),
+}
+
+struct Context {
+    sqs: aws_sdk_sqs::Client,
+    s3: aws_sdk_s3::Client,
+    store: Store,
+    metrics: Arc<Metrics>,
+    cfg: ConsumerConfig,
+    queue_url: String,
+    /// From the queue's redrive policy: where an unusable message goes on its last receive.
+    dead_letter: Option<(String, u32)>,
+}
+
+pub async fn run(
+    sqs: aws_sdk_sqs::Client,
+    s3: aws_sdk_s3::Client,
+    store: Store,
+    metrics: Arc<Metrics>,
+    cfg: ConsumerConfig,
+    cancel: CancellationToken,
+) -> Result<(), ConsumerError> {
+    let queue_url = queue_url(&sqs, &cfg.queue).await?;
+    let dead_letter = redrive_target(&sqs, &cfg.queue, &queue_url).await?;
+    match &dead_letter {
+        Some((_, max)) => tracing::info!(queue = %cfg.queue, max_receive_count = max, "consuming"),
+        None => tracing::warn!(queue = %cfg.queue, "consuming a queue without a redrive policy: poison messages are retried forever"),
+    }
+    let ctx = Arc::new(Context {
+        sqs,
+        s3,
+        store,
+        metrics,
+        queue_url,
+        dead_letter,
+        cfg,
+    });
+    let permits = Arc::new(Semaphore::new(ctx.cfg.concurrency.max(1)));
+    let mut tasks: JoinSet<Result<(), ConsumerError>> = JoinSet::new();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(20));
+    let outcome = loop {
+        if let Some(fatal) = reap(&mut tasks) {
+            break Err(fatal);
+        }
+        let first = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break Ok(()),
+            Some(Ok(Err(fatal))) = tasks.join_next(), if !tasks.is_empty() => break Err(fatal),
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break Ok(()) },
+        };
+        let mut held = vec![first];
+        while held.len() < 10 {
+            match permits.clone().try_acquire_owned() {
+                Ok(p) => held.push(p),
+                Err(_) => break,
+            }
+        }
+        let receive = ctx
+            .sqs
+            .receive_message()
+            .queue_url(&ctx.queue_url)
+            .max_number_of_messages(held.len() as i32)
+            .wait_time_seconds(ctx.cfg.wait_seconds)
+            .visibility_timeout(secs(ctx.cfg.visibility_timeout))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send();
+        let received = tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            r = receive => r,
+        };
+        let messages = match received {
+            Ok(out) => {
+                backoff.reset();
+                out.messages.unwrap_or_default()
+            }
+            Err(err) => match transient_cause(&err) {
+                Some(cause) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(queue = %ctx.cfg.queue, cause, delay_ms = delay.as_millis() as u64, "receive failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                None => {
+                    break Err(ConsumerError::Queue {
+                        queue: ctx.cfg.queue.clone(),
+                        code: err.code().unwrap_or("unknown").to_owned(),
+                        source: Box::new(err),
+                    })
+                }
+            },
+        };
+        for (message, permit) in messages.into_iter().zip(held) {
+            let ctx = ctx.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                handle(&ctx, message).await
+            });
+        }
+    };
+    // Messages already taken are applied to the end: stopping halfway would only make them
+    // wait out their visibility timeout.
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(err)) = done {
+            tracing::error!(error = %err, "message task failed while stopping");
+        }
+    }
+    outcome
+}
+
+/// The first fatal error among the finished message tasks, if any.
+fn reap(tasks: &mut JoinSet<Result<(), ConsumerError>>) -> Option<ConsumerError> {
+    while let Some(done) = tasks.try_join_next() {
+        if let Ok(Err(fatal)) = done {
+            return Some(fatal);
+        }
+    }
+    None
+}
+
+fn secs(d: Duration) -> i32 {
+    i32::try_from(d.as_secs()).unwrap_or(i32::MAX).min(43_200)
+}
+
+async fn queue_url(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<String, ConsumerError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match sqs.get_queue_url().queue_name(queue).send().await {
+            Ok(out) => return Ok(out.queue_url.unwrap_or_default()),
+            Err(err) if transient_cause(&err).is_some() && backoff.attempts() < 30 => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(err) => {
+                return Err(ConsumerError::Queue {
+                    queue: queue.into(),
+                    code: err.code().unwrap_or("unknown").to_owned(),
+                    source: Box::new(err),
+                })
+            }
+        }
+    }
+}
+
+/// The DLQ's URL and `maxReceiveCount` from the queue's redrive policy, when it has one.
+async fn redrive_target(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    url: &str,
+) -> Result<Option<(String, u32)>, ConsumerError> {
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .map_err(|err| ConsumerError::Queue {
+            queue: queue.into(),
+            code: err.code().unwrap_or("unknown").to_owned(),
+            source: Box::new(err),
+        })?;
+    let Some(policy) = attrs
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))
+        .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+    else {
+        return Ok(None);
+    };
+    let max = match &policy["maxReceiveCount"] {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    let (Some(arn), Some(max)) = (policy["deadLetterTargetArn"].as_str(), max) else {
+        return Ok(None);
+    };
+    let dlq_name = arn.rsplit(':').next().unwrap_or_default();
+    let dlq_url = queue_url(sqs, dlq_name).await?;
+    Ok(Some((dlq_url, u32::try_from(max).unwrap_or(u32::MAX))))
+}
+
+/// Applies one message while keeping it invisible to other consumers.
+async fn handle(ctx: &Context, message: Message) -> Result<(), ConsumerError> {
+    let Some(receipt) = message.receipt_handle().map(str::to_owned) else {
+        return Ok(());
+    };
+    let receives: u32 = message
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1);
+    let body = message.body().unwrap_or_default();
+    ctx.metrics.messages_in_flight.inc();
+    let result = tokio::select! {
+        r = apply_body(ctx, body) => r,
+        _ = keep_invisible(ctx, &receipt) => unreachable!("keep_invisible never returns"),
+    };
+    ctx.metrics.messages_in_flight.dec();
+    match result {
+        Ok((event_id, applied)) => {
+            ctx.metrics.applied(applied.label());
+            tracing::debug!(event_id, outcome = applied.label(), "applied");
+            delete(ctx, &ctx.queue_url, &receipt).await;
+            Ok(())
+        }
+        Err(Failure::Unusable(reason)) => {
+            ctx.metrics.failed("unusable");
+            match &ctx.dead_letter {
+                Some((dlq, max)) if receives >= *max => {
+                    park(ctx, dlq, &message, &reason, receives).await;
+                }
+                _ => {
+                    tracing::warn!(message_id = message.message_id().unwrap_or(""), receives, reason, "event cannot be applied; it will be retried, then dead-lettered");
+                    retry_later(ctx, &receipt, receives).await;
+                }
+            }
+            Ok(())
+        }
+        Err(Failure::Transient(reason)) => {
+            ctx.metrics.failed("transient");
+            tracing::warn!(message_id = message.message_id().unwrap_or(""), receives, reason, "applying failed; retrying later");
+            retry_later(ctx, &receipt, receives).await;
+            Ok(())
+        }
+        Err(Failure::Fatal(err)) => {
+            // Leave the message: it reappears after its visibility timeout, for a fixed deployment.
+            Err(ConsumerError::Store(err))
+        }
+    }
+}
+
+enum Failure {
+    Unusable(String),
+    Transient(String),
+    Fatal(crate::store::StoreError),
+}
+
+async fn apply_body(ctx: &Context, body: &str) -> Result<(String, apply::Applied), Failure> {
+    let event = incoming::parse(body).map_err(|e| Failure::Unusable(e.to_string()))?;
+    let span = tracing::info_span!("event", event_id = %event.event_id, detail_type = %event.detail_type);
+    async move {
+        let event = incoming::resolve(&ctx.s3, event).await.map_err(|e| match e {
+            IncomingError::Unusable(r) => Failure::Unusable(r),
+            transient @ IncomingError::Transient { .. } => Failure::Transient(transient.to_string()),
+        })?;
+        match apply::apply(&ctx.store, &event).await {
+            Ok(applied) => Ok((event.event_id, applied)),
+            Err(ApplyError::Unusable(reason)) => {
+                Err(Failure::Unusable(format!("event {}: {reason}", event.event_id)))
+            }
+            Err(ApplyError::Store(err)) if err.is_transient() => Err(Failure::Transient(err.to_string())),
+            Err(ApplyError::Store(err)) => Err(Failure::Fatal(err)),
+            Err(contended @ ApplyError::Contended { .. }) => Err(Failure::Transient(contended.to_string())),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn keep_invisible(ctx: &Context, receipt: &str) {
+    let every = (ctx.cfg.visibility_timeout / 2).max(Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(err) = ctx
+            .sqs
+            .change_message_visibility()
+            .queue_url(&ctx.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs(ctx.cfg.visibility_timeout))
+            .send()
+            .await
+        {
+            tracing::warn!(error = %err, "cannot extend a message's visibility; it may be delivered twice (the inbox absorbs that)");
+        }
+    }
+}
+
+async fn retry_later(ctx: &Context, receipt: &str, receives: u32) {
+    let factor = 1u32 << receives.saturating_sub(1).min(10);
+    let delay = ctx.cfg.retry_delay.saturating_mul(factor).min(Duration::from_secs(900));
+    if let Err(err) = ctx
+        .sqs
+        .change_message_visibility()
+        .queue_url(&ctx.queue_url)
+        .receipt_handle(receipt)
+        .visibility_timeout(secs(delay))
+        .send()
+        .await
+    {
+        tracing::warn!(error = %err, "cannot reschedule a failed message; it returns after its visibility timeout");
+    }
+}
+
+/// Moves an unusable message to the DLQ with its reason, then deletes it from the queue.
+async fn park(ctx: &Context, dlq: &str, message: &Message, reason: &str, receives: u32) {
+    let attr = |v: &str| MessageAttributeValue::builder().data_type("String").string_value(v).build();
+    let (Ok(reason_attr), Ok(receives_attr), Ok(queue_attr)) =
+        (attr(reason), attr(&receives.to_string()), attr(&ctx.cfg.queue))
+    else {
+        return;
+    };
+    let sent = ctx
+        .sqs
+        .send_message()
+        .queue_url(dlq)
+        .message_body(message.body().unwrap_or_default())
+        .message_attributes("reason", reason_attr)
+        .message_attributes("receive_count", receives_attr)
+        .message_attributes("source_queue", queue_attr)
+        .send()
+        .await;
+    match sent {
+        Ok(_) => {
+            ctx.metrics.events_dead_lettered.inc();
+            tracing::error!(message_id = message.message_id().unwrap_or(""), receives, reason, "event dead-lettered");
+            if let Some(receipt) = message.receipt_handle() {
+                delete(ctx, &ctx.queue_url, receipt).await;
+            }
+        }
+        // The redrive policy moves it on the next receive anyway.
+        Err(err) => tracing::warn!(error = %err, "cannot park an unusable message; the redrive policy will"),
+    }
+}
+
+async fn delete(ctx: &Context, queue_url: &str, receipt: &str) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        match ctx
+            .sqs
+            .delete_message()
+            .queue_url(queue_url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+        {
+            Ok(_) => return,
+            Err(err) if transient_cause(&err).is_some() && backoff.attempts() < 5 => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            // Redelivered later, then absorbed by the inbox as a duplicate.
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot delete an applied message; its redelivery will be a no-op");
+                return;
+            }
+        }
+    }
+}

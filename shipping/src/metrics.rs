@@ -1,0 +1,88 @@
+//! Prometheus metrics of the shipping service, served with `/healthz` on `--metrics-listen`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    /// Messages taken from the queue, by what applying them did (changed/stale/ignored/duplicate).
+    pub events_applied: Family<Labels, Counter>,
+    /// Failed attempts, by kind (unusable/transient/contended).
+    pub events_failed: Family<Labels, Counter>,
+    pub events_dead_lettered: Counter,
+    pub messages_in_flight: Gauge,
+    pub outbox_events_published: Counter,
+    pub outbox_events_refused: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("shipping");
+        let m = Self {
+            events_applied: Family::default(),
+            events_failed: Family::default(),
+            events_dead_lettered: Counter::default(),
+            messages_in_flight: Gauge::default(),
+            outbox_events_published: Counter::default(),
+            outbox_events_refused: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "events_applied",
+            "Incoming events processed, by outcome",
+            m.events_applied.clone(),
+        );
+        registry.register(
+            "events_failed",
+            "Failed attempts at applying an event, by kind",
+            m.events_failed.clone(),
+        );
+        registry.register(
+            "events_dead_lettered",
+            "Unusable events moved to the dead-letter queue with their reason",
+            m.events_dead_lettered.clone(),
+        );
+        registry.register(
+            "messages_in_flight",
+            "Messages being applied right now",
+            m.messages_in_flight.clone(),
+        );
+        registry.register(
+            "outbox_events_published",
+            "Shipment events published to EventBridge from the outbox stream",
+            m.outbox_events_published.clone(),
+        );
+        registry.register(
+            "outbox_events_refused",
+            "Shipment events EventBridge refused for their content",
+            m.outbox_events_refused.clone(),
+        );
+        Arc::new(Self { registry, ..m })
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn applied(&self, outcome: &str) {
+        self.events_applied
+            .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+            .inc();
+    }
+
+    pub fn failed(&self, kind: &str) {
+        self.events_failed
+            .get_or_create(&vec![("kind".to_owned(), kind.to_owned())])
+            .inc();
+    }
+}

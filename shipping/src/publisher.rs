@@ -1,0 +1,440 @@
+//! The service's outbox publisher: reads the outbox table's DynamoDB Stream (every shard,
+//! parents before children), publishes each inserted item to EventBridge with the same
+//! envelope as the relay, marks it dispatched, and checkpoints the shard's sequence number
+//! only after EventBridge accepted everything up to it. At least once: a crash between
+//! publishing and checkpointing publishes again, and consumers dedupe by `event_id`.
+//!
+//! One publisher per service is the intended deployment; a second one duplicates events
+//! (harmless, see above) but loses nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue as TableValue;
+use aws_sdk_dynamodbstreams::error::ProvideErrorMetadata;
+use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, ShardIteratorType};
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+use bridge::eventbridge::{PublishError, Publisher};
+use bridge::relay::envelope::Event;
+use bridge::retry::{transient_cause, Backoff};
+
+#[derive(Clone, Debug)]
+pub struct PublisherConfig {
+    /// Pause after an empty read of a shard (DynamoDB Streams allows 5 reads/s per shard).
+    pub poll_interval: Duration,
+    /// How often the shard list is refreshed (shards roll over every few hours on AWS).
+    pub refresh_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublisherError {
+    #[error("outbox table `{0}` has no stream; run `shipping setup`")]
+    NoStream(String),
+    #[error("dynamodb streams {op} refused ({code})")]
+    Streams {
+        op: &'static str,
+        code: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+#[derive(Clone)]
+struct Context {
+    streams: aws_sdk_dynamodbstreams::Client,
+    store: Store,
+    publisher: Publisher,
+    metrics: Arc<Metrics>,
+    cfg: PublisherConfig,
+    stream_arn: String,
+}
+
+pub async fn run(
+    streams: aws_sdk_dynamodbstreams::Client,
+    store: Store,
+    publisher: Publisher,
+    metrics: Arc<Metrics>,
+    cfg: PublisherConfig,
+    cancel: CancellationToken,
+) -> Result<(), PublisherError> {
+    let outbox = store.tables.outbox.clone();
+    let described = store
+        .client()
+        .describe_table()
+        .table_name(&outbox)
+        .send()
+        .await
+        .map_err(|e| PublisherError::Streams {
+            op: "DescribeTable",
+            code: e.code().unwrap_or("unknown").to_owned(),
+            source: Box::new(e),
+        })?;
+    let stream_arn = described
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .map(str::to_owned)
+        .ok_or_else(|| PublisherError::NoStream(outbox.clone()))?;
+    tracing::info!(table = %outbox, stream = %stream_arn, "publishing the outbox stream");
+    let ctx = Context {
+        streams,
+        store,
+        publisher,
+        metrics,
+        cfg,
+        stream_arn,
+    };
+    let mut finished: HashSet<String> = HashSet::new();
+    let mut running: HashSet<String> = HashSet::new();
+    let mut workers: JoinSet<(String, Result<(), PublisherError>)> = JoinSet::new();
+    loop {
+        let shards = list_shards(&ctx).await?;
+        let known: HashSet<&String> = shards.keys().collect();
+        for (shard, parent) in &shards {
+            if running.contains(shard) || finished.contains(shard) {
+                continue;
+            }
+            if let Some(p) = parent.as_ref().filter(|p| known.contains(p) && !finished.contains(*p)) {
+                tracing::debug!(shard, parent = %p, "waiting for the parent shard");
+                continue;
+            }
+            running.insert(shard.clone());
+            let (ctx, shard, cancel) = (ctx.clone(), shard.clone(), cancel.clone());
+            workers.spawn(async move {
+                let r = read_shard(&ctx, &shard, &cancel).await;
+                (shard, r)
+            });
+        }
+        let refresh = tokio::time::sleep(ctx.cfg.refresh_interval);
+        tokio::pin!(refresh);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    while workers.join_next().await.is_some() {}
+                    return Ok(());
+                }
+                Some(done) = workers.join_next(), if !workers.is_empty() => {
+                    let Ok((shard, result)) = done else { continue };
+                    running.remove(&shard);
+                    result?;
+                    // Ended (closed shard): its children may start now.
+                    finished.insert(shard);
+                    break;
+                }
+                _ = &mut refresh => break,
+            }
+        }
+    }
+}
+
+/// Every shard of the stream with its parent.
+async fn list_shards(ctx: &Context) -> Result<HashMap<String, Option<String>>, PublisherError> {
+    let mut shards = HashMap::new();
+    let mut start: Option<String> = None;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        let out = match ctx
+            .streams
+            .describe_stream()
+            .stream_arn(&ctx.stream_arn)
+            .set_exclusive_start_shard_id(start.clone())
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(err) if transient_cause(&err).is_some() => {
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+            Err(err) => {
+                return Err(PublisherError::Streams {
+                    op: "DescribeStream",
+                    code: err.code().unwrap_or("unknown").to_owned(),
+                    source: Box::new(err),
+                })
+            }
+        };
+        let Some(desc) = out.stream_description else {
+            return Ok(shards);
+        };
+        for shard in desc.shards() {
+            if let Some(id) = shard.shard_id() {
+                shards.insert(id.to_owned(), shard.parent_shard_id().map(str::to_owned));
+            }
+        }
+        match desc.last_evaluated_shard_id {
+            Some(last) => start = Some(last),
+            None => return Ok(shards),
+        }
+    }
+}
+
+/// Reads one shard from its checkpoint to its end (a closed shard) or until cancelled.
+async fn read_shard(ctx: &Context, shard: &str, cancel: &CancellationToken) -> Result<(), PublisherError> {
+    let mut checkpoint = load_checkpoint(ctx, shard).await?;
+    if checkpoint.finished {
+        return Ok(());
+    }
+    let mut iterator = shard_iterator(ctx, shard, checkpoint.sequence.as_deref()).await?;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    while !cancel.is_cancelled() {
+        let out = match ctx.streams.get_records().shard_iterator(&iterator).limit(1000).send().await {
+            Ok(out) => {
+                backoff.reset();
+                out
+            }
+            Err(err) if err.code() == Some("ExpiredIteratorException") => {
+                iterator = shard_iterator(ctx, shard, checkpoint.sequence.as_deref()).await?;
+                continue;
+            }
+            Err(err) if err.code() == Some("TrimmedDataAccessException") => {
+                tracing::error!(shard, "the stream trimmed records this publisher never read (down for over 24 h?): undispatched outbox items older than the stream must be republished");
+                iterator = shard_iterator(ctx, shard, None).await?;
+                continue;
+            }
+            Err(err) if transient_cause(&err).is_some() => {
+                let delay = backoff.next_delay();
+                tracing::warn!(shard, error = %err, delay_ms = delay.as_millis() as u64, "GetRecords failed, retrying");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            Err(err) => {
+                return Err(PublisherError::Streams {
+                    op: "GetRecords",
+                    code: err.code().unwrap_or("unknown").to_owned(),
+                    source: Box::new(err),
+                })
+            }
+        };
+        let records = out.records.unwrap_or_default();
+        let last_sequence = records
+            .last()
+            .and_then(|r| r.dynamodb())
+            .and_then(|d| d.sequence_number())
+            .map(str::to_owned);
+        let events: Vec<Event> = records
+            .iter()
+            .filter(|r| r.event_name() == Some(&OperationType::Insert))
+            .filter_map(|r| r.dynamodb().and_then(|d| d.new_image()))
+            .filter_map(|image| match event_from_image(image) {
+                Ok(e) => Some(e),
+                Err(reason) => {
+                    tracing::error!(shard, reason, "outbox item is not an event; skipped");
+                    None
+                }
+            })
+            .collect();
+        if !events.is_empty() {
+            publish(ctx, shard, events).await?;
+        }
+        if let Some(seq) = last_sequence {
+            save_checkpoint(ctx, shard, Some(&seq), false).await?;
+            checkpoint.sequence = Some(seq);
+        }
+        match out.next_shard_iterator {
+            Some(next) => iterator = next,
+            None => {
+                save_checkpoint(ctx, shard, checkpoint.sequence.as_deref(), true).await?;
+                tracing::info!(shard, "shard ended");
+                return Ok(());
+            }
+        }
+        if records.is_empty() {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(ctx.cfg.poll_interval) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn publish(ctx: &Context, shard: &str, events: Vec<Event>) -> Result<(), PublisherError> {
+    let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    let refused = ctx.publisher.publish(events).await?;
+    let refused_ids: HashSet<&str> = refused.iter().map(|r| r.event.event_id.as_str()).collect();
+    for r in &refused {
+        // Our own events, so a refusal is a bug or a limit change: loud, counted, left undispatched.
+        tracing::error!(shard, event_id = %r.event.event_id, reason = %r.reason, "eventbridge refused a shipment event");
+        ctx.metrics.outbox_events_refused.inc();
+    }
+    for id in ids.iter().filter(|id| !refused_ids.contains(id.as_str())) {
+        ctx.metrics.outbox_events_published.inc();
+        tracing::debug!(event_id = %id, "published");
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            match ctx.store.mark_dispatched(id).await {
+                Ok(()) => break,
+                Err(err) if err.is_transient() && backoff.attempts() < 10 => {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn text(image: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
+    match image.get(name)? {
+        AttributeValue::S(s) => Some(s.clone()),
+        AttributeValue::N(n) => Some(n.clone()),
+        _ => None,
+    }
+}
+
+/// An outbox item (its stream image) as an event with the relay's envelope.
+fn event_from_image(image: &HashMap<String, AttributeValue>) -> Result<Event, String> {
+    let event_id = text(image, "event_id").ok_or("no event_id")?;
+    let detail_type = text(image, "detail_type").ok_or_else(|| format!("{event_id}: no detail_type"))?;
+    let data: Value = text(image, "data")
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| format!("{event_id}: data is not JSON: {e}"))?
+        .unwrap_or(Value::Null);
+    let version = text(image, "aggregate_version").and_then(|v| v.parse::<i64>().ok());
+    Ok(Event {
+        metadata: json!({
+            "event_id": event_id,
+            "aggregate_type": text(image, "aggregate_type"),
+            "aggregate_id": text(image, "aggregate_id"),
+            "aggregate_version": version,
+            "occurred_at": text(image, "occurred_at"),
+            "traceparent": text(image, "traceparent"),
+            "causation_id": text(image, "causation_id"),
+        }),
+        event_id,
+        detail_type,
+        data,
+    })
+}
+
+struct Checkpoint {
+    sequence: Option<String>,
+    finished: bool,
+}
+
+async fn load_checkpoint(ctx: &Context, shard: &str) -> Result<Checkpoint, PublisherError> {
+    let table = &ctx.store.tables.checkpoints;
+    let out = ctx
+        .store
+        .client()
+        .get_item()
+        .table_name(table)
+        .key("shard_id", TableValue::S(shard.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| PublisherError::Streams {
+            op: "GetItem checkpoint",
+            code: e.code().unwrap_or("unknown").to_owned(),
+            source: Box::new(e),
+        })?;
+    let item = out.item.unwrap_or_default();
+    Ok(Checkpoint {
+        sequence: item.get("sequence_number").and_then(|v| v.as_s().ok()).cloned(),
+        finished: item.get("finished").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+    })
+}
+
+async fn save_checkpoint(
+    ctx: &Context,
+    shard: &str,
+    sequence: Option<&str>,
+    finished: bool,
+) -> Result<(), PublisherError> {
+    let table = &ctx.store.tables.checkpoints;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let mut put = ctx
+            .store
+            .client()
+            .put_item()
+            .table_name(table)
+            .item("shard_id", TableValue::S(shard.into()))
+            .item("stream_arn", TableValue::S(ctx.stream_arn.clone()))
+            .item("finished", TableValue::Bool(finished));
+        if let Some(seq) = sequence {
+            put = put.item("sequence_number", TableValue::S(seq.into()));
+        }
+        match put.send().await {
+            Ok(_) => return Ok(()),
+            Err(err) if transient_cause(&err).is_some() && backoff.attempts() < 10 => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(err) => {
+                return Err(PublisherError::Streams {
+                    op: "PutItem checkpoint",
+                    code: err.code().unwrap_or("unknown").to_owned(),
+                    source: Box::new(err),
+                })
+            }
+        }
+    }
+}
+
+async fn shard_iterator(ctx: &Context, shard: &str, after: Option<&str>) -> Result<String, PublisherError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        let mut req = ctx.streams.get_shard_iterator().stream_arn(&ctx.stream_arn).shard_id(shard);
+        req = match after {
+            Some(seq) => req
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(seq),
+            None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        match req.send().await {
+            Ok(out) => {
+                return out.shard_iterator.ok_or_else(|| PublisherError::Streams {
+                    op: "GetShardIterator",
+                    code: "NoIterator".into(),
+                    source: "the response had no iterator".into(),
+                })
+            }
+            Err(err) if transient_cause(&err).is_some() => tokio::time::sleep(backoff.next_delay()).await,
+            Err(err) => {
+                return Err(PublisherError::Streams {
+                    op: "GetShardIterator",
+                    code: err.code().unwrap_or("unknown").to_owned(),
+                    source: Box::new(err),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outbox_image_becomes_an_event_with_the_envelope() {
+        let image: HashMap<String, AttributeValue> = [
+            ("event_id", AttributeValue::S("e1".into())),
+            ("detail_type", AttributeValue::S("ShipmentScheduled".into())),
+            ("aggregate_type", AttributeValue::S("Shipment".into())),
+            ("aggregate_id", AttributeValue::S("o1".into())),
+            ("aggregate_version", AttributeValue::N("1".into())),
+            ("causation_id", AttributeValue::S("m1".into())),
+            ("data", AttributeValue::S(r#"{"state":"SCHEDULED"}"#.into())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let e = event_from_image(&image).unwrap();
+        assert_eq!(e.detail_type, "ShipmentScheduled");
+        assert_eq!(e.metadata["aggregate_version"], 1);
+        assert_eq!(e.metadata["causation_id"], "m1");
+        assert_eq!(e.data["state"], "SCHEDULED");
+    }
+}

@@ -1,0 +1,179 @@
+//! The shipping service as tests and the demo see it: its tables read back, and the
+//! consistency report — the monolith's state against the microservice's.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Every item of a DynamoDB table.
+pub async fn scan(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::Result<Vec<Item>> {
+    let mut items = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let out = dynamo
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        items.extend(out.items.unwrap_or_default());
+        match out.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return Ok(items),
+        }
+    }
+}
+
+pub fn text(item: &Item, name: &str) -> String {
+    match item.get(name) {
+        Some(AttributeValue::S(s)) | Some(AttributeValue::N(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+/// An amount in cents, however it is spelled ("100", "100.0", "100.00").
+fn cents(text: &str) -> Option<i64> {
+    text.parse::<f64>().ok().map(|v| (v * 100.0).round() as i64)
+}
+
+/// The monolith against the shipping service, after the pipeline drained.
+#[derive(Debug, Default)]
+pub struct Consistency {
+    pub customers: usize,
+    /// Customers whose projection is missing or differs (name, limit, reserved, version).
+    pub customer_mismatches: Vec<String>,
+    /// Projected customers the monolith does not have.
+    pub unknown_customers: Vec<String>,
+    /// Orders APPROVED and not cancelled.
+    pub approved_orders: usize,
+    /// Approved orders without a live (SCHEDULED) shipment.
+    pub missing_shipments: Vec<String>,
+    /// Live shipments whose order is not approved (rejected, cancelled or unknown).
+    pub extra_shipments: Vec<String>,
+}
+
+impl Consistency {
+    pub fn exact(&self) -> bool {
+        self.customer_mismatches.is_empty()
+            && self.unknown_customers.is_empty()
+            && self.missing_shipments.is_empty()
+            && self.extra_shipments.is_empty()
+    }
+}
+
+impl std::fmt::Display for Consistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "customers {} ({} differ, {} unknown); approved orders {} ({} without shipment, {} shipments too many)",
+            self.customers,
+            self.customer_mismatches.len(),
+            self.unknown_customers.len(),
+            self.approved_orders,
+            self.missing_shipments.len(),
+            self.extra_shipments.len()
+        )
+    }
+}
+
+/// Compares the monolith's customers and orders with the projection and the shipments.
+pub async fn check(
+    pg: &tokio_postgres::Client,
+    dynamo: &aws_sdk_dynamodb::Client,
+    customers_table: &str,
+    shipments_table: &str,
+) -> anyhow::Result<Consistency> {
+    let mut report = Consistency::default();
+    let rows = pg
+        .query(
+            "SELECT id::text, name, credit_limit::text, credit_reserved::text, version FROM customers",
+            &[],
+        )
+        .await?;
+    let monolith: BTreeMap<String, (String, Option<i64>, Option<i64>, i64)> = rows
+        .iter()
+        .map(|r| {
+            let limit: String = r.get(2);
+            let reserved: String = r.get(3);
+            (r.get(0), (r.get(1), cents(&limit), cents(&reserved), r.get(4)))
+        })
+        .collect();
+    report.customers = monolith.len();
+    let projected: BTreeMap<String, (String, Option<i64>, Option<i64>, i64)> = scan(dynamo, customers_table)
+        .await?
+        .iter()
+        .map(|i| {
+            (
+                text(i, "customer_id"),
+                (
+                    text(i, "name"),
+                    cents(&text(i, "credit_limit")),
+                    cents(&text(i, "credit_reserved")),
+                    text(i, "aggregate_version").parse().unwrap_or(-1),
+                ),
+            )
+        })
+        .collect();
+    for (id, state) in &monolith {
+        if projected.get(id) != Some(state) {
+            report.customer_mismatches.push(id.clone());
+        }
+    }
+    report.unknown_customers = projected.keys().filter(|id| !monolith.contains_key(*id)).cloned().collect();
+
+    let approved: BTreeSet<String> = pg
+        .query("SELECT id::text FROM orders WHERE state = 'APPROVED'", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    report.approved_orders = approved.len();
+    let live: BTreeSet<String> = scan(dynamo, shipments_table)
+        .await?
+        .iter()
+        .filter(|i| text(i, "state") == "SCHEDULED")
+        .map(|i| text(i, "order_id"))
+        .collect();
+    report.missing_shipments = approved.difference(&live).cloned().collect();
+    report.extra_shipments = live.difference(&approved).cloned().collect();
+    Ok(report)
+}
+
+/// Waits until the shipping service holds exactly the monolith's state and its inbox holds
+/// every monolith event (`inbox_at_least`); fails early if one of `procs` died.
+pub async fn wait_consistent(
+    stack: &crate::stack::Stack,
+    procs: &[&crate::process::Proc],
+    timeout: std::time::Duration,
+) -> anyhow::Result<Consistency> {
+    let sdk = stack.moto.sdk_config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let pg = stack.pg.client().await?;
+    let expected_events: i64 = pg.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
+    let last = std::sync::Mutex::new(String::new());
+    let outcome = crate::wait::until("the shipping service to converge", timeout, || {
+        let (dynamo, pg, last) = (&dynamo, &pg, &last);
+        async move {
+            // Scanning moto competes with the pipeline for the same two cores: not too often.
+            tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+            for p in procs {
+                p.ensure_running()?;
+            }
+            let report = check(pg, dynamo, "shipping-customers", "shipping-shipments").await?;
+            let inbox = scan(dynamo, "shipping-inbox").await?.len() as i64;
+            if let Ok(mut l) = last.lock() {
+                *l = format!("{report}; inbox {inbox}/{expected_events}");
+            }
+            Ok((report.exact() && inbox >= expected_events).then_some(report))
+        }
+    })
+    .await;
+    outcome.map_err(|e| {
+        let logs: Vec<String> = procs.iter().map(|p| p.output()).collect();
+        let last = last.lock().map(|l| l.clone()).unwrap_or_default();
+        anyhow::anyhow!("{e}\nlast: {last}\n{}", logs.join("\n"))
+    })
+}

@@ -63,7 +63,10 @@ pub async fn apply(store: &Store, event: &Incoming) -> Result<Applied, ApplyErro
                 let current = store.shipment(&o.order_id).await?;
                 match domain::plan_shipment(current.as_ref(), o) {
                     None => (Applied::Stale, None, None),
-                    Some(ShipmentChange { shipment, event: raised }) => {
+                    Some(ShipmentChange {
+                        shipment,
+                        event: raised,
+                    }) => {
                         let outbox = raised.map(|kind| OutboxItem {
                             event_id: Uuid::new_v5(
                                 &SHIPMENT_EVENT_NAMESPACE,
@@ -74,7 +77,8 @@ pub async fn apply(store: &Store, event: &Incoming) -> Result<Applied, ApplyErro
                             aggregate_type: "Shipment".into(),
                             aggregate_id: shipment.order_id.clone(),
                             aggregate_version: shipment.version,
-                            occurred_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                            occurred_at: chrono::Utc::now()
+                                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                             traceparent: event.traceparent.clone(),
                             causation_id: event.event_id.clone(),
                             data: json!({
@@ -94,7 +98,10 @@ pub async fn apply(store: &Store, event: &Incoming) -> Result<Applied, ApplyErro
                 }
             }
         };
-        match store.commit(&event.event_id, &event.detail_type, state, outbox).await? {
+        match store
+            .commit(&event.event_id, &event.detail_type, state, outbox)
+            .await?
+        {
             CommitOutcome::Committed => return Ok(applied),
             CommitOutcome::Duplicate => return Ok(Applied::Duplicate),
             CommitOutcome::Conflict => {

@@ -26,31 +26,76 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct Names {
     /// The queue the service consumes.
-    #[arg(long, env = "SHIPPING_QUEUE", default_value = "shipping-events", global = true)]
+    #[arg(
+        long,
+        env = "SHIPPING_QUEUE",
+        default_value = "shipping-events",
+        global = true
+    )]
     pub queue: String,
     /// Its dead-letter queue.
-    #[arg(long, env = "SHIPPING_DEAD_LETTER_QUEUE", default_value = "shipping-events-dlq", global = true)]
+    #[arg(
+        long,
+        env = "SHIPPING_DEAD_LETTER_QUEUE",
+        default_value = "shipping-events-dlq",
+        global = true
+    )]
     pub dead_letter_queue: String,
     /// The customer projection table (key `customer_id`).
-    #[arg(long, env = "SHIPPING_CUSTOMERS_TABLE", default_value = "shipping-customers", global = true)]
+    #[arg(
+        long,
+        env = "SHIPPING_CUSTOMERS_TABLE",
+        default_value = "shipping-customers",
+        global = true
+    )]
     pub customers_table: String,
     /// The shipments table (key `order_id`).
-    #[arg(long, env = "SHIPPING_SHIPMENTS_TABLE", default_value = "shipping-shipments", global = true)]
+    #[arg(
+        long,
+        env = "SHIPPING_SHIPMENTS_TABLE",
+        default_value = "shipping-shipments",
+        global = true
+    )]
     pub shipments_table: String,
     /// The inbox table (key `event_id`).
-    #[arg(long, env = "SHIPPING_INBOX_TABLE", default_value = "shipping-inbox", global = true)]
+    #[arg(
+        long,
+        env = "SHIPPING_INBOX_TABLE",
+        default_value = "shipping-inbox",
+        global = true
+    )]
     pub inbox_table: String,
     /// The outbox table (key `event_id`, stream on).
-    #[arg(long, env = "SHIPPING_OUTBOX_TABLE", default_value = "shipping-outbox", global = true)]
+    #[arg(
+        long,
+        env = "SHIPPING_OUTBOX_TABLE",
+        default_value = "shipping-outbox",
+        global = true
+    )]
     pub outbox_table: String,
     /// The publisher's stream checkpoints (key `shard_id`).
-    #[arg(long, env = "SHIPPING_CHECKPOINT_TABLE", default_value = "shipping-publisher-checkpoints", global = true)]
+    #[arg(
+        long,
+        env = "SHIPPING_CHECKPOINT_TABLE",
+        default_value = "shipping-publisher-checkpoints",
+        global = true
+    )]
     pub checkpoint_table: String,
     /// The EventBridge bus the monolith's events arrive on and shipment events go to.
-    #[arg(long, env = "SHIPPING_EVENT_BUS", default_value = "legacy-monolith", global = true)]
+    #[arg(
+        long,
+        env = "SHIPPING_EVENT_BUS",
+        default_value = "legacy-monolith",
+        global = true
+    )]
     pub event_bus: String,
     /// The `source` of the monolith's events (the bridge's `--event-source`).
-    #[arg(long, env = "SHIPPING_MONOLITH_SOURCE", default_value = "legacy.monolith", global = true)]
+    #[arg(
+        long,
+        env = "SHIPPING_MONOLITH_SOURCE",
+        default_value = "legacy.monolith",
+        global = true
+    )]
     pub monolith_source: String,
 }
 
@@ -105,7 +150,11 @@ pub struct RunArgs {
     #[arg(long, env = "SHIPPING_EVENT_SOURCE", default_value = "shipping")]
     pub event_source: String,
     /// Bucket for claim checks of events above the entry limit.
-    #[arg(long, env = "SHIPPING_CLAIM_CHECK_BUCKET", default_value = "bridge-claim-checks")]
+    #[arg(
+        long,
+        env = "SHIPPING_CLAIM_CHECK_BUCKET",
+        default_value = "bridge-claim-checks"
+    )]
     pub claim_check_bucket: String,
     /// Largest EventBridge entry, bytes.
     #[arg(long, env = "SHIPPING_MAX_ENTRY_BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1024..))]

@@ -70,7 +70,9 @@ pub async fn run(
     let dead_letter = redrive_target(&sqs, &cfg.queue, &queue_url).await?;
     match &dead_letter {
         Some((_, max)) => tracing::info!(queue = %cfg.queue, max_receive_count = max, "consuming"),
-        None => tracing::warn!(queue = %cfg.queue, "consuming a queue without a redrive policy: poison messages are retried forever"),
+        None => {
+            tracing::warn!(queue = %cfg.queue, "consuming a queue without a redrive policy: poison messages are retried forever")
+        }
     }
     let ctx = Arc::new(Context {
         sqs,
@@ -254,7 +256,12 @@ async fn handle(ctx: &Context, message: Message) -> Result<(), ConsumerError> {
                     park(ctx, dlq, &message, &reason, receives).await;
                 }
                 _ => {
-                    tracing::warn!(message_id = message.message_id().unwrap_or(""), receives, reason, "event cannot be applied; it will be retried, then dead-lettered");
+                    tracing::warn!(
+                        message_id = message.message_id().unwrap_or(""),
+                        receives,
+                        reason,
+                        "event cannot be applied; it will be retried, then dead-lettered"
+                    );
                     retry_later(ctx, &receipt, receives).await;
                 }
             }
@@ -262,7 +269,12 @@ async fn handle(ctx: &Context, message: Message) -> Result<(), ConsumerError> {
         }
         Err(Failure::Transient(reason)) => {
             ctx.metrics.failed("transient");
-            tracing::warn!(message_id = message.message_id().unwrap_or(""), receives, reason, "applying failed; retrying later");
+            tracing::warn!(
+                message_id = message.message_id().unwrap_or(""),
+                receives,
+                reason,
+                "applying failed; retrying later"
+            );
             retry_later(ctx, &receipt, receives).await;
             Ok(())
         }
@@ -321,7 +333,11 @@ async fn keep_invisible(ctx: &Context, receipt: &str) {
 
 async fn retry_later(ctx: &Context, receipt: &str, receives: u32) {
     let factor = 1u32 << receives.saturating_sub(1).min(10);
-    let delay = ctx.cfg.retry_delay.saturating_mul(factor).min(Duration::from_secs(900));
+    let delay = ctx
+        .cfg
+        .retry_delay
+        .saturating_mul(factor)
+        .min(Duration::from_secs(900));
     if let Err(err) = ctx
         .sqs
         .change_message_visibility()
@@ -337,7 +353,12 @@ async fn retry_later(ctx: &Context, receipt: &str, receives: u32) {
 
 /// Moves an unusable message to the DLQ with its reason, then deletes it from the queue.
 async fn park(ctx: &Context, dlq: &str, message: &Message, reason: &str, receives: u32) {
-    let attr = |v: &str| MessageAttributeValue::builder().data_type("String").string_value(v).build();
+    let attr = |v: &str| {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+    };
     let (Ok(reason_attr), Ok(receives_attr), Ok(queue_attr)) =
         (attr(reason), attr(&receives.to_string()), attr(&ctx.cfg.queue))
     else {
@@ -356,7 +377,12 @@ async fn park(ctx: &Context, dlq: &str, message: &Message, reason: &str, receive
     match sent {
         Ok(_) => {
             ctx.metrics.events_dead_lettered.inc();
-            tracing::error!(message_id = message.message_id().unwrap_or(""), receives, reason, "event dead-lettered");
+            tracing::error!(
+                message_id = message.message_id().unwrap_or(""),
+                receives,
+                reason,
+                "event dead-lettered"
+            );
             if let Some(receipt) = message.receipt_handle() {
                 delete(ctx, &ctx.queue_url, receipt).await;
             }

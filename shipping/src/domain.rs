@@ -47,7 +47,11 @@ const ORDER_EVENTS: [&str; 3] = ["OrderPlaced", "OrderRejected", "OrderCancelled
 
 /// The monolith event types shipping subscribes to (its EventBridge rule's `detail-type`s).
 pub fn subscribed_event_types() -> Vec<&'static str> {
-    CUSTOMER_EVENTS.iter().chain(ORDER_EVENTS.iter()).copied().collect()
+    CUSTOMER_EVENTS
+        .iter()
+        .chain(ORDER_EVENTS.iter())
+        .copied()
+        .collect()
 }
 
 /// Reads an event's meaning from its type, `metadata.aggregate_version` and `data`. An event
@@ -85,7 +89,11 @@ pub fn interpret(detail_type: &str, version: Option<i64>, data: &Value) -> Resul
         Some("APPROVED") => OrderStatus::Approved,
         Some("REJECTED") => OrderStatus::Rejected,
         Some("CANCELLED") => OrderStatus::Cancelled,
-        other => return Err(format!("{detail_type}: data.state {other:?} is not an order state")),
+        other => {
+            return Err(format!(
+                "{detail_type}: data.state {other:?} is not an order state"
+            ))
+        }
     };
     Ok(Change::Order(OrderState {
         order_id: text("order_id")?,
@@ -227,11 +235,7 @@ mod tests {
 
     #[test]
     fn reordered_and_repeated_events_end_in_the_same_state_without_extra_events() {
-        let (s, raised) = apply_all(&[
-            order("CANCELLED", 2),
-            order("APPROVED", 1),
-            order("CANCELLED", 2),
-        ]);
+        let (s, raised) = apply_all(&[order("CANCELLED", 2), order("APPROVED", 1), order("CANCELLED", 2)]);
         assert_eq!(s.unwrap().status, ShipmentStatus::Cancelled);
         assert!(raised.is_empty(), "nothing was ever scheduled: {raised:?}");
         let (s, raised) = apply_all(&[order("APPROVED", 1), order("APPROVED", 1)]);
@@ -246,7 +250,10 @@ mod tests {
 
     #[test]
     fn unknown_types_are_ignored_and_unusable_payloads_are_poison() {
-        assert_eq!(interpret("SomethingElse", Some(1), &json!({})), Ok(Change::Ignored));
+        assert_eq!(
+            interpret("SomethingElse", Some(1), &json!({})),
+            Ok(Change::Ignored)
+        );
         let err = interpret("OrderPlaced", Some(1), &json!({"oops": true})).unwrap_err();
         assert!(err.contains("data.state"), "{err}");
         let err = interpret("CustomerCreated", None, &json!({"customer_id": "c"})).unwrap_err();

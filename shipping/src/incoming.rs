@@ -25,7 +25,11 @@ pub enum IncomingError {
     Unusable(String),
     /// S3 was unavailable: worth another delivery.
     #[error("claim check s3://{bucket}/{key}: {cause}")]
-    Transient { bucket: String, key: String, cause: String },
+    Transient {
+        bucket: String,
+        key: String,
+        cause: String,
+    },
 }
 
 /// Parses an SQS body. `detail-type` comes from the EventBridge event, the event id from the
@@ -36,12 +40,16 @@ pub fn parse(body: &str) -> Result<Incoming, IncomingError> {
     let detail_type = event["detail-type"]
         .as_str()
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| IncomingError::Unusable("message is not an EventBridge event: no detail-type".into()))?;
+        .ok_or_else(|| {
+            IncomingError::Unusable("message is not an EventBridge event: no detail-type".into())
+        })?;
     let metadata = &event["detail"]["metadata"];
     let event_id = metadata["event_id"]
         .as_str()
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| IncomingError::Unusable(format!("{detail_type}: detail.metadata.event_id is missing")))?;
+        .ok_or_else(|| {
+            IncomingError::Unusable(format!("{detail_type}: detail.metadata.event_id is missing"))
+        })?;
     let aggregate_version = match &metadata["aggregate_version"] {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.parse().ok(),
@@ -63,9 +71,11 @@ pub async fn resolve(s3: &aws_sdk_s3::Client, mut incoming: Incoming) -> Result<
     let Some(claim) = incoming.claim_check.take() else {
         return Ok(incoming);
     };
-    let (Some(bucket), Some(key), Some(sha256)) =
-        (claim["bucket"].as_str(), claim["key"].as_str(), claim["sha256"].as_str())
-    else {
+    let (Some(bucket), Some(key), Some(sha256)) = (
+        claim["bucket"].as_str(),
+        claim["key"].as_str(),
+        claim["sha256"].as_str(),
+    ) else {
         return Err(IncomingError::Unusable(format!(
             "{}: claim check without bucket, key and sha256: {claim}",
             incoming.event_id
@@ -100,7 +110,10 @@ pub async fn resolve(s3: &aws_sdk_s3::Client, mut incoming: Incoming) -> Result<
         )));
     }
     incoming.data = serde_json::from_slice(&bytes).map_err(|e| {
-        IncomingError::Unusable(format!("{}: claim-checked payload is not JSON: {e}", incoming.event_id))
+        IncomingError::Unusable(format!(
+            "{}: claim-checked payload is not JSON: {e}",
+            incoming.event_id
+        ))
     })?;
     Ok(incoming)
 }

@@ -103,7 +103,10 @@ pub async fn run(
             if running.contains(shard) || finished.contains(shard) {
                 continue;
             }
-            if let Some(p) = parent.as_ref().filter(|p| known.contains(p) && !finished.contains(*p)) {
+            if let Some(p) = parent
+                .as_ref()
+                .filter(|p| known.contains(p) && !finished.contains(*p))
+            {
                 tracing::debug!(shard, parent = %p, "waiting for the parent shard");
                 continue;
             }
@@ -187,7 +190,14 @@ async fn read_shard(ctx: &Context, shard: &str, cancel: &CancellationToken) -> R
     let mut iterator = shard_iterator(ctx, shard, checkpoint.sequence.as_deref()).await?;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     while !cancel.is_cancelled() {
-        let out = match ctx.streams.get_records().shard_iterator(&iterator).limit(1000).send().await {
+        let out = match ctx
+            .streams
+            .get_records()
+            .shard_iterator(&iterator)
+            .limit(1000)
+            .send()
+            .await
+        {
             Ok(out) => {
                 backoff.reset();
                 out
@@ -343,7 +353,11 @@ async fn load_checkpoint(ctx: &Context, shard: &str) -> Result<Checkpoint, Publi
     let item = out.item.unwrap_or_default();
     Ok(Checkpoint {
         sequence: item.get("sequence_number").and_then(|v| v.as_s().ok()).cloned(),
-        finished: item.get("finished").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+        finished: item
+            .get("finished")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
     })
 }
 
@@ -386,7 +400,11 @@ async fn save_checkpoint(
 async fn shard_iterator(ctx: &Context, shard: &str, after: Option<&str>) -> Result<String, PublisherError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
-        let mut req = ctx.streams.get_shard_iterator().stream_arn(&ctx.stream_arn).shard_id(shard);
+        let mut req = ctx
+            .streams
+            .get_shard_iterator()
+            .stream_arn(&ctx.stream_arn)
+            .shard_id(shard);
         req = match after {
             Some(seq) => req
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)

@@ -34,7 +34,11 @@ pub async fn run(aws: &aws_config::SdkConfig, cfg: &SetupConfig) -> Result<(), S
 
     let queue_url = ensure_queue(&sqs, &cfg.queue).await?;
     let arn = queue_arn(&sqs, &cfg.queue, &queue_url).await?;
-    created(ensure_bus(&events, &cfg.event_bus).await?, "event bus", &cfg.event_bus);
+    created(
+        ensure_bus(&events, &cfg.event_bus).await?,
+        "event bus",
+        &cfg.event_bus,
+    );
     let rule = format!("{}-from-{}", cfg.queue, cfg.monolith_source.replace('.', "-"));
     let rule_arn = events
         .put_rule()
@@ -106,7 +110,11 @@ pub async fn run(aws: &aws_config::SdkConfig, cfg: &SetupConfig) -> Result<(), S
         (&t.outbox, "event_id", Some(StreamViewType::NewImage)),
         (&t.checkpoints, "shard_id", None),
     ] {
-        created(ensure_table(&dynamo, table, key, stream).await?, "dynamodb table", table);
+        created(
+            ensure_table(&dynamo, table, key, stream).await?,
+            "dynamodb table",
+            table,
+        );
     }
     ensure_ttl(&dynamo, &t.inbox, TTL_ATTRIBUTE).await?;
     ensure_ttl(&dynamo, &t.outbox, TTL_ATTRIBUTE).await?;

@@ -31,7 +31,11 @@ pub enum StoreError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("item `{key}` in `{table}` is malformed: {reason}")]
-    Corrupt { table: String, key: String, reason: String },
+    Corrupt {
+        table: String,
+        key: String,
+        reason: String,
+    },
 }
 
 impl StoreError {
@@ -55,7 +59,10 @@ where
     let code = err.code().unwrap_or("unknown").to_owned();
     let throttled = code.contains("Throttl")
         || code.contains("ThroughputExceeded")
-        || matches!(code.as_str(), "RequestLimitExceeded" | "InternalServerError" | "ServiceUnavailable");
+        || matches!(
+            code.as_str(),
+            "RequestLimitExceeded" | "InternalServerError" | "ServiceUnavailable"
+        );
     match cause.or(throttled.then_some("throttled")) {
         Some(cause) => StoreError::Transient {
             op,
@@ -136,7 +143,12 @@ fn now_rfc3339() -> String {
 }
 
 impl Store {
-    pub fn new(client: aws_sdk_dynamodb::Client, tables: Tables, inbox_ttl: Duration, outbox_ttl: Duration) -> Self {
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        tables: Tables,
+        inbox_ttl: Duration,
+        outbox_ttl: Duration,
+    ) -> Self {
         Self {
             client,
             tables,
@@ -218,15 +230,31 @@ impl Store {
             .map_err(build)?;
         let mut items = vec![TransactWriteItem::builder().put(inbox).build()];
         if let Some(state) = state {
-            items.push(TransactWriteItem::builder().put(self.state_put(state).map_err(build)?).build());
+            items.push(
+                TransactWriteItem::builder()
+                    .put(self.state_put(state).map_err(build)?)
+                    .build(),
+            );
         }
         if let Some(outbox) = outbox {
-            items.push(TransactWriteItem::builder().put(self.outbox_put(outbox).map_err(build)?).build());
+            items.push(
+                TransactWriteItem::builder()
+                    .put(self.outbox_put(outbox).map_err(build)?)
+                    .build(),
+            );
         }
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
             Ok(_) => Ok(CommitOutcome::Committed),
             Err(err) => {
-                if let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) = err.as_service_error() {
+                if let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) =
+                    err.as_service_error()
+                {
                     let codes: Vec<&str> = cancel
                         .cancellation_reasons()
                         .iter()
@@ -242,7 +270,10 @@ impl Store {
                     {
                         return Ok(CommitOutcome::Conflict);
                     }
-                    if codes.iter().any(|c| c.contains("Throttl") || c.contains("ThroughputExceeded")) {
+                    if codes
+                        .iter()
+                        .any(|c| c.contains("Throttl") || c.contains("ThroughputExceeded"))
+                    {
                         return Err(StoreError::Transient {
                             op: "TransactWriteItems",
                             table: self.tables.inbox.clone(),

@@ -122,7 +122,11 @@ pub async fn check(
             report.customer_mismatches.push(id.clone());
         }
     }
-    report.unknown_customers = projected.keys().filter(|id| !monolith.contains_key(*id)).cloned().collect();
+    report.unknown_customers = projected
+        .keys()
+        .filter(|id| !monolith.contains_key(*id))
+        .cloned()
+        .collect();
 
     let approved: BTreeSet<String> = pg
         .query("SELECT id::text FROM orders WHERE state = 'APPROVED'", &[])

@@ -38,8 +38,19 @@ async fn duplicated_and_reordered_delivery_changes_nothing() -> anyhow::Result<(
         .run_ok(
             "legacy-sim",
             &[
-                "load", "--customers", "5", "--orders", "24", "--concurrency", "3",
-                "--cancel-ratio", "0.4", "--seed", "5", "--progress", "never",
+                "load",
+                "--customers",
+                "5",
+                "--orders",
+                "24",
+                "--concurrency",
+                "3",
+                "--cancel-ratio",
+                "0.4",
+                "--seed",
+                "5",
+                "--progress",
+                "never",
             ],
         )
         .await?;
@@ -47,7 +58,13 @@ async fn duplicated_and_reordered_delivery_changes_nothing() -> anyhow::Result<(
     let expected: i64 = pg.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
 
     // Take every event off the queue before the service runs.
-    let queue_url = sqs.get_queue_url().queue_name("shipping-events").send().await?.queue_url.unwrap_or_default();
+    let queue_url = sqs
+        .get_queue_url()
+        .queue_name("shipping-events")
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default();
     let mut bodies: HashMap<String, String> = HashMap::new();
     let started = std::time::Instant::now();
     while (bodies.len() as i64) < expected {
@@ -68,7 +85,10 @@ async fn duplicated_and_reordered_delivery_changes_nothing() -> anyhow::Result<(
         for m in out.messages() {
             let body = m.body().unwrap_or_default().to_owned();
             let v: serde_json::Value = serde_json::from_str(&body)?;
-            let id = v["detail"]["metadata"]["event_id"].as_str().unwrap_or_default().to_owned();
+            let id = v["detail"]["metadata"]["event_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             bodies.insert(id, body);
             sqs.delete_message()
                 .queue_url(&queue_url)
@@ -93,7 +113,11 @@ async fn duplicated_and_reordered_delivery_changes_nothing() -> anyhow::Result<(
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        sqs.send_message_batch().queue_url(&queue_url).set_entries(Some(entries)).send().await?;
+        sqs.send_message_batch()
+            .queue_url(&queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await?;
     }
 
     let service = stack.spawn("shipping", &["run", "--wait-seconds", "1", "--concurrency", "6"])?;
@@ -110,7 +134,11 @@ async fn duplicated_and_reordered_delivery_changes_nothing() -> anyhow::Result<(
                 .send()
                 .await?;
             let n = |a: QueueAttributeName| {
-                attrs.attributes().and_then(|m| m.get(&a)).and_then(|v| v.parse::<i64>().ok()).unwrap_or(-1)
+                attrs
+                    .attributes()
+                    .and_then(|m| m.get(&a))
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(-1)
             };
             Ok((n(QueueAttributeName::ApproximateNumberOfMessages) == 0
                 && n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible) == 0)
@@ -120,7 +148,11 @@ async fn duplicated_and_reordered_delivery_changes_nothing() -> anyhow::Result<(
     .await?;
 
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    assert_eq!(scan(&dynamo, "shipping-inbox").await?.len() as i64, expected, "one inbox item per event");
+    assert_eq!(
+        scan(&dynamo, "shipping-inbox").await?.len() as i64,
+        expected,
+        "one inbox item per event"
+    );
     // The shipping outbox: at most one event per (order, kind); a cancellation only after a
     // scheduling; every live shipment was announced.
     let outbox = scan(&dynamo, "shipping-outbox").await?;
@@ -131,7 +163,10 @@ async fn duplicated_and_reordered_delivery_changes_nothing() -> anyhow::Result<(
     }
     for (order, kind) in &seen {
         if kind == "ShipmentCancelled" {
-            assert!(seen.contains(&(order.clone(), "ShipmentScheduled".into())), "{order} cancelled, never scheduled");
+            assert!(
+                seen.contains(&(order.clone(), "ShipmentScheduled".into())),
+                "{order} cancelled, never scheduled"
+            );
         }
     }
     for item in scan(&dynamo, "shipping-shipments").await? {

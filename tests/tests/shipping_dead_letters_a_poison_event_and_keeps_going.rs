@@ -12,13 +12,12 @@ use tests::stack::Stack;
 async fn a_poison_event_ends_in_the_dlq_with_its_reason() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
-    stack.run_ok("shipping", &["setup", "--max-receive-count", "3"]).await?;
+    stack
+        .run_ok("shipping", &["setup", "--max-receive-count", "3"])
+        .await?;
     let bridge = stack.spawn("bridge", &["run", "--lease-duration-secs", "3"])?;
     stack.wait_slot_active("outbox_bridge", &bridge).await?;
-    let service = stack.spawn(
-        "shipping",
-        &["run", "--wait-seconds", "1", "--retry-delay", "0"],
-    )?;
+    let service = stack.spawn("shipping", &["run", "--wait-seconds", "1", "--retry-delay", "0"])?;
 
     // The monolith's outbox accepts any JSON payload; this one is no order.
     let pg = stack.pg.client().await?;
@@ -35,15 +34,32 @@ async fn a_poison_event_ends_in_the_dlq_with_its_reason() -> anyhow::Result<()> 
         .run_ok(
             "legacy-sim",
             &[
-                "load", "--customers", "4", "--orders", "16", "--concurrency", "2",
-                "--cancel-ratio", "0.25", "--seed", "3", "--progress", "never",
+                "load",
+                "--customers",
+                "4",
+                "--orders",
+                "16",
+                "--concurrency",
+                "2",
+                "--cancel-ratio",
+                "0.25",
+                "--seed",
+                "3",
+                "--progress",
+                "never",
             ],
         )
         .await?;
 
     // Everything else converges (the inbox holds every event but the poison one).
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let dlq = sqs.get_queue_url().queue_name("shipping-events-dlq").send().await?.queue_url.unwrap_or_default();
+    let dlq = sqs
+        .get_queue_url()
+        .queue_name("shipping-events-dlq")
+        .send()
+        .await?
+        .queue_url
+        .unwrap_or_default();
     let parked = tests::wait::until("the poison event in the DLQ", Duration::from_secs(180), || {
         let (sqs, dlq, service) = (&sqs, &dlq, &service);
         async move {
@@ -72,7 +88,11 @@ async fn a_poison_event_ends_in_the_dlq_with_its_reason() -> anyhow::Result<()> 
             .unwrap_or_default()
             .to_owned()
     };
-    assert!(attr("reason").contains("data.state"), "reason: {}", attr("reason"));
+    assert!(
+        attr("reason").contains("data.state"),
+        "reason: {}",
+        attr("reason")
+    );
     assert_eq!(attr("receive_count"), "3", "parked on its last allowed receive");
 
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);

@@ -7,39 +7,71 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::json;
+use tests::bus;
 use tests::shipping::{self, scan, text};
 use tests::stack::Stack;
-use tests::bus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_and_applies_nothing_twice() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
-    stack.run_ok("shipping", &["setup", "--visibility-timeout", "3"]).await?;
-    let mut shipment_events =
-        bus::subscribe(&sdk, "legacy-monolith", "shipment-events", &json!({"source": ["shipping"]})).await?;
+    stack
+        .run_ok("shipping", &["setup", "--visibility-timeout", "3"])
+        .await?;
+    let mut shipment_events = bus::subscribe(
+        &sdk,
+        "legacy-monolith",
+        "shipment-events",
+        &json!({"source": ["shipping"]}),
+    )
+    .await?;
     let bridge = stack.spawn("bridge", &["run", "--lease-duration-secs", "3"])?;
     stack.wait_slot_active("outbox_bridge", &bridge).await?;
-    let args = ["run", "--wait-seconds", "1", "--visibility-timeout", "3", "--poll-interval-ms", "100"];
+    let args = [
+        "run",
+        "--wait-seconds",
+        "1",
+        "--visibility-timeout",
+        "3",
+        "--poll-interval-ms",
+        "100",
+    ];
     let mut service = stack.spawn("shipping", &args)?;
     let mut load = stack.spawn(
         "legacy-sim",
         &[
-            "load", "--customers", "6", "--orders", "40", "--concurrency", "2", "--cancel-ratio",
-            "0.3", "--seed", "9", "--rate", "8", "--progress", "never",
+            "load",
+            "--customers",
+            "6",
+            "--orders",
+            "40",
+            "--concurrency",
+            "2",
+            "--cancel-ratio",
+            "0.3",
+            "--seed",
+            "9",
+            "--rate",
+            "8",
+            "--progress",
+            "never",
         ],
     )?;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     for round in 0..2 {
         // Kill while it is working: once the inbox has grown since the last restart.
         let before = scan(&dynamo, "shipping-inbox").await?.len();
-        tests::wait::until("the service to apply more events", Duration::from_secs(90), || {
-            let (dynamo, service) = (&dynamo, &service);
-            async move {
-                service.ensure_running()?;
-                Ok((scan(dynamo, "shipping-inbox").await?.len() > before + 5).then_some(()))
-            }
-        })
+        tests::wait::until(
+            "the service to apply more events",
+            Duration::from_secs(90),
+            || {
+                let (dynamo, service) = (&dynamo, &service);
+                async move {
+                    service.ensure_running()?;
+                    Ok((scan(dynamo, "shipping-inbox").await?.len() > before + 5).then_some(()))
+                }
+            },
+        )
         .await?;
         service.kill9().await?;
         eprintln!("round {round}: killed shipping after {before}+ events");
@@ -52,7 +84,11 @@ async fn kill_9_loses_nothing_and_applies_nothing_twice() -> anyhow::Result<()> 
     assert!(report.exact(), "{report}");
     let pg = stack.pg.client().await?;
     let expected: i64 = pg.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
-    assert_eq!(scan(&dynamo, "shipping-inbox").await?.len() as i64, expected, "each event applied once");
+    assert_eq!(
+        scan(&dynamo, "shipping-inbox").await?.len() as i64,
+        expected,
+        "each event applied once"
+    );
 
     let outbox = scan(&dynamo, "shipping-outbox").await?;
     let mut changes = HashSet::new();

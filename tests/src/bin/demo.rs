@@ -1,7 +1,8 @@
 //! The main job on the embedded default stack: a throwaway Postgres and moto, the monolith's
 //! schema, `bridge setup`, `bridge run` (capture + relay), the load generator writing, and live
-//! progress (events written, in Kinesis, on EventBridge, slot lag) until every outbox row has
-//! reached EventBridge; then a consumer queue subscribed by a rule is checked against the database.
+//! progress (events written, in Kinesis, on EventBridge, applied by the shipping service, slot
+//! lag) until every outbox row has gone the whole way; then a consistency report: the monolith
+//! against the shipping service's projection and shipments, and its events on the bus.
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
@@ -20,10 +21,11 @@ use tests::stack::{outbox_id, Stack};
 )]
 struct Args {
     /// Customers the load generator creates.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 50)]
     customers: u32,
-    /// Orders the load generator places (each raises one to four events).
-    #[arg(long, default_value_t = 2_000)]
+    /// Orders the load generator places (each raises one to four events). moto, not the
+    /// bridge, sets the pace of the microservice side: about 15 events/s applied by shipping.
+    #[arg(long, default_value_t = 500)]
     orders: u32,
     /// Concurrent writers.
     #[arg(long, default_value_t = 4)]
@@ -58,14 +60,23 @@ async fn main() -> anyhow::Result<()> {
     let metrics_port = tests::free_port()?;
     let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
     let listen = format!("127.0.0.1:{metrics_port}");
-    // A microservice's queue: a rule on source + detail-type routes cancellations to it.
+    // The microservice side: shipping (its queue fed by a rule, DynamoDB tables with an outbox
+    // stream), and a downstream queue that receives what shipping publishes.
     let sdk = stack.moto.sdk_config().await;
-    let pattern = json!({"source": ["legacy.monolith"], "detail-type": ["OrderCancelled"]});
-    let mut queue = bus::subscribe(&sdk, "legacy-monolith", "shipping-demo", &pattern).await?;
+    stack.run_ok("shipping", &["setup"]).await?;
+    let pattern = json!({"source": ["shipping"]});
+    let mut downstream = bus::subscribe(&sdk, "legacy-monolith", "shipment-events", &pattern).await?;
     let capture = stack.spawn("bridge", &["run", "--metrics-listen", &listen])?;
     stack.wait_slot_active("outbox_bridge", &capture).await?;
+    let shipping_port = tests::free_port()?;
+    let shipping_metrics = format!("http://127.0.0.1:{shipping_port}/metrics");
+    let shipping_listen = format!("127.0.0.1:{shipping_port}");
+    let service = stack.spawn(
+        "shipping",
+        &["run", "--wait-seconds", "2", "--metrics-listen", &shipping_listen],
+    )?;
     let (_sim, api) = stack.spawn_legacy_sim().await?;
-    println!("  bridge    run (capture + relay), metrics at {metrics_url}\n  monolith  {api} (POST /customers, POST /orders, …)\n  consumer  queue shipping-demo ← rule OrderCancelled on bus legacy-monolith\n");
+    println!("  bridge    run (capture + relay), metrics at {metrics_url}\n  monolith  {api} (POST /customers, POST /orders, …)\n  shipping  run (queue shipping-events ← rule on bus legacy-monolith; DynamoDB projection, shipments, inbox, outbox → stream → bus), metrics at {shipping_metrics}\n  downstream queue shipment-events ← rule source=shipping\n");
     let mut capture = capture;
 
     let (customers, orders, concurrency, rate) = (
@@ -118,12 +129,16 @@ async fn main() -> anyhow::Result<()> {
         let captured = metric(&metrics, "bridge_kinesis_records_published_total");
         let published = metric(&metrics, "bridge_eventbridge_events_published_total");
         let age = metric(&metrics, "bridge_oldest_unpublished_event_age_seconds");
+        service.ensure_running()?;
+        let shipping_text = http.get(&shipping_metrics).send().await?.text().await?;
+        let applied = metric_sum(&shipping_text, "shipping_events_applied_total");
         let line = format!(
-            "[{:>6.1}s] written {:>6} | in kinesis {:>6} | on eventbridge {:>6} | slot lag {:>9} | oldest unpublished {:>5.2}s | load {}",
+            "[{:>6.1}s] written {:>6} | in kinesis {:>6} | on eventbridge {:>6} | applied by shipping {:>6} | slot lag {:>9} | oldest unpublished {:>5.2}s | load {}",
             started.elapsed().as_secs_f64(),
             written,
             captured as i64,
             published as i64,
+            applied as i64,
             bytes(lag),
             age,
             if load_done { "done" } else { "running" }
@@ -135,7 +150,12 @@ async fn main() -> anyhow::Result<()> {
             println!("{line}");
             last_line = Instant::now();
         }
-        if load_done && captured as i64 >= written && published as i64 >= written && lag < 64 * 1024 {
+        if load_done
+            && captured as i64 >= written
+            && published as i64 >= written
+            && applied as i64 >= written
+            && lag < 64 * 1024
+        {
             println!("{}", if live { "\n" } else { "" });
             break;
         }
@@ -163,23 +183,42 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    // The consumer's view: every cancellation reached the subscribed queue.
-    let cancelled: i64 = pg
-        .query_one("SELECT count(*) FROM outbox WHERE type = 'OrderCancelled'", &[])
-        .await?
-        .get(0);
-    print!("waiting for the {cancelled} OrderCancelled events on the consumer queue (moto delivers ~8/s)… ");
+    // The microservice's view: its state against the monolith's.
+    print!("consistency report (monolith vs shipping)… ");
     std::io::stdout().flush()?;
-    let wanted = usize::try_from(cancelled).unwrap_or(0);
-    queue
-        .until("the cancellations", Duration::from_secs(600), |q| {
-            q.by_event_id().len() >= wanted
-        })
+    let report =
+        tests::shipping::wait_consistent(&stack, &[&capture, &service], Duration::from_secs(300)).await?;
+    println!("{report}");
+    println!(
+        "  customers: {} in the monolith, {} projected differently, {} unknown to it",
+        report.customers,
+        report.customer_mismatches.len(),
+        report.unknown_customers.len()
+    );
+    println!(
+        "  shipments: {} approved orders, {} without a live shipment, {} live shipments too many",
+        report.approved_orders,
+        report.missing_shipments.len(),
+        report.extra_shipments.len()
+    );
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let shipment_events: HashSet<String> = tests::shipping::scan(&dynamo, "shipping-outbox")
+        .await?
+        .iter()
+        .map(|i| tests::shipping::text(i, "event_id"))
+        .collect();
+    print!(
+        "waiting for the {} shipment events on the downstream queue (moto delivers ~50/s)… ",
+        shipment_events.len()
+    );
+    std::io::stdout().flush()?;
+    downstream
+        .until_all(&shipment_events, Duration::from_secs(600), || service.output())
         .await?;
-    println!("{} delivered", queue.by_event_id().len());
-    if let Some(event) = queue.received.first() {
+    println!("{} delivered", downstream.by_event_id().len());
+    if let Some(event) = downstream.received.first() {
         println!(
-            "an event as the consumer receives it:\n{}",
+            "an event shipping published, as a downstream consumer receives it:\n{}",
             serde_json::to_string_pretty(event)?
         );
     }
@@ -188,6 +227,9 @@ async fn main() -> anyhow::Result<()> {
         println!("\nthe stack keeps running; Ctrl-C stops it. Try:\n  curl -s -XPOST {api}/customers -H 'content-type: application/json' -d '{{\"name\":\"Ada\",\"credit_limit\":100}}'\n  curl -s {metrics_url}");
         tokio::signal::ctrl_c().await?;
     }
+    let mut service = service;
+    let shipping_code = service.terminate(Duration::from_secs(30)).await?;
+    println!("shipping stopped (exit {shipping_code:?})");
     let code = capture.terminate(Duration::from_secs(30)).await?;
     let flushed = stack.confirmed_flush("outbox_bridge").await?.unwrap_or(0);
     println!(
@@ -196,8 +238,12 @@ async fn main() -> anyhow::Result<()> {
         flushed & 0xFFFF_FFFF
     );
     anyhow::ensure!(missing == 0, "{missing} outbox rows never reached kinesis");
+    anyhow::ensure!(
+        report.exact(),
+        "the shipping service does not match the monolith: {report}"
+    );
     println!(
-        "\nall {} outbox events reached kinesis and eventbridge in {:.1}s",
+        "\nall {} outbox events reached kinesis, eventbridge and the shipping service, which matches the monolith exactly ({:.1}s)",
         ids.len(),
         started.elapsed().as_secs_f64()
     );
@@ -209,6 +255,14 @@ fn metric(text: &str, name: &str) -> f64 {
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// The sum of a metric over its label sets.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn bytes(n: i64) -> String {

@@ -31,6 +31,51 @@ pub enum Command {
     Relay(RelayArgs),
     /// Capture and relay in one process (small deployments, the demo).
     Run(RunArgs),
+    /// Slot, publication, stream, relay checkpoints and leases, DLQ depth; exits 1 when
+    /// something needs attention.
+    Status(StatusArgs),
+    /// List or redrive the records parked in the dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    #[command(flatten)]
+    pub resources: RelayResourceArgs,
+    /// Retained WAL (bytes) above which the slot needs attention.
+    #[arg(long, env = "BRIDGE_RETAINED_WAL_THRESHOLD", default_value_t = 1 << 30, value_parser = clap::value_parser!(i64).range(0..))]
+    pub retained_wal_threshold: i64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DlqAction {
+    /// Show each parked record with its reason (they stay parked).
+    List(DlqArgs),
+    /// Put each parked record back on its Kinesis stream (once the cause is fixed) and remove
+    /// it from the DLQ; a record that was truncated when parked stays.
+    Redrive(DlqArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DlqArgs {
+    #[command(flatten)]
+    pub resources: RelayResourceArgs,
+    /// At most this many messages.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max: u32,
+    /// Print JSON instead of text (list).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -7,7 +7,8 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    CaptureTuningArgs, Command, MetricsArgs, OutboxArgs, RelayResourceArgs, RelayTuningArgs, SourceArgs,
+    CaptureTuningArgs, Command, DlqAction, MetricsArgs, OutboxArgs, RelayResourceArgs, RelayTuningArgs,
+    SourceArgs,
 };
 use bridge::capture::{self, CaptureConfig, TableRoutes};
 use bridge::claim_check::ClaimCheckStore;
@@ -20,6 +21,7 @@ use bridge::relay::lease::LeaseTable;
 use bridge::relay::{self, RelayContext};
 use bridge::replication::PgTarget;
 use bridge::sink::kinesis::KinesisSink;
+use bridge::status::StatusConfig;
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -85,6 +87,33 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!("relay stopped");
             Ok(())
         }
+        Command::Status(args) => {
+            let aws = bridge::aws_config().await;
+            let target = match &args.source.database_url {
+                Some(url) => Some(PgTarget::from_url(url, "outbox-bridge-status").context("--database-url")?),
+                None => None,
+            };
+            let cfg = StatusConfig {
+                target,
+                slot: args.source.slot,
+                publication: args.source.publication,
+                stream: args.stream.stream,
+                checkpoint_table: args.resources.checkpoint_table,
+                dead_letter_queue: args.resources.dead_letter_queue,
+                retained_wal_threshold: args.retained_wal_threshold,
+            };
+            let status = bridge::status::gather(&aws, &cfg).await;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", bridge::status::render(&status, &cfg));
+            }
+            if !status.attention.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Dlq { action } => dlq(action).await,
         Command::Run(args) => {
             let cfg = capture_config(
                 args.source,
@@ -260,4 +289,65 @@ fn default_worker_id() -> String {
         .unwrap_or_default();
     let host = if host.is_empty() { "relay".to_owned() } else { host };
     format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+}
+
+async fn dlq(action: DlqAction) -> anyhow::Result<()> {
+    let aws = bridge::aws_config().await;
+    let (args, redrive) = match action {
+        DlqAction::List(a) => (a, false),
+        DlqAction::Redrive(a) => (a, true),
+    };
+    let queue = &args.resources.dead_letter_queue;
+    let dlq = bridge::dlq_tools::Dlq::open(aws_sdk_sqs::Client::new(&aws), queue).await?;
+    let max = args.max as usize;
+    if !redrive {
+        let parked = dlq.list(max).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&parked)?);
+        } else {
+            print!("{}", bridge::dlq_tools::render(queue, &parked));
+        }
+        return Ok(());
+    }
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let (redriven, failed) = dlq
+        .redrive(max, |p| {
+            let kinesis = kinesis.clone();
+            async move {
+                let body: serde_json::Value =
+                    serde_json::from_str(&p.body).map_err(|e| format!("not a parked record: {e}"))?;
+                if body["original_truncated"].as_bool() == Some(true) {
+                    return Err("the record was truncated when parked; republish it from the source".into());
+                }
+                let (Some(stream), Some(record)) = (body["stream"].as_str(), body["record"].as_str()) else {
+                    return Err("no stream or record in the parked message".into());
+                };
+                let key = body["sequence_number"].as_str().unwrap_or("dlq-redrive");
+                kinesis
+                    .put_record()
+                    .stream_name(stream)
+                    .partition_key(key)
+                    .data(aws_sdk_kinesis::primitives::Blob::new(record.as_bytes().to_vec()))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "PutRecord to {stream}: {}",
+                            aws_sdk_kinesis::error::DisplayErrorContext(e)
+                        )
+                    })?;
+                Ok(())
+            }
+        })
+        .await?;
+    println!("redriven {redriven} record(s) from {queue}");
+    for (id, reason) in &failed {
+        println!("kept {id}: {reason}");
+    }
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{} record(s) could not be redriven",
+        failed.len()
+    );
+    Ok(())
 }

@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod claim_check;
 pub mod deadletter;
+pub mod dlq_tools;
 pub mod dms;
 pub mod eventbridge;
 pub mod logging;
@@ -17,6 +18,7 @@ pub mod retry;
 pub mod setup;
 pub mod shutdown;
 pub mod sink;
+pub mod status;
 pub mod table;
 
 /// Loads the AWS SDK's configuration the standard way: region, credentials and

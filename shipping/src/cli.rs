@@ -111,6 +111,30 @@ pub enum Command {
         #[command(subcommand)]
         what: Show,
     },
+    /// List the events parked in the DLQ with their reasons, or redrive them to the queue.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DlqAction {
+    /// Show each parked event with its reason (they stay parked).
+    List {
+        /// At most this many messages.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        max: u32,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send each parked event back to the queue (once the cause is fixed) and remove it from the DLQ.
+    Redrive {
+        /// At most this many messages.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        max: u32,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, Names, RunArgs, Show};
+use crate::cli::{Cli, Command, DlqAction, Names, RunArgs, Show};
 use bridge::claim_check::ClaimCheckStore;
 use bridge::eventbridge::Publisher;
 use shipping::consumer::{self, ConsumerConfig};
@@ -43,6 +43,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run_service(&aws, &names, args).await,
+        Command::Dlq { action } => {
+            let sqs = aws_sdk_sqs::Client::new(&aws);
+            let dlq = bridge::dlq_tools::Dlq::open(sqs.clone(), &names.dead_letter_queue).await?;
+            match action {
+                DlqAction::List { max, json } => {
+                    let parked = dlq.list(max as usize).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&parked)?);
+                    } else {
+                        print!("{}", bridge::dlq_tools::render(&names.dead_letter_queue, &parked));
+                    }
+                }
+                DlqAction::Redrive { max } => {
+                    let url = sqs
+                        .get_queue_url()
+                        .queue_name(&names.queue)
+                        .send()
+                        .await
+                        .with_context(|| format!("queue {}", names.queue))?
+                        .queue_url
+                        .unwrap_or_default();
+                    let (redriven, failed) = dlq
+                        .redrive(max as usize, |p| {
+                            let (sqs, url) = (sqs.clone(), url.clone());
+                            async move {
+                                sqs.send_message()
+                                    .queue_url(url)
+                                    .message_body(p.body)
+                                    .send()
+                                    .await
+                                    .map(|_| ())
+                                    .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+                            }
+                        })
+                        .await?;
+                    println!("redriven {redriven} event(s) to {}", names.queue);
+                    for (id, reason) in &failed {
+                        println!("kept {id}: {reason}");
+                    }
+                    anyhow::ensure!(
+                        failed.is_empty(),
+                        "{} event(s) could not be redriven",
+                        failed.len()
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Show { what } => {
             let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), tables(&names), DAY, DAY);
             let (table, key, id) = match &what {

@@ -95,6 +95,37 @@ async fn a_poison_event_ends_in_the_dlq_with_its_reason() -> anyhow::Result<()> 
     );
     assert_eq!(attr("receive_count"), "3", "parked on its last allowed receive");
 
+    // What the operator sees (the test's receive above hid the message for 30 s: release it).
+    sqs.change_message_visibility()
+        .queue_url(&dlq)
+        .receipt_handle(parked[0].receipt_handle().unwrap_or_default())
+        .visibility_timeout(0)
+        .send()
+        .await?;
+    let listed: serde_json::Value =
+        serde_json::from_str(&stack.run_ok("shipping", &["dlq", "list", "--json"]).await?)?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert!(
+        listed[0]["reason"].as_str().unwrap_or("").contains("data.state"),
+        "{listed}"
+    );
+    // Redriven (as after a fix), it is applied — here it fails again and is parked again.
+    let out = stack.run_ok("shipping", &["dlq", "redrive"]).await?;
+    assert!(out.contains("redriven 1 event(s)"), "{out}");
+    tests::wait::until(
+        "the redriven event to be parked again",
+        Duration::from_secs(60),
+        || async {
+            let listed: serde_json::Value =
+                serde_json::from_str(&stack.run_ok("shipping", &["dlq", "list", "--json"]).await?)?;
+            Ok(
+                (listed.as_array().map(Vec::len) == Some(1) && listed[0]["receive_count"] == "3")
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let expected: i64 = pg.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
     let report = tests::wait::until("the good events to be applied", Duration::from_secs(180), || {

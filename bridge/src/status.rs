@@ -1,0 +1,333 @@
+//! `bridge status`: how far behind the bridge is and whether anything needs attention — the
+//! slot, the publication, the stream, the relay's checkpoints and leases, the DLQ — gathered
+//! from the systems themselves, not from a running bridge.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_kinesis::error::ProvideErrorMetadata;
+use serde::Serialize;
+
+use crate::replication::slot::query_client;
+use crate::replication::PgTarget;
+
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    pub target: Option<PgTarget>,
+    pub slot: String,
+    pub publication: String,
+    pub stream: String,
+    pub checkpoint_table: String,
+    pub dead_letter_queue: String,
+    /// Retained WAL above this many bytes needs attention.
+    pub retained_wal_threshold: i64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct SlotStatus {
+    pub exists: bool,
+    pub active: bool,
+    pub confirmed_flush_lsn: Option<String>,
+    pub retained_wal_bytes: Option<i64>,
+    pub unacknowledged_bytes: Option<i64>,
+    pub wal_status: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShardStatus {
+    pub shard_id: String,
+    pub owner: Option<String>,
+    pub lease_expires_in_ms: Option<i64>,
+    pub checkpoint: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Status {
+    pub slot: Option<SlotStatus>,
+    pub publication_tables: Option<Vec<String>>,
+    pub stream_status: Option<String>,
+    pub open_shards: Option<i32>,
+    pub shards: Vec<ShardStatus>,
+    pub dead_letters: Option<i64>,
+    /// What needs attention, one sentence each; empty when all is well.
+    pub attention: Vec<String>,
+}
+
+/// Gathers the status; a system that cannot be asked becomes an attention line, not an error.
+pub async fn gather(aws: &aws_config::SdkConfig, cfg: &StatusConfig) -> Status {
+    let mut status = Status::default();
+    if let Some(target) = &cfg.target {
+        match postgres_status(target, cfg).await {
+            Ok((slot, tables)) => {
+                status.slot = Some(slot);
+                status.publication_tables = Some(tables);
+            }
+            Err(err) => status.attention.push(format!("cannot query Postgres: {err}")),
+        }
+    } else {
+        status
+            .attention
+            .push("no --database-url: slot and publication not checked".into());
+    }
+    let kinesis = aws_sdk_kinesis::Client::new(aws);
+    match kinesis
+        .describe_stream_summary()
+        .stream_name(&cfg.stream)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            if let Some(d) = out.stream_description_summary() {
+                status.stream_status = Some(d.stream_status().as_str().to_owned());
+                status.open_shards = Some(d.open_shard_count());
+            }
+        }
+        Err(err) => status.attention.push(format!(
+            "kinesis stream `{}`: {}",
+            cfg.stream,
+            err.code().unwrap_or("unreachable")
+        )),
+    }
+    match checkpoints(aws, cfg).await {
+        Ok(shards) => status.shards = shards,
+        Err(err) => status
+            .attention
+            .push(format!("checkpoint table `{}`: {err}", cfg.checkpoint_table)),
+    }
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    match dlq_depth(&sqs, &cfg.dead_letter_queue).await {
+        Ok(n) => status.dead_letters = Some(n),
+        Err(code) => status
+            .attention
+            .push(format!("dead-letter queue `{}`: {code}", cfg.dead_letter_queue)),
+    }
+    judge(&mut status, cfg);
+    status
+}
+
+/// The attention rules, from the gathered facts.
+fn judge(status: &mut Status, cfg: &StatusConfig) {
+    let mut notes = Vec::new();
+    if let Some(slot) = &status.slot {
+        if !slot.exists {
+            notes.push(format!(
+                "slot `{}` does not exist: run `bridge setup` (or `--recreate-slot` if it was lost)",
+                cfg.slot
+            ));
+        } else {
+            if !slot.active {
+                notes.push(format!("slot `{}` is not active: is capture running?", cfg.slot));
+            }
+            if matches!(slot.wal_status.as_deref(), Some("lost" | "unreserved")) {
+                notes.push(format!(
+                    "slot `{}` wal_status is {}: changes are being or have been lost (README: Recovering a lost slot)",
+                    cfg.slot,
+                    slot.wal_status.as_deref().unwrap_or("")
+                ));
+            }
+            if let Some(bytes) = slot
+                .retained_wal_bytes
+                .filter(|b| *b > cfg.retained_wal_threshold)
+            {
+                notes.push(format!(
+                    "slot `{}` retains {bytes} bytes of WAL (threshold {})",
+                    cfg.slot, cfg.retained_wal_threshold
+                ));
+            }
+        }
+    }
+    if let Some(tables) = &status.publication_tables {
+        if tables.is_empty() {
+            notes.push(format!(
+                "publication `{}` is missing or publishes no table",
+                cfg.publication
+            ));
+        }
+    }
+    if let Some(s) = status.stream_status.as_deref().filter(|s| *s != "ACTIVE") {
+        notes.push(format!("kinesis stream `{}` is {s}", cfg.stream));
+    }
+    if status
+        .shards
+        .iter()
+        .any(|s| s.lease_expires_in_ms.is_none_or(|ms| ms < 0))
+    {
+        notes.push("a shard has no live lease: is a relay running?".into());
+    }
+    if let Some(n) = status.dead_letters.filter(|n| *n > 0) {
+        notes.push(format!(
+            "{n} record(s) parked in `{}`: `bridge dlq list` shows why",
+            cfg.dead_letter_queue
+        ));
+    }
+    status.attention.extend(notes);
+}
+
+async fn postgres_status(
+    target: &PgTarget,
+    cfg: &StatusConfig,
+) -> Result<(SlotStatus, Vec<String>), Box<dyn std::error::Error + Send + Sync>> {
+    let client = query_client(target).await?;
+    let row = client
+        .query_opt(
+            "SELECT active, confirmed_flush_lsn::text, (pg_current_wal_lsn() - restart_lsn)::bigint,
+                    (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, wal_status
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&cfg.slot],
+        )
+        .await?;
+    let slot = match row {
+        None => SlotStatus::default(),
+        Some(r) => SlotStatus {
+            exists: true,
+            active: r.get(0),
+            confirmed_flush_lsn: r.get(1),
+            retained_wal_bytes: r.get(2),
+            unacknowledged_bytes: r.get(3),
+            wal_status: r.get(4),
+        },
+    };
+    let tables = client
+        .query(
+            "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1",
+            &[&cfg.publication],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok((slot, tables))
+}
+
+async fn checkpoints(aws: &aws_config::SdkConfig, cfg: &StatusConfig) -> Result<Vec<ShardStatus>, String> {
+    let dynamo = aws_sdk_dynamodb::Client::new(aws);
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut shards = Vec::new();
+    let mut start: Option<HashMap<String, AttributeValue>> = None;
+    loop {
+        let out = dynamo
+            .scan()
+            .table_name(&cfg.checkpoint_table)
+            .filter_expression("lease_stream = :s AND lease_kind = :k")
+            .expression_attribute_values(":s", AttributeValue::S(cfg.stream.clone()))
+            .expression_attribute_values(":k", AttributeValue::S("shard".into()))
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| e.code().unwrap_or("unreachable").to_owned())?;
+        for item in out.items() {
+            let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+            let expires = item
+                .get("lease_expires_at")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<i64>().ok());
+            shards.push(ShardStatus {
+                shard_id: s("lease_shard_id").unwrap_or_default(),
+                owner: s("lease_owner"),
+                lease_expires_in_ms: expires.map(|e| e - now),
+                checkpoint: s("lease_checkpoint"),
+            });
+        }
+        match out.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => break,
+        }
+    }
+    shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+    Ok(shards)
+}
+
+async fn dlq_depth(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<i64, String> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let code = |e: &dyn ProvideErrorMetadata| e.code().unwrap_or("unreachable").to_owned();
+    let url = sqs
+        .get_queue_url()
+        .queue_name(queue)
+        .send()
+        .await
+        .map_err(|e| code(&e))?
+        .queue_url
+        .unwrap_or_default();
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| code(&e))?;
+    let n = |a: A| {
+        out.attributes()
+            .and_then(|m| m.get(&a))
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible))
+}
+
+/// The status as a human reads it.
+pub fn render(status: &Status, cfg: &StatusConfig) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let or = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let num = |v: Option<i64>| v.map_or_else(|| "-".into(), |n| n.to_string());
+    if let Some(slot) = &status.slot {
+        let _ = writeln!(
+            out,
+            "slot {:<20} exists {} active {} confirmed_flush {} retained WAL {} B unacknowledged {} B wal_status {}",
+            cfg.slot,
+            slot.exists,
+            slot.active,
+            or(&slot.confirmed_flush_lsn),
+            num(slot.retained_wal_bytes),
+            num(slot.unacknowledged_bytes),
+            or(&slot.wal_status)
+        );
+    }
+    if let Some(tables) = &status.publication_tables {
+        let _ = writeln!(
+            out,
+            "publication {:<13} tables {}",
+            cfg.publication,
+            tables.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "stream {:<18} status {} open shards {}",
+        cfg.stream,
+        or(&status.stream_status),
+        status.open_shards.map_or_else(|| "-".into(), |n| n.to_string())
+    );
+    for s in &status.shards {
+        let _ = writeln!(
+            out,
+            "  shard {:<24} owner {:<40} lease {} checkpoint {}",
+            s.shard_id,
+            or(&s.owner),
+            s.lease_expires_in_ms.map_or_else(
+                || "-".into(),
+                |ms| if ms >= 0 {
+                    format!("{ms} ms left")
+                } else {
+                    "expired".into()
+                }
+            ),
+            or(&s.checkpoint)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "dead letters {:<12} {}",
+        cfg.dead_letter_queue,
+        num(status.dead_letters)
+    );
+    if status.attention.is_empty() {
+        out.push_str("ok: nothing needs attention\n");
+    } else {
+        for a in &status.attention {
+            let _ = writeln!(out, "attention: {a}");
+        }
+    }
+    out
+}

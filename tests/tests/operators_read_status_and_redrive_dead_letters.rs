@@ -1,0 +1,108 @@
+//! `bridge status` says what needs attention (an idle slot, unleased shards, parked records)
+//! and exits 1 until all is well; `bridge dlq list` shows parked records with their reasons and
+//! `bridge dlq redrive` puts them back on the stream.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tests::process;
+use tests::stack::Stack;
+
+async fn status(stack: &Stack) -> anyhow::Result<(Option<i32>, Value)> {
+    let (code, out, err) = process::run("bridge", &["status", "--json"], &stack.env()).await?;
+    let json =
+        serde_json::from_str(&out).map_err(|e| anyhow::anyhow!("status is not JSON ({e}): {out}\n{err}"))?;
+    Ok((code, json))
+}
+
+fn attention(v: &Value) -> String {
+    v["attention"]
+        .as_array()
+        .map(|a| format!("{a:?}"))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_flags_what_needs_attention_and_dead_letters_can_be_redriven() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    // Set up but nothing running: the slot is idle and no shard is leased.
+    let (code, idle) = status(&stack).await?;
+    assert_eq!(code, Some(1), "{idle}");
+    assert!(attention(&idle).contains("is not active"), "{idle}");
+    assert_eq!(idle["slot"]["exists"], true);
+    assert_eq!(idle["publication_tables"][0], "public.outbox");
+
+    let bridge = stack.spawn("bridge", &["run", "--lease-duration-secs", "3"])?;
+    stack.wait_slot_active("outbox_bridge", &bridge).await?;
+    let healthy = tests::wait::until("status to be all well", Duration::from_secs(60), || async {
+        bridge.ensure_running()?;
+        let (code, v) = status(&stack).await?;
+        Ok((code == Some(0)).then_some(v))
+    })
+    .await?;
+    assert_eq!(healthy["slot"]["active"], true);
+    assert_eq!(healthy["open_shards"], 4);
+    assert_eq!(healthy["shards"].as_array().map(Vec::len), Some(4), "{healthy}");
+    assert!(healthy["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|s| s["owner"].is_string()));
+    assert_eq!(healthy["dead_letters"], 0);
+
+    // A record that is not JSON: the relay parks it; status and the DLQ tools show it.
+    let sdk = stack.moto.sdk_config().await;
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    kinesis
+        .put_record()
+        .stream_name(&stack.stream)
+        .partition_key("k")
+        .data(aws_sdk_kinesis::primitives::Blob::new(
+            b"definitely not json".to_vec(),
+        ))
+        .send()
+        .await?;
+    let parked = tests::wait::until("the bad record to be parked", Duration::from_secs(60), || async {
+        let (code, v) = status(&stack).await?;
+        Ok((code == Some(1) && v["dead_letters"] == 1).then_some(v))
+    })
+    .await?;
+    assert!(attention(&parked).contains("bridge dlq list"), "{parked}");
+    let listed = stack.run_ok("bridge", &["dlq", "list", "--json"]).await?;
+    let listed: Value = serde_json::from_str(&listed)?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert!(
+        listed[0]["reason"].as_str().unwrap_or("").contains("not JSON"),
+        "{listed}"
+    );
+    // Listing leaves it parked; a text listing names the reason too.
+    let text = stack.run_ok("bridge", &["dlq", "list"]).await?;
+    assert!(
+        text.contains("1 message(s) in bridge-dlq") && text.contains("not JSON"),
+        "{text}"
+    );
+
+    // Redrive puts it back on the stream; still not JSON, so the relay parks it again.
+    let out = stack.run_ok("bridge", &["dlq", "redrive"]).await?;
+    assert!(out.contains("redriven 1 record(s)"), "{out}");
+    let first: Value = serde_json::from_str(listed[0]["body"].as_str().unwrap_or("{}"))?;
+    let again = tests::wait::until(
+        "the redriven record to be parked again",
+        Duration::from_secs(60),
+        || async {
+            let listed: Value =
+                serde_json::from_str(&stack.run_ok("bridge", &["dlq", "list", "--json"]).await?)?;
+            Ok((listed.as_array().map(Vec::len) == Some(1)).then_some(listed))
+        },
+    )
+    .await?;
+    let second: Value = serde_json::from_str(again[0]["body"].as_str().unwrap_or("{}"))?;
+    assert_eq!(second["record"], "definitely not json");
+    let place = |v: &Value| (v["shard_id"].clone(), v["sequence_number"].clone());
+    assert_ne!(
+        place(&second),
+        place(&first),
+        "parked again from its new place in the stream"
+    );
+    Ok(())
+}

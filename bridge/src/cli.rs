@@ -217,6 +217,16 @@ pub struct CaptureArgs {
     pub tuning: CaptureTuningArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    /// Where records go: `kinesis`, or `null` (accepted and discarded at once: measures the
+    /// capture path alone, for benchmarks; the slot is acknowledged as if Kinesis took them).
+    #[arg(long, value_enum, default_value_t = SinkKind::Kinesis)]
+    pub sink: SinkKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SinkKind {
+    Kinesis,
+    Null,
 }
 
 #[derive(Args, Debug)]

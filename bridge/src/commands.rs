@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
     CaptureTuningArgs, Command, DlqAction, MetricsArgs, OutboxArgs, RelayResourceArgs, RelayTuningArgs,
-    SourceArgs,
+    SinkKind, SourceArgs,
 };
 use bridge::capture::{self, CaptureConfig, TableRoutes};
 use bridge::claim_check::ClaimCheckStore;
@@ -67,7 +67,14 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let cfg = capture_config(args.source, args.outbox, Some(&args.tuning))?;
             let metrics = serve_metrics(&args.metrics).await?;
             let shutdown = bridge::shutdown::on_signal();
-            run_capture(cfg, args.stream.stream, metrics, shutdown).await?;
+            if args.sink == SinkKind::Null {
+                // No stream to record the slot on: the slot must exist (setup or SQL).
+                tracing::warn!("--sink null: every record is discarded and acknowledged");
+                let sink = Arc::new(bridge::sink::null::NullSink::default());
+                capture::run(&cfg, sink, metrics, shutdown).await?;
+            } else {
+                run_capture(cfg, args.stream.stream, metrics, shutdown).await?;
+            }
             tracing::info!("capture stopped");
             Ok(())
         }

@@ -98,6 +98,11 @@ impl TestPostgres {
         self.start_server()
     }
 
+    /// A client program of the same PostgreSQL installation (`pg_recvlogical`, `psql`).
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bindir.join(name)
+    }
+
     /// The superuser's URL.
     pub fn url(&self) -> String {
         self.url_as("postgres", SUPERUSER_PASSWORD)

@@ -1,0 +1,96 @@
+//! After a clean run, the Prometheus metrics of `bridge run` and `shipping run` agree with the
+//! ground truth: records and events equal the outbox rows written, nothing parked, every shard
+//! owned, no lag; shipping applied each event once and published each shipment event.
+
+use std::time::Duration;
+
+use tests::metrics::scrape;
+use tests::process::Proc;
+use tests::stack::Stack;
+
+async fn sum(port: u16, name: &str) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_match_the_ground_truth() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    stack.run_ok("shipping", &["setup"]).await?;
+    let (bport, sport) = (tests::free_port()?, tests::free_port()?);
+    let (blisten, slisten) = (format!("127.0.0.1:{bport}"), format!("127.0.0.1:{sport}"));
+    let bridge = Proc::spawn(
+        "bridge",
+        &["run", "--metrics-listen", &blisten, "--lease-duration-secs", "3"],
+        &stack.env(),
+    )?;
+    stack.wait_slot_active("outbox_bridge", &bridge).await?;
+    let shipping = Proc::spawn(
+        "shipping",
+        &["run", "--metrics-listen", &slisten, "--wait-seconds", "1"],
+        &stack.env(),
+    )?;
+    stack
+        .run_ok(
+            "legacy-sim",
+            &[
+                "load",
+                "--customers",
+                "4",
+                "--orders",
+                "20",
+                "--cancel-ratio",
+                "0.3",
+                "--progress",
+                "never",
+            ],
+        )
+        .await?;
+    let pg = stack.pg.client().await?;
+    let written: i64 = pg.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
+    let written = written as f64;
+    tests::shipping::wait_consistent(&stack, &[&bridge, &shipping], Duration::from_secs(180)).await?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&stack.moto.sdk_config().await);
+    let raised = tests::shipping::scan(&dynamo, "shipping-outbox").await?.len() as f64;
+    tests::wait::until(
+        "the shipment events to be published",
+        Duration::from_secs(60),
+        || async {
+            Ok((scrape(sport, "shipping_outbox_events_published_total").await? >= raised).then_some(()))
+        },
+    )
+    .await?;
+
+    assert_eq!(
+        scrape(bport, "bridge_kinesis_records_published_total").await?,
+        written
+    );
+    assert!(scrape(bport, "bridge_capture_transactions_total").await? >= 1.0);
+    assert_eq!(
+        scrape(bport, "bridge_eventbridge_events_published_total").await?,
+        written
+    );
+    assert_eq!(sum(bport, "bridge_dead_letters_total").await?, 0.0);
+    assert_eq!(scrape(bport, "bridge_relay_shards_owned").await?, 4.0);
+    let lag = scrape(bport, "bridge_slot_lag_bytes").await?;
+    assert!(lag < 64.0 * 1024.0, "slot lag {lag}");
+
+    let applied = sum(sport, "shipping_events_applied_total").await?;
+    let duplicates = scrape(sport, "shipping_events_applied_total{outcome=\"duplicate\"}")
+        .await
+        .unwrap_or(0.0);
+    assert_eq!(applied - duplicates, written, "each event applied once");
+    assert_eq!(
+        scrape(sport, "shipping_outbox_events_published_total").await?,
+        raised
+    );
+    assert_eq!(scrape(sport, "shipping_events_dead_lettered_total").await?, 0.0);
+    Ok(())
+}

@@ -9,47 +9,46 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn rust_files(rel: &str) -> Vec<PathBuf> {
-    let path = root().join(rel);
+fn rust_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if path.is_file() {
-        return vec![path];
+        return Ok(vec![path.to_owned()]);
     }
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
-        let p = entry.unwrap().path();
+    for entry in std::fs::read_dir(path).with_context(|| path.display().to_string())? {
+        let p = entry?.path();
         if p.is_dir() {
-            out.extend(rust_files(&p.strip_prefix(root()).unwrap().to_string_lossy()));
+            out.extend(rust_files(&p)?);
         } else if p.extension().is_some_and(|e| e == "rs") {
             out.push(p);
         }
     }
-    out
+    Ok(out)
 }
 
 /// crate name → (IAM prefix, operations).
-fn operations() -> HashMap<String, (String, BTreeSet<String>)> {
-    let text = std::fs::read_to_string(root().join("deploy/iam/sdk-operations.txt")).unwrap();
+fn operations() -> anyhow::Result<HashMap<String, (String, BTreeSet<String>)>> {
+    let text = std::fs::read_to_string(root().join("deploy/iam/sdk-operations.txt"))?;
     let mut ops: HashMap<String, (String, BTreeSet<String>)> = HashMap::new();
     for line in text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
     {
-        let mut parts = line.split_whitespace();
-        let (krate, prefix, op) = (
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-        );
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [krate, prefix, op] = parts[..] else {
+            anyhow::bail!("bad line in sdk-operations.txt: {line}");
+        };
         ops.entry(krate.to_owned())
             .or_insert_with(|| (prefix.to_owned(), BTreeSet::new()))
             .1
             .insert(op.to_owned());
     }
-    ops
+    Ok(ops)
 }
 
 fn action(op: &str) -> String {
@@ -68,11 +67,15 @@ fn action(op: &str) -> String {
 }
 
 /// The IAM actions the code in `sources` calls.
-fn called(sources: &[&str]) -> BTreeSet<String> {
-    let ops = operations();
+fn called(sources: &[&str]) -> anyhow::Result<BTreeSet<String>> {
+    let ops = operations()?;
     let mut actions = BTreeSet::new();
-    for file in sources.iter().flat_map(|s| rust_files(s)) {
-        let code = std::fs::read_to_string(&file).unwrap();
+    let mut files = Vec::new();
+    for s in sources {
+        files.extend(rust_files(&root().join(s))?);
+    }
+    for file in files {
+        let code = std::fs::read_to_string(&file)?;
         // Unit tests inside the file do not run in production.
         let code = code.split("#[cfg(test)]").next().unwrap_or_default();
         let used: Vec<&(String, BTreeSet<String>)> = ops
@@ -100,21 +103,21 @@ fn called(sources: &[&str]) -> BTreeSet<String> {
             }
         }
     }
-    actions
+    Ok(actions)
 }
 
-fn granted(policy: &str) -> BTreeSet<String> {
-    let text = std::fs::read_to_string(root().join("deploy/iam").join(policy)).unwrap();
-    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+fn granted(policy: &str) -> anyhow::Result<BTreeSet<String>> {
+    let text = std::fs::read_to_string(root().join("deploy/iam").join(policy))?;
+    let doc: serde_json::Value = serde_json::from_str(&text)?;
     let mut actions = BTreeSet::new();
-    for st in doc["Statement"].as_array().unwrap() {
+    for st in doc["Statement"].as_array().into_iter().flatten() {
         assert_eq!(st["Effect"], "Allow", "{policy}: only Allow statements");
         match &st["Action"] {
             serde_json::Value::String(a) => {
                 actions.insert(a.clone());
             }
             serde_json::Value::Array(list) => {
-                actions.extend(list.iter().map(|a| a.as_str().unwrap().to_owned()));
+                actions.extend(list.iter().filter_map(|a| a.as_str()).map(str::to_owned));
             }
             other => panic!("{policy}: Action {other}"),
         }
@@ -123,30 +126,33 @@ fn granted(policy: &str) -> BTreeSet<String> {
             "{policy}: no wildcard actions or resources"
         );
     }
-    actions
+    anyhow::ensure!(!actions.is_empty(), "{policy} grants nothing");
+    Ok(actions)
 }
 
 #[test]
-fn capture_policy_is_exactly_what_capture_calls() {
-    let calls = called(&["bridge/src/capture", "bridge/src/sink"]);
+fn capture_policy_is_exactly_what_capture_calls() -> anyhow::Result<()> {
+    let calls = called(&["bridge/src/capture", "bridge/src/sink"])?;
     assert!(calls.contains("kinesis:PutRecords"), "{calls:?}");
-    assert_eq!(granted("capture.json"), calls);
+    assert_eq!(granted("capture.json")?, calls);
+    Ok(())
 }
 
 #[test]
-fn relay_policy_is_exactly_what_the_relay_calls() {
+fn relay_policy_is_exactly_what_the_relay_calls() -> anyhow::Result<()> {
     let calls = called(&[
         "bridge/src/relay",
         "bridge/src/eventbridge.rs",
         "bridge/src/claim_check.rs",
         "bridge/src/deadletter.rs",
-    ]);
+    ])?;
     assert!(calls.contains("events:PutEvents"), "{calls:?}");
-    assert_eq!(granted("relay.json"), calls);
+    assert_eq!(granted("relay.json")?, calls);
+    Ok(())
 }
 
 #[test]
-fn shipping_policy_is_exactly_what_the_service_calls() {
+fn shipping_policy_is_exactly_what_the_service_calls() -> anyhow::Result<()> {
     let calls = called(&[
         "shipping/src/consumer.rs",
         "shipping/src/publisher.rs",
@@ -156,7 +162,8 @@ fn shipping_policy_is_exactly_what_the_service_calls() {
         // Its events go out through the relay's publisher (claim checks included).
         "bridge/src/eventbridge.rs",
         "bridge/src/claim_check.rs",
-    ]);
+    ])?;
     assert!(calls.contains("dynamodb:GetRecords"), "{calls:?}");
-    assert_eq!(granted("shipping.json"), calls);
+    assert_eq!(granted("shipping.json")?, calls);
+    Ok(())
 }

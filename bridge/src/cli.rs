@@ -141,6 +141,10 @@ pub struct CaptureTuningArgs {
     /// How long (s) shutdown waits for in-flight work before giving up (it is replayed on restart).
     #[arg(long, env = "BRIDGE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
     pub shutdown_timeout_secs: u64,
+    /// Retained WAL (bytes) above which capture logs a warning every check (every 10 s); the
+    /// figure is always on /metrics as bridge_slot_retained_wal_bytes.
+    #[arg(long, env = "BRIDGE_RETAINED_WAL_WARN_BYTES", default_value_t = 1 << 30, value_parser = clap::value_parser!(i64).range(0..))]
+    pub retained_wal_warn_bytes: i64,
 }
 
 /// The relay's AWS resources (also created by setup).

@@ -237,6 +237,7 @@ fn capture_config(
         linger: Duration::from_millis(tuning.map_or(10, |t| t.batch_linger_ms)),
         status_interval: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(tuning.map_or(20, |t| t.shutdown_timeout_secs)),
+        retained_wal_warn_bytes: tuning.map_or(1 << 30, |t| t.retained_wal_warn_bytes),
     })
 }
 

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub flushed_lsn: Gauge,
     pub server_wal_end_lsn: Gauge,
     pub slot_lag_bytes: Gauge,
+    pub slot_retained_wal_bytes: Gauge,
     pub oldest_unpublished_age_seconds: Gauge<f64, AtomicU64>,
     pub inflight_batches: Gauge,
     pub relay_records_read: Counter,
@@ -57,6 +58,7 @@ impl Metrics {
             flushed_lsn: Gauge::default(),
             server_wal_end_lsn: Gauge::default(),
             slot_lag_bytes: Gauge::default(),
+            slot_retained_wal_bytes: Gauge::default(),
             oldest_unpublished_age_seconds: Gauge::default(),
             inflight_batches: Gauge::default(),
             relay_records_read: Counter::default(),
@@ -118,6 +120,11 @@ impl Metrics {
             "server_wal_end_lsn",
             "The server's WAL end from its last keepalive (as a number)",
             m.server_wal_end_lsn.clone(),
+        );
+        registry.register(
+            "slot_retained_wal_bytes",
+            "WAL the slot holds back on the server (pg_current_wal_lsn - restart_lsn), checked every 10 s",
+            m.slot_retained_wal_bytes.clone(),
         );
         registry.register(
             "slot_lag_bytes",

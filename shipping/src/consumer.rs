@@ -239,7 +239,7 @@ async fn handle(ctx: &Context, message: Message) -> Result<(), ConsumerError> {
     ctx.metrics.messages_in_flight.inc();
     let result = tokio::select! {
         r = apply_body(ctx, body) => r,
-        _ = keep_invisible(ctx, &receipt) => unreachable!("keep_invisible never returns"),
+        never = keep_invisible(ctx, &receipt) => match never {},
     };
     ctx.metrics.messages_in_flight.dec();
     match result {
@@ -313,7 +313,8 @@ async fn apply_body(ctx: &Context, body: &str) -> Result<(String, apply::Applied
     .await
 }
 
-async fn keep_invisible(ctx: &Context, receipt: &str) {
+/// Extends the message's visibility until dropped (it never returns on its own).
+async fn keep_invisible(ctx: &Context, receipt: &str) -> std::convert::Infallible {
     let every = (ctx.cfg.visibility_timeout / 2).max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;

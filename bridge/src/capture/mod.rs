@@ -60,6 +60,8 @@ pub struct CaptureConfig {
     pub status_interval: Duration,
     /// How long shutdown waits for in-flight batches.
     pub shutdown_timeout: Duration,
+    /// Retained WAL above which the slot watcher warns.
+    pub retained_wal_warn_bytes: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +137,8 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), CaptureError> {
+    let watcher = tokio::spawn(watch_slot(cfg.clone(), metrics.clone(), shutdown.clone()));
+    let _stop_watcher = AbortOnDrop(watcher);
     let mut progress: Option<Progress> = None;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
@@ -159,6 +163,53 @@ pub async fn run(
                 }
             }
             Err(err) => return Err(err),
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every 10 s: how much WAL the slot holds back (a gauge, and a warning above the threshold)
+/// and whether Postgres still reserves it — a slot falling behind fills the primary's disk, and
+/// an operator should hear of it long before `max_slot_wal_keep_size` invalidates the slot.
+async fn watch_slot(cfg: CaptureConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let mut client = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if client
+            .as_ref()
+            .is_none_or(|c: &tokio_postgres::Client| c.is_closed())
+        {
+            client = slot::query_client(&cfg.target).await.ok();
+        }
+        let Some(c) = &client else { continue };
+        let row = c
+            .query_opt(
+                "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint, wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                &[&cfg.slot],
+            )
+            .await;
+        let Ok(Some(row)) = row else { continue };
+        let retained: Option<i64> = row.get(0);
+        let wal_status: Option<String> = row.get(1);
+        if let Some(bytes) = retained {
+            metrics.slot_retained_wal_bytes.set(bytes);
+            if bytes > cfg.retained_wal_warn_bytes {
+                tracing::warn!(slot = %cfg.slot, retained_wal_bytes = bytes, threshold = cfg.retained_wal_warn_bytes, "the slot retains a lot of WAL: capture is behind or stuck");
+            }
+        }
+        if wal_status.as_deref() == Some("unreserved") {
+            tracing::error!(slot = %cfg.slot, "the slot's WAL is no longer reserved (max_slot_wal_keep_size): it is about to be invalidated");
         }
     }
 }

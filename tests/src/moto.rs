@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+const LAUNCHER: &str = include_str!("moto_launcher.py");
+
 pub struct Moto {
     child: tokio::process::Child,
     pub endpoint: String,
@@ -20,19 +22,17 @@ impl Moto {
             "-p".to_owned(),
             port.to_string(),
         ];
-        let spawn = |program: &str, prefix: &[&str]| {
-            tokio::process::Command::new(program)
-                .args(prefix)
-                .args(&args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-        };
-        // pip may put the script outside PATH (~/.local/bin); the module always works.
-        let child = spawn("moto_server", &[])
-            .or_else(|_| spawn("python3", &["-m", "moto.server"]))
-            .context("moto_server not found: pip install 'moto[server]' (scripts/bootstrap does)")?;
+        // moto's own server, started through a launcher that fixes its Kinesis record loss
+        // under concurrent PutRecords (see moto_launcher.py). pip may put `moto_server` outside
+        // PATH, but the module is importable wherever moto is installed.
+        let child = tokio::process::Command::new("python3")
+            .args(["-c", LAUNCHER])
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("python3 not found: moto needs it (scripts/bootstrap installs moto[server])")?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let moto = Self { child, endpoint };
         let http = reqwest::Client::new();

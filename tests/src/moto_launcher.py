@@ -1,0 +1,32 @@
+# Starts moto's server with one emulator bug fixed: moto's Kinesis Shard.put_record is "not safe
+# for concurrency" (its own comment) — two PutRecords handled at once by its threaded server can
+# draw the same sequence number, and the second record silently replaces the first. Real Kinesis
+# never drops an accepted record, so the tests run against an emulator that does not either.
+# The fix also makes put_record O(1): moto recomputed the last sequence number by listing every
+# key, which is why its streams slowed down as they grew.
+import sys
+import threading
+
+from moto.kinesis import models as kinesis
+
+_lock = threading.Lock()
+
+
+def put_record(self, partition_key, data, explicit_hash_key):
+    with _lock:
+        last = getattr(self, "_outbox_last_sequence", None)
+        if last is None or last not in self.records:
+            last = self.get_max_sequence_number() if self.records else 0
+        sequence_number = last + 1
+        self.records[sequence_number] = kinesis.Record(
+            partition_key, data, sequence_number, explicit_hash_key
+        )
+        self._outbox_last_sequence = sequence_number
+        return str(sequence_number)
+
+
+kinesis.Shard.put_record = put_record
+
+from moto.server import main  # noqa: E402
+
+main(sys.argv[1:])

@@ -27,6 +27,27 @@ def put_record(self, partition_key, data, explicit_hash_key):
 
 kinesis.Shard.put_record = put_record
 
+# Second bug, same cause: moto's DynamoDB TransactWriteItems deep-copies the tables it touches and,
+# when the transaction is cancelled (a condition failed — a normal outcome for an inbox), puts the
+# copies back, discarding every write other requests made to those tables meanwhile, stream records
+# included. One lock around DynamoDB's writes makes each of them atomic, as DynamoDB's are.
+from moto.dynamodb import models as dynamodb  # noqa: E402
+
+_dynamodb_lock = threading.RLock()
+
+
+def _locked(method):
+    def wrapper(self, *args, **kwargs):
+        with _dynamodb_lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+for _name in ("transact_write_items", "put_item", "update_item", "delete_item", "batch_write_item"):
+    if hasattr(dynamodb.DynamoDBBackend, _name):
+        setattr(dynamodb.DynamoDBBackend, _name, _locked(getattr(dynamodb.DynamoDBBackend, _name)))
+
 from moto.server import main  # noqa: E402
 
 main(sys.argv[1:])

@@ -1,7 +1,6 @@
 //! After a clean run, the Prometheus metrics of `bridge run` and `shipping run` agree with the
 //! ground truth: records and events equal the outbox rows written, nothing parked, every shard
-//! owned, no lag; shipping applied each event once. (That every shipment event reaches the bus is
-//! asserted by the shipping tests, by event id.)
+//! owned, no lag; shipping applied each event once and published each shipment event.
 
 use std::time::Duration;
 
@@ -58,6 +57,17 @@ async fn metrics_match_the_ground_truth() -> anyhow::Result<()> {
     let written: i64 = pg.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
     let written = written as f64;
     tests::shipping::wait_consistent(&stack, &[&bridge, &shipping], Duration::from_secs(180)).await?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&stack.moto.sdk_config().await);
+    let raised = tests::shipping::scan(&dynamo, "shipping-outbox").await?.len() as f64;
+    tests::wait::until(
+        "the shipment events to be published",
+        Duration::from_secs(60),
+        || async {
+            Ok((scrape(sport, "shipping_outbox_events_published_total").await? >= raised).then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e} ({raised} raised)\n{}", shipping.output()))?;
 
     assert_eq!(
         scrape(bport, "bridge_kinesis_records_published_total").await?,
@@ -78,6 +88,10 @@ async fn metrics_match_the_ground_truth() -> anyhow::Result<()> {
         .await
         .unwrap_or(0.0);
     assert_eq!(applied - duplicates, written, "each event applied once");
+    assert_eq!(
+        scrape(sport, "shipping_outbox_events_published_total").await?,
+        raised
+    );
     assert_eq!(scrape(sport, "shipping_events_dead_lettered_total").await?, 0.0);
     Ok(())
 }

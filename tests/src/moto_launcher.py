@@ -44,9 +44,36 @@ def _locked(method):
     return wrapper
 
 
-for _name in ("transact_write_items", "put_item", "update_item", "delete_item", "batch_write_item"):
+for _name in ("put_item", "update_item", "delete_item", "batch_write_item"):
     if hasattr(dynamodb.DynamoDBBackend, _name):
         setattr(dynamodb.DynamoDBBackend, _name, _locked(getattr(dynamodb.DynamoDBBackend, _name)))
+
+# The restored copies also carry a *copy* of the table's stream shard, while every open stream
+# iterator still points at the original: readers would never see another record. Keep the original
+# shard, trimmed of what the cancelled transaction appended.
+_transact = dynamodb.DynamoDBBackend.transact_write_items
+
+
+def transact_write_items(self, transact_items):
+    with _dynamodb_lock:
+        shards = {
+            name: (table.stream_shard, len(table.stream_shard.items))
+            for name, table in self.tables.items()
+            if getattr(table, "stream_shard", None) is not None
+        }
+        try:
+            return _transact(self, transact_items)
+        except Exception:
+            for name, (shard, length) in shards.items():
+                table = self.tables.get(name)
+                if table is not None and table.stream_shard is not shard:
+                    del shard.items[length:]
+                    shard.table = table
+                    table.stream_shard = shard
+            raise
+
+
+dynamodb.DynamoDBBackend.transact_write_items = transact_write_items
 
 from moto.server import main  # noqa: E402
 

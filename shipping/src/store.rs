@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use bridge::retry::transient_cause;
 use serde_json::{Number, Value};
 
 use crate::domain::{CustomerState, Shipment, ShipmentStatus};
@@ -44,26 +46,12 @@ impl StoreError {
     }
 }
 
-fn classify<E, R>(op: &'static str, table: &str, err: SdkError<E, R>) -> StoreError
+/// Transient or fatal, by the project's one AWS error classifier.
+fn classify<E>(op: &'static str, table: &str, err: SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-    SdkError<E, R>: ProvideErrorMetadata,
 {
-    let cause = match &err {
-        SdkError::TimeoutError(_) => Some("timeout"),
-        SdkError::DispatchFailure(_) => Some("connection"),
-        SdkError::ResponseError(_) => Some("malformed_response"),
-        _ => None,
-    };
-    let code = err.code().unwrap_or("unknown").to_owned();
-    let throttled = code.contains("Throttl")
-        || code.contains("ThroughputExceeded")
-        || matches!(
-            code.as_str(),
-            "RequestLimitExceeded" | "InternalServerError" | "ServiceUnavailable"
-        );
-    match cause.or(throttled.then_some("throttled")) {
+    match transient_cause(&err) {
         Some(cause) => StoreError::Transient {
             op,
             table: table.into(),
@@ -72,7 +60,7 @@ where
         None => StoreError::Fatal {
             op,
             table: table.into(),
-            code,
+            code: err.code().unwrap_or("unknown").to_owned(),
             source: Box::new(err),
         },
     }

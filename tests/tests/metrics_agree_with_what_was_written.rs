@@ -4,21 +4,9 @@
 
 use std::time::Duration;
 
-use tests::metrics::scrape;
+use tests::metrics::{scrape, scrape_sum};
 use tests::process::Proc;
 use tests::stack::Stack;
-
-async fn sum(port: u16, name: &str) -> anyhow::Result<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{')))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_the_ground_truth() -> anyhow::Result<()> {
@@ -78,12 +66,12 @@ async fn metrics_match_the_ground_truth() -> anyhow::Result<()> {
         scrape(bport, "bridge_eventbridge_events_published_total").await?,
         written
     );
-    assert_eq!(sum(bport, "bridge_dead_letters_total").await?, 0.0);
+    assert_eq!(scrape_sum(bport, "bridge_dead_letters_total").await?, 0.0);
     assert_eq!(scrape(bport, "bridge_relay_shards_owned").await?, 4.0);
     let lag = scrape(bport, "bridge_slot_lag_bytes").await?;
     assert!(lag < 64.0 * 1024.0, "slot lag {lag}");
 
-    let applied = sum(sport, "shipping_events_applied_total").await?;
+    let applied = scrape_sum(sport, "shipping_events_applied_total").await?;
     let duplicates = scrape(sport, "shipping_events_applied_total{outcome=\"duplicate\"}")
         .await
         .unwrap_or(0.0);

@@ -131,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         let age = metric(&metrics, "bridge_oldest_unpublished_event_age_seconds");
         service.ensure_running()?;
         let shipping_text = http.get(&shipping_metrics).send().await?.text().await?;
-        let applied = metric_sum(&shipping_text, "shipping_events_applied_total");
+        let applied = tests::metrics::sum_in(&shipping_text, "shipping_events_applied_total");
         let line = format!(
             "[{:>6.1}s] written {:>6} | in kinesis {:>6} | on eventbridge {:>6} | applied by shipping {:>6} | slot lag {:>9} | oldest unpublished {:>5.2}s | load {}",
             started.elapsed().as_secs_f64(),
@@ -255,14 +255,6 @@ fn metric(text: &str, name: &str) -> f64 {
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)
-}
-
-/// The sum of a metric over its label sets.
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{')))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn bytes(n: i64) -> String {

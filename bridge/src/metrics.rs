@@ -136,6 +136,13 @@ impl Metrics {
             "Age of the oldest committed change not yet accepted by Kinesis",
             m.oldest_unpublished_age_seconds.clone(),
         );
+        // The slot is acknowledged the moment Kinesis has accepted everything before a position,
+        // so its confirmed lag in time is that same age; named for those who look for the slot.
+        registry.register(
+            "slot_confirmed_lag_seconds",
+            "Age of the oldest committed change the slot is not yet acknowledged past",
+            m.oldest_unpublished_age_seconds.clone(),
+        );
         registry.register(
             "capture_inflight_batches",
             "PutRecords batches awaiting completion",

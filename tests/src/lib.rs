@@ -16,6 +16,7 @@ pub mod process;
 pub mod proxy;
 pub mod shipping;
 pub mod stack;
+pub mod tls;
 pub mod wait;
 
 use std::net::TcpListener;

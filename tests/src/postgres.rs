@@ -98,6 +98,37 @@ impl TestPostgres {
         self.start_server()
     }
 
+    /// Turns TLS on with this certificate and key, and makes `hba` the whole of `pg_hba.conf`
+    /// (the superuser keeps a plain-text line so the test's own client needs no TLS); restarts.
+    pub fn enable_tls(&self, cert: &crate::tls::ServerCert, hba: &str) -> anyhow::Result<()> {
+        let data = self.data();
+        std::fs::write(data.join("server.crt"), &cert.cert_pem)?;
+        std::fs::write(data.join("server.key"), &cert.key_pem)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Postgres refuses a key others may read.
+            std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600))?;
+        }
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            format!("local all all scram-sha-256\nhost all postgres 127.0.0.1/32 scram-sha-256\n{hba}\n"),
+        )?;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .and_then(|mut f| {
+                use std::io::Write;
+                writeln!(
+                    f,
+                    "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+                )
+            })?;
+        if running_as_root() {
+            run(Command::new("chown").args(["-R", "postgres:"]).arg(&data))?;
+        }
+        self.restart(StopMode::Fast)
+    }
+
     /// A client program of the same PostgreSQL installation (`pg_recvlogical`, `psql`).
     pub fn bin(&self, name: &str) -> PathBuf {
         self.bindir.join(name)

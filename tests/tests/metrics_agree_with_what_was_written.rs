@@ -70,6 +70,23 @@ async fn metrics_match_the_ground_truth() -> anyhow::Result<()> {
     assert_eq!(scrape(bport, "bridge_relay_shards_owned").await?, 4.0);
     let lag = scrape(bport, "bridge_slot_lag_bytes").await?;
     assert!(lag < 64.0 * 1024.0, "slot lag {lag}");
+    // Drained: nothing committed is waiting, so the slot's lag in time falls to 0 by the next
+    // status tick; and the relay reports how far behind each of the 4 shards it reads is.
+    tests::wait::until(
+        "the slot's lag in seconds to be 0",
+        Duration::from_secs(30),
+        || async { Ok((scrape(bport, "bridge_slot_confirmed_lag_seconds").await? == 0.0).then_some(())) },
+    )
+    .await?;
+    let text = reqwest::get(format!("http://127.0.0.1:{bport}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let shards_reported = text
+        .lines()
+        .filter(|l| l.starts_with("bridge_relay_checkpoint_lag_milliseconds{"))
+        .count();
+    assert_eq!(shards_reported, 4, "{text}");
 
     let applied = scrape_sum(sport, "shipping_events_applied_total").await?;
     let duplicates = scrape(sport, "shipping_events_applied_total{outcome=\"duplicate\"}")

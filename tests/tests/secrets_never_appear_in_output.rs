@@ -1,4 +1,4 @@
-//! A Postgres password — in the URL or in PGPASSWORD, right or wrong — never appears in any
+//! A Postgres password — in the URL, in PGPASSWORD or in a password file, right or wrong — never appears in any
 //! process's output (logs, errors, `--help`) or in the metrics.
 
 use std::time::Duration;
@@ -58,6 +58,25 @@ async fn passwords_stay_out_of_logs_errors_help_and_metrics() -> anyhow::Result<
         "{out}{err}"
     );
     outputs.push(("bridge status (PGPASSWORD)".into(), out + &err));
+
+    // The password from a password file (libpq's format; PGPASSFILE), none in the URL.
+    let dir = tempfile::tempdir()?;
+    let pgpass = dir.path().join("pgpass");
+    std::fs::write(&pgpass, format!("# test\n*:*:*:postgres:{SUPERUSER_PASSWORD}\n"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let mut pgpass_env = stack.env();
+    pgpass_env.retain(|(k, _)| k != "DATABASE_URL");
+    pgpass_env.push(("DATABASE_URL".into(), without_password(&stack.pg.url())));
+    pgpass_env.push(("PGPASSFILE".into(), pgpass.display().to_string()));
+    let (_, out, err) = process::run("bridge", &["status"], &pgpass_env).await?;
+    assert!(
+        out.contains("slot outbox_bridge") && out.contains("exists true"),
+        "{out}{err}"
+    );
+    outputs.push(("bridge status (PGPASSFILE)".into(), out + &err));
 
     // A wrong password: refused, and the refusal does not quote it.
     let mut wrong_env = stack.env();

@@ -62,9 +62,23 @@ impl ReplicationConnection {
         ];
         frontend::startup_message(params, &mut conn.wbuf)?;
         conn.flush().await?;
-        conn.authenticate(target).await?;
-        conn.wait_ready().await?;
-        Ok(conn)
+        let ready = async {
+            conn.authenticate(target).await?;
+            conn.wait_ready().await
+        };
+        match ready.await {
+            Ok(()) => Ok(conn),
+            // "must be superuser or replication role to start walsender"
+            Err(ReplicationError::Server { code, .. }) if code == "42501" => {
+                Err(ReplicationError::Privilege(format!(
+                    "the role `{user}` may not open a replication connection: it needs the REPLICATION \
+                     attribute; as a superuser run: ALTER ROLE {role} REPLICATION;",
+                    user = target.user,
+                    role = quote_ident(&target.user),
+                )))
+            }
+            Err(err) => Err(err),
+        }
     }
 
     async fn authenticate(&mut self, target: &PgTarget) -> Result<(), ReplicationError> {

@@ -28,6 +28,10 @@ pub enum ReplicationError {
     Decode(String),
     #[error("the postgres URL is not usable: {0}")]
     Config(String),
+    #[error("{0}")]
+    Tls(String),
+    #[error("{0}")]
+    Privilege(String),
 }
 
 impl ReplicationError {
@@ -37,7 +41,13 @@ impl ReplicationError {
         match self {
             Self::Connect { .. } | Self::Io(_) => true,
             Self::Server { code, .. } => retryable_sqlstate(code),
-            Self::Auth(_) | Self::Protocol(_) | Self::Decode(_) | Self::Config(_) => false,
+            // A refused certificate will be refused again: that needs a person, not a retry.
+            Self::Auth(_)
+            | Self::Protocol(_)
+            | Self::Decode(_)
+            | Self::Config(_)
+            | Self::Tls(_)
+            | Self::Privilege(_) => false,
         }
     }
 

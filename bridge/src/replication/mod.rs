@@ -5,8 +5,10 @@ pub mod connection;
 mod connection_io;
 pub mod error;
 pub mod pgoutput;
+pub mod pgpass;
 pub mod slot;
 pub mod target;
+pub mod tls;
 
 pub use connection::{ReplicationConnection, StreamMessage};
 pub use error::ReplicationError;

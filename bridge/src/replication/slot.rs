@@ -2,6 +2,7 @@
 //! only checked; a lost slot is an error, never silently recreated (that would hide a gap).
 
 use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::connection::quote_ident;
 use super::target::PgTarget;
@@ -12,6 +13,12 @@ use crate::table::TableName;
 pub enum SlotError {
     #[error("postgres query failed")]
     Postgres(#[from] tokio_postgres::Error),
+    #[error("TLS to postgres at {target} failed (sslmode={mode}): {reason}")]
+    Tls {
+        target: String,
+        mode: &'static str,
+        reason: String,
+    },
     #[error(
         "the publication `{publication}` does not exist and this role may not create it; as the owner of the \
          tables run: {sql}"
@@ -36,10 +43,36 @@ pub enum SlotError {
     #[error("the replication slot `{slot}` uses the plugin `{plugin}`, not pgoutput; use another --slot")]
     WrongPlugin { slot: String, plugin: String },
     #[error(
-        "this role may not create the replication slot `{slot}`: it needs the REPLICATION attribute \
-         (ALTER ROLE <role> REPLICATION;)"
+        "the role `{role}` may not create the replication slot `{slot}`: it needs the REPLICATION \
+         attribute; as a superuser run: ALTER ROLE {role_sql} REPLICATION;"
     )]
-    NoReplicationPrivilege { slot: String },
+    NoReplicationPrivilege {
+        slot: String,
+        role: String,
+        role_sql: String,
+    },
+}
+
+/// The certificate or TLS policy failure under a connection error, if that is what it was: a
+/// refused certificate is refused again on retry, so it must not look like a network blip.
+pub fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(err);
+    while let Some(c) = cause {
+        if let Some(tls) = c.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        // io::Error::source skips the error it wraps; look inside it directly.
+        if let Some(inner) = c.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                return Some(tls.to_string());
+            }
+        }
+        if c.to_string() == "server does not support TLS" {
+            return Some("the server does not accept TLS".into());
+        }
+        cause = c.source();
+    }
+    None
 }
 
 impl SlotError {
@@ -64,12 +97,36 @@ pub struct SlotState {
 
 /// Opens an ordinary query connection (`tokio-postgres`), driving it on a task of its own.
 pub async fn query_client(target: &PgTarget) -> Result<Client, SlotError> {
-    let (client, connection) = target.config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(error = %error, "query connection closed");
+    let tls_error = |err: tokio_postgres::Error| match tls_failure(&err) {
+        Some(reason) => SlotError::Tls {
+            target: target.to_string(),
+            mode: target.tls.mode.as_str(),
+            reason,
+        },
+        None => SlotError::Postgres(err),
+    };
+    // Two arms because the connection's type names its TLS stream.
+    let client = match target.tls.client_config() {
+        Some(config) => {
+            let tls = MakeRustlsConnect::new(std::sync::Arc::unwrap_or_clone(config));
+            let (client, connection) = target.config.connect(tls).await.map_err(tls_error)?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(error = %error, "query connection closed");
+                }
+            });
+            client
         }
-    });
+        None => {
+            let (client, connection) = target.config.connect(NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(error = %error, "query connection closed");
+                }
+            });
+            client
+        }
+    };
     Ok(client)
 }
 
@@ -191,7 +248,12 @@ pub async fn ensure_slot(client: &Client, slot: &str, may_create: bool) -> Resul
             })
         }
         Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
-            Err(SlotError::NoReplicationPrivilege { slot: slot.into() })
+            let role: String = client.query_one("SELECT current_user::text", &[]).await?.get(0);
+            Err(SlotError::NoReplicationPrivilege {
+                slot: slot.into(),
+                role_sql: quote_ident(&role),
+                role,
+            })
         }
         Err(err) => Err(err.into()),
     }

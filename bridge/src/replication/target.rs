@@ -1,14 +1,18 @@
 //! Where the bridge's Postgres is and who it connects as, parsed from `DATABASE_URL`.
 //!
-//! The password lives here and nowhere else; `Debug` and `Display` leave it out so it cannot
+//! The password lives here and nowhere else (from the URL, `PGPASSWORD` or the password file); `Debug` and `Display` leave it out so it cannot
 //! reach a log line or an error message.
 
 use std::fmt;
 use std::str::FromStr;
 
-use tokio_postgres::config::{Host, SslMode};
+use std::path::PathBuf;
+
+use tokio_postgres::config::{Host, SslMode as PgSslMode};
 
 use super::error::ReplicationError;
+use super::pgpass;
+use super::tls::{SslMode, TlsSettings};
 
 #[derive(Clone)]
 pub struct PgTarget {
@@ -18,23 +22,43 @@ pub struct PgTarget {
     pub password: Option<Vec<u8>>,
     pub dbname: String,
     pub application_name: String,
+    pub tls: TlsSettings,
     host: Host,
     port: u16,
 }
 
 impl PgTarget {
+    /// Parses a libpq-style URL (or `key=value` string). `sslmode` and `sslrootcert` (or
+    /// `PGSSLMODE` / `PGSSLROOTCERT`) choose TLS; the password comes from the URL, else
+    /// `PGPASSWORD`, else the password file (`PGPASSFILE` or `~/.pgpass`).
     pub fn from_url(url: &str, application_name: &str) -> Result<Self, ReplicationError> {
+        let (rest, ssl) = split_tls_params(url);
+        if !ssl.unsupported.is_empty() {
+            return Err(ReplicationError::Config(format!(
+                "{} not supported (client certificates and CRLs); use password authentication",
+                ssl.unsupported.join(", ")
+            )));
+        }
         // tokio-postgres' own message can quote the URL; never pass it on.
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|_| {
+        let mut config = tokio_postgres::Config::from_str(&rest).map_err(|_| {
             ReplicationError::Config(
                 "cannot parse the database URL (expected postgres://user:password@host:port/dbname)".into(),
             )
         })?;
-        if matches!(config.get_ssl_mode(), SslMode::Require) {
-            return Err(ReplicationError::Config(
-                "sslmode=require is not supported yet; use sslmode=disable or prefer".into(),
-            ));
-        }
+        let mode = match ssl.mode.or_else(|| std::env::var("PGSSLMODE").ok()) {
+            Some(mode) => SslMode::parse(&mode)?,
+            None => SslMode::Prefer,
+        };
+        let root_cert = ssl
+            .root_cert
+            .or_else(|| std::env::var("PGSSLROOTCERT").ok())
+            .map(PathBuf::from);
+        let tls = TlsSettings::new(mode, root_cert)?;
+        config.ssl_mode(match tls.mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
+        });
         let user = match config.get_user() {
             Some(user) => user.to_owned(),
             None => std::env::var("PGUSER")
@@ -42,13 +66,6 @@ impl PgTarget {
                 .unwrap_or_else(|_| "postgres".into()),
         };
         config.user(&user);
-        let password = match config.get_password() {
-            Some(p) => Some(p.to_vec()),
-            None => std::env::var("PGPASSWORD").ok().map(String::into_bytes),
-        };
-        if let Some(p) = &password {
-            config.password(p);
-        }
         let dbname = config.get_dbname().map_or_else(|| user.clone(), str::to_owned);
         let host = config
             .get_hosts()
@@ -56,6 +73,29 @@ impl PgTarget {
             .cloned()
             .unwrap_or(Host::Tcp("localhost".into()));
         let port = config.get_ports().first().copied().unwrap_or(5432);
+        let password = match config.get_password() {
+            Some(p) => Some(p.to_vec()),
+            None => std::env::var("PGPASSWORD")
+                .ok()
+                .map(String::into_bytes)
+                .or_else(|| {
+                    let host = match &host {
+                        Host::Tcp(h) => h.clone(),
+                        #[cfg(unix)]
+                        Host::Unix(dir) => dir.display().to_string(),
+                    };
+                    let want = pgpass::Lookup {
+                        host: &host,
+                        port,
+                        dbname: &dbname,
+                        user: &user,
+                    };
+                    pgpass::default_path().and_then(|path| pgpass::find(&path, &want))
+                }),
+        };
+        if let Some(p) = &password {
+            config.password(p);
+        }
         if config.get_application_name().is_none() {
             config.application_name(application_name);
         }
@@ -69,6 +109,7 @@ impl PgTarget {
             password,
             dbname,
             application_name,
+            tls,
             host,
             port,
         })
@@ -84,8 +125,12 @@ impl PgTarget {
                         source,
                     })?;
                 stream.set_nodelay(true).map_err(ReplicationError::Io)?;
-                Ok(Box::new(stream))
+                match self.tls.client_config() {
+                    Some(config) => self.start_tls(stream, host, config).await,
+                    None => Ok(Box::new(stream)),
+                }
             }
+            // Like libpq, no TLS over a Unix socket: it never leaves the machine.
             #[cfg(unix)]
             Host::Unix(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{}", self.port));
@@ -99,6 +144,109 @@ impl PgTarget {
             }
         }
     }
+
+    /// SSLRequest, then the TLS handshake when the server agrees; plain text only under `prefer`.
+    async fn start_tls(
+        &self,
+        mut stream: tokio::net::TcpStream,
+        host: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Box<dyn super::connection_io::Io>, ReplicationError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut request = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::ssl_request(&mut request);
+        stream.write_all(&request).await?;
+        let answer = stream.read_u8().await?;
+        match answer {
+            b'S' => {}
+            b'N' if !self.tls.mode.tls_required() => return Ok(Box::new(stream)),
+            b'N' => {
+                return Err(ReplicationError::Tls(format!(
+                    "TLS to postgres at {self} failed (sslmode={}): the server does not accept TLS",
+                    self.tls.mode.as_str()
+                )))
+            }
+            other => {
+                return Err(ReplicationError::Protocol(format!(
+                    "unexpected answer {other:#x} to SSLRequest"
+                )))
+            }
+        }
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|_| ReplicationError::Tls(format!("`{host}` is not a valid TLS server name")))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map_err(
+                |e| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    Some(tls) => ReplicationError::Tls(format!(
+                        "TLS to postgres at {self} failed (sslmode={}): {tls}",
+                        self.tls.mode.as_str()
+                    )),
+                    // A reset mid-handshake is the network's doing: worth a retry.
+                    None => ReplicationError::Io(e),
+                },
+            )?;
+        Ok(Box::new(tls))
+    }
+}
+
+/// The TLS parameters libpq knows and tokio-postgres does not.
+#[derive(Default)]
+struct TlsParams {
+    mode: Option<String>,
+    root_cert: Option<String>,
+    /// libpq TLS options we do not implement (client certificates), named in the error.
+    unsupported: Vec<String>,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a URL's query (or a `key=value` string).
+fn split_tls_params(url: &str) -> (String, TlsParams) {
+    let mut params = TlsParams::default();
+    let mut take = |key: &str, value: String| match key {
+        "sslmode" => {
+            params.mode = Some(value);
+            true
+        }
+        "sslrootcert" => {
+            params.root_cert = Some(value);
+            true
+        }
+        "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {
+            params.unsupported.push(key.to_owned());
+            true
+        }
+        _ => false,
+    };
+    let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        match url.split_once('?') {
+            Some((base, query)) => {
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|pair| {
+                        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                        let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+                        !take(k, v.into_owned())
+                    })
+                    .collect();
+                if kept.is_empty() {
+                    base.to_owned()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
+            }
+            None => url.to_owned(),
+        }
+    } else {
+        url.split_whitespace()
+            .filter(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                !take(k.trim(), v.trim_matches('\'').to_owned())
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (rest, params)
 }
 
 impl fmt::Display for PgTarget {
@@ -127,6 +275,27 @@ mod tests {
         assert_eq!(t.password.as_deref(), Some(&b"s3cr3t-pw"[..]));
         assert_eq!(t.to_string(), "bob@db.example:6543/shop");
         assert!(!format!("{t:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn takes_the_tls_parameters_out_of_the_url() {
+        let (rest, p) = split_tls_params(
+            "postgres://bob@db:5432/shop?sslmode=verify-full&application_name=x&sslrootcert=%2Ftmp%2Fca.pem",
+        );
+        assert_eq!(rest, "postgres://bob@db:5432/shop?application_name=x");
+        assert_eq!(p.mode.as_deref(), Some("verify-full"));
+        assert_eq!(p.root_cert.as_deref(), Some("/tmp/ca.pem"));
+        let (rest, p) = split_tls_params("host=db user=bob sslmode=disable");
+        assert_eq!(rest, "host=db user=bob");
+        assert_eq!(p.mode.as_deref(), Some("disable"));
+    }
+
+    #[test]
+    fn a_bad_sslmode_is_named() {
+        let err = PgTarget::from_url("postgres://bob:pw@db/x?sslmode=strict", "bridge")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sslmode `strict`"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! A minimal Kinesis endpoint that accepts every PutRecords and acknowledges it at once: what is
-//! left is our own path — encoding, batching, signing, HTTP — with no emulator behind it.
+//! A minimal local AWS endpoint for the benchmarks: Kinesis (PutRecords acknowledged at once;
+//! with `keep`, also ListShards / GetShardIterator / GetRecords over what was put) and
+//! EventBridge (PutEvents accepted at once, each event's arrival timed against its
+//! `occurred_at`). What is left to measure is our own path — encoding, batching, signing, HTTP —
+//! with no emulator behind it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -15,17 +19,66 @@ use serde_json::{json, Value};
 pub struct Counts {
     pub records: AtomicU64,
     pub requests: AtomicU64,
+    pub events: AtomicU64,
+    /// When the first and the latest PutEvents arrived.
+    pub events_window: Mutex<Option<(Instant, Instant)>>,
+    /// Seconds from each event's `occurred_at` to its arrival here.
+    pub event_latencies: Mutex<Vec<f64>>,
 }
 
-/// Serves on a free loopback port; returns its URL and the counters.
-pub async fn start() -> anyhow::Result<(String, Arc<Counts>)> {
+struct Stored {
+    data: String,
+    partition_key: String,
+    arrival: f64,
+}
+
+struct State {
+    counts: Arc<Counts>,
+    /// Records per shard, kept only when the endpoint also serves reads.
+    shards: Option<Mutex<Vec<Vec<Stored>>>>,
+}
+
+/// A running endpoint.
+pub struct Endpoint {
+    pub url: String,
+    pub counts: Arc<Counts>,
+    state: Arc<State>,
+}
+
+impl Endpoint {
+    /// Stores records as if they had been put: `(partition key, base64 data)`.
+    pub fn preload(&self, records: impl IntoIterator<Item = (String, String)>) {
+        let Some(Ok(mut shards)) = self.state.shards.as_ref().map(|s| s.lock()) else {
+            return;
+        };
+        let count = shards.len();
+        let arrival = now_seconds();
+        for (partition_key, data) in records {
+            if let Some(shard) = shards.get_mut(shard_of(&partition_key, count)) {
+                shard.push(Stored {
+                    data,
+                    partition_key,
+                    arrival,
+                });
+            }
+        }
+    }
+}
+
+/// Serves on a free loopback port. With `keep_shards`, put records are kept in that many
+/// shards (by partition key) and can be read back.
+pub async fn start(keep_shards: Option<usize>) -> anyhow::Result<Endpoint> {
     let counts = Arc::new(Counts::default());
-    let state = counts.clone();
+    let state = Arc::new(State {
+        counts: counts.clone(),
+        shards: keep_shards.map(|n| Mutex::new((0..n.max(1)).map(|_| Vec::new()).collect())),
+    });
+    let handler_state = state.clone();
     let app = Router::new().route(
         "/",
         post(move |headers: HeaderMap, body: Bytes| {
-            let counts = state.clone();
-            async move { answer(&counts, &headers, &body) }
+            let state = handler_state.clone();
+            async move { answer(&state, &headers, &body) }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -33,27 +86,69 @@ pub async fn start() -> anyhow::Result<(String, Arc<Counts>)> {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Ok((url, counts))
+    Ok(Endpoint { url, counts, state })
 }
 
-fn answer(counts: &Counts, headers: &HeaderMap, body: &[u8]) -> axum::response::Response {
+fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn shard_id(i: usize) -> String {
+    format!("shardId-{i:012}")
+}
+
+/// FNV-1a: any stable spread of partition keys over shards will do here.
+fn shard_of(key: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n as u64) as usize
+}
+
+fn answer(state: &State, headers: &HeaderMap, body: &[u8]) -> axum::response::Response {
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let reply = match target.rsplit('.').next().unwrap_or_default() {
-        "PutRecords" => {
-            let n = serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|v| v["Records"].as_array().map(Vec::len))
-                .unwrap_or(0);
-            counts.requests.fetch_add(1, Ordering::Relaxed);
-            let seq = counts.records.fetch_add(n as u64, Ordering::Relaxed);
-            let records: Vec<Value> = (0..n)
-                .map(|i| json!({"SequenceNumber": (seq + i as u64).to_string(), "ShardId": "shardId-000000000000"}))
+        "PutRecords" => put_records(state, &request),
+        "PutEvents" => put_events(&state.counts, &request),
+        "ListShards" => {
+            let n = state
+                .shards
+                .as_ref()
+                .map_or(1, |s| s.lock().map_or(1, |s| s.len()));
+            let shards: Vec<Value> = (0..n)
+                .map(|i| {
+                    json!({"ShardId": shard_id(i),
+                    "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": "1"},
+                    "SequenceNumberRange": {"StartingSequenceNumber": "0"}})
+                })
                 .collect();
-            json!({"FailedRecordCount": 0, "Records": records})
+            json!({"Shards": shards})
         }
+        "GetShardIterator" => {
+            let shard = request["ShardId"].as_str().unwrap_or_default();
+            let index = shard
+                .rsplit('-')
+                .next()
+                .and_then(|s| s.parse::<usize>().ok())
+                .unwrap_or(0);
+            let position = match request["ShardIteratorType"].as_str() {
+                Some("AFTER_SEQUENCE_NUMBER") => request["StartingSequenceNumber"]
+                    .as_str()
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .map_or(0, |s| s + 1),
+                _ => 0,
+            };
+            json!({"ShardIterator": format!("{index}:{position}")})
+        }
+        "GetRecords" => get_records(state, &request),
         // The slot marker capture keeps on the stream.
         "ListTagsForStream" => json!({"Tags": [], "HasMoreTags": false}),
         _ => json!({}),
@@ -64,4 +159,93 @@ fn answer(counts: &Counts, headers: &HeaderMap, body: &[u8]) -> axum::response::
         reply.to_string(),
     )
         .into_response()
+}
+
+fn put_records(state: &State, request: &Value) -> Value {
+    let records = request["Records"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let n = records.len();
+    state.counts.requests.fetch_add(1, Ordering::Relaxed);
+    let seq = state.counts.records.fetch_add(n as u64, Ordering::Relaxed);
+    if let Some(shards) = &state.shards {
+        let arrival = now_seconds();
+        if let Ok(mut shards) = shards.lock() {
+            let count = shards.len();
+            for r in records {
+                let key = r["PartitionKey"].as_str().unwrap_or_default().to_owned();
+                if let Some(shard) = shards.get_mut(shard_of(&key, count)) {
+                    shard.push(Stored {
+                        data: r["Data"].as_str().unwrap_or_default().to_owned(),
+                        partition_key: key,
+                        arrival,
+                    });
+                }
+            }
+        }
+    }
+    let results: Vec<Value> = (0..n)
+        .map(|i| json!({"SequenceNumber": (seq + i as u64).to_string(), "ShardId": shard_id(0)}))
+        .collect();
+    json!({"FailedRecordCount": 0, "Records": results})
+}
+
+fn get_records(state: &State, request: &Value) -> Value {
+    let iterator = request["ShardIterator"].as_str().unwrap_or("0:0");
+    let (shard, position) = iterator
+        .split_once(':')
+        .and_then(|(s, p)| Some((s.parse::<usize>().ok()?, p.parse::<usize>().ok()?)))
+        .unwrap_or((0, 0));
+    let limit = request["Limit"].as_u64().unwrap_or(10_000) as usize;
+    let Some(Ok(shards)) = state.shards.as_ref().map(|s| s.lock()) else {
+        return json!({"Records": [], "NextShardIterator": iterator, "MillisBehindLatest": 0});
+    };
+    let stored = shards.get(shard).map(Vec::as_slice).unwrap_or_default();
+    let end = stored.len().min(position + limit);
+    let records: Vec<Value> = stored
+        .get(position..end)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            json!({"SequenceNumber": (position + i).to_string(), "ApproximateArrivalTimestamp": r.arrival,
+                   "Data": r.data, "PartitionKey": r.partition_key})
+        })
+        .collect();
+    let behind = if end < stored.len() { 1000 } else { 0 };
+    json!({"Records": records, "NextShardIterator": format!("{shard}:{end}"), "MillisBehindLatest": behind})
+}
+
+fn put_events(counts: &Counts, request: &Value) -> Value {
+    let entries = request["Entries"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let arrival = Instant::now();
+    let now = now_seconds();
+    counts.events.fetch_add(entries.len() as u64, Ordering::Relaxed);
+    if let Ok(mut window) = counts.events_window.lock() {
+        let first = window.map_or(arrival, |(first, _)| first);
+        *window = Some((first, arrival));
+    }
+    let latencies: Vec<f64> = entries
+        .iter()
+        .filter_map(|e| {
+            let detail: Value = serde_json::from_str(e["Detail"].as_str()?).ok()?;
+            let occurred = detail["metadata"]["occurred_at"].as_str()?;
+            // Postgres' text form (what the DMS record carries), or RFC 3339.
+            let at = chrono::DateTime::parse_from_str(occurred, "%Y-%m-%d %H:%M:%S%.f%#z")
+                .or_else(|_| chrono::DateTime::parse_from_rfc3339(occurred))
+                .ok()?;
+            Some(now - at.timestamp_micros() as f64 / 1e6)
+        })
+        .collect();
+    if let Ok(mut all) = counts.event_latencies.lock() {
+        all.extend(latencies);
+    }
+    let results: Vec<Value> = (0..entries.len())
+        .map(|i| json!({"EventId": format!("bench-{i}")}))
+        .collect();
+    json!({"FailedEntryCount": 0, "Entries": results})
 }

@@ -196,7 +196,7 @@ impl<'a> Session<'a> {
     }
 
     fn on_done(&mut self, done: Done) -> Result<(), CaptureError> {
-        self.inflight_oldest.pop_front();
+        let oldest_commit = self.inflight_oldest.pop_front().flatten();
         self.completed_seq += 1;
         if self.key_seq.len() > 64 * 1024 {
             let completed = self.completed_seq;
@@ -205,6 +205,12 @@ impl<'a> Session<'a> {
         self.metrics.inflight_batches.set(self.inflight.len() as i64);
         done.result?;
         self.metrics.batches_completed.inc();
+        if let Some(commit) = oldest_commit {
+            let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
+            self.metrics
+                .commit_to_ack_seconds
+                .observe((now - commit).max(0.0));
+        }
         if let Some(lsn) = done.completes {
             self.progress.complete(lsn);
         }

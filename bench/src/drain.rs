@@ -1,0 +1,203 @@
+//! What every scenario shares: a migrated throwaway Postgres, a server-side backlog writer,
+//! and the two ways a backlog is drained and measured (pg_recvlogical, `bridge capture`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+use tests::postgres::TestPostgres;
+use tests::process::{self, Proc};
+
+use crate::procstat;
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub drained_by: String,
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub ratio_to_pg_recvlogical: f64,
+    pub cpu_seconds_per_million: f64,
+    pub peak_rss_mib: f64,
+    /// How completeness was checked, and whether it held.
+    pub verified: String,
+    pub complete: bool,
+}
+
+/// A throwaway Postgres with the monolith's schema (and its publication).
+pub async fn migrated_postgres(
+) -> anyhow::Result<(TestPostgres, tokio_postgres::Client, Vec<(String, String)>)> {
+    eprintln!("starting a throwaway Postgres…");
+    let pg = TestPostgres::start()?;
+    let db_env = vec![("DATABASE_URL".to_owned(), pg.url())];
+    let (code, out, err) = process::run("legacy-sim", &["migrate"], &db_env).await?;
+    anyhow::ensure!(code == Some(0), "legacy-sim migrate failed: {out}{err}");
+    let client = pg.client().await?;
+    Ok((pg, client, db_env))
+}
+
+/// Writes `rows` outbox rows (rounded up to whole transactions of `per_tx`) server-side;
+/// returns the row count and the WAL position after the last commit.
+pub async fn write_backlog(
+    client: &tokio_postgres::Client,
+    rows: u64,
+    per_tx: u64,
+    payload_bytes: u64,
+) -> anyhow::Result<(u64, String)> {
+    let txs = rows.div_ceil(per_tx);
+    let total = txs * per_tx;
+    eprintln!("writing the backlog: {total} outbox rows in {txs} transactions…");
+    let started = Instant::now();
+    // A DO block may COMMIT between statements: one transaction per batch, written server-side.
+    let pad = payload_bytes.saturating_sub(60);
+    client
+        .batch_execute(&format!(
+            "DO $$ BEGIN FOR b IN 0..{last} LOOP
+               INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version)
+               SELECT gen_random_uuid(), 'Order', (i % 1000)::text, 'OrderPlaced',
+                      jsonb_build_object('order_id', i, 'pad', repeat('x', {pad})), 1
+               FROM generate_series(b * {per}, b * {per} + {per} - 1) AS i;
+               COMMIT;
+             END LOOP; END $$;",
+            last = txs - 1,
+            per = per_tx,
+        ))
+        .await?;
+    let end: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    eprintln!(
+        "backlog written in {:.1}s; end LSN {end}",
+        started.elapsed().as_secs_f64()
+    );
+
+    Ok((total, end))
+}
+
+pub fn row(
+    name: &str,
+    events: u64,
+    seconds: f64,
+    usage: procstat::Usage,
+    verified: String,
+    complete: bool,
+) -> Row {
+    Row {
+        drained_by: name.into(),
+        events,
+        seconds,
+        events_per_second: events as f64 / seconds.max(1e-9),
+        ratio_to_pg_recvlogical: 0.0,
+        cpu_seconds_per_million: usage.cpu_seconds * 1e6 / events.max(1) as f64,
+        peak_rss_mib: usage.peak_rss_bytes as f64 / 1_048_576.0,
+        verified,
+        complete,
+    }
+}
+
+/// pg_recvlogical with pgoutput from its own slot to the backlog's end, output discarded.
+pub async fn recvlogical(pg: &TestPostgres, end: &str, rows: u64) -> anyhow::Result<Row> {
+    eprintln!("draining with pg_recvlogical…");
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(pg.bin("pg_recvlogical"))
+        .args([
+            "-d",
+            &format!("host=127.0.0.1 port={} user=postgres dbname=postgres", pg.port),
+            "--slot",
+            "bench_recvlogical",
+            "--start",
+            "--endpos",
+            end,
+            "--no-loop",
+            "-o",
+            "proto_version=1",
+            "-o",
+            "publication_names=outbox_bridge",
+            "-f",
+            "/dev/null",
+        ])
+        .env("PGPASSWORD", tests::postgres::SUPERUSER_PASSWORD)
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot run pg_recvlogical")?;
+    let sampler = child.id().map(procstat::Sampler::start);
+    let status = tokio::time::timeout(Duration::from_secs(3600), child.wait()).await??;
+    let seconds = started.elapsed().as_secs_f64();
+    let usage = sampler.map(|s| s.usage()).unwrap_or_default();
+    Ok(row(
+        "pg_recvlogical (pgoutput, the walsender's limit)",
+        rows,
+        seconds,
+        usage,
+        format!("exited {status} at --endpos"),
+        status.success(),
+    ))
+}
+
+/// `bridge capture` from `slot` until the slot's confirmed position reaches `end`.
+pub async fn capture(
+    client: &tokio_postgres::Client,
+    env: &[(String, String)],
+    slot: &str,
+    extra: &[&str],
+    end: &str,
+    rows: u64,
+    name: &str,
+) -> anyhow::Result<Row> {
+    eprintln!("draining with {name}…");
+    let port = tests::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["capture", "--slot", slot, "--metrics-listen", &listen];
+    args.extend_from_slice(extra);
+    let end_lsn = tests::lsn::parse(end).context("end LSN")? as f64;
+    let started = Instant::now();
+    let mut proc = Proc::spawn("bridge", &args, env)?;
+    let sampler = proc.pid().map(procstat::Sampler::start);
+    let deadline = Duration::from_secs(3600);
+    // Done when capture itself has the backlog durable (its acknowledged LSN, from /metrics):
+    // the slot's confirmed position trails it by up to one status interval.
+    loop {
+        proc.ensure_running()?;
+        let flushed = tests::metrics::scrape(port, "bridge_slot_flushed_lsn")
+            .await
+            .unwrap_or(0.0);
+        if flushed >= end_lsn {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < deadline,
+            "{name} did not drain within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let usage = sampler.map(|s| s.usage()).unwrap_or_default();
+    proc.terminate(Duration::from_secs(30)).await?;
+    // And the slot agrees once capture has stopped (its last status update).
+    let confirmed: bool = client
+        .query_one(
+            "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot, &end],
+        )
+        .await?
+        .get(0);
+    Ok(row(
+        name,
+        rows,
+        seconds,
+        usage,
+        format!("acknowledged up to the backlog's end: {confirmed}"),
+        confirmed,
+    ))
+}
+
+/// Writes a scenario's results as pretty JSON, creating the directory.
+pub fn write_json(path: &std::path::Path, value: &impl Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(value)?)?;
+    eprintln!("results written to {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! `bench latency`: outbox rows written at a steady rate, captured into the local endpoint and
+//! relayed from it (the endpoint keeps what was put and serves it back as a Kinesis stream);
+//! reports commit → Kinesis ack (capture's own histogram: from the pgoutput Commit time to
+//! PutRecords returning, per batch for its oldest commit) and outbox write → EventBridge
+//! (the endpoint times each PutEvents entry against the row's `occurred_at`).
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+use tests::moto::{aws_env, Moto};
+use tests::process::{self, Proc};
+
+use crate::{drain, endpoint, procstat};
+
+#[derive(Args, Debug)]
+pub struct LatencyArgs {
+    /// Events written per second.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: u64,
+    /// Rows per transaction (transactions per second = rate / this).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    rows_per_tx: u64,
+    /// How long to write.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    seconds: u64,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "target/bench/latency.json")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct Quantiles {
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+    samples: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    target_rate: u64,
+    achieved_rate: f64,
+    events: u64,
+    commit_to_kinesis_ack: Quantiles,
+    write_to_eventbridge: Quantiles,
+    capture_cpu_seconds_per_million: f64,
+    capture_peak_rss_mib: f64,
+    events_published: u64,
+    complete: bool,
+}
+
+pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
+    let (pg, client, db_env) = drain::migrated_postgres().await?;
+    client
+        .execute(
+            "SELECT pg_create_logical_replication_slot('bench_latency', 'pgoutput')",
+            &[],
+        )
+        .await?;
+    let endpoint = endpoint::start(Some(4)).await?;
+    let (url, counts) = (endpoint.url.clone(), endpoint.counts.clone());
+    // The relay keeps its checkpoints and leases in DynamoDB: moto, far from the hot path.
+    let moto = Moto::start().await?;
+    let (code, out, err) = process::run("bridge", &["setup", "--stream", "bench"], &moto.env()).await?;
+    anyhow::ensure!(code == Some(0), "bridge setup failed: {out}{err}");
+
+    let mut env = db_env.clone();
+    env.extend(aws_env(&url));
+    for service in ["DYNAMODB", "SQS", "S3"] {
+        env.push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint.clone()));
+    }
+    let cport = tests::free_port()?;
+    let clisten = format!("127.0.0.1:{cport}");
+    let mut capture = Proc::spawn(
+        "bridge",
+        &[
+            "capture",
+            "--slot",
+            "bench_latency",
+            "--stream",
+            "bench",
+            "--metrics-listen",
+            &clisten,
+        ],
+        &env,
+    )?;
+    let rlisten = format!("127.0.0.1:{}", tests::free_port()?);
+    let mut relay = Proc::spawn(
+        "bridge",
+        &["relay", "--stream", "bench", "--metrics-listen", &rlisten],
+        &env,
+    )?;
+    let sampler = capture.pid().map(procstat::Sampler::start);
+    tests::wait::until("capture to stream", Duration::from_secs(60), || async {
+        capture.ensure_running()?;
+        relay.ensure_running()?;
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'bench_latency' AND active",
+                &[],
+            )
+            .await?;
+        Ok(row.map(|_| ()))
+    })
+    .await?;
+
+    eprintln!(
+        "writing {} events/s in {}-row transactions for {} s…",
+        args.rate, args.rows_per_tx, args.seconds
+    );
+    let writer = pg.client().await?;
+    let insert = format!(
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+         SELECT gen_random_uuid(), 'Order', (i % 1000)::text, 'OrderPlaced', \
+                jsonb_build_object('order_id', i, 'pad', repeat('x', 240)), 1 \
+         FROM generate_series(1, {}) AS i",
+        args.rows_per_tx
+    );
+    let statement = writer.prepare(&insert).await?;
+    let period = Duration::from_secs_f64(args.rows_per_tx as f64 / args.rate as f64);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut written = 0u64;
+    while started.elapsed() < Duration::from_secs(args.seconds) {
+        ticks.tick().await;
+        writer.execute(&statement, &[]).await?;
+        written += args.rows_per_tx;
+    }
+    let achieved_rate = written as f64 / started.elapsed().as_secs_f64();
+    let end: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    let end_lsn = tests::lsn::parse(&end).unwrap_or(u64::MAX) as f64;
+    tests::wait::until("capture to drain", Duration::from_secs(300), || async {
+        capture.ensure_running()?;
+        let flushed = tests::metrics::scrape(cport, "bridge_slot_flushed_lsn").await?;
+        Ok((flushed >= end_lsn).then_some(()))
+    })
+    .await?;
+    let usage = sampler.map(|s| s.usage()).unwrap_or_default();
+    let text = reqwest_text(cport).await?;
+    let kinesis = histogram_quantiles(&text, "bridge_capture_commit_to_ack_seconds");
+    let published = tests::wait::until(
+        "the relay to publish everything",
+        Duration::from_secs(300),
+        || async {
+            relay.ensure_running()?;
+            let n = counts.events.load(Ordering::Relaxed);
+            Ok((n >= written).then_some(n))
+        },
+    )
+    .await
+    .unwrap_or_else(|_| counts.events.load(Ordering::Relaxed));
+    let eventbridge = {
+        let mut all = counts
+            .event_latencies
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        exact_quantiles(&mut all)
+    };
+    relay.terminate(Duration::from_secs(30)).await?;
+    capture.terminate(Duration::from_secs(30)).await?;
+    let results = Results {
+        target_rate: args.rate,
+        achieved_rate,
+        events: written,
+        commit_to_kinesis_ack: kinesis,
+        write_to_eventbridge: eventbridge,
+        capture_cpu_seconds_per_million: usage.cpu_seconds * 1e6 / written.max(1) as f64,
+        capture_peak_rss_mib: usage.peak_rss_bytes as f64 / 1_048_576.0,
+        events_published: published,
+        complete: published >= written && counts.records.load(Ordering::Relaxed) >= written,
+    };
+    print_table(&results, args.rows_per_tx);
+    drain::write_json(&args.out, &results)?;
+    anyhow::ensure!(results.complete, "not every event arrived");
+    Ok(())
+}
+
+async fn reqwest_text(port: u16) -> anyhow::Result<String> {
+    Ok(reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await?
+        .text()
+        .await?)
+}
+
+/// Quantiles from a Prometheus histogram's cumulative buckets, interpolated linearly inside
+/// the bucket (as `histogram_quantile` does); buckets grow by 20 %, so that is the precision.
+fn histogram_quantiles(text: &str, name: &str) -> Quantiles {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    let quantile = |q: f64| {
+        let rank = q * total;
+        let mut lower = (0.0, 0.0);
+        for &(le, cum) in &buckets {
+            if cum >= rank {
+                if le.is_infinite() {
+                    return lower.0 * 1000.0;
+                }
+                let within = if cum > lower.1 {
+                    (rank - lower.1) / (cum - lower.1)
+                } else {
+                    1.0
+                };
+                return (lower.0 + (le - lower.0) * within) * 1000.0;
+            }
+            lower = (le, cum);
+        }
+        0.0
+    };
+    let max = buckets
+        .iter()
+        .zip(std::iter::once(&(0.0, 0.0)).chain(buckets.iter()))
+        .filter(|(b, prev)| b.1 > prev.1)
+        .map(|(b, _)| b.0)
+        .last()
+        .unwrap_or(0.0);
+    Quantiles {
+        p50_ms: quantile(0.5),
+        p99_ms: quantile(0.99),
+        p999_ms: quantile(0.999),
+        max_ms: max * 1000.0,
+        samples: total as u64,
+    }
+}
+
+fn exact_quantiles(samples: &mut [f64]) -> Quantiles {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        if samples.is_empty() {
+            return 0.0;
+        }
+        let i = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i] * 1000.0
+    };
+    Quantiles {
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        p999_ms: at(0.999),
+        max_ms: at(1.0),
+        samples: samples.len() as u64,
+    }
+}
+
+fn print_table(r: &Results, per_tx: u64) {
+    println!(
+        "\n### latency: {:.0} events/s achieved (target {}), {per_tx} rows per transaction, {} events\n",
+        r.achieved_rate, r.target_rate, r.events
+    );
+    println!("| path | p50 | p99 | p99.9 | max | samples |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, q, unit) in [
+        (
+            "commit → Kinesis ack (capture, per batch)",
+            &r.commit_to_kinesis_ack,
+            "batches",
+        ),
+        (
+            "outbox write → EventBridge (capture + relay, per event)",
+            &r.write_to_eventbridge,
+            "events",
+        ),
+    ] {
+        println!(
+            "| {name} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {} {unit} |",
+            q.p50_ms, q.p99_ms, q.p999_ms, q.max_ms, q.samples
+        );
+    }
+    println!(
+        "\ncapture: {:.1} CPU s per million events, peak RSS {:.1} MiB; everything arrived: {}",
+        r.capture_cpu_seconds_per_million,
+        r.capture_peak_rss_mib,
+        if r.complete { "yes" } else { "NO" }
+    );
+}

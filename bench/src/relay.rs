@@ -1,0 +1,149 @@
+//! `bench relay`: Kinesis → EventBridge throughput of `bridge relay` with 1, 2 and 4 shards.
+//! The local endpoint serves a pre-filled stream (DMS records of outbox inserts) and accepts
+//! every PutEvents; leases and checkpoints live in moto's DynamoDB, one write per page.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use clap::Args;
+use serde::Serialize;
+use serde_json::json;
+use tests::moto::{aws_env, Moto};
+use tests::process::{self, Proc};
+
+use crate::{drain, endpoint, procstat};
+
+#[derive(Args, Debug)]
+pub struct RelayArgs {
+    /// Events in the stream, for each shard count.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(10..))]
+    events: u64,
+    /// Shard counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    shards: Vec<usize>,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "target/bench/relay.json")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+struct RelayRow {
+    shards: usize,
+    events: u64,
+    seconds: f64,
+    events_per_second: f64,
+    /// From the first PutEvents to the last: without start-up (leases, first reads).
+    steady_events_per_second: f64,
+    ratio_to_one_shard: f64,
+    cpu_seconds_per_million: f64,
+    peak_rss_mib: f64,
+    complete: bool,
+}
+
+pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
+    let moto = Moto::start().await?;
+    let mut results: Vec<RelayRow> = Vec::new();
+    for &shards in &args.shards {
+        let stream = format!("bench-relay-{shards}");
+        let (code, out, err) = process::run("bridge", &["setup", "--stream", &stream], &moto.env()).await?;
+        anyhow::ensure!(code == Some(0), "bridge setup failed: {out}{err}");
+        let endpoint = endpoint::start(Some(shards.max(1))).await?;
+        endpoint.preload((0..args.events).map(record));
+        let mut env = aws_env(&endpoint.url);
+        for service in ["DYNAMODB", "SQS", "S3"] {
+            env.push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint.clone()));
+        }
+        eprintln!("relaying {} events from {shards} shard(s)…", args.events);
+        let listen = format!("127.0.0.1:{}", tests::free_port()?);
+        let started = Instant::now();
+        let mut relay = Proc::spawn(
+            "bridge",
+            &["relay", "--stream", &stream, "--metrics-listen", &listen],
+            &env,
+        )?;
+        let sampler = relay.pid().map(procstat::Sampler::start);
+        let arrived = tests::wait::until("every event on the bus", Duration::from_secs(1800), || async {
+            relay.ensure_running()?;
+            let n = endpoint.counts.events.load(Ordering::Relaxed);
+            Ok((n >= args.events).then_some(n))
+        })
+        .await;
+        let seconds = started.elapsed().as_secs_f64();
+        let usage = sampler.map(|s| s.usage()).unwrap_or_default();
+        relay.terminate(Duration::from_secs(30)).await?;
+        let published = arrived.unwrap_or_else(|_| endpoint.counts.events.load(Ordering::Relaxed));
+        let window = endpoint
+            .counts
+            .events_window
+            .lock()
+            .ok()
+            .and_then(|w| *w)
+            .map_or(seconds, |(first, last)| (last - first).as_secs_f64());
+        results.push(RelayRow {
+            shards,
+            events: published,
+            seconds,
+            events_per_second: published as f64 / seconds.max(1e-9),
+            steady_events_per_second: published as f64 / window.max(1e-9),
+            ratio_to_one_shard: 0.0,
+            cpu_seconds_per_million: usage.cpu_seconds * 1e6 / published.max(1) as f64,
+            peak_rss_mib: usage.peak_rss_bytes as f64 / 1_048_576.0,
+            complete: published >= args.events,
+        });
+    }
+    let base = results.first().map_or(0.0, |r| r.steady_events_per_second);
+    for r in &mut results {
+        r.ratio_to_one_shard = if base > 0.0 {
+            r.steady_events_per_second / base
+        } else {
+            0.0
+        };
+    }
+    println!(
+        "\n### relay: Kinesis → EventBridge, local endpoint, {} events\n",
+        args.events
+    );
+    println!("| shards | events/s (steady) | vs 1 shard | events/s (incl. start-up) | CPU s / M events | peak RSS | complete |");
+    println!("|---:|---:|---:|---:|---:|---:|---|");
+    for r in &results {
+        println!(
+            "| {} | {:.0} | {:.2}× | {:.0} | {:.1} | {:.1} MiB | {} |",
+            r.shards,
+            r.steady_events_per_second,
+            r.ratio_to_one_shard,
+            r.events_per_second,
+            r.cpu_seconds_per_million,
+            r.peak_rss_mib,
+            if r.complete { "yes" } else { "NO" }
+        );
+    }
+    drain::write_json(&args.out, &results)?;
+    anyhow::ensure!(
+        results.iter().all(|r| r.complete),
+        "a run did not publish everything"
+    );
+    Ok(())
+}
+
+/// One DMS record of an outbox insert (~300-byte payload), base64 as Kinesis carries it.
+fn record(i: u64) -> (String, String) {
+    let id = format!("00000000-0000-4000-8000-{i:012}");
+    let aggregate = format!("{}", i % 1000);
+    let body = json!({
+        "data": {"id": id, "aggregatetype": "Order", "aggregateid": aggregate, "type": "OrderPlaced",
+                 "payload": {"order_id": i, "pad": "x".repeat(240)}, "aggregate_version": 1,
+                 "occurred_at": "2026-11-23 12:00:00.000000+00"},
+        "metadata": {"timestamp": "2026-11-23T12:00:00.000000Z", "record-type": "data", "operation": "insert",
+                     "partition-key-type": "attribute-name", "schema-name": "public", "table-name": "outbox",
+                     "transaction-id": 1000 + i / 100, "commit-timestamp": "2026-11-23T12:00:00.000000Z",
+                     "stream-position": "0/0", "transaction-record-id": i % 100 + 1,
+                     "commit-lsn": "0/0", "lsn": "0/0"}
+    });
+    let key = format!("public.outbox.{aggregate}");
+    (
+        key,
+        base64::engine::general_purpose::STANDARD.encode(body.to_string()),
+    )
+}

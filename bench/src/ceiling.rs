@@ -64,7 +64,7 @@ pub async fn run(args: CeilingArgs) -> anyhow::Result<()> {
     .await?;
     results.push(r);
 
-    let endpoint = endpoint::start(None).await?;
+    let endpoint = endpoint::start(endpoint::Options::default()).await?;
     let (url, counts) = (endpoint.url.clone(), endpoint.counts.clone());
     let mut http_env = env.clone();
     http_env.extend(aws_env(&url));

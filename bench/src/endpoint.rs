@@ -36,6 +36,63 @@ struct State {
     counts: Arc<Counts>,
     /// Records per shard, kept only when the endpoint also serves reads.
     shards: Option<Mutex<Vec<Vec<Stored>>>>,
+    /// Kinesis' published per-shard read limits, when enforced: one budget per shard.
+    read_limits: Option<Mutex<Vec<ReadBudget>>>,
+    /// Whether each PutEvents entry's latency is computed (costs CPU the relay competes for).
+    time_events: bool,
+}
+
+/// Kinesis' read limits per shard: 5 GetRecords calls per second and 2 MB/s of data. Like
+/// Kinesis, one call may overdraw the byte budget (up to a page); later calls are throttled
+/// until it has refilled.
+struct ReadBudget {
+    calls: std::collections::VecDeque<Instant>,
+    bytes: f64,
+    refilled: Instant,
+}
+
+const READS_PER_SECOND: usize = 5;
+const READ_BYTES_PER_SECOND: f64 = 2.0 * 1024.0 * 1024.0;
+
+impl ReadBudget {
+    fn new() -> Self {
+        Self {
+            calls: std::collections::VecDeque::new(),
+            bytes: READ_BYTES_PER_SECOND,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Whether a call may be made now (and then counts it).
+    fn admit(&mut self) -> bool {
+        let now = Instant::now();
+        self.bytes = (self.bytes + now.duration_since(self.refilled).as_secs_f64() * READ_BYTES_PER_SECOND)
+            .min(READ_BYTES_PER_SECOND);
+        self.refilled = now;
+        while self
+            .calls
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1))
+        {
+            self.calls.pop_front();
+        }
+        if self.calls.len() >= READS_PER_SECOND || self.bytes <= 0.0 {
+            return false;
+        }
+        self.calls.push_back(now);
+        true
+    }
+}
+
+/// How the endpoint behaves.
+#[derive(Clone, Copy, Default)]
+pub struct Options {
+    /// Keep put records in this many shards and serve them back.
+    pub keep_shards: Option<usize>,
+    /// Enforce Kinesis' per-shard read limits on GetRecords.
+    pub kinesis_read_limits: bool,
+    /// Time every PutEvents entry against its `occurred_at`.
+    pub time_events: bool,
 }
 
 /// A running endpoint.
@@ -65,13 +122,17 @@ impl Endpoint {
     }
 }
 
-/// Serves on a free loopback port. With `keep_shards`, put records are kept in that many
-/// shards (by partition key) and can be read back.
-pub async fn start(keep_shards: Option<usize>) -> anyhow::Result<Endpoint> {
+/// Serves on a free loopback port.
+pub async fn start(options: Options) -> anyhow::Result<Endpoint> {
     let counts = Arc::new(Counts::default());
+    let shard_count = options.keep_shards.map(|n| n.max(1));
     let state = Arc::new(State {
         counts: counts.clone(),
-        shards: keep_shards.map(|n| Mutex::new((0..n.max(1)).map(|_| Vec::new()).collect())),
+        shards: shard_count.map(|n| Mutex::new((0..n).map(|_| Vec::new()).collect())),
+        read_limits: shard_count
+            .filter(|_| options.kinesis_read_limits)
+            .map(|n| Mutex::new((0..n).map(|_| ReadBudget::new()).collect())),
+        time_events: options.time_events,
     });
     let handler_state = state.clone();
     let app = Router::new().route(
@@ -117,7 +178,7 @@ fn answer(state: &State, headers: &HeaderMap, body: &[u8]) -> axum::response::Re
     let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let reply = match target.rsplit('.').next().unwrap_or_default() {
         "PutRecords" => put_records(state, &request),
-        "PutEvents" => put_events(&state.counts, &request),
+        "PutEvents" => put_events(&state.counts, &request, state.time_events),
         "ListShards" => {
             let n = state
                 .shards
@@ -148,7 +209,19 @@ fn answer(state: &State, headers: &HeaderMap, body: &[u8]) -> axum::response::Re
             };
             json!({"ShardIterator": format!("{index}:{position}")})
         }
-        "GetRecords" => get_records(state, &request),
+        "GetRecords" => match get_records(state, &request) {
+            Some(reply) => reply,
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+                    json!({"__type": "ProvisionedThroughputExceededException",
+                           "message": "Rate exceeded for shard"})
+                    .to_string(),
+                )
+                    .into_response()
+            }
+        },
         // The slot marker capture keeps on the stream.
         "ListTagsForStream" => json!({"Tags": [], "HasMoreTags": false}),
         _ => json!({}),
@@ -191,15 +264,25 @@ fn put_records(state: &State, request: &Value) -> Value {
     json!({"FailedRecordCount": 0, "Records": results})
 }
 
-fn get_records(state: &State, request: &Value) -> Value {
+/// A page of records, or `None` when the shard's read limits refuse the call.
+fn get_records(state: &State, request: &Value) -> Option<Value> {
     let iterator = request["ShardIterator"].as_str().unwrap_or("0:0");
     let (shard, position) = iterator
         .split_once(':')
         .and_then(|(s, p)| Some((s.parse::<usize>().ok()?, p.parse::<usize>().ok()?)))
         .unwrap_or((0, 0));
     let limit = request["Limit"].as_u64().unwrap_or(10_000) as usize;
+    let limited = match &state.read_limits {
+        Some(limits) => {
+            if !limits.lock().ok()?.get_mut(shard)?.admit() {
+                return None;
+            }
+            true
+        }
+        None => false,
+    };
     let Some(Ok(shards)) = state.shards.as_ref().map(|s| s.lock()) else {
-        return json!({"Records": [], "NextShardIterator": iterator, "MillisBehindLatest": 0});
+        return Some(json!({"Records": [], "NextShardIterator": iterator, "MillisBehindLatest": 0}));
     };
     let stored = shards.get(shard).map(Vec::as_slice).unwrap_or_default();
     let end = stored.len().min(position + limit);
@@ -213,11 +296,27 @@ fn get_records(state: &State, request: &Value) -> Value {
                    "Data": r.data, "PartitionKey": r.partition_key})
         })
         .collect();
+    if limited {
+        // Kinesis counts the data bytes (base64 is 4/3 of them).
+        let bytes: usize = stored
+            .get(position..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.data.len() * 3 / 4)
+            .sum();
+        if let Some(Ok(mut limits)) = state.read_limits.as_ref().map(|l| l.lock()) {
+            if let Some(b) = limits.get_mut(shard) {
+                b.bytes -= bytes as f64;
+            }
+        }
+    }
     let behind = if end < stored.len() { 1000 } else { 0 };
-    json!({"Records": records, "NextShardIterator": format!("{shard}:{end}"), "MillisBehindLatest": behind})
+    Some(
+        json!({"Records": records, "NextShardIterator": format!("{shard}:{end}"), "MillisBehindLatest": behind}),
+    )
 }
 
-fn put_events(counts: &Counts, request: &Value) -> Value {
+fn put_events(counts: &Counts, request: &Value, time_events: bool) -> Value {
     let entries = request["Entries"]
         .as_array()
         .map(Vec::as_slice)
@@ -231,6 +330,7 @@ fn put_events(counts: &Counts, request: &Value) -> Value {
     }
     let latencies: Vec<f64> = entries
         .iter()
+        .filter(|_| time_events)
         .filter_map(|e| {
             let detail: Value = serde_json::from_str(e["Detail"].as_str()?).ok()?;
             let occurred = detail["metadata"]["occurred_at"].as_str()?;

@@ -61,7 +61,12 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
             &[],
         )
         .await?;
-    let endpoint = endpoint::start(Some(4)).await?;
+    let endpoint = endpoint::start(endpoint::Options {
+        keep_shards: Some(4),
+        kinesis_read_limits: false,
+        time_events: true,
+    })
+    .await?;
     let (url, counts) = (endpoint.url.clone(), endpoint.counts.clone());
     // The relay keeps its checkpoints and leases in DynamoDB: moto, far from the hot path.
     let moto = Moto::start().await?;

@@ -26,7 +26,7 @@ pub struct MemoryArgs {
 
 pub async fn run(args: MemoryArgs) -> anyhow::Result<()> {
     let (_pg, client, db_env) = drain::migrated_postgres().await?;
-    let endpoint = endpoint::start(None).await?;
+    let endpoint = endpoint::start(endpoint::Options::default()).await?;
     let mut env = db_env.clone();
     env.extend(aws_env(&endpoint.url));
     env.push(("BRIDGE_METRICS_LISTEN".into(), "127.0.0.1:0".into()));

@@ -1,6 +1,10 @@
 //! `bench relay`: Kinesis → EventBridge throughput of `bridge relay` with 1, 2 and 4 shards.
 //! The local endpoint serves a pre-filled stream (DMS records of outbox inserts) and accepts
 //! every PutEvents; leases and checkpoints live in moto's DynamoDB, one write per page.
+//!
+//! Two rounds side by side: with Kinesis' per-shard read limits enforced (5 GetRecords/s,
+//! 2 MB/s — what a real stream imposes, so adding shards is how a stream scales), and
+//! without any (the relay's CPU on this machine is then the bound).
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -30,6 +34,7 @@ pub struct RelayArgs {
 
 #[derive(Debug, Serialize)]
 struct RelayRow {
+    read_limits: &'static str,
     shards: usize,
     events: u64,
     seconds: f64,
@@ -45,71 +50,88 @@ struct RelayRow {
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     let moto = Moto::start().await?;
     let mut results: Vec<RelayRow> = Vec::new();
-    for &shards in &args.shards {
-        let stream = format!("bench-relay-{shards}");
-        let (code, out, err) = process::run("bridge", &["setup", "--stream", &stream], &moto.env()).await?;
-        anyhow::ensure!(code == Some(0), "bridge setup failed: {out}{err}");
-        let endpoint = endpoint::start(Some(shards.max(1))).await?;
-        endpoint.preload((0..args.events).map(record));
-        let mut env = aws_env(&endpoint.url);
-        for service in ["DYNAMODB", "SQS", "S3"] {
-            env.push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint.clone()));
+    for (read_limits, limited) in [("Kinesis per-shard limits", true), ("none (CPU-bound)", false)] {
+        let first = results.len();
+        for &shards in &args.shards {
+            let stream = format!(
+                "bench-relay-{shards}-{}",
+                if limited { "limited" } else { "free" }
+            );
+            let (code, out, err) =
+                process::run("bridge", &["setup", "--stream", &stream], &moto.env()).await?;
+            anyhow::ensure!(code == Some(0), "bridge setup failed: {out}{err}");
+            let endpoint = endpoint::start(endpoint::Options {
+                keep_shards: Some(shards.max(1)),
+                kinesis_read_limits: limited,
+                time_events: false,
+            })
+            .await?;
+            endpoint.preload((0..args.events).map(record));
+            let mut env = aws_env(&endpoint.url);
+            for service in ["DYNAMODB", "SQS", "S3"] {
+                env.push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint.clone()));
+            }
+            eprintln!(
+                "relaying {} events from {shards} shard(s), read limits: {read_limits}…",
+                args.events
+            );
+            let listen = format!("127.0.0.1:{}", tests::free_port()?);
+            let started = Instant::now();
+            let mut relay = Proc::spawn(
+                "bridge",
+                &["relay", "--stream", &stream, "--metrics-listen", &listen],
+                &env,
+            )?;
+            let sampler = relay.pid().map(procstat::Sampler::start);
+            let arrived = tests::wait::until("every event on the bus", Duration::from_secs(1800), || async {
+                relay.ensure_running()?;
+                let n = endpoint.counts.events.load(Ordering::Relaxed);
+                Ok((n >= args.events).then_some(n))
+            })
+            .await;
+            let seconds = started.elapsed().as_secs_f64();
+            let usage = sampler.map(|s| s.usage()).unwrap_or_default();
+            relay.terminate(Duration::from_secs(30)).await?;
+            let published = arrived.unwrap_or_else(|_| endpoint.counts.events.load(Ordering::Relaxed));
+            let window = endpoint
+                .counts
+                .events_window
+                .lock()
+                .ok()
+                .and_then(|w| *w)
+                .map_or(seconds, |(first, last)| (last - first).as_secs_f64());
+            results.push(RelayRow {
+                read_limits,
+                shards,
+                events: published,
+                seconds,
+                events_per_second: published as f64 / seconds.max(1e-9),
+                steady_events_per_second: published as f64 / window.max(1e-9),
+                ratio_to_one_shard: 0.0,
+                cpu_seconds_per_million: usage.cpu_seconds * 1e6 / published.max(1) as f64,
+                peak_rss_mib: usage.peak_rss_bytes as f64 / 1_048_576.0,
+                complete: published >= args.events,
+            });
         }
-        eprintln!("relaying {} events from {shards} shard(s)…", args.events);
-        let listen = format!("127.0.0.1:{}", tests::free_port()?);
-        let started = Instant::now();
-        let mut relay = Proc::spawn(
-            "bridge",
-            &["relay", "--stream", &stream, "--metrics-listen", &listen],
-            &env,
-        )?;
-        let sampler = relay.pid().map(procstat::Sampler::start);
-        let arrived = tests::wait::until("every event on the bus", Duration::from_secs(1800), || async {
-            relay.ensure_running()?;
-            let n = endpoint.counts.events.load(Ordering::Relaxed);
-            Ok((n >= args.events).then_some(n))
-        })
-        .await;
-        let seconds = started.elapsed().as_secs_f64();
-        let usage = sampler.map(|s| s.usage()).unwrap_or_default();
-        relay.terminate(Duration::from_secs(30)).await?;
-        let published = arrived.unwrap_or_else(|_| endpoint.counts.events.load(Ordering::Relaxed));
-        let window = endpoint
-            .counts
-            .events_window
-            .lock()
-            .ok()
-            .and_then(|w| *w)
-            .map_or(seconds, |(first, last)| (last - first).as_secs_f64());
-        results.push(RelayRow {
-            shards,
-            events: published,
-            seconds,
-            events_per_second: published as f64 / seconds.max(1e-9),
-            steady_events_per_second: published as f64 / window.max(1e-9),
-            ratio_to_one_shard: 0.0,
-            cpu_seconds_per_million: usage.cpu_seconds * 1e6 / published.max(1) as f64,
-            peak_rss_mib: usage.peak_rss_bytes as f64 / 1_048_576.0,
-            complete: published >= args.events,
-        });
-    }
-    let base = results.first().map_or(0.0, |r| r.steady_events_per_second);
-    for r in &mut results {
-        r.ratio_to_one_shard = if base > 0.0 {
-            r.steady_events_per_second / base
-        } else {
-            0.0
-        };
+        let base = results.get(first).map_or(0.0, |r| r.steady_events_per_second);
+        for r in results.iter_mut().skip(first) {
+            r.ratio_to_one_shard = if base > 0.0 {
+                r.steady_events_per_second / base
+            } else {
+                0.0
+            };
+        }
     }
     println!(
         "\n### relay: Kinesis → EventBridge, local endpoint, {} events\n",
         args.events
     );
-    println!("| shards | events/s (steady) | vs 1 shard | events/s (incl. start-up) | CPU s / M events | peak RSS | complete |");
-    println!("|---:|---:|---:|---:|---:|---:|---|");
+    println!("| read limits | shards | events/s (steady) | vs 1 shard | events/s (incl. start-up) | CPU s / M events | peak RSS | complete |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for r in &results {
         println!(
-            "| {} | {:.0} | {:.2}× | {:.0} | {:.1} | {:.1} MiB | {} |",
+            "| {} | {} | {:.0} | {:.2}× | {:.0} | {:.1} | {:.1} MiB | {} |",
+            r.read_limits,
             r.shards,
             r.steady_events_per_second,
             r.ratio_to_one_shard,

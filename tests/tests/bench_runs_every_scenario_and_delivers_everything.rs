@@ -1,0 +1,109 @@
+//! The benchmark keeps working: every scenario, run small, delivers everything it wrote —
+//! `ceiling` in every configuration (pg_recvlogical, null sink, local endpoint, moto),
+//! `latency`, `memory` and `relay`. Speed is read from the benchmark's own output, never
+//! asserted here.
+
+use serde_json::Value;
+use tests::process;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ceiling_drains_the_whole_backlog_every_way() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("ceiling.json");
+    let out_arg = out.to_string_lossy().into_owned();
+    let (code, stdout, stderr) =
+        process::run("bench", &["ceiling", "--rows", "2000", "--out", &out_arg], &[]).await?;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("| drained by |"),
+        "prints a markdown table: {stdout}"
+    );
+    let rows: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["complete"], true, "{r}");
+        assert_eq!(r["events"], 2000, "{r}");
+    }
+    assert!(
+        rows[2]["verified"]
+            .as_str()
+            .unwrap_or("")
+            .contains("endpoint received 2000 records"),
+        "{}",
+        rows[2]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_delivers_every_event_to_kinesis_and_eventbridge() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("latency.json");
+    let out_arg = out.to_string_lossy().into_owned();
+    let args = [
+        "latency",
+        "--rate",
+        "500",
+        "--rows-per-tx",
+        "10",
+        "--seconds",
+        "3",
+        "--out",
+        &out_arg,
+    ];
+    let (code, stdout, stderr) = process::run("bench", &args, &[]).await?;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    assert_eq!(r["complete"], true, "{r}");
+    let events = r["events"].as_u64().unwrap_or(0);
+    assert!(events >= 10, "{r}");
+    assert_eq!(r["events_published"].as_u64(), Some(events), "{r}");
+    // Every event was timed on arrival, and capture observed its batches.
+    assert_eq!(r["write_to_eventbridge"]["samples"].as_u64(), Some(events), "{r}");
+    assert!(
+        r["commit_to_kinesis_ack"]["samples"].as_u64().unwrap_or(0) >= 1,
+        "{r}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_drains_one_big_transaction_and_a_backlog() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("memory.json");
+    let out_arg = out.to_string_lossy().into_owned();
+    let (code, stdout, stderr) =
+        process::run("bench", &["memory", "--rows", "3000", "--out", &out_arg], &[]).await?;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let rows: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["complete"], true, "{r}");
+        assert!(
+            r["verified"]
+                .as_str()
+                .unwrap_or("")
+                .contains("endpoint received 3000 records"),
+            "{r}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_publishes_every_event_with_one_two_and_four_shards() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("relay.json");
+    let out_arg = out.to_string_lossy().into_owned();
+    let (code, stdout, stderr) =
+        process::run("bench", &["relay", "--events", "2000", "--out", &out_arg], &[]).await?;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let rows: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    let shards: Vec<u64> = rows.iter().filter_map(|r| r["shards"].as_u64()).collect();
+    assert_eq!(shards, [1, 2, 4], "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["complete"], true, "{r}");
+        assert_eq!(r["events"], 2000, "{r}");
+    }
+    Ok(())
+}

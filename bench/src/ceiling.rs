@@ -3,6 +3,7 @@
 //! every PutRecords, and into moto — each from its own slot, so each drains the same WAL.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use clap::Args;
 use tests::moto::{aws_env, Moto};
@@ -22,6 +23,9 @@ pub struct CeilingArgs {
     /// Approximate payload size (bytes of jsonb).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(20..))]
     payload_bytes: u64,
+    /// Drains per configuration (interleaved); the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
+    repeat: u64,
     /// Leave out the moto run (emulator-bound, and slow for big backlogs).
     #[arg(long)]
     skip_moto: bool,
@@ -30,83 +34,109 @@ pub struct CeilingArgs {
     out: PathBuf,
 }
 
-const SLOTS: [&str; 4] = ["bench_recvlogical", "bench_null", "bench_endpoint", "bench_moto"];
-
 pub async fn run(args: CeilingArgs) -> anyhow::Result<()> {
-    eprintln!("starting a throwaway Postgres…");
     let (pg, client, db_env) = drain::migrated_postgres().await?;
-    for slot in SLOTS {
+    // One slot per drain, all made before the backlog so each drains the same WAL.
+    let mut slots = Vec::new();
+    for round in 0..args.repeat {
+        for kind in ["recvlogical", "null", "endpoint"] {
+            slots.push(format!("bench_{kind}_{round}"));
+        }
+    }
+    if !args.skip_moto {
+        slots.push("bench_moto".into());
+    }
+    for slot in &slots {
         client
             .execute(
                 "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-                &[&slot],
+                &[slot],
             )
             .await?;
     }
     let (rows, end) = drain::write_backlog(&client, args.rows, args.rows_per_tx, args.payload_bytes).await?;
 
-    let mut results = Vec::new();
-    let base = recvlogical(&pg, &end, rows).await?;
-    let base_rate = base.events_per_second;
-    results.push(base);
-
     let mut env = db_env.clone();
     env.push(("BRIDGE_METRICS_LISTEN".into(), "127.0.0.1:0".into()));
-    let r = capture(
-        &client,
-        &env,
-        "bench_null",
-        &["--sink", "null"],
-        &end,
-        rows,
-        "capture → null sink",
-    )
-    .await?;
-    results.push(r);
-
     let endpoint = endpoint::start(endpoint::Options::default()).await?;
-    let (url, counts) = (endpoint.url.clone(), endpoint.counts.clone());
     let mut http_env = env.clone();
-    http_env.extend(aws_env(&url));
-    let mut r = capture(
-        &client,
-        &http_env,
-        "bench_endpoint",
-        &["--stream", "bench"],
-        &end,
-        rows,
-        "capture → local PutRecords endpoint",
-    )
-    .await?;
-    let received = counts.records.load(std::sync::atomic::Ordering::Relaxed);
-    r.complete &= received >= rows;
-    r.verified = format!("{}; endpoint received {received} records", r.verified);
-    results.push(r);
+    http_env.extend(aws_env(&endpoint.url));
+
+    // Rounds interleave the three so page-cache warmth and background noise fall on each alike;
+    // each figure is the median of its rounds.
+    let (mut base, mut null, mut http) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..args.repeat {
+        eprintln!("round {} of {}", round + 1, args.repeat);
+        let slot = format!("bench_recvlogical_{round}");
+        base.push(
+            recvlogical(
+                &pg,
+                &slot,
+                &end,
+                rows,
+                "pg_recvlogical (pgoutput, the walsender's limit)",
+            )
+            .await?,
+        );
+        let slot = format!("bench_null_{round}");
+        null.push(
+            capture(
+                &client,
+                &env,
+                &slot,
+                &["--sink", "null"],
+                &end,
+                rows,
+                "capture → null sink",
+            )
+            .await?,
+        );
+        let before = endpoint.counts.records.load(Ordering::Relaxed);
+        let slot = format!("bench_endpoint_{round}");
+        let name = "capture → local PutRecords endpoint";
+        let mut r = capture(
+            &client,
+            &http_env,
+            &slot,
+            &["--stream", "bench"],
+            &end,
+            rows,
+            name,
+        )
+        .await?;
+        let received = endpoint.counts.records.load(Ordering::Relaxed) - before;
+        r.complete &= received >= rows;
+        r.verified = format!("{}; endpoint received {received} records", r.verified);
+        http.push(r);
+    }
+    let mut results = vec![median(base), median(null), median(http)];
 
     if !args.skip_moto {
         let moto = Moto::start().await?;
         let mut moto_env = env.clone();
         moto_env.extend(moto.env());
-        let setup_env: Vec<(String, String)> = moto.env();
         let (code, out, err) = process::run(
             "bridge",
             &["setup", "--stream", "bench", "--shards", "4"],
-            &setup_env,
+            &moto.env(),
         )
         .await?;
         anyhow::ensure!(code == Some(0), "bridge setup failed: {out}{err}");
-        let r = capture(
-            &client,
-            &moto_env,
-            "bench_moto",
-            &["--stream", "bench"],
-            &end,
-            rows,
-            "capture → moto Kinesis (emulator-bound)",
-        )
-        .await?;
-        results.push(r);
+        let name = "capture → moto Kinesis (emulator-bound, one run)";
+        results.push(
+            capture(
+                &client,
+                &moto_env,
+                "bench_moto",
+                &["--stream", "bench"],
+                &end,
+                rows,
+                name,
+            )
+            .await?,
+        );
     }
+    let base_rate = results.first().map_or(0.0, |r| r.events_per_second);
     for r in &mut results {
         r.ratio_to_pg_recvlogical = if base_rate > 0.0 {
             r.events_per_second / base_rate
@@ -148,6 +178,21 @@ fn print_table(results: &[Row], rows: u64, per_tx: u64, payload: u64) {
         );
     }
     println!(
-        "\n(CPU and RSS are the draining process's own; the walsender's share is not counted for any row.)"
+        "\n(Medians of interleaved rounds. CPU and RSS are the draining process's own; the walsender's share is not counted for any row.)"
     );
+}
+
+/// The run with the median rate; `verified` lists every run, `complete` needs them all.
+fn median(mut runs: Vec<Row>) -> Row {
+    let rates: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{:.0}", r.events_per_second))
+        .collect();
+    let all_complete = runs.iter().all(|r| r.complete);
+    runs.sort_by(|a, b| a.events_per_second.total_cmp(&b.events_per_second));
+    let mid = runs.len() / 2;
+    let mut r = runs.swap_remove(mid);
+    r.complete = all_complete;
+    r.verified = format!("{}; events/s of each run: {}", r.verified, rates.join(", "));
+    r
 }

@@ -97,7 +97,13 @@ pub fn row(
 }
 
 /// pg_recvlogical with pgoutput from its own slot to the backlog's end, output discarded.
-pub async fn recvlogical(pg: &TestPostgres, end: &str, rows: u64) -> anyhow::Result<Row> {
+pub async fn recvlogical(
+    pg: &TestPostgres,
+    slot: &str,
+    end: &str,
+    rows: u64,
+    name: &str,
+) -> anyhow::Result<Row> {
     eprintln!("draining with pg_recvlogical…");
     let started = Instant::now();
     let mut child = tokio::process::Command::new(pg.bin("pg_recvlogical"))
@@ -105,7 +111,7 @@ pub async fn recvlogical(pg: &TestPostgres, end: &str, rows: u64) -> anyhow::Res
             "-d",
             &format!("host=127.0.0.1 port={} user=postgres dbname=postgres", pg.port),
             "--slot",
-            "bench_recvlogical",
+            slot,
             "--start",
             "--endpos",
             end,
@@ -126,7 +132,7 @@ pub async fn recvlogical(pg: &TestPostgres, end: &str, rows: u64) -> anyhow::Res
     let seconds = started.elapsed().as_secs_f64();
     let usage = sampler.map(|s| s.usage()).unwrap_or_default();
     Ok(row(
-        "pg_recvlogical (pgoutput, the walsender's limit)",
+        name,
         rows,
         seconds,
         usage,

@@ -180,14 +180,20 @@ pub async fn capture(
     let seconds = started.elapsed().as_secs_f64();
     let usage = sampler.map(|s| s.usage()).unwrap_or_default();
     proc.terminate(Duration::from_secs(30)).await?;
-    // And the slot agrees once capture has stopped (its last status update).
-    let confirmed: bool = client
-        .query_one(
-            "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot, &end],
-        )
-        .await?
-        .get(0);
+    // And the slot agrees once capture has stopped: its last status update is read by the
+    // walsender on its own time, after capture has already exited, so give it a moment.
+    let confirmed = tests::wait::until("the slot to confirm the end", Duration::from_secs(10), || async {
+        let ok: bool = client
+            .query_one(
+                "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot, &end],
+            )
+            .await?
+            .get(0);
+        Ok(ok.then_some(()))
+    })
+    .await
+    .is_ok();
     Ok(row(
         name,
         rows,

@@ -102,7 +102,10 @@ async fn relay_publishes_every_event_with_one_two_and_four_shards() -> anyhow::R
     let shards: Vec<u64> = rows.iter().filter_map(|r| r["shards"].as_u64()).collect();
     // With Kinesis' per-shard read limits, then without.
     assert_eq!(shards, [1, 2, 4, 1, 2, 4], "{rows:?}");
-    let limited = rows.iter().filter(|r| r["read_limits"] == "Kinesis per-shard limits").count();
+    let limited = rows
+        .iter()
+        .filter(|r| r["read_limits"] == "Kinesis per-shard limits")
+        .count();
     assert_eq!(limited, 3, "{rows:?}");
     for r in &rows {
         assert_eq!(r["complete"], true, "{r}");

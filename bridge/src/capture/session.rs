@@ -404,22 +404,30 @@ impl<'a> Session<'a> {
             before,
             lsn,
             record_id,
+            dropped_columns: &[],
         };
         let mut record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
         if record.size() > MAX_RECORD_BYTES {
             self.metrics.records_oversized.inc();
             tracing::error!(%lsn, table = %rel.relation.name, bytes = record.size(), "record above kinesis' 1 MiB limit: sending it without its large columns");
             let slim = slim_tuple(row, 1024);
+            let dropped = dropped_names(&rel.relation, row, &slim);
             let change = Change {
                 row: &slim,
                 before: None,
+                dropped_columns: &dropped,
                 ..change
             };
             record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
             if record.size() > MAX_RECORD_BYTES {
                 // Escaping or sheer width still overflows: keep only the key columns.
                 let keys = key_only_tuple(row, &rel.key_columns);
-                let change = Change { row: &keys, ..change };
+                let dropped = dropped_names(&rel.relation, row, &keys);
+                let change = Change {
+                    row: &keys,
+                    dropped_columns: &dropped,
+                    ..change
+                };
                 record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
             }
         }
@@ -450,6 +458,17 @@ fn slim_tuple(row: &Tuple, limit: usize) -> Tuple {
             })
             .collect(),
     )
+}
+
+/// Names of the columns that had a value in `full` and have none in `sent`.
+fn dropped_names(relation: &Relation, full: &Tuple, sent: &Tuple) -> Vec<String> {
+    relation
+        .columns
+        .iter()
+        .zip(full.0.iter().zip(&sent.0))
+        .filter(|(_, (f, s))| matches!(f, Datum::Text(_) | Datum::Binary(_)) && **s == Datum::Null)
+        .map(|(c, _)| c.name.clone())
+        .collect()
 }
 
 /// The row with only its primary-key values (each at most 1 KiB), the last resort for size.

@@ -83,6 +83,14 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
     let Some(event_id) = data["id"].as_str().filter(|s| !s.is_empty()) else {
         return Decision::DeadLetter("outbox row has no id".into());
     };
+    if let Some(dropped) = meta["dropped-columns"].as_array().filter(|d| !d.is_empty()) {
+        let names: Vec<&str> = dropped.iter().filter_map(Value::as_str).collect();
+        return Decision::DeadLetter(format!(
+            "outbox row {event_id} was above Kinesis' 1 MiB record limit and arrived without {}; \
+             the whole row is still in the outbox table",
+            names.join(", ")
+        ));
+    }
     let Some(event_type) = data["type"].as_str().map(str::trim).filter(|s| !s.is_empty()) else {
         return Decision::DeadLetter(format!(
             "outbox row {event_id} has no usable type (null, empty or not text)"
@@ -137,6 +145,23 @@ mod tests {
             "table-name": table, "commit-lsn": "0/10", "transaction-record-id": 1}})
         .to_string()
         .into_bytes()
+    }
+
+    #[test]
+    fn a_row_sent_without_its_large_values_is_a_dead_letter_not_an_empty_event() {
+        let raw = json!({"data": {"id": "e1", "type": "DocumentStored", "payload": null},
+            "metadata": {"record-type": "data", "operation": "insert", "schema-name": "public",
+                "table-name": "outbox", "dropped-columns": ["payload"]}})
+        .to_string();
+        match decide(raw.as_bytes(), &cfg()) {
+            Decision::DeadLetter(reason) => {
+                assert!(
+                    reason.contains("outbox row e1") && reason.contains("without payload"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -1,0 +1,105 @@
+//! Bad outbox rows written by the monolith itself (a legacy outbox with a `text` payload and a
+//! nullable `type`): a payload that is not JSON, a null type, and a row above Kinesis' 1 MiB
+//! record limit each land in the dead-letter queue with a reason naming the row, and the good
+//! row written after them still becomes an event. Nothing is published half-empty.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tests::bus;
+use tests::stack::Stack;
+
+const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+                      VALUES ($1::text::uuid, 'Document', 'doc-1', $2, $3, 1)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let pg = stack.pg.client().await?;
+    // A legacy outbox: text payload, nullable type.
+    pg.batch_execute(
+        "ALTER TABLE outbox ALTER COLUMN payload TYPE text USING payload::text, \
+                            ALTER COLUMN type DROP NOT NULL",
+    )
+    .await?;
+    let sdk = stack.moto.sdk_config().await;
+    let mut events = bus::subscribe(
+        &sdk,
+        "legacy-monolith",
+        "bad-rows",
+        &json!({"source": ["legacy.monolith"]}),
+    )
+    .await?;
+    let mut capture = stack.spawn_capture(&[]).await?;
+    let mut relay = stack.spawn("bridge", &["relay"])?;
+
+    let not_json = "00000000-0000-0000-0000-0000000000c1";
+    let null_type = "00000000-0000-0000-0000-0000000000c2";
+    let oversized = "00000000-0000-0000-0000-0000000000c3";
+    let good = "00000000-0000-0000-0000-0000000000c4";
+    pg.execute(
+        INSERT,
+        &[&not_json, &Some("DocumentStored"), &"{\"unterminated\": "],
+    )
+    .await?;
+    pg.execute(INSERT, &[&null_type, &None::<&str>, &"{}"]).await?;
+    let huge = json!({"blob": "y".repeat(1_200_000)}).to_string();
+    pg.execute(INSERT, &[&oversized, &Some("DocumentStored"), &huge])
+        .await?;
+    pg.execute(INSERT, &[&good, &Some("DocumentTagged"), &"{\"tag\": \"t\"}"])
+        .await?;
+
+    events
+        .until("the good event", Duration::from_secs(90), |s| {
+            s.by_event_id().contains_key(good)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\ncapture:\n{}\nrelay:\n{}", capture.output(), relay.output()))?;
+
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = sqs
+        .get_queue_url()
+        .queue_name("bridge-dlq")
+        .send()
+        .await?
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned();
+    let mut parked: Vec<Value> = Vec::new();
+    let started = std::time::Instant::now();
+    while parked.len() < 3 && started.elapsed() < Duration::from_secs(30) {
+        let out = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await?;
+        for m in out.messages() {
+            parked.push(serde_json::from_str(m.body().unwrap_or("null"))?);
+        }
+    }
+    let reasons: Vec<&str> = parked.iter().filter_map(|p| p["reason"].as_str()).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    let reason_for = |id: &str| reasons.iter().find(|r| r.contains(id)).copied().unwrap_or("");
+    assert!(
+        reason_for(not_json).contains("payload is not valid JSON"),
+        "{reasons:?}"
+    );
+    assert!(reason_for(null_type).contains("no usable type"), "{reasons:?}");
+    assert!(
+        reason_for(oversized).contains("above Kinesis' 1 MiB record limit")
+            && reason_for(oversized).contains("without payload"),
+        "{reasons:?}"
+    );
+
+    // None of the three reached the bus, not even as an empty event.
+    let got = events.by_event_id();
+    for id in [not_json, null_type, oversized] {
+        assert!(!got.contains_key(id), "{id} was published: {:?}", got.get(id));
+    }
+    capture.ensure_running()?;
+    relay.ensure_running()?;
+    capture.terminate(Duration::from_secs(30)).await?;
+    relay.terminate(Duration::from_secs(30)).await?;
+    Ok(())
+}

@@ -194,17 +194,28 @@ async fn redrive_target(
     queue: &str,
     url: &str,
 ) -> Result<Option<(String, u32)>, ConsumerError> {
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::RedrivePolicy)
-        .send()
-        .await
-        .map_err(|err| ConsumerError::Queue {
-            queue: queue.into(),
-            code: err.code().unwrap_or("unknown").to_owned(),
-            source: Box::new(err),
-        })?;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let attrs = loop {
+        let attempt = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await;
+        match attempt {
+            Ok(attrs) => break attrs,
+            Err(err) if transient_cause(&err).is_some() && backoff.attempts() < 30 => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(err) => {
+                return Err(ConsumerError::Queue {
+                    queue: queue.into(),
+                    code: err.code().unwrap_or("unknown").to_owned(),
+                    source: Box::new(err),
+                })
+            }
+        }
+    };
     let Some(policy) = attrs
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))

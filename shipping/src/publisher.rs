@@ -68,17 +68,29 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<(), PublisherError> {
     let outbox = store.tables.outbox.clone();
-    let described = store
-        .client()
-        .describe_table()
-        .table_name(&outbox)
-        .send()
-        .await
-        .map_err(|e| PublisherError::Streams {
-            op: "DescribeTable",
-            code: e.code().unwrap_or("unknown").to_owned(),
-            source: Box::new(e),
-        })?;
+    // At start-up as later: a dropped connection or a 5xx is worth another try (the chaos run
+    // found a restart during an AWS outage exiting here).
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let described = loop {
+        match store.client().describe_table().table_name(&outbox).send().await {
+            Ok(described) => break described,
+            Err(err) if transient_cause(&err).is_some() => {
+                let delay = backoff.next_delay();
+                tracing::warn!(table = %outbox, error = %err, delay_ms = delay.as_millis() as u64, "describetable failed, retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = cancel.cancelled() => return Ok(()),
+                }
+            }
+            Err(e) => {
+                return Err(PublisherError::Streams {
+                    op: "DescribeTable",
+                    code: e.code().unwrap_or("unknown").to_owned(),
+                    source: Box::new(e),
+                })
+            }
+        }
+    };
     let stream_arn = described
         .table()
         .and_then(|t| t.latest_stream_arn())

@@ -171,7 +171,12 @@ impl Stack {
             .await
     }
 
-    async fn wait_drained_within(&self, slot: &str, proc: &Proc, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_drained_within(
+        &self,
+        slot: &str,
+        proc: &Proc,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let client = self.pg.client().await?;
         let row = client
             .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint", &[])

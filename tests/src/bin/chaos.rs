@@ -1,0 +1,417 @@
+//! `chaos`: the whole pipeline on the embedded stack under faults injected at seeded random
+//! moments, then a check of every guarantee against the monolith's database.
+//!
+//! Load: `legacy-sim load` in small seeded chunks (a chunk cut short by a Postgres restart is
+//! simply followed by the next; what committed is the ground truth). Faults, each kind in turn
+//! in a seeded order: kill -9 of capture, relay and shipping (consumer + publisher); Postgres
+//! fast and immediate restarts; `pg_terminate_backend` of the walsender; an AWS outage (the TCP
+//! proxy in front of the emulator refuses connections), added latency, 5xx answers, throttled
+//! and partially failed PutRecords and PutEvents, and cancelled TransactWriteItems (the fault
+//! proxy behind it). After the load: quiescence, then one table — events written, faults by
+//! kind, delivered to each stage, duplicates, lost, projection mismatches, DLQ entries, and the
+//! time capture took to get past each fault.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tests::faults::FaultProxy;
+use tests::moto::aws_env;
+use tests::postgres::StopMode;
+use tests::process::Proc;
+use tests::proxy::Proxy;
+use tests::stack::{outbox_id, Stack};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "chaos",
+    about = "The pipeline under seeded faults; reports what was lost (nothing)"
+)]
+struct Args {
+    /// Outbox events to write (about: the load generator decides per order).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..))]
+    events: u64,
+    /// Faults to inject (every kind at least once when this is at least the number of kinds).
+    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..))]
+    faults: u64,
+    /// Seed for the load and the fault schedule.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Events per second the load generator aims at.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: u64,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "target/chaos/report.json")]
+    out: std::path::PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    KillCapture,
+    KillRelay,
+    KillShipping,
+    PostgresFastRestart,
+    PostgresImmediateRestart,
+    TerminateWalsender,
+    AwsOutage,
+    AwsLatency,
+    Aws5xx,
+    ThrottlePutRecords,
+    PartialPutRecords,
+    ThrottlePutEvents,
+    PartialPutEvents,
+    CancelTransactWrites,
+}
+
+const KINDS: [Fault; 14] = [
+    Fault::KillCapture,
+    Fault::KillRelay,
+    Fault::KillShipping,
+    Fault::PostgresFastRestart,
+    Fault::PostgresImmediateRestart,
+    Fault::TerminateWalsender,
+    Fault::AwsOutage,
+    Fault::AwsLatency,
+    Fault::Aws5xx,
+    Fault::ThrottlePutRecords,
+    Fault::PartialPutRecords,
+    Fault::ThrottlePutEvents,
+    Fault::PartialPutEvents,
+    Fault::CancelTransactWrites,
+];
+
+/// The pipeline's long-running processes, restartable.
+struct Pipeline {
+    env: Vec<(String, String)>,
+    capture: Proc,
+    relay: Proc,
+    shipping: Proc,
+}
+
+impl Pipeline {
+    fn spawn_capture(env: &[(String, String)]) -> anyhow::Result<Proc> {
+        Proc::spawn("bridge", &["capture", "--metrics-listen", "127.0.0.1:0"], env)
+    }
+    fn spawn_relay(env: &[(String, String)]) -> anyhow::Result<Proc> {
+        Proc::spawn("bridge", &["relay", "--metrics-listen", "127.0.0.1:0"], env)
+    }
+    fn spawn_shipping(env: &[(String, String)]) -> anyhow::Result<Proc> {
+        Proc::spawn(
+            "shipping",
+            &["run", "--wait-seconds", "2", "--metrics-listen", "127.0.0.1:0"],
+            env,
+        )
+    }
+
+    fn ensure_running(&self) -> anyhow::Result<()> {
+        self.capture.ensure_running()?;
+        self.relay.ensure_running()?;
+        self.shipping.ensure_running()
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    eprintln!(
+        "chaos: {} events, {} faults, seed {}",
+        args.events, args.faults, args.seed
+    );
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    stack.run_ok("shipping", &["setup"]).await?;
+    // Every event the relay publishes, as a subscriber receives it.
+    let mut bus = tests::bus::subscribe(
+        &sdk,
+        "legacy-monolith",
+        "chaos-observer",
+        &json!({"source": ["legacy.monolith"]}),
+    )
+    .await?;
+
+    // Processes → TCP proxy (outages) → fault proxy (errors, latency) → moto.
+    let faults = FaultProxy::start(&stack.moto.endpoint).await?;
+    let outage = Proxy::start(faults.endpoint.trim_start_matches("http://")).await?;
+    let mut env = stack.env();
+    env.retain(|(k, _)| !k.starts_with("AWS_"));
+    env.extend(aws_env(&outage.endpoint));
+    let mut pipeline = Pipeline {
+        capture: Pipeline::spawn_capture(&env)?,
+        relay: Pipeline::spawn_relay(&env)?,
+        shipping: Pipeline::spawn_shipping(&env)?,
+        env,
+    };
+    stack.wait_slot_active("outbox_bridge", &pipeline.capture).await?;
+
+    // The schedule: kinds in a seeded order, at seeded moments over the load's expected span.
+    let span = (args.events as f64 / args.rate as f64).max(5.0);
+    let mut kinds = KINDS.to_vec();
+    kinds.shuffle(&mut rng);
+    let mut schedule: Vec<(f64, Fault)> = (0..args.faults)
+        .map(|i| {
+            let at = rng.random_range(1.0..span);
+            (at, kinds[(i as usize) % kinds.len()])
+        })
+        .collect();
+    schedule.sort_by(|a, b| a.0.total_cmp(&b.0));
+
+    // The load, in chunks of ~50 events, each chunk its own seeded plan.
+    let load_env = stack.env();
+    let load_seed = rng.random::<u32>();
+    let load = tokio::spawn(async move {
+        let mut chunk = 0u64;
+        let mut written_goal = 0u64;
+        while written_goal < args.events {
+            let seed = (u64::from(load_seed) << 16) + chunk;
+            let (customers, orders) = ("3".to_owned(), "20".to_owned());
+            let rate = args.rate.to_string();
+            let seed = seed.to_string();
+            let result = tests::process::run(
+                "legacy-sim",
+                &[
+                    "load",
+                    "--customers",
+                    &customers,
+                    "--orders",
+                    &orders,
+                    "--rate",
+                    &rate,
+                    "--concurrency",
+                    "2",
+                    "--seed",
+                    &seed,
+                    "--progress",
+                    "never",
+                ],
+                &load_env,
+            )
+            .await;
+            if !matches!(result, Ok((Some(0), _, _))) {
+                // A restart cut it short: what committed counts, the next chunk goes on.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            chunk += 1;
+            written_goal += 50;
+        }
+    });
+
+    let pg = stack.pg.client().await?;
+    let mut injected: BTreeMap<Fault, u32> = BTreeMap::new();
+    let mut recoveries: Vec<(Fault, f64)> = Vec::new();
+    let load_started = Instant::now();
+    for (at, fault) in schedule {
+        let wait = Duration::from_secs_f64(at).saturating_sub(load_started.elapsed());
+        tokio::time::sleep(wait).await;
+        pipeline.ensure_running()?;
+        let wal_at_fault = current_wal(&stack).await?;
+        eprintln!("[{:>6.1}s] fault: {fault:?}", started.elapsed().as_secs_f64());
+        inject(fault, &stack, &mut pipeline, &faults, &outage).await?;
+        *injected.entry(fault).or_default() += 1;
+        // Recovered: capture has acknowledged everything written before the fault.
+        let recovery = Instant::now();
+        tests::wait::until(
+            "capture to get past the fault",
+            Duration::from_secs(180),
+            || async {
+                pipeline.ensure_running()?;
+                let confirmed = stack
+                    .confirmed_flush("outbox_bridge")
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                Ok((confirmed >= wal_at_fault).then_some(()))
+            },
+        )
+        .await?;
+        recoveries.push((fault, recovery.elapsed().as_secs_f64()));
+    }
+    load.await?;
+    drop(pg);
+
+    // Quiescence and the checks, against the database.
+    eprintln!(
+        "[{:>6.1}s] load done; waiting for quiescence",
+        started.elapsed().as_secs_f64()
+    );
+    let ids: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
+    stack
+        .wait_drained_within("outbox_bridge", &pipeline.capture, Duration::from_secs(600))
+        .await?;
+    let records = stack.records().await?;
+    let in_kinesis: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
+    let kinesis_lost = ids.iter().filter(|id| !in_kinesis.contains(id.as_str())).count();
+    let bus_wait = bus
+        .until_all(&ids, Duration::from_secs(900), || pipeline.relay.output())
+        .await;
+    let on_bus = bus.by_event_id();
+    let bus_lost = ids.iter().filter(|id| !on_bus.contains_key(id.as_str())).count();
+    let bus_duplicates: usize = on_bus.values().map(|(n, _)| n - 1).sum();
+    let consistency = tests::shipping::wait_consistent(
+        &stack,
+        &[&pipeline.capture, &pipeline.relay, &pipeline.shipping],
+        Duration::from_secs(900),
+    )
+    .await?;
+    let dlq = dlq_depths(&sdk).await?;
+
+    let report = json!({
+        "seed": args.seed,
+        "events_written": ids.len(),
+        "faults": injected.iter().map(|(k, v)| (format!("{k:?}"), *v)).collect::<BTreeMap<_, _>>(),
+        "in_kinesis": in_kinesis.len(),
+        "kinesis_duplicates": records.len() - in_kinesis.len(),
+        "on_eventbridge": on_bus.len(),
+        "eventbridge_duplicates": bus_duplicates,
+        "lost_before_kinesis": kinesis_lost,
+        "lost_before_eventbridge": bus_lost,
+        "projection_mismatches": consistency.customer_mismatches.len() + consistency.unknown_customers.len(),
+        "shipment_mismatches": consistency.missing_shipments.len() + consistency.extra_shipments.len(),
+        "dlq": dlq,
+        "recovery_seconds": recoveries.iter().map(|(f, s)| json!({"fault": format!("{f:?}"), "seconds": s})).collect::<Vec<_>>(),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    print_table(&report, &recoveries);
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    bus_wait?;
+    anyhow::ensure!(kinesis_lost == 0 && bus_lost == 0, "events were lost: {report}");
+    anyhow::ensure!(
+        consistency.exact(),
+        "the projection differs from the monolith: {consistency}"
+    );
+    anyhow::ensure!(
+        injected.values().sum::<u32>() as u64 == args.faults,
+        "not every fault was injected"
+    );
+    Ok(())
+}
+
+async fn current_wal(stack: &Stack) -> anyhow::Result<u64> {
+    let pg = stack.pg.client().await?;
+    let lsn: String = pg
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    tests::lsn::parse(&lsn).ok_or_else(|| anyhow::anyhow!("bad LSN {lsn}"))
+}
+
+async fn inject(
+    fault: Fault,
+    stack: &Stack,
+    p: &mut Pipeline,
+    faults: &FaultProxy,
+    outage: &Proxy,
+) -> anyhow::Result<()> {
+    let plan = &faults.plan;
+    match fault {
+        Fault::KillCapture => {
+            p.capture.kill9().await?;
+            p.capture = Pipeline::spawn_capture(&p.env)?;
+        }
+        Fault::KillRelay => {
+            p.relay.kill9().await?;
+            p.relay = Pipeline::spawn_relay(&p.env)?;
+        }
+        Fault::KillShipping => {
+            p.shipping.kill9().await?;
+            p.shipping = Pipeline::spawn_shipping(&p.env)?;
+        }
+        Fault::PostgresFastRestart => stack.pg.restart(StopMode::Fast)?,
+        Fault::PostgresImmediateRestart => stack.pg.restart(StopMode::Immediate)?,
+        Fault::TerminateWalsender => {
+            let pg = stack.pg.client().await?;
+            pg.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+                 WHERE slot_name = 'outbox_bridge' AND active_pid IS NOT NULL",
+                &[],
+            )
+            .await?;
+        }
+        Fault::AwsOutage => {
+            outage.set_up(false);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            outage.set_up(true);
+        }
+        Fault::AwsLatency => {
+            plan.latency_ms.store(400, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            plan.latency_ms.store(0, Ordering::SeqCst);
+        }
+        Fault::Aws5xx => plan.fail_5xx.store(5, Ordering::SeqCst),
+        Fault::ThrottlePutRecords => plan.throttle_put_records.store(3, Ordering::SeqCst),
+        Fault::PartialPutRecords => plan.partial_put_records.store(2, Ordering::SeqCst),
+        Fault::ThrottlePutEvents => plan.throttle_put_events.store(3, Ordering::SeqCst),
+        Fault::PartialPutEvents => plan.partial_put_events.store(2, Ordering::SeqCst),
+        Fault::CancelTransactWrites => plan.cancel_transact_writes.store(3, Ordering::SeqCst),
+    }
+    Ok(())
+}
+
+/// Messages waiting in each dead-letter queue.
+async fn dlq_depths(sdk: &aws_config::SdkConfig) -> anyhow::Result<BTreeMap<String, u64>> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut out = BTreeMap::new();
+    for queue in ["bridge-dlq", "shipping-events-dlq"] {
+        let Ok(url) = sqs.get_queue_url().queue_name(queue).send().await else {
+            continue;
+        };
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(url.queue_url().unwrap_or_default())
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await?;
+        let depth = attrs
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        out.insert(queue.to_owned(), depth);
+    }
+    Ok(out)
+}
+
+fn print_table(r: &serde_json::Value, recoveries: &[(Fault, f64)]) {
+    println!("\n### chaos run, seed {}\n", r["seed"]);
+    println!("| measure | value |\n|---|---:|");
+    for key in [
+        "events_written",
+        "in_kinesis",
+        "kinesis_duplicates",
+        "on_eventbridge",
+        "eventbridge_duplicates",
+        "lost_before_kinesis",
+        "lost_before_eventbridge",
+        "projection_mismatches",
+        "shipment_mismatches",
+    ] {
+        println!("| {} | {} |", key.replace('_', " "), r[key]);
+    }
+    if let Some(dlq) = r["dlq"].as_object() {
+        for (queue, depth) in dlq {
+            println!("| DLQ {queue} | {depth} |");
+        }
+    }
+    println!("\n| fault | injected | capture past it, worst (s) |\n|---|---:|---:|");
+    if let Some(faults) = r["faults"].as_object() {
+        for (kind, n) in faults {
+            let worst = recoveries
+                .iter()
+                .filter(|(f, _)| format!("{f:?}") == *kind)
+                .map(|(_, s)| *s)
+                .fold(0.0, f64::max);
+            println!("| {kind} | {n} | {worst:.1} |");
+        }
+    }
+    println!("\n{:.0} s in all", r["seconds"].as_f64().unwrap_or(0.0));
+}

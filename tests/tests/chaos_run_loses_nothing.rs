@@ -1,0 +1,34 @@
+//! The short chaos run CI does: the whole pipeline (capture, relay, shipping) under every fault
+//! kind once — kills, Postgres restarts, a terminated walsender, AWS outage, latency, 5xx,
+//! throttling, partial batch failures, cancelled transactions — at seeded moments, then nothing
+//! lost at any stage and the projection equal to the monolith (`chaos` checks and exits 1
+//! otherwise; this reads its report too).
+
+use serde_json::Value;
+use tests::process;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_kind_once_and_nothing_lost() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("chaos.json");
+    let out_arg = out.to_string_lossy().into_owned();
+    let args = [
+        "--events", "300", "--faults", "14", "--seed", "7", "--out", &out_arg,
+    ];
+    let (code, stdout, stderr) = process::run("chaos", &args, &[]).await?;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    assert!(r["events_written"].as_u64().unwrap_or(0) >= 100, "{r}");
+    for key in [
+        "lost_before_kinesis",
+        "lost_before_eventbridge",
+        "projection_mismatches",
+        "shipment_mismatches",
+    ] {
+        assert_eq!(r[key], 0, "{key}: {r}");
+    }
+    let kinds = r["faults"].as_object().map_or(0, |f| f.len());
+    assert_eq!(kinds, 14, "every fault kind injected: {r}");
+    assert!(stdout.contains("| lost before kinesis | 0 |"), "{stdout}");
+    Ok(())
+}

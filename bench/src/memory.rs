@@ -32,52 +32,26 @@ pub async fn run(args: MemoryArgs) -> anyhow::Result<()> {
     env.push(("BRIDGE_METRICS_LISTEN".into(), "127.0.0.1:0".into()));
     let mut results = Vec::new();
 
-    // (a) one transaction.
-    client
-        .execute(
-            "SELECT pg_create_logical_replication_slot('bench_bigtx', 'pgoutput')",
-            &[],
-        )
-        .await?;
-    eprintln!("writing one transaction of {} rows…", args.rows);
-    let (rows, end) = drain::write_backlog(&client, args.rows, args.rows, args.payload_bytes).await?;
-    let before = endpoint.counts.records.load(Ordering::Relaxed);
-    let name = format!("one transaction of {rows} rows");
-    let mut r = capture(
-        &client,
-        &env,
-        "bench_bigtx",
-        &["--stream", "bench"],
-        &end,
-        rows,
-        &name,
-    )
-    .await?;
-    check_arrived(&mut r, &endpoint, before, rows);
-    results.push(r);
-
-    // (b) a backlog of small transactions, from a slot made after (a).
-    client
-        .execute(
-            "SELECT pg_create_logical_replication_slot('bench_backlog', 'pgoutput')",
-            &[],
-        )
-        .await?;
-    let (rows, end) = drain::write_backlog(&client, args.rows, 100, args.payload_bytes).await?;
-    let before = endpoint.counts.records.load(Ordering::Relaxed);
-    let name = format!("backlog of {rows} rows, 100 per transaction");
-    let mut r = capture(
-        &client,
-        &env,
-        "bench_backlog",
-        &["--stream", "bench"],
-        &end,
-        rows,
-        &name,
-    )
-    .await?;
-    check_arrived(&mut r, &endpoint, before, rows);
-    results.push(r);
+    // (a) one transaction, then (b) a backlog of small ones, each from a slot made just before
+    // it was written, so each drain reads only its own.
+    for (slot, per_tx) in [("bench_bigtx", args.rows), ("bench_backlog", 100)] {
+        client
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&slot],
+            )
+            .await?;
+        let (rows, end) = drain::write_backlog(&client, args.rows, per_tx, args.payload_bytes).await?;
+        let name = if per_tx >= rows {
+            format!("one transaction of {rows} rows")
+        } else {
+            format!("backlog of {rows} rows, {per_tx} per transaction")
+        };
+        let before = endpoint.counts.records.load(Ordering::Relaxed);
+        let mut r = capture(&client, &env, slot, &["--stream", "bench"], &end, rows, &name).await?;
+        check_arrived(&mut r, &endpoint, before, rows);
+        results.push(r);
+    }
 
     println!(
         "\n### memory: capture → local PutRecords endpoint, ~{}-byte payloads\n",

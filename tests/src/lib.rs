@@ -6,6 +6,7 @@
 
 pub mod binaries;
 pub mod bus;
+pub mod dlq;
 pub mod faults;
 pub mod kinesis;
 pub mod lsn;

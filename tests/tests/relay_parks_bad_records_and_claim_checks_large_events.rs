@@ -76,28 +76,7 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
     assert_eq!(claim["sha256"].as_str().map(str::len), Some(64));
 
     // The dead-letter queue holds both bad records, each with its reason and the original.
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let url = sqs
-        .get_queue_url()
-        .queue_name("bridge-dlq")
-        .send()
-        .await?
-        .queue_url()
-        .unwrap_or_default()
-        .to_owned();
-    let mut parked: Vec<Value> = Vec::new();
-    let started = std::time::Instant::now();
-    while parked.len() < 2 && started.elapsed() < Duration::from_secs(30) {
-        let out = sqs
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .send()
-            .await?;
-        for m in out.messages() {
-            parked.push(serde_json::from_str(m.body().unwrap_or("null"))?);
-        }
-    }
+    let parked = tests::dlq::receive(&sdk, "bridge-dlq", 2).await?;
     let reasons: Vec<&str> = parked.iter().filter_map(|p| p["reason"].as_str()).collect();
     assert!(reasons.iter().any(|r| r.contains("not JSON")), "{reasons:?}");
     assert!(

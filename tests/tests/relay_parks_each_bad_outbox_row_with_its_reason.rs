@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tests::bus;
 use tests::stack::Stack;
 
@@ -56,28 +56,7 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
         .await
         .map_err(|e| anyhow::anyhow!("{e}\ncapture:\n{}\nrelay:\n{}", capture.output(), relay.output()))?;
 
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let url = sqs
-        .get_queue_url()
-        .queue_name("bridge-dlq")
-        .send()
-        .await?
-        .queue_url()
-        .unwrap_or_default()
-        .to_owned();
-    let mut parked: Vec<Value> = Vec::new();
-    let started = std::time::Instant::now();
-    while parked.len() < 3 && started.elapsed() < Duration::from_secs(30) {
-        let out = sqs
-            .receive_message()
-            .queue_url(&url)
-            .max_number_of_messages(10)
-            .send()
-            .await?;
-        for m in out.messages() {
-            parked.push(serde_json::from_str(m.body().unwrap_or("null"))?);
-        }
-    }
+    let parked = tests::dlq::receive(&sdk, "bridge-dlq", 3).await?;
     let reasons: Vec<&str> = parked.iter().filter_map(|p| p["reason"].as_str()).collect();
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     let reason_for = |id: &str| reasons.iter().find(|r| r.contains(id)).copied().unwrap_or("");

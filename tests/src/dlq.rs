@@ -1,0 +1,36 @@
+//! Reading what a dead-letter queue holds, as the tests check it.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Receives messages from `queue` until `at_least` arrived or 30 s passed; their bodies as JSON.
+pub async fn receive(
+    sdk: &aws_config::SdkConfig,
+    queue: &str,
+    at_least: usize,
+) -> anyhow::Result<Vec<Value>> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let url = sqs
+        .get_queue_url()
+        .queue_name(queue)
+        .send()
+        .await?
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned();
+    let mut parked: Vec<Value> = Vec::new();
+    let started = std::time::Instant::now();
+    while parked.len() < at_least && started.elapsed() < Duration::from_secs(30) {
+        let out = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await?;
+        for m in out.messages() {
+            parked.push(serde_json::from_str(m.body().unwrap_or("null"))?);
+        }
+    }
+    Ok(parked)
+}

@@ -348,20 +348,32 @@ struct Checkpoint {
 
 async fn load_checkpoint(ctx: &Context, shard: &str) -> Result<Checkpoint, PublisherError> {
     let table = &ctx.store.tables.checkpoints;
-    let out = ctx
-        .store
-        .client()
-        .get_item()
-        .table_name(table)
-        .key("shard_id", TableValue::S(shard.into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| PublisherError::Streams {
-            op: "GetItem checkpoint",
-            code: e.code().unwrap_or("unknown").to_owned(),
-            source: Box::new(e),
-        })?;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let out = loop {
+        let attempt = ctx
+            .store
+            .client()
+            .get_item()
+            .table_name(table)
+            .key("shard_id", TableValue::S(shard.into()))
+            .consistent_read(true)
+            .send()
+            .await;
+        match attempt {
+            Ok(out) => break out,
+            // The chaos run: a worker starting during an AWS outage must wait, not stop shipping.
+            Err(err) if transient_cause(&err).is_some() && backoff.attempts() < 40 => {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(e) => {
+                return Err(PublisherError::Streams {
+                    op: "GetItem checkpoint",
+                    code: e.code().unwrap_or("unknown").to_owned(),
+                    source: Box::new(e),
+                })
+            }
+        }
+    };
     let item = out.item.unwrap_or_default();
     Ok(Checkpoint {
         sequence: item.get("sequence_number").and_then(|v| v.as_s().ok()).cloned(),

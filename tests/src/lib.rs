@@ -8,6 +8,7 @@ pub mod binaries;
 pub mod bus;
 pub mod dlq;
 pub mod faults;
+pub mod forward;
 pub mod kinesis;
 pub mod lsn;
 pub mod metrics;

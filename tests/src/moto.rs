@@ -9,12 +9,72 @@ use anyhow::Context;
 const LAUNCHER: &str = include_str!("moto_launcher.py");
 
 pub struct Moto {
-    child: tokio::process::Child,
+    children: Vec<tokio::process::Child>,
+    router: Option<tokio::task::JoinHandle<()>>,
     pub endpoint: String,
 }
 
+/// Which of the split emulator's processes serves a request: Kinesis, DynamoDB with its streams,
+/// and the rest (EventBridge and SQS share one, because moto delivers rule targets in-process).
+fn process_for(target: &str) -> usize {
+    if target.starts_with("Kinesis_") {
+        0
+    } else if target.starts_with("DynamoDB") {
+        1
+    } else {
+        2
+    }
+}
+
 impl Moto {
+    /// One `moto_server`: what every test uses.
     pub async fn start() -> anyhow::Result<Self> {
+        let (child, endpoint) = Self::spawn().await?;
+        Ok(Self {
+            children: vec![child],
+            router: None,
+            endpoint,
+        })
+    }
+
+    /// Three `moto_server`s behind one endpoint that routes each call by service. moto handles
+    /// one request at a time (one Python process), so a long run on one of them is bound to a
+    /// single core; split, Kinesis, DynamoDB and the rest run side by side. Nothing else changes
+    /// for its users: one endpoint, the same answers.
+    pub async fn start_split() -> anyhow::Result<Self> {
+        let (a, b, c) = tokio::try_join!(Self::spawn(), Self::spawn(), Self::spawn())?;
+        let upstreams: std::sync::Arc<[String]> = vec![a.1, b.1, c.1].into();
+        let http = reqwest::Client::new();
+        let app = axum::Router::new().fallback(
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  headers: axum::http::HeaderMap,
+                  body: axum::body::Bytes| {
+                let upstreams = upstreams.clone();
+                let http = http.clone();
+                async move {
+                    let target = headers
+                        .get("x-amz-target")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    let upstream = &upstreams[process_for(target)];
+                    crate::forward::forward(&http, upstream, method, &uri, &headers, body).await
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let router = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            children: vec![a.0, b.0, c.0],
+            router: Some(router),
+            endpoint,
+        })
+    }
+
+    async fn spawn() -> anyhow::Result<(tokio::process::Child, String)> {
         let port = crate::free_port()?;
         let args = [
             "-H".to_owned(),
@@ -34,14 +94,13 @@ impl Moto {
             .spawn()
             .context("python3 not found: moto needs it (scripts/bootstrap installs moto[server])")?;
         let endpoint = format!("http://127.0.0.1:{port}");
-        let moto = Self { child, endpoint };
         let http = reqwest::Client::new();
         crate::wait::until("moto_server to answer", Duration::from_secs(30), || {
-            let req = http.get(&moto.endpoint).send();
+            let req = http.get(&endpoint).send();
             async move { Ok(req.await.ok().map(|_| ())) }
         })
         .await?;
-        Ok(moto)
+        Ok((child, endpoint))
     }
 
     /// The environment variables the AWS SDK (ours and boto's) reads to reach this emulator.
@@ -81,6 +140,11 @@ pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        if let Some(router) = &self.router {
+            router.abort();
+        }
+        for child in &mut self.children {
+            let _ = child.start_kill();
+        }
     }
 }

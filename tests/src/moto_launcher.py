@@ -4,6 +4,7 @@
 # never drops an accepted record, so the tests run against an emulator that does not either.
 # The fix also makes put_record O(1): moto recomputed the last sequence number by listing every
 # key, which is why its streams slowed down as they grew.
+import copy
 import sys
 import threading
 
@@ -48,32 +49,267 @@ for _name in ("put_item", "update_item", "delete_item", "batch_write_item"):
     if hasattr(dynamodb.DynamoDBBackend, _name):
         setattr(dynamodb.DynamoDBBackend, _name, _locked(getattr(dynamodb.DynamoDBBackend, _name)))
 
-# The restored copies also carry a *copy* of the table's stream shard, while every open stream
-# iterator still points at the original: readers would never see another record. Keep the original
-# shard, trimmed of what the cancelled transaction appended.
-_transact = dynamodb.DynamoDBBackend.transact_write_items
+# Third, same method: moto backs up a transaction by deep-copying every table it touches (once per
+# item) and restores the copies when it is cancelled. The copy costs time in the size of the table
+# and of its stream, so a service's inbox slowed down as it filled (quadratic over a long run), and
+# the restored copies carried a *copy* of the stream shard while every open stream iterator still
+# pointed at the original: readers never saw another record. This version checks every condition
+# first and writes only when all hold (so a cancellation touches nothing); a write that still fails
+# is undone item by item and the stream trimmed back. Same answers as moto's, in time per item.
+from moto.dynamodb.comparisons import get_filter_expression  # noqa: E402
+from moto.dynamodb.exceptions import (  # noqa: E402
+    ConditionalCheckFailed,
+    MockValidationException,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+    TransactWriteSingleOpException,
+)
+from moto.dynamodb.models.dynamo_type import DynamoType  # noqa: E402
+
+
+def _key_of(table, op_type, op):
+    attrs = op["Item"] if op_type == "Put" else op["Key"]
+    hash_value = DynamoType(attrs[table.hash_key_attr])
+    range_value = None
+    if table.range_key_attr is not None:
+        range_value = DynamoType(attrs[table.range_key_attr])
+    return hash_value, range_value
+
+
+def _restore(table, hash_value, range_value, item):
+    if range_value is not None:
+        if item is None:
+            table.items[hash_value].pop(range_value, None)
+        else:
+            table.items[hash_value][range_value] = item
+    elif item is None:
+        table.items.pop(hash_value, None)
+    else:
+        table.items[hash_value] = item
+
+
+def _apply(self, op_type, op, key):
+    names = op.get("ExpressionAttributeNames")
+    values = op.get("ExpressionAttributeValues")
+    condition = op.get("ConditionExpression")
+    if op_type == "Put":
+        self.put_item(op["TableName"], op["Item"], condition_expression=condition,
+                      expression_attribute_names=names, expression_attribute_values=values)
+    elif op_type == "Delete":
+        self.delete_item(op["TableName"], key, condition_expression=condition,
+                         expression_attribute_names=names, expression_attribute_values=values)
+    elif op_type == "Update":
+        self.update_item(op["TableName"], key, update_expression=op["UpdateExpression"],
+                         condition_expression=condition, expression_attribute_names=names,
+                         expression_attribute_values=values)
 
 
 def transact_write_items(self, transact_items):
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
     with _dynamodb_lock:
+        targets = set()
+        errors = []
+        planned = []
+        for entry in transact_items:
+            if len(entry) > 1:
+                raise TransactWriteSingleOpException
+            op_type, op = next(iter(entry.items()))
+            try:
+                if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+                    raise ValueError("Unsupported transaction operation")
+                table = self.get_table(op["TableName"])
+                key = op["Key"] if op_type != "Put" else {
+                    a: op["Item"][a]
+                    for a in (table.hash_key_attr, table.range_key_attr)
+                    if a is not None
+                }
+                unique = (str(op["TableName"]), str(dict(sorted(key.items()))))
+                if unique in targets:
+                    raise MultipleTransactionsException()
+                targets.add(unique)
+                current = self.get_item(op["TableName"], key)
+                condition = op.get("ConditionExpression")
+                if condition is not None:
+                    check = get_filter_expression(
+                        condition,
+                        op.get("ExpressionAttributeNames"),
+                        op.get("ExpressionAttributeValues"),
+                    )
+                    if not check.expr(current):
+                        old = None
+                        if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                            old = current.to_json()["Attributes"]
+                        errors.append(("ConditionalCheckFailed", "The conditional request failed", old))
+                        continue
+                planned.append((op_type, op, table, key))
+                errors.append((None, None, None))
+            except (MultipleTransactionsException, MockValidationException):
+                raise
+            except ConditionalCheckFailed as e:
+                errors.append(("ConditionalCheckFailed", str(e.message), None))
+            except Exception as e:  # noqa: E722 moto reports any other failure as a reason
+                errors.append((type(e).__name__, str(e), None))
+        if any(code is not None for code, _, _ in errors):
+            raise TransactionCanceledException(errors)
+
         shards = {
             name: (table.stream_shard, len(table.stream_shard.items))
             for name, table in self.tables.items()
             if getattr(table, "stream_shard", None) is not None
         }
+        undo = []
         try:
-            return _transact(self, transact_items)
-        except Exception:
+            for op_type, op, table, key in planned:
+                if op_type == "ConditionCheck":
+                    continue
+                hash_value, range_value = _key_of(table, op_type, op)
+                undo.append((table, hash_value, range_value,
+                             copy.deepcopy(table.get_item(hash_value, range_value))))
+                _apply(self, op_type, op, key)
+        except Exception as e:
+            for table, hash_value, range_value, item in reversed(undo):
+                _restore(table, hash_value, range_value, item)
             for name, (shard, length) in shards.items():
-                table = self.tables.get(name)
-                if table is not None and table.stream_shard is not shard:
-                    del shard.items[length:]
-                    shard.table = table
-                    table.stream_shard = shard
-            raise
+                del shard.items[length:]
+            if isinstance(e, (MultipleTransactionsException, MockValidationException)):
+                raise
+            raise TransactionCanceledException(
+                [(type(e).__name__, str(e), None)] + [(None, None, None)] * (len(errors) - 1)
+            )
 
 
 dynamodb.DynamoDBBackend.transact_write_items = transact_write_items
+
+# Fourth: moto's GetRecords walks a shard from its first record to find where the iterator
+# points, so every read cost time in the size of the shard. Sequence numbers are consecutive
+# (put_record above), so the next one is found by lookup; any other shape falls back to moto's.
+_get_records = kinesis.Shard.get_records
+
+
+def get_records(self, last_sequence_id, limit):
+    last = int(last_sequence_id)
+    if not self.records:
+        return [], last, 0
+    newest = self.records[next(reversed(self.records))]
+    if (last + 1) not in self.records and newest.sequence_number > last:
+        return _get_records(self, last_sequence_id, limit)
+    results = []
+    n = last + 1
+    while n in self.records and (limit is None or len(results) < limit):
+        results.append(self.records[n])
+        last = n
+        n += 1
+    behind = newest.created_at - results[-1].created_at if results else 0.0
+    return results, last, int(behind * 1000)
+
+
+kinesis.Shard.get_records = get_records
+
+# Fifth: costs that grow with a queue, paid on every call. moto's SQS checks each message's
+# visibility and delay by reading the clock once per message, computes every attribute (three
+# counts over all messages) to read one of them on each SendMessage, and does so again per
+# received message for its retention period. The clock is read once per call here and the
+# retention period read directly; the answers are the same.
+from moto.core.utils import unix_time, unix_time_millis  # noqa: E402
+from moto.sqs import models as sqs  # noqa: E402
+
+
+def _messages(self):
+    now = unix_time_millis()
+    return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+
+def _delayed(self):
+    now = unix_time_millis()
+    return sum(1 for m in self._messages if now < m.delayed_until)
+
+
+def _not_visible(self):
+    now = unix_time_millis()
+    return sum(1 for m in self._messages if not now > m.visible_at)
+
+
+# SendMessage reads Queue.attributes only for its configured settings: while it runs, the counts
+# in it are not computed (they are never read on that path).
+_settings_only = threading.local()
+
+
+def _counted(count):
+    def get(self):
+        return 0 if getattr(_settings_only, "on", False) else count(self)
+
+    return property(get)
+
+
+sqs.Queue.messages = property(_messages)
+sqs.Queue.approximate_number_of_messages = _counted(lambda self: len(_messages(self)))
+sqs.Queue.approximate_number_of_messages_delayed = _counted(_delayed)
+sqs.Queue.approximate_number_of_messages_not_visible = _counted(_not_visible)
+_send_message = sqs.SQSBackend.send_message
+
+
+def send_message(self, *args, **kwargs):
+    _settings_only.on = True
+    try:
+        return _send_message(self, *args, **kwargs)
+    finally:
+        _settings_only.on = False
+
+
+sqs.SQSBackend.send_message = send_message
+
+
+def is_message_valid_based_on_retention_period(self, queue_name, message):
+    retention = int(self.get_queue(queue_name).message_retention_period)
+    return retention + message.sent_timestamp / 1000 > unix_time()
+
+
+sqs.SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period
+
+# Seventh, found by the chaos run: moto's DeleteMessage rebuilds a queue's message list without
+# the lock SendMessage appends under, so a message sent while another is deleted can vanish
+# (real SQS never loses an accepted message). Deletes take the same lock.
+_delete_message = sqs.Queue.delete_message
+
+
+def delete_message(self, receipt_handle):
+    with self._messages_lock:
+        return _delete_message(self, receipt_handle)
+
+
+sqs.Queue.delete_message = delete_message
+
+
+# Sixth: moto's EventBridge builds a new JSONPath parser (its grammar tables included) for every
+# input path of every delivered event; a parsed path is immutable, so each is parsed once.
+import functools  # noqa: E402
+
+import jsonpath_ng.ext  # noqa: E402
+
+jsonpath_ng.ext.parse = functools.lru_cache(maxsize=1024)(jsonpath_ng.ext.parse)
+
+
+# Last, per request: moto's server finds the backend for a request by listing its service modules
+# on disk (twice per request: the loopback host first, then the service named in the signature),
+# and writes an access-log line nobody reads (the launcher's output goes nowhere). The mapping
+# from host to backend never changes, so it is looked up once per host; the log line is skipped.
+from moto.moto_server import werkzeug_app  # noqa: E402
+from werkzeug import serving  # noqa: E402
+
+_backend_for_host = werkzeug_app.DomainDispatcherApplication.get_backend_for_host
+
+
+def get_backend_for_host(self, host):
+    cache = self.__dict__.setdefault("_outbox_backend_for_host", {})
+    if host not in cache:
+        cache[host] = _backend_for_host(self, host)
+    return cache[host]
+
+
+werkzeug_app.DomainDispatcherApplication.get_backend_for_host = get_backend_for_host
+serving.WSGIRequestHandler.log_request = lambda self, *args, **kwargs: None
 
 from moto.server import main  # noqa: E402
 

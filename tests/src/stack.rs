@@ -24,8 +24,16 @@ impl Stack {
     }
 
     pub async fn start_with_shards(shards: u32) -> anyhow::Result<Self> {
+        Self::start_on(Moto::start().await?, shards).await
+    }
+
+    /// The same stack on the split emulator ([`Moto::start_split`]), for long runs.
+    pub async fn start_split() -> anyhow::Result<Self> {
+        Self::start_on(Moto::start_split().await?, 4).await
+    }
+
+    async fn start_on(moto: Moto, shards: u32) -> anyhow::Result<Self> {
         let pg = TestPostgres::start()?;
-        let moto = Moto::start().await?;
         let kinesis = aws_sdk_kinesis::Client::new(&moto.sdk_config().await);
         let stack = Self {
             pg,

@@ -12,7 +12,8 @@
 //! time capture took to get past each fault.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -124,11 +125,11 @@ async fn main() -> anyhow::Result<()> {
         "chaos: {} events, {} faults, seed {}",
         args.events, args.faults, args.seed
     );
-    let stack = Stack::start().await?;
+    let stack = Stack::start_split().await?;
     let sdk = stack.moto.sdk_config().await;
     stack.run_ok("shipping", &["setup"]).await?;
     // Every event the relay publishes, as a subscriber receives it.
-    let mut bus = tests::bus::subscribe(
+    let bus = tests::bus::subscribe(
         &sdk,
         "legacy-monolith",
         "chaos-observer",
@@ -149,6 +150,39 @@ async fn main() -> anyhow::Result<()> {
         env,
     };
     stack.wait_slot_active("outbox_bridge", &pipeline.capture).await?;
+    // The observer drains its queue throughout, as a live subscriber does: a queue left to grow
+    // to the whole run would make every delivery to it slower (moto scans its messages).
+    let observing = Arc::new(AtomicBool::new(true));
+    // The deepest backlog the shipping service's queue reached: the consumer is the slowest
+    // stage here, so under load it drains a backlog while the producer keeps writing.
+    let peak_backlog = Arc::new(AtomicU64::new(0));
+    let observer = tokio::spawn({
+        let observing = observing.clone();
+        let peak_backlog = peak_backlog.clone();
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let mut bus = bus;
+        async move {
+            let mut sampled = Instant::now();
+            while observing.load(Ordering::SeqCst) {
+                if let Err(err) = bus.poll().await {
+                    eprintln!("observer: {err:#}");
+                }
+                if sampled.elapsed() > Duration::from_secs(10) {
+                    sampled = Instant::now();
+                    if let Ok(depth) = queue_depth(&sqs, "shipping-events").await {
+                        peak_backlog.fetch_max(depth, Ordering::SeqCst);
+                        eprintln!(
+                            "[{:>6.1}s] observed {} events; shipping queue backlog {depth}",
+                            started.elapsed().as_secs_f64(),
+                            bus.received.len()
+                        );
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            bus
+        }
+    });
 
     // The schedule: kinds in a seeded order, at seeded moments over the load's expected span.
     let span = (args.events as f64 / args.rate as f64).max(5.0);
@@ -245,22 +279,30 @@ async fn main() -> anyhow::Result<()> {
     stack
         .wait_drained_within("outbox_bridge", &pipeline.capture, Duration::from_secs(600))
         .await?;
+    observing.store(false, Ordering::SeqCst);
+    let mut bus = observer.await?;
     let records = stack.records().await?;
     let in_kinesis: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
     let kinesis_lost = ids.iter().filter(|id| !in_kinesis.contains(id.as_str())).count();
-    let bus_wait = bus
-        .until_all(&ids, Duration::from_secs(900), || pipeline.relay.output())
-        .await;
+    // Generous ceilings that grow with the run: the shipping service may still be draining a
+    // backlog of tens of thousands of events when the load ends.
+    let ceiling = Duration::from_secs(900 + args.events / 5);
+    let bus_wait = bus.until_all(&ids, ceiling, || pipeline.relay.output()).await;
     let on_bus = bus.by_event_id();
     let bus_lost = ids.iter().filter(|id| !on_bus.contains_key(id.as_str())).count();
     let bus_duplicates: usize = on_bus.values().map(|(n, _)| n - 1).sum();
     let consistency = tests::shipping::wait_consistent(
         &stack,
         &[&pipeline.capture, &pipeline.relay, &pipeline.shipping],
-        Duration::from_secs(900),
+        ceiling,
     )
     .await?;
     let dlq = dlq_depths(&sdk).await?;
+    let peak_rss_mib = json!({
+        "capture": peak_rss_mib(&pipeline.capture),
+        "relay": peak_rss_mib(&pipeline.relay),
+        "shipping": peak_rss_mib(&pipeline.shipping),
+    });
 
     let report = json!({
         "seed": args.seed,
@@ -275,6 +317,8 @@ async fn main() -> anyhow::Result<()> {
         "projection_mismatches": consistency.customer_mismatches.len() + consistency.unknown_customers.len(),
         "shipment_mismatches": consistency.missing_shipments.len() + consistency.extra_shipments.len(),
         "dlq": dlq,
+        "shipping_peak_backlog": peak_backlog.load(Ordering::SeqCst),
+        "peak_rss_mib": peak_rss_mib,
         "recovery_seconds": recoveries.iter().map(|(f, s)| json!({"fault": format!("{f:?}"), "seconds": s})).collect::<Vec<_>>(),
         "seconds": started.elapsed().as_secs_f64(),
     });
@@ -362,23 +406,38 @@ async fn dlq_depths(sdk: &aws_config::SdkConfig) -> anyhow::Result<BTreeMap<Stri
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let mut out = BTreeMap::new();
     for queue in ["bridge-dlq", "shipping-events-dlq"] {
-        let Ok(url) = sqs.get_queue_url().queue_name(queue).send().await else {
-            continue;
-        };
-        let attrs = sqs
-            .get_queue_attributes()
-            .queue_url(url.queue_url().unwrap_or_default())
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            .send()
-            .await?;
-        let depth = attrs
-            .attributes()
-            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        out.insert(queue.to_owned(), depth);
+        out.insert(queue.to_owned(), queue_depth(&sqs, queue).await.unwrap_or(0));
     }
     Ok(out)
+}
+
+/// Messages waiting in `queue` (SQS's approximate count).
+async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue: &str) -> anyhow::Result<u64> {
+    let url = sqs.get_queue_url().queue_name(queue).send().await?;
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url.queue_url().unwrap_or_default())
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await?;
+    Ok(attrs
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// The process's peak resident memory (VmHWM), in MiB; 0 where /proc cannot tell.
+fn peak_rss_mib(proc: &Proc) -> f64 {
+    proc.pid()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 fn print_table(r: &serde_json::Value, recoveries: &[(Fault, f64)]) {
@@ -400,6 +459,18 @@ fn print_table(r: &serde_json::Value, recoveries: &[(Fault, f64)]) {
     if let Some(dlq) = r["dlq"].as_object() {
         for (queue, depth) in dlq {
             println!("| DLQ {queue} | {depth} |");
+        }
+    }
+    println!(
+        "| shipping queue backlog, deepest | {} |",
+        r["shipping_peak_backlog"]
+    );
+    if let Some(rss) = r["peak_rss_mib"].as_object() {
+        for (process, mib) in rss {
+            println!(
+                "| peak RSS of the last {process} process (MiB) | {:.1} |",
+                mib.as_f64().unwrap_or(0.0)
+            );
         }
     }
     println!("\n| fault | injected | capture past it, worst (s) |\n|---|---:|---:|");

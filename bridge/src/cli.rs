@@ -145,6 +145,10 @@ pub struct CaptureTuningArgs {
     /// figure is always on /metrics as bridge_slot_retained_wal_bytes.
     #[arg(long, env = "BRIDGE_RETAINED_WAL_WARN_BYTES", default_value_t = 1 << 30, value_parser = clap::value_parser!(i64).range(0..))]
     pub retained_wal_warn_bytes: i64,
+    /// Age (s) of the oldest retained WAL above which capture logs a warning every check; the
+    /// figure is always on /metrics as bridge_slot_retained_wal_age_seconds.
+    #[arg(long, env = "BRIDGE_RETAINED_WAL_WARN_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retained_wal_warn_secs: u64,
 }
 
 /// The relay's AWS resources (also created by setup).
@@ -179,6 +183,10 @@ pub struct RelayTuningArgs {
     /// Also publish changes of other tables, as raw change events (detail-type schema.table.operation).
     #[arg(long, env = "BRIDGE_PUBLISH_RAW_CHANGES")]
     pub publish_raw_changes: bool,
+    /// Outbox event types to publish, comma-separated; a row of any other type is parked in the
+    /// dead-letter queue as an unknown event type. Empty (the default): every type is published.
+    #[arg(long, env = "BRIDGE_EVENT_TYPES", value_delimiter = ',')]
+    pub event_types: Vec<String>,
     /// How long a shard lease lasts without renewal before another relay may take the shard.
     #[arg(long, env = "BRIDGE_LEASE_DURATION_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub lease_duration_secs: u64,

@@ -238,6 +238,7 @@ fn capture_config(
         status_interval: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(tuning.map_or(20, |t| t.shutdown_timeout_secs)),
         retained_wal_warn_bytes: tuning.map_or(1 << 30, |t| t.retained_wal_warn_bytes),
+        retained_wal_warn_age: Duration::from_secs(tuning.map_or(3600, |t| t.retained_wal_warn_secs)),
     })
 }
 
@@ -283,6 +284,12 @@ async fn relay_context(
         envelope: EnvelopeConfig {
             outbox: outbox.outbox_table.clone(),
             publish_raw_changes: tuning.publish_raw_changes,
+            event_types: tuning
+                .event_types
+                .iter()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect(),
         },
         metrics,
         lease_duration: Duration::from_secs(tuning.lease_duration_secs),

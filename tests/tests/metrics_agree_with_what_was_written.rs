@@ -87,6 +87,19 @@ async fn metrics_match_the_ground_truth() -> anyhow::Result<()> {
         .filter(|l| l.starts_with("bridge_relay_checkpoint_lag_milliseconds{"))
         .count();
     assert_eq!(shards_reported, 4, "{text}");
+    // The slot's retained WAL is exposed in bytes and in age, from the watcher's first check.
+    let gauge = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let retained = gauge("bridge_slot_retained_wal_bytes");
+    assert!(
+        retained.is_some_and(|b| (0.0..256.0 * 1024.0 * 1024.0).contains(&b)),
+        "{retained:?}\n{text}"
+    );
+    let age = gauge("bridge_slot_retained_wal_age_seconds");
+    assert!(age.is_some_and(|s| (0.0..600.0).contains(&s)), "{age:?}\n{text}");
 
     let applied = scrape_sum(sport, "shipping_events_applied_total").await?;
     let duplicates = scrape(sport, "shipping_events_applied_total{outcome=\"duplicate\"}")

@@ -1,7 +1,8 @@
 //! Bad outbox rows written by the monolith itself (a legacy outbox with a `text` payload and a
-//! nullable `type`): a payload that is not JSON, a null type, and a row above Kinesis' 1 MiB
-//! record limit each land in the dead-letter queue with a reason naming the row, and the good
-//! row written after them still becomes an event. Nothing is published half-empty.
+//! nullable `type`): a payload that is not JSON, a null type, a row above Kinesis' 1 MiB record
+//! limit, and a type outside the relay's `--event-types` each land in the dead-letter queue with
+//! a reason naming the row, and the good row written after them still becomes an event. Nothing
+//! is published half-empty.
 
 use std::time::Duration;
 
@@ -31,11 +32,15 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
     )
     .await?;
     let mut capture = stack.spawn_capture(&[]).await?;
-    let mut relay = stack.spawn("bridge", &["relay"])?;
+    let mut relay = stack.spawn(
+        "bridge",
+        &["relay", "--event-types", "DocumentStored,DocumentTagged"],
+    )?;
 
     let not_json = "00000000-0000-0000-0000-0000000000c1";
     let null_type = "00000000-0000-0000-0000-0000000000c2";
     let oversized = "00000000-0000-0000-0000-0000000000c3";
+    let unknown_type = "00000000-0000-0000-0000-0000000000c5";
     let good = "00000000-0000-0000-0000-0000000000c4";
     pg.execute(
         INSERT,
@@ -45,6 +50,8 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
     pg.execute(INSERT, &[&null_type, &None::<&str>, &"{}"]).await?;
     let huge = json!({"blob": "y".repeat(1_200_000)}).to_string();
     pg.execute(INSERT, &[&oversized, &Some("DocumentStored"), &huge])
+        .await?;
+    pg.execute(INSERT, &[&unknown_type, &Some("DocumentShreded"), &"{}"])
         .await?;
     pg.execute(INSERT, &[&good, &Some("DocumentTagged"), &"{\"tag\": \"t\"}"])
         .await?;
@@ -56,9 +63,9 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
         .await
         .map_err(|e| anyhow::anyhow!("{e}\ncapture:\n{}\nrelay:\n{}", capture.output(), relay.output()))?;
 
-    let parked = tests::dlq::receive(&sdk, "bridge-dlq", 3).await?;
+    let parked = tests::dlq::receive(&sdk, "bridge-dlq", 4).await?;
     let reasons: Vec<&str> = parked.iter().filter_map(|p| p["reason"].as_str()).collect();
-    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
     let reason_for = |id: &str| reasons.iter().find(|r| r.contains(id)).copied().unwrap_or("");
     assert!(
         reason_for(not_json).contains("payload is not valid JSON"),
@@ -71,9 +78,14 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
         "{reasons:?}"
     );
 
-    // None of the three reached the bus, not even as an empty event.
+    assert!(
+        reason_for(unknown_type).contains("unknown event type `DocumentShreded`"),
+        "{reasons:?}"
+    );
+
+    // None of the four reached the bus, not even as an empty event.
     let got = events.by_event_id();
-    for id in [not_json, null_type, oversized] {
+    for id in [not_json, null_type, oversized, unknown_type] {
         assert!(!got.contains_key(id), "{id} was published: {:?}", got.get(id));
     }
     capture.ensure_running()?;

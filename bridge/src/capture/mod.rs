@@ -25,10 +25,11 @@ mod progress;
 pub mod routes;
 mod session;
 pub mod slot_marker;
+mod wal_age;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +63,8 @@ pub struct CaptureConfig {
     pub shutdown_timeout: Duration,
     /// Retained WAL above which the slot watcher warns.
     pub retained_wal_warn_bytes: i64,
+    /// Retained WAL older than this is logged as a warning at every check.
+    pub retained_wal_warn_age: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +184,7 @@ impl Drop for AbortOnDrop {
 async fn watch_slot(cfg: CaptureConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     let mut client = None;
     let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut clock = wal_age::WalClock::default();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -195,7 +199,9 @@ async fn watch_slot(cfg: CaptureConfig, metrics: Arc<Metrics>, shutdown: Cancell
         let Some(c) = &client else { continue };
         let row = c
             .query_opt(
-                "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint, wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint, wal_status, \
+                        (pg_current_wal_lsn() - '0/0')::bigint, (restart_lsn - '0/0')::bigint \
+                 FROM pg_replication_slots WHERE slot_name = $1",
                 &[&cfg.slot],
             )
             .await;
@@ -206,6 +212,13 @@ async fn watch_slot(cfg: CaptureConfig, metrics: Arc<Metrics>, shutdown: Cancell
             metrics.slot_retained_wal_bytes.set(bytes);
             if bytes > cfg.retained_wal_warn_bytes {
                 tracing::warn!(slot = %cfg.slot, retained_wal_bytes = bytes, threshold = cfg.retained_wal_warn_bytes, "the slot retains a lot of WAL: capture is behind or stuck");
+            }
+        }
+        if let (Some(current), Some(restart)) = (row.get::<_, Option<i64>>(2), row.get::<_, Option<i64>>(3)) {
+            let age = clock.observe(Instant::now(), current as u64, restart as u64);
+            metrics.slot_retained_wal_age_seconds.set(age.as_secs() as i64);
+            if age > cfg.retained_wal_warn_age {
+                tracing::warn!(slot = %cfg.slot, retained_wal_age_s = age.as_secs(), threshold_s = cfg.retained_wal_warn_age.as_secs(), "the slot retains old WAL: capture is behind or stuck");
             }
         }
         if wal_status.as_deref() == Some("unreserved") {

@@ -38,6 +38,9 @@ pub struct EnvelopeConfig {
     pub outbox: TableName,
     /// Publish changes of other tables as raw change events instead of skipping them.
     pub publish_raw_changes: bool,
+    /// The outbox types to publish; empty means every type. A schema gate: a type nobody
+    /// declared is a bug upstream (a typo, a release out of order), parked rather than sent.
+    pub event_types: std::collections::BTreeSet<String>,
 }
 
 /// Decides what one Kinesis record becomes.
@@ -96,6 +99,11 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
             "outbox row {event_id} has no usable type (null, empty or not text)"
         ));
     };
+    if !cfg.event_types.is_empty() && !cfg.event_types.contains(event_type) {
+        return Decision::DeadLetter(format!(
+            "outbox row {event_id} has an unknown event type `{event_type}` (not in --event-types / BRIDGE_EVENT_TYPES)"
+        ));
+    }
     let payload = match &data["payload"] {
         // A text payload column, or DMS's escaped JSON: it must parse as JSON.
         Value::String(text) => match serde_json::from_str(text) {
@@ -137,6 +145,7 @@ mod tests {
         EnvelopeConfig {
             outbox: "public.outbox".parse().unwrap(),
             publish_raw_changes: false,
+            event_types: Default::default(),
         }
     }
 
@@ -223,5 +232,28 @@ mod tests {
         ))
         .contains("not valid JSON"));
         assert!(reason(&record("outbox", "insert", json!({"type": "T"}))).contains("no id"));
+        let gated = EnvelopeConfig {
+            event_types: ["OrderPlaced".to_owned()].into(),
+            ..cfg()
+        };
+        let unknown = record(
+            "outbox",
+            "insert",
+            json!({"id": "e", "type": "OrderPlacd", "payload": {}}),
+        );
+        match decide(&unknown, &gated) {
+            Decision::DeadLetter(reason) => assert!(
+                reason.contains("outbox row e") && reason.contains("unknown event type `OrderPlacd`"),
+                "{reason}"
+            ),
+            other => panic!("expected a dead letter, got {other:?}"),
+        }
+        let known = record(
+            "outbox",
+            "insert",
+            json!({"id": "e", "type": "OrderPlaced", "payload": {}}),
+        );
+        assert!(matches!(decide(&known, &gated), Decision::Publish(_)));
+        assert!(matches!(decide(&unknown, &cfg()), Decision::Publish(_)));
     }
 }

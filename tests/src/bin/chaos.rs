@@ -34,7 +34,7 @@ use tests::stack::{outbox_id, Stack};
     about = "The pipeline under seeded faults; reports what was lost (nothing)"
 )]
 struct Args {
-    /// Outbox events to write (about: the load generator decides per order).
+    /// Outbox events to write: the load runs until the outbox holds at least this many rows.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..))]
     events: u64,
     /// Faults to inject (every kind at least once when this is at least the number of kinds).
@@ -196,13 +196,15 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     schedule.sort_by(|a, b| a.0.total_cmp(&b.0));
 
-    // The load, in chunks of ~50 events, each chunk its own seeded plan.
+    // The load, in chunks of ~30 events, each chunk its own seeded plan, until the outbox holds
+    // --events rows (counted in the database: chunks cut short by a restart write fewer).
     let load_env = stack.env();
+    let load_url = stack.pg.url();
     let load_seed = rng.random::<u32>();
     let load = tokio::spawn(async move {
         let mut chunk = 0u64;
-        let mut written_goal = 0u64;
-        while written_goal < args.events {
+        let mut written = 0u64;
+        while written < args.events {
             let seed = (u64::from(load_seed) << 16) + chunk;
             let (customers, orders) = ("3".to_owned(), "20".to_owned());
             let rate = args.rate.to_string();
@@ -232,7 +234,9 @@ async fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             chunk += 1;
-            written_goal += 50;
+            if let Ok(n) = outbox_rows(&load_url).await {
+                written = n;
+            }
         }
     });
 
@@ -338,6 +342,16 @@ async fn main() -> anyhow::Result<()> {
         "not every fault was injected"
     );
     Ok(())
+}
+
+/// Committed outbox rows; an error while Postgres restarts (the caller tries again later).
+async fn outbox_rows(url: &str) -> anyhow::Result<u64> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    let rows: i64 = client.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
+    drop(client);
+    let _ = connection.await;
+    Ok(rows as u64)
 }
 
 async fn current_wal(stack: &Stack) -> anyhow::Result<u64> {

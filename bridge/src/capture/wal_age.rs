@@ -33,7 +33,8 @@ impl WalClock {
         }
     }
 
-    pub fn samples(&self) -> usize {
+    #[cfg(test)]
+    fn samples(&self) -> usize {
         self.samples.len()
     }
 }

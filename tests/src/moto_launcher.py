@@ -269,14 +269,34 @@ def is_message_valid_based_on_retention_period(self, queue_name, message):
 sqs.SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period
 
 # Seventh, found by the chaos run: moto's DeleteMessage rebuilds a queue's message list without
-# the lock SendMessage appends under, so a message sent while another is deleted can vanish
-# (real SQS never loses an accepted message). Deletes take the same lock.
-_delete_message = sqs.Queue.delete_message
+# the lock SendMessage appends under, so a message sent while another is deleted could vanish
+# (real SQS never loses an accepted message). It also scanned every message, twice, in Python, so
+# a queue with a backlog slowed every delete. Deletes take the same lock and find their message
+# by its receipt handle (an index kept as handles are issued), removing it in place.
+import weakref  # noqa: E402
+
+_by_receipt_handle = weakref.WeakValueDictionary()
+_mark_received = sqs.Message.mark_received
+
+
+def mark_received(self, *args, **kwargs):
+    _mark_received(self, *args, **kwargs)
+    _by_receipt_handle[self.receipt_handle] = self
+
+
+sqs.Message.mark_received = mark_received
 
 
 def delete_message(self, receipt_handle):
     with self._messages_lock:
-        return _delete_message(self, receipt_handle)
+        if receipt_handle in self.deleted_messages:
+            return
+        message = _by_receipt_handle.get(receipt_handle)
+        if message is None or message not in self._messages:
+            raise sqs.ReceiptHandleIsInvalid()
+        self._messages.remove(message)
+        self.pending_messages.discard(message)
+        self.deleted_messages.update(message.all_receipt_handles)
 
 
 sqs.Queue.delete_message = delete_message

@@ -7,45 +7,33 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 type Item = HashMap<String, AttributeValue>;
 
-/// Every item of a DynamoDB table.
+/// Every item of a DynamoDB table (the SDK's paginator follows `LastEvaluatedKey`).
 pub async fn scan(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::Result<Vec<Item>> {
-    let mut items = Vec::new();
-    let mut start: Option<Item> = None;
-    loop {
-        let out = dynamo
-            .scan()
-            .table_name(table)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await?;
-        items.extend(out.items.unwrap_or_default());
-        match out.last_evaluated_key {
-            Some(k) if !k.is_empty() => start = Some(k),
-            _ => return Ok(items),
-        }
-    }
+    Ok(dynamo
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await?)
 }
 
 /// How many items a DynamoDB table holds (a counting scan: no items travel).
 pub async fn count(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::Result<i64> {
+    let mut pages = dynamo
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .select(aws_sdk_dynamodb::types::Select::Count)
+        .into_paginator()
+        .send();
     let mut total = 0i64;
-    let mut start: Option<Item> = None;
-    loop {
-        let out = dynamo
-            .scan()
-            .table_name(table)
-            .consistent_read(true)
-            .select(aws_sdk_dynamodb::types::Select::Count)
-            .set_exclusive_start_key(start)
-            .send()
-            .await?;
-        total += i64::from(out.count);
-        match out.last_evaluated_key {
-            Some(k) if !k.is_empty() => start = Some(k),
-            _ => return Ok(total),
-        }
+    while let Some(page) = pages.next().await {
+        total += i64::from(page?.count);
     }
+    Ok(total)
 }
 
 pub fn text(item: &Item, name: &str) -> String {

@@ -149,6 +149,11 @@ pub struct CaptureTuningArgs {
     /// figure is always on /metrics as bridge_slot_retained_wal_age_seconds.
     #[arg(long, env = "BRIDGE_RETAINED_WAL_WARN_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub retained_wal_warn_secs: u64,
+    /// Seconds between heartbeats (a non-transactional pg_logical_emit_message that capture
+    /// reads back, so the slot moves and the stream is dated even where the database is quiet);
+    /// 0 turns them off.
+    #[arg(long, env = "BRIDGE_HEARTBEAT_SECS", default_value_t = 60)]
+    pub heartbeat_secs: u64,
 }
 
 /// The relay's AWS resources (also created by setup).

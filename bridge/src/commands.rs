@@ -239,6 +239,8 @@ fn capture_config(
         shutdown_timeout: Duration::from_secs(tuning.map_or(20, |t| t.shutdown_timeout_secs)),
         retained_wal_warn_bytes: tuning.map_or(1 << 30, |t| t.retained_wal_warn_bytes),
         retained_wal_warn_age: Duration::from_secs(tuning.map_or(3600, |t| t.retained_wal_warn_secs)),
+        heartbeat: Some(Duration::from_secs(tuning.map_or(60, |t| t.heartbeat_secs)))
+            .filter(|d| !d.is_zero()),
     })
 }
 

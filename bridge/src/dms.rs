@@ -142,44 +142,76 @@ pub fn encode(change: &Change<'_>, tx: &TxContext, key: &PartitionKey, opts: Enc
 /// Encodes a transactional `pg_logical_emit_message` (the table-less outbox) as an insert into
 /// the outbox table, so consumers cannot tell the two apart. Content that is not a JSON object
 /// travels as `{"raw": text}` (the relay then parks it with its reason).
-pub fn encode_message(
-    content: &[u8],
-    prefix: &str,
-    outbox: &crate::table::TableName,
-    tx: &TxContext,
-    lsn: Lsn,
-    record_id: u64,
-) -> Record {
-    let parsed: Option<serde_json::Value> = serde_json::from_slice(content)
+pub fn encode_message(content: &[u8], msg: &MessageContext<'_>, tx: &TxContext) -> Record {
+    encode_message_data(message_data(content), &[], msg, tx)
+}
+
+/// Where a logical message came from: its prefix, the outbox table it stands for, its position.
+pub struct MessageContext<'a> {
+    pub prefix: &'a str,
+    pub outbox: &'a crate::table::TableName,
+    pub lsn: Lsn,
+    pub record_id: u64,
+}
+
+/// A message's content as the record's `data`: the JSON object, or `{"raw": text}`.
+pub fn message_data(content: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(content)
         .ok()
-        .filter(serde_json::Value::is_object);
-    let partition_key = parsed
-        .as_ref()
-        .and_then(|v| v["aggregateid"].as_str().map(str::to_owned))
-        .filter(|k| !k.is_empty())
-        .unwrap_or_else(|| tx.xid.to_string());
-    let data = match parsed {
-        Some(v) => v,
-        None => serde_json::json!({"raw": String::from_utf8_lossy(content)}),
-    };
-    let record = serde_json::json!({
-        "data": data,
-        "metadata": {
-            "timestamp": iso_time(Utc::now()),
-            "record-type": "data",
-            "operation": "insert",
-            "partition-key-type": "attribute-name",
-            "schema-name": outbox.schema,
-            "table-name": outbox.name,
-            "transaction-id": tx.xid,
-            "commit-timestamp": iso_time(pg_time(tx.commit_time)),
-            "stream-position": lsn.to_string(),
-            "transaction-record-id": record_id,
-            "commit-lsn": tx.commit_lsn.to_string(),
-            "lsn": lsn.to_string(),
-            "message-prefix": prefix,
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({"raw": String::from_utf8_lossy(content)}))
+}
+
+/// `data` without the fields whose JSON is above `limit` bytes, and their names — for a message
+/// too large for Kinesis. With `keep_only`, every field not named there goes too.
+pub fn slim_message_data(
+    data: &serde_json::Value,
+    limit: usize,
+    keep_only: Option<&[&str]>,
+) -> (serde_json::Value, Vec<String>) {
+    let mut slim = serde_json::Map::new();
+    let mut dropped = Vec::new();
+    for (name, value) in data.as_object().into_iter().flatten() {
+        let kept = keep_only.is_none_or(|keep| keep.contains(&name.as_str()));
+        if kept && value.to_string().len() <= limit {
+            slim.insert(name.clone(), value.clone());
+        } else {
+            dropped.push(name.clone());
         }
+    }
+    (serde_json::Value::Object(slim), dropped)
+}
+
+/// Encodes message `data` (see `message_data`), naming in `dropped-columns` the fields left out.
+pub fn encode_message_data(
+    data: serde_json::Value,
+    dropped: &[String],
+    msg: &MessageContext<'_>,
+    tx: &TxContext,
+) -> Record {
+    let partition_key = data["aggregateid"]
+        .as_str()
+        .filter(|k| !k.is_empty())
+        .map_or_else(|| tx.xid.to_string(), str::to_owned);
+    let mut metadata = serde_json::json!({
+        "timestamp": iso_time(Utc::now()),
+        "record-type": "data",
+        "operation": "insert",
+        "partition-key-type": "attribute-name",
+        "schema-name": msg.outbox.schema,
+        "table-name": msg.outbox.name,
+        "transaction-id": tx.xid,
+        "commit-timestamp": iso_time(pg_time(tx.commit_time)),
+        "stream-position": msg.lsn.to_string(),
+        "transaction-record-id": msg.record_id,
+        "commit-lsn": tx.commit_lsn.to_string(),
+        "lsn": msg.lsn.to_string(),
+        "message-prefix": msg.prefix,
     });
+    if !dropped.is_empty() {
+        metadata["dropped-columns"] = serde_json::json!(dropped);
+    }
+    let record = serde_json::json!({"data": data, "metadata": metadata});
     let partition_key: String = partition_key.chars().take(MAX_PARTITION_KEY_CHARS).collect();
     Record {
         partition_key,
@@ -390,23 +422,44 @@ mod tests {
             commit_time: 0,
         };
         let outbox = "public.outbox".parse().unwrap();
+        let msg = |record_id| MessageContext {
+            prefix: "outbox",
+            outbox: &outbox,
+            lsn: Lsn(0x20),
+            record_id,
+        };
         let rec = encode_message(
             br#"{"id":"e1","aggregateid":"a1","type":"T","payload":{}}"#,
-            "outbox",
-            &outbox,
+            &msg(1),
             &tx,
-            Lsn(0x20),
-            1,
         );
         assert_eq!(rec.partition_key, "a1");
         let v: serde_json::Value = serde_json::from_slice(&rec.data).unwrap();
         assert_eq!(v["metadata"]["table-name"], "outbox");
         assert_eq!(v["metadata"]["operation"], "insert");
         assert_eq!(v["data"]["type"], "T");
-        let rec = encode_message(b"not json", "outbox", &outbox, &tx, Lsn(0x20), 2);
+        let rec = encode_message(b"not json", &msg(2), &tx);
         let v: serde_json::Value = serde_json::from_slice(&rec.data).unwrap();
         assert_eq!(v["data"]["raw"], "not json");
         assert_eq!(rec.partition_key, "9");
+        assert!(v["metadata"].get("dropped-columns").is_none());
+    }
+
+    #[test]
+    fn an_oversized_message_keeps_its_small_fields_and_names_the_rest() {
+        let big = "x".repeat(2000);
+        let data = message_data(
+            format!(r#"{{"id":"e1","aggregateid":"a1","type":"T","payload":{{"blob":"{big}"}}}}"#).as_bytes(),
+        );
+        let (slim, dropped) = slim_message_data(&data, 1024, None);
+        assert_eq!(dropped, ["payload"]);
+        assert_eq!(slim["id"], "e1");
+        assert_eq!(slim["type"], "T");
+        let (slim, dropped) = slim_message_data(&data, 1024, Some(&["id"]));
+        assert_eq!(slim, serde_json::json!({"id": "e1"}));
+        assert_eq!(dropped.len(), 3);
+        let (slim, dropped) = slim_message_data(&message_data(big.as_bytes()), 1024, None);
+        assert_eq!((slim, dropped), (serde_json::json!({}), vec!["raw".to_owned()]));
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub slot_lag_bytes: Gauge,
     pub slot_retained_wal_bytes: Gauge,
     pub slot_retained_wal_age_seconds: Gauge,
+    pub heartbeats_received: Counter,
+    pub heartbeat_lag_seconds: Gauge<f64, AtomicU64>,
     pub oldest_unpublished_age_seconds: Gauge<f64, AtomicU64>,
     pub inflight_batches: Gauge,
     pub commit_to_ack_seconds: Histogram,
@@ -63,6 +65,8 @@ impl Metrics {
             slot_lag_bytes: Gauge::default(),
             slot_retained_wal_bytes: Gauge::default(),
             slot_retained_wal_age_seconds: Gauge::default(),
+            heartbeats_received: Counter::default(),
+            heartbeat_lag_seconds: Gauge::default(),
             oldest_unpublished_age_seconds: Gauge::default(),
             inflight_batches: Gauge::default(),
             // 0.5 ms to ~23 s in 20 % steps: fine enough to read a p99.9 from the buckets.
@@ -137,6 +141,16 @@ impl Metrics {
             "How long ago the server wrote the oldest WAL the slot holds back (dated by 10 s samples \
              of the server's WAL position; 0 when nothing is retained)",
             m.slot_retained_wal_age_seconds.clone(),
+        );
+        registry.register(
+            "capture_heartbeats_received",
+            "Heartbeats (pg_logical_emit_message, --heartbeat-secs) that came back through the slot",
+            m.heartbeats_received.clone(),
+        );
+        registry.register(
+            "capture_heartbeat_lag_seconds",
+            "How long the last heartbeat took from its write to capture reading it from the slot",
+            m.heartbeat_lag_seconds.clone(),
         );
         registry.register(
             "slot_lag_bytes",

@@ -1,8 +1,9 @@
 //! Bad outbox rows written by the monolith itself (a legacy outbox with a `text` payload and a
 //! nullable `type`): a payload that is not JSON, a null type, a row above Kinesis' 1 MiB record
-//! limit, and a type outside the relay's `--event-types` each land in the dead-letter queue with
-//! a reason naming the row, and the good row written after them still becomes an event. Nothing
-//! is published half-empty.
+//! limit, a type outside the relay's `--event-types`, and a table-less outbox message
+//! (`pg_logical_emit_message`) above that limit each land in the dead-letter queue with a reason
+//! naming the row (or the message and its LSN), and the good row written after them still
+//! becomes an event. Nothing is published half-empty.
 
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
     let null_type = "00000000-0000-0000-0000-0000000000c2";
     let oversized = "00000000-0000-0000-0000-0000000000c3";
     let unknown_type = "00000000-0000-0000-0000-0000000000c5";
+    let oversized_message = "00000000-0000-0000-0000-0000000000c6";
     let good = "00000000-0000-0000-0000-0000000000c4";
     pg.execute(
         INSERT,
@@ -53,6 +55,14 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
         .await?;
     pg.execute(INSERT, &[&unknown_type, &Some("DocumentShreded"), &"{}"])
         .await?;
+    let message = json!({"id": oversized_message, "aggregatetype": "Document", "aggregateid": "doc-1",
+        "type": "DocumentStored", "payload": {"blob": "z".repeat(1_200_000)}})
+    .to_string();
+    pg.execute(
+        "SELECT pg_logical_emit_message(true, 'outbox', $1::text)",
+        &[&message],
+    )
+    .await?;
     pg.execute(INSERT, &[&good, &Some("DocumentTagged"), &"{\"tag\": \"t\"}"])
         .await?;
 
@@ -63,9 +73,9 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
         .await
         .map_err(|e| anyhow::anyhow!("{e}\ncapture:\n{}\nrelay:\n{}", capture.output(), relay.output()))?;
 
-    let parked = tests::dlq::receive(&sdk, "bridge-dlq", 4).await?;
+    let parked = tests::dlq::receive(&sdk, "bridge-dlq", 5).await?;
     let reasons: Vec<&str> = parked.iter().filter_map(|p| p["reason"].as_str()).collect();
-    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
     let reason_for = |id: &str| reasons.iter().find(|r| r.contains(id)).copied().unwrap_or("");
     assert!(
         reason_for(not_json).contains("payload is not valid JSON"),
@@ -82,10 +92,18 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
         reason_for(unknown_type).contains("unknown event type `DocumentShreded`"),
         "{reasons:?}"
     );
+    let message_reason = reason_for(oversized_message);
+    assert!(
+        message_reason.contains("pg_logical_emit_message with prefix `outbox` at LSN")
+            && message_reason.contains("above Kinesis' 1 MiB record limit")
+            && message_reason.contains("without payload")
+            && message_reason.contains("no table row"),
+        "{reasons:?}"
+    );
 
     // None of the four reached the bus, not even as an empty event.
     let got = events.by_event_id();
-    for id in [not_json, null_type, oversized, unknown_type] {
+    for id in [not_json, null_type, oversized, unknown_type, oversized_message] {
         assert!(!got.contains_key(id), "{id} was published: {:?}", got.get(id));
     }
     capture.ensure_running()?;

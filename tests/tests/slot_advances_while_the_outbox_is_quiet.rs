@@ -1,7 +1,9 @@
 //! A quiet outbox must not pin WAL: while nothing is published, writes to unpublished tables of
 //! the same database, and to another database of the same cluster (the classic case that needs a
 //! heartbeat), still let the slot's confirmed position and restart position move past them —
-//! capture acknowledges the server's keepalives whenever nothing of its own is pending.
+//! capture acknowledges the server's keepalives whenever nothing of its own is pending. And on a
+//! database where nothing at all is written, capture's own heartbeat (`--heartbeat-secs`) comes
+//! back through the slot, moves its confirmed position, and is never published.
 
 use std::time::Duration;
 
@@ -76,6 +78,55 @@ async fn unpublished_writes_and_other_databases_do_not_pin_wal() -> anyhow::Resu
     capture.ensure_running()?;
     let records = stack.records().await?;
     assert!(records.is_empty(), "nothing was published: {}", records.len());
+    capture.terminate(Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_come_back_through_the_slot_and_are_never_published() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let port = tests::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let mut capture = stack
+        .spawn_capture(&["--heartbeat-secs", "1", "--metrics-listen", &listen])
+        .await?;
+    let admin = stack.pg.client().await?;
+    let confirmed = || async {
+        let row = admin
+            .query_one(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'outbox_bridge'",
+                &[],
+            )
+            .await?;
+        anyhow::Ok(lsn::parse(&row.get::<_, String>(0)).unwrap_or(0))
+    };
+    let before = (confirmed().await?, wal_lsn(&admin).await?);
+
+    // Nobody writes: only heartbeats move the WAL, and the slot follows them.
+    wait::until("three heartbeats read back", Duration::from_secs(60), || async {
+        capture.ensure_running()?;
+        let seen = tests::metrics::scrape(port, "bridge_capture_heartbeats_received_total").await?;
+        Ok((seen >= 3.0).then_some(()))
+    })
+    .await?;
+    let wal_now = wal_lsn(&admin).await?;
+    assert!(
+        wal_now > before.1,
+        "heartbeats write WAL: {wal_now} > {}",
+        before.1
+    );
+    wait::until(
+        "the slot past the heartbeats",
+        Duration::from_secs(30),
+        || async { Ok((confirmed().await? > before.0.max(before.1)).then_some(())) },
+    )
+    .await?;
+    let lag = tests::metrics::scrape(port, "bridge_capture_heartbeat_lag_seconds").await?;
+    assert!(lag < 30.0, "the heartbeat came back late: {lag} s");
+
+    capture.ensure_running()?;
+    let records = stack.records().await?;
+    assert!(records.is_empty(), "heartbeats are not published: {records:?}");
     capture.terminate(Duration::from_secs(30)).await?;
     Ok(())
 }

@@ -21,6 +21,7 @@
 //! WAL is not read while the open batch is full and cannot be submitted.
 
 mod batch;
+pub mod heartbeat;
 mod progress;
 pub mod routes;
 mod session;
@@ -65,6 +66,8 @@ pub struct CaptureConfig {
     pub retained_wal_warn_bytes: i64,
     /// Retained WAL older than this is logged as a warning at every check.
     pub retained_wal_warn_age: Duration,
+    /// How often a heartbeat is written (`None`: never).
+    pub heartbeat: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +145,13 @@ pub async fn run(
 ) -> Result<(), CaptureError> {
     let watcher = tokio::spawn(watch_slot(cfg.clone(), metrics.clone(), shutdown.clone()));
     let _stop_watcher = AbortOnDrop(watcher);
+    let _stop_heartbeat = cfg.heartbeat.map(|every| {
+        AbortOnDrop(tokio::spawn(heartbeat::run(
+            cfg.target.clone(),
+            every,
+            shutdown.clone(),
+        )))
+    });
     let mut progress: Option<Progress> = None;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {

@@ -350,6 +350,15 @@ impl<'a> Session<'a> {
 
     /// A `pg_logical_emit_message` with the outbox prefix is an outbox event without a table.
     fn on_message(&mut self, transactional: bool, prefix: &str, content: &[u8], lsn: Lsn) {
+        if prefix == super::heartbeat::PREFIX && !transactional {
+            super::heartbeat::received(self.metrics, content);
+            // Read in source order with nothing of ours pending: everything before it is settled.
+            if self.tx.is_none() && self.open.is_empty() && self.inflight.is_empty() {
+                self.progress.idle_at(lsn);
+                self.metrics.flushed_lsn.set(self.progress.flushed().0 as i64);
+            }
+            return;
+        }
         if prefix != self.cfg.message_prefix {
             tracing::debug!(%lsn, prefix, "logical message with another prefix skipped");
             return;
@@ -362,11 +371,26 @@ impl<'a> Session<'a> {
         let record_id = tx.next_record_id;
         tx.next_record_id += 1;
         let (ctx, commit_seconds) = (tx.ctx, tx.commit_seconds);
-        let record = dms::encode_message(content, prefix, &self.cfg.routes.outbox, &ctx, lsn, record_id);
+        let msg = dms::MessageContext {
+            prefix,
+            outbox: &self.cfg.routes.outbox,
+            lsn,
+            record_id,
+        };
+        let mut record = dms::encode_message(content, &msg, &ctx);
         if record.size() > MAX_RECORD_BYTES {
+            // There is no row to fall back on: send what identifies the event, name what was
+            // left out, and the relay parks it with that reason instead of publishing it half-empty.
             self.metrics.records_oversized.inc();
-            tracing::error!(%lsn, bytes = record.size(), "outbox message above kinesis' 1 MiB limit: skipped");
-            return;
+            tracing::error!(%lsn, bytes = record.size(), "outbox message above kinesis' 1 MiB limit: sending it without its large fields (the relay parks it)");
+            let data = dms::message_data(content);
+            let (slim, dropped) = dms::slim_message_data(&data, 1024, None);
+            record = dms::encode_message_data(slim, &dropped, &msg, &ctx);
+            if record.size() > MAX_RECORD_BYTES {
+                let keep = ["id", "type", "aggregatetype", "aggregateid"];
+                let (slim, dropped) = dms::slim_message_data(&data, 1024, Some(&keep));
+                record = dms::encode_message_data(slim, &dropped, &msg, &ctx);
+            }
         }
         self.metrics.changes_captured.inc();
         self.push(record, commit_seconds);

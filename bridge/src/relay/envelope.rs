@@ -83,17 +83,29 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
         return Decision::Skip;
     }
     let data = &record["data"];
-    let Some(event_id) = data["id"].as_str().filter(|s| !s.is_empty()) else {
-        return Decision::DeadLetter("outbox row has no id".into());
-    };
+    let id = data["id"].as_str().filter(|s| !s.is_empty());
     if let Some(dropped) = meta["dropped-columns"].as_array().filter(|d| !d.is_empty()) {
         let names: Vec<&str> = dropped.iter().filter_map(Value::as_str).collect();
+        let names = names.join(", ");
+        // A table-less outbox event has no row to read back: say where it was and what to do.
+        if let Some(prefix) = meta["message-prefix"].as_str() {
+            let lsn = meta["lsn"].as_str().unwrap_or("?");
+            return Decision::DeadLetter(format!(
+                "outbox message {} (pg_logical_emit_message with prefix `{prefix}` at LSN {lsn}) was above \
+                 Kinesis' 1 MiB record limit and arrived without {names}; it has no table row, so emit it \
+                 again below the limit",
+                id.unwrap_or("without an id"),
+            ));
+        }
         return Decision::DeadLetter(format!(
-            "outbox row {event_id} was above Kinesis' 1 MiB record limit and arrived without {}; \
+            "outbox row {} was above Kinesis' 1 MiB record limit and arrived without {names}; \
              the whole row is still in the outbox table",
-            names.join(", ")
+            id.unwrap_or("without an id"),
         ));
     }
+    let Some(event_id) = id else {
+        return Decision::DeadLetter("outbox row has no id".into());
+    };
     let Some(event_type) = data["type"].as_str().map(str::trim).filter(|s| !s.is_empty()) else {
         return Decision::DeadLetter(format!(
             "outbox row {event_id} has no usable type (null, empty or not text)"
@@ -154,6 +166,24 @@ mod tests {
             "table-name": table, "commit-lsn": "0/10", "transaction-record-id": 1}})
         .to_string()
         .into_bytes()
+    }
+
+    #[test]
+    fn an_oversized_message_is_a_dead_letter_that_says_it_has_no_row() {
+        let raw = json!({"data": {}, "metadata": {"record-type": "data", "operation": "insert",
+            "schema-name": "public", "table-name": "outbox", "message-prefix": "outbox", "lsn": "0/AB",
+            "dropped-columns": ["raw"]}})
+        .to_string();
+        match decide(raw.as_bytes(), &cfg()) {
+            Decision::DeadLetter(reason) => assert!(
+                reason.contains("outbox message without an id")
+                    && reason.contains("at LSN 0/AB")
+                    && reason.contains("without raw")
+                    && reason.contains("no table row"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! stack (a throwaway Postgres; moto where an emulator is measured), and prints a markdown
 //! table (also written as JSON). One subcommand per scenario; `bench all` runs them in turn.
 
+mod backlog;
 mod ceiling;
 mod drain;
 mod endpoint;
@@ -24,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Scenario {
+    /// shipping drains a queue backlog (100,000 events) with bounded memory.
+    Backlog(backlog::BacklogArgs),
     /// Drain one backlog with pg_recvlogical and with bridge capture into three sinks.
     Ceiling(ceiling::CeilingArgs),
     /// Commit → Kinesis ack and write → EventBridge latency at a steady rate.
@@ -38,6 +41,7 @@ enum Scenario {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
+        Scenario::Backlog(args) => backlog::run(args).await,
         Scenario::Ceiling(args) => ceiling::run(args).await,
         Scenario::Latency(args) => latency::run(args).await,
         Scenario::Memory(args) => memory::run(args).await,

@@ -1,6 +1,6 @@
 //! The benchmark keeps working: every scenario, run small, delivers everything it wrote —
 //! `ceiling` in every configuration (pg_recvlogical, null sink, local endpoint, moto),
-//! `latency`, `memory` and `relay`. Speed is read from the benchmark's own output, never
+//! `latency`, `memory`, `relay` and `backlog`. Speed is read from the benchmark's own output, never
 //! asserted here.
 
 use serde_json::Value;
@@ -111,5 +111,23 @@ async fn relay_publishes_every_event_with_one_two_and_four_shards() -> anyhow::R
         assert_eq!(r["complete"], true, "{r}");
         assert_eq!(r["events"], 2000, "{r}");
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_is_applied_exactly_once_with_memory_sampled_along_the_way() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("backlog.json");
+    let out_arg = out.to_string_lossy().into_owned();
+    let (code, stdout, stderr) =
+        process::run("bench", &["backlog", "--events", "300", "--out", &out_arg], &[]).await?;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    assert_eq!(r["complete"], true, "{r}");
+    assert_eq!(r["inbox_items"], 300, "{r}");
+    assert_eq!(r["customers"], 150, "{r}");
+    assert_eq!(r["customers_wrong"], 0, "{r}");
+    let tenths = r["peak_rss_mib_by_tenth"].as_array().map_or(0, Vec::len);
+    assert_eq!(tenths, 10, "one RSS sample per tenth drained: {r}");
     Ok(())
 }

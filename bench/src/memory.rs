@@ -13,9 +13,12 @@ use crate::endpoint;
 
 #[derive(Args, Debug)]
 pub struct MemoryArgs {
-    /// Rows in the one big transaction, and in the backlog.
+    /// Rows in the one big transaction (and in the backlog, unless --backlog-rows says otherwise).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(100..))]
     rows: u64,
+    /// Rows in the backlog of 100-row transactions (default: --rows).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(100..))]
+    backlog_rows: Option<u64>,
     /// Approximate payload size (bytes of jsonb).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(20..))]
     payload_bytes: u64,
@@ -34,14 +37,18 @@ pub async fn run(args: MemoryArgs) -> anyhow::Result<()> {
 
     // (a) one transaction, then (b) a backlog of small ones, each from a slot made just before
     // it was written, so each drain reads only its own.
-    for (slot, per_tx) in [("bench_bigtx", args.rows), ("bench_backlog", 100)] {
+    let backlog_rows = args.backlog_rows.unwrap_or(args.rows);
+    for (slot, rows, per_tx) in [
+        ("bench_bigtx", args.rows, args.rows),
+        ("bench_backlog", backlog_rows, 100),
+    ] {
         client
             .execute(
                 "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
                 &[&slot],
             )
             .await?;
-        let (rows, end) = drain::write_backlog(&client, args.rows, per_tx, args.payload_bytes).await?;
+        let (rows, end) = drain::write_backlog(&client, rows, per_tx, args.payload_bytes).await?;
         let name = if per_tx >= rows {
             format!("one transaction of {rows} rows")
         } else {

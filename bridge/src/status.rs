@@ -147,12 +147,22 @@ fn judge(status: &mut Status, cfg: &StatusConfig) {
     if let Some(s) = status.stream_status.as_deref().filter(|s| *s != "ACTIVE") {
         notes.push(format!("kinesis stream `{}` is {s}", cfg.stream));
     }
-    if status
+    // A lease that expired, or an open shard no relay has ever leased: nobody reads it.
+    let expired = status
         .shards
         .iter()
-        .any(|s| s.lease_expires_in_ms.is_none_or(|ms| ms < 0))
-    {
-        notes.push("a shard has no live lease: is a relay running?".into());
+        .filter(|s| s.lease_expires_in_ms.is_none_or(|ms| ms < 0))
+        .count();
+    let never_leased = status.open_shards.map_or(0, |open| {
+        usize::try_from(open)
+            .unwrap_or(0)
+            .saturating_sub(status.shards.len())
+    });
+    if expired + never_leased > 0 {
+        notes.push(format!(
+            "{} shard(s) without a live lease: is a relay running?",
+            expired + never_leased
+        ));
     }
     if let Some(n) = status.dead_letters.filter(|n| *n > 0) {
         notes.push(format!(
@@ -330,4 +340,66 @@ pub fn render(status: &Status, cfg: &StatusConfig) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> StatusConfig {
+        StatusConfig {
+            target: None,
+            slot: "s".into(),
+            publication: "p".into(),
+            stream: "k".into(),
+            checkpoint_table: "c".into(),
+            dead_letter_queue: "d".into(),
+            retained_wal_threshold: 1 << 30,
+        }
+    }
+
+    fn leased(id: &str, expires_in_ms: i64) -> ShardStatus {
+        ShardStatus {
+            shard_id: id.into(),
+            owner: Some("w".into()),
+            lease_expires_in_ms: Some(expires_in_ms),
+            checkpoint: None,
+        }
+    }
+
+    #[test]
+    fn an_open_shard_nobody_ever_leased_needs_attention() {
+        let mut status = Status {
+            stream_status: Some("ACTIVE".into()),
+            open_shards: Some(4),
+            shards: vec![leased("a", 1000), leased("b", 1000)],
+            ..Status::default()
+        };
+        judge(&mut status, &cfg());
+        assert_eq!(
+            status.attention,
+            ["2 shard(s) without a live lease: is a relay running?"]
+        );
+
+        let mut status = Status {
+            stream_status: Some("ACTIVE".into()),
+            open_shards: Some(2),
+            shards: vec![leased("a", 1000), leased("b", -5)],
+            ..Status::default()
+        };
+        judge(&mut status, &cfg());
+        assert_eq!(
+            status.attention,
+            ["1 shard(s) without a live lease: is a relay running?"]
+        );
+
+        let mut status = Status {
+            stream_status: Some("ACTIVE".into()),
+            open_shards: Some(2),
+            shards: vec![leased("a", 1000), leased("b", 1000)],
+            ..Status::default()
+        };
+        judge(&mut status, &cfg());
+        assert!(status.attention.is_empty(), "{:?}", status.attention);
+    }
 }

@@ -16,7 +16,16 @@ async fn metrics_match_the_ground_truth() -> anyhow::Result<()> {
     let (blisten, slisten) = (format!("127.0.0.1:{bport}"), format!("127.0.0.1:{sport}"));
     let bridge = Proc::spawn(
         "bridge",
-        &["run", "--metrics-listen", &blisten, "--lease-duration-secs", "3"],
+        &[
+            "run",
+            "--metrics-listen",
+            &blisten,
+            "--lease-duration-secs",
+            "3",
+            // Any retained WAL is "a lot": the watcher's warning must show up at its first check.
+            "--retained-wal-warn-bytes",
+            "1",
+        ],
         &stack.env(),
     )?;
     stack.wait_slot_active("outbox_bridge", &bridge).await?;
@@ -100,6 +109,11 @@ async fn metrics_match_the_ground_truth() -> anyhow::Result<()> {
     );
     let age = gauge("bridge_slot_retained_wal_age_seconds");
     assert!(age.is_some_and(|s| (0.0..600.0).contains(&s)), "{age:?}\n{text}");
+    let log = bridge.output();
+    assert!(
+        log.contains("the slot retains a lot of WAL"),
+        "no retained-WAL warning above a 1-byte threshold:\n{log}"
+    );
 
     let applied = scrape_sum(sport, "shipping_events_applied_total").await?;
     let duplicates = scrape(sport, "shipping_events_applied_total{outcome=\"duplicate\"}")

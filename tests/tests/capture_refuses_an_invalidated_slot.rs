@@ -1,0 +1,62 @@
+//! A slot Postgres invalidated (`max_slot_wal_keep_size` exceeded while the bridge was down:
+//! `wal_status = lost`) has lost changes. Capture stops with an error that says so and how to
+//! recover, and neither streams from it nor replaces it.
+
+use std::time::Duration;
+
+use tests::process::Proc;
+use tests::stack::Stack;
+use tests::wait;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_stops_with_a_recovery_hint_when_its_slot_was_invalidated() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let pg = stack.pg.client().await?;
+    // The bridge is down; the server keeps at most 1 MB of WAL for slots.
+    // (ALTER SYSTEM refuses to run in the implicit transaction of a multi-statement query.)
+    pg.batch_execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+        .await?;
+    pg.batch_execute("SELECT pg_reload_conf(); CREATE TABLE wal_noise (id bigserial PRIMARY KEY, pad text);")
+        .await?;
+    wait::until("the slot to be invalidated", Duration::from_secs(120), || async {
+        // Each round: ~8 MB of WAL, a segment switch and a checkpoint, which is when Postgres
+        // invalidates slots that hold back more than max_slot_wal_keep_size.
+        pg.batch_execute(
+            "INSERT INTO wal_noise (pad) SELECT repeat('w', 1000) FROM generate_series(1, 8000);
+             SELECT pg_switch_wal(); CHECKPOINT;",
+        )
+        .await?;
+        let status: Option<String> = pg
+            .query_one(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'outbox_bridge'",
+                &[],
+            )
+            .await?
+            .get(0);
+        Ok((status.as_deref() == Some("lost")).then_some(()))
+    })
+    .await?;
+
+    let mut capture = Proc::spawn("bridge", &["capture"], &stack.env())?;
+    assert_eq!(
+        capture.wait(Duration::from_secs(60)).await?,
+        Some(1),
+        "{}",
+        capture.output()
+    );
+    let out = capture.output();
+    assert!(
+        out.contains("was invalidated (wal_status = lost)") && out.contains("Recovering a lost slot"),
+        "{out}"
+    );
+    // Still the same, lost slot: nothing recreated it at the current position.
+    let status: Option<String> = pg
+        .query_one(
+            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'outbox_bridge'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(status.as_deref(), Some("lost"));
+    Ok(())
+}

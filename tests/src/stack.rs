@@ -95,6 +95,13 @@ impl Stack {
         Ok(proc)
     }
 
+    /// Runs `bridge capture` where it is expected to refuse to start: its exit code and output.
+    pub async fn capture_refusal(&self) -> anyhow::Result<(Option<i32>, String)> {
+        let mut capture = Proc::spawn("bridge", &["capture"], &self.env())?;
+        let code = capture.wait(Duration::from_secs(60)).await?;
+        Ok((code, capture.output()))
+    }
+
     /// Waits until a walsender streams from `slot`, failing early if `proc` exits.
     pub async fn wait_slot_active(&self, slot: &str, proc: &Proc) -> anyhow::Result<()> {
         let client = self.pg.client().await?;

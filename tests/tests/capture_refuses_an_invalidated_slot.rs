@@ -4,9 +4,18 @@
 
 use std::time::Duration;
 
-use tests::process::Proc;
 use tests::stack::Stack;
 use tests::wait;
+
+async fn wal_status(pg: &tokio_postgres::Client) -> anyhow::Result<Option<String>> {
+    Ok(pg
+        .query_one(
+            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'outbox_bridge'",
+            &[],
+        )
+        .await?
+        .get(0))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_stops_with_a_recovery_hint_when_its_slot_was_invalidated() -> anyhow::Result<()> {
@@ -26,37 +35,17 @@ async fn capture_stops_with_a_recovery_hint_when_its_slot_was_invalidated() -> a
              SELECT pg_switch_wal(); CHECKPOINT;",
         )
         .await?;
-        let status: Option<String> = pg
-            .query_one(
-                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'outbox_bridge'",
-                &[],
-            )
-            .await?
-            .get(0);
-        Ok((status.as_deref() == Some("lost")).then_some(()))
+        Ok((wal_status(&pg).await?.as_deref() == Some("lost")).then_some(()))
     })
     .await?;
 
-    let mut capture = Proc::spawn("bridge", &["capture"], &stack.env())?;
-    assert_eq!(
-        capture.wait(Duration::from_secs(60)).await?,
-        Some(1),
-        "{}",
-        capture.output()
-    );
-    let out = capture.output();
+    let (code, out) = stack.capture_refusal().await?;
+    assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("was invalidated (wal_status = lost)") && out.contains("Recovering a lost slot"),
         "{out}"
     );
     // Still the same, lost slot: nothing recreated it at the current position.
-    let status: Option<String> = pg
-        .query_one(
-            "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'outbox_bridge'",
-            &[],
-        )
-        .await?
-        .get(0);
-    assert_eq!(status.as_deref(), Some("lost"));
+    assert_eq!(wal_status(&pg).await?.as_deref(), Some("lost"));
     Ok(())
 }

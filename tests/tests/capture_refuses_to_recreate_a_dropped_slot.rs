@@ -2,9 +2,6 @@
 //! capture stops with an error saying so and how to recover; `bridge setup --recreate-slot`
 //! is the operator's explicit way back.
 
-use std::time::Duration;
-
-use tests::process::Proc;
 use tests::stack::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,14 +11,8 @@ async fn capture_stops_with_a_recovery_hint_when_its_slot_was_dropped() -> anyho
     pg.execute("SELECT pg_drop_replication_slot('outbox_bridge')", &[])
         .await?;
 
-    let mut capture = Proc::spawn("bridge", &["capture"], &stack.env())?;
-    assert_eq!(
-        capture.wait(Duration::from_secs(60)).await?,
-        Some(1),
-        "{}",
-        capture.output()
-    );
-    let out = capture.output();
+    let (code, out) = stack.capture_refusal().await?;
+    assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("was dropped") && out.contains("Recovering a lost slot"),
         "{out}"

@@ -169,14 +169,7 @@ fn mib(bytes: u64) -> f64 {
 
 /// Queues two events per customer, newest first, ten per SendMessageBatch, eight calls at once.
 async fn fill(sqs: &aws_sdk_sqs::Client, events: u64) -> anyhow::Result<()> {
-    let url = sqs
-        .get_queue_url()
-        .queue_name(QUEUE)
-        .send()
-        .await?
-        .queue_url()
-        .unwrap_or_default()
-        .to_owned();
+    let url = tests::dlq::queue_url(sqs, QUEUE).await?;
     let mut calls = tokio::task::JoinSet::new();
     let mut next = 0u64;
     let mut last_report = Instant::now();

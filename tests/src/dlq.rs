@@ -11,14 +11,7 @@ pub async fn receive(
     at_least: usize,
 ) -> anyhow::Result<Vec<Value>> {
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    let url = sqs
-        .get_queue_url()
-        .queue_name(queue)
-        .send()
-        .await?
-        .queue_url()
-        .unwrap_or_default()
-        .to_owned();
+    let url = queue_url(&sqs, queue).await?;
     let mut parked: Vec<Value> = Vec::new();
     let started = std::time::Instant::now();
     while parked.len() < at_least && started.elapsed() < Duration::from_secs(30) {
@@ -33,4 +26,16 @@ pub async fn receive(
         }
     }
     Ok(parked)
+}
+
+/// The URL of the existing queue `name`.
+pub async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> anyhow::Result<String> {
+    Ok(sqs
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await?
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned())
 }

@@ -58,13 +58,7 @@ async fn duplicated_and_reordered_delivery_changes_nothing() -> anyhow::Result<(
     let expected: i64 = pg.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
 
     // Take every event off the queue before the service runs.
-    let queue_url = sqs
-        .get_queue_url()
-        .queue_name("shipping-events")
-        .send()
-        .await?
-        .queue_url
-        .unwrap_or_default();
+    let queue_url = tests::dlq::queue_url(&sqs, "shipping-events").await?;
     let mut bodies: HashMap<String, String> = HashMap::new();
     let started = std::time::Instant::now();
     while (bodies.len() as i64) < expected {

@@ -53,13 +53,7 @@ async fn a_poison_event_ends_in_the_dlq_with_its_reason() -> anyhow::Result<()> 
 
     // Everything else converges (the inbox holds every event but the poison one).
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let dlq = sqs
-        .get_queue_url()
-        .queue_name("shipping-events-dlq")
-        .send()
-        .await?
-        .queue_url
-        .unwrap_or_default();
+    let dlq = tests::dlq::queue_url(&sqs, "shipping-events-dlq").await?;
     let parked = tests::wait::until("the poison event in the DLQ", Duration::from_secs(180), || {
         let (sqs, dlq, service) = (&sqs, &dlq, &service);
         async move {

@@ -427,10 +427,10 @@ async fn dlq_depths(sdk: &aws_config::SdkConfig) -> anyhow::Result<BTreeMap<Stri
 
 /// Messages waiting in `queue` (SQS's approximate count).
 async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue: &str) -> anyhow::Result<u64> {
-    let url = sqs.get_queue_url().queue_name(queue).send().await?;
+    let url = tests::dlq::queue_url(sqs, queue).await?;
     let attrs = sqs
         .get_queue_attributes()
-        .queue_url(url.queue_url().unwrap_or_default())
+        .queue_url(url)
         .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
         .send()
         .await?;

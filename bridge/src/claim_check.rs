@@ -2,6 +2,7 @@
 //! `{bucket, key, size, sha256}` instead of its payload, for consumers to resolve.
 
 use aws_sdk_s3::primitives::ByteStream;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -32,8 +33,8 @@ impl ClaimCheckStore {
 
     /// Stores `payload` under a key derived from the event id (so a retry overwrites, never
     /// duplicates) and returns the claim check that replaces it.
-    pub async fn store(&self, event_id: &str, payload: &Value) -> Result<Value, ClaimCheckError> {
-        let body = payload.to_string().into_bytes();
+    pub async fn store(&self, event_id: &str, payload: &RawValue) -> Result<Value, ClaimCheckError> {
+        let body = payload.get().as_bytes().to_vec();
         let sha256 = format!("{:x}", Sha256::digest(&body));
         // A hash of the id: ids that differ only in characters a key cannot hold stay apart.
         let key = format!(

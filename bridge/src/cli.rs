@@ -154,6 +154,12 @@ pub struct CaptureTuningArgs {
     /// 0 turns them off.
     #[arg(long, env = "BRIDGE_HEARTBEAT_SECS", default_value_t = 60)]
     pub heartbeat_secs: u64,
+    /// How long (s) Postgres may stay silent before the connection counts as dead and capture
+    /// reconnects: a network that drops packets without closing the socket is noticed within
+    /// this bound, not after TCP's ~15 minutes. Capture asks the server for a reply when a third
+    /// of it has passed, so a healthy idle server is never mistaken for a dead one.
+    #[arg(long, env = "BRIDGE_REPLICATION_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub replication_timeout_secs: u64,
 }
 
 /// The relay's AWS resources (also created by setup).

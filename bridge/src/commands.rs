@@ -241,6 +241,7 @@ fn capture_config(
         retained_wal_warn_age: Duration::from_secs(tuning.map_or(3600, |t| t.retained_wal_warn_secs)),
         heartbeat: Some(Duration::from_secs(tuning.map_or(60, |t| t.heartbeat_secs)))
             .filter(|d| !d.is_zero()),
+        replication_timeout: Duration::from_secs(tuning.map_or(30, |t| t.replication_timeout_secs)),
     })
 }
 
@@ -339,7 +340,12 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
                 let (Some(stream), Some(record)) = (body["stream"].as_str(), body["record"].as_str()) else {
                     return Err("no stream or record in the parked message".into());
                 };
-                let key = body["sequence_number"].as_str().unwrap_or("dlq-redrive");
+                // Its own partition key: back on its aggregate's shard (older parks lack it).
+                let key = body["partition_key"]
+                    .as_str()
+                    .filter(|k| !k.is_empty())
+                    .or_else(|| body["sequence_number"].as_str())
+                    .unwrap_or("dlq-redrive");
                 kinesis
                     .put_record()
                     .stream_name(stream)

@@ -26,6 +26,8 @@ pub struct Origin<'a> {
     pub stream: &'a str,
     pub shard_id: &'a str,
     pub sequence_number: &'a str,
+    /// The record's partition key, so a redrive puts it back on the same shard ("" if none).
+    pub partition_key: &'a str,
 }
 
 #[derive(Clone)]
@@ -82,6 +84,7 @@ impl DeadLetterQueue {
                 "stream": origin.stream,
                 "shard_id": origin.shard_id,
                 "sequence_number": origin.sequence_number,
+                "partition_key": origin.partition_key,
                 "original_bytes": original.len(),
                 "original_truncated": keep < original.len(),
                 "record": text,

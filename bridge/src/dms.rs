@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 
 use crate::lsn::Lsn;
 use crate::partition::PartitionKey;
@@ -154,45 +155,58 @@ pub struct MessageContext<'a> {
     pub record_id: u64,
 }
 
+/// A message's fields, each kept as the JSON text the monolith wrote (numbers digit for digit).
+pub type MessageData = std::collections::BTreeMap<String, Box<RawValue>>;
+
 /// A message's content as the record's `data`: the JSON object, or `{"raw": text}`.
-pub fn message_data(content: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(content)
-        .ok()
-        .filter(serde_json::Value::is_object)
-        .unwrap_or_else(|| serde_json::json!({"raw": String::from_utf8_lossy(content)}))
+pub fn message_data(content: &[u8]) -> MessageData {
+    serde_json::from_slice(content).unwrap_or_else(|_| {
+        let text = serde_json::to_string(&String::from_utf8_lossy(content)).unwrap_or_default();
+        RawValue::from_string(text)
+            .map(|raw| MessageData::from([("raw".to_owned(), raw)]))
+            .unwrap_or_default()
+    })
 }
 
 /// `data` without the fields whose JSON is above `limit` bytes, and their names — for a message
 /// too large for Kinesis. With `keep_only`, every field not named there goes too.
 pub fn slim_message_data(
-    data: &serde_json::Value,
+    data: &MessageData,
     limit: usize,
     keep_only: Option<&[&str]>,
-) -> (serde_json::Value, Vec<String>) {
-    let mut slim = serde_json::Map::new();
+) -> (MessageData, Vec<String>) {
+    let mut slim = MessageData::new();
     let mut dropped = Vec::new();
-    for (name, value) in data.as_object().into_iter().flatten() {
+    for (name, value) in data {
         let kept = keep_only.is_none_or(|keep| keep.contains(&name.as_str()));
-        if kept && value.to_string().len() <= limit {
+        if kept && value.get().len() <= limit {
             slim.insert(name.clone(), value.clone());
         } else {
             dropped.push(name.clone());
         }
     }
-    (serde_json::Value::Object(slim), dropped)
+    (slim, dropped)
+}
+
+/// A message record as written: `data`'s fields go out verbatim.
+#[derive(serde::Serialize)]
+struct MessageRecord<'a> {
+    data: &'a MessageData,
+    metadata: serde_json::Value,
 }
 
 /// Encodes message `data` (see `message_data`), naming in `dropped-columns` the fields left out.
 pub fn encode_message_data(
-    data: serde_json::Value,
+    data: MessageData,
     dropped: &[String],
     msg: &MessageContext<'_>,
     tx: &TxContext,
 ) -> Record {
-    let partition_key = data["aggregateid"]
-        .as_str()
+    let partition_key = data
+        .get("aggregateid")
+        .and_then(|k| serde_json::from_str::<String>(k.get()).ok())
         .filter(|k| !k.is_empty())
-        .map_or_else(|| tx.xid.to_string(), str::to_owned);
+        .unwrap_or_else(|| tx.xid.to_string());
     let mut metadata = serde_json::json!({
         "timestamp": iso_time(Utc::now()),
         "record-type": "data",
@@ -211,11 +225,16 @@ pub fn encode_message_data(
     if !dropped.is_empty() {
         metadata["dropped-columns"] = serde_json::json!(dropped);
     }
-    let record = serde_json::json!({"data": data, "metadata": metadata});
+    // Serialising a map of validated raw values and a `Value` cannot fail.
+    let record = serde_json::to_vec(&MessageRecord {
+        data: &data,
+        metadata,
+    })
+    .unwrap_or_default();
     let partition_key: String = partition_key.chars().take(MAX_PARTITION_KEY_CHARS).collect();
     Record {
         partition_key,
-        data: Bytes::from(record.to_string()),
+        data: Bytes::from(record),
         commit_lsn: tx.commit_lsn,
     }
 }
@@ -258,8 +277,25 @@ fn write_value(out: &mut Vec<u8>, type_oid: u32, datum: &Datum, opts: EncodeOpti
         }
         // json, jsonb: already JSON text, validated by Postgres on input.
         114 | 3802 if !opts.strict_dms => out.extend_from_slice(text),
+        // timestamptz: RFC 3339 in UTC (the connection pins DateStyle ISO and TimeZone UTC).
+        1184 => match rfc3339_utc(text) {
+            Some(rfc3339) => write_str(out, &rfc3339),
+            None => write_str(out, &String::from_utf8_lossy(text)),
+        },
         _ => write_str(out, &String::from_utf8_lossy(text)),
     }
+}
+
+/// `2026-11-28 20:06:30.5+00` (ISO DateStyle) as `2026-11-28T20:06:30.500000Z`; `None` for what
+/// is not such a time (`infinity`, years BC), which then travels as Postgres wrote it.
+fn rfc3339_utc(text: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(text).ok()?;
+    let time = DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z").ok()?;
+    Some(
+        time.with_timezone(&Utc)
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string(),
+    )
 }
 
 fn is_json_number(text: &[u8]) -> bool {
@@ -438,6 +474,14 @@ mod tests {
         assert_eq!(v["metadata"]["table-name"], "outbox");
         assert_eq!(v["metadata"]["operation"], "insert");
         assert_eq!(v["data"]["type"], "T");
+        // Numbers beyond f64 keep every digit.
+        let exact = br#"{"id":"e2","aggregateid":"a1","type":"T","payload":{"total":12345678901234567.89}}"#;
+        let rec = encode_message(exact, &msg(3), &tx);
+        let text = String::from_utf8(rec.data.to_vec()).unwrap();
+        assert!(
+            text.contains(r#""payload":{"total":12345678901234567.89}"#),
+            "{text}"
+        );
         let rec = encode_message(b"not json", &msg(2), &tx);
         let v: serde_json::Value = serde_json::from_slice(&rec.data).unwrap();
         assert_eq!(v["data"]["raw"], "not json");
@@ -453,13 +497,31 @@ mod tests {
         );
         let (slim, dropped) = slim_message_data(&data, 1024, None);
         assert_eq!(dropped, ["payload"]);
-        assert_eq!(slim["id"], "e1");
-        assert_eq!(slim["type"], "T");
+        assert_eq!(slim["id"].get(), r#""e1""#);
+        assert_eq!(slim["type"].get(), r#""T""#);
         let (slim, dropped) = slim_message_data(&data, 1024, Some(&["id"]));
-        assert_eq!(slim, serde_json::json!({"id": "e1"}));
+        assert_eq!(slim.keys().collect::<Vec<_>>(), ["id"]);
         assert_eq!(dropped.len(), 3);
         let (slim, dropped) = slim_message_data(&message_data(big.as_bytes()), 1024, None);
-        assert_eq!((slim, dropped), (serde_json::json!({}), vec!["raw".to_owned()]));
+        assert!(slim.is_empty());
+        assert_eq!(dropped, vec!["raw".to_owned()]);
+    }
+
+    #[test]
+    fn timestamps_with_a_zone_are_rfc3339_in_utc() {
+        assert_eq!(
+            rfc3339_utc(b"2026-11-28 20:06:30.5+00").as_deref(),
+            Some("2026-11-28T20:06:30.500000Z")
+        );
+        assert_eq!(
+            rfc3339_utc(b"2026-11-28 17:06:30-03").as_deref(),
+            Some("2026-11-28T20:06:30.000000Z")
+        );
+        assert_eq!(
+            rfc3339_utc(b"2026-11-28 20:06:30.123456+05:30").as_deref(),
+            Some("2026-11-28T14:36:30.123456Z")
+        );
+        assert_eq!(rfc3339_utc(b"infinity"), None);
     }
 
     #[test]

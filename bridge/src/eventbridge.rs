@@ -3,7 +3,10 @@
 //! A call takes at most 10 entries within the request size limit. Failed entries are matched
 //! to their events by position in *that* request and retried with backoff and jitter; an event
 //! larger than the entry limit goes through the claim-check store; an entry EventBridge rejects
-//! for its content is handed back as a dead letter, never retried forever.
+//! for its content is handed back as a dead letter, never retried forever. An entry that can
+//! never be accepted (a detail type beyond EventBridge's limits, an entry still too large after
+//! the claim check) is handed back before any request is made: one such event must not fail the
+//! whole PutEvents call, and with it every retry of the same page.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +22,8 @@ use crate::retry::{transient_cause, Backoff};
 
 /// Most entries one PutEvents call takes.
 pub const MAX_ENTRIES_PER_CALL: usize = 10;
+/// EventBridge's limit on `DetailType`, in characters.
+pub const MAX_DETAIL_TYPE_CHARS: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -74,10 +79,26 @@ impl Publisher {
     /// Publishes every event; returns once each was accepted, or refused for its content.
     pub async fn publish(&self, events: Vec<Event>) -> Result<Vec<Refused>, PublishError> {
         let mut prepared = Vec::with_capacity(events.len());
-        for event in events {
-            prepared.push(self.prepare(event).await?);
-        }
         let mut refused = Vec::new();
+        for event in events {
+            if let Some(reason) = self.unacceptable_type(&event) {
+                refused.push(Refused { event, reason });
+                continue;
+            }
+            let (event, detail) = self.prepare(event).await?;
+            // AWS: an entry must be *less than* the limit.
+            let size = self.entry_size(&event, &detail);
+            if size >= self.max_entry_bytes {
+                let reason = format!(
+                    "event {} is {size} bytes even without its payload (claim-checked), over EventBridge's \
+                     entry limit of {} bytes: its metadata is too large",
+                    event.event_id, self.max_entry_bytes
+                );
+                refused.push(Refused { event, reason });
+                continue;
+            }
+            prepared.push((event, detail));
+        }
         let mut batch: Vec<(Event, String)> = Vec::new();
         let mut batch_bytes = 0;
         for (event, detail) in prepared {
@@ -122,6 +143,20 @@ impl Publisher {
         metadata["claim_check"] = claim;
         let detail = json!({"metadata": metadata, "data": null}).to_string();
         Ok((event, detail))
+    }
+
+    /// Why EventBridge can never take this event's detail type, if it cannot.
+    fn unacceptable_type(&self, event: &Event) -> Option<String> {
+        let chars = event.detail_type.chars().count();
+        let control = event.detail_type.chars().any(char::is_control);
+        (chars > MAX_DETAIL_TYPE_CHARS || control).then(|| {
+            format!(
+                "event {}: detail type of {chars} characters{} is beyond EventBridge's limit \
+                 ({MAX_DETAIL_TYPE_CHARS} characters, no control characters)",
+                event.event_id,
+                if control { " with control characters" } else { "" },
+            )
+        })
     }
 
     /// EventBridge's entry size: source, detail type and detail, in bytes.

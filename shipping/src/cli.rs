@@ -41,6 +41,15 @@ pub struct Names {
         global = true
     )]
     pub dead_letter_queue: String,
+    /// The publisher's dead-letter queue: outbox items EventBridge refuses, or that are not
+    /// events, parked with their reason before the stream checkpoint passes them.
+    #[arg(
+        long,
+        env = "SHIPPING_OUTBOX_DEAD_LETTER_QUEUE",
+        default_value = "shipping-outbox-dlq",
+        global = true
+    )]
+    pub outbox_dead_letter_queue: String,
     /// The customer projection table (key `customer_id`).
     #[arg(
         long,

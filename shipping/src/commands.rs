@@ -33,6 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = setup::SetupConfig {
                 queue: names.queue.clone(),
                 dead_letter_queue: names.dead_letter_queue.clone(),
+                outbox_dead_letter_queue: names.outbox_dead_letter_queue.clone(),
                 max_receive_count: args.max_receive_count,
                 visibility_timeout_seconds: args.visibility_timeout,
                 event_bus: names.event_bus.clone(),
@@ -111,9 +112,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) -> anyhow::Result<()> {
     let cancel = bridge::shutdown::on_signal();
     let metrics = Metrics::new();
+    // The publisher's PutEvents retries and claim checks are counted by the bridge's publisher
+    // code in its own registry: served here too, or they would be counted for nobody.
+    let publisher_metrics = bridge::metrics::Metrics::new();
     let render = {
-        let metrics = metrics.clone();
-        move || metrics.render()
+        let (metrics, publisher_metrics) = (metrics.clone(), publisher_metrics.clone());
+        move || {
+            // One exposition: the first part's `# EOF` would end it for an OpenMetrics reader.
+            let own = metrics.render();
+            own.strip_suffix("# EOF\n").unwrap_or(&own).to_owned() + &publisher_metrics.render()
+        }
     };
     let addr = bridge::metrics::serve_with(&args.metrics_listen, render)
         .await
@@ -132,7 +140,7 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
         &args.event_source,
         usize::try_from(args.max_entry_bytes).unwrap_or(usize::MAX),
         ClaimCheckStore::new(s3.clone(), &args.claim_check_bucket),
-        bridge::metrics::Metrics::new(),
+        publisher_metrics,
     );
     let consumer_cfg = ConsumerConfig {
         queue: names.queue.clone(),
@@ -156,10 +164,20 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
         consumer_cfg,
         stop.clone(),
     );
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let outbox_dlq = bridge::deadletter::DeadLetterQueue::open(sqs, &names.outbox_dead_letter_queue)
+        .await
+        .with_context(|| {
+            format!(
+                "outbox dead-letter queue `{}`: has `shipping setup` run?",
+                names.outbox_dead_letter_queue
+            )
+        })?;
     let publish = publisher::run(
         aws_sdk_dynamodbstreams::Client::new(aws),
         store,
         events,
+        outbox_dlq,
         metrics,
         publisher_cfg,
         stop.clone(),

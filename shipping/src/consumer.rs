@@ -1,10 +1,14 @@
 //! The SQS consumer: long polling, at most `concurrency` messages applied at once, each one's
 //! visibility extended while it is being applied, deleted only after its transaction committed.
 //!
-//! A failed message is made visible again after a backoff that grows with its receive count;
-//! an unusable one (poison) is retried too — a payload can be fixed by redeploying the service —
-//! and on its last allowed receive it is moved to the DLQ with its reason as a message
-//! attribute. The queue's redrive policy remains the safety net for anything else.
+//! A failed message comes back after a backoff that grows with its failures. Only *definite*
+//! failures of the event itself (poison: it cannot be parsed, applied or stored) count against
+//! the queue's `maxReceiveCount`; a transient one (DynamoDB or S3 unavailable, throttling, a hot
+//! aggregate) never does, however long it lasts. SQS counts every receive, so a failed message
+//! is sent again as a new message carrying its own counts (`shipping.poison-failures`,
+//! `shipping.failures`) and the received copy deleted: the redrive policy never sees an outage.
+//! On its last allowed poison failure a message is moved to the DLQ with its reason as a
+//! message attribute. The redrive policy stays the safety net for a consumer that dies mid-message.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +115,8 @@ pub async fn run(
             .wait_time_seconds(ctx.cfg.wait_seconds)
             .visibility_timeout(secs(ctx.cfg.visibility_timeout))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_attribute_names(failures::POISON)
+            .message_attribute_names(failures::ALL)
             .send();
         let received = tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
@@ -146,11 +152,25 @@ pub async fn run(
         }
     };
     // Messages already taken are applied to the end: stopping halfway would only make them
-    // wait out their visibility timeout.
-    while let Some(done) = tasks.join_next().await {
-        if let Ok(Err(err)) = done {
-            tracing::error!(error = %err, "message task failed while stopping");
+    // wait out their visibility timeout. Bounded, though: during an outage a message can retry
+    // for long, and a stop must not wait for the outage to end (it is redelivered, and the inbox
+    // absorbs whatever did commit).
+    let drained = async {
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Err(err)) = done {
+                tracing::error!(error = %err, "message task failed while stopping");
+            }
         }
+    };
+    if tokio::time::timeout(ctx.cfg.visibility_timeout, drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = tasks.len(),
+            "messages still being applied at the stop deadline: left to be redelivered"
+        );
+        tasks.abort_all();
     }
     outcome
 }
@@ -247,6 +267,7 @@ async fn handle(ctx: &Context, message: Message) -> Result<(), ConsumerError> {
         .and_then(|c| c.parse().ok())
         .unwrap_or(1);
     let body = message.body().unwrap_or_default();
+    let before = Failures::of(&message);
     ctx.metrics.messages_in_flight.inc();
     let result = tokio::select! {
         r = apply_body(ctx, body) => r,
@@ -262,31 +283,35 @@ async fn handle(ctx: &Context, message: Message) -> Result<(), ConsumerError> {
         }
         Err(Failure::Unusable(reason)) => {
             ctx.metrics.failed("unusable");
+            let after = before.poison();
             match &ctx.dead_letter {
-                Some((dlq, max)) if receives >= *max => {
-                    park(ctx, dlq, &message, &reason, receives).await;
+                Some((dlq, max)) if after.poison >= *max => {
+                    park(ctx, dlq, &message, &reason, after.poison).await;
                 }
                 _ => {
                     tracing::warn!(
                         message_id = message.message_id().unwrap_or(""),
                         receives,
+                        poison_failures = after.poison,
                         reason,
                         "event cannot be applied; it will be retried, then dead-lettered"
                     );
-                    retry_later(ctx, &receipt, receives).await;
+                    again_later(ctx, &message, &receipt, after).await;
                 }
             }
             Ok(())
         }
         Err(Failure::Transient(reason)) => {
             ctx.metrics.failed("transient");
+            let after = before.transient();
             tracing::warn!(
                 message_id = message.message_id().unwrap_or(""),
                 receives,
+                failures = after.all,
                 reason,
-                "applying failed; retrying later"
+                "applying failed for a passing reason; retrying later (this never dead-letters it)"
             );
-            retry_later(ctx, &receipt, receives).await;
+            again_later(ctx, &message, &receipt, after).await;
             Ok(())
         }
         Err(Failure::Fatal(err)) => {
@@ -316,6 +341,9 @@ async fn apply_body(ctx: &Context, body: &str) -> Result<(String, apply::Applied
                 Err(Failure::Unusable(format!("event {}: {reason}", event.event_id)))
             }
             Err(ApplyError::Store(err)) if err.is_transient() => Err(Failure::Transient(err.to_string())),
+            Err(ApplyError::Store(err)) if err.is_content() => {
+                Err(Failure::Unusable(format!("event {}: {err}", event.event_id)))
+            }
             Err(ApplyError::Store(err)) => Err(Failure::Fatal(err)),
             Err(contended @ ApplyError::Contended { .. }) => Err(Failure::Transient(contended.to_string())),
         }
@@ -343,13 +371,95 @@ async fn keep_invisible(ctx: &Context, receipt: &str) -> std::convert::Infallibl
     }
 }
 
-async fn retry_later(ctx: &Context, receipt: &str, receives: u32) {
-    let factor = 1u32 << receives.saturating_sub(1).min(10);
-    let delay = ctx
-        .cfg
-        .retry_delay
-        .saturating_mul(factor)
-        .min(Duration::from_secs(900));
+/// Brings a failed message back after its backoff. With a redrive policy the message is sent
+/// again as a new one carrying its failure counts, and the received copy deleted, so that SQS's
+/// receive count (which the redrive policy reads) only ever reaches the limit through `park`.
+/// Should the send fail, the message is merely made visible later (a receive is then spent).
+async fn again_later(ctx: &Context, message: &Message, receipt: &str, after: Failures) {
+    let delay = after.delay(ctx.cfg.retry_delay);
+    if ctx.dead_letter.is_none() {
+        return retry_later(ctx, receipt, delay).await;
+    }
+    let attr = |v: u32| {
+        MessageAttributeValue::builder()
+            .data_type("Number")
+            .string_value(v.to_string())
+            .build()
+    };
+    let (Ok(poison), Ok(all)) = (attr(after.poison), attr(after.all)) else {
+        return retry_later(ctx, receipt, delay).await;
+    };
+    let sent = ctx
+        .sqs
+        .send_message()
+        .queue_url(&ctx.queue_url)
+        .message_body(message.body().unwrap_or_default())
+        .delay_seconds(secs(delay).min(900))
+        .message_attributes(failures::POISON, poison)
+        .message_attributes(failures::ALL, all)
+        .send()
+        .await;
+    match sent {
+        Ok(_) => delete(ctx, &ctx.queue_url, receipt).await,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot send a failed message again; it returns after its backoff, spending one receive");
+            retry_later(ctx, receipt, delay).await;
+        }
+    }
+}
+
+/// How often a message has failed, as it carries it across re-sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Failures {
+    /// Definite failures of the event itself: these count against `maxReceiveCount`.
+    poison: u32,
+    /// Every failure, transient ones included: these set the backoff.
+    all: u32,
+}
+
+mod failures {
+    pub const POISON: &str = "shipping.poison-failures";
+    pub const ALL: &str = "shipping.failures";
+}
+
+impl Failures {
+    fn of(message: &Message) -> Self {
+        let read = |name: &str| {
+            message
+                .message_attributes()
+                .and_then(|a| a.get(name))
+                .and_then(|v| v.string_value())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Self {
+            poison: read(failures::POISON),
+            all: read(failures::ALL),
+        }
+    }
+
+    fn poison(self) -> Self {
+        Self {
+            poison: self.poison.saturating_add(1),
+            all: self.all.saturating_add(1),
+        }
+    }
+
+    fn transient(self) -> Self {
+        Self {
+            poison: self.poison,
+            all: self.all.saturating_add(1),
+        }
+    }
+
+    /// `base` doubled per earlier failure, at most SQS's 15-minute message delay.
+    fn delay(self, base: Duration) -> Duration {
+        let factor = 1u32 << self.all.saturating_sub(1).min(10);
+        base.saturating_mul(factor).min(Duration::from_secs(900))
+    }
+}
+
+async fn retry_later(ctx: &Context, receipt: &str, delay: Duration) {
     if let Err(err) = ctx
         .sqs
         .change_message_visibility()
@@ -425,5 +535,37 @@ async fn delete(ctx: &Context, queue_url: &str, receipt: &str) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Failures;
+    use std::time::Duration;
+
+    #[test]
+    fn only_poison_failures_count_against_the_dead_letter_budget() {
+        let mut f = Failures::default();
+        for _ in 0..50 {
+            f = f.transient();
+        }
+        assert_eq!(f, Failures { poison: 0, all: 50 });
+        f = f.poison();
+        assert_eq!(f, Failures { poison: 1, all: 51 });
+    }
+
+    #[test]
+    fn the_backoff_doubles_and_stops_at_fifteen_minutes() {
+        let base = Duration::from_secs(1);
+        assert_eq!(Failures { poison: 0, all: 1 }.delay(base), base);
+        assert_eq!(Failures { poison: 0, all: 3 }.delay(base), Duration::from_secs(4));
+        assert_eq!(
+            Failures { poison: 0, all: 40 }.delay(base),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            Failures { poison: 0, all: 40 }.delay(Duration::ZERO),
+            Duration::ZERO
+        );
     }
 }

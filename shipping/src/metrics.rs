@@ -20,6 +20,7 @@ pub struct Metrics {
     pub messages_in_flight: Gauge,
     pub outbox_events_published: Counter,
     pub outbox_events_refused: Counter,
+    pub outbox_events_parked: Counter,
 }
 
 impl Metrics {
@@ -32,6 +33,7 @@ impl Metrics {
             messages_in_flight: Gauge::default(),
             outbox_events_published: Counter::default(),
             outbox_events_refused: Counter::default(),
+            outbox_events_parked: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -63,6 +65,11 @@ impl Metrics {
             "outbox_events_refused",
             "Shipment events EventBridge refused for their content",
             m.outbox_events_refused.clone(),
+        );
+        registry.register(
+            "outbox_events_parked",
+            "Outbox items parked in the publisher's dead-letter queue (refused, or not an event)",
+            m.outbox_events_parked.clone(),
         );
         Arc::new(Self { registry, ..m })
     }

@@ -4,6 +4,10 @@
 //! only after EventBridge accepted everything up to it. At least once: a crash between
 //! publishing and checkpointing publishes again, and consumers dedupe by `event_id`.
 //!
+//! An item that is not an event, or that EventBridge refuses for its content, is parked in the
+//! publisher's own dead-letter queue with its reason *before* the checkpoint passes it: nothing
+//! is skipped with only a log line, and the outbox TTL cannot delete it unseen.
+//!
 //! One publisher per service is the intended deployment; a second one duplicates events
 //! (harmless, see above) but loses nothing.
 
@@ -14,12 +18,14 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue as TableValue;
 use aws_sdk_dynamodbstreams::error::ProvideErrorMetadata;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, ShardIteratorType};
-use serde_json::{json, Value};
+use serde_json::json;
+use serde_json::value::RawValue;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::store::Store;
+use bridge::deadletter::{DeadLetterError, DeadLetterQueue, Origin};
 use bridge::eventbridge::{PublishError, Publisher};
 use bridge::relay::envelope::Event;
 use bridge::retry::{transient_cause, Backoff};
@@ -47,6 +53,8 @@ pub enum PublisherError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
 }
 
 #[derive(Clone)]
@@ -54,6 +62,7 @@ struct Context {
     streams: aws_sdk_dynamodbstreams::Client,
     store: Store,
     publisher: Publisher,
+    dlq: DeadLetterQueue,
     metrics: Arc<Metrics>,
     cfg: PublisherConfig,
     stream_arn: String,
@@ -63,6 +72,7 @@ pub async fn run(
     streams: aws_sdk_dynamodbstreams::Client,
     store: Store,
     publisher: Publisher,
+    dlq: DeadLetterQueue,
     metrics: Arc<Metrics>,
     cfg: PublisherConfig,
     cancel: CancellationToken,
@@ -101,6 +111,7 @@ pub async fn run(
         streams,
         store,
         publisher,
+        dlq,
         metrics,
         cfg,
         stream_arn,
@@ -243,18 +254,22 @@ async fn read_shard(ctx: &Context, shard: &str, cancel: &CancellationToken) -> R
             .and_then(|r| r.dynamodb())
             .and_then(|d| d.sequence_number())
             .map(str::to_owned);
-        let events: Vec<Event> = records
+        let mut events: Vec<(Event, String)> = Vec::new();
+        for record in records
             .iter()
             .filter(|r| r.event_name() == Some(&OperationType::Insert))
-            .filter_map(|r| r.dynamodb().and_then(|d| d.new_image()))
-            .filter_map(|image| match event_from_image(image) {
-                Ok(e) => Some(e),
+        {
+            let Some(change) = record.dynamodb() else { continue };
+            let sequence = change.sequence_number().unwrap_or_default();
+            let Some(image) = change.new_image() else { continue };
+            match event_from_image(image) {
+                Ok(event) => events.push((event, sequence.to_owned())),
                 Err(reason) => {
-                    tracing::error!(shard, reason, "outbox item is not an event; skipped");
-                    None
+                    let reason = format!("outbox item is not an event: {reason}");
+                    park(ctx, shard, sequence, &reason, image_json(image).as_bytes()).await?;
                 }
-            })
-            .collect();
+            }
+        }
         if !events.is_empty() {
             publish(ctx, shard, events).await?;
         }
@@ -280,14 +295,28 @@ async fn read_shard(ctx: &Context, shard: &str, cancel: &CancellationToken) -> R
     Ok(())
 }
 
-async fn publish(ctx: &Context, shard: &str, events: Vec<Event>) -> Result<(), PublisherError> {
-    let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-    let refused = ctx.publisher.publish(events).await?;
+async fn publish(ctx: &Context, shard: &str, events: Vec<(Event, String)>) -> Result<(), PublisherError> {
+    let ids: Vec<String> = events.iter().map(|(e, _)| e.event_id.clone()).collect();
+    let sequences: HashMap<String, String> = events
+        .iter()
+        .map(|(e, seq)| (e.event_id.clone(), seq.clone()))
+        .collect();
+    let refused = ctx
+        .publisher
+        .publish(events.into_iter().map(|(e, _)| e).collect())
+        .await?;
     let refused_ids: HashSet<&str> = refused.iter().map(|r| r.event.event_id.as_str()).collect();
     for r in &refused {
-        // Our own events, so a refusal is a bug or a limit change: loud, counted, left undispatched.
+        // Our own events, so a refusal is a bug or a limit change: loud, counted, parked, left undispatched.
         tracing::error!(shard, event_id = %r.event.event_id, reason = %r.reason, "eventbridge refused a shipment event");
         ctx.metrics.outbox_events_refused.inc();
+        let sequence = sequences.get(&r.event.event_id).map_or("", String::as_str);
+        let original = format!(
+            r#"{{"detail-type":{},"detail":{}}}"#,
+            serde_json::to_string(&r.event.detail_type).unwrap_or_default(),
+            r.event.detail()
+        );
+        park(ctx, shard, sequence, &r.reason, original.as_bytes()).await?;
     }
     for id in ids.iter().filter(|id| !refused_ids.contains(id.as_str())) {
         ctx.metrics.outbox_events_published.inc();
@@ -306,6 +335,60 @@ async fn publish(ctx: &Context, shard: &str, events: Vec<Event>) -> Result<(), P
     Ok(())
 }
 
+/// Parks an outbox item in the publisher's dead-letter queue, retrying while SQS is unavailable:
+/// the checkpoint must not pass an item that is neither published nor parked.
+async fn park(
+    ctx: &Context,
+    shard: &str,
+    sequence: &str,
+    reason: &str,
+    original: &[u8],
+) -> Result<(), PublisherError> {
+    let origin = Origin {
+        stream: &ctx.stream_arn,
+        shard_id: shard,
+        sequence_number: sequence,
+        partition_key: "",
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match ctx.dlq.park(reason, original, &origin).await {
+            Ok(()) => {
+                ctx.metrics.outbox_events_parked.inc();
+                tracing::error!(
+                    shard,
+                    sequence,
+                    reason,
+                    "outbox item parked in the publisher's dead-letter queue"
+                );
+                return Ok(());
+            }
+            Err(err) if err.transient => {
+                let delay = backoff.next_delay();
+                tracing::warn!(shard, error = %err, delay_ms = delay.as_millis() as u64, "cannot park an outbox item yet, retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// A stream image as JSON, for the dead-letter queue (strings and numbers as text).
+fn image_json(image: &HashMap<String, AttributeValue>) -> String {
+    let fields: serde_json::Map<String, serde_json::Value> = image
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                AttributeValue::S(s) | AttributeValue::N(s) => serde_json::Value::String(s.clone()),
+                AttributeValue::Bool(b) => serde_json::Value::Bool(*b),
+                other => serde_json::Value::String(format!("{other:?}")),
+            };
+            (name.clone(), value)
+        })
+        .collect();
+    serde_json::Value::Object(fields).to_string()
+}
+
 fn text(image: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
     match image.get(name)? {
         AttributeValue::S(s) => Some(s.clone()),
@@ -318,12 +401,13 @@ fn text(image: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
 fn event_from_image(image: &HashMap<String, AttributeValue>) -> Result<Event, String> {
     let event_id = text(image, "event_id").ok_or("no event_id")?;
     let detail_type = text(image, "detail_type").ok_or_else(|| format!("{event_id}: no detail_type"))?;
-    let data: Value = text(image, "data")
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-        .map_err(|e| format!("{event_id}: data is not JSON: {e}"))?
-        .unwrap_or(Value::Null);
+    // Kept as the stored text (validated, never re-encoded): numbers go out digit for digit.
+    let data = match text(image, "data") {
+        Some(text) => {
+            RawValue::from_string(text).map_err(|e| format!("{event_id}: data is not JSON: {e}"))?
+        }
+        None => bridge::relay::envelope::null_data(),
+    };
     let version = text(image, "aggregate_version").and_then(|v| v.parse::<i64>().ok());
     Ok(Event {
         metadata: json!({
@@ -468,7 +552,10 @@ mod tests {
             ("aggregate_id", AttributeValue::S("o1".into())),
             ("aggregate_version", AttributeValue::N("1".into())),
             ("causation_id", AttributeValue::S("m1".into())),
-            ("data", AttributeValue::S(r#"{"state":"SCHEDULED"}"#.into())),
+            (
+                "data",
+                AttributeValue::S(r#"{"state":"SCHEDULED","fee":12345678901234567.89}"#.into()),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -477,6 +564,9 @@ mod tests {
         assert_eq!(e.detail_type, "ShipmentScheduled");
         assert_eq!(e.metadata["aggregate_version"], 1);
         assert_eq!(e.metadata["causation_id"], "m1");
-        assert_eq!(e.data["state"], "SCHEDULED");
+        assert_eq!(
+            e.data.get(),
+            r#"{"state":"SCHEDULED","fee":12345678901234567.89}"#
+        );
     }
 }

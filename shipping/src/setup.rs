@@ -13,6 +13,7 @@ use crate::{domain, Tables};
 pub struct SetupConfig {
     pub queue: String,
     pub dead_letter_queue: String,
+    pub outbox_dead_letter_queue: String,
     pub max_receive_count: u32,
     pub visibility_timeout_seconds: u32,
     pub event_bus: String,
@@ -31,6 +32,8 @@ pub async fn run(aws: &aws_config::SdkConfig, cfg: &SetupConfig) -> Result<(), S
     let dlq_url = ensure_queue(&sqs, &cfg.dead_letter_queue).await?;
     let dlq_arn = queue_arn(&sqs, &cfg.dead_letter_queue, &dlq_url).await?;
     println!("dead-letter queue {}: ready", cfg.dead_letter_queue);
+    ensure_queue(&sqs, &cfg.outbox_dead_letter_queue).await?;
+    println!("outbox dead-letter queue {}: ready", cfg.outbox_dead_letter_queue);
 
     let queue_url = ensure_queue(&sqs, &cfg.queue).await?;
     let arn = queue_arn(&sqs, &cfg.queue, &queue_url).await?;

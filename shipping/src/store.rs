@@ -32,6 +32,14 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// DynamoDB cannot store what the event carries (a key over 2,048 bytes, a number out of
+    /// its range, an item over 400 KB): definite for this event, harmless for the next one.
+    #[error("dynamodb {op} on `{table}` cannot store the event's content: {message}")]
+    Content {
+        op: &'static str,
+        table: String,
+        message: String,
+    },
     #[error("item `{key}` in `{table}` is malformed: {reason}")]
     Corrupt {
         table: String,
@@ -44,6 +52,22 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Transient { .. })
     }
+
+    /// The event's own content is what DynamoDB refused: park the event, keep the service.
+    pub fn is_content(&self) -> bool {
+        matches!(self, Self::Content { .. })
+    }
+}
+
+/// A `ValidationException` about the values sent, not about the request we built: DynamoDB
+/// words its complaints about our expressions as "Invalid …Expression", which stay fatal (a
+/// bug to fix, not an event to park).
+fn content_refusal(code: Option<&str>, message: Option<&str>) -> Option<String> {
+    let message = message.unwrap_or("");
+    let about_values = matches!(code, Some("ValidationException" | "ValidationError"))
+        && !message.contains("Expression")
+        && !message.is_empty();
+    about_values.then(|| message.to_owned())
 }
 
 /// Transient or fatal, by the project's one AWS error classifier.
@@ -51,11 +75,18 @@ fn classify<E>(op: &'static str, table: &str, err: SdkError<E, HttpResponse>) ->
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    match transient_cause(&err) {
-        Some(cause) => StoreError::Transient {
+    if let Some(cause) = transient_cause(&err) {
+        return StoreError::Transient {
             op,
             table: table.into(),
             cause,
+        };
+    }
+    match content_refusal(err.code(), err.message()) {
+        Some(message) => StoreError::Content {
+            op,
+            table: table.into(),
+            message,
         },
         None => StoreError::Fatal {
             op,
@@ -258,6 +289,17 @@ impl Store {
                     {
                         return Ok(CommitOutcome::Conflict);
                     }
+                    if let Some(message) = cancel
+                        .cancellation_reasons()
+                        .iter()
+                        .find_map(|r| content_refusal(r.code(), r.message()))
+                    {
+                        return Err(StoreError::Content {
+                            op: "TransactWriteItems",
+                            table: self.tables.inbox.clone(),
+                            message,
+                        });
+                    }
                     if codes
                         .iter()
                         .any(|c| c.contains("Throttl") || c.contains("ThroughputExceeded"))
@@ -393,5 +435,38 @@ fn attr_to_json(v: &AttributeValue) -> Value {
         AttributeValue::M(m) => item_to_json(m),
         AttributeValue::Null(_) => Value::Null,
         other => Value::String(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_refusal;
+
+    #[test]
+    fn values_dynamodb_cannot_store_are_content_our_expressions_are_not() {
+        let key = "One or more parameter values were invalid: Size of hashkey has exceeded the maximum size limit of 2048 bytes";
+        assert!(content_refusal(Some("ValidationException"), Some(key)).is_some());
+        assert!(content_refusal(
+            Some("ValidationException"),
+            Some("Item size has exceeded the maximum allowed size")
+        )
+        .is_some());
+        assert!(content_refusal(
+            Some("ValidationError"),
+            Some("Number overflow. Attempting to store a number with magnitude larger than supported range")
+        )
+        .is_some());
+        assert!(content_refusal(
+            Some("ValidationException"),
+            Some("Invalid ConditionExpression: Syntax error")
+        )
+        .is_none());
+        assert!(content_refusal(
+            Some("ResourceNotFoundException"),
+            Some("Requested resource not found")
+        )
+        .is_none());
+        assert!(content_refusal(Some("AccessDeniedException"), Some("not authorized")).is_none());
+        assert!(content_refusal(Some("ValidationException"), None).is_none());
     }
 }

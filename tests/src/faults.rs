@@ -18,21 +18,56 @@ pub struct FaultPlan {
     pub throttle_put_events: AtomicU32,
     /// PutEvents calls in which every odd entry fails (and is not delivered).
     pub partial_put_events: AtomicU32,
+    /// PutEvents calls whose every entry is refused for its content (InvalidArgument), undelivered.
+    pub refuse_put_events: AtomicU32,
     /// Whole PutRecords calls to answer with ProvisionedThroughputExceededException.
     pub throttle_put_records: AtomicU32,
     /// PutRecords calls in which every odd record fails (and is not stored).
     pub partial_put_records: AtomicU32,
+    /// The same, answered without `FailedRecordCount` (the field is optional in the API): only
+    /// the entries' own error codes say what failed.
+    pub uncounted_partial_put_records: AtomicU32,
     /// TransactWriteItems calls to answer with TransactionCanceledException (conflicts).
     pub cancel_transact_writes: AtomicU32,
     /// Calls of any kind to answer with 500 InternalFailure.
     pub fail_5xx: AtomicU32,
     /// Added to every forwarded call while non-zero.
     pub latency_ms: AtomicU64,
+    /// While non-zero, a PutEvents call holding an entry EventBridge cannot take (a detail type
+    /// over 128 characters, or an entry of this many bytes or more) fails as a whole with
+    /// ValidationException, as EventBridge's request validation does (moto checks neither).
+    pub put_events_entry_limit: AtomicU64,
+    /// While set, every call whose `X-Amz-Target` starts with this (e.g. `DynamoDB_20120810.`)
+    /// is answered 503 ServiceUnavailable: one AWS service browned out, the others healthy.
+    pub brownout: std::sync::Mutex<Option<String>>,
     /// Calls seen per kind, for the test to check the faults were hit.
     pub throttled: AtomicU32,
     pub partial: AtomicU32,
     /// Every fault answered or injected, of any kind.
     pub injected: AtomicU32,
+    /// The body of every PutEvents request, as the client sent it (what EventBridge was asked to store).
+    pub put_events_bodies: std::sync::Mutex<Vec<Bytes>>,
+}
+
+impl FaultPlan {
+    /// Browns out the service whose targets start with `prefix` (`None`: all healthy again).
+    pub fn set_brownout(&self, prefix: Option<&str>) {
+        if let Ok(mut b) = self.brownout.lock() {
+            *b = prefix.map(str::to_owned);
+        }
+    }
+
+    /// Every PutEvents request body seen so far, as text.
+    pub fn put_events_requests(&self) -> Vec<String> {
+        self.put_events_bodies
+            .lock()
+            .map(|b| {
+                b.iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 pub struct FaultProxy {
@@ -90,6 +125,16 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let plan = &ctx.plan;
+    let browned_out = plan
+        .brownout
+        .lock()
+        .ok()
+        .and_then(|b| b.as_ref().map(|prefix| target.starts_with(prefix.as_str())))
+        .unwrap_or(false);
+    if browned_out {
+        plan.injected.fetch_add(1, Ordering::SeqCst);
+        return aws_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", json!({}));
+    }
     if take(&plan.fail_5xx) {
         plan.injected.fetch_add(1, Ordering::SeqCst);
         return aws_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", json!({}));
@@ -111,6 +156,14 @@ async fn handle(
             plan.injected.fetch_add(1, Ordering::SeqCst);
             return partial(&ctx, &uri, &headers, &body, PUT_RECORDS).await;
         }
+        if take(&plan.uncounted_partial_put_records) {
+            plan.injected.fetch_add(1, Ordering::SeqCst);
+            let uncounted = Batch {
+                failed_count: "",
+                ..PUT_RECORDS
+            };
+            return partial(&ctx, &uri, &headers, &body, uncounted).await;
+        }
     }
     if target == "DynamoDB_20120810.TransactWriteItems" && take(&plan.cancel_transact_writes) {
         plan.injected.fetch_add(1, Ordering::SeqCst);
@@ -128,12 +181,42 @@ async fn handle(
         );
     }
     if target == "AWSEvents.PutEvents" {
+        if let Ok(mut bodies) = ctx.plan.put_events_bodies.lock() {
+            bodies.push(body.clone());
+        }
+        let limit = ctx.plan.put_events_entry_limit.load(Ordering::SeqCst);
+        if limit > 0 {
+            if let Some(reason) = unacceptable_entry(&body, limit) {
+                return aws_error(
+                    StatusCode::BAD_REQUEST,
+                    "ValidationException",
+                    json!({"message": reason}),
+                );
+            }
+        }
         if take(&ctx.plan.throttle_put_events) {
             ctx.plan.throttled.fetch_add(1, Ordering::SeqCst);
             ctx.plan.injected.fetch_add(1, Ordering::SeqCst);
             let body = json!({"__type": "ThrottlingException", "message": "injected by the test proxy"});
             return (
                 StatusCode::BAD_REQUEST,
+                [("content-type", "application/x-amz-json-1.1")],
+                body.to_string(),
+            )
+                .into_response();
+        }
+        if take(&ctx.plan.refuse_put_events) {
+            ctx.plan.injected.fetch_add(1, Ordering::SeqCst);
+            let entries = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["Entries"].as_array().map(Vec::len))
+                .unwrap_or(0);
+            let results: Vec<Value> = (0..entries)
+                .map(|_| json!({"ErrorCode": "InvalidArgument", "ErrorMessage": "refused by the test proxy"}))
+                .collect();
+            let body = json!({"FailedEntryCount": entries, "Entries": results});
+            return (
+                StatusCode::OK,
                 [("content-type", "application/x-amz-json-1.1")],
                 body.to_string(),
             )
@@ -146,6 +229,22 @@ async fn handle(
         }
     }
     forward(&ctx, method, &uri, &headers, body).await
+}
+
+/// Why EventBridge would refuse this PutEvents request as a whole, if it would.
+fn unacceptable_entry(body: &[u8], limit: u64) -> Option<String> {
+    let request: Value = serde_json::from_slice(body).ok()?;
+    request["Entries"].as_array()?.iter().find_map(|entry| {
+        let text = |k: &str| entry[k].as_str().unwrap_or_default();
+        let size = (text("Source").len() + text("DetailType").len() + text("Detail").len()) as u64;
+        if text("DetailType").chars().count() > 128 {
+            Some("1 validation error detected: Value at 'entries.1.member.detailType' failed to satisfy constraint: Member must have length less than or equal to 128".to_owned())
+        } else if size >= limit {
+            Some(format!("Total size of the entries in the request is over the limit ({size} bytes)"))
+        } else {
+            None
+        }
+    })
 }
 
 /// An AWS JSON-protocol error answer.
@@ -165,6 +264,7 @@ fn aws_error(status: StatusCode, kind: &str, extra: Value) -> Response {
 /// The shape of a batch call that can fail in part.
 struct Batch {
     list: &'static str,
+    /// The field counting failed entries; empty: the answer leaves it out.
     failed_count: &'static str,
     error_code: &'static str,
 }
@@ -211,7 +311,9 @@ async fn partial(ctx: &Ctx, uri: &Uri, headers: &HeaderMap, body: &Bytes, batch:
         .collect();
     let failed = results.iter().filter(|r| r.get("ErrorCode").is_some()).count();
     let mut body = json!({ batch.list: results });
-    body[batch.failed_count] = json!(failed);
+    if !batch.failed_count.is_empty() {
+        body[batch.failed_count] = json!(failed);
+    }
     (
         parts.status,
         [("content-type", "application/x-amz-json-1.1")],

@@ -8,7 +8,15 @@ import copy
 import sys
 import threading
 
-from moto.kinesis import models as kinesis
+import moto  # noqa: E402
+
+# Every patch below replaces a moto internal as it is in this version; another one would be
+# patched blind. scripts/bootstrap installs exactly this version.
+PINNED = "5.2.1"
+if moto.__version__ != PINNED:
+    raise SystemExit(f"moto_launcher.py is written for moto {PINNED}, found {moto.__version__}: run scripts/bootstrap")
+
+from moto.kinesis import models as kinesis  # noqa: E402
 
 _lock = threading.Lock()
 

@@ -1,8 +1,11 @@
 //! A TCP proxy in front of an endpoint that a test can switch off: while down, every new
-//! connection is closed at once and open ones are cut, as when a service is unreachable.
+//! connection is closed at once and open ones are cut, as when a service is unreachable. It can
+//! also *partition* silently: bytes stop flowing both ways but no socket is closed, as when a
+//! network path drops packets (only a read deadline notices that).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -10,8 +13,18 @@ use tokio::sync::watch;
 pub struct Proxy {
     pub endpoint: String,
     up: Arc<AtomicBool>,
+    partitioned: Arc<AtomicBool>,
     down_tx: watch::Sender<u64>,
+    silence_tx: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Holds sockets open, forwarding nothing, until the partition heals; then drops them (a
+/// partitioned connection never recovers: the peers must notice and reconnect).
+async fn hold_while(partitioned: &AtomicBool) {
+    while partitioned.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 impl Proxy {
@@ -20,19 +33,33 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let up = Arc::new(AtomicBool::new(true));
+        let partitioned = Arc::new(AtomicBool::new(false));
         let (down_tx, down_rx) = watch::channel(0u64);
+        let (silence_tx, silence_rx) = watch::channel(0u64);
         let upstream = upstream.to_owned();
         let up_flag = up.clone();
+        let partition_flag = partitioned.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if !up_flag.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
                 }
+                if partition_flag.load(Ordering::SeqCst) {
+                    let partitioned = partition_flag.clone();
+                    tokio::spawn(async move {
+                        hold_while(&partitioned).await;
+                        drop(client);
+                    });
+                    continue;
+                }
                 let upstream = upstream.clone();
                 let mut cut = down_rx.clone();
+                let mut silence = silence_rx.clone();
                 // Only outages that start after this connection cut it.
                 cut.mark_unchanged();
+                silence.mark_unchanged();
+                let partitioned = partition_flag.clone();
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(&upstream).await else {
                         return;
@@ -40,6 +67,7 @@ impl Proxy {
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cut.changed() => {}
+                        _ = silence.changed() => hold_while(&partitioned).await,
                     }
                 });
             }
@@ -47,7 +75,9 @@ impl Proxy {
         Ok(Self {
             endpoint,
             up,
+            partitioned,
             down_tx,
+            silence_tx,
             task,
         })
     }
@@ -56,6 +86,15 @@ impl Proxy {
         self.up.store(up, Ordering::SeqCst);
         if !up {
             self.down_tx.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Starts or heals a silent partition: open connections stop forwarding (their sockets stay
+    /// open until it heals), new ones are accepted and never forwarded.
+    pub fn set_partitioned(&self, on: bool) {
+        self.partitioned.store(on, Ordering::SeqCst);
+        if on {
+            self.silence_tx.send_modify(|n| *n += 1);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! N orders through the HTTP API → one DMS-format record per outbox row, partitioned by
 //! aggregate, in commit order per aggregate; entity tables stay out of the default publication.
+//! The database speaks a legacy DateStyle in a far time zone: `occurred_at` is still RFC 3339 UTC.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -11,6 +12,17 @@ use tests::stack::Stack;
 async fn orders_through_the_api_reach_kinesis_once_each_in_dms_format_and_aggregate_order(
 ) -> anyhow::Result<()> {
     let stack = Stack::start().await?;
+    stack
+        .pg
+        .client()
+        .await?
+        .batch_execute(
+            "DO $$ BEGIN
+               EXECUTE format('ALTER DATABASE %I SET TimeZone = %L', current_database(), 'America/Sao_Paulo');
+               EXECUTE format('ALTER DATABASE %I SET DateStyle = %L', current_database(), 'SQL, DMY');
+             END $$",
+        )
+        .await?;
     let mut capture = stack.spawn_capture(&[]).await?;
     let (_sim, base) = stack.spawn_legacy_sim().await?;
     let http = reqwest::Client::new();
@@ -56,6 +68,27 @@ async fn orders_through_the_api_reach_kinesis_once_each_in_dms_format_and_aggreg
         "{}",
         capture.output()
     );
+
+    let occurred: HashMap<String, String> = stack
+        .pg
+        .client()
+        .await?
+        .query(
+            "SELECT id::text, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM outbox",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for r in &records {
+        let id = r.json["data"]["id"].as_str().unwrap_or_default();
+        assert_eq!(
+            r.json["data"]["occurred_at"].as_str(),
+            occurred.get(id).map(String::as_str),
+            "occurred_at is RFC 3339 UTC whatever the server's DateStyle and TimeZone"
+        );
+    }
 
     // Exactly one record per outbox row, and nothing from other tables.
     assert_eq!(records.len(), ids.len(), "no duplicates without faults");

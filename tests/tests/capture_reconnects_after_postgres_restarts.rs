@@ -1,5 +1,8 @@
 //! Postgres going away (a fast and an immediate restart) costs capture a reconnect, not an
-//! event: every committed outbox row still reaches Kinesis.
+//! event: every committed outbox row still reaches Kinesis. So does a silent network partition
+//! (packets dropped, sockets left open): capture notices the silence within
+//! `--replication-timeout-secs`, not TCP's quarter of an hour, and reconnects; a SIGTERM while
+//! it cannot reach Postgres still ends it cleanly.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -26,5 +29,58 @@ async fn every_row_arrives_across_fast_and_immediate_postgres_restarts() -> anyh
         .wait_all_in_kinesis(&capture, Duration::from_secs(90))
         .await?;
     assert!(capture.output().contains("reconnecting"), "{}", capture.output());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_partition_is_noticed_and_capture_reconnects() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let proxy = tests::proxy::Proxy::start(&format!("127.0.0.1:{}", stack.pg.port)).await?;
+    let through_proxy = stack.pg.url().replace(
+        &format!("127.0.0.1:{}", stack.pg.port),
+        proxy.endpoint.trim_start_matches("http://"),
+    );
+    let mut env = stack.env();
+    env.retain(|(k, _)| k != "DATABASE_URL");
+    env.push(("DATABASE_URL".into(), through_proxy));
+    let mut capture =
+        tests::process::Proc::spawn("bridge", &["capture", "--replication-timeout-secs", "4"], &env)?;
+    stack.wait_slot_active("outbox_bridge", &capture).await?;
+    stack.pg.client().await?.execute(INSERT, &[&10i32]).await?;
+    stack
+        .wait_all_in_kinesis(&capture, Duration::from_secs(60))
+        .await?;
+
+    // The path to Postgres goes silent; rows committed meanwhile must still arrive.
+    proxy.set_partitioned(true);
+    stack.pg.client().await?.execute(INSERT, &[&10i32]).await?;
+    tests::wait::until(
+        "capture to notice the silence",
+        Duration::from_secs(30),
+        || async {
+            capture.ensure_running()?;
+            Ok(capture
+                .output()
+                .contains("no message from postgres")
+                .then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", capture.output()))?;
+    proxy.set_partitioned(false);
+    stack
+        .wait_all_in_kinesis(&capture, Duration::from_secs(60))
+        .await?;
+    assert_eq!(stack.outbox_ids().await?.len(), 20);
+
+    // Partitioned again, then stopped while it cannot get through: shutdown wins, exit 0.
+    proxy.set_partitioned(true);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        capture.terminate(Duration::from_secs(30)).await?,
+        Some(0),
+        "{}",
+        capture.output()
+    );
     Ok(())
 }

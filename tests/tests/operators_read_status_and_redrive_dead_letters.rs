@@ -106,3 +106,82 @@ async fn status_flags_what_needs_attention_and_dead_letters_can_be_redriven() ->
     );
     Ok(())
 }
+
+/// An event EventBridge refused for its content is parked as its original stream record, so
+/// `bridge dlq redrive` replays it through the relay and, refused no more, it is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_event_redriven_is_published() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let mut events = tests::bus::subscribe(
+        &sdk,
+        "legacy-monolith",
+        "redriven",
+        &serde_json::json!({"source": ["legacy.monolith"]}),
+    )
+    .await?;
+    let capture = stack.spawn_capture(&[]).await?;
+    let proxy = tests::faults::FaultProxy::start(&stack.moto.endpoint).await?;
+    proxy
+        .plan
+        .refuse_put_events
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let mut env = stack.env();
+    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone()));
+    let relay = process::Proc::spawn("bridge", &["relay", "--lease-duration-secs", "3"], &env)?;
+    let id = "00000000-0000-0000-0000-00000000f001";
+    stack
+        .pg
+        .client()
+        .await?
+        .execute(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+             VALUES ($1::text::uuid, 'Order', 'o-redrive', 'OrderPlaced', '{\"n\": 12345678901234567.89}', 1)",
+            &[&id],
+        )
+        .await?;
+    let listed = tests::wait::until(
+        "the refused event to be parked",
+        Duration::from_secs(60),
+        || async {
+            relay.ensure_running()?;
+            let listed: Value =
+                serde_json::from_str(&stack.run_ok("bridge", &["dlq", "list", "--json"]).await?)?;
+            Ok((listed.as_array().map(Vec::len) == Some(1)).then_some(listed))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\nrelay:\n{}\ncapture:\n{}", relay.output(), capture.output()))?;
+    assert!(
+        listed[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("InvalidArgument"),
+        "{listed}"
+    );
+    let out = stack.run_ok("bridge", &["dlq", "redrive"]).await?;
+    assert!(out.contains("redriven 1 record(s)"), "{out}");
+    events
+        .until("the redriven event on the bus", Duration::from_secs(60), |s| {
+            s.by_event_id().contains_key(id)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nrelay:\n{}", relay.output()))?;
+    let left: Value = serde_json::from_str(&stack.run_ok("bridge", &["dlq", "list", "--json"]).await?)?;
+    assert_eq!(
+        left.as_array().map(Vec::len),
+        Some(0),
+        "nothing parked again: {left}"
+    );
+    // Back on its aggregate's partition key, so on its aggregate's shard.
+    let records = stack.records().await?;
+    let copies: Vec<_> = records
+        .iter()
+        .filter(|r| tests::stack::outbox_id(r) == Some(id))
+        .collect();
+    assert_eq!(copies.len(), 2, "the original and its redriven copy");
+    assert!(copies.iter().all(|r| r.partition_key == "o-redrive"));
+    relay.ensure_running()?;
+    Ok(())
+}

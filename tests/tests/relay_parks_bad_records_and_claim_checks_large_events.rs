@@ -1,6 +1,8 @@
 //! A payload above the EventBridge limit arrives as a claim check whose S3 object is the
 //! payload; a malformed record lands in the dead-letter queue with its reason, and the events
-//! after it still arrive.
+//! after it still arrive. Events EventBridge can never take (a detail type over 128 characters,
+//! metadata too large even after the claim check) are parked before PutEvents, so they cannot
+//! fail a whole request — EventBridge's request validation is emulated by a proxy.
 
 use std::time::Duration;
 
@@ -24,7 +26,15 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
     )
     .await?;
     let capture = stack.spawn_capture(&[]).await?;
-    let relay = stack.spawn("bridge", &["relay", "--max-event-bytes", "65536"])?;
+    let proxy = tests::faults::FaultProxy::start(&stack.moto.endpoint).await?;
+    proxy
+        .plan
+        .put_events_entry_limit
+        .store(65536, std::sync::atomic::Ordering::SeqCst);
+    let mut env = stack.env();
+    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone()));
+    let relay = tests::process::Proc::spawn("bridge", &["relay", "--max-event-bytes", "65536"], &env)?;
     let pg = stack.pg.client().await?;
 
     // Garbage and a DMS-shaped outbox insert without a usable type, straight into the stream.
@@ -39,6 +49,16 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
     );
     pg.execute(INSERT, &[&big_id, &"DocumentStored", &big.to_string()])
         .await?;
+    // Two events EventBridge can never take, each in its own transaction before the good ones.
+    let long_type = "00000000-0000-0000-0000-0000000000d1";
+    pg.execute(INSERT, &[&long_type, &"D".repeat(200), &"{}"]).await?;
+    let huge_metadata = "00000000-0000-0000-0000-0000000000d2";
+    pg.execute(
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+         VALUES ($1::text::uuid, 'Document', repeat('a', 70000), 'DocumentStored', '{}', 1)",
+        &[&huge_metadata],
+    )
+    .await?;
     pg.execute(INSERT, &[&small_id, &"DocumentTagged", &r#"{"tag": "t"}"#])
         .await?;
 
@@ -75,9 +95,34 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
     assert_eq!(claim["size"].as_u64(), Some(object.len() as u64));
     assert_eq!(claim["sha256"].as_str().map(str::len), Some(64));
 
-    // The dead-letter queue holds both bad records, each with its reason and the original.
-    let parked = tests::dlq::receive(&sdk, "bridge-dlq", 2).await?;
+    // The dead-letter queue holds the four bad records, each with its reason and the original.
+    let parked = tests::dlq::receive(&sdk, "bridge-dlq", 4).await?;
     let reasons: Vec<&str> = parked.iter().filter_map(|p| p["reason"].as_str()).collect();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains(long_type) && r.contains("detail type of 200 characters")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains(huge_metadata) && r.contains("even without its payload")),
+        "{reasons:?}"
+    );
+    // What is parked for them is the original stream record, so a redrive can replay it.
+    for p in parked
+        .iter()
+        .filter(|p| p["reason"].as_str().is_some_and(|r| r.contains("-0000000000d")))
+    {
+        let record: Value = serde_json::from_str(p["record"].as_str().unwrap_or_default())?;
+        assert_eq!(record["metadata"]["table-name"], "outbox", "{p}");
+    }
+    assert!(
+        !events.by_event_id().contains_key(long_type) && !events.by_event_id().contains_key(huge_metadata)
+    );
+    relay.ensure_running()?;
     assert!(reasons.iter().any(|r| r.contains("not JSON")), "{reasons:?}");
     assert!(
         reasons.iter().any(|r| r.contains("no usable type")),

@@ -1,5 +1,6 @@
 //! PutEvents throttling and partial failures (injected by an HTTP proxy in front of the
-//! emulator) delay events but lose none.
+//! emulator) delay events but lose none; and what the relay asks EventBridge to store carries the
+//! outbox payload digit for digit (numbers beyond f64, unicode, deep nesting).
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -52,6 +53,18 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
         "{}",
         load.output()
     );
+    // A payload an f64 cannot hold, written as the monolith would (jsonb keeps numerics exact).
+    let exact = r#"{"deep": [[[{"x": [1.50]}]]], "name": "été 🚀", "total": 12345678901234567.89, "units": 123456789012345678901234567890}"#;
+    stack
+        .pg
+        .client()
+        .await?
+        .execute(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+             VALUES ('00000000-0000-0000-0000-00000000b161', 'Invoice', 'inv-1', 'InvoiceIssued', $1::text::jsonb, 1)",
+            &[&exact],
+        )
+        .await?;
     let ids: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
     events
         .until_all(&ids, Duration::from_secs(120), || {
@@ -75,6 +88,30 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
         events.by_event_id().len(),
         "no duplicates from entry-level retries"
     );
+    // EventBridge (and moto's Python behind the proxy) may re-encode numbers; what the relay sent may not.
+    let sent = proxy.plan.put_events_requests();
+    let detail = sent
+        .iter()
+        .filter_map(|body| serde_json::from_str::<serde_json::Value>(body).ok())
+        .flat_map(|body| body["Entries"].as_array().cloned().unwrap_or_default())
+        .filter_map(|entry| entry["Detail"].as_str().map(str::to_owned))
+        .find(|d| d.contains("00000000-0000-0000-0000-00000000b161"))
+        .ok_or_else(|| anyhow::anyhow!("no PutEvents entry for the exact-numbers row"))?;
+    let stored: String = stack
+        .pg
+        .client()
+        .await?
+        .query_one(
+            "SELECT payload::text FROM outbox WHERE aggregateid = 'inv-1'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(
+        detail.ends_with(&format!(r#""data":{stored}}}"#)),
+        "the event's data is the outbox payload as stored, byte for byte:\n{detail}\nvs\n{stored}"
+    );
+    assert!(stored.contains("12345678901234567.89") && stored.contains("123456789012345678901234567890"));
     relay.ensure_running()?;
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! An event the service cannot apply (an OrderPlaced without an order) is retried up to the
 //! queue's maxReceiveCount, then lands in the DLQ with its reason, while every other event is
-//! applied.
+//! applied. Events DynamoDB cannot store (a key over 2,048 bytes, a number beyond its range) are
+//! parked the same way and never stop the service; and a DynamoDB brownout that outlasts the
+//! queue's whole redrive budget dead-letters no healthy event.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use tests::shipping;
@@ -132,5 +134,267 @@ async fn a_poison_event_ends_in_the_dlq_with_its_reason() -> anyhow::Result<()> 
     })
     .await?;
     assert!(report.exact(), "{report}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    // Two receives allowed: a brownout of many retry rounds outlasts that budget many times over.
+    stack
+        .run_ok("shipping", &["setup", "--max-receive-count", "2"])
+        .await?;
+    let bridge = stack.spawn("bridge", &["run", "--lease-duration-secs", "3"])?;
+    stack.wait_slot_active("outbox_bridge", &bridge).await?;
+    let proxy = tests::faults::FaultProxy::start(&stack.moto.endpoint).await?;
+    let mut env = stack.env();
+    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone()));
+    let metrics_port = tests::free_port()?;
+    env.retain(|(k, _)| k != "SHIPPING_METRICS_LISTEN");
+    env.push((
+        "SHIPPING_METRICS_LISTEN".into(),
+        format!("127.0.0.1:{metrics_port}"),
+    ));
+    let service = tests::process::Proc::spawn(
+        "shipping",
+        &["run", "--wait-seconds", "1", "--retry-delay", "1"],
+        &env,
+    )?;
+
+    // Content DynamoDB refuses, behind a type shipping applies.
+    let pg = stack.pg.client().await?;
+    let long_key: String = pg
+        .query_one(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version)
+             VALUES (gen_random_uuid(), 'Customer', 'long-key', 'CustomerCreated',
+                     jsonb_build_object('customer_id', repeat('k', 3000), 'name', 'n',
+                                        'credit_limit', 1, 'credit_reserved', 0), 1)
+             RETURNING id::text",
+            &[],
+        )
+        .await?
+        .get(0);
+    let overflow: String = pg
+        .query_one(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version)
+             VALUES (gen_random_uuid(), 'Customer', 'overflow', 'CustomerCreated',
+                     '{\"customer_id\": \"overflow\", \"name\": \"n\", \"credit_limit\": 1e200, \"credit_reserved\": 0}', 1)
+             RETURNING id::text",
+            &[],
+        )
+        .await?
+        .get(0);
+
+    // DynamoDB answers 503 to everything the consumer sends while the monolith writes.
+    proxy.plan.set_brownout(Some("DynamoDB_20120810."));
+    let browned = Instant::now();
+    stack
+        .run_ok(
+            "legacy-sim",
+            &[
+                "load",
+                "--customers",
+                "3",
+                "--orders",
+                "9",
+                "--concurrency",
+                "2",
+                "--seed",
+                "5",
+                "--progress",
+                "never",
+            ],
+        )
+        .await?;
+    tests::wait::until(
+        "the consumer to fail through several retry rounds",
+        Duration::from_secs(120),
+        || async {
+            service.ensure_running()?;
+            // Not serving yet reads as not there yet; the assertions below read strictly.
+            let transient =
+                tests::metrics::scrape(metrics_port, "shipping_events_failed_total{kind=\"transient\"}")
+                    .await
+                    .unwrap_or(0.0);
+            Ok((transient >= 30.0 && browned.elapsed() > Duration::from_secs(20)).then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
+    proxy.plan.set_brownout(None);
+
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let expected: i64 = pg.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
+    let report = tests::wait::until("every healthy event applied", Duration::from_secs(240), || {
+        let (pg, dynamo, service) = (&pg, &dynamo, &service);
+        async move {
+            service.ensure_running()?;
+            let report = shipping::check(pg, dynamo, "shipping-customers", "shipping-shipments").await?;
+            let inbox = shipping::scan(dynamo, "shipping-inbox").await?.len() as i64;
+            Ok((report.exact() && inbox == expected - 2).then_some(report))
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
+    assert!(report.exact(), "{report}");
+
+    // The DLQ holds the two unstorable events, each with DynamoDB's reason, and nothing healthy.
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let dlq = tests::dlq::queue_url(&sqs, "shipping-events-dlq").await?;
+    let parked = std::sync::Mutex::new(Vec::new());
+    tests::wait::until(
+        "both unstorable events in the DLQ",
+        Duration::from_secs(120),
+        || {
+            let (sqs, dlq) = (&sqs, &dlq);
+            let parked = &parked;
+            async move {
+                let out = sqs
+                    .receive_message()
+                    .queue_url(dlq)
+                    .max_number_of_messages(10)
+                    .message_attribute_names("All")
+                    .wait_time_seconds(1)
+                    .visibility_timeout(600)
+                    .send()
+                    .await?;
+                let mut parked = parked.lock().map_err(|e| anyhow::anyhow!("{e}"))?;
+                parked.extend(out.messages.unwrap_or_default());
+                Ok((parked.len() >= 2).then_some(()))
+            }
+        },
+    )
+    .await?;
+    let parked = parked.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut reasons = std::collections::HashMap::new();
+    for m in &parked {
+        let body: serde_json::Value = serde_json::from_str(m.body().unwrap_or_default())?;
+        let reason = m
+            .message_attributes()
+            .and_then(|a| a.get("reason"))
+            .and_then(|v| v.string_value())
+            .unwrap_or_default()
+            .to_owned();
+        reasons.insert(
+            body["detail"]["metadata"]["event_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            reason,
+        );
+    }
+    assert_eq!(
+        reasons.len(),
+        2,
+        "only the unstorable events are parked: {reasons:?}"
+    );
+    for id in [&long_key, &overflow] {
+        let reason = reasons
+            .get(id.as_str())
+            .ok_or_else(|| anyhow::anyhow!("{id} not parked: {reasons:?}"))?;
+        assert!(reason.contains("cannot store the event's content"), "{reason}");
+    }
+    assert_eq!(
+        tests::metrics::scrape(metrics_port, "shipping_events_dead_lettered_total").await?,
+        2.0
+    );
+    assert!(proxy.plan.injected.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    service.ensure_running()?;
+    Ok(())
+}
+
+/// An item in the service's own outbox that is not an event is parked in the publisher's
+/// dead-letter queue with its reason; the good item after it is still published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publisher_parks_outbox_items_it_cannot_publish() -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::AttributeValue as Av;
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    stack.run_ok("shipping", &["setup"]).await?;
+    let mut events = tests::bus::subscribe(
+        &sdk,
+        "legacy-monolith",
+        "shipping-events-seen",
+        &serde_json::json!({"source": ["shipping"]}),
+    )
+    .await?;
+    let service = stack.spawn(
+        "shipping",
+        &["run", "--wait-seconds", "1", "--poll-interval-ms", "100"],
+    )?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let put = |id: &str, data: &str, with_type: bool| {
+        let mut item = dynamo
+            .put_item()
+            .table_name("shipping-outbox")
+            .item("event_id", Av::S(id.into()))
+            .item("aggregate_type", Av::S("Shipment".into()))
+            .item("aggregate_id", Av::S("o-1".into()))
+            .item("aggregate_version", Av::N("1".into()))
+            .item("data", Av::S(data.into()));
+        if with_type {
+            item = item.item("detail_type", Av::S("ShipmentScheduled".into()));
+        }
+        item.send()
+    };
+    put("not-json", "{\"state\": ", true).await?;
+    put("no-type", "{}", false).await?;
+    put(
+        "good",
+        "{\"state\": \"SCHEDULED\", \"fee\": 12345678901234567.89}",
+        true,
+    )
+    .await?;
+
+    events
+        .until("the good item on the bus", Duration::from_secs(60), |s| {
+            s.by_event_id().contains_key("good")
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let dlq = tests::dlq::queue_url(&sqs, "shipping-outbox-dlq").await?;
+    let parked = std::sync::Mutex::new(Vec::new());
+    tests::wait::until("both bad items parked", Duration::from_secs(60), || {
+        let (sqs, dlq) = (&sqs, &dlq);
+        let parked = &parked;
+        async move {
+            let out = sqs
+                .receive_message()
+                .queue_url(dlq)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .visibility_timeout(600)
+                .send()
+                .await?;
+            let mut parked = parked.lock().map_err(|e| anyhow::anyhow!("{e}"))?;
+            for m in out.messages.unwrap_or_default() {
+                parked.push(serde_json::from_str::<serde_json::Value>(
+                    m.body().unwrap_or_default(),
+                )?);
+            }
+            Ok((parked.len() >= 2).then_some(()))
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
+    let parked = parked.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let reasons: Vec<&str> = parked.iter().filter_map(|p| p["reason"].as_str()).collect();
+    assert_eq!(reasons.len(), 2, "{parked:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("not-json: data is not JSON")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("no-type: no detail_type")),
+        "{reasons:?}"
+    );
+    assert!(parked
+        .iter()
+        .all(|p| p["sequence_number"].as_str().is_some_and(|s| !s.is_empty())));
+    assert_eq!(events.by_event_id().len(), 1, "only the good item was published");
+    service.ensure_running()?;
     Ok(())
 }

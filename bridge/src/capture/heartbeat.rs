@@ -32,7 +32,11 @@ pub async fn run(target: PgTarget, every: Duration, shutdown: CancellationToken)
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let result = emit(&target, &mut client).await;
+        // Bounded: on a silently dropped network a query never returns, and the next tick must
+        // start from a new connection rather than wait on the dead one.
+        let result = tokio::time::timeout(every.max(Duration::from_secs(5)), emit(&target, &mut client))
+            .await
+            .unwrap_or_else(|_| Err("no answer from postgres".into()));
         match result {
             Ok(()) if failing => {
                 failing = false;

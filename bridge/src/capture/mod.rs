@@ -68,6 +68,8 @@ pub struct CaptureConfig {
     pub retained_wal_warn_age: Duration,
     /// How often a heartbeat is written (`None`: never).
     pub heartbeat: Option<Duration>,
+    /// Silence from Postgres longer than this means a dead connection (see `Session::stream`).
+    pub replication_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +168,12 @@ pub async fn run(
         .await;
         match result {
             Ok(()) => return Ok(()),
-            Err(err) if err.is_retryable() && !shutdown.is_cancelled() => {
+            // Stopping while the connection failed: shutdown wins, what was not acked is replayed.
+            Err(err) if shutdown.is_cancelled() => {
+                tracing::info!(error = %err, "stopped while the connection failed");
+                return Ok(());
+            }
+            Err(err) if err.is_retryable() => {
                 metrics.reconnects.inc();
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %err, cause = %source_chain(&err), delay_ms = delay.as_millis() as u64, "replication interrupted, reconnecting");
@@ -207,14 +214,18 @@ async fn watch_slot(cfg: CaptureConfig, metrics: Arc<Metrics>, shutdown: Cancell
             client = slot::query_client(&cfg.target).await.ok();
         }
         let Some(c) = &client else { continue };
-        let row = c
-            .query_opt(
-                "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint, wal_status, \
-                        (pg_current_wal_lsn() - '0/0')::bigint, (restart_lsn - '0/0')::bigint \
-                 FROM pg_replication_slots WHERE slot_name = $1",
-                &[&cfg.slot],
-            )
-            .await;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&cfg.slot];
+        let query = c.query_opt(
+            "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint, wal_status, \
+                    (pg_current_wal_lsn() - '0/0')::bigint, (restart_lsn - '0/0')::bigint \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &params,
+        );
+        // A query on a silently dropped connection never returns: give up on that connection.
+        let Ok(row) = tokio::time::timeout(Duration::from_secs(10), query).await else {
+            client = None;
+            continue;
+        };
         let Ok(Some(row)) = row else { continue };
         let retained: Option<i64> = row.get(0);
         let wal_status: Option<String> = row.get(1);
@@ -277,27 +288,16 @@ async fn stream_once(
     backoff: &mut Backoff,
     shutdown: &CancellationToken,
 ) -> Result<(), CaptureError> {
-    // The slot was created (or found) before `run`; from here on a missing slot was dropped.
-    let source = prepare_source(cfg, false).await?;
-    let (state, version) = (&source.slot, source.server_version);
-    let progress = progress.get_or_insert_with(|| Progress::starting_at(state.confirmed_flush));
-    let start = progress.flushed().max(state.confirmed_flush);
-    let mut conn = ReplicationConnection::connect(&cfg.target).await?;
-    let mut options = vec![
-        (
-            "proto_version",
-            if version >= 140_000 { "2" } else { "1" }.to_owned(),
-        ),
-        (
-            "publication_names",
-            crate::replication::connection::quote_ident(&cfg.publication),
-        ),
-    ];
-    if version >= 140_000 {
-        options.push(("messages", "true".to_owned()));
-    }
-    conn.start_replication(&cfg.slot, start, &options).await?;
-    tracing::info!(slot = %cfg.slot, publication = %cfg.publication, lsn = %start, "streaming changes");
+    // Setting up is bounded too: a silently dropped network hangs a connect or a query forever.
+    let started = tokio::select! {
+        started = tokio::time::timeout(cfg.replication_timeout, start_streaming(cfg, progress)) => started,
+        // Shutdown wins over a connection still being made: nothing was read, nothing to hand over.
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    let (mut conn, source) = started.map_err(|_| ReplicationError::Silent {
+        secs: cfg.replication_timeout.as_secs(),
+    })??;
+    let progress = progress.get_or_insert_with(|| Progress::starting_at(source.slot.confirmed_flush));
     backoff.reset();
 
     let mut session = session::Session::new(cfg, sink, metrics, progress, source.primary_keys);
@@ -330,6 +330,36 @@ async fn stream_once(
             Err(err)
         }
     }
+}
+
+/// Checks publication and slot, connects and starts replication where the slot (or what was
+/// already acknowledged) stands.
+async fn start_streaming(
+    cfg: &CaptureConfig,
+    progress: &mut Option<Progress>,
+) -> Result<(ReplicationConnection, Source), CaptureError> {
+    // The slot was created (or found) before `run`; from here on a missing slot was dropped.
+    let source = prepare_source(cfg, false).await?;
+    let (state, version) = (&source.slot, source.server_version);
+    let progress = progress.get_or_insert_with(|| Progress::starting_at(state.confirmed_flush));
+    let start = progress.flushed().max(state.confirmed_flush);
+    let mut conn = ReplicationConnection::connect(&cfg.target).await?;
+    let mut options = vec![
+        (
+            "proto_version",
+            if version >= 140_000 { "2" } else { "1" }.to_owned(),
+        ),
+        (
+            "publication_names",
+            crate::replication::connection::quote_ident(&cfg.publication),
+        ),
+    ];
+    if version >= 140_000 {
+        options.push(("messages", "true".to_owned()));
+    }
+    conn.start_replication(&cfg.slot, start, &options).await?;
+    tracing::info!(slot = %cfg.slot, publication = %cfg.publication, lsn = %start, "streaming changes");
+    Ok((conn, source))
 }
 
 /// The causes under an error, for a log line (the message itself is the error's Display).

@@ -98,6 +98,9 @@ impl<'a> Session<'a> {
         let mut status = tokio::time::interval(self.cfg.status_interval);
         status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_status = Instant::now();
+        // When Postgres last sent anything. The server answers a status update that asks for a
+        // reply, so silence past the timeout means the peer or the path to it is gone.
+        let mut last_heard = Instant::now();
         loop {
             // A full batch goes as soon as there is room; a partial one when its linger is up.
             let send_at = if self.open.is_full() {
@@ -115,7 +118,7 @@ impl<'a> Session<'a> {
                 // 3. Batch deadline.
                 () = sleep_until(send_at), if room && send_at.is_some() => self.submit_open(),
                 // 4. New input, only while the open batch has room.
-                msg = conn.next_message(), if !self.open.is_full() => match msg? {
+                msg = conn.next_message(), if !self.open.is_full() => match msg.inspect(|_| last_heard = Instant::now())? {
                     StreamMessage::XLogData { start, end, data } => {
                         self.progress.receive(end);
                         self.on_wal(start, data)?;
@@ -139,7 +142,16 @@ impl<'a> Session<'a> {
                 // 5. Keepalive timer: standby status updates go out on time, busy or not.
                 _ = status.tick() => {
                     self.update_age_metric();
-                    conn.send_status(self.progress.flushed(), false).await?;
+                    if self.open.is_full() {
+                        // Not reading (backpressure): the silence is ours, not the server's.
+                        last_heard = Instant::now();
+                    }
+                    let silent = last_heard.elapsed();
+                    if silent >= self.cfg.replication_timeout {
+                        return Err(ReplicationError::Silent { secs: silent.as_secs() }.into());
+                    }
+                    let ask = silent >= self.cfg.replication_timeout / 3;
+                    conn.send_status(self.progress.flushed(), ask).await?;
                     last_status = Instant::now();
                 }
             }

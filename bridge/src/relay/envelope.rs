@@ -4,26 +4,57 @@
 //! `{"metadata": {event_id, aggregate_type, aggregate_id, aggregate_version, occurred_at,
 //! commit_lsn, traceparent}, "data": <payload>}`; other changes are skipped (or, when
 //! configured, published raw); a record that cannot be understood is a dead letter with its reason.
+//!
+//! The payload is never re-encoded: it travels as the JSON text it arrived as
+//! ([`RawValue`]), so a number such as `12345678901234567.89` keeps every digit.
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::table::TableName;
 
 /// A domain event, ready for EventBridge.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Event {
     pub event_id: String,
     pub detail_type: String,
     /// The envelope's `metadata` object.
     pub metadata: Value,
-    /// The envelope's `data` (the outbox payload).
-    pub data: Value,
+    /// The envelope's `data` (the outbox payload), exactly as the record carried it.
+    pub data: Box<RawValue>,
+}
+
+/// The envelope as it is written: `data` goes out verbatim.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    metadata: &'a Value,
+    data: &'a RawValue,
 }
 
 impl Event {
     pub fn detail(&self) -> String {
-        json!({"metadata": self.metadata, "data": self.data}).to_string()
+        let envelope = Envelope {
+            metadata: &self.metadata,
+            data: &self.data,
+        };
+        // Serialising a `Value` and a validated `RawValue` cannot fail.
+        serde_json::to_string(&envelope).unwrap_or_default()
     }
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.event_id == other.event_id
+            && self.detail_type == other.detail_type
+            && self.metadata == other.metadata
+            && self.data.get() == other.data.get()
+    }
+}
+
+/// The JSON `null`, for an event without payload.
+pub fn null_data() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is JSON"))
 }
 
 #[derive(Debug, PartialEq)]
@@ -43,13 +74,43 @@ pub struct EnvelopeConfig {
     pub event_types: std::collections::BTreeSet<String>,
 }
 
+/// A DMS record: `metadata` is read as a value, `data` is kept as text until we know its table.
+#[derive(Deserialize)]
+struct Record<'a> {
+    #[serde(default)]
+    metadata: Value,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// The outbox columns the envelope needs; `payload` stays raw.
+#[derive(Deserialize, Default)]
+struct OutboxRow<'a> {
+    #[serde(default)]
+    id: Value,
+    #[serde(default, rename = "type")]
+    event_type: Value,
+    #[serde(default)]
+    aggregatetype: Value,
+    #[serde(default)]
+    aggregateid: Value,
+    #[serde(default)]
+    aggregate_version: Value,
+    #[serde(default)]
+    occurred_at: Value,
+    #[serde(default)]
+    tracingspancontext: Value,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+}
+
 /// Decides what one Kinesis record becomes.
 pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
-    let record: Value = match serde_json::from_slice(raw) {
+    let record: Record = match serde_json::from_slice(raw) {
         Ok(v) => v,
-        Err(err) => return Decision::DeadLetter(format!("record is not JSON: {err}")),
+        Err(err) => return Decision::DeadLetter(format!("record is not a JSON object: {err}")),
     };
-    let meta = &record["metadata"];
+    let meta = &record.metadata;
     let (Some(schema), Some(table), Some(operation)) = (
         meta["schema-name"].as_str(),
         meta["table-name"].as_str(),
@@ -72,18 +133,29 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
             meta["commit-lsn"].as_str().unwrap_or("?"),
             meta["transaction-record-id"].as_u64().unwrap_or(0)
         );
+        // The whole record is the event's data, as it came (already parsed once above).
+        let data = match std::str::from_utf8(raw).map(|text| RawValue::from_string(text.to_owned())) {
+            Ok(Ok(data)) => data,
+            _ => return Decision::DeadLetter("record is not UTF-8 JSON".into()),
+        };
         return Decision::Publish(Event {
             event_id: id,
             detail_type: format!("{schema}.{table}.{operation}"),
             metadata: json!({"commit_lsn": meta["commit-lsn"], "operation": operation, "table": format!("{schema}.{table}")}),
-            data: record,
+            data,
         });
     }
     if operation != "insert" && operation != "load" {
         return Decision::Skip;
     }
-    let data = &record["data"];
-    let id = data["id"].as_str().filter(|s| !s.is_empty());
+    let row: OutboxRow = match record.data.map(|d| serde_json::from_str(d.get())) {
+        None => OutboxRow::default(),
+        Some(Ok(row)) => row,
+        Some(Err(err)) => {
+            return Decision::DeadLetter(format!("outbox record's data is not an object of columns: {err}"))
+        }
+    };
+    let id = row.id.as_str().filter(|s| !s.is_empty());
     if let Some(dropped) = meta["dropped-columns"].as_array().filter(|d| !d.is_empty()) {
         let names: Vec<&str> = dropped.iter().filter_map(Value::as_str).collect();
         let names = names.join(", ");
@@ -106,7 +178,7 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
     let Some(event_id) = id else {
         return Decision::DeadLetter("outbox row has no id".into());
     };
-    let Some(event_type) = data["type"].as_str().map(str::trim).filter(|s| !s.is_empty()) else {
+    let Some(event_type) = row.event_type.as_str().map(str::trim).filter(|s| !s.is_empty()) else {
         return Decision::DeadLetter(format!(
             "outbox row {event_id} has no usable type (null, empty or not text)"
         ));
@@ -116,19 +188,25 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
             "outbox row {event_id} has an unknown event type `{event_type}` (not in --event-types / BRIDGE_EVENT_TYPES)"
         ));
     }
-    let payload = match &data["payload"] {
-        // A text payload column, or DMS's escaped JSON: it must parse as JSON.
-        Value::String(text) => match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(err) => {
-                return Decision::DeadLetter(format!(
-                    "outbox row {event_id}: payload is not valid JSON: {err}"
-                ))
+    let payload = match row.payload {
+        None => null_data(),
+        // A text payload column, or DMS's escaped JSON: it must parse as JSON, and is kept as that text.
+        Some(raw) if raw.get().starts_with('"') => {
+            let parsed = serde_json::from_str::<String>(raw.get())
+                .map_err(|e| e.to_string())
+                .and_then(|text| RawValue::from_string(text).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(v) => v,
+                Err(err) => {
+                    return Decision::DeadLetter(format!(
+                        "outbox row {event_id}: payload is not valid JSON: {err}"
+                    ))
+                }
             }
-        },
-        other => other.clone(),
+        }
+        Some(raw) => raw.to_owned(),
     };
-    let version = match &data["aggregate_version"] {
+    let version = match &row.aggregate_version {
         Value::Number(n) => Value::Number(n.clone()),
         Value::String(s) => s.parse::<i64>().map(Value::from).unwrap_or(Value::Null),
         _ => Value::Null,
@@ -138,12 +216,12 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
         detail_type: event_type.to_owned(),
         metadata: json!({
             "event_id": event_id,
-            "aggregate_type": data["aggregatetype"],
-            "aggregate_id": data["aggregateid"],
+            "aggregate_type": row.aggregatetype,
+            "aggregate_id": row.aggregateid,
             "aggregate_version": version,
-            "occurred_at": data["occurred_at"],
+            "occurred_at": row.occurred_at,
             "commit_lsn": meta["commit-lsn"],
-            "traceparent": data["tracingspancontext"],
+            "traceparent": row.tracingspancontext,
         }),
         data: payload,
     })
@@ -225,6 +303,35 @@ mod tests {
     }
 
     #[test]
+    fn the_payload_reaches_the_event_digit_for_digit() {
+        // Beyond f64: re-encoding through `Value` would publish 1.2345678901234568e16.
+        let payload = r#"{"total": 12345678901234567.89, "big": 123456789012345678901234567890, "tiny": 1e-400, "name": "\u00e9t\u00e9 \ud83d\ude80", "deep": [[[{"a": [1.50]}]]]}"#;
+        let raw = format!(
+            r#"{{"data": {{"id": "e1", "type": "T", "payload": {payload}}}, "metadata": {{"record-type": "data",
+            "operation": "insert", "schema-name": "public", "table-name": "outbox", "commit-lsn": "0/1"}}}}"#
+        );
+        let Decision::Publish(event) = decide(raw.as_bytes(), &cfg()) else {
+            panic!("not published")
+        };
+        assert_eq!(event.data.get(), payload);
+        assert!(
+            event.detail().ends_with(&format!(r#""data":{payload}}}"#)),
+            "{}",
+            event.detail()
+        );
+        // A payload in a text column (DMS's escaped JSON) is the text itself.
+        let escaped = serde_json::to_string(payload).unwrap();
+        let raw = raw.replace(
+            &format!("\"payload\": {payload}"),
+            &format!("\"payload\": {escaped}"),
+        );
+        let Decision::Publish(event) = decide(raw.as_bytes(), &cfg()) else {
+            panic!("not published")
+        };
+        assert_eq!(event.data.get(), payload);
+    }
+
+    #[test]
     fn other_tables_and_other_operations_are_skipped() {
         assert_eq!(
             decide(&record("customers", "insert", json!({"id": 1})), &cfg()),
@@ -250,7 +357,7 @@ mod tests {
             Decision::DeadLetter(r) => r,
             other => panic!("expected a dead letter, got {other:?}"),
         };
-        assert!(reason(b"garbage").contains("not JSON"));
+        assert!(reason(b"garbage").contains("not a JSON object"));
         assert!(reason(b"{}").contains("not a DMS record"));
         assert!(
             reason(&record("outbox", "insert", json!({"id": "e", "type": null}))).contains("no usable type")

@@ -152,15 +152,14 @@ impl ShardWorker {
             match envelope::decide(raw, &self.ctx.envelope) {
                 Decision::Publish(event) => {
                     tracing::trace!(event_id = %event.event_id, shard = %self.shard_id, "event");
-                    sources.insert(event.event_id.clone(), record.sequence_number().to_owned());
+                    sources.insert(event.event_id.clone(), record);
                     events.push(event);
                 }
                 Decision::Skip => {
                     self.ctx.metrics.relay_records_skipped.inc();
                 }
                 Decision::DeadLetter(reason) => {
-                    self.park(&reason, raw, record.sequence_number(), "malformed")
-                        .await?;
+                    self.park(&reason, record, "malformed").await?;
                 }
             }
         }
@@ -168,29 +167,59 @@ impl ShardWorker {
             return Ok(());
         }
         for refused in self.ctx.publisher.publish(events).await? {
-            let original = serde_json::to_vec(
-                &serde_json::json!({"metadata": refused.event.metadata, "data": refused.event.data}),
-            )
-            .unwrap_or_default();
-            let sequence = sources
-                .get(&refused.event.event_id)
-                .map(String::as_str)
-                .unwrap_or("");
-            self.park(&refused.reason, &original, sequence, "refused").await?;
+            // The stream record it came from, as for any dead letter: a redrive replays it
+            // through the relay, where a raised limit or a fixed rule lets it through.
+            match sources.get(&refused.event.event_id) {
+                Some(record) => self.park(&refused.reason, record, "refused").await?,
+                None => {
+                    tracing::error!(event_id = %refused.event.event_id, "refused event without its record; parking its envelope");
+                    let origin = Origin {
+                        stream: &self.ctx.stream,
+                        shard_id: &self.shard_id,
+                        sequence_number: "",
+                        partition_key: "",
+                    };
+                    self.park_raw(
+                        &refused.reason,
+                        refused.event.detail().as_bytes(),
+                        &origin,
+                        "refused",
+                    )
+                    .await?;
+                }
+            }
         }
         Ok(())
     }
 
-    /// Parks a record in the dead-letter queue, retrying until SQS takes it: losing it is not an option.
-    async fn park(&self, reason: &str, raw: &[u8], sequence: &str, kind: &str) -> Result<(), RelayError> {
+    /// Parks a stream record in the dead-letter queue with where it was in the stream.
+    async fn park(
+        &self,
+        reason: &str,
+        record: &aws_sdk_kinesis::types::Record,
+        kind: &str,
+    ) -> Result<(), RelayError> {
         let origin = Origin {
             stream: &self.ctx.stream,
             shard_id: &self.shard_id,
-            sequence_number: sequence,
+            sequence_number: record.sequence_number(),
+            partition_key: record.partition_key().unwrap_or_default(),
         };
+        self.park_raw(reason, record.data().as_ref(), &origin, kind).await
+    }
+
+    /// Parks bytes in the dead-letter queue, retrying until SQS takes it: losing it is not an option.
+    async fn park_raw(
+        &self,
+        reason: &str,
+        raw: &[u8],
+        origin: &Origin<'_>,
+        kind: &str,
+    ) -> Result<(), RelayError> {
+        let sequence = origin.sequence_number;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
-            match self.ctx.dlq.park(reason, raw, &origin).await {
+            match self.ctx.dlq.park(reason, raw, origin).await {
                 Ok(()) => {
                     tracing::warn!(shard = %self.shard_id, sequence, reason, "record parked in the dead-letter queue");
                     self.ctx

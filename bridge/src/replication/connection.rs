@@ -59,6 +59,12 @@ impl ReplicationConnection {
             ("replication", "database"),
             ("application_name", target.application_name.as_str()),
             ("client_encoding", "UTF8"),
+            // pgoutput sends values in the session's text form: pin it, so a server or database
+            // configured for another DateStyle or TimeZone still yields ISO timestamps in UTC.
+            ("DateStyle", "ISO, YMD"),
+            ("TimeZone", "UTC"),
+            ("IntervalStyle", "iso_8601"),
+            ("extra_float_digits", "3"),
         ];
         frontend::startup_message(params, &mut conn.wbuf)?;
         conn.flush().await?;

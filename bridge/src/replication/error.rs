@@ -14,6 +14,8 @@ pub enum ReplicationError {
     },
     #[error("connection to postgres lost")]
     Io(#[from] io::Error),
+    #[error("no message from postgres for {secs} s: the connection is taken for dead (a network that drops packets without closing it)")]
+    Silent { secs: u64 },
     #[error("postgres said: {message} (SQLSTATE {code}){}", hint.as_deref().map(|h| format!("; hint: {h}")).unwrap_or_default())]
     Server {
         code: String,
@@ -39,7 +41,7 @@ impl ReplicationError {
     /// objects, lost WAL and protocol confusion are not.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::Io(_) => true,
+            Self::Connect { .. } | Self::Io(_) | Self::Silent { .. } => true,
             Self::Server { code, .. } => retryable_sqlstate(code),
             // A refused certificate will be refused again: that needs a person, not a retry.
             Self::Auth(_)

@@ -52,6 +52,7 @@ impl Sink for KinesisSink {
 }
 
 /// How one PutRecords attempt ended.
+#[derive(Debug)]
 enum Attempt {
     /// These records (a subset of the request, in order) must be sent again.
     Retry {
@@ -62,6 +63,37 @@ enum Attempt {
 }
 
 async fn put_all(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    records: Vec<Record>,
+    metrics: &Metrics,
+) -> Result<(), SinkError> {
+    for round in rounds(records) {
+        put_round(client, stream, round, metrics).await?;
+    }
+    Ok(())
+}
+
+/// Splits a batch into rounds: round *n* holds the *n*-th record of each partition key, in batch
+/// order. PutRecords does not keep order inside one request (a failed entry does not stop the
+/// later ones), so two records of one key never share a request: a round is sent, and its failed
+/// entries retried, until every record in it landed, and only then the next round goes. One
+/// aggregate's records therefore reach Kinesis in commit order, partial failures included.
+fn rounds(records: Vec<Record>) -> Vec<Vec<Record>> {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut rounds: Vec<Vec<Record>> = Vec::new();
+    for record in records {
+        let n = seen.entry(record.partition_key.clone()).or_insert(0);
+        if rounds.len() == *n {
+            rounds.push(Vec::new());
+        }
+        rounds[*n].push(record);
+        *n += 1;
+    }
+    rounds
+}
+
+async fn put_round(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
     mut pending: Vec<Record>,
@@ -136,44 +168,71 @@ async fn put_once(
         }
     };
     metrics.put_calls.inc();
-    if output.failed_record_count().unwrap_or(0) == 0 {
-        metrics.records_published.inc_by(pending.len() as u64);
-        return Ok(Attempt::Done);
-    }
-    let results = output.records();
+    let results: Vec<EntryResult> = output
+        .records()
+        .iter()
+        .map(|r| EntryResult {
+            error_code: r.error_code().map(str::to_owned),
+            stored: r.sequence_number().is_some_and(|s| !s.is_empty()),
+        })
+        .collect();
+    let (attempt, accepted) = settle(pending, output.failed_record_count(), &results);
+    metrics.records_published.inc_by(accepted as u64);
+    Ok(attempt)
+}
+
+/// One entry of a PutRecords answer.
+#[derive(Debug, Clone)]
+struct EntryResult {
+    error_code: Option<String>,
+    /// Kinesis gave the entry a sequence number: it is in the stream.
+    stored: bool,
+}
+
+/// What a PutRecords answer means for the records sent, and how many landed. A record counts
+/// as stored only when its own entry says so (a sequence number, no error code): the
+/// `FailedRecordCount` alone is never trusted, in either direction.
+fn settle(pending: Vec<Record>, failed_count: Option<i32>, results: &[EntryResult]) -> (Attempt, usize) {
     if results.len() != pending.len() {
         // Without one result per entry, positions mean nothing: resend the whole request.
-        return Ok(Attempt::Retry {
-            records: pending,
-            cause: "malformed_response",
-        });
+        return (
+            Attempt::Retry {
+                records: pending,
+                cause: "malformed_response",
+            },
+            0,
+        );
     }
     let mut failed = Vec::new();
     let mut throttled = false;
-    let resend = pending.clone();
-    for (record, result) in pending.into_iter().zip(results) {
-        match result.error_code() {
-            Some(code) => {
-                throttled |= code == "ProvisionedThroughputExceededException";
-                failed.push(record);
-            }
-            None => {
-                metrics.records_published.inc();
-            }
+    for (record, result) in pending.iter().zip(results) {
+        if result.error_code.is_some() || !result.stored {
+            throttled |= result.error_code.as_deref() == Some("ProvisionedThroughputExceededException");
+            failed.push(record.clone());
         }
     }
+    let accepted = pending.len() - failed.len();
     if failed.is_empty() {
-        // A failure count without a failed entry: trust neither, resend the request.
-        return Ok(Attempt::Retry {
-            records: resend,
-            cause: "malformed_response",
-        });
+        if failed_count.unwrap_or(0) > 0 {
+            // A failure count without a failed entry: trust neither, resend the request.
+            return (
+                Attempt::Retry {
+                    records: pending,
+                    cause: "malformed_response",
+                },
+                0,
+            );
+        }
+        return (Attempt::Done, accepted);
     }
     let cause = if throttled { "throttled" } else { "partial_failure" };
-    Ok(Attempt::Retry {
-        records: failed,
-        cause,
-    })
+    (
+        Attempt::Retry {
+            records: failed,
+            cause,
+        },
+        accepted,
+    )
 }
 
 /// Returns the retry cause for transient failures, `None` for errors retrying cannot fix.
@@ -192,4 +251,111 @@ fn is_missing_stream(err: &SdkError<PutRecordsError>) -> bool {
         err.as_service_error(),
         Some(PutRecordsError::ResourceNotFoundException(_))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lsn::Lsn;
+
+    fn record(key: &str, n: u8) -> Record {
+        Record {
+            partition_key: key.into(),
+            data: bytes::Bytes::from(vec![n]),
+            commit_lsn: Lsn(u64::from(n)),
+        }
+    }
+
+    fn ok() -> EntryResult {
+        EntryResult {
+            error_code: None,
+            stored: true,
+        }
+    }
+
+    fn failed(code: &str) -> EntryResult {
+        EntryResult {
+            error_code: Some(code.into()),
+            stored: false,
+        }
+    }
+
+    fn sent(attempt: &Attempt) -> Vec<u8> {
+        match attempt {
+            Attempt::Retry { records, .. } => records.iter().map(|r| r.data[0]).collect(),
+            Attempt::Done => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_entry_is_retried_even_when_the_count_says_none_failed() {
+        let batch = vec![record("a", 1), record("b", 2), record("c", 3)];
+        let results = [ok(), failed("InternalFailure"), ok()];
+        for count in [None, Some(0)] {
+            let (attempt, accepted) = settle(batch.clone(), count, &results);
+            assert_eq!(sent(&attempt), [2], "count {count:?}");
+            assert_eq!(accepted, 2);
+        }
+    }
+
+    #[test]
+    fn an_entry_without_a_sequence_number_is_not_stored() {
+        let batch = vec![record("a", 1), record("b", 2)];
+        let silent = EntryResult {
+            error_code: None,
+            stored: false,
+        };
+        let (attempt, accepted) = settle(batch, Some(0), &[ok(), silent]);
+        assert_eq!(sent(&attempt), [2]);
+        assert_eq!(accepted, 1);
+    }
+
+    #[test]
+    fn a_count_without_failed_entries_or_a_short_answer_resends_everything() {
+        let batch = vec![record("a", 1), record("b", 2)];
+        let (attempt, _) = settle(batch.clone(), Some(1), &[ok(), ok()]);
+        assert_eq!(sent(&attempt), [1, 2]);
+        let (attempt, accepted) = settle(batch.clone(), Some(0), &[ok()]);
+        assert_eq!((sent(&attempt), accepted), (vec![1, 2], 0));
+        let (attempt, accepted) = settle(batch, Some(0), &[ok(), ok()]);
+        assert!(matches!(attempt, Attempt::Done));
+        assert_eq!(accepted, 2);
+    }
+
+    #[test]
+    fn throttling_is_named_as_the_cause() {
+        let batch = vec![record("a", 1), record("b", 2)];
+        let (attempt, _) = settle(
+            batch,
+            Some(1),
+            &[ok(), failed("ProvisionedThroughputExceededException")],
+        );
+        assert!(matches!(
+            attempt,
+            Attempt::Retry {
+                cause: "throttled",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn two_records_of_one_key_never_share_a_request() {
+        let batch = vec![
+            record("a", 1),
+            record("b", 2),
+            record("a", 3),
+            record("c", 4),
+            record("a", 5),
+            record("b", 6),
+        ];
+        let rounds: Vec<Vec<u8>> = rounds(batch)
+            .iter()
+            .map(|r| r.iter().map(|r| r.data[0]).collect())
+            .collect();
+        assert_eq!(rounds, [vec![1, 2, 4], vec![3, 6], vec![5]]);
+        // Distinct keys: one request, as before.
+        let distinct = vec![record("a", 1), record("b", 2), record("c", 3)];
+        assert_eq!(super::rounds(distinct).len(), 1);
+    }
 }

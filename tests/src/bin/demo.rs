@@ -131,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         let age = metric(&metrics, "bridge_oldest_unpublished_event_age_seconds");
         service.ensure_running()?;
         let shipping_text = http.get(&shipping_metrics).send().await?.text().await?;
-        let applied = tests::metrics::sum_in(&shipping_text, "shipping_events_applied_total");
+        let applied = tests::metrics::sum_in(&shipping_text, "shipping_events_applied_total")?;
         let line = format!(
             "[{:>6.1}s] written {:>6} | in kinesis {:>6} | on eventbridge {:>6} | applied by shipping {:>6} | slot lag {:>9} | oldest unpublished {:>5.2}s | load {}",
             started.elapsed().as_secs_f64(),

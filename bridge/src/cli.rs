@@ -97,6 +97,11 @@ pub struct MetricsArgs {
     /// Where /metrics and /healthz are served.
     #[arg(long, env = "BRIDGE_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: String,
+    /// How long (s) a loop may go without progress before `/healthz` answers 503 with the
+    /// reason: capture without a message from Postgres or with changes Kinesis has not
+    /// acknowledged, a relay lease round or shard worker that does not get through.
+    #[arg(long, env = "BRIDGE_STALL_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_timeout_secs: u64,
 }
 
 /// Where changes come from.

@@ -173,6 +173,9 @@ fn state(created: bool) -> &'static str {
 
 async fn serve_metrics(args: &MetricsArgs) -> anyhow::Result<Arc<Metrics>> {
     let metrics = Metrics::new();
+    metrics
+        .health
+        .set_stall_bound(Duration::from_secs(args.stall_timeout_secs));
     let addr = metrics::serve(&args.metrics_listen, metrics.clone())
         .await
         .with_context(|| format!("--metrics-listen {}: cannot listen", args.metrics_listen))?;

@@ -8,6 +8,7 @@ pub mod deadletter;
 pub mod dlq_tools;
 pub mod dms;
 pub mod eventbridge;
+pub mod health;
 pub mod logging;
 pub mod lsn;
 pub mod metrics;

@@ -16,7 +16,23 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::health::Health;
+
 type Labels = Vec<(String, String)>;
+
+/// Every retry cause the sinks and the publisher report (see `retry::transient_cause`).
+const RETRY_CAUSES: [&str; 6] = [
+    "throttled",
+    "partial_failure",
+    "malformed_response",
+    "timeout",
+    "connection",
+    "server_error",
+];
+
+fn label(name: &str, value: &str) -> Labels {
+    vec![(name.to_owned(), value.to_owned())]
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -46,6 +62,8 @@ pub struct Metrics {
     pub dead_letters: Family<Labels, Counter>,
     pub relay_shards_owned: Gauge,
     pub relay_millis_behind: Family<Labels, Gauge>,
+    /// What `/healthz` answers from (served with the metrics).
+    pub health: Arc<Health>,
 }
 
 impl Metrics {
@@ -79,6 +97,7 @@ impl Metrics {
             dead_letters: Family::default(),
             relay_shards_owned: Gauge::default(),
             relay_millis_behind: Family::default(),
+            health: Health::new(),
             registry: Registry::default(),
         };
         registry.register(
@@ -220,6 +239,15 @@ impl Metrics {
             "How far behind the stream's tip each shard is (MillisBehindLatest)",
             m.relay_millis_behind.clone(),
         );
+        // Known label values start at 0: an empty family is left out of the exposition, and a
+        // series that appears only at its first increment breaks `rate()` and alerts on it.
+        for kind in ["malformed", "refused"] {
+            let _ = m.dead_letters.get_or_create(&label("kind", kind));
+        }
+        for cause in RETRY_CAUSES {
+            let _ = m.put_retries.get_or_create(&label("cause", cause));
+            let _ = m.put_events_retries.get_or_create(&label("cause", cause));
+        }
         Arc::new(Self { registry, ..m })
     }
 
@@ -233,11 +261,12 @@ impl Metrics {
 
 /// Serves `/metrics` and `/healthz` until the process ends. Returns the bound address.
 pub async fn serve(listen: &str, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
-    serve_with(listen, move || metrics.render()).await
+    let health = metrics.health.clone();
+    serve_with(listen, move || metrics.render(), health).await
 }
 
 /// Serves `/metrics` (whatever `render` returns, in Prometheus' text format) and `/healthz`.
-pub async fn serve_with<F>(listen: &str, render: F) -> std::io::Result<SocketAddr>
+pub async fn serve_with<F>(listen: &str, render: F, health: Arc<Health>) -> std::io::Result<SocketAddr>
 where
     F: Fn() -> String + Clone + Send + Sync + 'static,
 {
@@ -251,7 +280,19 @@ where
                 async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response() }
             }),
         )
-        .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }));
+        .route(
+            "/healthz",
+            get(move || {
+                let answer = match health.check() {
+                    Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+                    Err(reasons) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("unhealthy:\n- {}\n", reasons.join("\n- ")),
+                    ),
+                };
+                async move { answer }
+            }),
+        );
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(error = %error, "metrics server stopped");

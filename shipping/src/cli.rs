@@ -195,6 +195,10 @@ pub struct RunArgs {
     /// Where `/metrics` and `/healthz` listen.
     #[arg(long, env = "SHIPPING_METRICS_LISTEN", default_value = "127.0.0.1:9465")]
     pub metrics_listen: String,
+    /// How long (s) the consumer or the publisher may go without progress (a receive, a stream
+    /// read that got through) before `/healthz` answers 503 with the reason.
+    #[arg(long, env = "SHIPPING_STALL_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_timeout_secs: u64,
 }
 
 impl RunArgs {

@@ -123,7 +123,10 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
             own.strip_suffix("# EOF\n").unwrap_or(&own).to_owned() + &publisher_metrics.render()
         }
     };
-    let addr = bridge::metrics::serve_with(&args.metrics_listen, render)
+    metrics
+        .health
+        .set_stall_bound(Duration::from_secs(args.stall_timeout_secs));
+    let addr = bridge::metrics::serve_with(&args.metrics_listen, render, metrics.health.clone())
         .await
         .with_context(|| format!("--metrics-listen {}: cannot listen", args.metrics_listen))?;
     tracing::info!(%addr, "metrics on /metrics, health on /healthz");

@@ -88,6 +88,11 @@ pub async fn run(
         cfg,
     });
     let permits = Arc::new(Semaphore::new(ctx.cfg.concurrency.max(1)));
+    // `/healthz`: receives that keep failing (SQS unreachable, a queue gone) make it unhealthy.
+    let alive = ctx
+        .metrics
+        .health
+        .beacon("shipping: the consumer received nothing");
     let mut tasks: JoinSet<Result<(), ConsumerError>> = JoinSet::new();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(20));
     let outcome = loop {
@@ -125,6 +130,7 @@ pub async fn run(
         let messages = match received {
             Ok(out) => {
                 backoff.reset();
+                alive.beat();
                 out.messages.unwrap_or_default()
             }
             Err(err) => match transient_cause(&err) {

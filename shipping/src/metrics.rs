@@ -21,6 +21,8 @@ pub struct Metrics {
     pub outbox_events_published: Counter,
     pub outbox_events_refused: Counter,
     pub outbox_events_parked: Counter,
+    /// What `/healthz` answers from: the consumer's and the publisher's signs of life.
+    pub health: Arc<bridge::health::Health>,
 }
 
 impl Metrics {
@@ -34,6 +36,7 @@ impl Metrics {
             outbox_events_published: Counter::default(),
             outbox_events_refused: Counter::default(),
             outbox_events_parked: Counter::default(),
+            health: bridge::health::Health::new(),
             registry: Registry::default(),
         };
         registry.register(
@@ -71,6 +74,15 @@ impl Metrics {
             "Outbox items parked in the publisher's dead-letter queue (refused, or not an event)",
             m.outbox_events_parked.clone(),
         );
+        // Known label values start at 0 (an empty family is left out of the exposition).
+        for outcome in ["changed", "stale", "ignored", "duplicate"] {
+            m.applied_family_init(outcome);
+        }
+        for kind in ["unusable", "transient"] {
+            let _ = m
+                .events_failed
+                .get_or_create(&vec![("kind".to_owned(), kind.to_owned())]);
+        }
         Arc::new(Self { registry, ..m })
     }
 
@@ -79,6 +91,12 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    fn applied_family_init(&self, outcome: &str) {
+        let _ = self
+            .events_applied
+            .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())]);
     }
 
     pub fn applied(&self, outcome: &str) {

@@ -212,7 +212,11 @@ async fn read_shard(ctx: &Context, shard: &str, cancel: &CancellationToken) -> R
     }
     let mut iterator = shard_iterator(ctx, shard, checkpoint.sequence.as_deref()).await?;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let alive = ctx.metrics.health.beacon(format!(
+        "shipping: the publisher made no progress on shard {shard}"
+    ));
     while !cancel.is_cancelled() {
+        alive.beat();
         let out = match ctx
             .streams
             .get_records()

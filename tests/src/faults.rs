@@ -12,6 +12,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+/// The brownout key for S3, whose REST calls carry no `X-Amz-Target`.
+pub const S3: &str = "s3";
+
 #[derive(Default)]
 pub struct FaultPlan {
     /// Whole PutEvents calls to answer with ThrottlingException.
@@ -38,7 +41,8 @@ pub struct FaultPlan {
     /// ValidationException, as EventBridge's request validation does (moto checks neither).
     pub put_events_entry_limit: AtomicU64,
     /// While set, every call whose `X-Amz-Target` starts with this (e.g. `DynamoDB_20120810.`)
-    /// is answered 503 ServiceUnavailable: one AWS service browned out, the others healthy.
+    /// — or, set to [`S3`], every call without one (S3's REST calls) — is answered 503
+    /// ServiceUnavailable: one AWS service browned out, the others healthy.
     pub brownout: std::sync::Mutex<Option<String>>,
     /// Calls seen per kind, for the test to check the faults were hit.
     pub throttled: AtomicU32,
@@ -129,7 +133,12 @@ async fn handle(
         .brownout
         .lock()
         .ok()
-        .and_then(|b| b.as_ref().map(|prefix| target.starts_with(prefix.as_str())))
+        .and_then(|b| {
+            b.as_ref().map(|prefix| match prefix.as_str() {
+                S3 => target.is_empty(),
+                prefix => target.starts_with(prefix),
+            })
+        })
         .unwrap_or(false);
     if browned_out {
         plan.injected.fetch_add(1, Ordering::SeqCst);

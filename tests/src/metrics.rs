@@ -36,6 +36,27 @@ pub async fn scrape_sum(port: u16, name: &str) -> anyhow::Result<f64> {
     sum_in(&fetch(port).await?, name)
 }
 
+/// `/healthz` of `127.0.0.1:port`: its status code and body.
+pub async fn health(port: u16) -> anyhow::Result<(u16, String)> {
+    let resp = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await?))
+}
+
+/// Waits until `/healthz` answers `status` with a body containing `needle`; returns the body.
+pub async fn wait_health(
+    port: u16,
+    status: u16,
+    needle: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<String> {
+    crate::wait::until(&format!("/healthz {status} with `{needle}`"), timeout, || async {
+        let (code, body) = health(port).await.unwrap_or((0, String::new()));
+        Ok((code == status && body.contains(needle)).then_some(body))
+    })
+    .await
+}
+
 async fn fetch(port: u16) -> anyhow::Result<String> {
     Ok(reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await?

@@ -41,10 +41,21 @@ async fn a_silent_partition_is_noticed_and_capture_reconnects() -> anyhow::Resul
         proxy.endpoint.trim_start_matches("http://"),
     );
     let mut env = stack.env();
-    env.retain(|(k, _)| k != "DATABASE_URL");
+    env.retain(|(k, _)| k != "DATABASE_URL" && k != "BRIDGE_METRICS_LISTEN");
     env.push(("DATABASE_URL".into(), through_proxy));
-    let mut capture =
-        tests::process::Proc::spawn("bridge", &["capture", "--replication-timeout-secs", "4"], &env)?;
+    let port = tests::free_port()?;
+    env.push(("BRIDGE_METRICS_LISTEN".into(), format!("127.0.0.1:{port}")));
+    let mut capture = tests::process::Proc::spawn(
+        "bridge",
+        &[
+            "capture",
+            "--replication-timeout-secs",
+            "4",
+            "--stall-timeout-secs",
+            "3",
+        ],
+        &env,
+    )?;
     stack.wait_slot_active("outbox_bridge", &capture).await?;
     stack.pg.client().await?.execute(INSERT, &[&10i32]).await?;
     stack
@@ -67,11 +78,14 @@ async fn a_silent_partition_is_noticed_and_capture_reconnects() -> anyhow::Resul
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", capture.output()))?;
+    // While Postgres cannot be reached, /healthz says so.
+    tests::metrics::wait_health(port, 503, "no message from postgres", Duration::from_secs(30)).await?;
     proxy.set_partitioned(false);
     stack
         .wait_all_in_kinesis(&capture, Duration::from_secs(60))
         .await?;
     assert_eq!(stack.outbox_ids().await?.len(), 20);
+    tests::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
 
     // Partitioned again, then stopped while it cannot get through: shutdown wins, exit 0.
     proxy.set_partitioned(true);

@@ -31,7 +31,14 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
     let mut env = stack.env();
     env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
     env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone()));
-    let relay = Proc::spawn("bridge", &["relay"], &env)?;
+    let port = tests::free_port()?;
+    env.retain(|(k, _)| k != "BRIDGE_METRICS_LISTEN");
+    env.push(("BRIDGE_METRICS_LISTEN".into(), format!("127.0.0.1:{port}")));
+    let relay = Proc::spawn(
+        "bridge",
+        &["relay", "--lease-duration-secs", "3", "--stall-timeout-secs", "4"],
+        &env,
+    )?;
 
     let mut load = stack.spawn(
         "legacy-sim",
@@ -112,6 +119,34 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
         "the event's data is the outbox payload as stored, byte for byte:\n{detail}\nvs\n{stored}"
     );
     assert!(stored.contains("12345678901234567.89") && stored.contains("123456789012345678901234567890"));
+
+    // EventBridge browned out: the worker cannot get its page through, /healthz says so; once
+    // it is back the event lands and the relay is healthy again.
+    tests::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
+    proxy.plan.set_brownout(Some("AWSEvents."));
+    let late = "00000000-0000-0000-0000-00000000b162";
+    stack
+        .pg
+        .client()
+        .await?
+        .execute(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+             VALUES ($1::text::uuid, 'Invoice', 'inv-2', 'InvoiceIssued', '{}', 1)",
+            &[&late],
+        )
+        .await?;
+    let body =
+        tests::metrics::wait_health(port, 503, "worker made no progress", Duration::from_secs(60)).await?;
+    assert!(body.contains("relay: shard"), "{body}");
+    proxy.plan.set_brownout(None);
+    events
+        .until(
+            "the event written during the brownout",
+            Duration::from_secs(60),
+            |s| s.by_event_id().contains_key(late),
+        )
+        .await?;
+    tests::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
     relay.ensure_running()?;
     Ok(())
 }

@@ -159,7 +159,15 @@ async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() 
     ));
     let service = tests::process::Proc::spawn(
         "shipping",
-        &["run", "--wait-seconds", "1", "--retry-delay", "1"],
+        &[
+            "run",
+            "--wait-seconds",
+            "1",
+            "--retry-delay",
+            "1",
+            "--stall-timeout-secs",
+            "4",
+        ],
         &env,
     )?;
 
@@ -239,6 +247,22 @@ async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() 
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
     assert!(report.exact(), "{report}");
+
+    // SQS, then DynamoDB Streams, browned out: the consumer, then the publisher, cannot get
+    // through, and /healthz says which; each time it is healthy again once the service is back.
+    tests::metrics::wait_health(metrics_port, 200, "ok", Duration::from_secs(30)).await?;
+    for (target, reason) in [
+        ("AmazonSQS.", "the consumer received nothing"),
+        ("DynamoDBStreams_20120810.", "the publisher made no progress"),
+    ] {
+        proxy.plan.set_brownout(Some(target));
+        let body = tests::metrics::wait_health(metrics_port, 503, reason, Duration::from_secs(60))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
+        assert!(body.starts_with("unhealthy:"), "{body}");
+        proxy.plan.set_brownout(None);
+        tests::metrics::wait_health(metrics_port, 200, "ok", Duration::from_secs(60)).await?;
+    }
 
     // The DLQ holds the two unstorable events, each with DynamoDB's reason, and nothing healthy.
     let sqs = aws_sdk_sqs::Client::new(&sdk);

@@ -21,7 +21,10 @@ async fn confirmed_flush_waits_for_kinesis_and_then_advances() -> anyhow::Result
     let mut env = stack.env();
     env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
     env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone()));
-    let mut capture = Proc::spawn("bridge", &["capture"], &env)?;
+    let port = tests::free_port()?;
+    env.retain(|(k, _)| k != "BRIDGE_METRICS_LISTEN");
+    env.push(("BRIDGE_METRICS_LISTEN".into(), format!("127.0.0.1:{port}")));
+    let mut capture = Proc::spawn("bridge", &["capture", "--stall-timeout-secs", "2"], &env)?;
     stack.wait_slot_active("outbox_bridge", &capture).await?;
     let client = stack.pg.client().await?;
 
@@ -54,6 +57,10 @@ async fn confirmed_flush_waits_for_kinesis_and_then_advances() -> anyhow::Result
             highest_during_outage.max(stack.confirmed_flush("outbox_bridge").await?.unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Work waiting for Kinesis longer than the stall bound: /healthz says so.
+    let (code, body) = tests::metrics::health(port).await?;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("not acknowledged"), "{body}");
 
     // Back: the record lands, and only now does the slot pass its commit.
     proxy.set_up(true);
@@ -75,6 +82,7 @@ async fn confirmed_flush_waits_for_kinesis_and_then_advances() -> anyhow::Result
     )
     .await
     .with_context(|| capture.output())?;
+    tests::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
     assert!(
         capture.output().contains("putrecords retry"),
         "the outage was retried:\n{}",

@@ -156,11 +156,13 @@ pub async fn run(
     });
     let mut progress: Option<Progress> = None;
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let beacons = session::Beacons::new(&metrics.health);
     loop {
         let result = stream_once(
             cfg,
             sink.as_ref(),
             &metrics,
+            &beacons,
             &mut progress,
             &mut backoff,
             &shutdown,
@@ -284,6 +286,7 @@ async fn stream_once(
     cfg: &CaptureConfig,
     sink: &dyn Sink,
     metrics: &Metrics,
+    beacons: &session::Beacons,
     progress: &mut Option<Progress>,
     backoff: &mut Backoff,
     shutdown: &CancellationToken,
@@ -300,7 +303,7 @@ async fn stream_once(
     let progress = progress.get_or_insert_with(|| Progress::starting_at(source.slot.confirmed_flush));
     backoff.reset();
 
-    let mut session = session::Session::new(cfg, sink, metrics, progress, source.primary_keys);
+    let mut session = session::Session::new(cfg, sink, metrics, beacons, progress, source.primary_keys);
     let outcome = session
         .stream(&mut conn, shutdown)
         .await

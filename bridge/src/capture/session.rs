@@ -45,8 +45,27 @@ struct OpenTx {
     next_record_id: u64,
 }
 
+/// Capture's signs of life for `/healthz`; they outlive a connection, so a reconnect loop that
+/// never gets through goes stale.
+pub struct Beacons {
+    /// Beaten on every message from Postgres (and while backpressure keeps us from reading).
+    pub input: Arc<crate::health::Beacon>,
+    /// Beaten whenever a batch is acknowledged, or nothing is waiting for an acknowledgement.
+    pub acks: Arc<crate::health::Beacon>,
+}
+
+impl Beacons {
+    pub fn new(health: &crate::health::Health) -> Self {
+        Self {
+            input: health.beacon("capture: no message from postgres"),
+            acks: health.beacon("capture: captured changes not acknowledged by the sink"),
+        }
+    }
+}
+
 pub struct Session<'a> {
     cfg: &'a CaptureConfig,
+    beacons: &'a Beacons,
     sink: &'a dyn Sink,
     metrics: &'a Metrics,
     progress: &'a mut Progress,
@@ -69,11 +88,13 @@ impl<'a> Session<'a> {
         cfg: &'a CaptureConfig,
         sink: &'a dyn Sink,
         metrics: &'a Metrics,
+        beacons: &'a Beacons,
         progress: &'a mut Progress,
         primary_keys: HashMap<TableName, Vec<String>>,
     ) -> Self {
         Self {
             cfg,
+            beacons,
             sink,
             metrics,
             progress,
@@ -118,7 +139,10 @@ impl<'a> Session<'a> {
                 // 3. Batch deadline.
                 () = sleep_until(send_at), if room && send_at.is_some() => self.submit_open(),
                 // 4. New input, only while the open batch has room.
-                msg = conn.next_message(), if !self.open.is_full() => match msg.inspect(|_| last_heard = Instant::now())? {
+                msg = conn.next_message(), if !self.open.is_full() => match msg.inspect(|_| {
+                    last_heard = Instant::now();
+                    self.beacons.input.beat();
+                })? {
                     StreamMessage::XLogData { start, end, data } => {
                         self.progress.receive(end);
                         self.on_wal(start, data)?;
@@ -145,6 +169,10 @@ impl<'a> Session<'a> {
                     if self.open.is_full() {
                         // Not reading (backpressure): the silence is ours, not the server's.
                         last_heard = Instant::now();
+                        self.beacons.input.beat();
+                    }
+                    if self.inflight.is_empty() && self.open.is_empty() {
+                        self.beacons.acks.beat();
                     }
                     let silent = last_heard.elapsed();
                     if silent >= self.cfg.replication_timeout {
@@ -216,6 +244,7 @@ impl<'a> Session<'a> {
         }
         self.metrics.inflight_batches.set(self.inflight.len() as i64);
         done.result?;
+        self.beacons.acks.beat();
         self.metrics.batches_completed.inc();
         if let Some(commit) = oldest_commit {
             let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;

@@ -108,7 +108,10 @@ struct OutboxRow<'a> {
 pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
     let record: Record = match serde_json::from_slice(raw) {
         Ok(v) => v,
-        Err(err) => return Decision::DeadLetter(format!("record is not a JSON object: {err}")),
+        Err(err) if err.is_data() => {
+            return Decision::DeadLetter(format!("record is not a JSON object: {err}"))
+        }
+        Err(err) => return Decision::DeadLetter(format!("record is not JSON: {err}")),
     };
     let meta = &record.metadata;
     let (Some(schema), Some(table), Some(operation)) = (
@@ -357,7 +360,8 @@ mod tests {
             Decision::DeadLetter(r) => r,
             other => panic!("expected a dead letter, got {other:?}"),
         };
-        assert!(reason(b"garbage").contains("not a JSON object"));
+        assert!(reason(b"garbage").contains("not JSON"));
+        assert!(reason(b"[1, 2]").contains("not a JSON object"));
         assert!(reason(b"{}").contains("not a DMS record"));
         assert!(
             reason(&record("outbox", "insert", json!({"id": "e", "type": null}))).contains("no usable type")

@@ -80,6 +80,7 @@ pub async fn run(ctx: Arc<RelayContext>, shutdown: CancellationToken) -> Result<
     let mut tick = tokio::time::interval(ctx.lease_duration / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(stream = %ctx.stream, worker = %ctx.leases.worker_id, "relay started");
+    let rounds = ctx.metrics.health.beacon("relay: no lease round got through");
     let result = loop {
         tokio::select! {
             biased;
@@ -89,7 +90,16 @@ pub async fn run(ctx: Arc<RelayContext>, shutdown: CancellationToken) -> Result<
                     break Err(err);
                 }
                 match balance(&ctx, &mut running).await {
-                    Ok(()) => {}
+                    Ok(unleased) => {
+                        rounds.beat();
+                        // Shards nobody reads while this relay reads none: something keeps it
+                        // from taking them (a lease it cannot write, a worker that keeps failing).
+                        let idle = running.is_empty() && unleased > 0;
+                        ctx.metrics.health.problem(
+                            "relay-idle",
+                            idle.then(|| format!("relay: owns no shard while {unleased} shard(s) are unleased")),
+                        );
+                    }
                     Err(err) if err.is_retryable() => tracing::warn!(error = %err, "lease round failed, retrying"),
                     Err(err) => break Err(err),
                 }
@@ -126,8 +136,12 @@ async fn reap(running: &mut HashMap<String, Running>) -> Result<(), RelayError> 
     Ok(())
 }
 
-/// One lease round: heartbeat, renew what we hold, take our fair share of the rest.
-async fn balance(ctx: &Arc<RelayContext>, running: &mut HashMap<String, Running>) -> Result<(), RelayError> {
+/// One lease round: heartbeat, renew what we hold, take our fair share of the rest. Returns how
+/// many eligible shards are left without a live lease.
+async fn balance(
+    ctx: &Arc<RelayContext>,
+    running: &mut HashMap<String, Running>,
+) -> Result<usize, RelayError> {
     let now = now_ms();
     let expires = now + ctx.lease_duration.as_millis() as i64;
     let shards = list_shards(ctx).await?;
@@ -201,7 +215,11 @@ async fn balance(ctx: &Arc<RelayContext>, running: &mut HashMap<String, Running>
             }
         }
     }
-    Ok(())
+    let unleased = eligible
+        .iter()
+        .filter(|s| !running.contains_key(**s) && live_owner(s).is_none())
+        .count();
+    Ok(unleased)
 }
 
 fn start(

@@ -39,7 +39,15 @@ impl ShardWorker {
             return self.finish_closed_shard().await;
         };
         let shard_label = vec![("shard".to_owned(), self.shard_id.clone())];
+        // `/healthz`: a page that cannot be read, published or checkpointed for the stall bound
+        // makes the relay unhealthy (dropped with the worker: a stopped worker is not stuck).
+        let alive = self
+            .ctx
+            .metrics
+            .health
+            .beacon(format!("relay: shard {} worker made no progress", self.shard_id));
         loop {
+            alive.beat();
             if self.stop.is_cancelled() {
                 return Ok(WorkerEnd::Stopped);
             }

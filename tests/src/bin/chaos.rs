@@ -7,9 +7,15 @@
 //! fast and immediate restarts; `pg_terminate_backend` of the walsender; an AWS outage (the TCP
 //! proxy in front of the emulator refuses connections), added latency, 5xx answers, throttled
 //! and partially failed PutRecords and PutEvents, and cancelled TransactWriteItems (the fault
-//! proxy behind it). After the load: quiescence, then one table — events written, faults by
-//! kind, delivered to each stage, duplicates, lost, projection mismatches, DLQ entries, and the
-//! time capture took to get past each fault.
+//! proxy behind it); a long brownout (503 to every call) of each AWS service in turn — DynamoDB,
+//! SQS, EventBridge, Kinesis, S3 — longer than the shipping queue's whole redrive budget; a
+//! silent partition (no bytes, sockets left open) towards Postgres and towards AWS; payloads
+//! with numbers beyond f64, unicode and deep nesting; and events no stage can store (a key over
+//! DynamoDB's limit, a number beyond its range), which must be parked. After the load:
+//! quiescence, then one table — events written, faults by kind, delivered to each stage,
+//! duplicates, lost, projection mismatches, healthy events dead-lettered (must be 0),
+//! aggregates out of commit order in Kinesis (must be 0), DLQ entries, and the time capture took
+//! to get past each fault.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,7 +55,17 @@ struct Args {
     /// Where the JSON report goes.
     #[arg(long, default_value = "target/chaos/report.json")]
     out: std::path::PathBuf,
+    /// How long each brownout lasts (s). The shipping service runs with `--retry-delay 1` and a
+    /// redrive budget of 3 receives, spent after 1 + 2 + 4 s of failures: 20 s outlasts it.
+    #[arg(long, default_value_t = 20)]
+    brownout_secs: u64,
+    /// How long each silent partition lasts (s); capture runs with `--replication-timeout-secs 5`.
+    #[arg(long, default_value_t = 10)]
+    partition_secs: u64,
 }
+
+/// The shipping queue's redrive budget in the chaos run: small, so a brownout outlasts it.
+const MAX_RECEIVE_COUNT: &str = "3";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
@@ -67,9 +83,18 @@ enum Fault {
     ThrottlePutEvents,
     PartialPutEvents,
     CancelTransactWrites,
+    BrownoutDynamoDb,
+    BrownoutSqs,
+    BrownoutEventBridge,
+    BrownoutKinesis,
+    BrownoutS3,
+    PartitionPostgres,
+    PartitionAws,
+    ExactNumbers,
+    Unstorable,
 }
 
-const KINDS: [Fault; 14] = [
+const KINDS: [Fault; 23] = [
     Fault::KillCapture,
     Fault::KillRelay,
     Fault::KillShipping,
@@ -84,11 +109,22 @@ const KINDS: [Fault; 14] = [
     Fault::ThrottlePutEvents,
     Fault::PartialPutEvents,
     Fault::CancelTransactWrites,
+    Fault::BrownoutDynamoDb,
+    Fault::BrownoutSqs,
+    Fault::BrownoutEventBridge,
+    Fault::BrownoutKinesis,
+    Fault::BrownoutS3,
+    Fault::PartitionPostgres,
+    Fault::PartitionAws,
+    Fault::ExactNumbers,
+    Fault::Unstorable,
 ];
 
 /// The pipeline's long-running processes, restartable.
 struct Pipeline {
     env: Vec<(String, String)>,
+    /// Capture's, whose DATABASE_URL goes through the Postgres proxy.
+    capture_env: Vec<(String, String)>,
     capture: Proc,
     relay: Proc,
     shipping: Proc,
@@ -96,7 +132,17 @@ struct Pipeline {
 
 impl Pipeline {
     fn spawn_capture(env: &[(String, String)]) -> anyhow::Result<Proc> {
-        Proc::spawn("bridge", &["capture", "--metrics-listen", "127.0.0.1:0"], env)
+        Proc::spawn(
+            "bridge",
+            &[
+                "capture",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--replication-timeout-secs",
+                "5",
+            ],
+            env,
+        )
     }
     fn spawn_relay(env: &[(String, String)]) -> anyhow::Result<Proc> {
         Proc::spawn("bridge", &["relay", "--metrics-listen", "127.0.0.1:0"], env)
@@ -104,7 +150,15 @@ impl Pipeline {
     fn spawn_shipping(env: &[(String, String)]) -> anyhow::Result<Proc> {
         Proc::spawn(
             "shipping",
-            &["run", "--wait-seconds", "2", "--metrics-listen", "127.0.0.1:0"],
+            &[
+                "run",
+                "--wait-seconds",
+                "2",
+                "--retry-delay",
+                "1",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ],
             env,
         )
     }
@@ -127,7 +181,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let stack = Stack::start_split().await?;
     let sdk = stack.moto.sdk_config().await;
-    stack.run_ok("shipping", &["setup"]).await?;
+    stack
+        .run_ok("shipping", &["setup", "--max-receive-count", MAX_RECEIVE_COUNT])
+        .await?;
     // Every event the relay publishes, as a subscriber receives it.
     let bus = tests::bus::subscribe(
         &sdk,
@@ -143,8 +199,20 @@ async fn main() -> anyhow::Result<()> {
     let mut env = stack.env();
     env.retain(|(k, _)| !k.starts_with("AWS_"));
     env.extend(aws_env(&outage.endpoint));
+    // Capture → TCP proxy (silent partitions) → Postgres.
+    let pg_path = Proxy::start(&format!("127.0.0.1:{}", stack.pg.port)).await?;
+    let mut capture_env = env.clone();
+    capture_env.retain(|(k, _)| k != "DATABASE_URL");
+    capture_env.push((
+        "DATABASE_URL".into(),
+        stack.pg.url().replace(
+            &format!("127.0.0.1:{}", stack.pg.port),
+            pg_path.endpoint.trim_start_matches("http://"),
+        ),
+    ));
     let mut pipeline = Pipeline {
-        capture: Pipeline::spawn_capture(&env)?,
+        capture: Pipeline::spawn_capture(&capture_env)?,
+        capture_env,
         relay: Pipeline::spawn_relay(&env)?,
         shipping: Pipeline::spawn_shipping(&env)?,
         env,
@@ -242,6 +310,15 @@ async fn main() -> anyhow::Result<()> {
 
     let pg = stack.pg.client().await?;
     let mut injected: BTreeMap<Fault, u32> = BTreeMap::new();
+    let paths = Paths {
+        faults: &faults,
+        outage: &outage,
+        postgres: &pg_path,
+        brownout: Duration::from_secs(args.brownout_secs),
+        partition: Duration::from_secs(args.partition_secs),
+    };
+    // Events no stage can store: their ids, expected in shipping's DLQ and nowhere else.
+    let mut unstorable: HashSet<String> = HashSet::new();
     let mut recoveries: Vec<(Fault, f64)> = Vec::new();
     let load_started = Instant::now();
     for (at, fault) in schedule {
@@ -250,7 +327,7 @@ async fn main() -> anyhow::Result<()> {
         pipeline.ensure_running()?;
         let wal_at_fault = current_wal(&stack).await?;
         eprintln!("[{:>6.1}s] fault: {fault:?}", started.elapsed().as_secs_f64());
-        inject(fault, &stack, &mut pipeline, &faults, &outage).await?;
+        unstorable.extend(inject(fault, &stack, &mut pipeline, &paths).await?);
         *injected.entry(fault).or_default() += 1;
         // Recovered: capture has acknowledged everything written before the fault.
         let recovery = Instant::now();
@@ -302,6 +379,16 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let dlq = dlq_depths(&sdk).await?;
+    // Shipping's DLQ must hold exactly the events no stage can store; the bridge's nothing.
+    let parked: Vec<String> = tests::dlq::receive(&sdk, "shipping-events-dlq", unstorable.len())
+        .await?
+        .iter()
+        .filter_map(|m| m["detail"]["metadata"]["event_id"].as_str().map(str::to_owned))
+        .collect();
+    let healthy_dead_lettered = parked.iter().filter(|id| !unstorable.contains(*id)).count() as u64
+        + dlq.get("bridge-dlq").copied().unwrap_or(0);
+    let unstorable_parked = unstorable.iter().filter(|id| parked.contains(id)).count();
+    let out_of_order = aggregates_out_of_order(&records);
     let peak_rss_mib = json!({
         "capture": peak_rss_mib(&pipeline.capture),
         "relay": peak_rss_mib(&pipeline.relay),
@@ -321,6 +408,10 @@ async fn main() -> anyhow::Result<()> {
         "projection_mismatches": consistency.customer_mismatches.len() + consistency.unknown_customers.len(),
         "shipment_mismatches": consistency.missing_shipments.len() + consistency.extra_shipments.len(),
         "dlq": dlq,
+        "healthy_dead_lettered": healthy_dead_lettered,
+        "unstorable_events": unstorable.len(),
+        "unstorable_parked": unstorable_parked,
+        "aggregates_out_of_order_in_kinesis": out_of_order,
         "shipping_peak_backlog": peak_backlog.load(Ordering::SeqCst),
         "peak_rss_mib": peak_rss_mib,
         "recovery_seconds": recoveries.iter().map(|(f, s)| json!({"fault": format!("{f:?}"), "seconds": s})).collect::<Vec<_>>(),
@@ -334,6 +425,18 @@ async fn main() -> anyhow::Result<()> {
     bus_wait?;
     anyhow::ensure!(kinesis_lost == 0 && bus_lost == 0, "events were lost: {report}");
     anyhow::ensure!(
+        healthy_dead_lettered == 0,
+        "healthy events were dead-lettered: {report}"
+    );
+    anyhow::ensure!(
+        unstorable_parked == unstorable.len(),
+        "an event no stage can store was not parked: {report}"
+    );
+    anyhow::ensure!(
+        out_of_order == 0,
+        "aggregates out of commit order in kinesis: {report}"
+    );
+    anyhow::ensure!(
         consistency.exact(),
         "the projection differs from the monolith: {consistency}"
     );
@@ -342,6 +445,31 @@ async fn main() -> anyhow::Result<()> {
         "not every fault was injected"
     );
     Ok(())
+}
+
+/// Aggregates whose records, first copies only, are not in commit order in their shard.
+fn aggregates_out_of_order(records: &[tests::kinesis::StreamRecord]) -> usize {
+    let mut seen = HashSet::new();
+    let mut last: std::collections::HashMap<&str, (u64, u64)> = std::collections::HashMap::new();
+    let mut broken = HashSet::new();
+    for record in records {
+        let Some(id) = outbox_id(record) else { continue };
+        if !seen.insert(id) {
+            continue;
+        }
+        let m = &record.json["metadata"];
+        let position = (
+            tests::lsn::parse(m["commit-lsn"].as_str().unwrap_or_default()).unwrap_or_default(),
+            m["transaction-record-id"].as_u64().unwrap_or_default(),
+        );
+        if last
+            .insert(&record.partition_key, position)
+            .is_some_and(|before| before > position)
+        {
+            broken.insert(record.partition_key.clone());
+        }
+    }
+    broken.len()
 }
 
 /// Committed outbox rows; an error while Postgres restarts (the caller tries again later).
@@ -363,18 +491,33 @@ async fn current_wal(stack: &Stack) -> anyhow::Result<u64> {
     tests::lsn::parse(&lsn).ok_or_else(|| anyhow::anyhow!("bad LSN {lsn}"))
 }
 
+/// The paths a fault can be injected on.
+struct Paths<'a> {
+    faults: &'a FaultProxy,
+    outage: &'a Proxy,
+    postgres: &'a Proxy,
+    brownout: Duration,
+    partition: Duration,
+}
+
+/// Injects one fault; returns the ids of events it wrote that no stage can store.
 async fn inject(
     fault: Fault,
     stack: &Stack,
     p: &mut Pipeline,
-    faults: &FaultProxy,
-    outage: &Proxy,
-) -> anyhow::Result<()> {
-    let plan = &faults.plan;
+    paths: &Paths<'_>,
+) -> anyhow::Result<Vec<String>> {
+    let plan = &paths.faults.plan;
+    let outage = paths.outage;
+    let brownout = |prefix: &'static str| async move {
+        plan.set_brownout(Some(prefix));
+        tokio::time::sleep(paths.brownout).await;
+        plan.set_brownout(None);
+    };
     match fault {
         Fault::KillCapture => {
             p.capture.kill9().await?;
-            p.capture = Pipeline::spawn_capture(&p.env)?;
+            p.capture = Pipeline::spawn_capture(&p.capture_env)?;
         }
         Fault::KillRelay => {
             p.relay.kill9().await?;
@@ -411,8 +554,58 @@ async fn inject(
         Fault::ThrottlePutEvents => plan.throttle_put_events.store(3, Ordering::SeqCst),
         Fault::PartialPutEvents => plan.partial_put_events.store(2, Ordering::SeqCst),
         Fault::CancelTransactWrites => plan.cancel_transact_writes.store(3, Ordering::SeqCst),
+        Fault::BrownoutDynamoDb => brownout("DynamoDB_20120810.").await,
+        Fault::BrownoutSqs => brownout("AmazonSQS.").await,
+        Fault::BrownoutEventBridge => brownout("AWSEvents.").await,
+        Fault::BrownoutKinesis => brownout("Kinesis_20131202.").await,
+        Fault::BrownoutS3 => {
+            // A payload above EventBridge's entry limit: its claim check needs S3 both ways.
+            let big = json!({"text": "s".repeat(300_000)}).to_string();
+            insert_event(stack, "Document", "DocumentStored", &big).await?;
+            brownout(tests::faults::S3).await;
+        }
+        Fault::PartitionPostgres => {
+            paths.postgres.set_partitioned(true);
+            tokio::time::sleep(paths.partition).await;
+            paths.postgres.set_partitioned(false);
+        }
+        Fault::PartitionAws => {
+            outage.set_partitioned(true);
+            tokio::time::sleep(paths.partition).await;
+            outage.set_partitioned(false);
+        }
+        Fault::ExactNumbers => {
+            let exact = r#"{"deep": [[[{"x": [1.50, -0.0]}]]], "name": "été 🚀 \u00e9", "total": 12345678901234567.89, "units": 123456789012345678901234567890}"#;
+            insert_event(stack, "Invoice", "InvoiceIssued", exact).await?;
+        }
+        Fault::Unstorable => {
+            let long_key = json!({"customer_id": "k".repeat(3000), "name": "n", "credit_limit": 1, "credit_reserved": 0});
+            let overflow = r#"{"customer_id": "chaos-overflow", "name": "n", "credit_limit": 1e200, "credit_reserved": 0}"#;
+            return Ok(vec![
+                insert_event(stack, "Customer", "CustomerCreated", &long_key.to_string()).await?,
+                insert_event(stack, "Customer", "CustomerCreated", overflow).await?,
+            ]);
+        }
     }
-    Ok(())
+    Ok(Vec::new())
+}
+
+/// Writes one outbox row as the monolith would; returns its id.
+async fn insert_event(
+    stack: &Stack,
+    aggregate: &str,
+    event_type: &str,
+    payload: &str,
+) -> anyhow::Result<String> {
+    let pg = stack.pg.client().await?;
+    let row = pg
+        .query_one(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+             VALUES (gen_random_uuid(), $1, 'chaos-' || gen_random_uuid(), $2, $3::text::jsonb, 1) RETURNING id::text",
+            &[&aggregate, &event_type, &payload],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Messages waiting in each dead-letter queue.
@@ -467,6 +660,10 @@ fn print_table(r: &serde_json::Value, recoveries: &[(Fault, f64)]) {
         "lost_before_eventbridge",
         "projection_mismatches",
         "shipment_mismatches",
+        "healthy_dead_lettered",
+        "unstorable_events",
+        "unstorable_parked",
+        "aggregates_out_of_order_in_kinesis",
     ] {
         println!("| {} | {} |", key.replace('_', " "), r[key]);
     }

@@ -83,7 +83,10 @@ pub async fn ensure_checkpoint_table(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
 ) -> Result<bool, SetupError> {
-    ensure_table(client, table, "lease_key", None).await
+    let created = ensure_table(client, table, "lease_key", None).await?;
+    // Worker heartbeat items expire; shard leases carry no such attribute and never do.
+    ensure_ttl(client, table, crate::relay::lease::WORKER_TTL_ATTRIBUTE).await?;
+    Ok(created)
 }
 
 /// Creates an on-demand table with a string hash key (and a stream of new images when

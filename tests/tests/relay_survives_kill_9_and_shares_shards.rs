@@ -43,7 +43,7 @@ async fn a_killed_relays_shards_are_taken_over_and_nothing_is_lost() -> anyhow::
         )
     };
     let mut a = relay("relay-a", port_a)?;
-    let b = relay("relay-b", port_b)?;
+    let mut b = relay("relay-b", port_b)?;
 
     // Both hold a fair share of the four shards.
     wait::until(
@@ -107,6 +107,47 @@ async fn a_killed_relays_shards_are_taken_over_and_nothing_is_lost() -> anyhow::
         "{} events, {} deliveries, {duplicates} duplicates",
         ids.len(),
         events.received.len()
+    );
+
+    // Worker heartbeat items do not pile up: each carries a TTL (on in the table), and a relay
+    // that stops cleanly removes its own; the killed one's is left to the TTL.
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let ttl = dynamo
+        .describe_time_to_live()
+        .table_name("bridge-checkpoints")
+        .send()
+        .await?;
+    assert_eq!(
+        ttl.time_to_live_description().and_then(|d| d.attribute_name()),
+        Some("expires_at")
+    );
+    let workers = || async {
+        let items = tests::shipping::scan(&dynamo, "bridge-checkpoints").await?;
+        Ok::<_, anyhow::Error>(
+            items
+                .into_iter()
+                .filter(|i| tests::shipping::text(i, "lease_kind") == "worker")
+                .map(|i| {
+                    let ttl = i.get("expires_at").and_then(|v| v.as_n().ok()).cloned();
+                    (tests::shipping::text(&i, "lease_worker"), ttl)
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let before = workers().await?;
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before.iter().all(|(_, ttl)| ttl.is_some()), "{before:?}");
+    assert_eq!(
+        b.terminate(Duration::from_secs(30)).await?,
+        Some(0),
+        "{}",
+        b.output()
+    );
+    let after = workers().await?;
+    assert_eq!(
+        after.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>(),
+        ["relay-a"],
+        "{after:?}"
     );
     Ok(())
 }

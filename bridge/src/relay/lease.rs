@@ -13,6 +13,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 pub const SHARD_END: &str = "SHARD_END";
 
+/// The TTL attribute of worker heartbeat items (epoch seconds); shard leases never carry it.
+pub const WORKER_TTL_ATTRIBUTE: &str = "expires_at";
+/// How long a worker item outlives its last heartbeat before DynamoDB's TTL removes it.
+const WORKER_ITEM_TTL_SECS: i64 = 24 * 3600;
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error("checkpoint table `{table}` does not exist; run `bridge setup` first")]
@@ -118,19 +122,36 @@ impl LeaseTable {
         }
     }
 
-    /// Says this worker is alive until `expires_ms`.
+    fn worker_key(&self) -> AttributeValue {
+        AttributeValue::S(format!("worker#{}#{}", self.stream, self.worker_id))
+    }
+
+    /// Says this worker is alive until `expires_ms`. The item also carries `expires_at`, a day
+    /// on, for DynamoDB's TTL (`bridge setup` turns it on): a relay that died, or a worker id
+    /// used once, does not leave its item behind for good.
     pub async fn heartbeat(&self, expires_ms: i64) -> Result<(), LeaseError> {
+        let forget_at = expires_ms / 1000 + WORKER_ITEM_TTL_SECS;
         self.client
             .put_item()
             .table_name(&self.table)
-            .item(
-                "lease_key",
-                AttributeValue::S(format!("worker#{}#{}", self.stream, self.worker_id)),
-            )
+            .item("lease_key", self.worker_key())
             .item("lease_kind", AttributeValue::S("worker".into()))
             .item("lease_stream", AttributeValue::S(self.stream.clone()))
             .item("lease_worker", AttributeValue::S(self.worker_id.clone()))
             .item("lease_expires_at", AttributeValue::N(expires_ms.to_string()))
+            .item(WORKER_TTL_ATTRIBUTE, AttributeValue::N(forget_at.to_string()))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Removes this worker's heartbeat item at a clean stop: it no longer counts as a relay.
+    pub async fn retire(&self) -> Result<(), LeaseError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("lease_key", self.worker_key())
             .send()
             .await
             .map_err(|e| self.error(e))?;

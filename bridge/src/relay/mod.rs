@@ -269,6 +269,9 @@ async fn stop_all(ctx: &RelayContext, running: HashMap<String, Running>) {
             ),
         }
     }
+    if let Err(error) = ctx.leases.retire().await {
+        tracing::warn!(error = %error, "could not remove this relay's heartbeat item; its TTL does");
+    }
 }
 
 struct ShardInfo {

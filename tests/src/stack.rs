@@ -67,6 +67,14 @@ impl Stack {
         env
     }
 
+    /// [`Stack::env`] with some variables replaced (an endpoint behind a proxy, a metrics port).
+    pub fn env_with(&self, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env = self.env();
+        env.retain(|(k, _)| !overrides.iter().any(|(name, _)| name == k));
+        env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        env
+    }
+
     /// Runs a binary to completion and fails with its output unless it exits 0.
     pub async fn run_ok(&self, bin: &str, args: &[&str]) -> anyhow::Result<String> {
         let (code, out, err) = process::run(bin, args, &self.env()).await?;

@@ -126,9 +126,7 @@ async fn a_refused_event_redriven_is_published() -> anyhow::Result<()> {
         .plan
         .refuse_put_events
         .store(1, std::sync::atomic::Ordering::SeqCst);
-    let mut env = stack.env();
-    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
-    env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone()));
+    let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
     let relay = process::Proc::spawn("bridge", &["relay", "--lease-duration-secs", "3"], &env)?;
     let id = "00000000-0000-0000-0000-00000000f001";
     stack

@@ -31,9 +31,7 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
         .plan
         .put_events_entry_limit
         .store(65536, std::sync::atomic::Ordering::SeqCst);
-    let mut env = stack.env();
-    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
-    env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone()));
+    let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
     let relay = tests::process::Proc::spawn("bridge", &["relay", "--max-event-bytes", "65536"], &env)?;
     let pg = stack.pg.client().await?;
 

@@ -28,12 +28,12 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
     let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
     proxy.plan.throttle_put_events.store(3, Ordering::SeqCst);
     proxy.plan.partial_put_events.store(6, Ordering::SeqCst);
-    let mut env = stack.env();
-    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
-    env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone()));
     let port = tests::free_port()?;
-    env.retain(|(k, _)| k != "BRIDGE_METRICS_LISTEN");
-    env.push(("BRIDGE_METRICS_LISTEN".into(), format!("127.0.0.1:{port}")));
+    let listen = format!("127.0.0.1:{port}");
+    let env = stack.env_with(&[
+        ("AWS_ENDPOINT_URL", &proxy.endpoint),
+        ("BRIDGE_METRICS_LISTEN", &listen),
+    ]);
     let relay = Proc::spawn(
         "bridge",
         &["relay", "--lease-duration-secs", "3", "--stall-timeout-secs", "4"],

@@ -148,15 +148,12 @@ async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() 
     let bridge = stack.spawn("bridge", &["run", "--lease-duration-secs", "3"])?;
     stack.wait_slot_active("outbox_bridge", &bridge).await?;
     let proxy = tests::faults::FaultProxy::start(&stack.moto.endpoint).await?;
-    let mut env = stack.env();
-    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
-    env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone()));
     let metrics_port = tests::free_port()?;
-    env.retain(|(k, _)| k != "SHIPPING_METRICS_LISTEN");
-    env.push((
-        "SHIPPING_METRICS_LISTEN".into(),
-        format!("127.0.0.1:{metrics_port}"),
-    ));
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let env = stack.env_with(&[
+        ("AWS_ENDPOINT_URL", &proxy.endpoint),
+        ("SHIPPING_METRICS_LISTEN", &listen),
+    ]);
     let service = tests::process::Proc::spawn(
         "shipping",
         &[

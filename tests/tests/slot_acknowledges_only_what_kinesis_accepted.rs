@@ -18,12 +18,12 @@ const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, 
 async fn confirmed_flush_waits_for_kinesis_and_then_advances() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let proxy = Proxy::start(stack.moto.endpoint.trim_start_matches("http://")).await?;
-    let mut env = stack.env();
-    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
-    env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone()));
     let port = tests::free_port()?;
-    env.retain(|(k, _)| k != "BRIDGE_METRICS_LISTEN");
-    env.push(("BRIDGE_METRICS_LISTEN".into(), format!("127.0.0.1:{port}")));
+    let listen = format!("127.0.0.1:{port}");
+    let env = stack.env_with(&[
+        ("AWS_ENDPOINT_URL", &proxy.endpoint),
+        ("BRIDGE_METRICS_LISTEN", &listen),
+    ]);
     let mut capture = Proc::spawn("bridge", &["capture", "--stall-timeout-secs", "2"], &env)?;
     stack.wait_slot_active("outbox_bridge", &capture).await?;
     let client = stack.pg.client().await?;
@@ -113,9 +113,7 @@ async fn partial_put_records_failures_lose_nothing_and_keep_each_aggregate_in_or
     let plan = proxy.plan.clone();
     plan.partial_put_records.store(3, Ordering::SeqCst);
     plan.uncounted_partial_put_records.store(3, Ordering::SeqCst);
-    let mut env = stack.env();
-    env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
-    env.push(("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone()));
+    let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
     let mut capture = Proc::spawn("bridge", &["capture", "--batch-linger-ms", "300"], &env)?;
     stack.wait_slot_active("outbox_bridge", &capture).await?;
     let client = stack.pg.client().await?;

@@ -167,7 +167,7 @@ pub struct RunArgs {
     /// Visibility a message gets, and keeps getting while it is applied, seconds.
     #[arg(long, env = "SHIPPING_VISIBILITY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(2..=43_200))]
     pub visibility_timeout: u32,
-    /// Base delay before a failed message returns, seconds (doubles with each receive, ≤ 900).
+    /// Base delay before a failed message returns, seconds (doubles with each failure, ≤ 60).
     #[arg(long, env = "SHIPPING_RETRY_DELAY", default_value_t = 5)]
     pub retry_delay: u64,
     /// How long inbox items are kept (days): longer than any redelivery can arrive.

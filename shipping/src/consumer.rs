@@ -423,6 +423,9 @@ struct Failures {
     all: u32,
 }
 
+/// The longest a failed message waits before it is tried again.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
 mod failures {
     pub const POISON: &str = "shipping.poison-failures";
     pub const ALL: &str = "shipping.failures";
@@ -458,10 +461,11 @@ impl Failures {
         }
     }
 
-    /// `base` doubled per earlier failure, at most SQS's 15-minute message delay.
+    /// `base` doubled per earlier failure, at most a minute: after a long outage a message is
+    /// tried again within a minute of its end, not a quarter of an hour.
     fn delay(self, base: Duration) -> Duration {
         let factor = 1u32 << self.all.saturating_sub(1).min(10);
-        base.saturating_mul(factor).min(Duration::from_secs(900))
+        base.saturating_mul(factor).min(MAX_RETRY_DELAY)
     }
 }
 
@@ -561,13 +565,13 @@ mod tests {
     }
 
     #[test]
-    fn the_backoff_doubles_and_stops_at_fifteen_minutes() {
+    fn the_backoff_doubles_and_stops_at_a_minute() {
         let base = Duration::from_secs(1);
         assert_eq!(Failures { poison: 0, all: 1 }.delay(base), base);
         assert_eq!(Failures { poison: 0, all: 3 }.delay(base), Duration::from_secs(4));
         assert_eq!(
             Failures { poison: 0, all: 40 }.delay(base),
-            Duration::from_secs(900)
+            Duration::from_secs(60)
         );
         assert_eq!(
             Failures { poison: 0, all: 40 }.delay(Duration::ZERO),

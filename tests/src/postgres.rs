@@ -98,6 +98,18 @@ impl TestPostgres {
         self.start_server()
     }
 
+    /// Puts `line` first in `pg_hba.conf` (it wins over initdb's lines) and reloads.
+    pub async fn prepend_hba(&self, line: &str) -> anyhow::Result<()> {
+        let path = self.data().join("pg_hba.conf");
+        let current = std::fs::read_to_string(&path)?;
+        std::fs::write(&path, format!("{line}\n{current}"))?;
+        self.client()
+            .await?
+            .execute("SELECT pg_reload_conf()", &[])
+            .await?;
+        Ok(())
+    }
+
     /// Turns TLS on with this certificate and key, and makes `hba` the whole of `pg_hba.conf`
     /// (the superuser keeps a plain-text line so the test's own client needs no TLS); restarts.
     pub fn enable_tls(&self, cert: &crate::tls::ServerCert, hba: &str) -> anyhow::Result<()> {

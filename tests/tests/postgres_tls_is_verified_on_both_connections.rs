@@ -2,7 +2,9 @@
 //! lets the bridge's role in over TLS only (`hostssl`), so a capture that streams proves both
 //! its query and its replication connection are encrypted. `verify-full` succeeds with that CA
 //! and the certificate's host name; another CA, or another host name, is refused (and the
-//! refusal is final, not retried); `verify-ca` accepts the CA whatever the host name.
+//! refusal is final, not retried); `verify-ca` accepts the CA whatever the host name. Without
+//! TLS, a server asking for a cleartext `password` is refused on both connections (the password
+//! never travels in the clear) unless `sslmode=disable` was asked for; `require_auth` is honoured.
 
 use std::path::Path;
 use std::time::Duration;
@@ -123,5 +125,47 @@ async fn verify_full_accepts_our_ca_and_refuses_another_or_a_wrong_host() -> any
     // require: encrypted, not verified (libpq's meaning).
     let require = env_with(&stack, "127.0.0.1", "sslmode=require");
     streams_over_tls(&stack, &require, "00000000-0000-0000-0000-0000000000f3").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleartext_password_is_never_sent_over_an_unencrypted_connection() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    // No TLS on this server, and the role authenticates with `password` (cleartext).
+    stack
+        .pg
+        .prepend_hba("host all cdc_plain 127.0.0.1/32 password")
+        .await?;
+    stack
+        .pg
+        .client()
+        .await?
+        .batch_execute(&format!(
+            "CREATE ROLE cdc_plain LOGIN REPLICATION PASSWORD '{ROLE_PW}'"
+        ))
+        .await?;
+    let env = |query: &str| {
+        let mut env = stack.env();
+        env.retain(|(k, _)| k != "DATABASE_URL");
+        let url = format!(
+            "postgres://cdc_plain:{ROLE_PW}@127.0.0.1:{}/postgres?{query}",
+            stack.pg.port
+        );
+        env.push(("DATABASE_URL".into(), url));
+        env
+    };
+    // The default sslmode (prefer): refused for good, before any password is sent.
+    let out = capture_refuses(&env("application_name=plain")).await?;
+    assert!(out.contains("password in clear text"), "sslmode=prefer:\n{out}");
+    assert!(!out.contains(ROLE_PW), "{out}");
+    // require_auth forbids it whatever the transport.
+    let out = capture_refuses(&env("sslmode=disable&require_auth=scram-sha-256")).await?;
+    assert!(out.contains("require_auth"), "require_auth:\n{out}");
+    let out = capture_refuses(&env("channel_binding=require")).await?;
+    assert!(out.contains("channel_binding=require is not supported"), "{out}");
+    // Asked for explicitly, the unencrypted connection is accepted (with a warning).
+    let mut capture = Proc::spawn("bridge", &["capture"], &env("sslmode=disable"))?;
+    stack.wait_slot_active("outbox_bridge", &capture).await?;
+    capture.terminate(Duration::from_secs(30)).await?;
     Ok(())
 }

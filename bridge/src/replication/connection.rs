@@ -6,6 +6,9 @@
 //! parser does not know the CopyBothResponse (`'W'`) tag, and CopyData is framed here too so its
 //! payload can be handed on as a zero-copy `Bytes`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::auth_policy::Transport;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::{md5_hash, sasl};
@@ -31,6 +34,9 @@ pub enum StreamMessage {
     CopyDone,
 }
 
+/// The unencrypted-connection warning is said once per process, not at every reconnect.
+static UNENCRYPTED_WARNED: AtomicBool = AtomicBool::new(false);
+
 pub struct ReplicationConnection {
     io: Box<dyn Io>,
     rbuf: BytesMut,
@@ -47,29 +53,9 @@ enum Frame {
 impl ReplicationConnection {
     /// Connects, authenticates and waits for the server to be ready.
     pub async fn connect(target: &PgTarget) -> Result<Self, ReplicationError> {
-        let io = target.open_socket().await?;
-        let mut conn = Self {
-            io,
-            rbuf: BytesMut::with_capacity(64 * 1024),
-            wbuf: BytesMut::new(),
-        };
-        let params = [
-            ("user", target.user.as_str()),
-            ("database", target.dbname.as_str()),
-            ("replication", "database"),
-            ("application_name", target.application_name.as_str()),
-            ("client_encoding", "UTF8"),
-            // pgoutput sends values in the session's text form: pin it, so a server or database
-            // configured for another DateStyle or TimeZone still yields ISO timestamps in UTC.
-            ("DateStyle", "ISO, YMD"),
-            ("TimeZone", "UTC"),
-            ("IntervalStyle", "iso_8601"),
-            ("extra_float_digits", "3"),
-        ];
-        frontend::startup_message(params, &mut conn.wbuf)?;
-        conn.flush().await?;
+        let (mut conn, transport) = Self::start(target, true).await?;
         let ready = async {
-            conn.authenticate(target).await?;
+            conn.authenticate(target, transport, false).await?;
             conn.wait_ready().await
         };
         match ready.await {
@@ -87,14 +73,82 @@ impl ReplicationConnection {
         }
     }
 
-    async fn authenticate(&mut self, target: &PgTarget) -> Result<(), ReplicationError> {
+    /// Looks at what an ordinary (query) connection would be asked to authenticate with, and
+    /// refuses as [`connect`](Self::connect) would — without answering: the query connection's
+    /// client (tokio-postgres) would send a cleartext password to whoever asks.
+    pub async fn probe_auth(target: &PgTarget) -> Result<(), ReplicationError> {
+        let (mut conn, transport) = Self::start(target, false).await?;
+        conn.authenticate(target, transport, true).await
+    }
+
+    /// Opens the socket (TLS as configured) and sends the startup message.
+    async fn start(target: &PgTarget, replication: bool) -> Result<(Self, Transport), ReplicationError> {
+        let (io, transport) = target.open_socket().await?;
+        if transport == Transport::Plain && !UNENCRYPTED_WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(target = %target, sslmode = target.tls.mode.as_str(), "the connection to postgres is not encrypted (the server declined TLS)");
+        }
+        let mut conn = Self {
+            io,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            wbuf: BytesMut::new(),
+        };
+        let mut params = vec![
+            ("user", target.user.as_str()),
+            ("database", target.dbname.as_str()),
+            ("application_name", target.application_name.as_str()),
+            ("client_encoding", "UTF8"),
+            // pgoutput sends values in the session's text form: pin it, so a server or database
+            // configured for another DateStyle or TimeZone still yields ISO timestamps in UTC.
+            ("DateStyle", "ISO, YMD"),
+            ("TimeZone", "UTC"),
+            ("IntervalStyle", "iso_8601"),
+            ("extra_float_digits", "3"),
+        ];
+        if replication {
+            params.push(("replication", "database"));
+        }
+        frontend::startup_message(params, &mut conn.wbuf)?;
+        conn.flush().await?;
+        Ok((conn, transport))
+    }
+
+    /// Answers the server's authentication requests, each first checked against the target's
+    /// policy. With `probe`, returns at the first request once it is acceptable, answering nothing.
+    async fn authenticate(
+        &mut self,
+        target: &PgTarget,
+        transport: Transport,
+        probe: bool,
+    ) -> Result<(), ReplicationError> {
         let password = || {
             target.password.as_deref().ok_or_else(|| {
                 ReplicationError::Auth("the server asks for a password and none was given".into())
             })
         };
+        let allow = |method: &str| {
+            target
+                .auth
+                .check(method, transport)
+                .map_err(ReplicationError::Auth)
+        };
+        let mut asked = false;
         loop {
-            match self.read_frame().await? {
+            let frame = self.read_frame().await?;
+            let method = match &frame {
+                Frame::Other(backend::Message::AuthenticationOk) if !asked => Some("none"),
+                Frame::Other(backend::Message::AuthenticationCleartextPassword) => Some("password"),
+                Frame::Other(backend::Message::AuthenticationMd5Password(_)) => Some("md5"),
+                Frame::Other(backend::Message::AuthenticationSasl(_)) => Some("scram-sha-256"),
+                _ => None,
+            };
+            if let Some(method) = method {
+                allow(method)?;
+                asked = true;
+                if probe {
+                    return Ok(());
+                }
+            }
+            match frame {
                 Frame::Other(backend::Message::AuthenticationOk) => return Ok(()),
                 Frame::Other(backend::Message::AuthenticationCleartextPassword) => {
                     frontend::password_message(password()?, &mut self.wbuf)?;

@@ -1,6 +1,7 @@
 //! The Postgres side of capture: a replication-mode client, pgoutput decoding, and the
 //! publication and slot the stream is read through.
 
+pub mod auth_policy;
 pub mod connection;
 mod connection_io;
 pub mod error;

@@ -40,6 +40,10 @@ pub enum SlotError {
     SlotLost { slot: String },
     #[error("the replication slot `{slot}` does not exist")]
     SlotMissing { slot: String },
+    /// The probe before the query connection: refused by the authentication policy (final), or
+    /// a connection problem (retryable, as the replication connection's own).
+    #[error(transparent)]
+    Probe(super::error::ReplicationError),
     #[error("the replication slot `{slot}` uses the plugin `{plugin}`, not pgoutput; use another --slot")]
     WrongPlugin { slot: String, plugin: String },
     #[error(
@@ -83,6 +87,7 @@ impl SlotError {
             Self::Postgres(err) => err
                 .code()
                 .is_none_or(|c| super::error::retryable_sqlstate(c.code())),
+            Self::Probe(err) => err.is_retryable(),
             _ => false,
         }
     }
@@ -97,6 +102,14 @@ pub struct SlotState {
 
 /// Opens an ordinary query connection (`tokio-postgres`), driving it on a task of its own.
 pub async fn query_client(target: &PgTarget) -> Result<Client, SlotError> {
+    // tokio-postgres answers any authentication request; where the connection may end up
+    // unencrypted (or require_auth is set), look at the request first and refuse as the
+    // replication connection would.
+    if target.auth.needs_probe(target.tls.mode.tls_required()) {
+        super::ReplicationConnection::probe_auth(target)
+            .await
+            .map_err(SlotError::Probe)?;
+    }
     let tls_error = |err: tokio_postgres::Error| match tls_failure(&err) {
         Some(reason) => SlotError::Tls {
             target: target.to_string(),

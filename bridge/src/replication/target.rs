@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
 
+use super::auth_policy::{AuthPolicy, Transport};
 use super::error::ReplicationError;
 use super::pgpass;
 use super::tls::{SslMode, TlsSettings};
@@ -23,6 +24,8 @@ pub struct PgTarget {
     pub dbname: String,
     pub application_name: String,
     pub tls: TlsSettings,
+    /// `require_auth`, and whether a cleartext password may travel unencrypted.
+    pub auth: AuthPolicy,
     host: Host,
     port: u16,
 }
@@ -45,10 +48,33 @@ impl PgTarget {
                 "cannot parse the database URL (expected postgres://user:password@host:port/dbname)".into(),
             )
         })?;
-        let mode = match ssl.mode.or_else(|| std::env::var("PGSSLMODE").ok()) {
-            Some(mode) => SslMode::parse(&mode)?,
+        let mode_value = ssl.mode.or_else(|| std::env::var("PGSSLMODE").ok());
+        let mode = match &mode_value {
+            Some(mode) => SslMode::parse(mode)?,
             None => SslMode::Prefer,
         };
+        let require_auth = ssl.require_auth.or_else(|| std::env::var("PGREQUIREAUTH").ok());
+        let auth = AuthPolicy::parse(require_auth.as_deref(), mode == SslMode::Disable)
+            .map_err(ReplicationError::Config)?;
+        match ssl
+            .channel_binding
+            .or_else(|| std::env::var("PGCHANNELBINDING").ok())
+            .as_deref()
+        {
+            None | Some("prefer" | "disable") => {}
+            Some("require") => {
+                return Err(ReplicationError::Config(
+                    "channel_binding=require is not supported: the replication connection does not \
+                     implement SCRAM channel binding (SCRAM-SHA-256-PLUS); use sslmode=verify-full"
+                        .into(),
+                ))
+            }
+            Some(other) => {
+                return Err(ReplicationError::Config(format!(
+                    "channel_binding=`{other}` is not one of disable, prefer, require"
+                )))
+            }
+        }
         let root_cert = ssl
             .root_cert
             .or_else(|| std::env::var("PGSSLROOTCERT").ok())
@@ -110,12 +136,15 @@ impl PgTarget {
             dbname,
             application_name,
             tls,
+            auth,
             host,
             port,
         })
     }
 
-    pub(super) async fn open_socket(&self) -> Result<Box<dyn super::connection_io::Io>, ReplicationError> {
+    pub(super) async fn open_socket(
+        &self,
+    ) -> Result<(Box<dyn super::connection_io::Io>, Transport), ReplicationError> {
         match &self.host {
             Host::Tcp(host) => {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), self.port))
@@ -127,7 +156,7 @@ impl PgTarget {
                 stream.set_nodelay(true).map_err(ReplicationError::Io)?;
                 match self.tls.client_config() {
                     Some(config) => self.start_tls(stream, host, config).await,
-                    None => Ok(Box::new(stream)),
+                    None => Ok((Box::new(stream), Transport::Plain)),
                 }
             }
             // Like libpq, no TLS over a Unix socket: it never leaves the machine.
@@ -140,7 +169,7 @@ impl PgTarget {
                         source,
                     }
                 })?;
-                Ok(Box::new(stream))
+                Ok((Box::new(stream), Transport::Local))
             }
         }
     }
@@ -151,7 +180,7 @@ impl PgTarget {
         mut stream: tokio::net::TcpStream,
         host: &str,
         config: std::sync::Arc<rustls::ClientConfig>,
-    ) -> Result<Box<dyn super::connection_io::Io>, ReplicationError> {
+    ) -> Result<(Box<dyn super::connection_io::Io>, Transport), ReplicationError> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut request = bytes::BytesMut::new();
         postgres_protocol::message::frontend::ssl_request(&mut request);
@@ -159,7 +188,7 @@ impl PgTarget {
         let answer = stream.read_u8().await?;
         match answer {
             b'S' => {}
-            b'N' if !self.tls.mode.tls_required() => return Ok(Box::new(stream)),
+            b'N' if !self.tls.mode.tls_required() => return Ok((Box::new(stream), Transport::Plain)),
             b'N' => {
                 return Err(ReplicationError::Tls(format!(
                     "TLS to postgres at {self} failed (sslmode={}): the server does not accept TLS",
@@ -187,7 +216,7 @@ impl PgTarget {
                     None => ReplicationError::Io(e),
                 },
             )?;
-        Ok(Box::new(tls))
+        Ok((Box::new(tls), Transport::Tls))
     }
 }
 
@@ -198,6 +227,8 @@ struct TlsParams {
     root_cert: Option<String>,
     /// libpq TLS options we do not implement (client certificates), named in the error.
     unsupported: Vec<String>,
+    require_auth: Option<String>,
+    channel_binding: Option<String>,
 }
 
 /// Takes `sslmode` and `sslrootcert` out of a URL's query (or a `key=value` string).
@@ -210,6 +241,14 @@ fn split_tls_params(url: &str) -> (String, TlsParams) {
         }
         "sslrootcert" => {
             params.root_cert = Some(value);
+            true
+        }
+        "require_auth" => {
+            params.require_auth = Some(value);
+            true
+        }
+        "channel_binding" => {
+            params.channel_binding = Some(value);
             true
         }
         "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {

@@ -361,7 +361,8 @@ mod tests {
             other => panic!("expected a dead letter, got {other:?}"),
         };
         assert!(reason(b"garbage").contains("not JSON"));
-        assert!(reason(b"[1, 2]").contains("not a JSON object"));
+        assert!(reason(br#""text""#).contains("not a JSON object"));
+        assert!(reason(b"[1, 2]").contains("not a DMS record"));
         assert!(reason(b"{}").contains("not a DMS record"));
         assert!(
             reason(&record("outbox", "insert", json!({"id": "e", "type": null}))).contains("no usable type")

@@ -379,27 +379,44 @@ async fn main() -> anyhow::Result<()> {
         unstorable.len(),
     )
     .await?;
-    // An unstorable event is parked on its third poison failure; transient failures met on the
-    // way (a brownout) put it further back, so it may still be on its way to the DLQ.
+    // Shipping's DLQ must hold the events no stage can store and nothing else; the bridge's
+    // nothing. An unstorable event is parked on its third poison failure, and transient failures
+    // met on the way (a brownout) put it further back, so it may still be on its way: read the
+    // DLQ (holding what was read) until every one of them was seen and nothing is left. A
+    // duplicate delivery of one is parked twice, so the queue's depth alone says nothing.
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let parked_in_time = tests::wait::until("the unstorable events in the DLQ", ceiling, || async {
-        let depth = queue_depth(&sqs, "shipping-events-dlq").await?;
-        Ok((depth >= unstorable.len() as u64).then_some(()))
-    })
-    .await;
-    if let Err(err) = parked_in_time {
-        eprintln!("{err:#}");
-    }
+    let dlq_url = tests::dlq::queue_url(&sqs, "shipping-events-dlq").await?;
     let dlq = dlq_depths(&sdk).await?;
-    // Shipping's DLQ must hold exactly the events no stage can store; the bridge's nothing.
-    let parked: Vec<String> = tests::dlq::receive(&sdk, "shipping-events-dlq", unstorable.len())
-        .await?
-        .iter()
-        .filter_map(|m| m["detail"]["metadata"]["event_id"].as_str().map(str::to_owned))
-        .collect();
+    let mut parked: HashSet<String> = HashSet::new();
+    let reading = Instant::now();
+    loop {
+        let all_seen = unstorable.iter().all(|id| parked.contains(id));
+        if !all_seen && reading.elapsed() > ceiling {
+            break;
+        }
+        let out = sqs
+            .receive_message()
+            .queue_url(&dlq_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(3600)
+            .wait_time_seconds(2)
+            .send()
+            .await?;
+        // Once every unstorable event was seen, read on until the queue is empty: whatever
+        // else is there is a healthy event dead-lettered.
+        if all_seen && out.messages().is_empty() {
+            break;
+        }
+        for m in out.messages() {
+            let body: serde_json::Value = serde_json::from_str(m.body().unwrap_or("null"))?;
+            if let Some(id) = body["detail"]["metadata"]["event_id"].as_str() {
+                parked.insert(id.to_owned());
+            }
+        }
+    }
     let healthy_dead_lettered = parked.iter().filter(|id| !unstorable.contains(*id)).count() as u64
         + dlq.get("bridge-dlq").copied().unwrap_or(0);
-    let unstorable_parked = unstorable.iter().filter(|id| parked.contains(id)).count();
+    let unstorable_parked = unstorable.iter().filter(|id| parked.contains(*id)).count();
     let out_of_order = aggregates_out_of_order(&records);
     let peak_rss_mib = json!({
         "capture": peak_rss_mib(&pipeline.capture),

@@ -150,6 +150,26 @@ impl Stack {
         kinesis::read_all(&self.kinesis, &self.stream).await
     }
 
+    /// Writes one outbox row (version 1) as the monolith would; `payload` is JSON text.
+    pub async fn insert_outbox(
+        &self,
+        id: &str,
+        aggregate: (&str, &str),
+        event_type: &str,
+        payload: &str,
+    ) -> anyhow::Result<()> {
+        self.pg
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+                 VALUES ($1::text::uuid, $2, $3, $4, $5::text::jsonb, 1)",
+                &[&id, &aggregate.0, &aggregate.1, &event_type, &payload],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Every outbox id in the monolith's database: the ground truth.
     pub async fn outbox_ids(&self) -> anyhow::Result<Vec<String>> {
         let client = self.pg.client().await?;

@@ -130,13 +130,11 @@ async fn a_refused_event_redriven_is_published() -> anyhow::Result<()> {
     let relay = process::Proc::spawn("bridge", &["relay", "--lease-duration-secs", "3"], &env)?;
     let id = "00000000-0000-0000-0000-00000000f001";
     stack
-        .pg
-        .client()
-        .await?
-        .execute(
-            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
-             VALUES ($1::text::uuid, 'Order', 'o-redrive', 'OrderPlaced', '{\"n\": 12345678901234567.89}', 1)",
-            &[&id],
+        .insert_outbox(
+            id,
+            ("Order", "o-redrive"),
+            "OrderPlaced",
+            r#"{"n": 12345678901234567.89}"#,
         )
         .await?;
     let listed = tests::wait::until(

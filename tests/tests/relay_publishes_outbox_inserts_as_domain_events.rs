@@ -9,14 +9,8 @@ use serde_json::{json, Value};
 use tests::bus;
 use tests::stack::Stack;
 
-const TYPES: [&str; 6] = [
-    "CustomerCreated",
-    "CreditReserved",
-    "CreditReleased",
-    "OrderPlaced",
-    "OrderRejected",
-    "OrderCancelled",
-];
+/// The six monolith event types (the ones the shipping service's rule routes).
+const TYPES: [&str; 6] = tests::shipping::SUBSCRIBED_TYPES;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_rows_arrive_on_a_subscribed_queue_with_the_envelope() -> anyhow::Result<()> {

@@ -63,13 +63,11 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
     // A payload an f64 cannot hold, written as the monolith would (jsonb keeps numerics exact).
     let exact = r#"{"deep": [[[{"x": [1.50]}]]], "name": "été 🚀", "total": 12345678901234567.89, "units": 123456789012345678901234567890}"#;
     stack
-        .pg
-        .client()
-        .await?
-        .execute(
-            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
-             VALUES ('00000000-0000-0000-0000-00000000b161', 'Invoice', 'inv-1', 'InvoiceIssued', $1::text::jsonb, 1)",
-            &[&exact],
+        .insert_outbox(
+            "00000000-0000-0000-0000-00000000b161",
+            ("Invoice", "inv-1"),
+            "InvoiceIssued",
+            exact,
         )
         .await?;
     let ids: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
@@ -126,14 +124,7 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
     proxy.plan.set_brownout(Some("AWSEvents."));
     let late = "00000000-0000-0000-0000-00000000b162";
     stack
-        .pg
-        .client()
-        .await?
-        .execute(
-            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
-             VALUES ($1::text::uuid, 'Invoice', 'inv-2', 'InvoiceIssued', '{}', 1)",
-            &[&late],
-        )
+        .insert_outbox(late, ("Invoice", "inv-2"), "InvoiceIssued", "{}")
         .await?;
     let body =
         tests::metrics::wait_health(port, 503, "worker made no progress", Duration::from_secs(60)).await?;

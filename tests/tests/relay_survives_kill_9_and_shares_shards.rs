@@ -151,3 +151,73 @@ async fn a_killed_relays_shards_are_taken_over_and_nothing_is_lost() -> anyhow::
     );
     Ok(())
 }
+
+/// Two relays started with the same `--worker-id` by mistake: never both own a shard (each would
+/// publish it and move its checkpoint), the second says why it leaves the shards alone, and it
+/// takes them over once the first is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_with_one_worker_id_never_both_own_a_shard() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let _capture = stack.spawn_capture(&[]).await?;
+    let (port_a, port_b) = (tests::free_port()?, tests::free_port()?);
+    let relay = |port: u16| {
+        let listen = format!("127.0.0.1:{port}");
+        stack.spawn(
+            "bridge",
+            &[
+                "relay",
+                "--worker-id",
+                "twin",
+                "--lease-duration-secs",
+                "3",
+                "--metrics-listen",
+                &listen,
+            ],
+        )
+    };
+    let mut a = relay(port_a)?;
+    wait::until(
+        "the first relay to own every shard",
+        Duration::from_secs(60),
+        || async {
+            a.ensure_running()?;
+            Ok((owned(port_a).await.unwrap_or(0.0) == 4.0).then_some(()))
+        },
+    )
+    .await?;
+    let mut b = relay(port_b)?;
+    // Several lease rounds (one a second at a 3 s lease) with both running: four owned in all.
+    let watching = std::time::Instant::now();
+    while watching.elapsed() < Duration::from_secs(12) {
+        a.ensure_running()?;
+        b.ensure_running()?;
+        let (na, nb) = (
+            owned(port_a).await.unwrap_or(0.0),
+            owned(port_b).await.unwrap_or(0.0),
+        );
+        assert!(
+            na + nb <= 4.0,
+            "both relays own shards under one worker id: {na} + {nb}\nA:\n{}\nB:\n{}",
+            a.output(),
+            b.output()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    wait::until("the second relay to warn", Duration::from_secs(30), || async {
+        Ok(b.output()
+            .contains("give each relay its own --worker-id")
+            .then_some(()))
+    })
+    .await?;
+    a.kill9().await?;
+    wait::until(
+        "the second relay to take every shard",
+        Duration::from_secs(60),
+        || async {
+            b.ensure_running()?;
+            Ok((owned(port_b).await.unwrap_or(0.0) == 4.0).then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}

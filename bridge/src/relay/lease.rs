@@ -5,6 +5,12 @@
 //! worker makes is conditional on still owning the lease, so a relay whose lease was taken over
 //! can never move a checkpoint. Workers announce themselves with items of their own, so each
 //! relay knows how many share the stream and takes its fair share of shards.
+//!
+//! A lease is held by a worker id *and* a token drawn when the process starts (`lease_instance`):
+//! two processes started with the same `--worker-id` by mistake are two holders, not one, so they
+//! can never both own a shard (each would otherwise pass the other's `owner = me` condition and
+//! publish the shard twice, each moving the checkpoint). The price: a relay restarted under the
+//! same id after a crash waits for its old leases to expire, as any other relay would.
 
 use std::collections::HashMap;
 
@@ -43,6 +49,8 @@ pub struct ShardLease {
     pub owner: Option<String>,
     pub expires_at_ms: i64,
     pub checkpoint: Option<String>,
+    /// Held by this very process (its worker id and its start-up token).
+    pub mine: bool,
 }
 
 impl ShardLease {
@@ -57,6 +65,8 @@ pub struct LeaseTable {
     table: String,
     stream: String,
     pub worker_id: String,
+    /// This process's token, drawn at start: see the module's comment.
+    instance: String,
 }
 
 /// What a conditional write learnt.
@@ -73,6 +83,7 @@ impl LeaseTable {
             table: table.into(),
             stream: stream.into(),
             worker_id: worker_id.into(),
+            instance: format!("{:016x}", rand::random::<u64>()),
         }
     }
 
@@ -107,11 +118,15 @@ impl LeaseTable {
                     }
                     continue;
                 }
+                let owner = str_attr(item, "lease_owner");
+                let mine = owner.as_deref() == Some(&self.worker_id)
+                    && str_attr(item, "lease_instance").as_deref() == Some(&self.instance);
                 let lease = ShardLease {
                     shard_id: str_attr(item, "lease_shard_id").unwrap_or_default(),
-                    owner: str_attr(item, "lease_owner"),
+                    owner,
                     expires_at_ms: expires,
                     checkpoint: str_attr(item, "lease_checkpoint"),
+                    mine,
                 };
                 shards.insert(lease.shard_id.clone(), lease);
             }
@@ -158,7 +173,8 @@ impl LeaseTable {
         Ok(())
     }
 
-    /// Takes the shard's lease if it is free, expired, ours, or held by `steal_from`.
+    /// Takes the shard's lease if it is free, expired, held by this process, or by `steal_from`
+    /// (another worker id).
     /// Returns the checkpoint to resume from.
     pub async fn acquire(
         &self,
@@ -168,22 +184,24 @@ impl LeaseTable {
         steal_from: Option<&str>,
     ) -> Result<Outcome<Option<String>>, LeaseError> {
         let mut condition =
-            "attribute_not_exists(lease_key) OR attribute_not_exists(#o) OR lease_expires_at < :now OR #o = :me".to_owned();
+            "attribute_not_exists(lease_key) OR attribute_not_exists(#o) OR lease_expires_at < :now OR (#o = :me AND #i = :inst)".to_owned();
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("lease_key", self.shard_key(shard_id))
-            .update_expression("SET #o = :me, lease_expires_at = :exp, lease_kind = :kind, lease_stream = :s, lease_shard_id = :id")
+            .update_expression("SET #o = :me, #i = :inst, lease_expires_at = :exp, lease_kind = :kind, lease_stream = :s, lease_shard_id = :id")
             .expression_attribute_names("#o", "lease_owner")
+            .expression_attribute_names("#i", "lease_instance")
             .expression_attribute_values(":me", AttributeValue::S(self.worker_id.clone()))
+            .expression_attribute_values(":inst", AttributeValue::S(self.instance.clone()))
             .expression_attribute_values(":exp", AttributeValue::N(expires_ms.to_string()))
             .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
             .expression_attribute_values(":kind", AttributeValue::S("shard".into()))
             .expression_attribute_values(":s", AttributeValue::S(self.stream.clone()))
             .expression_attribute_values(":id", AttributeValue::S(shard_id.into()))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
-        if let Some(victim) = steal_from {
+        if let Some(victim) = steal_from.filter(|v| *v != self.worker_id) {
             condition.push_str(" OR #o = :victim");
             req = req.expression_attribute_values(":victim", AttributeValue::S(victim.into()));
         }
@@ -196,7 +214,7 @@ impl LeaseTable {
         }
     }
 
-    /// Extends our lease; `Lost` if another worker holds it now.
+    /// Extends our lease; `Lost` if another worker (or process) holds it now.
     pub async fn renew(&self, shard_id: &str, expires_ms: i64) -> Result<Outcome<()>, LeaseError> {
         self.owned_update(shard_id, "SET lease_expires_at = :exp", expires_ms, None)
             .await
@@ -220,7 +238,7 @@ impl LeaseTable {
 
     /// Gives the lease up at shutdown so another relay takes the shard over at once.
     pub async fn release(&self, shard_id: &str) -> Result<Outcome<()>, LeaseError> {
-        self.owned_update(shard_id, "REMOVE #o SET lease_expires_at = :exp", 0, None)
+        self.owned_update(shard_id, "REMOVE #o, #i SET lease_expires_at = :exp", 0, None)
             .await
     }
 
@@ -237,9 +255,11 @@ impl LeaseTable {
             .table_name(&self.table)
             .key("lease_key", self.shard_key(shard_id))
             .update_expression(expression)
-            .condition_expression("#o = :me")
+            .condition_expression("#o = :me AND #i = :inst")
             .expression_attribute_names("#o", "lease_owner")
+            .expression_attribute_names("#i", "lease_instance")
             .expression_attribute_values(":me", AttributeValue::S(self.worker_id.clone()))
+            .expression_attribute_values(":inst", AttributeValue::S(self.instance.clone()))
             .expression_attribute_values(":exp", AttributeValue::N(expires_ms.to_string()));
         if let Some(cp) = checkpoint {
             req = req.expression_attribute_values(":cp", AttributeValue::S(cp.into()));

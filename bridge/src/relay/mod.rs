@@ -81,6 +81,7 @@ pub async fn run(ctx: Arc<RelayContext>, shutdown: CancellationToken) -> Result<
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(stream = %ctx.stream, worker = %ctx.leases.worker_id, "relay started");
     let rounds = ctx.metrics.health.beacon("relay: no lease round got through");
+    let mut twin_warned = false;
     let result = loop {
         tokio::select! {
             biased;
@@ -90,8 +91,17 @@ pub async fn run(ctx: Arc<RelayContext>, shutdown: CancellationToken) -> Result<
                     break Err(err);
                 }
                 match balance(&ctx, &mut running).await {
-                    Ok(unleased) => {
+                    Ok(Round { unleased, twin_held }) => {
                         rounds.beat();
+                        if twin_held > 0 && !twin_warned {
+                            tracing::warn!(
+                                worker = %ctx.leases.worker_id,
+                                shards = twin_held,
+                                "another process holds shards under this relay's worker id; it keeps them \
+                                 and this one leaves them alone: give each relay its own --worker-id"
+                            );
+                        }
+                        twin_warned = twin_held > 0;
                         // Shards nobody reads while this relay reads none: something keeps it
                         // from taking them (a lease it cannot write, a worker that keeps failing).
                         let idle = running.is_empty() && unleased > 0;
@@ -136,12 +146,11 @@ async fn reap(running: &mut HashMap<String, Running>) -> Result<(), RelayError> 
     Ok(())
 }
 
-/// One lease round: heartbeat, renew what we hold, take our fair share of the rest. Returns how
-/// many eligible shards are left without a live lease.
+/// One lease round: heartbeat, renew what we hold, take our fair share of the rest.
 async fn balance(
     ctx: &Arc<RelayContext>,
     running: &mut HashMap<String, Running>,
-) -> Result<usize, RelayError> {
+) -> Result<Round, RelayError> {
     let now = now_ms();
     let expires = now + ctx.lease_duration.as_millis() as i64;
     let shards = list_shards(ctx).await?;
@@ -169,26 +178,28 @@ async fn balance(
         .collect();
     let target = eligible.len().div_ceil(workers.max(1));
     let me = ctx.leases.worker_id.as_str();
-    let live_owner = |id: &str| {
+    // A live lease, and whether another process holds it.
+    let live = |id: &str| {
         leases
             .get(id)
-            .filter(|l| l.expires_at_ms > now)
-            .and_then(|l| l.owner.as_deref())
+            .filter(|l| l.expires_at_ms > now && l.owner.is_some())
     };
+    let held_elsewhere = |id: &str| live(id).is_some_and(|l| !l.mine);
 
     // Free, expired or already ours: take them up to our share.
     for &shard in &eligible {
         if running.len() >= target {
             break;
         }
-        if running.contains_key(shard) || live_owner(shard).is_some_and(|o| o != me) {
+        if running.contains_key(shard) || held_elsewhere(shard) {
             continue;
         }
         if let Outcome::Done(checkpoint) = ctx.leases.acquire(shard, now, expires, None).await? {
             start(ctx, running, shard, checkpoint);
         }
     }
-    // Still short: take one shard from the relay holding the most.
+    // Still short: take one shard from the relay holding the most. Never from a process using
+    // our own worker id: it is not another relay we could balance with, but a mistake.
     if running.len() < target {
         let mut held: HashMap<&str, Vec<&str>> = HashMap::new();
         for &shard in &eligible {
@@ -196,7 +207,11 @@ async fn balance(
             if running.contains_key(shard) {
                 continue;
             }
-            if let Some(owner) = live_owner(shard).filter(|o| *o != me) {
+            if let Some(owner) = live(shard)
+                .filter(|l| !l.mine)
+                .and_then(|l| l.owner.as_deref())
+                .filter(|o| *o != me)
+            {
                 held.entry(owner).or_default().push(shard);
             }
         }
@@ -217,9 +232,21 @@ async fn balance(
     }
     let unleased = eligible
         .iter()
-        .filter(|s| !running.contains_key(**s) && live_owner(s).is_none())
+        .filter(|s| !running.contains_key(**s) && live(s).is_none())
         .count();
-    Ok(unleased)
+    let twin_held = eligible
+        .iter()
+        .filter(|s| live(s).is_some_and(|l| !l.mine && l.owner.as_deref() == Some(me)))
+        .count();
+    Ok(Round { unleased, twin_held })
+}
+
+/// What one lease round saw.
+struct Round {
+    /// Eligible shards without a live lease.
+    unleased: usize,
+    /// Shards held by another process that uses this relay's worker id.
+    twin_held: usize,
 }
 
 fn start(

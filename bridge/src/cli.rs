@@ -73,6 +73,10 @@ pub struct DlqArgs {
     /// At most this many messages.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max: u32,
+    /// How long (s) each message stays hidden from other readers while it is listed or
+    /// redriven; a redrive renews it until the message is sent and deleted.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=43_200))]
+    pub hold_secs: u64,
     /// Print JSON instead of text (list).
     #[arg(long)]
     pub json: bool,

@@ -319,7 +319,12 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
         DlqAction::Redrive(a) => (a, true),
     };
     let queue = &args.resources.dead_letter_queue;
-    let dlq = bridge::dlq_tools::Dlq::open(aws_sdk_sqs::Client::new(&aws), queue).await?;
+    let dlq = bridge::dlq_tools::Dlq::open(
+        aws_sdk_sqs::Client::new(&aws),
+        queue,
+        Duration::from_secs(args.hold_secs),
+    )
+    .await?;
     let max = args.max as usize;
     if !redrive {
         let parked = dlq.list(max).await?;

@@ -1,9 +1,15 @@
 //! Operator tools for a dead-letter queue (the bridge's and the microservices'): list what is
 //! parked with its reason, and redrive it — hand each message to a function that sends it back
 //! where it came from, deleting it from the DLQ only once that succeeded.
+//!
+//! A redrive works a page (≤ 10 messages) at a time and keeps the page hidden until each
+//! message is sent and deleted: a queue longer than one hold never lets a message it took show
+//! up again for a second redrive (or this one) to send twice, and a receipt handle is always
+//! the one SQS gave last, so the delete after the send takes.
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
@@ -35,13 +41,12 @@ pub struct Dlq {
     sqs: aws_sdk_sqs::Client,
     name: String,
     url: String,
+    /// How long messages stay hidden while a listing or a redrive holds them.
+    hold: Duration,
 }
 
-/// How long messages stay hidden while a listing or a redrive holds them.
-const HOLD_SECONDS: i32 = 60;
-
 impl Dlq {
-    pub async fn open(sqs: aws_sdk_sqs::Client, name: &str) -> Result<Self, DlqError> {
+    pub async fn open(sqs: aws_sdk_sqs::Client, name: &str, hold: Duration) -> Result<Self, DlqError> {
         let url = sqs
             .get_queue_url()
             .queue_name(name)
@@ -58,7 +63,42 @@ impl Dlq {
             sqs,
             name: name.into(),
             url,
+            hold,
         })
+    }
+
+    fn hold_secs(&self) -> i32 {
+        i32::try_from(self.hold.as_secs().max(1)).unwrap_or(43_200)
+    }
+
+    /// One page of up to `max` (≤ 10) messages, hidden for the hold.
+    async fn receive(&self, max: usize) -> Result<Vec<Message>, DlqError> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(i32::try_from(max.clamp(1, 10)).unwrap_or(10))
+            .visibility_timeout(self.hold_secs())
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .map_err(|e| self.error("ReceiveMessage", &e))?;
+        Ok(out.messages.unwrap_or_default())
+    }
+
+    /// Best effort: a message whose visibility cannot be changed becomes visible at the end of
+    /// its hold anyway.
+    async fn set_visibility(&self, receipt: &str, seconds: i32) {
+        let _ = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds)
+            .send()
+            .await;
     }
 
     fn error(&self, op: &'static str, e: &dyn ProvideErrorMetadata) -> DlqError {
@@ -69,24 +109,13 @@ impl Dlq {
         }
     }
 
-    /// Takes up to `max` distinct messages, hidden for [`HOLD_SECONDS`].
+    /// Takes up to `max` distinct messages, hidden for the hold (a listing: a message seen
+    /// again once its hold ran out is not listed twice).
     async fn take(&self, max: usize) -> Result<Vec<Parked>, DlqError> {
         let mut seen = HashSet::new();
         let mut taken = Vec::new();
         while taken.len() < max {
-            let out = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.url)
-                .max_number_of_messages(i32::try_from((max - taken.len()).min(10)).unwrap_or(10))
-                .visibility_timeout(HOLD_SECONDS)
-                .wait_time_seconds(1)
-                .message_attribute_names("All")
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .send()
-                .await
-                .map_err(|e| self.error("ReceiveMessage", &e))?;
-            let messages = out.messages.unwrap_or_default();
+            let messages = self.receive(max - taken.len()).await?;
             if messages.is_empty() {
                 break;
             }
@@ -104,14 +133,7 @@ impl Dlq {
         let taken = self.take(max).await?;
         for p in &taken {
             // Visible again right away: listing must not delay a redrive.
-            let _ = self
-                .sqs
-                .change_message_visibility()
-                .queue_url(&self.url)
-                .receipt_handle(&p.receipt)
-                .visibility_timeout(0)
-                .send()
-                .await;
+            self.set_visibility(&p.receipt, 0).await;
         }
         Ok(taken)
     }
@@ -129,31 +151,59 @@ impl Dlq {
     {
         let mut redriven = 0;
         let mut failed = Vec::new();
-        for p in self.take(max).await? {
-            let (id, receipt) = (p.message_id.clone(), p.receipt.clone());
-            match send(p).await {
-                Ok(()) => {
-                    self.sqs
+        // Messages handled (sent, or failed and kept); their receipts if kept, to show them again.
+        let mut handled: HashSet<String> = HashSet::new();
+        let mut kept: Vec<String> = Vec::new();
+        while handled.len() < max {
+            let page = self.receive(max - handled.len()).await?;
+            if page.is_empty() {
+                break;
+            }
+            let mut held_since = Instant::now();
+            let page: Vec<Parked> = page
+                .into_iter()
+                .map(parked)
+                // One kept earlier whose hold ran out: handled already, left as it is.
+                .filter(|p| !handled.contains(&p.message_id))
+                .collect();
+            for (i, p) in page.iter().enumerate() {
+                // Half the hold gone: the rest of the page is hidden for a whole hold again,
+                // so no other reader can take a message this one is about to send.
+                if held_since.elapsed() > self.hold / 2 {
+                    for rest in &page[i..] {
+                        self.set_visibility(&rest.receipt, self.hold_secs()).await;
+                    }
+                    held_since = Instant::now();
+                }
+                handled.insert(p.message_id.clone());
+                match send(p.clone()).await {
+                    Ok(()) => match self
+                        .sqs
                         .delete_message()
                         .queue_url(&self.url)
-                        .receipt_handle(&receipt)
+                        .receipt_handle(&p.receipt)
                         .send()
                         .await
-                        .map_err(|e| self.error("DeleteMessage", &e))?;
-                    redriven += 1;
-                }
-                Err(reason) => {
-                    let _ = self
-                        .sqs
-                        .change_message_visibility()
-                        .queue_url(&self.url)
-                        .receipt_handle(&receipt)
-                        .visibility_timeout(0)
-                        .send()
-                        .await;
-                    failed.push((id, reason));
+                    {
+                        Ok(_) => redriven += 1,
+                        Err(e) => failed.push((
+                            p.message_id.clone(),
+                            format!(
+                                "sent, but still parked (DeleteMessage failed: {}): a later redrive sends it again",
+                                e.code().unwrap_or("unreachable")
+                            ),
+                        )),
+                    },
+                    Err(reason) => {
+                        kept.push(p.receipt.clone());
+                        failed.push((p.message_id.clone(), reason));
+                    }
                 }
             }
+        }
+        // What could not be sent is visible again only now, so this run does not take it twice.
+        for receipt in &kept {
+            self.set_visibility(receipt, 0).await;
         }
         Ok((redriven, failed))
     }

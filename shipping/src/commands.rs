@@ -46,9 +46,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run_service(&aws, &names, args).await,
         Command::Dlq { action } => {
             let sqs = aws_sdk_sqs::Client::new(&aws);
-            let dlq = bridge::dlq_tools::Dlq::open(sqs.clone(), &names.dead_letter_queue).await?;
+            let hold = match action {
+                DlqAction::List { hold_secs, .. } | DlqAction::Redrive { hold_secs, .. } => hold_secs,
+            };
+            let dlq = bridge::dlq_tools::Dlq::open(
+                sqs.clone(),
+                &names.dead_letter_queue,
+                std::time::Duration::from_secs(hold),
+            )
+            .await?;
             match action {
-                DlqAction::List { max, json } => {
+                DlqAction::List { max, json, .. } => {
                     let parked = dlq.list(max as usize).await?;
                     if json {
                         println!("{}", serde_json::to_string_pretty(&parked)?);
@@ -56,7 +64,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         print!("{}", bridge::dlq_tools::render(&names.dead_letter_queue, &parked));
                     }
                 }
-                DlqAction::Redrive { max } => {
+                DlqAction::Redrive { max, .. } => {
                     let url = sqs
                         .get_queue_url()
                         .queue_name(&names.queue)

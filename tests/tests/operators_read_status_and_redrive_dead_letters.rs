@@ -181,3 +181,61 @@ async fn a_refused_event_redriven_is_published() -> anyhow::Result<()> {
     relay.ensure_running()?;
     Ok(())
 }
+
+/// Two redrives of one queue, each slower than the hold (every call slowed, `--hold-secs 2`),
+/// the second starting once the first's hold ran out: each parked record goes back exactly once
+/// and the queue ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrives_longer_than_the_hold_send_each_record_once() -> anyhow::Result<()> {
+    const PARKED: u64 = 30;
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = tests::dlq::queue_url(&sqs, "bridge-dlq").await?;
+    for n in 0..PARKED {
+        let body = serde_json::json!({
+            "reason": "parked by the test",
+            "stream": stack.stream,
+            "record": serde_json::json!({"redrive": n}).to_string(),
+            "partition_key": format!("k{n}"),
+        });
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(body.to_string())
+            .send()
+            .await?;
+    }
+    let proxy = tests::faults::FaultProxy::start(&stack.moto.endpoint).await?;
+    proxy
+        .plan
+        .latency_ms
+        .store(150, std::sync::atomic::Ordering::SeqCst);
+    let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
+    let args = ["dlq", "redrive", "--hold-secs", "2", "--max", "1000"];
+    let first = process::run("bridge", &args, &env);
+    let second = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        process::run("bridge", &args, &env).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    for (code, out, err) in [first?, second?] {
+        assert_eq!(code, Some(0), "{out}\n{err}");
+    }
+    proxy
+        .plan
+        .latency_ms
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+
+    let mut sent = std::collections::BTreeMap::<u64, usize>::new();
+    for r in stack.records().await? {
+        if let Some(n) = r.json["redrive"].as_u64() {
+            *sent.entry(n).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = sent.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.is_empty(), "sent more than once: {twice:?}");
+    assert_eq!(sent.len() as u64, PARKED, "{sent:?}");
+    let left: Value = serde_json::from_str(&stack.run_ok("bridge", &["dlq", "list", "--json"]).await?)?;
+    assert_eq!(left.as_array().map(Vec::len), Some(0), "{left}");
+    Ok(())
+}

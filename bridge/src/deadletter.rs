@@ -39,29 +39,24 @@ pub struct DeadLetterQueue {
 
 impl DeadLetterQueue {
     /// Looks the queue up by name (`bridge setup` creates it).
-    /// Transient failures (an outage while the relay starts) are retried for about five minutes.
+    /// Transient failures (an outage while the relay starts) are retried until they pass.
     pub async fn open(client: aws_sdk_sqs::Client, name: &str) -> Result<Self, DeadLetterError> {
-        let mut backoff = crate::retry::Backoff::new(
+        let backoff = crate::retry::Backoff::new(
             std::time::Duration::from_millis(200),
             std::time::Duration::from_secs(10),
         );
-        let url = loop {
-            match client.get_queue_url().queue_name(name).send().await {
-                Ok(out) => break out.queue_url().unwrap_or_default().to_owned(),
-                Err(e) if crate::retry::transient_cause(&e).is_some() && backoff.attempts() < 40 => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(queue = name, error = %e, delay_ms = delay.as_millis() as u64, "getqueueurl failed, retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                Err(e) => {
-                    return Err(DeadLetterError {
-                        queue: name.into(),
-                        transient: crate::retry::transient_cause(&e).is_some(),
-                        source: Box::new(e),
-                    })
-                }
-            }
-        };
+        let url = crate::retry::while_transient("GetQueueUrl", backoff, || {
+            client.get_queue_url().queue_name(name).send()
+        })
+        .await
+        .map_err(|e| DeadLetterError {
+            queue: name.into(),
+            transient: false,
+            source: Box::new(e),
+        })?
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned();
         Ok(Self {
             client,
             name: name.into(),

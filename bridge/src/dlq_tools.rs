@@ -151,8 +151,15 @@ impl Dlq {
     {
         let mut redriven = 0;
         let mut failed = Vec::new();
-        // Messages handled (sent, or failed and kept); their receipts if kept, to show them again.
+        // Only what was parked before this redrive began: a record that fails again is parked
+        // anew (a new message) while the redrive runs, and sending that one too would go round
+        // until `max`. Those are left hidden and shown again at the end, like the ones kept.
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        // Messages handled (sent, or failed and kept) or left for later.
         let mut handled: HashSet<String> = HashSet::new();
+        let mut later: HashSet<String> = HashSet::new();
         let mut kept: Vec<String> = Vec::new();
         while handled.len() < max {
             let page = self.receive(max - handled.len()).await?;
@@ -160,12 +167,21 @@ impl Dlq {
                 break;
             }
             let mut held_since = Instant::now();
-            let page: Vec<Parked> = page
-                .into_iter()
-                .map(parked)
-                // One kept earlier whose hold ran out: handled already, left as it is.
-                .filter(|p| !handled.contains(&p.message_id))
-                .collect();
+            let mut fresh = Vec::new();
+            for p in page.into_iter().map(parked) {
+                // One handled earlier whose hold ran out: left as it is.
+                if handled.contains(&p.message_id) || later.contains(&p.message_id) {
+                    continue;
+                }
+                let sent_ms = p.sent_at.as_deref().and_then(|t| t.parse::<u128>().ok());
+                if sent_ms.is_some_and(|t| t > started_ms) {
+                    later.insert(p.message_id.clone());
+                    kept.push(p.receipt.clone());
+                    continue;
+                }
+                fresh.push(p);
+            }
+            let page = fresh;
             for (i, p) in page.iter().enumerate() {
                 // Half the hold gone: the rest of the page is hidden for a whole hold again,
                 // so no other reader can take a message this one is about to send.

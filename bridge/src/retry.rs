@@ -1,6 +1,9 @@
-//! Retrying AWS calls: which failures are transient (the one place that decides), and
-//! exponential backoff with jitter so retrying processes do not stampede together.
+//! Retrying AWS calls: which failures are transient (the one place that decides), exponential
+//! backoff with jitter so retrying processes do not stampede together, and [`while_transient`],
+//! the one retry loop: an outage is waited out however long it lasts.
 
+use std::fmt::Display;
+use std::future::Future;
 use std::time::Duration;
 
 // Every AWS SDK crate re-exports the same smithy types; Kinesis' names serve for all of them.
@@ -29,6 +32,46 @@ pub fn transient_cause<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>)
             }
         }
         _ => None,
+    }
+}
+
+/// A failure that may go away by itself (an outage, throttling) rather than one retrying cannot fix.
+pub trait Transient {
+    fn is_transient(&self) -> bool;
+}
+
+impl<E: ProvideErrorMetadata> Transient for SdkError<E, HttpResponse> {
+    fn is_transient(&self) -> bool {
+        transient_cause(self).is_some()
+    }
+}
+
+/// Runs `op` until it succeeds or fails for good: a transient failure is retried after
+/// `backoff`'s next delay, for as long as it lasts. Never giving up is deliberate: a process that
+/// exits during a long outage only restarts into the same outage (and an exit on a give-up count
+/// made a 3-minute DynamoDB brownout stop the shipping service); meanwhile the stall beacons turn
+/// `/healthz` 503. The first failure and every tenth are logged as warnings, the rest at debug.
+pub async fn while_transient<T, E, F, Fut>(what: &str, mut backoff: Backoff, mut op: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Transient + Display,
+{
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(err) if err.is_transient() => {
+                let delay = backoff.next_delay();
+                let attempt = backoff.attempts();
+                if attempt == 1 || attempt % 10 == 0 {
+                    tracing::warn!(op = what, attempt, error = %err, delay_ms = delay.as_millis() as u64, "transient failure, retrying");
+                } else {
+                    tracing::debug!(op = what, attempt, error = %err, delay_ms = delay.as_millis() as u64, "transient failure, retrying");
+                }
+                tokio::time::sleep(delay).await;
+            }
+            Err(err) => return Err(err),
+        }
     }
 }
 
@@ -82,5 +125,46 @@ mod tests {
         assert_eq!(b.attempts(), 40);
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    struct Failure(bool);
+    impl Transient for Failure {
+        fn is_transient(&self) -> bool {
+            self.0
+        }
+    }
+    impl Display for Failure {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "transient: {}", self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn waits_out_any_number_of_transient_failures_and_stops_at_a_fatal_one() {
+        // More failures than any give-up count the loops had (they had 5 to 40).
+        let backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(1));
+        let mut calls = 0;
+        let out = while_transient("test", backoff.clone(), || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 200 {
+                    Err(Failure(true))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert!(matches!(out, Ok(200)));
+        let mut calls = 0;
+        let out: Result<(), Failure> = while_transient("test", backoff, || {
+            calls += 1;
+            let n = calls;
+            async move { Err(Failure(n < 3)) }
+        })
+        .await;
+        assert!(matches!(out, Err(Failure(false))));
+        assert_eq!(calls, 3);
     }
 }

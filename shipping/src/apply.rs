@@ -1,10 +1,10 @@
 //! Applying one incoming event: read the state it changes, decide with the pure domain
 //! functions, commit in one transaction; re-decide when another writer got there first.
 
-use serde_json::json;
+use serde::Serialize;
 use uuid::Uuid;
 
-use crate::domain::{self, Change, ShipmentChange};
+use crate::domain::{self, Change, Decimal, ShipmentChange};
 use crate::incoming::Incoming;
 use crate::store::{CommitOutcome, OutboxItem, StateWrite, Store, StoreError};
 
@@ -67,28 +67,26 @@ pub async fn apply(store: &Store, event: &Incoming) -> Result<Applied, ApplyErro
                         shipment,
                         event: raised,
                     }) => {
-                        let outbox = raised.map(|kind| OutboxItem {
-                            event_id: Uuid::new_v5(
-                                &SHIPMENT_EVENT_NAMESPACE,
-                                format!("{}:{}", event.event_id, kind.detail_type()).as_bytes(),
-                            )
-                            .to_string(),
-                            detail_type: kind.detail_type().into(),
-                            aggregate_type: "Shipment".into(),
-                            aggregate_id: shipment.order_id.clone(),
-                            aggregate_version: shipment.version,
-                            occurred_at: chrono::Utc::now()
-                                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                            traceparent: event.traceparent.clone(),
-                            causation_id: event.event_id.clone(),
-                            data: json!({
-                                "order_id": shipment.order_id,
-                                "customer_id": shipment.customer_id,
-                                "order_total": shipment.order_total,
-                                "state": shipment.status.as_str(),
-                                "version": shipment.version,
-                            }),
-                        });
+                        let outbox = raised
+                            .map(|kind| -> Result<_, ApplyError> {
+                                Ok(OutboxItem {
+                                    event_id: Uuid::new_v5(
+                                        &SHIPMENT_EVENT_NAMESPACE,
+                                        format!("{}:{}", event.event_id, kind.detail_type()).as_bytes(),
+                                    )
+                                    .to_string(),
+                                    detail_type: kind.detail_type().into(),
+                                    aggregate_type: "Shipment".into(),
+                                    aggregate_id: shipment.order_id.clone(),
+                                    aggregate_version: shipment.version,
+                                    occurred_at: chrono::Utc::now()
+                                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                                    traceparent: event.traceparent.clone(),
+                                    causation_id: event.event_id.clone(),
+                                    data: shipment_data(&shipment)?,
+                                })
+                            })
+                            .transpose()?;
                         let state = StateWrite::Shipment {
                             expected_order_version: current.map(|s| s.order_version),
                             shipment,
@@ -113,4 +111,24 @@ pub async fn apply(store: &Store, event: &Incoming) -> Result<Applied, ApplyErro
         event_id: event.event_id.clone(),
         attempts: MAX_ATTEMPTS,
     })
+}
+
+/// The payload of a shipment event, as raw JSON: `order_total` keeps the order's digits.
+fn shipment_data(shipment: &domain::Shipment) -> Result<Box<serde_json::value::RawValue>, ApplyError> {
+    #[derive(Serialize)]
+    struct Data<'a> {
+        order_id: &'a str,
+        customer_id: &'a str,
+        order_total: &'a Decimal,
+        state: &'static str,
+        version: i64,
+    }
+    serde_json::value::to_raw_value(&Data {
+        order_id: &shipment.order_id,
+        customer_id: &shipment.customer_id,
+        order_total: &shipment.order_total,
+        state: shipment.status.as_str(),
+        version: shipment.version,
+    })
+    .map_err(|e| ApplyError::Unusable(format!("shipment {}: payload: {e}", shipment.order_id)))
 }

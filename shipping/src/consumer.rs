@@ -24,7 +24,7 @@ use crate::apply::{self, ApplyError};
 use crate::incoming::{self, IncomingError};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use bridge::retry::{transient_cause, Backoff};
+use bridge::retry::{transient_cause, while_transient, Backoff};
 
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
@@ -196,22 +196,17 @@ fn secs(d: Duration) -> i32 {
 }
 
 async fn queue_url(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<String, ConsumerError> {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    loop {
-        match sqs.get_queue_url().queue_name(queue).send().await {
-            Ok(out) => return Ok(out.queue_url.unwrap_or_default()),
-            Err(err) if transient_cause(&err).is_some() && backoff.attempts() < 30 => {
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-            Err(err) => {
-                return Err(ConsumerError::Queue {
-                    queue: queue.into(),
-                    code: err.code().unwrap_or("unknown").to_owned(),
-                    source: Box::new(err),
-                })
-            }
-        }
-    }
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let out = while_transient("GetQueueUrl", backoff, || {
+        sqs.get_queue_url().queue_name(queue).send()
+    })
+    .await
+    .map_err(|err| ConsumerError::Queue {
+        queue: queue.into(),
+        code: err.code().unwrap_or("unknown").to_owned(),
+        source: Box::new(err),
+    })?;
+    Ok(out.queue_url.unwrap_or_default())
 }
 
 /// The DLQ's URL and `maxReceiveCount` from the queue's redrive policy, when it has one.
@@ -220,28 +215,19 @@ async fn redrive_target(
     queue: &str,
     url: &str,
 ) -> Result<Option<(String, u32)>, ConsumerError> {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let attrs = loop {
-        let attempt = sqs
-            .get_queue_attributes()
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let attrs = while_transient("GetQueueAttributes", backoff, || {
+        sqs.get_queue_attributes()
             .queue_url(url)
             .attribute_names(QueueAttributeName::RedrivePolicy)
             .send()
-            .await;
-        match attempt {
-            Ok(attrs) => break attrs,
-            Err(err) if transient_cause(&err).is_some() && backoff.attempts() < 30 => {
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-            Err(err) => {
-                return Err(ConsumerError::Queue {
-                    queue: queue.into(),
-                    code: err.code().unwrap_or("unknown").to_owned(),
-                    source: Box::new(err),
-                })
-            }
-        }
-    };
+    })
+    .await
+    .map_err(|err| ConsumerError::Queue {
+        queue: queue.into(),
+        code: err.code().unwrap_or("unknown").to_owned(),
+        source: Box::new(err),
+    })?;
     let Some(policy) = attrs
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))

@@ -5,7 +5,44 @@
 //! is "take this state if it is newer than what we hold": duplicates and reordering cannot
 //! change the outcome, only the newest version wins.
 
-use serde_json::{Number, Value};
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+/// A JSON number exactly as the event wrote it: a payload is read as raw JSON and the number's
+/// text kept, so digits beyond f64 (a money amount, a 19-digit id) reach the projection and
+/// shipping's own events unchanged. Serializes as that number, verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decimal(String);
+
+impl Decimal {
+    /// `text` if it is one JSON number (any size: range is the store's business).
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let number = text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+            && serde_json::from_str::<&RawValue>(text).is_ok();
+        number.then(|| Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Decimal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw = RawValue::from_string(self.0.clone()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
 
 /// What one monolith event means to shipping.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,8 +58,8 @@ pub enum Change {
 pub struct CustomerState {
     pub customer_id: String,
     pub name: String,
-    pub credit_limit: Number,
-    pub credit_reserved: Number,
+    pub credit_limit: Decimal,
+    pub credit_reserved: Decimal,
     pub version: i64,
 }
 
@@ -37,7 +74,7 @@ pub enum OrderStatus {
 pub struct OrderState {
     pub order_id: String,
     pub customer_id: String,
-    pub order_total: Number,
+    pub order_total: Decimal,
     pub status: OrderStatus,
     pub version: i64,
 }
@@ -56,25 +93,29 @@ pub fn subscribed_event_types() -> Vec<&'static str> {
 
 /// Reads an event's meaning from its type, `metadata.aggregate_version` and `data`. An event
 /// of a known type whose data cannot be applied is an error with the reason (a poison message).
-pub fn interpret(detail_type: &str, version: Option<i64>, data: &Value) -> Result<Change, String> {
+pub fn interpret(detail_type: &str, version: Option<i64>, data: &RawValue) -> Result<Change, String> {
     let customer = CUSTOMER_EVENTS.contains(&detail_type);
     if !customer && !ORDER_EVENTS.contains(&detail_type) {
         return Ok(Change::Ignored);
     }
+    // Each field as raw JSON: numbers keep their digits; the others are read from it.
+    let fields: HashMap<&str, &RawValue> =
+        serde_json::from_str(data.get()).map_err(|_| format!("{detail_type}: data is not a JSON object"))?;
+    let field = |name: &str| fields.get(name).map(|raw| raw.get());
     let version = version
-        .or_else(|| data["version"].as_i64())
+        .or_else(|| field("version").and_then(|v| v.parse().ok()))
         .filter(|v| *v > 0)
         .ok_or_else(|| format!("{detail_type}: no positive aggregate_version in metadata or data.version"))?;
-    let text = |field: &str| {
-        data[field]
-            .as_str()
+    let string = |name: &str| field(name).and_then(|raw| serde_json::from_str::<String>(raw).ok());
+    let text = |name: &str| {
+        string(name)
             .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| format!("{detail_type}: data.{field} is missing or not a non-empty string"))
+            .ok_or_else(|| format!("{detail_type}: data.{name} is missing or not a non-empty string"))
     };
-    let number = |field: &str| match &data[field] {
-        Value::Number(n) => Ok(n.clone()),
-        _ => Err(format!("{detail_type}: data.{field} is missing or not a number")),
+    let number = |name: &str| {
+        field(name)
+            .and_then(Decimal::parse)
+            .ok_or_else(|| format!("{detail_type}: data.{name} is missing or not a number"))
     };
     if customer {
         return Ok(Change::Customer(CustomerState {
@@ -85,7 +126,7 @@ pub fn interpret(detail_type: &str, version: Option<i64>, data: &Value) -> Resul
             version,
         }));
     }
-    let status = match data["state"].as_str() {
+    let status = match string("state").as_deref() {
         Some("APPROVED") => OrderStatus::Approved,
         Some("REJECTED") => OrderStatus::Rejected,
         Some("CANCELLED") => OrderStatus::Cancelled,
@@ -133,7 +174,7 @@ impl ShipmentStatus {
 pub struct Shipment {
     pub order_id: String,
     pub customer_id: String,
-    pub order_total: Number,
+    pub order_total: Decimal,
     pub status: ShipmentStatus,
     pub order_version: i64,
     pub version: i64,
@@ -197,15 +238,19 @@ pub fn plan_shipment(current: Option<&Shipment>, order: &OrderState) -> Option<S
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
+
+    fn raw(v: &Value) -> Box<RawValue> {
+        RawValue::from_string(v.to_string()).unwrap()
+    }
 
     fn order(status: &str, version: i64) -> OrderState {
         let Ok(Change::Order(o)) = interpret(
             "OrderPlaced",
             Some(version),
-            &json!({"order_id": "o1", "customer_id": "c1", "order_total": 12.5, "state": status}),
+            &raw(&json!({"order_id": "o1", "customer_id": "c1", "order_total": 12.5, "state": status})),
         ) else {
             panic!("not an order")
         };
@@ -251,19 +296,43 @@ mod tests {
     #[test]
     fn unknown_types_are_ignored_and_unusable_payloads_are_poison() {
         assert_eq!(
-            interpret("SomethingElse", Some(1), &json!({})),
+            interpret("SomethingElse", Some(1), &raw(&json!({}))),
             Ok(Change::Ignored)
         );
-        let err = interpret("OrderPlaced", Some(1), &json!({"oops": true})).unwrap_err();
+        let err = interpret("OrderPlaced", Some(1), &raw(&json!({"oops": true}))).unwrap_err();
         assert!(err.contains("data.state"), "{err}");
-        let err = interpret("CustomerCreated", None, &json!({"customer_id": "c"})).unwrap_err();
+        let err = interpret("CustomerCreated", None, &raw(&json!({"customer_id": "c"}))).unwrap_err();
         assert!(err.contains("aggregate_version"), "{err}");
         let err = interpret(
             "CustomerCreated",
             Some(1),
-            &json!({"customer_id": "c", "name": "A", "credit_limit": "x", "credit_reserved": 0}),
+            &raw(&json!({"customer_id": "c", "name": "A", "credit_limit": "x", "credit_reserved": 0})),
         )
         .unwrap_err();
         assert!(err.contains("credit_limit"), "{err}");
+        let err = interpret("OrderPlaced", Some(1), &raw(&json!([1, 2]))).unwrap_err();
+        assert!(err.contains("not a JSON object"), "{err}");
+    }
+
+    #[test]
+    fn numbers_keep_every_digit_the_event_wrote() {
+        let data = RawValue::from_string(
+            r#"{"customer_id": "c", "name": "A", "credit_limit": 12345678901234567.89,
+                "credit_reserved": -0.000000000000000000001, "version": 7}"#
+                .into(),
+        )
+        .unwrap();
+        let Ok(Change::Customer(c)) = interpret("CustomerCreated", None, &data) else {
+            panic!("not a customer")
+        };
+        assert_eq!(c.credit_limit.as_str(), "12345678901234567.89");
+        assert_eq!(c.credit_reserved.as_str(), "-0.000000000000000000001");
+        assert_eq!(c.version, 7);
+        // And they are written out as they came.
+        assert_eq!(
+            serde_json::to_string(&json!({"x": 1}).as_object().map(|_| &c.credit_limit)).unwrap(),
+            "12345678901234567.89"
+        );
+        assert!(Decimal::parse("\"1\"").is_none() && Decimal::parse("1e400").is_some());
     }
 }

@@ -28,7 +28,7 @@ use crate::store::Store;
 use bridge::deadletter::{DeadLetterError, DeadLetterQueue, Origin};
 use bridge::eventbridge::{PublishError, Publisher};
 use bridge::relay::envelope::Event;
-use bridge::retry::{transient_cause, Backoff};
+use bridge::retry::{transient_cause, while_transient, Backoff};
 
 #[derive(Clone, Debug)]
 pub struct PublisherConfig {
@@ -325,16 +325,8 @@ async fn publish(ctx: &Context, shard: &str, events: Vec<(Event, String)>) -> Re
     for id in ids.iter().filter(|id| !refused_ids.contains(id.as_str())) {
         ctx.metrics.outbox_events_published.inc();
         tracing::debug!(event_id = %id, "published");
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        loop {
-            match ctx.store.mark_dispatched(id).await {
-                Ok(()) => break,
-                Err(err) if err.is_transient() && backoff.attempts() < 10 => {
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        while_transient("mark dispatched", backoff, || ctx.store.mark_dispatched(id)).await?;
     }
     Ok(())
 }
@@ -436,32 +428,23 @@ struct Checkpoint {
 
 async fn load_checkpoint(ctx: &Context, shard: &str) -> Result<Checkpoint, PublisherError> {
     let table = &ctx.store.tables.checkpoints;
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let out = loop {
-        let attempt = ctx
-            .store
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    // A worker starting during an AWS outage waits it out (the chaos run's brownouts).
+    let out = while_transient("GetItem checkpoint", backoff, || {
+        ctx.store
             .client()
             .get_item()
             .table_name(table)
             .key("shard_id", TableValue::S(shard.into()))
             .consistent_read(true)
             .send()
-            .await;
-        match attempt {
-            Ok(out) => break out,
-            // The chaos run: a worker starting during an AWS outage must wait, not stop shipping.
-            Err(err) if transient_cause(&err).is_some() && backoff.attempts() < 40 => {
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-            Err(e) => {
-                return Err(PublisherError::Streams {
-                    op: "GetItem checkpoint",
-                    code: e.code().unwrap_or("unknown").to_owned(),
-                    source: Box::new(e),
-                })
-            }
-        }
-    };
+    })
+    .await
+    .map_err(|e| PublisherError::Streams {
+        op: "GetItem checkpoint",
+        code: e.code().unwrap_or("unknown").to_owned(),
+        source: Box::new(e),
+    })?;
     let item = out.item.unwrap_or_default();
     Ok(Checkpoint {
         sequence: item.get("sequence_number").and_then(|v| v.as_s().ok()).cloned(),
@@ -480,8 +463,8 @@ async fn save_checkpoint(
     finished: bool,
 ) -> Result<(), PublisherError> {
     let table = &ctx.store.tables.checkpoints;
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    loop {
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    while_transient("PutItem checkpoint", backoff, || {
         let mut put = ctx
             .store
             .client()
@@ -493,20 +476,15 @@ async fn save_checkpoint(
         if let Some(seq) = sequence {
             put = put.item("sequence_number", TableValue::S(seq.into()));
         }
-        match put.send().await {
-            Ok(_) => return Ok(()),
-            Err(err) if transient_cause(&err).is_some() && backoff.attempts() < 10 => {
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-            Err(err) => {
-                return Err(PublisherError::Streams {
-                    op: "PutItem checkpoint",
-                    code: err.code().unwrap_or("unknown").to_owned(),
-                    source: Box::new(err),
-                })
-            }
-        }
-    }
+        put.send()
+    })
+    .await
+    .map(|_| ())
+    .map_err(|err| PublisherError::Streams {
+        op: "PutItem checkpoint",
+        code: err.code().unwrap_or("unknown").to_owned(),
+        source: Box::new(err),
+    })
 }
 
 async fn shard_iterator(ctx: &Context, shard: &str, after: Option<&str>) -> Result<String, PublisherError> {

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use bridge::retry::transient_cause;
 use serde_json::{Number, Value};
 
-use crate::domain::{CustomerState, Shipment, ShipmentStatus};
+use crate::domain::{CustomerState, Decimal, Shipment, ShipmentStatus};
 use crate::Tables;
 
 type Item = HashMap<String, AttributeValue>;
@@ -56,6 +56,12 @@ impl StoreError {
     /// The event's own content is what DynamoDB refused: park the event, keep the service.
     pub fn is_content(&self) -> bool {
         matches!(self, Self::Content { .. })
+    }
+}
+
+impl bridge::retry::Transient for StoreError {
+    fn is_transient(&self) -> bool {
+        StoreError::is_transient(self)
     }
 }
 
@@ -109,7 +115,8 @@ pub struct OutboxItem {
     pub traceparent: Option<String>,
     /// The monolith event that caused it.
     pub causation_id: String,
-    pub data: Value,
+    /// The payload, raw JSON (numbers as they came).
+    pub data: Box<serde_json::value::RawValue>,
 }
 
 /// The state change an event makes, with the condition that keeps it safe.
@@ -411,7 +418,7 @@ fn shipment_from_item(item: &Item) -> Option<Shipment> {
     Some(Shipment {
         order_id: text("order_id")?,
         customer_id: text("customer_id")?,
-        order_total: item.get("order_total")?.as_n().ok()?.parse::<Number>().ok()?,
+        order_total: Decimal::parse(item.get("order_total")?.as_n().ok()?)?,
         status: ShipmentStatus::parse(&text("state")?)?,
         order_version: number_i64(item, "order_version")?,
         version: number_i64(item, "version")?,

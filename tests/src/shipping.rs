@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-type Item = HashMap<String, AttributeValue>;
+pub type Item = HashMap<String, AttributeValue>;
 
 /// Every item of a DynamoDB table (the SDK's paginator follows `LastEvaluatedKey`).
 pub async fn scan(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> anyhow::Result<Vec<Item>> {

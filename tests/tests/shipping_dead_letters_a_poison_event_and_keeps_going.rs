@@ -261,6 +261,65 @@ async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() 
         tests::metrics::wait_health(metrics_port, 200, "ok", Duration::from_secs(60)).await?;
     }
 
+    // The publisher through a DynamoDB brownout longer than any retry budget: shipment events
+    // are held back by an EventBridge brownout, then published while DynamoDB answers 503 to
+    // their "dispatched" marks for 40 s. The service waits it out (it used to give up after ten
+    // attempts, ~20 s, and stop) and marks them once DynamoDB is back.
+    let outbox_before = shipping::scan(&dynamo, "shipping-outbox").await?.len();
+    proxy.plan.set_brownout(Some("AWSEvents."));
+    stack
+        .run_ok(
+            "legacy-sim",
+            &[
+                "load",
+                "--customers",
+                "2",
+                "--orders",
+                "6",
+                "--concurrency",
+                "1",
+                "--seed",
+                "9",
+                "--progress",
+                "never",
+            ],
+        )
+        .await?;
+    tests::wait::until(
+        "new shipment events in the outbox",
+        Duration::from_secs(120),
+        || async {
+            service.ensure_running()?;
+            let now = shipping::scan(&dynamo, "shipping-outbox").await?.len();
+            Ok((now > outbox_before).then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
+    proxy.plan.set_brownout(Some("DynamoDB_20120810."));
+    let browned = Instant::now();
+    while browned.elapsed() < Duration::from_secs(40) {
+        service
+            .ensure_running()
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    proxy.plan.set_brownout(None);
+    tests::wait::until(
+        "every outbox item marked dispatched",
+        Duration::from_secs(120),
+        || async {
+            service.ensure_running()?;
+            let items = shipping::scan(&dynamo, "shipping-outbox").await?;
+            Ok(items
+                .iter()
+                .all(|i| i.contains_key("dispatched_at"))
+                .then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
+
     // The DLQ holds the two unstorable events, each with DynamoDB's reason, and nothing healthy.
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let dlq = tests::dlq::queue_url(&sqs, "shipping-events-dlq").await?;

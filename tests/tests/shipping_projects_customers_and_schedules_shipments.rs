@@ -149,3 +149,66 @@ async fn the_projection_and_shipments_match_the_monolith() -> anyhow::Result<()>
     assert_eq!(shown["state"], "SCHEDULED");
     Ok(())
 }
+
+/// Numbers beyond f64 (a credit limit and an order total with 19 significant digits) reach the
+/// projection, the shipment and shipping's own outbox event digit for digit. The events go
+/// straight to the queue: moto's EventBridge (Python) would round them on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_keep_every_digit_into_the_projection_and_shipping_events() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    stack.run_ok("shipping", &["setup"]).await?;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = tests::dlq::queue_url(&sqs, "shipping-events").await?;
+    let event = |id: &str, detail_type: &str, data: &str| {
+        format!(
+            r#"{{"id":"eb-{id}","detail-type":"{detail_type}","source":"legacy.monolith","detail":{{"metadata":{{"event_id":"{id}","aggregate_version":1}},"data":{data}}}}}"#
+        )
+    };
+    let bodies = [
+        event(
+            "00000000-0000-0000-0000-0000000d0001",
+            "CustomerCreated",
+            r#"{"customer_id":"c-exact","name":"Exact","credit_limit":12345678901234567.89,"credit_reserved":0.000000000000000001}"#,
+        ),
+        event(
+            "00000000-0000-0000-0000-0000000d0002",
+            "OrderPlaced",
+            r#"{"order_id":"o-exact","customer_id":"c-exact","order_total":98765432109876543.21,"state":"APPROVED"}"#,
+        ),
+    ];
+    for body in &bodies {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(body)
+            .send()
+            .await?;
+    }
+    let service = stack.spawn("shipping", &["run", "--wait-seconds", "1"])?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let (customer, shipment, outbox) =
+        tests::wait::until("both events applied", Duration::from_secs(60), || async {
+            service.ensure_running()?;
+            let customers = shipping::scan(&dynamo, "shipping-customers").await?;
+            let shipments = shipping::scan(&dynamo, "shipping-shipments").await?;
+            let outbox = shipping::scan(&dynamo, "shipping-outbox").await?;
+            Ok(match (customers.first(), shipments.first(), outbox.first()) {
+                (Some(c), Some(s), Some(o)) => Some((c.clone(), s.clone(), o.clone())),
+                _ => None,
+            })
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nshipping:\n{}", service.output()))?;
+    let number = |item: &tests::shipping::Item, name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(number(&customer, "credit_limit"), "12345678901234567.89");
+    assert_eq!(number(&customer, "credit_reserved"), "0.000000000000000001");
+    assert_eq!(number(&shipment, "order_total"), "98765432109876543.21");
+    let data = shipping::text(&outbox, "data");
+    assert!(data.contains(r#""order_total":98765432109876543.21"#), "{data}");
+    Ok(())
+}

@@ -63,7 +63,7 @@ where
             Err(err) if err.is_transient() => {
                 let delay = backoff.next_delay();
                 let attempt = backoff.attempts();
-                if attempt == 1 || attempt % 10 == 0 {
+                if attempt == 1 || attempt.is_multiple_of(10) {
                     tracing::warn!(op = what, attempt, error = %err, delay_ms = delay.as_millis() as u64, "transient failure, retrying");
                 } else {
                     tracing::debug!(op = what, attempt, error = %err, delay_ms = delay.as_millis() as u64, "transient failure, retrying");

@@ -185,7 +185,7 @@ async fn two_relays_with_one_worker_id_never_both_own_a_shard() -> anyhow::Resul
         },
     )
     .await?;
-    let mut b = relay(port_b)?;
+    let b = relay(port_b)?;
     // Several lease rounds (one a second at a 3 s lease) with both running: four owned in all.
     let watching = std::time::Instant::now();
     while watching.elapsed() < Duration::from_secs(12) {

@@ -2,9 +2,9 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use bridge::logging::LogFormat;
 use bridge::partition::PartitionKey;
 use bridge::table::TableName;
+use eventing::logging::LogFormat;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -11,10 +11,7 @@ use crate::cli::{
     SinkKind, SourceArgs,
 };
 use bridge::capture::{self, CaptureConfig, TableRoutes};
-use bridge::claim_check::ClaimCheckStore;
-use bridge::deadletter::DeadLetterQueue;
 use bridge::dms::EncodeOptions;
-use bridge::eventbridge::Publisher;
 use bridge::metrics::{self, Metrics};
 use bridge::relay::envelope::EnvelopeConfig;
 use bridge::relay::lease::LeaseTable;
@@ -22,6 +19,9 @@ use bridge::relay::{self, RelayContext};
 use bridge::replication::PgTarget;
 use bridge::sink::kinesis::KinesisSink;
 use bridge::status::StatusConfig;
+use eventing::claim_check::ClaimCheckStore;
+use eventing::deadletter::DeadLetterQueue;
+use eventing::eventbridge::Publisher;
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -66,7 +66,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Capture(args) => {
             let cfg = capture_config(args.source, args.outbox, Some(&args.tuning))?;
             let metrics = serve_metrics(&args.metrics).await?;
-            let shutdown = bridge::shutdown::on_signal();
+            let shutdown = eventing::shutdown::on_signal();
             if args.sink == SinkKind::Null {
                 // No stream to record the slot on: the slot must exist (setup or SQL).
                 tracing::warn!("--sink null: every record is discarded and acknowledged");
@@ -90,7 +90,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 metrics,
             )
             .await?;
-            relay::run(ctx, bridge::shutdown::on_signal()).await?;
+            relay::run(ctx, eventing::shutdown::on_signal()).await?;
             tracing::info!("relay stopped");
             Ok(())
         }
@@ -141,7 +141,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 metrics.clone(),
             )
             .await?;
-            let shutdown = bridge::shutdown::on_signal();
+            let shutdown = eventing::shutdown::on_signal();
             // One stage failing stops the other: a half-running pipeline only hides the failure.
             let stop = shutdown.child_token();
             let capture = tokio::spawn({
@@ -192,7 +192,7 @@ async fn run_capture(
     let aws = bridge::aws_config().await;
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
     // Postgres or Kinesis may not be up yet: wait for them as the stream loop would.
-    let mut backoff = bridge::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut backoff = eventing::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         match capture::ensure_slot_recorded(&cfg, &kinesis, &stream, false).await {
             Ok(_) => break,
@@ -272,7 +272,7 @@ async fn relay_context(
         &tuning.event_source,
         usize::try_from(tuning.max_event_bytes).unwrap_or(262_144),
         claim_checks,
-        metrics.clone(),
+        metrics.publisher.clone(),
     );
     let worker_id = tuning.worker_id.clone().unwrap_or_else(default_worker_id);
     let leases = LeaseTable::new(
@@ -319,7 +319,7 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
         DlqAction::Redrive(a) => (a, true),
     };
     let queue = &args.resources.dead_letter_queue;
-    let dlq = bridge::dlq_tools::Dlq::open(
+    let dlq = eventing::dlq_tools::Dlq::open(
         aws_sdk_sqs::Client::new(&aws),
         queue,
         Duration::from_secs(args.hold_secs),
@@ -331,7 +331,7 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&parked)?);
         } else {
-            print!("{}", bridge::dlq_tools::render(queue, &parked));
+            print!("{}", eventing::dlq_tools::render(queue, &parked));
         }
         return Ok(());
     }

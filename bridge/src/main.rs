@@ -10,7 +10,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    bridge::logging::init(cli.log_format);
+    eventing::logging::init(cli.log_format);
     match commands::run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

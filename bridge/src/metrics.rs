@@ -5,10 +5,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,19 +12,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::health::Health;
+use eventing::eventbridge::PublisherMetrics;
+use eventing::health::Health;
 
 type Labels = Vec<(String, String)>;
 
-/// Every retry cause the sinks and the publisher report (see `retry::transient_cause`).
-const RETRY_CAUSES: [&str; 6] = [
-    "throttled",
-    "partial_failure",
-    "malformed_response",
-    "timeout",
-    "connection",
-    "server_error",
-];
+/// Every retry cause the sink reports (see `retry::transient_cause`).
+const RETRY_CAUSES: [&str; 6] = eventing::retry::CAUSES;
 
 fn label(name: &str, value: &str) -> Labels {
     vec![(name.to_owned(), value.to_owned())]
@@ -56,9 +46,8 @@ pub struct Metrics {
     pub commit_to_ack_seconds: Histogram,
     pub relay_records_read: Counter,
     pub relay_records_skipped: Counter,
-    pub events_published: Counter,
-    pub claim_checks: Counter,
-    pub put_events_retries: Family<Labels, Counter>,
+    /// The relay's publisher (`eventbridge_*`).
+    pub publisher: PublisherMetrics,
     pub dead_letters: Family<Labels, Counter>,
     pub relay_shards_owned: Gauge,
     pub relay_millis_behind: Family<Labels, Gauge>,
@@ -91,9 +80,7 @@ impl Metrics {
             commit_to_ack_seconds: Histogram::new(exponential_buckets(0.0005, 1.2, 60)),
             relay_records_read: Counter::default(),
             relay_records_skipped: Counter::default(),
-            events_published: Counter::default(),
-            claim_checks: Counter::default(),
-            put_events_retries: Family::default(),
+            publisher: PublisherMetrics::default(),
             dead_letters: Family::default(),
             relay_shards_owned: Gauge::default(),
             relay_millis_behind: Family::default(),
@@ -209,21 +196,7 @@ impl Metrics {
             "Records that are not outbox inserts, skipped",
             m.relay_records_skipped.clone(),
         );
-        registry.register(
-            "eventbridge_events_published",
-            "Events EventBridge accepted",
-            m.events_published.clone(),
-        );
-        registry.register(
-            "eventbridge_claim_checks",
-            "Events sent as claim checks (payload in S3)",
-            m.claim_checks.clone(),
-        );
-        registry.register(
-            "eventbridge_put_events_retries",
-            "PutEvents retries by cause",
-            m.put_events_retries.clone(),
-        );
+        m.publisher.register(&mut registry);
         registry.register(
             "dead_letters",
             "Records parked in the dead-letter queue, by kind",
@@ -246,7 +219,6 @@ impl Metrics {
         }
         for cause in RETRY_CAUSES {
             let _ = m.put_retries.get_or_create(&label("cause", cause));
-            let _ = m.put_events_retries.get_or_create(&label("cause", cause));
         }
         Arc::new(Self { registry, ..m })
     }
@@ -262,41 +234,5 @@ impl Metrics {
 /// Serves `/metrics` and `/healthz` until the process ends. Returns the bound address.
 pub async fn serve(listen: &str, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
     let health = metrics.health.clone();
-    serve_with(listen, move || metrics.render(), health).await
-}
-
-/// Serves `/metrics` (whatever `render` returns, in Prometheus' text format) and `/healthz`.
-pub async fn serve_with<F>(listen: &str, render: F, health: Arc<Health>) -> std::io::Result<SocketAddr>
-where
-    F: Fn() -> String + Clone + Send + Sync + 'static,
-{
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let body = render();
-                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response() }
-            }),
-        )
-        .route(
-            "/healthz",
-            get(move || {
-                let answer = match health.check() {
-                    Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
-                    Err(reasons) => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("unhealthy:\n- {}\n", reasons.join("\n- ")),
-                    ),
-                };
-                async move { answer }
-            }),
-        );
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(error = %error, "metrics server stopped");
-        }
-    });
-    Ok(addr)
+    eventing::server::serve(listen, move || metrics.render(), health).await
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use bridge::logging::LogFormat;
+use eventing::logging::LogFormat;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -5,8 +5,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cli::{Cli, Command, DlqAction, Names, RunArgs, Show};
-use bridge::claim_check::ClaimCheckStore;
-use bridge::eventbridge::Publisher;
+use eventing::claim_check::ClaimCheckStore;
+use eventing::eventbridge::Publisher;
 use shipping::consumer::{self, ConsumerConfig};
 use shipping::metrics::Metrics;
 use shipping::publisher::{self, PublisherConfig};
@@ -26,7 +26,7 @@ fn tables(names: &Names) -> Tables {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let aws = bridge::aws_config().await;
+    let aws = eventing::aws_config().await;
     let names = cli.names;
     match cli.command {
         Command::Setup(args) => {
@@ -49,7 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let hold = match action {
                 DlqAction::List { hold_secs, .. } | DlqAction::Redrive { hold_secs, .. } => hold_secs,
             };
-            let dlq = bridge::dlq_tools::Dlq::open(
+            let dlq = eventing::dlq_tools::Dlq::open(
                 sqs.clone(),
                 &names.dead_letter_queue,
                 std::time::Duration::from_secs(hold),
@@ -61,7 +61,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&parked)?);
                     } else {
-                        print!("{}", bridge::dlq_tools::render(&names.dead_letter_queue, &parked));
+                        print!(
+                            "{}",
+                            eventing::dlq_tools::render(&names.dead_letter_queue, &parked)
+                        );
                     }
                 }
                 DlqAction::Redrive { max, .. } => {
@@ -118,23 +121,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) -> anyhow::Result<()> {
-    let cancel = bridge::shutdown::on_signal();
+    let cancel = eventing::shutdown::on_signal();
     let metrics = Metrics::new();
-    // The publisher's PutEvents retries and claim checks are counted by the bridge's publisher
-    // code in its own registry: served here too, or they would be counted for nobody.
-    let publisher_metrics = bridge::metrics::Metrics::new();
     let render = {
-        let (metrics, publisher_metrics) = (metrics.clone(), publisher_metrics.clone());
-        move || {
-            // One exposition: the first part's `# EOF` would end it for an OpenMetrics reader.
-            let own = metrics.render();
-            own.strip_suffix("# EOF\n").unwrap_or(&own).to_owned() + &publisher_metrics.render()
-        }
+        let metrics = metrics.clone();
+        move || metrics.render()
     };
     metrics
         .health
         .set_stall_bound(Duration::from_secs(args.stall_timeout_secs));
-    let addr = bridge::metrics::serve_with(&args.metrics_listen, render, metrics.health.clone())
+    let addr = eventing::server::serve(&args.metrics_listen, render, metrics.health.clone())
         .await
         .with_context(|| format!("--metrics-listen {}: cannot listen", args.metrics_listen))?;
     tracing::info!(%addr, "metrics on /metrics, health on /healthz");
@@ -151,7 +147,7 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
         &args.event_source,
         usize::try_from(args.max_entry_bytes).unwrap_or(usize::MAX),
         ClaimCheckStore::new(s3.clone(), &args.claim_check_bucket),
-        publisher_metrics,
+        metrics.publisher.clone(),
     );
     let consumer_cfg = ConsumerConfig {
         queue: names.queue.clone(),
@@ -176,7 +172,7 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
         stop.clone(),
     );
     let sqs = aws_sdk_sqs::Client::new(aws);
-    let outbox_dlq = bridge::deadletter::DeadLetterQueue::open(sqs, &names.outbox_dead_letter_queue)
+    let outbox_dlq = eventing::deadletter::DeadLetterQueue::open(sqs, &names.outbox_dead_letter_queue)
         .await
         .with_context(|| {
             format!(

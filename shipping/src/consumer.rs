@@ -24,7 +24,7 @@ use crate::apply::{self, ApplyError};
 use crate::incoming::{self, IncomingError};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use bridge::retry::{transient_cause, while_transient, Backoff};
+use eventing::retry::{transient_cause, while_transient, Backoff};
 
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {

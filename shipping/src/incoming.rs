@@ -110,7 +110,9 @@ pub async fn resolve(s3: &aws_sdk_s3::Client, mut incoming: Incoming) -> Result<
     };
     let object = match s3.get_object().bucket(bucket).key(key).send().await {
         Ok(o) => o,
-        Err(err) if bridge::retry::transient_cause(&err).is_some() => return Err(transient(err.to_string())),
+        Err(err) if eventing::retry::transient_cause(&err).is_some() => {
+            return Err(transient(err.to_string()))
+        }
         Err(err) => {
             return Err(IncomingError::Unusable(format!(
                 "{}: claim check s3://{bucket}/{key} cannot be read ({})",

@@ -8,6 +8,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use eventing::eventbridge::PublisherMetrics;
+
 type Labels = Vec<(String, String)>;
 
 pub struct Metrics {
@@ -21,8 +23,12 @@ pub struct Metrics {
     pub outbox_events_published: Counter,
     pub outbox_events_refused: Counter,
     pub outbox_events_parked: Counter,
+    /// The publisher's PutEvents counters (`bridge_eventbridge_*`, the names the relay's
+    /// publisher uses: one dashboard reads both).
+    pub publisher: PublisherMetrics,
+    publisher_registry: Registry,
     /// What `/healthz` answers from: the consumer's and the publisher's signs of life.
-    pub health: Arc<bridge::health::Health>,
+    pub health: Arc<eventing::health::Health>,
 }
 
 impl Metrics {
@@ -36,9 +42,13 @@ impl Metrics {
             outbox_events_published: Counter::default(),
             outbox_events_refused: Counter::default(),
             outbox_events_parked: Counter::default(),
-            health: bridge::health::Health::new(),
+            publisher: PublisherMetrics::default(),
+            publisher_registry: Registry::default(),
+            health: eventing::health::Health::new(),
             registry: Registry::default(),
         };
+        let mut publisher_registry = Registry::with_prefix("bridge");
+        m.publisher.register(&mut publisher_registry);
         registry.register(
             "events_applied",
             "Incoming events processed, by outcome",
@@ -83,14 +93,21 @@ impl Metrics {
                 .events_failed
                 .get_or_create(&vec![("kind".to_owned(), kind.to_owned())]);
         }
-        Arc::new(Self { registry, ..m })
+        Arc::new(Self {
+            registry,
+            publisher_registry,
+            ..m
+        })
     }
 
+    /// Both registries as one exposition (the first one's `# EOF` would end it for an
+    /// OpenMetrics reader).
     pub fn render(&self) -> String {
-        let mut out = String::new();
+        let (mut own, mut publisher) = (String::new(), String::new());
         // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+        let _ = encode(&mut own, &self.registry);
+        let _ = encode(&mut publisher, &self.publisher_registry);
+        own.strip_suffix("# EOF\n").unwrap_or(&own).to_owned() + &publisher
     }
 
     fn applied_family_init(&self, outcome: &str) {

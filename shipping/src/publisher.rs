@@ -25,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::store::Store;
-use bridge::deadletter::{DeadLetterError, DeadLetterQueue, Origin};
-use bridge::eventbridge::{PublishError, Publisher};
-use bridge::relay::envelope::Event;
-use bridge::retry::{transient_cause, while_transient, Backoff};
+use eventing::deadletter::{DeadLetterError, DeadLetterQueue, Origin};
+use eventing::event::Event;
+use eventing::eventbridge::{PublishError, Publisher};
+use eventing::retry::{transient_cause, while_transient, Backoff};
 
 #[derive(Clone, Debug)]
 pub struct PublisherConfig {
@@ -402,7 +402,7 @@ fn event_from_image(image: &HashMap<String, AttributeValue>) -> Result<Event, St
         Some(text) => {
             RawValue::from_string(text).map_err(|e| format!("{event_id}: data is not JSON: {e}"))?
         }
-        None => bridge::relay::envelope::null_data(),
+        None => eventing::event::null_data(),
     };
     let version = text(image, "aggregate_version").and_then(|v| v.parse::<i64>().ok());
     Ok(Event {

@@ -5,7 +5,7 @@ use aws_sdk_eventbridge::types::{InputTransformer, Target};
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::json;
 
-use bridge::setup::{ensure_bus, ensure_queue, ensure_table, ensure_ttl, SetupError};
+use eventing::provision::{ensure_bus, ensure_queue, ensure_table, ensure_ttl, SetupError};
 
 use crate::{domain, Tables};
 

@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
-use bridge::retry::transient_cause;
+use eventing::retry::transient_cause;
 use serde_json::{Number, Value};
 
 use crate::domain::{CustomerState, Decimal, Shipment, ShipmentStatus};
@@ -59,7 +59,7 @@ impl StoreError {
     }
 }
 
-impl bridge::retry::Transient for StoreError {
+impl eventing::retry::Transient for StoreError {
     fn is_transient(&self) -> bool {
         StoreError::is_transient(self)
     }

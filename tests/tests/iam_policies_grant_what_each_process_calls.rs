@@ -142,9 +142,9 @@ fn capture_policy_is_exactly_what_capture_calls() -> anyhow::Result<()> {
 fn relay_policy_is_exactly_what_the_relay_calls() -> anyhow::Result<()> {
     let calls = called(&[
         "bridge/src/relay",
-        "bridge/src/eventbridge.rs",
-        "bridge/src/claim_check.rs",
-        "bridge/src/deadletter.rs",
+        "eventing/src/eventbridge.rs",
+        "eventing/src/claim_check.rs",
+        "eventing/src/deadletter.rs",
     ])?;
     assert!(calls.contains("events:PutEvents"), "{calls:?}");
     assert_eq!(granted("relay.json")?, calls);
@@ -159,9 +159,11 @@ fn shipping_policy_is_exactly_what_the_service_calls() -> anyhow::Result<()> {
         "shipping/src/store.rs",
         "shipping/src/incoming.rs",
         "shipping/src/apply.rs",
-        // Its events go out through the relay's publisher (claim checks included).
-        "bridge/src/eventbridge.rs",
-        "bridge/src/claim_check.rs",
+        // Its events go out through the shared publisher (claim checks included), what it
+        // cannot publish into its own dead-letter queue.
+        "eventing/src/eventbridge.rs",
+        "eventing/src/claim_check.rs",
+        "eventing/src/deadletter.rs",
     ])?;
     assert!(calls.contains("dynamodb:GetRecords"), "{calls:?}");
     assert_eq!(granted("shipping.json")?, calls);

@@ -38,9 +38,9 @@ use crate::dms::EncodeOptions;
 use crate::metrics::Metrics;
 use crate::replication::slot::{self, SlotError};
 use crate::replication::{PgTarget, ReplicationConnection, ReplicationError};
-use crate::retry::Backoff;
 use crate::sink::{Sink, SinkError};
 use crate::table::TableName;
+use eventing::retry::Backoff;
 pub use progress::Progress;
 pub use routes::TableRoutes;
 

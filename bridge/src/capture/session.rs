@@ -49,13 +49,13 @@ struct OpenTx {
 /// never gets through goes stale.
 pub struct Beacons {
     /// Beaten on every message from Postgres (and while backpressure keeps us from reading).
-    pub input: Arc<crate::health::Beacon>,
+    pub input: Arc<eventing::health::Beacon>,
     /// Beaten whenever a batch is acknowledged, or nothing is waiting for an acknowledgement.
-    pub acks: Arc<crate::health::Beacon>,
+    pub acks: Arc<eventing::health::Beacon>,
 }
 
 impl Beacons {
-    pub fn new(health: &crate::health::Health) -> Self {
+    pub fn new(health: &eventing::health::Health) -> Self {
         Self {
             input: health.beacon("capture: no message from postgres"),
             acks: health.beacon("capture: captured changes not acknowledged by the sink"),

@@ -14,48 +14,7 @@ use serde_json::{json, Value};
 
 use crate::table::TableName;
 
-/// A domain event, ready for EventBridge.
-#[derive(Debug, Clone)]
-pub struct Event {
-    pub event_id: String,
-    pub detail_type: String,
-    /// The envelope's `metadata` object.
-    pub metadata: Value,
-    /// The envelope's `data` (the outbox payload), exactly as the record carried it.
-    pub data: Box<RawValue>,
-}
-
-/// The envelope as it is written: `data` goes out verbatim.
-#[derive(serde::Serialize)]
-struct Envelope<'a> {
-    metadata: &'a Value,
-    data: &'a RawValue,
-}
-
-impl Event {
-    pub fn detail(&self) -> String {
-        let envelope = Envelope {
-            metadata: &self.metadata,
-            data: &self.data,
-        };
-        // Serialising a `Value` and a validated `RawValue` cannot fail.
-        serde_json::to_string(&envelope).unwrap_or_default()
-    }
-}
-
-impl PartialEq for Event {
-    fn eq(&self, other: &Self) -> bool {
-        self.event_id == other.event_id
-            && self.detail_type == other.detail_type
-            && self.metadata == other.metadata
-            && self.data.get() == other.data.get()
-    }
-}
-
-/// The JSON `null`, for an event without payload.
-pub fn null_data() -> Box<RawValue> {
-    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("null is JSON"))
-}
+pub use eventing::event::{null_data, Event};
 
 #[derive(Debug, PartialEq)]
 pub enum Decision {

@@ -281,7 +281,7 @@ impl LeaseTable {
                 table: self.table.clone(),
             };
         }
-        let retryable = crate::retry::transient_cause(&err).is_some();
+        let retryable = eventing::retry::transient_cause(&err).is_some();
         LeaseError::Dynamo {
             code,
             retryable,

@@ -19,10 +19,10 @@ use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::deadletter::{DeadLetterError, DeadLetterQueue};
-use crate::eventbridge::{PublishError, Publisher};
 use crate::metrics::Metrics;
 use envelope::EnvelopeConfig;
+use eventing::deadletter::{DeadLetterError, DeadLetterQueue};
+use eventing::eventbridge::{PublishError, Publisher};
 use lease::{LeaseError, LeaseTable, Outcome};
 use shard::{ShardWorker, WorkerEnd};
 

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use super::envelope::{self, Decision, Event};
 use super::lease::{Outcome, SHARD_END};
 use super::{now_ms, RelayContext, RelayError};
-use crate::deadletter::Origin;
-use crate::retry::{transient_cause, Backoff};
+use eventing::deadletter::Origin;
+use eventing::retry::{transient_cause, Backoff};
 
 /// How a worker stopped.
 #[derive(Debug, PartialEq, Eq)]

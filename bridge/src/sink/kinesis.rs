@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::{Batch, Completion, Sink, SinkError};
 use crate::dms::Record;
 use crate::metrics::Metrics;
-use crate::retry::{transient_cause, Backoff};
+use eventing::retry::{transient_cause, Backoff};
 
 /// Most records one PutRecords call takes.
 pub const MAX_RECORDS_PER_CALL: usize = 500;

@@ -6,9 +6,10 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
-// Every AWS SDK crate re-exports the same smithy types; Kinesis' names serve for all of them.
-use aws_sdk_kinesis::config::http::HttpResponse;
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+// Every AWS SDK crate re-exports these smithy types: one classification serves all of them.
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use rand::Rng;
 
 /// The cause label of a transient AWS failure (timeouts, connection trouble, throttling, 5xx),
@@ -74,6 +75,17 @@ where
         }
     }
 }
+
+/// Every cause label [`transient_cause`] gives, plus a partial failure (some entries of a batch
+/// call failed): metrics start each at 0.
+pub const CAUSES: [&str; 6] = [
+    "throttled",
+    "partial_failure",
+    "malformed_response",
+    "timeout",
+    "connection",
+    "server_error",
+];
 
 #[derive(Clone, Debug)]
 pub struct Backoff {

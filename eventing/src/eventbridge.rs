@@ -8,17 +8,56 @@
 //! the claim check) is handed back before any request is made: one such event must not fail the
 //! whole PutEvents call, and with it every retry of the same page.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_eventbridge::error::ProvideErrorMetadata;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use serde_json::json;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
 use crate::claim_check::{ClaimCheckError, ClaimCheckStore};
-use crate::metrics::Metrics;
-use crate::relay::envelope::Event;
+use crate::event::Event;
 use crate::retry::{transient_cause, Backoff};
+
+type Labels = Vec<(String, String)>;
+
+/// The publisher's counters; each service registers them where it serves its metrics.
+#[derive(Clone, Default)]
+pub struct PublisherMetrics {
+    pub events_published: Counter,
+    pub claim_checks: Counter,
+    pub put_events_retries: Family<Labels, Counter>,
+}
+
+impl PublisherMetrics {
+    /// Registers the counters as `eventbridge_*` in `registry` (under its prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "eventbridge_events_published",
+            "Events EventBridge accepted",
+            self.events_published.clone(),
+        );
+        registry.register(
+            "eventbridge_claim_checks",
+            "Events sent as claim checks (payload in S3)",
+            self.claim_checks.clone(),
+        );
+        registry.register(
+            "eventbridge_put_events_retries",
+            "PutEvents retries by cause",
+            self.put_events_retries.clone(),
+        );
+        // Known label values start at 0: an empty family is left out of the exposition.
+        for cause in crate::retry::CAUSES {
+            let _ = self
+                .put_events_retries
+                .get_or_create(&vec![("cause".to_owned(), cause.to_owned())]);
+        }
+    }
+}
 
 /// Most entries one PutEvents call takes.
 pub const MAX_ENTRIES_PER_CALL: usize = 10;
@@ -47,7 +86,7 @@ pub struct Publisher {
     /// The largest entry EventBridge accepts (256 KiB historically; raised by AWS in 2026).
     max_entry_bytes: usize,
     claim_checks: ClaimCheckStore,
-    metrics: Arc<Metrics>,
+    metrics: PublisherMetrics,
 }
 
 /// An event EventBridge would not take, with the reason.
@@ -64,7 +103,7 @@ impl Publisher {
         source: &str,
         max_entry_bytes: usize,
         claim_checks: ClaimCheckStore,
-        metrics: Arc<Metrics>,
+        metrics: PublisherMetrics,
     ) -> Self {
         Self {
             client,

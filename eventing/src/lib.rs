@@ -1,0 +1,33 @@
+//! What an event-driven service needs around AWS, shared by the bridge and the microservices
+//! (which meet the bridge only through AWS, never through its code): the event envelope,
+//! EventBridge publishing with claim checks, dead-letter queues and the operator tools for them,
+//! one retry policy, `/metrics` + `/healthz` serving, logging, shutdown, and idempotent
+//! provisioning of AWS resources.
+
+pub mod claim_check;
+pub mod deadletter;
+pub mod dlq_tools;
+pub mod event;
+pub mod eventbridge;
+pub mod health;
+pub mod logging;
+pub mod provision;
+pub mod retry;
+pub mod server;
+pub mod shutdown;
+
+/// Loads the AWS SDK's configuration the standard way: region, credentials and
+/// `AWS_ENDPOINT_URL` (LocalStack, moto) from the environment and profiles.
+///
+/// Every attempt has a deadline: a hung call (a half-open connection) would otherwise stall
+/// the in-order completions behind it for good; a timed-out attempt is retried like any other.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .operation_attempt_timeout(std::time::Duration::from_secs(30))
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await
+}

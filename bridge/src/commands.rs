@@ -192,20 +192,14 @@ async fn run_capture(
     let aws = bridge::aws_config().await;
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
     // Postgres or Kinesis may not be up yet: wait for them as the stream loop would.
-    let mut backoff = eventing::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    loop {
-        match capture::ensure_slot_recorded(&cfg, &kinesis, &stream, false).await {
-            Ok(_) => break,
-            Err(err) if err.is_retryable() => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %err, cause = %capture::source_chain(&err), delay_ms = delay.as_millis() as u64, "source not ready, retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = shutdown.cancelled() => return Ok(()),
-                }
-            }
-            Err(err) => return Err(err.into()),
-        }
+    let backoff = eventing::retry::Backoff::call();
+    let ready =
+        eventing::retry::while_transient_until("check the slot's stream tag", backoff, &shutdown, || {
+            capture::ensure_slot_recorded(&cfg, &kinesis, &stream, false)
+        })
+        .await?;
+    if ready.is_none() {
+        return Ok(());
     }
     let sink = Arc::new(KinesisSink::new(kinesis, &stream, metrics.clone()));
     capture::run(&cfg, sink, metrics, shutdown).await?;

@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
     match commands::run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = %err, cause = %bridge::capture::source_chain(err.as_ref()), "bridge stopped");
+            tracing::error!(error = %err, cause = %eventing::error_chain::source_chain(err.as_ref()), "bridge stopped");
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }

@@ -72,3 +72,9 @@ fn sanitize(id: &str) -> String {
         })
         .collect()
 }
+
+impl crate::retry::Transient for ClaimCheckError {
+    fn is_transient(&self) -> bool {
+        self.transient
+    }
+}

@@ -41,10 +41,7 @@ impl DeadLetterQueue {
     /// Looks the queue up by name (`bridge setup` creates it).
     /// Transient failures (an outage while the relay starts) are retried until they pass.
     pub async fn open(client: aws_sdk_sqs::Client, name: &str) -> Result<Self, DeadLetterError> {
-        let backoff = crate::retry::Backoff::new(
-            std::time::Duration::from_millis(200),
-            std::time::Duration::from_secs(10),
-        );
+        let backoff = crate::retry::Backoff::call();
         let url = crate::retry::while_transient("GetQueueUrl", backoff, || {
             client.get_queue_url().queue_name(name).send()
         })
@@ -124,6 +121,12 @@ fn sqs_safe(text: &str) -> String {
             c => c,
         })
         .collect()
+}
+
+impl crate::retry::Transient for DeadLetterError {
+    fn is_transient(&self) -> bool {
+        self.transient
+    }
 }
 
 #[cfg(test)]

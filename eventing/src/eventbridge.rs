@@ -8,7 +8,6 @@
 //! the claim check) is handed back before any request is made: one such event must not fail the
 //! whole PutEvents call, and with it every retry of the same page.
 
-use std::time::Duration;
 
 use aws_sdk_eventbridge::error::ProvideErrorMetadata;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
@@ -20,7 +19,7 @@ use prometheus_client::registry::Registry;
 
 use crate::claim_check::{ClaimCheckError, ClaimCheckStore};
 use crate::event::Event;
-use crate::retry::{transient_cause, Backoff};
+use crate::retry::{transient_cause, while_transient, Backoff};
 
 type Labels = Vec<(String, String)>;
 
@@ -164,18 +163,12 @@ impl Publisher {
         if self.entry_size(&event, &detail) < self.max_entry_bytes {
             return Ok((event, detail));
         }
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        let claim = loop {
-            match self.claim_checks.store(&event.event_id, &event.data).await {
-                Ok(claim) => break claim,
-                Err(err) if err.transient => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(event_id = %event.event_id, error = %err, delay_ms = delay.as_millis() as u64, "claim-check store failed, retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                Err(err) => return Err(err.into()),
-            }
-        };
+        let backoff = Backoff::call();
+        let what = format!("claim-check store of event {}", event.event_id);
+        let claim = while_transient(&what, backoff, || {
+            self.claim_checks.store(&event.event_id, &event.data)
+        })
+        .await?;
         self.metrics.claim_checks.inc();
         tracing::info!(event_id = %event.event_id, bytes = detail.len(), "event above the entry limit: sent as a claim check");
         let mut metadata = event.metadata.clone();
@@ -204,7 +197,7 @@ impl Publisher {
     }
 
     async fn put_all(&self, mut pending: Vec<(Event, String)>) -> Result<Vec<Refused>, PublishError> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut backoff = Backoff::data_path();
         let mut refused = Vec::new();
         loop {
             let entries: Vec<PutEventsRequestEntry> = pending

@@ -2,7 +2,6 @@
 //! backoff with jitter so retrying processes do not stampede together, and [`while_transient`],
 //! the one retry loop: an outage is waited out however long it lasts.
 
-use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
 
 /// The cause label of a transient AWS failure (timeouts, connection trouble, throttling, 5xx),
 /// or `None` when retrying cannot help (bad request, missing resource, permissions).
@@ -51,25 +51,50 @@ impl<E: ProvideErrorMetadata> Transient for SdkError<E, HttpResponse> {
 /// `backoff`'s next delay, for as long as it lasts. Never giving up is deliberate: a process that
 /// exits during a long outage only restarts into the same outage (and an exit on a give-up count
 /// made a 3-minute DynamoDB brownout stop the shipping service); meanwhile the stall beacons turn
-/// `/healthz` 503. The first failure and every tenth are logged as warnings, the rest at debug.
-pub async fn while_transient<T, E, F, Fut>(what: &str, mut backoff: Backoff, mut op: F) -> Result<T, E>
+/// `/healthz` 503. The first failure and every tenth are logged as warnings (with the error's
+/// chain of causes), the rest at debug.
+pub async fn while_transient<T, E, F, Fut>(what: &str, backoff: Backoff, op: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
-    E: Transient + Display,
+    E: Transient + std::error::Error,
+{
+    let never = CancellationToken::new();
+    match while_transient_until(what, backoff, &never, op).await? {
+        Some(value) => Ok(value),
+        None => unreachable!("a token nobody cancels"),
+    }
+}
+
+/// [`while_transient`] that a shutdown ends during a wait: `Ok(None)` then (what was not done
+/// is done by the next start, as after a crash).
+pub async fn while_transient_until<T, E, F, Fut>(
+    what: &str,
+    mut backoff: Backoff,
+    stop: &CancellationToken,
+    mut op: F,
+) -> Result<Option<T>, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Transient + std::error::Error,
 {
     loop {
         match op().await {
-            Ok(value) => return Ok(value),
+            Ok(value) => return Ok(Some(value)),
             Err(err) if err.is_transient() => {
                 let delay = backoff.next_delay();
                 let attempt = backoff.attempts();
+                let delay_ms = delay.as_millis() as u64;
                 if attempt == 1 || attempt.is_multiple_of(10) {
-                    tracing::warn!(op = what, attempt, error = %err, delay_ms = delay.as_millis() as u64, "transient failure, retrying");
+                    tracing::warn!(op = what, attempt, error = %crate::error_chain::chain(&err), delay_ms, "transient failure, retrying");
                 } else {
-                    tracing::debug!(op = what, attempt, error = %err, delay_ms = delay.as_millis() as u64, "transient failure, retrying");
+                    tracing::debug!(op = what, attempt, error = %crate::error_chain::chain(&err), delay_ms, "transient failure, retrying");
                 }
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return Ok(None),
+                }
             }
             Err(err) => return Err(err),
         }
@@ -95,6 +120,18 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// The policy for a control-plane or side call (a lookup, a park, a claim check): from
+    /// 200 ms up to 10 s between attempts.
+    pub fn call() -> Self {
+        Self::new(Duration::from_millis(200), Duration::from_secs(10))
+    }
+
+    /// The policy on the data path (PutRecords, PutEvents, checkpoints, marks), where a
+    /// recovering service should be noticed within seconds: from 100 ms up to 5 s.
+    pub fn data_path() -> Self {
+        Self::new(Duration::from_millis(100), Duration::from_secs(5))
+    }
+
     pub fn new(base: Duration, cap: Duration) -> Self {
         Self {
             base,
@@ -145,11 +182,17 @@ mod tests {
             self.0
         }
     }
-    impl Display for Failure {
+    impl std::fmt::Debug for Failure {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Failure({})", self.0)
+        }
+    }
+    impl std::fmt::Display for Failure {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             write!(f, "transient: {}", self.0)
         }
     }
+    impl std::error::Error for Failure {}
 
     #[tokio::test]
     async fn waits_out_any_number_of_transient_failures_and_stops_at_a_fatal_one() {
@@ -178,5 +221,15 @@ mod tests {
         .await;
         assert!(matches!(out, Err(Failure(false))));
         assert_eq!(calls, 3);
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_ends_the_wait() {
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let backoff = Backoff::new(Duration::from_secs(60), Duration::from_secs(60));
+        let out: Result<Option<()>, Failure> =
+            while_transient_until("test", backoff, &stop, || async { Err(Failure(true)) }).await;
+        assert!(matches!(out, Ok(None)));
     }
 }

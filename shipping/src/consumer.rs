@@ -196,7 +196,7 @@ fn secs(d: Duration) -> i32 {
 }
 
 async fn queue_url(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<String, ConsumerError> {
-    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let backoff = Backoff::call();
     let out = while_transient("GetQueueUrl", backoff, || {
         sqs.get_queue_url().queue_name(queue).send()
     })
@@ -215,7 +215,7 @@ async fn redrive_target(
     queue: &str,
     url: &str,
 ) -> Result<Option<(String, u32)>, ConsumerError> {
-    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let backoff = Backoff::call();
     let attrs = while_transient("GetQueueAttributes", backoff, || {
         sqs.get_queue_attributes()
             .queue_url(url)

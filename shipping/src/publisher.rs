@@ -28,7 +28,7 @@ use crate::store::Store;
 use eventing::deadletter::{DeadLetterError, DeadLetterQueue, Origin};
 use eventing::event::Event;
 use eventing::eventbridge::{PublishError, Publisher};
-use eventing::retry::{transient_cause, while_transient, Backoff};
+use eventing::retry::{transient_cause, while_transient, while_transient_until, Backoff};
 
 #[derive(Clone, Debug)]
 pub struct PublisherConfig {
@@ -80,26 +80,18 @@ pub async fn run(
     let outbox = store.tables.outbox.clone();
     // At start-up as later: a dropped connection or a 5xx is worth another try (the chaos run
     // found a restart during an AWS outage exiting here).
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let described = loop {
-        match store.client().describe_table().table_name(&outbox).send().await {
-            Ok(described) => break described,
-            Err(err) if transient_cause(&err).is_some() => {
-                let delay = backoff.next_delay();
-                tracing::warn!(table = %outbox, error = %err, delay_ms = delay.as_millis() as u64, "describetable failed, retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = cancel.cancelled() => return Ok(()),
-                }
-            }
-            Err(e) => {
-                return Err(PublisherError::Streams {
-                    op: "DescribeTable",
-                    code: e.code().unwrap_or("unknown").to_owned(),
-                    source: Box::new(e),
-                })
-            }
-        }
+    let backoff = Backoff::call();
+    let described = while_transient_until("DescribeTable", backoff, &cancel, || {
+        store.client().describe_table().table_name(&outbox).send()
+    })
+    .await
+    .map_err(|e| PublisherError::Streams {
+        op: "DescribeTable",
+        code: e.code().unwrap_or("unknown").to_owned(),
+        source: Box::new(e),
+    })?;
+    let Some(described) = described else {
+        return Ok(());
     };
     let stream_arn = described
         .table()
@@ -166,29 +158,21 @@ pub async fn run(
 async fn list_shards(ctx: &Context) -> Result<HashMap<String, Option<String>>, PublisherError> {
     let mut shards = HashMap::new();
     let mut start: Option<String> = None;
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
-        let out = match ctx
-            .streams
-            .describe_stream()
-            .stream_arn(&ctx.stream_arn)
-            .set_exclusive_start_shard_id(start.clone())
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(err) if transient_cause(&err).is_some() => {
-                tokio::time::sleep(backoff.next_delay()).await;
-                continue;
-            }
-            Err(err) => {
-                return Err(PublisherError::Streams {
-                    op: "DescribeStream",
-                    code: err.code().unwrap_or("unknown").to_owned(),
-                    source: Box::new(err),
-                })
-            }
-        };
+        let backoff = Backoff::call();
+        let out = while_transient("DescribeStream", backoff, || {
+            ctx.streams
+                .describe_stream()
+                .stream_arn(&ctx.stream_arn)
+                .set_exclusive_start_shard_id(start.clone())
+                .send()
+        })
+        .await
+        .map_err(|err| PublisherError::Streams {
+            op: "DescribeStream",
+            code: err.code().unwrap_or("unknown").to_owned(),
+            source: Box::new(err),
+        })?;
         let Some(desc) = out.stream_description else {
             return Ok(shards);
         };
@@ -211,7 +195,7 @@ async fn read_shard(ctx: &Context, shard: &str, cancel: &CancellationToken) -> R
         return Ok(());
     }
     let mut iterator = shard_iterator(ctx, shard, checkpoint.sequence.as_deref()).await?;
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut backoff = Backoff::call();
     let alive = ctx.metrics.health.beacon(format!(
         "shipping: the publisher made no progress on shard {shard}"
     ));
@@ -325,7 +309,7 @@ async fn publish(ctx: &Context, shard: &str, events: Vec<(Event, String)>) -> Re
     for id in ids.iter().filter(|id| !refused_ids.contains(id.as_str())) {
         ctx.metrics.outbox_events_published.inc();
         tracing::debug!(event_id = %id, "published");
-        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let backoff = Backoff::data_path();
         while_transient("mark dispatched", backoff, || ctx.store.mark_dispatched(id)).await?;
     }
     Ok(())
@@ -346,27 +330,17 @@ async fn park(
         sequence_number: sequence,
         partition_key: "",
     };
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    loop {
-        match ctx.dlq.park(reason, original, &origin).await {
-            Ok(()) => {
-                ctx.metrics.outbox_events_parked.inc();
-                tracing::error!(
-                    shard,
-                    sequence,
-                    reason,
-                    "outbox item parked in the publisher's dead-letter queue"
-                );
-                return Ok(());
-            }
-            Err(err) if err.transient => {
-                let delay = backoff.next_delay();
-                tracing::warn!(shard, error = %err, delay_ms = delay.as_millis() as u64, "cannot park an outbox item yet, retrying");
-                tokio::time::sleep(delay).await;
-            }
-            Err(err) => return Err(err.into()),
-        }
-    }
+    let backoff = Backoff::call();
+    let what = format!("park outbox item {sequence} of {shard}");
+    while_transient(&what, backoff, || ctx.dlq.park(reason, original, &origin)).await?;
+    ctx.metrics.outbox_events_parked.inc();
+    tracing::error!(
+        shard,
+        sequence,
+        reason,
+        "outbox item parked in the publisher's dead-letter queue"
+    );
+    Ok(())
 }
 
 /// A stream image as JSON, for the dead-letter queue (strings and numbers as text).
@@ -428,7 +402,7 @@ struct Checkpoint {
 
 async fn load_checkpoint(ctx: &Context, shard: &str) -> Result<Checkpoint, PublisherError> {
     let table = &ctx.store.tables.checkpoints;
-    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let backoff = Backoff::call();
     // A worker starting during an AWS outage waits it out (the chaos run's brownouts).
     let out = while_transient("GetItem checkpoint", backoff, || {
         ctx.store
@@ -463,7 +437,7 @@ async fn save_checkpoint(
     finished: bool,
 ) -> Result<(), PublisherError> {
     let table = &ctx.store.tables.checkpoints;
-    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let backoff = Backoff::data_path();
     while_transient("PutItem checkpoint", backoff, || {
         let mut put = ctx
             .store
@@ -488,37 +462,33 @@ async fn save_checkpoint(
 }
 
 async fn shard_iterator(ctx: &Context, shard: &str, after: Option<&str>) -> Result<String, PublisherError> {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    loop {
-        let mut req = ctx
+    let backoff = Backoff::call();
+    let what = format!("GetShardIterator {shard}");
+    let out = while_transient(&what, backoff, || {
+        let req = ctx
             .streams
             .get_shard_iterator()
             .stream_arn(&ctx.stream_arn)
             .shard_id(shard);
-        req = match after {
+        match after {
             Some(seq) => req
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .sequence_number(seq),
             None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
-        };
-        match req.send().await {
-            Ok(out) => {
-                return out.shard_iterator.ok_or_else(|| PublisherError::Streams {
-                    op: "GetShardIterator",
-                    code: "NoIterator".into(),
-                    source: "the response had no iterator".into(),
-                })
-            }
-            Err(err) if transient_cause(&err).is_some() => tokio::time::sleep(backoff.next_delay()).await,
-            Err(err) => {
-                return Err(PublisherError::Streams {
-                    op: "GetShardIterator",
-                    code: err.code().unwrap_or("unknown").to_owned(),
-                    source: Box::new(err),
-                })
-            }
         }
-    }
+        .send()
+    })
+    .await
+    .map_err(|err| PublisherError::Streams {
+        op: "GetShardIterator",
+        code: err.code().unwrap_or("unknown").to_owned(),
+        source: Box::new(err),
+    })?;
+    out.shard_iterator.ok_or_else(|| PublisherError::Streams {
+        op: "GetShardIterator",
+        code: "NoIterator".into(),
+        source: "the response had no iterator".into(),
+    })
 }
 
 #[cfg(test)]

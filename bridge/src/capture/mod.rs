@@ -99,6 +99,12 @@ pub enum CaptureError {
     Marker(#[from] slot_marker::MarkerError),
 }
 
+impl eventing::retry::Transient for CaptureError {
+    fn is_transient(&self) -> bool {
+        self.is_retryable()
+    }
+}
+
 impl CaptureError {
     /// The one place capture decides whether reconnecting can help. Sink errors reaching here are
     /// fatal: the sink retries transient failures itself.
@@ -155,7 +161,7 @@ pub async fn run(
         )))
     });
     let mut progress: Option<Progress> = None;
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut backoff = Backoff::call();
     let beacons = session::Beacons::new(&metrics.health);
     loop {
         let result = stream_once(
@@ -178,7 +184,7 @@ pub async fn run(
             Err(err) if err.is_retryable() => {
                 metrics.reconnects.inc();
                 let delay = backoff.next_delay();
-                tracing::warn!(error = %err, cause = %source_chain(&err), delay_ms = delay.as_millis() as u64, "replication interrupted, reconnecting");
+                tracing::warn!(error = %err, cause = %eventing::error_chain::source_chain(&err), delay_ms = delay.as_millis() as u64, "replication interrupted, reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = shutdown.cancelled() => return Ok(()),
@@ -363,18 +369,4 @@ async fn start_streaming(
     conn.start_replication(&cfg.slot, start, &options).await?;
     tracing::info!(slot = %cfg.slot, publication = %cfg.publication, lsn = %start, "streaming changes");
     Ok((conn, source))
-}
-
-/// The causes under an error, for a log line (the message itself is the error's Display).
-pub fn source_chain(err: &dyn std::error::Error) -> String {
-    let mut out = String::new();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }

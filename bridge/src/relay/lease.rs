@@ -42,6 +42,12 @@ impl LeaseError {
     }
 }
 
+impl eventing::retry::Transient for LeaseError {
+    fn is_transient(&self) -> bool {
+        self.is_retryable()
+    }
+}
+
 /// One shard's row.
 #[derive(Debug, Clone, Default)]
 pub struct ShardLease {

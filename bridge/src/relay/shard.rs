@@ -12,7 +12,7 @@ use super::envelope::{self, Decision, Event};
 use super::lease::{Outcome, SHARD_END};
 use super::{now_ms, RelayContext, RelayError};
 use eventing::deadletter::Origin;
-use eventing::retry::{transient_cause, Backoff};
+use eventing::retry::{while_transient, Backoff};
 
 /// How a worker stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct ShardWorker {
 
 impl ShardWorker {
     pub async fn run(mut self) -> Result<WorkerEnd, RelayError> {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut backoff = Backoff::call();
         let Some(mut iterator) = self.iterator().await? else {
             return self.finish_closed_shard().await;
         };
@@ -119,36 +119,32 @@ impl ShardWorker {
     }
 
     async fn iterator(&self) -> Result<Option<String>, RelayError> {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        loop {
-            let mut req = self
+        let backoff = Backoff::call();
+        let what = format!("GetShardIterator {}", self.shard_id);
+        let out = while_transient(&what, backoff, || {
+            let req = self
                 .ctx
                 .kinesis
                 .get_shard_iterator()
                 .stream_name(&self.ctx.stream)
                 .shard_id(&self.shard_id);
-            req = match &self.checkpoint {
+            match &self.checkpoint {
                 Some(seq) => req
                     .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                     .starting_sequence_number(seq),
                 None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
-            };
-            match req.send().await {
-                // No iterator: the shard is closed and nothing is left after the checkpoint.
-                Ok(out) => return Ok(out.shard_iterator().map(str::to_owned)),
-                Err(err) if err.code() == Some("ResourceNotFoundException") => {
-                    return Err(RelayError::StreamMissing {
-                        stream: self.ctx.stream.clone(),
-                    })
-                }
-                Err(err) if transient_cause(&err).is_some() => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(shard = %self.shard_id, error = %err, "getsharditerator failed, retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                Err(err) => return Err(RelayError::Kinesis(Box::new(err))),
             }
-        }
+            .send()
+        })
+        .await
+        .map_err(|err| match err.code() {
+            Some("ResourceNotFoundException") => RelayError::StreamMissing {
+                stream: self.ctx.stream.clone(),
+            },
+            _ => RelayError::Kinesis(Box::new(err)),
+        })?;
+        // No iterator: the shard is closed and nothing is left after the checkpoint.
+        Ok(out.shard_iterator().map(str::to_owned))
     }
 
     /// Publishes the page's events and parks its dead letters; returns when all are settled.
@@ -225,47 +221,27 @@ impl ShardWorker {
         kind: &str,
     ) -> Result<(), RelayError> {
         let sequence = origin.sequence_number;
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        loop {
-            match self.ctx.dlq.park(reason, raw, origin).await {
-                Ok(()) => {
-                    tracing::warn!(shard = %self.shard_id, sequence, reason, "record parked in the dead-letter queue");
-                    self.ctx
-                        .metrics
-                        .dead_letters
-                        .get_or_create(&vec![("kind".to_owned(), kind.to_owned())])
-                        .inc();
-                    return Ok(());
-                }
-                Err(err) if !err.transient => return Err(err.into()),
-                Err(err) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(error = %err, cause = %crate::capture::source_chain(&err), "dead-letter queue unavailable, retrying");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
+        let backoff = Backoff::call();
+        let what = format!("park record {sequence} of {}", self.shard_id);
+        while_transient(&what, backoff, || self.ctx.dlq.park(reason, raw, origin)).await?;
+        tracing::warn!(shard = %self.shard_id, sequence, reason, "record parked in the dead-letter queue");
+        self.ctx
+            .metrics
+            .dead_letters
+            .get_or_create(&vec![("kind".to_owned(), kind.to_owned())])
+            .inc();
+        Ok(())
     }
 
     async fn checkpoint(&self, sequence: &str) -> Result<Outcome<()>, RelayError> {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        loop {
+        let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let what = format!("checkpoint {}", self.shard_id);
+        let outcome = while_transient(&what, backoff, || {
             let expires = now_ms() + self.ctx.lease_duration.as_millis() as i64;
-            match self
-                .ctx
-                .leases
-                .checkpoint(&self.shard_id, sequence, expires)
-                .await
-            {
-                Ok(outcome) => return Ok(outcome),
-                Err(err) if err.is_retryable() => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(shard = %self.shard_id, error = %err, "checkpoint failed, retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
+            self.ctx.leases.checkpoint(&self.shard_id, sequence, expires)
+        })
+        .await?;
+        Ok(outcome)
     }
 
     async fn sleep(&self, delay: Duration) {

@@ -5,7 +5,6 @@
 //! partial failure, which is why every record carries `(commit-lsn, transaction-record-id)`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::operation::put_records::PutRecordsError;
@@ -99,7 +98,7 @@ async fn put_round(
     mut pending: Vec<Record>,
     metrics: &Metrics,
 ) -> Result<(), SinkError> {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut backoff = Backoff::data_path();
     loop {
         match put_once(client, stream, pending, metrics).await? {
             Attempt::Done => return Ok(()),

@@ -70,7 +70,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             if args.sink == SinkKind::Null {
                 // No stream to record the slot on: the slot must exist (setup or SQL).
                 tracing::warn!("--sink null: every record is discarded and acknowledged");
-                let sink = Arc::new(bridge::sink::null::NullSink::default());
+                let sink = Arc::new(bridge::sink::null::NullSink);
                 capture::run(&cfg, sink, metrics, shutdown).await?;
             } else {
                 run_capture(cfg, args.stream.stream, metrics, shutdown).await?;

@@ -73,7 +73,6 @@ pub struct Change<'a> {
 pub struct Record {
     pub partition_key: String,
     pub data: Bytes,
-    pub commit_lsn: Lsn,
 }
 
 impl Record {
@@ -136,7 +135,6 @@ pub fn encode(change: &Change<'_>, tx: &TxContext, key: &PartitionKey, opts: Enc
     Record {
         partition_key: partition_key(change, tx, key),
         data: Bytes::from(out),
-        commit_lsn: tx.commit_lsn,
     }
 }
 
@@ -235,7 +233,6 @@ pub fn encode_message_data(
     Record {
         partition_key,
         data: Bytes::from(record),
-        commit_lsn: tx.commit_lsn,
     }
 }
 

@@ -8,7 +8,6 @@
 //! the claim check) is handed back before any request is made: one such event must not fail the
 //! whole PutEvents call, and with it every retry of the same page.
 
-
 use aws_sdk_eventbridge::error::ProvideErrorMetadata;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use serde_json::json;

@@ -2,32 +2,20 @@
 
 use crate::lsn::Lsn;
 
-/// `received`: the end of the last WAL message read. `flushed`: everything before it is durable
-/// in Kinesis (or was never going to be published), so the slot may release it.
+/// `flushed`: everything before it is durable in Kinesis (or was never going to be published),
+/// so the slot may release it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Progress {
-    received: Lsn,
     flushed: Lsn,
 }
 
 impl Progress {
     pub fn starting_at(flushed: Lsn) -> Self {
-        Self {
-            received: flushed,
-            flushed,
-        }
+        Self { flushed }
     }
 
     pub fn flushed(&self) -> Lsn {
         self.flushed
-    }
-
-    pub fn received(&self) -> Lsn {
-        self.received
-    }
-
-    pub fn receive(&mut self, end: Lsn) {
-        self.received = self.received.max(end);
     }
 
     /// A batch completed a transaction ending at `lsn`. Completions arrive in source order, so
@@ -45,7 +33,6 @@ impl Progress {
     /// Nothing is pending: the server's WAL end is safe to acknowledge as well.
     pub fn idle_at(&mut self, wal_end: Lsn) {
         self.flushed = self.flushed.max(wal_end);
-        self.received = self.received.max(wal_end);
     }
 }
 

@@ -143,8 +143,7 @@ impl<'a> Session<'a> {
                     last_heard = Instant::now();
                     self.beacons.input.beat();
                 })? {
-                    StreamMessage::XLogData { start, end, data } => {
-                        self.progress.receive(end);
+                    StreamMessage::XLogData { start, data, .. } => {
                         self.on_wal(start, data)?;
                         // While catching up input is always ready and the timer branch below
                         // may starve: report progress from here too.

@@ -301,14 +301,3 @@ pub async fn primary_keys(
     }
     Ok(keys)
 }
-
-/// How much WAL the slot holds back, in bytes, as Postgres computes it.
-pub async fn retained_wal_bytes(client: &Client, slot: &str) -> Result<Option<i64>, SlotError> {
-    let row = client
-        .query_opt(
-            "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await?;
-    Ok(row.and_then(|r| r.get(0)))
-}

@@ -255,13 +255,11 @@ fn is_missing_stream(err: &SdkError<PutRecordsError>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lsn::Lsn;
 
     fn record(key: &str, n: u8) -> Record {
         Record {
             partition_key: key.into(),
             data: bytes::Bytes::from(vec![n]),
-            commit_lsn: Lsn(u64::from(n)),
         }
     }
 

@@ -3,7 +3,6 @@
 use std::time::Instant;
 
 use crate::dms::{Record, MAX_RECORD_BYTES};
-use crate::lsn::Lsn;
 use crate::sink::kinesis::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL};
 use crate::sink::Batch;
 
@@ -11,8 +10,6 @@ use crate::sink::Batch;
 pub struct OpenBatch {
     records: Vec<Record>,
     bytes: usize,
-    /// The end LSN of the last transaction whose every record is in this batch or an earlier one.
-    pub completes: Option<Lsn>,
     /// Commit time (seconds since the Unix epoch) of the oldest change in the batch.
     pub oldest_commit: Option<f64>,
     pub opened: Option<Instant>,
@@ -43,7 +40,7 @@ impl OpenBatch {
     }
 
     /// Takes the records out, leaving an empty batch behind.
-    pub fn take(&mut self, seq: u64) -> (Batch, Option<Lsn>, Option<f64>) {
+    pub fn take(&mut self, seq: u64) -> (Batch, Option<f64>) {
         let batch = Batch {
             seq,
             records: std::mem::take(&mut self.records),
@@ -51,6 +48,6 @@ impl OpenBatch {
         self.bytes = 0;
         self.opened = None;
         self.waits_for = None;
-        (batch, self.completes.take(), self.oldest_commit.take())
+        (batch, self.oldest_commit.take())
     }
 }

@@ -17,14 +17,21 @@
 //! unpublished tables) does not keep WAL forever. A crash anywhere replays from `flushed`:
 //! records may repeat, none is lost.
 //!
+//! The rule lives in `acks::AckTracker` (no I/O, unit-tested); `session` is the select loop
+//! around it, generic over `session::ReplicationStream` so `session_tests` drive it with a
+//! scripted walsender and a sink that holds, refuses or fails after writing.
+//!
 //! Memory is bounded: at most `window` batches in flight, each within PutRecords' limits, and
 //! WAL is not read while the open batch is full and cannot be submitted.
 
+mod acks;
 mod batch;
 pub mod heartbeat;
 mod progress;
 pub mod routes;
 mod session;
+#[cfg(test)]
+mod session_tests;
 pub mod slot_marker;
 mod wal_age;
 

@@ -11,6 +11,7 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::acks::AckTracker;
 use super::batch::OpenBatch;
 use super::progress::Progress;
 use super::{CaptureConfig, CaptureError};
@@ -20,12 +21,37 @@ use crate::metrics::Metrics;
 use crate::partition::PartitionKey;
 use crate::replication::pgoutput::{self, Datum, PgOutput, Relation, Tuple};
 use crate::replication::{ReplicationConnection, ReplicationError, StreamMessage};
+
+/// What the streaming loop reads from and reports to: the walsender's copy stream. A trait so
+/// unit tests drive the loop with a scripted stream (see `session_tests`).
+pub trait ReplicationStream: Send {
+    fn next_message(&mut self) -> impl Future<Output = Result<StreamMessage, ReplicationError>> + Send;
+    /// A standby status update: `flushed` as write, flush and apply position.
+    fn send_status(
+        &mut self,
+        flushed: Lsn,
+        reply: bool,
+    ) -> impl Future<Output = Result<(), ReplicationError>> + Send;
+}
+
+impl ReplicationStream for ReplicationConnection {
+    fn next_message(&mut self) -> impl Future<Output = Result<StreamMessage, ReplicationError>> + Send {
+        ReplicationConnection::next_message(self)
+    }
+
+    fn send_status(
+        &mut self,
+        flushed: Lsn,
+        reply: bool,
+    ) -> impl Future<Output = Result<(), ReplicationError>> + Send {
+        ReplicationConnection::send_status(self, flushed, reply)
+    }
+}
 use crate::sink::{Sink, SinkError};
 use crate::table::TableName;
 
 /// A completed (or failed) batch, as the in-flight queue yields it.
 struct Done {
-    completes: Option<Lsn>,
     result: Result<(), SinkError>,
 }
 
@@ -68,7 +94,7 @@ pub struct Session<'a> {
     beacons: &'a Beacons,
     sink: &'a dyn Sink,
     metrics: &'a Metrics,
-    progress: &'a mut Progress,
+    acks: AckTracker<'a>,
     relations: HashMap<u32, Arc<CapturedRelation>>,
     tx: Option<OpenTx>,
     open: OpenBatch,
@@ -97,7 +123,7 @@ impl<'a> Session<'a> {
             beacons,
             sink,
             metrics,
-            progress,
+            acks: AckTracker::new(progress),
             relations: HashMap::new(),
             tx: None,
             open: OpenBatch::default(),
@@ -111,9 +137,9 @@ impl<'a> Session<'a> {
     }
 
     /// Streams until shutdown (`Ok`) or an error.
-    pub async fn stream(
+    pub async fn stream<S: ReplicationStream>(
         &mut self,
-        conn: &mut ReplicationConnection,
+        conn: &mut S,
         shutdown: &CancellationToken,
     ) -> Result<(), CaptureError> {
         let mut status = tokio::time::interval(self.cfg.status_interval);
@@ -148,14 +174,14 @@ impl<'a> Session<'a> {
                         // While catching up input is always ready and the timer branch below
                         // may starve: report progress from here too.
                         if last_status.elapsed() >= self.cfg.status_interval {
-                            conn.send_status(self.progress.flushed(), false).await?;
+                            conn.send_status(self.acks.flushed(), false).await?;
                             last_status = Instant::now();
                         }
                     }
                     StreamMessage::Keepalive { wal_end, reply_requested } => {
                         self.on_keepalive(wal_end);
                         if reply_requested {
-                            conn.send_status(self.progress.flushed(), false).await?;
+                            conn.send_status(self.acks.flushed(), false).await?;
                         }
                     }
                     StreamMessage::CopyDone => {
@@ -178,7 +204,7 @@ impl<'a> Session<'a> {
                         return Err(ReplicationError::Silent { secs: silent.as_secs() }.into());
                     }
                     let ask = silent >= self.cfg.replication_timeout / 3;
-                    conn.send_status(self.progress.flushed(), ask).await?;
+                    conn.send_status(self.acks.flushed(), ask).await?;
                     last_status = Instant::now();
                 }
             }
@@ -187,7 +213,7 @@ impl<'a> Session<'a> {
 
     /// Shutdown: hand over the open batch, wait for everything in flight (bounded by the
     /// shutdown timeout), then send a last status update with the last durable LSN.
-    pub async fn finish(&mut self, conn: &mut ReplicationConnection) {
+    pub async fn finish<S: ReplicationStream>(&mut self, conn: &mut S) {
         let deadline = tokio::time::sleep(self.cfg.shutdown_timeout);
         tokio::pin!(deadline);
         let drained = async {
@@ -211,7 +237,7 @@ impl<'a> Session<'a> {
                 "shutdown timeout: batches still in flight will be replayed on restart"
             ),
         }
-        let flushed = self.progress.flushed();
+        let flushed = self.acks.flushed();
         match conn.send_status(flushed, false).await {
             Ok(()) => tracing::info!(lsn = %flushed, "final status update sent"),
             Err(error) => tracing::warn!(error = %error, lsn = %flushed, "final status update failed"),
@@ -243,6 +269,7 @@ impl<'a> Session<'a> {
         }
         self.metrics.inflight_batches.set(self.inflight.len() as i64);
         done.result?;
+        self.acks.batch_done();
         self.beacons.acks.beat();
         self.metrics.batches_completed.inc();
         if let Some(commit) = oldest_commit {
@@ -251,16 +278,7 @@ impl<'a> Session<'a> {
                 .commit_to_ack_seconds
                 .observe((now - commit).max(0.0));
         }
-        if let Some(lsn) = done.completes {
-            self.progress.complete(lsn);
-        }
-        // A commit that arrived while batches were in flight but with nothing left to send.
-        if self.inflight.is_empty() && self.open.is_empty() {
-            if let Some(lsn) = self.open.completes.take() {
-                self.progress.complete(lsn);
-            }
-        }
-        self.metrics.flushed_lsn.set(self.progress.flushed().0 as i64);
+        self.metrics.flushed_lsn.set(self.acks.flushed().0 as i64);
         Ok(())
     }
 
@@ -270,26 +288,29 @@ impl<'a> Session<'a> {
         for record in self.open.records() {
             self.key_seq.insert(record.partition_key.clone(), seq);
         }
-        let (batch, completes, oldest) = self.open.take(seq);
-        tracing::trace!(seq = batch.seq, records = batch.records.len(), "submitting batch");
+        let (batch, oldest) = self.open.take(seq);
+        let completes = self.acks.submit();
+        tracing::trace!(seq = batch.seq, records = batch.records.len(), completes = ?completes, "submitting batch");
         let completion = self.sink.submit(batch);
         self.inflight.push_back(Box::pin(async move {
             Done {
-                completes,
                 result: completion.await.unwrap_or(Err(SinkError::Gone)),
             }
         }));
         self.inflight_oldest.push_back(oldest);
+        debug_assert_eq!(
+            self.acks.in_flight(),
+            self.inflight.len(),
+            "one completion per batch"
+        );
         self.metrics.inflight_batches.set(self.inflight.len() as i64);
     }
 
     fn on_keepalive(&mut self, wal_end: Lsn) {
         self.metrics.server_wal_end_lsn.set(wal_end.0 as i64);
-        if self.tx.is_none() && self.open.is_empty() && self.inflight.is_empty() {
-            self.progress.idle_at(wal_end);
-            self.metrics.flushed_lsn.set(self.progress.flushed().0 as i64);
-        }
-        let lag = wal_end.0.saturating_sub(self.progress.flushed().0);
+        self.acks.idle_at(wal_end);
+        self.metrics.flushed_lsn.set(self.acks.flushed().0 as i64);
+        let lag = wal_end.0.saturating_sub(self.acks.flushed().0);
         self.metrics
             .slot_lag_bytes
             .set(i64::try_from(lag).unwrap_or(i64::MAX));
@@ -316,6 +337,7 @@ impl<'a> Session<'a> {
                 commit_time,
                 xid,
             } => {
+                self.acks.begin();
                 self.tx = Some(OpenTx {
                     ctx: TxContext {
                         xid,
@@ -329,11 +351,7 @@ impl<'a> Session<'a> {
             PgOutput::Commit { end_lsn, .. } => {
                 self.tx = None;
                 self.metrics.transactions_captured.inc();
-                if self.open.is_empty() && self.inflight.is_empty() {
-                    self.progress.complete(end_lsn);
-                } else {
-                    self.open.completes = Some(end_lsn);
-                }
+                self.acks.commit(end_lsn);
             }
             PgOutput::Relation(relation) => {
                 let table = TableName {
@@ -393,10 +411,8 @@ impl<'a> Session<'a> {
         if prefix == super::heartbeat::PREFIX && !transactional {
             super::heartbeat::received(self.metrics, content);
             // Read in source order with nothing of ours pending: everything before it is settled.
-            if self.tx.is_none() && self.open.is_empty() && self.inflight.is_empty() {
-                self.progress.idle_at(lsn);
-                self.metrics.flushed_lsn.set(self.progress.flushed().0 as i64);
-            }
+            self.acks.idle_at(lsn);
+            self.metrics.flushed_lsn.set(self.acks.flushed().0 as i64);
             return;
         }
         if prefix != self.cfg.message_prefix {
@@ -508,6 +524,7 @@ impl<'a> Session<'a> {
             }
         }
         self.open.push(record, commit_seconds);
+        self.acks.record();
     }
 }
 

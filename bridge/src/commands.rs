@@ -232,6 +232,7 @@ fn capture_config(
         message_prefix: tuning.map_or_else(|| "outbox".to_owned(), |t| t.message_prefix.clone()),
         window: tuning.map_or(4, |t| usize::from(t.max_inflight_batches)),
         linger: Duration::from_millis(tuning.map_or(10, |t| t.batch_linger_ms)),
+        // Replaced per connection by what the server's wal_sender_timeout asks for.
         status_interval: Duration::from_secs(1),
         shutdown_timeout: Duration::from_secs(tuning.map_or(20, |t| t.shutdown_timeout_secs)),
         retained_wal_warn_bytes: tuning.map_or(1 << 30, |t| t.retained_wal_warn_bytes),

@@ -32,6 +32,19 @@ pub mod routes;
 mod session;
 #[cfg(test)]
 mod session_tests;
+#[cfg(test)]
+mod status_interval_tests {
+    use std::time::Duration;
+
+    #[test]
+    fn follows_the_servers_timeout_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(super::status_interval(None), ms(1000));
+        assert_eq!(super::status_interval(Some(ms(60_000))), ms(1000));
+        assert_eq!(super::status_interval(Some(ms(5_000))), ms(500));
+        assert_eq!(super::status_interval(Some(ms(200))), ms(100));
+    }
+}
 pub mod slot_marker;
 mod wal_age;
 
@@ -280,11 +293,30 @@ pub async fn prepare_source(cfg: &CaptureConfig, may_create_slot: bool) -> Resul
         .map_err(SlotError::from)?
         .get(0);
     let primary_keys = slot::primary_keys(&client, &cfg.publication).await?;
+    let wal_sender_timeout_ms: Option<i64> = client
+        .query_opt(
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'",
+            &[],
+        )
+        .await
+        .map_err(SlotError::from)?
+        .map(|row| row.get(0));
     Ok(Source {
         slot: state,
         server_version: version,
         primary_keys,
+        wal_sender_timeout: wal_sender_timeout_ms
+            .filter(|ms| *ms > 0)
+            .map(|ms| Duration::from_millis(ms.unsigned_abs())),
     })
+}
+
+/// How often a standby status update goes out: a tenth of the server's `wal_sender_timeout`
+/// (it drops a standby silent for that long), between 100 ms and 1 s — a second keeps the
+/// slot's position fresh for operators and `bridge status` under the default 60 s timeout.
+fn status_interval(wal_sender_timeout: Option<Duration>) -> Duration {
+    let tenth = wal_sender_timeout.map_or(Duration::from_secs(1), |t| t / 10);
+    tenth.clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
 /// What `prepare_source` learnt about the database.
@@ -292,6 +324,8 @@ pub struct Source {
     pub slot: slot::SlotState,
     pub server_version: i32,
     pub primary_keys: HashMap<TableName, Vec<String>>,
+    /// The server's `wal_sender_timeout` (`None`: disabled).
+    pub wal_sender_timeout: Option<Duration>,
 }
 
 /// One connection's life: check publication and slot, stream, drain.
@@ -316,6 +350,11 @@ async fn stream_once(
     let progress = progress.get_or_insert_with(|| Progress::starting_at(source.slot.confirmed_flush));
     backoff.reset();
 
+    // Status updates at the pace this server's wal_sender_timeout asks for.
+    let cfg = &CaptureConfig {
+        status_interval: status_interval(source.wal_sender_timeout),
+        ..cfg.clone()
+    };
     let mut session = session::Session::new(cfg, sink, metrics, beacons, progress, source.primary_keys);
     let outcome = session
         .stream(&mut conn, shutdown)

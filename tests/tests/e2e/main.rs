@@ -1,0 +1,34 @@
+//! The end-to-end tests, one module per scenario, in one test binary: each binary links every
+//! AWS SDK, so one binary instead of thirty keeps the build short. Each test starts its own
+//! throwaway Postgres and emulator on loopback (`tests::stack::Stack`).
+
+mod bad_input_gets_a_clear_error_and_writes_nothing;
+mod bench_runs_every_scenario_and_delivers_everything;
+mod capture_includes_entity_tables_when_published;
+mod capture_keeps_going_through_schema_and_publication_changes;
+mod capture_publishes_each_outbox_row_once_in_dms_format;
+mod capture_publishes_table_less_outbox_messages;
+mod capture_reconnects_after_postgres_restarts;
+mod capture_refuses_an_invalidated_slot;
+mod capture_refuses_to_recreate_a_dropped_slot;
+mod capture_replays_without_loss_after_kill_9;
+mod capture_runs_as_a_replication_only_role;
+mod capture_skips_rolled_back_transactions;
+mod capture_streams_a_million_row_transaction;
+mod chaos_run_loses_nothing;
+mod iam_policies_grant_what_each_process_calls;
+mod metrics_agree_with_what_was_written;
+mod operators_read_status_and_redrive_dead_letters;
+mod postgres_tls_is_verified_on_both_connections;
+mod relay_parks_bad_records_and_claim_checks_large_events;
+mod relay_parks_each_bad_outbox_row_with_its_reason;
+mod relay_publishes_outbox_inserts_as_domain_events;
+mod relay_rides_out_put_events_failures;
+mod relay_survives_kill_9_and_shares_shards;
+mod secrets_never_appear_in_output;
+mod shipping_applies_duplicated_and_shuffled_events_once;
+mod shipping_dead_letters_a_poison_event_and_keeps_going;
+mod shipping_projects_customers_and_schedules_shipments;
+mod shipping_survives_kill_9_without_loss_or_double_apply;
+mod slot_acknowledges_only_what_kinesis_accepted;
+mod slot_advances_while_the_outbox_is_quiet;

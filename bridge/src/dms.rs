@@ -18,8 +18,6 @@ use crate::lsn::Lsn;
 use crate::partition::PartitionKey;
 use crate::replication::pgoutput::{Datum, Relation, Tuple};
 
-/// A Kinesis record's biggest size (data plus partition key).
-pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Kinesis partition keys are at most 256 characters.
 const MAX_PARTITION_KEY_CHARS: usize = 256;
 

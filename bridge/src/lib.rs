@@ -11,6 +11,7 @@ pub mod relay;
 pub mod replication;
 pub mod setup;
 pub mod sink;
+pub mod sql;
 pub mod status;
 pub mod table;
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::replication::connection::quote_ident;
+use crate::sql::quote_ident;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TableName {

@@ -2,12 +2,12 @@
 
 use std::time::Instant;
 
-use crate::dms::{Record, MAX_RECORD_BYTES};
-use crate::sink::kinesis::{MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL};
-use crate::sink::Batch;
+use crate::dms::Record;
+use crate::sink::{Batch, Limits};
 
-#[derive(Default)]
 pub struct OpenBatch {
+    /// The sink's limits: a batch is one call's worth.
+    limits: Limits,
     records: Vec<Record>,
     bytes: usize,
     /// Commit time (seconds since the Unix epoch) of the oldest change in the batch.
@@ -19,11 +19,26 @@ pub struct OpenBatch {
 }
 
 impl OpenBatch {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            records: Vec::new(),
+            bytes: 0,
+            oldest_commit: None,
+            opened: None,
+            waits_for: None,
+        }
+    }
+
     pub fn push(&mut self, record: Record, commit_time: f64) {
         self.bytes += record.size();
         self.records.push(record);
         self.oldest_commit.get_or_insert(commit_time);
         self.opened.get_or_insert_with(Instant::now);
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     pub fn records(&self) -> &[Record] {
@@ -36,7 +51,8 @@ impl OpenBatch {
 
     /// Full when one more record might not fit in the same PutRecords call.
     pub fn is_full(&self) -> bool {
-        self.records.len() >= MAX_RECORDS_PER_CALL || self.bytes + MAX_RECORD_BYTES > MAX_BYTES_PER_CALL
+        self.records.len() >= self.limits.records_per_batch
+            || self.bytes + self.limits.bytes_per_record > self.limits.bytes_per_batch
     }
 
     /// Takes the records out, leaving an empty batch behind.

@@ -404,10 +404,7 @@ async fn start_streaming(
             "proto_version",
             if version >= 140_000 { "2" } else { "1" }.to_owned(),
         ),
-        (
-            "publication_names",
-            crate::replication::connection::quote_ident(&cfg.publication),
-        ),
+        ("publication_names", crate::sql::quote_ident(&cfg.publication)),
     ];
     if version >= 140_000 {
         options.push(("messages", "true".to_owned()));

@@ -15,7 +15,7 @@ use super::acks::AckTracker;
 use super::batch::OpenBatch;
 use super::progress::Progress;
 use super::{CaptureConfig, CaptureError};
-use crate::dms::{self, Change, Operation, TxContext, MAX_RECORD_BYTES};
+use crate::dms::{self, Change, Operation, TxContext};
 use crate::lsn::Lsn;
 use crate::metrics::Metrics;
 use crate::partition::PartitionKey;
@@ -126,7 +126,7 @@ impl<'a> Session<'a> {
             acks: AckTracker::new(progress),
             relations: HashMap::new(),
             tx: None,
-            open: OpenBatch::default(),
+            open: OpenBatch::new(sink.limits()),
             inflight: FuturesOrdered::new(),
             inflight_oldest: VecDeque::new(),
             next_seq: 0,
@@ -434,7 +434,7 @@ impl<'a> Session<'a> {
             record_id,
         };
         let mut record = dms::encode_message(content, &msg, &ctx);
-        if record.size() > MAX_RECORD_BYTES {
+        if record.size() > self.open.limits().bytes_per_record {
             // There is no row to fall back on: send what identifies the event, name what was
             // left out, and the relay parks it with that reason instead of publishing it half-empty.
             self.metrics.records_oversized.inc();
@@ -442,7 +442,7 @@ impl<'a> Session<'a> {
             let data = dms::message_data(content);
             let (slim, dropped) = dms::slim_message_data(&data, 1024, None);
             record = dms::encode_message_data(slim, &dropped, &msg, &ctx);
-            if record.size() > MAX_RECORD_BYTES {
+            if record.size() > self.open.limits().bytes_per_record {
                 let keep = ["id", "type", "aggregatetype", "aggregateid"];
                 let (slim, dropped) = dms::slim_message_data(&data, 1024, Some(&keep));
                 record = dms::encode_message_data(slim, &dropped, &msg, &ctx);
@@ -487,7 +487,7 @@ impl<'a> Session<'a> {
             dropped_columns: &[],
         };
         let mut record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
-        if record.size() > MAX_RECORD_BYTES {
+        if record.size() > self.open.limits().bytes_per_record {
             self.metrics.records_oversized.inc();
             tracing::error!(%lsn, table = %rel.relation.name, bytes = record.size(), "record above kinesis' 1 MiB limit: sending it without its large columns");
             let slim = slim_tuple(row, 1024);
@@ -499,7 +499,7 @@ impl<'a> Session<'a> {
                 ..change
             };
             record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
-            if record.size() > MAX_RECORD_BYTES {
+            if record.size() > self.open.limits().bytes_per_record {
                 // Escaping or sheer width still overflows: keep only the key columns.
                 let keys = key_only_tuple(row, &rel.key_columns);
                 let dropped = dropped_names(&rel.relation, row, &keys);

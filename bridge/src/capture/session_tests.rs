@@ -226,6 +226,10 @@ impl FaultSink {
 }
 
 impl Sink for FaultSink {
+    fn limits(&self) -> crate::sink::Limits {
+        crate::sink::kinesis::LIMITS
+    }
+
     fn submit(&self, batch: Batch) -> Completion {
         let fate = self
             .fates

@@ -19,6 +19,7 @@ use super::connection_io::Io;
 use super::error::ReplicationError;
 use super::target::PgTarget;
 use crate::lsn::Lsn;
+use crate::sql::quote_ident;
 
 /// Microseconds between the Unix epoch and Postgres' epoch (2000-01-01).
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
@@ -422,9 +423,4 @@ fn server_error(body: &backend::ErrorResponseBody) -> ReplicationError {
 
 fn now_pg_micros() -> i64 {
     chrono::Utc::now().timestamp_micros() - PG_EPOCH_OFFSET_MICROS
-}
-
-/// Quotes an SQL identifier, doubling embedded quotes.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }

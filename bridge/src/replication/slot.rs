@@ -4,9 +4,9 @@
 use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::connection::quote_ident;
 use super::target::PgTarget;
 use crate::lsn::Lsn;
+use crate::sql::quote_ident;
 use crate::table::TableName;
 
 #[derive(Debug, thiserror::Error)]

@@ -12,15 +12,18 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use tokio::sync::oneshot;
 
-use super::{Batch, Completion, Sink, SinkError};
+use super::{Batch, Completion, Limits, Sink, SinkError};
 use crate::dms::Record;
 use crate::metrics::Metrics;
 use eventing::retry::{transient_cause, Backoff};
 
-/// Most records one PutRecords call takes.
-pub const MAX_RECORDS_PER_CALL: usize = 500;
-/// Most bytes (data plus partition keys) one PutRecords call takes.
-pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
+/// Kinesis' limits: 500 records and 5 MiB per PutRecords call, 1 MiB per record (data plus
+/// partition key).
+pub const LIMITS: Limits = Limits {
+    records_per_batch: 500,
+    bytes_per_batch: 5 * 1024 * 1024,
+    bytes_per_record: 1024 * 1024,
+};
 
 pub struct KinesisSink {
     client: aws_sdk_kinesis::Client,
@@ -39,6 +42,10 @@ impl KinesisSink {
 }
 
 impl Sink for KinesisSink {
+    fn limits(&self) -> Limits {
+        LIMITS
+    }
+
     fn submit(&self, batch: Batch) -> Completion {
         let (tx, rx) = oneshot::channel();
         let (client, stream, metrics) = (self.client.clone(), self.stream.clone(), self.metrics.clone());

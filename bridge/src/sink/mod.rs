@@ -34,7 +34,19 @@ pub enum SinkError {
 /// The completion of one batch: `Ok` once every record is durable.
 pub type Completion = oneshot::Receiver<Result<(), SinkError>>;
 
+/// What one batch, and one record, may hold: the sink's own limits, which capture batches by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub records_per_batch: usize,
+    /// Data plus partition keys.
+    pub bytes_per_batch: usize,
+    /// One record's data plus partition key; a larger one is sent without its large values.
+    pub bytes_per_record: usize,
+}
+
 pub trait Sink: Send + Sync + 'static {
     /// Hands a batch over and returns at once; the completion resolves later.
     fn submit(&self, batch: Batch) -> Completion;
+
+    fn limits(&self) -> Limits;
 }

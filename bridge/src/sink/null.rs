@@ -2,12 +2,17 @@
 
 use tokio::sync::oneshot;
 
-use super::{Batch, Completion, Sink};
+use super::{Batch, Completion, Limits, Sink};
 
 #[derive(Default)]
 pub struct NullSink;
 
 impl Sink for NullSink {
+    /// Kinesis' own, so a benchmark of the capture path batches as it would for real.
+    fn limits(&self) -> Limits {
+        super::kinesis::LIMITS
+    }
+
     fn submit(&self, _batch: Batch) -> Completion {
         let (tx, rx) = oneshot::channel();
         let _ = tx.send(Ok(()));

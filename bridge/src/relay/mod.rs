@@ -9,6 +9,7 @@
 
 pub mod envelope;
 pub mod lease;
+pub mod plan;
 mod shard;
 
 use std::collections::{HashMap, HashSet};
@@ -24,6 +25,7 @@ use envelope::EnvelopeConfig;
 use eventing::deadletter::{DeadLetterError, DeadLetterQueue};
 use eventing::eventbridge::{PublishError, Publisher};
 use lease::{LeaseError, LeaseTable, Outcome};
+use plan::ShardInfo;
 use shard::{ShardWorker, WorkerEnd};
 
 #[derive(Debug, thiserror::Error)]
@@ -164,81 +166,38 @@ async fn balance(
         }
     }
 
-    let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
-    let finished = |id: &str| leases.get(id).is_some_and(lease::ShardLease::is_finished);
-    let parent_done = |p: Option<&str>| p.is_none_or(|p| !listed.contains(p) || finished(p));
-    let eligible: Vec<&str> = shards
-        .iter()
-        .filter(|s| {
-            !finished(&s.shard_id)
-                && parent_done(s.parent.as_deref())
-                && parent_done(s.adjacent_parent.as_deref())
-        })
-        .map(|s| s.shard_id.as_str())
-        .collect();
-    let target = eligible.len().div_ceil(workers.max(1));
-    let me = ctx.leases.worker_id.as_str();
-    // A live lease, and whether another process holds it.
-    let live = |id: &str| {
-        leases
-            .get(id)
-            .filter(|l| l.expires_at_ms > now && l.owner.is_some())
+    let me = ctx.leases.worker_id.clone();
+    let plan = {
+        let ids: HashSet<&str> = running.keys().map(String::as_str).collect();
+        plan::plan(&shards, &leases, &ids, workers, &me, now)
     };
-    let held_elsewhere = |id: &str| live(id).is_some_and(|l| !l.mine);
-
-    // Free, expired or already ours: take them up to our share.
-    for &shard in &eligible {
-        if running.len() >= target {
+    let mut taken = 0;
+    for &shard in &plan.candidates {
+        if taken >= plan.wanted {
             break;
-        }
-        if running.contains_key(shard) || held_elsewhere(shard) {
-            continue;
         }
         if let Outcome::Done(checkpoint) = ctx.leases.acquire(shard, now, expires, None).await? {
             start(ctx, running, shard, checkpoint);
+            taken += 1;
         }
     }
-    // Still short: take one shard from the relay holding the most. Never from a process using
-    // our own worker id: it is not another relay we could balance with, but a mistake.
-    if running.len() < target {
-        let mut held: HashMap<&str, Vec<&str>> = HashMap::new();
-        for &shard in &eligible {
-            // A shard whose worker here is still stopping is not ours to take again yet.
-            if running.contains_key(shard) {
-                continue;
-            }
-            if let Some(owner) = live(shard)
-                .filter(|l| !l.mine)
-                .and_then(|l| l.owner.as_deref())
-                .filter(|o| *o != me)
-            {
-                held.entry(owner).or_default().push(shard);
-            }
-        }
-        if let Some((owner, shards)) = held
-            .into_iter()
-            .filter(|(_, s)| s.len() > target)
-            .max_by_key(|(_, s)| s.len())
-        {
-            if let Some(&shard) = shards.first() {
-                if let Outcome::Done(checkpoint) =
-                    ctx.leases.acquire(shard, now, expires, Some(owner)).await?
-                {
-                    tracing::info!(shard, from = owner, "took a shard over to balance the relays");
-                    start(ctx, running, shard, checkpoint);
-                }
+    if taken < plan.wanted {
+        if let Some((shard, owner)) = plan.take_over {
+            if let Outcome::Done(checkpoint) = ctx.leases.acquire(shard, now, expires, Some(owner)).await? {
+                tracing::info!(shard, from = owner, "took a shard over to balance the relays");
+                start(ctx, running, shard, checkpoint);
             }
         }
     }
-    let unleased = eligible
+    let unleased = plan
+        .unleased
         .iter()
-        .filter(|s| !running.contains_key(**s) && live(s).is_none())
+        .filter(|s| !running.contains_key(**s))
         .count();
-    let twin_held = eligible
-        .iter()
-        .filter(|s| live(s).is_some_and(|l| !l.mine && l.owner.as_deref() == Some(me)))
-        .count();
-    Ok(Round { unleased, twin_held })
+    Ok(Round {
+        unleased,
+        twin_held: plan.twin_held,
+    })
 }
 
 /// What one lease round saw.
@@ -299,12 +258,6 @@ async fn stop_all(ctx: &RelayContext, running: HashMap<String, Running>) {
     if let Err(error) = ctx.leases.retire().await {
         tracing::warn!(error = %error, "could not remove this relay's heartbeat item; its TTL does");
     }
-}
-
-struct ShardInfo {
-    shard_id: String,
-    parent: Option<String>,
-    adjacent_parent: Option<String>,
 }
 
 async fn list_shards(ctx: &RelayContext) -> Result<Vec<ShardInfo>, RelayError> {

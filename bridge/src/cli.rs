@@ -39,6 +39,40 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// The outbox table as the recovery log: its retention.
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OutboxAction {
+    /// Delete outbox rows older than --older-than that the slot has confirmed delivered, in
+    /// small batches (for cron; run with a role that may delete from the outbox). Never a row
+    /// the slot has not confirmed, whatever its occurred_at says; exits 1 without deleting
+    /// anything when the slot cannot confirm (capture stopped or behind).
+    Prune(PruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub outbox: OutboxArgs,
+    /// The retention: rows whose occurred_at is older than this go once delivered (90m, 36h, 7d, 2w).
+    #[arg(long, value_parser = bridge::prune::parse_duration)]
+    pub older_than: std::time::Duration,
+    /// Rows per delete statement, each its own short transaction.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub batch: i64,
+    /// How long (s) to wait for the slot to confirm the position the run starts at.
+    #[arg(long, default_value_t = 60)]
+    pub wait_secs: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

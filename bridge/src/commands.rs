@@ -7,8 +7,8 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    CaptureTuningArgs, Command, DlqAction, MetricsArgs, OutboxArgs, RelayResourceArgs, RelayTuningArgs,
-    SinkKind, SourceArgs,
+    CaptureTuningArgs, Command, DlqAction, MetricsArgs, OutboxAction, OutboxArgs, RelayResourceArgs,
+    RelayTuningArgs, SinkKind, SourceArgs,
 };
 use bridge::capture::{self, CaptureConfig, TableRoutes};
 use bridge::dms::EncodeOptions;
@@ -121,6 +121,32 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq { action } => dlq(action).await,
+        Command::Outbox {
+            action: OutboxAction::Prune(args),
+        } => {
+            let url = args
+                .source
+                .database_url
+                .context("--database-url (or DATABASE_URL) is required")?;
+            let cfg = bridge::prune::PruneConfig {
+                target: PgTarget::from_url(&url, "outbox-bridge-prune").context("--database-url")?,
+                slot: args.source.slot,
+                outbox: args.outbox.outbox_table,
+                older_than: args.older_than,
+                batch: args.batch,
+                wait: Duration::from_secs(args.wait_secs),
+            };
+            let pruned = bridge::prune::prune(&cfg).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&pruned)?);
+            } else {
+                println!(
+                    "pruned {} row(s) from {} in {} batch(es): delivered before {}; {} older row(s) kept (not provably delivered yet)",
+                    pruned.deleted, pruned.table, pruned.batches, pruned.horizon_lsn, pruned.kept_older_rows
+                );
+            }
+            Ok(())
+        }
         Command::Run(args) => {
             let cfg = capture_config(
                 args.source,

@@ -7,6 +7,7 @@ pub mod dms;
 pub mod lsn;
 pub mod metrics;
 pub mod partition;
+pub mod prune;
 pub mod relay;
 pub mod replication;
 pub mod setup;

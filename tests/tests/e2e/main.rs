@@ -19,6 +19,7 @@ mod chaos_run_loses_nothing;
 mod iam_policies_grant_what_each_process_calls;
 mod metrics_agree_with_what_was_written;
 mod operators_read_status_and_redrive_dead_letters;
+mod outbox_prune_never_deletes_an_undelivered_row;
 mod postgres_tls_is_verified_on_both_connections;
 mod relay_parks_bad_records_and_claim_checks_large_events;
 mod relay_parks_each_bad_outbox_row_with_its_reason;

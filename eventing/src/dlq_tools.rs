@@ -88,6 +88,35 @@ impl Dlq {
         Ok(out.messages.unwrap_or_default())
     }
 
+    /// Hides `messages` for a whole hold again, in one call per ten. Best effort: one whose
+    /// visibility cannot be changed is a message another reader may take.
+    async fn extend_hold(&self, messages: &[Parked]) {
+        for chunk in messages.chunks(10) {
+            let entries: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| {
+                    aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(&p.receipt)
+                        .visibility_timeout(self.hold_secs())
+                        .build()
+                        .ok()
+                })
+                .collect();
+            let changed = self
+                .sqs
+                .change_message_visibility_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            if let Err(err) = changed {
+                tracing::warn!(queue = %self.name, error = %crate::error_chain::chain(&err), "cannot extend the hold of messages being redriven");
+            }
+        }
+    }
+
     /// Best effort: a message whose visibility cannot be changed becomes visible at the end of
     /// its hold anyway.
     async fn set_visibility(&self, receipt: &str, seconds: i32) {
@@ -183,12 +212,10 @@ impl Dlq {
             }
             let page = fresh;
             for (i, p) in page.iter().enumerate() {
-                // Half the hold gone: the rest of the page is hidden for a whole hold again,
-                // so no other reader can take a message this one is about to send.
-                if held_since.elapsed() > self.hold / 2 {
-                    for rest in &page[i..] {
-                        self.set_visibility(&rest.receipt, self.hold_secs()).await;
-                    }
+                // A third of the hold gone: the rest of the page is hidden for a whole hold
+                // again (one call), so no other reader can take a message this one will send.
+                if held_since.elapsed() > self.hold / 3 {
+                    self.extend_hold(&page[i..]).await;
                     held_since = Instant::now();
                 }
                 handled.insert(p.message_id.clone());

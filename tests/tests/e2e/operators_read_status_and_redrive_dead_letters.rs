@@ -182,7 +182,7 @@ async fn a_refused_event_redriven_is_published() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Two redrives of one queue, each slower than the hold (every call slowed, `--hold-secs 2`),
+/// Two redrives of one queue, each slower than the hold (every call slowed, `--hold-secs 3`),
 /// the second starting once the first's hold ran out: each parked record goes back exactly once
 /// and the queue ends empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,10 +211,10 @@ async fn redrives_longer_than_the_hold_send_each_record_once() -> anyhow::Result
         .latency_ms
         .store(150, std::sync::atomic::Ordering::SeqCst);
     let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
-    let args = ["dlq", "redrive", "--hold-secs", "2", "--max", "1000"];
+    let args = ["dlq", "redrive", "--hold-secs", "3", "--max", "1000"];
     let first = process::run("bridge", &args, &env);
     let second = async {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
         process::run("bridge", &args, &env).await
     };
     let (first, second) = tokio::join!(first, second);

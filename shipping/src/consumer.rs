@@ -201,12 +201,19 @@ async fn queue_url(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<String, Con
         sqs.get_queue_url().queue_name(queue).send()
     })
     .await
-    .map_err(|err| ConsumerError::Queue {
+    .map_err(|err| queue_error(queue, err))?;
+    Ok(out.queue_url.unwrap_or_default())
+}
+
+fn queue_error<E>(queue: &str, err: E) -> ConsumerError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    ConsumerError::Queue {
         queue: queue.into(),
         code: err.code().unwrap_or("unknown").to_owned(),
         source: Box::new(err),
-    })?;
-    Ok(out.queue_url.unwrap_or_default())
+    }
 }
 
 /// The DLQ's URL and `maxReceiveCount` from the queue's redrive policy, when it has one.
@@ -223,11 +230,7 @@ async fn redrive_target(
             .send()
     })
     .await
-    .map_err(|err| ConsumerError::Queue {
-        queue: queue.into(),
-        code: err.code().unwrap_or("unknown").to_owned(),
-        source: Box::new(err),
-    })?;
+    .map_err(|err| queue_error(queue, err))?;
     let Some(policy) = attrs
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::RedrivePolicy))

@@ -85,11 +85,7 @@ pub async fn run(
         store.client().describe_table().table_name(&outbox).send()
     })
     .await
-    .map_err(|e| PublisherError::Streams {
-        op: "DescribeTable",
-        code: e.code().unwrap_or("unknown").to_owned(),
-        source: Box::new(e),
-    })?;
+    .map_err(|e| streams_error("DescribeTable", e))?;
     let Some(described) = described else {
         return Ok(());
     };
@@ -154,6 +150,18 @@ pub async fn run(
     }
 }
 
+/// A DynamoDB (Streams) call that failed for good, named.
+fn streams_error<E>(op: &'static str, err: E) -> PublisherError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    PublisherError::Streams {
+        op,
+        code: err.code().unwrap_or("unknown").to_owned(),
+        source: Box::new(err),
+    }
+}
+
 /// Every shard of the stream with its parent.
 async fn list_shards(ctx: &Context) -> Result<HashMap<String, Option<String>>, PublisherError> {
     let mut shards = HashMap::new();
@@ -168,11 +176,7 @@ async fn list_shards(ctx: &Context) -> Result<HashMap<String, Option<String>>, P
                 .send()
         })
         .await
-        .map_err(|err| PublisherError::Streams {
-            op: "DescribeStream",
-            code: err.code().unwrap_or("unknown").to_owned(),
-            source: Box::new(err),
-        })?;
+        .map_err(|err| streams_error("DescribeStream", err))?;
         let Some(desc) = out.stream_description else {
             return Ok(shards);
         };
@@ -414,11 +418,7 @@ async fn load_checkpoint(ctx: &Context, shard: &str) -> Result<Checkpoint, Publi
             .send()
     })
     .await
-    .map_err(|e| PublisherError::Streams {
-        op: "GetItem checkpoint",
-        code: e.code().unwrap_or("unknown").to_owned(),
-        source: Box::new(e),
-    })?;
+    .map_err(|e| streams_error("GetItem checkpoint", e))?;
     let item = out.item.unwrap_or_default();
     Ok(Checkpoint {
         sequence: item.get("sequence_number").and_then(|v| v.as_s().ok()).cloned(),
@@ -454,11 +454,7 @@ async fn save_checkpoint(
     })
     .await
     .map(|_| ())
-    .map_err(|err| PublisherError::Streams {
-        op: "PutItem checkpoint",
-        code: err.code().unwrap_or("unknown").to_owned(),
-        source: Box::new(err),
-    })
+    .map_err(|err| streams_error("PutItem checkpoint", err))
 }
 
 async fn shard_iterator(ctx: &Context, shard: &str, after: Option<&str>) -> Result<String, PublisherError> {
@@ -479,11 +475,7 @@ async fn shard_iterator(ctx: &Context, shard: &str, after: Option<&str>) -> Resu
         .send()
     })
     .await
-    .map_err(|err| PublisherError::Streams {
-        op: "GetShardIterator",
-        code: err.code().unwrap_or("unknown").to_owned(),
-        source: Box::new(err),
-    })?;
+    .map_err(|err| streams_error("GetShardIterator", err))?;
     out.shard_iterator.ok_or_else(|| PublisherError::Streams {
         op: "GetShardIterator",
         code: "NoIterator".into(),

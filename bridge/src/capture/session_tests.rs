@@ -262,6 +262,37 @@ impl Sink for FaultSink {
 }
 
 /// The relation, then each transaction followed by a pause: one batch per transaction.
+/// What a session borrows: configuration, metrics, health beacons and the sink.
+struct Rig {
+    cfg: CaptureConfig,
+    metrics: Arc<Metrics>,
+    beacons: Beacons,
+    sink: Arc<FaultSink>,
+}
+
+impl Rig {
+    fn new(fates: &[Fate]) -> Self {
+        let metrics = Metrics::new();
+        Self {
+            cfg: config(),
+            beacons: Beacons::new(&metrics.health),
+            metrics,
+            sink: FaultSink::with(fates),
+        }
+    }
+
+    fn session<'a>(&'a self, progress: &'a mut Progress) -> Session<'a> {
+        Session::new(
+            &self.cfg,
+            &*self.sink,
+            &self.metrics,
+            &self.beacons,
+            progress,
+            Default::default(),
+        )
+    }
+}
+
 fn script(transactions: &[(u64, u64)]) -> Script {
     let mut steps = vec![Step::Message(wal(0x100, relation()))];
     for &(n, end) in transactions {
@@ -283,18 +314,10 @@ async fn until(what: &str, check: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn the_slot_is_never_told_more_than_the_sink_holds() {
-    let (cfg, metrics) = (config(), Metrics::new());
-    let beacons = Beacons::new(&metrics.health);
-    let sink = FaultSink::with(&[Fate::Accept, Fate::Hold, Fate::Accept]);
+    let rig = Rig::new(&[Fate::Accept, Fate::Hold, Fate::Accept]);
+    let sink = &rig.sink;
     let mut progress = Progress::starting_at(Lsn(0x100));
-    let mut session = Session::new(
-        &cfg,
-        &*sink,
-        &metrics,
-        &beacons,
-        &mut progress,
-        Default::default(),
-    );
+    let mut session = rig.session(&mut progress);
     let mut stream = script(&[(1, 0x1000), (2, 0x2000), (3, 0x3000)]);
     let statuses = stream.statuses.clone();
     let shutdown = CancellationToken::new();
@@ -328,21 +351,12 @@ async fn the_slot_is_never_told_more_than_the_sink_holds() {
 
 #[tokio::test]
 async fn a_refused_batch_ends_the_session_and_nothing_after_it_is_acknowledged() {
-    let (cfg, metrics) = (config(), Metrics::new());
-    let beacons = Beacons::new(&metrics.health);
-    let sink = FaultSink::with(&[Fate::Accept, Fate::Reject]);
+    let rig = Rig::new(&[Fate::Accept, Fate::Reject]);
     let mut progress = Progress::starting_at(Lsn(0x100));
     let mut stream = script(&[(1, 0x1000), (2, 0x2000), (3, 0x3000)]);
     let shutdown = CancellationToken::new();
     let result = {
-        let mut session = Session::new(
-            &cfg,
-            &*sink,
-            &metrics,
-            &beacons,
-            &mut progress,
-            Default::default(),
-        );
+        let mut session = rig.session(&mut progress);
         tokio::time::timeout(Duration::from_secs(5), session.stream(&mut stream, &shutdown))
             .await
             .expect("the session ends by itself")
@@ -362,22 +376,14 @@ async fn a_refused_batch_ends_the_session_and_nothing_after_it_is_acknowledged()
 
 #[tokio::test]
 async fn a_batch_written_then_failed_is_replayed_and_nothing_is_lost() {
-    let (cfg, metrics) = (config(), Metrics::new());
-    let beacons = Beacons::new(&metrics.health);
-    let sink = FaultSink::with(&[Fate::Accept, Fate::WriteThenFail]);
+    let rig = Rig::new(&[Fate::Accept, Fate::WriteThenFail]);
+    let sink = &rig.sink;
     let mut progress = Progress::starting_at(Lsn(0x100));
     let all = [(1, 0x1000), (2, 0x2000), (3, 0x3000)];
     let shutdown = CancellationToken::new();
     {
         let mut stream = script(&all);
-        let mut session = Session::new(
-            &cfg,
-            &*sink,
-            &metrics,
-            &beacons,
-            &mut progress,
-            Default::default(),
-        );
+        let mut session = rig.session(&mut progress);
         let result = tokio::time::timeout(Duration::from_secs(5), session.stream(&mut stream, &shutdown))
             .await
             .expect("the session ends by itself");
@@ -389,14 +395,7 @@ async fn a_batch_written_then_failed_is_replayed_and_nothing_is_lost() {
     let replay: Vec<(u64, u64)> = all.iter().copied().filter(|&(_, end)| end > resume.0).collect();
     let mut stream = script(&replay);
     let statuses = stream.statuses.clone();
-    let mut session = Session::new(
-        &cfg,
-        &*sink,
-        &metrics,
-        &beacons,
-        &mut progress,
-        Default::default(),
-    );
+    let mut session = rig.session(&mut progress);
     let control = async {
         until("the replay acknowledged", || {
             statuses.lock().expect("not poisoned").contains(&Lsn(0x3000))
@@ -419,18 +418,9 @@ async fn a_batch_written_then_failed_is_replayed_and_nothing_is_lost() {
 
 #[tokio::test]
 async fn an_idle_server_position_is_acknowledged_when_asked() {
-    let (cfg, metrics) = (config(), Metrics::new());
-    let beacons = Beacons::new(&metrics.health);
-    let sink = FaultSink::with(&[]);
+    let rig = Rig::new(&[]);
     let mut progress = Progress::starting_at(Lsn(0x100));
-    let mut session = Session::new(
-        &cfg,
-        &*sink,
-        &metrics,
-        &beacons,
-        &mut progress,
-        Default::default(),
-    );
+    let mut session = rig.session(&mut progress);
     let mut stream = Script::new(vec![Step::Message(StreamMessage::Keepalive {
         wal_end: Lsn(0x9000),
         reply_requested: true,

@@ -362,7 +362,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     observing.store(false, Ordering::SeqCst);
     let mut bus = observer.await?;
-    let records = stack.records().await?;
+    let records = tests::wait::retrying("reading the stream", || stack.records()).await?;
     let in_kinesis: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
     let kinesis_lost = ids.iter().filter(|id| !in_kinesis.contains(id.as_str())).count();
     // Generous ceilings that grow with the run: the shipping service may still be draining a
@@ -385,8 +385,11 @@ async fn main() -> anyhow::Result<()> {
     // DLQ (holding what was read) until every one of them was seen and nothing is left. A
     // duplicate delivery of one is parked twice, so the queue's depth alone says nothing.
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let dlq_url = tests::dlq::queue_url(&sqs, "shipping-events-dlq").await?;
-    let dlq = dlq_depths(&sdk).await?;
+    let dlq_url = tests::wait::retrying("the DLQ's url", || {
+        tests::dlq::queue_url(&sqs, "shipping-events-dlq")
+    })
+    .await?;
+    let dlq = tests::wait::retrying("the DLQ depths", || dlq_depths(&sdk)).await?;
     let mut parked: HashSet<String> = HashSet::new();
     let reading = Instant::now();
     loop {
@@ -394,14 +397,17 @@ async fn main() -> anyhow::Result<()> {
         if !all_seen && reading.elapsed() > ceiling {
             break;
         }
-        let out = sqs
-            .receive_message()
-            .queue_url(&dlq_url)
-            .max_number_of_messages(10)
-            .visibility_timeout(3600)
-            .wait_time_seconds(2)
-            .send()
-            .await?;
+        let out = tests::wait::retrying("reading the shipping DLQ", || async {
+            Ok(sqs
+                .receive_message()
+                .queue_url(&dlq_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(3600)
+                .wait_time_seconds(2)
+                .send()
+                .await?)
+        })
+        .await?;
         // Once every unstorable event was seen, read on until the queue is empty: whatever
         // else is there is a healthy event dead-lettered.
         if all_seen && out.messages().is_empty() {

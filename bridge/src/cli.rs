@@ -167,6 +167,21 @@ pub struct SourceArgs {
     pub partition_keys: Vec<(TableName, PartitionKey)>,
 }
 
+/// Only the capture tuning flags: parsed from no arguments, they are the defaults (and the
+/// `BRIDGE_*` environment), so a command without those flags (`setup`) uses the same values
+/// without a second copy of them.
+#[derive(Parser, Debug)]
+pub struct CaptureTuningOnly {
+    #[command(flatten)]
+    pub tuning: CaptureTuningArgs,
+}
+
+impl CaptureTuningArgs {
+    pub fn defaults() -> Result<Self, clap::Error> {
+        CaptureTuningOnly::try_parse_from(["bridge"]).map(|only| only.tuning)
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct CaptureTuningArgs {
     /// Prefix of `pg_logical_emit_message(true, prefix, json)` calls that are outbox events (the table-less outbox).

@@ -46,7 +46,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             bridge::setup::ensure_queue(&aws_sdk_sqs::Client::new(&aws), &r.dead_letter_queue).await?;
             println!("dead-letter queue {}: ready", r.dead_letter_queue);
             if args.source.database_url.is_some() {
-                let cfg = capture_config(args.source, args.outbox, None)?;
+                let tuning = CaptureTuningArgs::defaults()?;
+                let cfg = capture_config(args.source, args.outbox, &tuning)?;
                 let kinesis = aws_sdk_kinesis::Client::new(&aws);
                 let slot = capture::ensure_slot_recorded(&cfg, &kinesis, stream, args.recreate_slot)
                     .await?
@@ -64,7 +65,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Capture(args) => {
-            let cfg = capture_config(args.source, args.outbox, Some(&args.tuning))?;
+            let cfg = capture_config(args.source, args.outbox, &args.tuning)?;
             let metrics = serve_metrics(&args.metrics).await?;
             let shutdown = eventing::shutdown::on_signal();
             if args.sink == SinkKind::Null {
@@ -153,7 +154,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 OutboxArgs {
                     outbox_table: args.outbox.outbox_table.clone(),
                 },
-                Some(&args.capture),
+                &args.capture,
             )?;
             let metrics = serve_metrics(&args.metrics).await?;
             let timeout = Duration::from_secs(args.capture.shutdown_timeout_secs);
@@ -235,7 +236,7 @@ async fn run_capture(
 fn capture_config(
     source: SourceArgs,
     outbox: OutboxArgs,
-    tuning: Option<&CaptureTuningArgs>,
+    tuning: &CaptureTuningArgs,
 ) -> anyhow::Result<CaptureConfig> {
     let url = source
         .database_url
@@ -253,19 +254,18 @@ fn capture_config(
         tables: source.tables,
         routes,
         encode: EncodeOptions {
-            strict_dms: tuning.is_some_and(|t| t.strict_dms),
+            strict_dms: tuning.strict_dms,
         },
-        message_prefix: tuning.map_or_else(|| "outbox".to_owned(), |t| t.message_prefix.clone()),
-        window: tuning.map_or(4, |t| usize::from(t.max_inflight_batches)),
-        linger: Duration::from_millis(tuning.map_or(10, |t| t.batch_linger_ms)),
+        message_prefix: tuning.message_prefix.clone(),
+        window: usize::from(tuning.max_inflight_batches),
+        linger: Duration::from_millis(tuning.batch_linger_ms),
         // Replaced per connection by what the server's wal_sender_timeout asks for.
         status_interval: Duration::from_secs(1),
-        shutdown_timeout: Duration::from_secs(tuning.map_or(20, |t| t.shutdown_timeout_secs)),
-        retained_wal_warn_bytes: tuning.map_or(1 << 30, |t| t.retained_wal_warn_bytes),
-        retained_wal_warn_age: Duration::from_secs(tuning.map_or(3600, |t| t.retained_wal_warn_secs)),
-        heartbeat: Some(Duration::from_secs(tuning.map_or(60, |t| t.heartbeat_secs)))
-            .filter(|d| !d.is_zero()),
-        replication_timeout: Duration::from_secs(tuning.map_or(30, |t| t.replication_timeout_secs)),
+        shutdown_timeout: Duration::from_secs(tuning.shutdown_timeout_secs),
+        retained_wal_warn_bytes: tuning.retained_wal_warn_bytes,
+        retained_wal_warn_age: Duration::from_secs(tuning.retained_wal_warn_secs),
+        heartbeat: Some(Duration::from_secs(tuning.heartbeat_secs)).filter(|d| !d.is_zero()),
+        replication_timeout: Duration::from_secs(tuning.replication_timeout_secs),
     })
 }
 

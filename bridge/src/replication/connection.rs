@@ -53,7 +53,35 @@ enum Frame {
 
 impl ReplicationConnection {
     /// Connects, authenticates and waits for the server to be ready.
+    /// Connects to the first listed host that accepts and suits `target_session_attrs` (libpq's
+    /// multi-host rule): after a failover, the new primary wherever it is in the list.
     pub async fn connect(target: &PgTarget) -> Result<Self, ReplicationError> {
+        let mut last = None;
+        for candidate in target.candidates() {
+            let mut conn = match Self::connect_one(&candidate).await {
+                Ok(conn) => conn,
+                // Unreachable, or not up yet: the next host may be.
+                Err(err) if err.is_retryable() => {
+                    tracing::info!(host = %candidate, error = %err, "host not reachable, trying the next");
+                    last = Some(err);
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            if target.session_attrs.accepts(&mut conn).await? {
+                return Ok(conn);
+            }
+            tracing::info!(host = %candidate, target_session_attrs = target.session_attrs.as_str(), "host does not suit target_session_attrs, trying the next");
+            last = Some(ReplicationError::NoSuitableHost(format!(
+                "{candidate} is not {}",
+                target.session_attrs.as_str()
+            )));
+            let _ = conn.close().await;
+        }
+        Err(last.unwrap_or_else(|| ReplicationError::Config("the database URL names no host".into())))
+    }
+
+    async fn connect_one(target: &PgTarget) -> Result<Self, ReplicationError> {
         let (mut conn, transport) = Self::start(target, true).await?;
         let ready = async {
             conn.authenticate(target, transport, false).await?;
@@ -78,8 +106,14 @@ impl ReplicationConnection {
     /// refuses as [`connect`](Self::connect) would — without answering: the query connection's
     /// client (tokio-postgres) would send a cleartext password to whoever asks.
     pub async fn probe_auth(target: &PgTarget) -> Result<(), ReplicationError> {
-        let (mut conn, transport) = Self::start(target, false).await?;
-        conn.authenticate(target, transport, true).await
+        let mut last = None;
+        for candidate in target.candidates() {
+            match Self::start(&candidate, false).await {
+                Ok((mut conn, transport)) => return conn.authenticate(&candidate, transport, true).await,
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| ReplicationError::Config("the database URL names no host".into())))
     }
 
     /// Opens the socket (TLS as configured) and sends the startup message.

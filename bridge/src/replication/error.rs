@@ -34,6 +34,10 @@ pub enum ReplicationError {
     Tls(String),
     #[error("{0}")]
     Privilege(String),
+    /// Every listed host was reached, none suits `target_session_attrs` (mid-failover, no
+    /// primary yet): worth another round.
+    #[error("no listed host suits target_session_attrs: {0}")]
+    NoSuitableHost(String),
 }
 
 impl ReplicationError {
@@ -41,7 +45,7 @@ impl ReplicationError {
     /// objects, lost WAL and protocol confusion are not.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::Io(_) | Self::Silent { .. } => true,
+            Self::Connect { .. } | Self::Io(_) | Self::Silent { .. } | Self::NoSuitableHost(_) => true,
             Self::Server { code, .. } => retryable_sqlstate(code),
             // A refused certificate will be refused again: that needs a person, not a retry.
             Self::Auth(_)

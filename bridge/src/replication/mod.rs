@@ -7,6 +7,7 @@ mod connection_io;
 pub mod error;
 pub mod pgoutput;
 pub mod pgpass;
+pub mod session_attrs;
 pub mod slot;
 pub mod target;
 pub mod tls;

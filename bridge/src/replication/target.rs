@@ -8,11 +8,12 @@ use std::str::FromStr;
 
 use std::path::PathBuf;
 
-use tokio_postgres::config::{Host, SslMode as PgSslMode};
+use tokio_postgres::config::{Host, SslMode as PgSslMode, TargetSessionAttrs};
 
 use super::auth_policy::{AuthPolicy, Transport};
 use super::error::ReplicationError;
 use super::pgpass;
+use super::session_attrs::SessionAttrs;
 use super::tls::{SslMode, TlsSettings};
 
 #[derive(Clone)]
@@ -26,6 +27,11 @@ pub struct PgTarget {
     pub tls: TlsSettings,
     /// `require_auth`, and whether a cleartext password may travel unencrypted.
     pub auth: AuthPolicy,
+    /// Which of the listed hosts a connection may settle on.
+    pub session_attrs: SessionAttrs,
+    /// Every host of a multi-host URL, in order, with its port.
+    hosts: Vec<(Host, u16)>,
+    /// The host this target connects to (the first; see [`PgTarget::candidates`]).
     host: Host,
     port: u16,
 }
@@ -93,12 +99,20 @@ impl PgTarget {
         };
         config.user(&user);
         let dbname = config.get_dbname().map_or_else(|| user.clone(), str::to_owned);
-        let host = config
-            .get_hosts()
+        let session_attrs = SessionAttrs::parse(
+            ssl.session_attrs
+                .or_else(|| std::env::var("PGTARGETSESSIONATTRS").ok())
+                .as_deref(),
+        )?;
+        config.target_session_attrs(match session_attrs {
+            SessionAttrs::Any => TargetSessionAttrs::Any,
+            SessionAttrs::ReadWrite | SessionAttrs::Primary => TargetSessionAttrs::ReadWrite,
+        });
+        let hosts = host_list(config.get_hosts(), config.get_ports());
+        let (host, port) = hosts
             .first()
             .cloned()
-            .unwrap_or(Host::Tcp("localhost".into()));
-        let port = config.get_ports().first().copied().unwrap_or(5432);
+            .unwrap_or((Host::Tcp("localhost".into()), 5432));
         let password = match config.get_password() {
             Some(p) => Some(p.to_vec()),
             None => std::env::var("PGPASSWORD")
@@ -137,8 +151,20 @@ impl PgTarget {
             application_name,
             tls,
             auth,
+            session_attrs,
+            hosts,
             host,
             port,
+        })
+    }
+
+    /// This target once per listed host, in order: what a connection tries until one accepts
+    /// it and suits `target_session_attrs` (the password, resolved for the first host, is reused).
+    pub fn candidates(&self) -> impl Iterator<Item = PgTarget> + '_ {
+        self.hosts.iter().map(|(host, port)| PgTarget {
+            host: host.clone(),
+            port: *port,
+            ..self.clone()
         })
     }
 
@@ -229,6 +255,21 @@ struct TlsParams {
     unsupported: Vec<String>,
     require_auth: Option<String>,
     channel_binding: Option<String>,
+    session_attrs: Option<String>,
+}
+
+/// libpq's pairing of hosts and ports: one port for all, or one per host.
+fn host_list(hosts: &[Host], ports: &[u16]) -> Vec<(Host, u16)> {
+    let port = |i: usize| match ports.len() {
+        0 => 5432,
+        1 => ports[0],
+        _ => ports.get(i).copied().unwrap_or(5432),
+    };
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.clone(), port(i)))
+        .collect()
 }
 
 /// Takes `sslmode` and `sslrootcert` out of a URL's query (or a `key=value` string).
@@ -249,6 +290,11 @@ fn split_tls_params(url: &str) -> (String, TlsParams) {
         }
         "channel_binding" => {
             params.channel_binding = Some(value);
+            true
+        }
+        // Handled here: tokio-postgres knows neither `primary` nor our host walk.
+        "target_session_attrs" => {
+            params.session_attrs = Some(value);
             true
         }
         "sslcert" | "sslkey" | "sslpassword" | "sslcrl" | "sslcrldir" => {

@@ -15,6 +15,7 @@ mod capture_replays_without_loss_after_kill_9;
 mod capture_runs_as_a_replication_only_role;
 mod capture_skips_rolled_back_transactions;
 mod capture_streams_a_million_row_transaction;
+mod capture_walks_a_multi_host_url;
 mod chaos_run_loses_nothing;
 mod iam_policies_grant_what_each_process_calls;
 mod metrics_agree_with_what_was_written;

@@ -190,7 +190,10 @@ impl Dlq {
         let mut handled: HashSet<String> = HashSet::new();
         let mut later: HashSet<String> = HashSet::new();
         let mut kept: Vec<String> = Vec::new();
-        while handled.len() < max {
+        // Pages in a row with nothing new: what is left keeps coming back (holds shorter than the
+        // run), so the run is over.
+        let mut stale_pages = 0;
+        while handled.len() < max && stale_pages < 3 {
             let page = self.receive(max - handled.len()).await?;
             if page.is_empty() {
                 break;
@@ -211,6 +214,7 @@ impl Dlq {
                 fresh.push(p);
             }
             let page = fresh;
+            stale_pages = if page.is_empty() { stale_pages + 1 } else { 0 };
             for (i, p) in page.iter().enumerate() {
                 // A third of the hold gone: the rest of the page is hidden for a whole hold
                 // again (one call), so no other reader can take a message this one will send.

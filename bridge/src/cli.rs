@@ -218,6 +218,21 @@ pub struct CaptureTuningArgs {
     /// of it has passed, so a healthy idle server is never mistaken for a dead one.
     #[arg(long, env = "BRIDGE_REPLICATION_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=3600))]
     pub replication_timeout_secs: u64,
+    /// What capture does when its slot is gone (dropped, invalidated, or absent after a
+    /// failover): re-publish the outbox rows that may have been missed and stream from a new
+    /// slot, or stop with the reason.
+    #[arg(
+        long,
+        env = "BRIDGE_ON_SLOT_LOSS",
+        value_enum,
+        default_value = "resync-outbox"
+    )]
+    pub on_slot_loss: bridge::capture::OnSlotLoss,
+    /// How far before the last delivered commit the resync starts re-publishing (`occurred_at`):
+    /// at least the longest transaction the monolith runs. Keep the outbox (`bridge outbox
+    /// prune --older-than`) longer than this plus the longest outage to recover automatically.
+    #[arg(long, env = "BRIDGE_RESYNC_MARGIN", default_value = "1h", value_parser = bridge::prune::parse_duration)]
+    pub resync_margin: std::time::Duration,
 }
 
 /// The relay's AWS resources (also created by setup).

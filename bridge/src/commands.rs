@@ -72,9 +72,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 // No stream to record the slot on: the slot must exist (setup or SQL).
                 tracing::warn!("--sink null: every record is discarded and acknowledged");
                 let sink = Arc::new(bridge::sink::null::NullSink);
-                capture::run(&cfg, sink, metrics, shutdown).await?;
+                capture::run(&cfg, sink, metrics, shutdown, None).await?;
             } else {
-                run_capture(cfg, args.stream.stream, metrics, shutdown).await?;
+                let policy = (args.tuning.on_slot_loss, args.tuning.resync_margin);
+                run_capture(cfg, args.stream.stream, metrics, shutdown, policy).await?;
             }
             tracing::info!("capture stopped");
             Ok(())
@@ -158,6 +159,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             )?;
             let metrics = serve_metrics(&args.metrics).await?;
             let timeout = Duration::from_secs(args.capture.shutdown_timeout_secs);
+            let policy = (args.capture.on_slot_loss, args.capture.resync_margin);
             let stream = args.stream.stream;
             let ctx = relay_context(
                 &args.outbox,
@@ -176,7 +178,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 async move {
                     // Even a panic in capture stops the relay: the guard cancels on drop.
                     let _stop_relay = stop.clone().drop_guard();
-                    run_capture(cfg, stream, metrics, stop).await
+                    run_capture(cfg, stream, metrics, stop, policy).await
                 }
             });
             let relay_result = relay::run(ctx, stop.clone()).await;
@@ -215,6 +217,7 @@ async fn run_capture(
     stream: String,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    (policy, margin): (capture::OnSlotLoss, Duration),
 ) -> anyhow::Result<()> {
     let aws = bridge::aws_config().await;
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
@@ -224,12 +227,21 @@ async fn run_capture(
         eventing::retry::while_transient_until("check the slot's stream tag", backoff, &shutdown, || {
             capture::ensure_slot_recorded(&cfg, &kinesis, &stream, false)
         })
-        .await?;
-    if ready.is_none() {
-        return Ok(());
+        .await;
+    match ready {
+        Ok(Some(_)) => {}
+        Ok(None) => return Ok(()),
+        // The stream loop meets the same loss and resyncs from the outbox.
+        Err(err) if policy == capture::OnSlotLoss::ResyncOutbox && capture::SlotLoss::of(&err).is_some() => {}
+        Err(err) => return Err(err.into()),
     }
+    let recovery = capture::Recovery {
+        log: capture::delivery::DeliveryLog::new(kinesis.clone(), &stream, &cfg.slot),
+        policy,
+        margin,
+    };
     let sink = Arc::new(KinesisSink::new(kinesis, &stream, metrics.clone()));
-    capture::run(&cfg, sink, metrics, shutdown).await?;
+    capture::run(&cfg, sink, metrics, shutdown, Some(recovery)).await?;
     Ok(())
 }
 

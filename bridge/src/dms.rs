@@ -29,6 +29,8 @@ pub enum Operation {
     Insert,
     Update,
     Delete,
+    /// A row read from a snapshot rather than a change (DMS's full load; our outbox resync).
+    Load,
 }
 
 impl Operation {
@@ -37,6 +39,7 @@ impl Operation {
             Self::Insert => "insert",
             Self::Update => "update",
             Self::Delete => "delete",
+            Self::Load => "load",
         }
     }
 }
@@ -118,17 +121,26 @@ pub fn encode(change: &Change<'_>, tx: &TxContext, key: &PartitionKey, opts: Enc
         out.push(b']');
     }
     let mut tail = String::with_capacity(192);
-    let _ = write!(
-        tail,
-        ",\"transaction-id\":{},\"commit-timestamp\":\"{}\",\"stream-position\":\"{}\",\
-         \"transaction-record-id\":{},\"commit-lsn\":\"{}\",\"lsn\":\"{}\"}}}}",
-        tx.xid,
-        iso_time(pg_time(tx.commit_time)),
-        change.lsn,
-        change.record_id,
-        tx.commit_lsn,
-        change.lsn
-    );
+    if change.operation == Operation::Load {
+        // DMS's load records carry no transaction; `commit-lsn` is the snapshot's position.
+        let _ = write!(
+            tail,
+            ",\"stream-position\":\"{}\",\"transaction-record-id\":{},\"commit-lsn\":\"{}\",\"lsn\":\"{}\"}}}}",
+            change.lsn, change.record_id, tx.commit_lsn, change.lsn
+        );
+    } else {
+        let _ = write!(
+            tail,
+            ",\"transaction-id\":{},\"commit-timestamp\":\"{}\",\"stream-position\":\"{}\",\
+             \"transaction-record-id\":{},\"commit-lsn\":\"{}\",\"lsn\":\"{}\"}}}}",
+            tx.xid,
+            iso_time(pg_time(tx.commit_time)),
+            change.lsn,
+            change.record_id,
+            tx.commit_lsn,
+            change.lsn
+        );
+    }
     out.extend_from_slice(tail.as_bytes());
     Record {
         partition_key: partition_key(change, tx, key),

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub put_calls: Counter,
     pub put_retries: Family<Labels, Counter>,
     pub reconnects: Counter,
+    pub slot_resyncs: Counter,
+    pub resync_rows: Counter,
     pub flushed_lsn: Gauge,
     pub server_wal_end_lsn: Gauge,
     pub slot_lag_bytes: Gauge,
@@ -67,6 +69,8 @@ impl Metrics {
             put_calls: Counter::default(),
             put_retries: Family::default(),
             reconnects: Counter::default(),
+            slot_resyncs: Counter::default(),
+            resync_rows: Counter::default(),
             flushed_lsn: Gauge::default(),
             server_wal_end_lsn: Gauge::default(),
             slot_lag_bytes: Gauge::default(),
@@ -126,6 +130,16 @@ impl Metrics {
             "capture_reconnects",
             "Reconnections to Postgres",
             m.reconnects.clone(),
+        );
+        registry.register(
+            "slot_resyncs",
+            "Outbox resyncs after a lost slot (--on-slot-loss resync-outbox)",
+            m.slot_resyncs.clone(),
+        );
+        registry.register(
+            "slot_resync_rows",
+            "Outbox rows re-published by resyncs",
+            m.resync_rows.clone(),
         );
         registry.register(
             "slot_flushed_lsn",

@@ -41,6 +41,25 @@ pub struct ShardStatus {
     pub checkpoint: Option<String>,
 }
 
+#[derive(Debug, Serialize)]
+pub struct DeliveredStatus {
+    pub lsn: String,
+    pub committed_at: String,
+    pub system_identifier: String,
+    pub timeline: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResyncStatus {
+    pub running: bool,
+    pub started_at: String,
+    /// Outbox rows whose occurred_at is at or after this were re-published.
+    pub window_from: String,
+    pub rows: u64,
+    pub lsn: Option<String>,
+    pub reason: String,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Status {
     pub slot: Option<SlotStatus>,
@@ -49,6 +68,10 @@ pub struct Status {
     pub open_shards: Option<i32>,
     pub shards: Vec<ShardStatus>,
     pub dead_letters: Option<i64>,
+    /// How far delivery got, as capture last recorded it (for outbox recovery).
+    pub delivered: Option<DeliveredStatus>,
+    /// The last outbox resync after a lost slot, if there was one.
+    pub last_resync: Option<ResyncStatus>,
     /// What needs attention, one sentence each; empty when all is well.
     pub attention: Vec<String>,
 }
@@ -88,6 +111,30 @@ pub async fn gather(aws: &aws_config::SdkConfig, cfg: &StatusConfig) -> Status {
             err.code().unwrap_or("unreachable")
         )),
     }
+    let log = crate::capture::delivery::DeliveryLog::new(kinesis.clone(), &cfg.stream, &cfg.slot);
+    if let Ok(Some(d)) = log.read().await {
+        status.delivered = Some(DeliveredStatus {
+            lsn: d.lsn.to_string(),
+            committed_at: d.committed_at().to_rfc3339(),
+            system_identifier: d.identity.system.clone(),
+            timeline: d.identity.timeline,
+        });
+    }
+    if let Ok(Some(r)) = log.read_resync().await {
+        let at = |micros: i64| {
+            chrono::DateTime::from_timestamp_micros(micros)
+                .unwrap_or_default()
+                .to_rfc3339()
+        };
+        status.last_resync = Some(ResyncStatus {
+            running: r.running,
+            started_at: at(r.started),
+            window_from: at(r.window_from),
+            rows: r.rows,
+            lsn: r.lsn.map(|l| l.to_string()),
+            reason: r.reason,
+        });
+    }
     match checkpoints(aws, cfg).await {
         Ok(shards) => status.shards = shards,
         Err(err) => status
@@ -108,10 +155,16 @@ pub async fn gather(aws: &aws_config::SdkConfig, cfg: &StatusConfig) -> Status {
 /// The attention rules, from the gathered facts.
 fn judge(status: &mut Status, cfg: &StatusConfig) {
     let mut notes = Vec::new();
+    if status.last_resync.as_ref().is_some_and(|r| r.running) {
+        notes.push(format!(
+            "an outbox resync of slot `{}` has not finished: capture redoes it when it starts",
+            cfg.slot
+        ));
+    }
     if let Some(slot) = &status.slot {
         if !slot.exists {
             notes.push(format!(
-                "slot `{}` does not exist: run `bridge setup` (or `--recreate-slot` if it was lost)",
+                "slot `{}` does not exist: capture recreates it and re-publishes the outbox when it starts (--on-slot-loss resync-outbox), or run `bridge setup`",
                 cfg.slot
             ));
         } else {
@@ -120,7 +173,7 @@ fn judge(status: &mut Status, cfg: &StatusConfig) {
             }
             if matches!(slot.wal_status.as_deref(), Some("lost" | "unreserved")) {
                 notes.push(format!(
-                    "slot `{}` wal_status is {}: changes are being or have been lost (README: Recovering a lost slot)",
+                    "slot `{}` wal_status is {}: changes are being or have been lost (README: Failover and recovery)",
                     cfg.slot,
                     slot.wal_status.as_deref().unwrap_or("")
                 ));
@@ -309,6 +362,25 @@ pub fn render(status: &Status, cfg: &StatusConfig) -> String {
         or(&status.stream_status),
         status.open_shards.map_or_else(|| "-".into(), |n| n.to_string())
     );
+    if let Some(d) = &status.delivered {
+        let _ = writeln!(
+            out,
+            "delivered up to {} (committed {}, system {} timeline {})",
+            d.lsn, d.committed_at, d.system_identifier, d.timeline
+        );
+    }
+    if let Some(r) = &status.last_resync {
+        let _ = writeln!(
+            out,
+            "last outbox resync ({}) {} {}: {} rows from {}, new slot at {}",
+            r.reason,
+            if r.running { "RUNNING since" } else { "started" },
+            r.started_at,
+            r.rows,
+            r.window_from,
+            r.lsn.as_deref().unwrap_or("-")
+        );
+    }
     for s in &status.shards {
         let _ = writeln!(
             out,

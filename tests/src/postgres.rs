@@ -2,9 +2,16 @@
 //! password authentication (SCRAM), stopped and removed on drop.
 //!
 //! `initdb` and `postgres` refuse to run as root, so as root they run as the `postgres` user.
+//!
+//! A primary can clone itself into a physical streaming standby (`start_standby`, a
+//! `pg_basebackup -R` of it) that a failover test later promotes (`promote`). A standby is a
+//! `TestPostgres` like any other: its own port, socket directory and log, stopped on drop.
+//! Logical slots are not copied to a standby (PostgreSQL 15 has no slot sync), so after a
+//! promotion the new primary has none.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tokio_postgres::NoTls;
@@ -34,7 +41,7 @@ impl TestPostgres {
             run(Command::new("chown").args(["-R", "postgres:"]).arg(pg.dir.path()))?;
         }
         pg.as_owner(&pg.bindir.join("initdb"), |c| {
-            c.arg("-D").arg(pg.data()).args([
+            c.arg("-D").arg(pg.data_dir()).args([
                 "-U",
                 "postgres",
                 "-A",
@@ -47,7 +54,7 @@ impl TestPostgres {
         })?;
         std::fs::OpenOptions::new()
             .append(true)
-            .open(pg.data().join("postgresql.conf"))
+            .open(pg.data_dir().join("postgresql.conf"))
             .and_then(|mut f| {
                 use std::io::Write;
                 writeln!(
@@ -63,14 +70,133 @@ impl TestPostgres {
         Ok(pg)
     }
 
-    fn data(&self) -> PathBuf {
+    /// The cluster's data directory (owned by `postgres` when the tests run as root).
+    pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// Clones this running primary into a physical streaming standby named `name` (its
+    /// `application_name` in `pg_stat_replication`), starts it on its own free port, and
+    /// returns once the primary reports it `streaming`. The standby is a hot standby: it
+    /// takes read-only queries. It reconnects with the superuser's password, which
+    /// `pg_basebackup -R` writes into its `primary_conninfo`.
+    pub fn start_standby(&self, name: &str) -> anyhow::Result<TestPostgres> {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            bail!("a standby name is letters, digits and underscores, not {name:?}");
+        }
+        let dir = tempfile::Builder::new().prefix("outbox-pg-standby-").tempdir()?;
+        let port = crate::free_port()?;
+        let standby = Self {
+            dir,
+            bindir: self.bindir.clone(),
+            port,
+        };
+        if running_as_root() {
+            run(Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(standby.dir.path()))?;
+        }
+        // initdb's pg_hba.conf lets `host replication all 127.0.0.1/32` in with SCRAM.
+        standby
+            .as_owner(&self.bindir.join("pg_basebackup"), |c| {
+                c.env("PGPASSWORD", SUPERUSER_PASSWORD)
+                    .arg("-D")
+                    .arg(standby.data_dir())
+                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+                    // With -R, what the connection string names (application_name here)
+                    // goes into the standby's primary_conninfo.
+                    .arg(format!("--dbname=application_name={name}"))
+                    .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"]);
+            })
+            .context("pg_basebackup of the primary failed")?;
+        // The copied postgresql.conf names the primary's port and socket directory; later
+        // lines win. A status every second keeps `replay_lsn` on the primary current.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(standby.data_dir().join("postgresql.conf"))
+            .and_then(|mut f| {
+                use std::io::Write;
+                writeln!(
+                    f,
+                    "port = {port}\nunix_socket_directories = '{}'\nhot_standby = on\n\
+                     wal_receiver_status_interval = 1s",
+                    standby.dir.path().display()
+                )
+            })?;
+        standby.start_server()?;
+        poll_until(
+            &format!("standby {name} streaming"),
+            Duration::from_secs(60),
+            || {
+                let streaming = self.psql(&format!(
+                    "SELECT count(*) FROM pg_stat_replication \
+                     WHERE application_name = '{name}' AND state = 'streaming'"
+                ))?;
+                Ok(streaming == "1")
+            },
+        )
+        .with_context(|| format!("see {}", standby.log_path().display()))?;
+        Ok(standby)
+    }
+
+    /// Promotes this standby to a primary and returns once it takes writes.
+    pub fn promote(&self) -> anyhow::Result<()> {
+        self.as_owner(&self.bindir.join("pg_ctl"), |c| {
+            c.arg("-D").arg(self.data_dir()).args(["-w", "promote"]);
+        })
+        .with_context(|| format!("promotion failed; see {}", self.log_path().display()))?;
+        poll_until(
+            "the promoted standby out of recovery",
+            Duration::from_secs(60),
+            || Ok(self.psql("SELECT pg_is_in_recovery()")? == "f"),
+        )
+    }
+
+    /// Waits until the standby `name` has replayed everything this primary had written when
+    /// called (as the standby last reported it, at least once a second).
+    pub async fn wait_standby_caught_up(&self, name: &str) -> anyhow::Result<()> {
+        let client = self.client().await?;
+        let target: String = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?
+            .get(0);
+        crate::wait::until(
+            &format!("standby {name} to replay up to {target}"),
+            Duration::from_secs(60),
+            || async {
+                let rows = client
+                    .query(
+                        "SELECT replay_lsn >= $1::text::pg_lsn FROM pg_stat_replication \
+                         WHERE application_name = $2",
+                        &[&target, &name],
+                    )
+                    .await?;
+                let caught_up = rows.iter().any(|r| r.get::<_, Option<bool>>(0) == Some(true));
+                Ok(caught_up.then_some(()))
+            },
+        )
+        .await
+    }
+
+    /// One value from a superuser query, through `psql` (so synchronous callers can wait).
+    fn psql(&self, sql: &str) -> anyhow::Result<String> {
+        let out = Command::new(self.bin("psql"))
+            .env("PGPASSWORD", SUPERUSER_PASSWORD)
+            .env("PGCONNECT_TIMEOUT", "5")
+            .args(["-XAt", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .arg(format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port))
+            .output()
+            .context("cannot run psql")?;
+        if !out.status.success() {
+            bail!("psql {sql:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     fn start_server(&self) -> anyhow::Result<()> {
         self.as_owner(&self.bindir.join("pg_ctl"), |c| {
             c.arg("-D")
-                .arg(self.data())
+                .arg(self.data_dir())
                 .arg("-l")
                 .arg(self.dir.path().join("server.log"))
                 .args(["-w", "start"]);
@@ -89,7 +215,7 @@ impl TestPostgres {
             StopMode::Immediate => "immediate",
         };
         self.as_owner(&self.bindir.join("pg_ctl"), |c| {
-            c.arg("-D").arg(self.data()).args(["-w", "-m", mode, "stop"]);
+            c.arg("-D").arg(self.data_dir()).args(["-w", "-m", mode, "stop"]);
         })
     }
 
@@ -100,7 +226,7 @@ impl TestPostgres {
 
     /// Puts `line` first in `pg_hba.conf` (it wins over initdb's lines) and reloads.
     pub async fn prepend_hba(&self, line: &str) -> anyhow::Result<()> {
-        let path = self.data().join("pg_hba.conf");
+        let path = self.data_dir().join("pg_hba.conf");
         let current = std::fs::read_to_string(&path)?;
         std::fs::write(&path, format!("{line}\n{current}"))?;
         self.client()
@@ -113,7 +239,7 @@ impl TestPostgres {
     /// Turns TLS on with this certificate and key, and makes `hba` the whole of `pg_hba.conf`
     /// (the superuser keeps a plain-text line so the test's own client needs no TLS); restarts.
     pub fn enable_tls(&self, cert: &crate::tls::ServerCert, hba: &str) -> anyhow::Result<()> {
-        let data = self.data();
+        let data = self.data_dir();
         std::fs::write(data.join("server.crt"), &cert.cert_pem)?;
         std::fs::write(data.join("server.key"), &cert.key_pem)?;
         {
@@ -197,6 +323,30 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Polls a blocking `check` every 200 ms until it holds, or fails after `timeout` naming
+/// `what` with the last error, if any.
+fn poll_until(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let last = match check() {
+            Ok(true) => return Ok(()),
+            Ok(false) => None,
+            Err(err) => Some(err),
+        };
+        if started.elapsed() > timeout {
+            match last {
+                Some(err) => bail!("timed out after {timeout:?} waiting for {what}: {err:#}"),
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn bindir() -> anyhow::Result<PathBuf> {

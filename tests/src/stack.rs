@@ -105,7 +105,14 @@ impl Stack {
 
     /// Runs `bridge capture` where it is expected to refuse to start: its exit code and output.
     pub async fn capture_refusal(&self) -> anyhow::Result<(Option<i32>, String)> {
-        let mut capture = Proc::spawn("bridge", &["capture"], &self.env())?;
+        self.capture_refusal_with(&[]).await
+    }
+
+    /// [`Stack::capture_refusal`] with more flags.
+    pub async fn capture_refusal_with(&self, args: &[&str]) -> anyhow::Result<(Option<i32>, String)> {
+        let mut all = vec!["capture"];
+        all.extend_from_slice(args);
+        let mut capture = Proc::spawn("bridge", &all, &self.env())?;
         let code = capture.wait(Duration::from_secs(60)).await?;
         Ok((code, capture.output()))
     }
@@ -253,10 +260,11 @@ impl Stack {
     }
 }
 
-/// The outbox id of a DMS record of the outbox table.
+/// The outbox id of a DMS record of the outbox table: an insert, or a row re-published from
+/// the table (`load`: an outbox resync).
 pub fn outbox_id(record: &StreamRecord) -> Option<&str> {
     let m = &record.json["metadata"];
-    (m["table-name"] == "outbox" && m["operation"] == "insert")
+    (m["table-name"] == "outbox" && (m["operation"] == "insert" || m["operation"] == "load"))
         .then(|| record.json["data"]["id"].as_str())
         .flatten()
 }

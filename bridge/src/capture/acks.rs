@@ -12,6 +12,13 @@ use std::collections::VecDeque;
 use super::progress::Progress;
 use crate::lsn::Lsn;
 
+/// A transaction's end: its end LSN and commit time (µs since 2000-01-01, the server's clock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Commit {
+    pub end: Lsn,
+    pub time: i64,
+}
+
 pub struct AckTracker<'p> {
     /// The acknowledged position; it outlives a connection (a reconnect resumes from it).
     progress: &'p mut Progress,
@@ -20,9 +27,9 @@ pub struct AckTracker<'p> {
     open: bool,
     /// The end of the last transaction whose records are all in the open batch or earlier,
     /// waiting for the batch that carries it.
-    pending: Option<Lsn>,
+    pending: Option<Commit>,
     /// What each in-flight batch completes, oldest first.
-    inflight: VecDeque<Option<Lsn>>,
+    inflight: VecDeque<Option<Commit>>,
 }
 
 impl<'p> AckTracker<'p> {
@@ -67,17 +74,17 @@ impl<'p> AckTracker<'p> {
 
     /// A transaction ended at `end`: acknowledged now if none of its records is still on its way,
     /// else by the batch that carries its last record (or a later one).
-    pub fn commit(&mut self, end: Lsn) {
+    pub fn commit(&mut self, end: Lsn, time: i64) {
         self.in_tx = false;
         if self.settled() {
-            self.progress.complete(end);
+            self.progress.complete(end, time);
         } else {
-            self.pending = Some(end);
+            self.pending = Some(Commit { end, time });
         }
     }
 
     /// The open batch was handed to the sink; returns what it completes.
-    pub fn submit(&mut self) -> Option<Lsn> {
+    pub fn submit(&mut self) -> Option<Commit> {
         let completes = self.pending.take();
         self.inflight.push_back(completes);
         self.open = false;
@@ -86,23 +93,29 @@ impl<'p> AckTracker<'p> {
 
     /// The oldest in-flight batch is durable.
     pub fn batch_done(&mut self) {
-        if let Some(lsn) = self.inflight.pop_front().flatten() {
-            self.progress.complete(lsn);
+        if let Some(c) = self.inflight.pop_front().flatten() {
+            self.progress.complete(c.end, c.time);
         }
         // A commit that came while batches were in flight, with nothing of its own left to send.
         if self.settled() {
-            if let Some(lsn) = self.pending.take() {
-                self.progress.complete(lsn);
+            if let Some(c) = self.pending.take() {
+                self.progress.complete(c.end, c.time);
             }
         }
     }
 
     /// The server reports a position (a keepalive's WAL end, a heartbeat message read in
     /// source order): everything before it is settled if nothing of ours is pending.
-    pub fn idle_at(&mut self, lsn: Lsn) {
+    /// `server_time`: the server's clock when it reported it, if the message carries one.
+    pub fn idle_at(&mut self, lsn: Lsn, server_time: Option<i64>) {
         if self.is_idle() {
-            self.progress.idle_at(lsn);
+            self.progress.idle_at(lsn, server_time);
         }
+    }
+
+    /// The acknowledged position and its commit time, for the delivery record.
+    pub fn progress(&self) -> Progress {
+        *self.progress
     }
 }
 
@@ -116,9 +129,9 @@ mod tests {
         let mut t = AckTracker::new(&mut p);
         t.begin();
         t.record();
-        t.commit(Lsn(200));
+        t.commit(Lsn(200), 0);
         assert_eq!(t.flushed(), Lsn(100), "its record is still in the open batch");
-        assert_eq!(t.submit(), Some(Lsn(200)));
+        assert_eq!(t.submit().map(|c| c.end), Some(Lsn(200)));
         assert_eq!(t.flushed(), Lsn(100), "in flight");
         t.batch_done();
         assert_eq!(t.flushed(), Lsn(200));
@@ -131,7 +144,7 @@ mod tests {
         for end in [10, 20] {
             t.begin();
             t.record();
-            t.commit(Lsn(end));
+            t.commit(Lsn(end), 0);
             t.submit();
         }
         // A transaction spanning two batches: only the second carries its commit.
@@ -139,7 +152,7 @@ mod tests {
         t.record();
         t.submit();
         t.record();
-        t.commit(Lsn(30));
+        t.commit(Lsn(30), 0);
         t.submit();
         let mut seen = Vec::new();
         while t.in_flight() > 0 {
@@ -157,7 +170,7 @@ mod tests {
         t.record();
         t.submit();
         // The commit arrives after its only batch left.
-        t.commit(Lsn(50));
+        t.commit(Lsn(50), 0);
         assert_eq!(t.flushed(), Lsn(0));
         t.batch_done();
         assert_eq!(t.flushed(), Lsn(50));
@@ -167,24 +180,24 @@ mod tests {
     fn the_server_position_counts_only_when_nothing_is_pending() {
         let mut p = Progress::starting_at(Lsn(10));
         let mut t = AckTracker::new(&mut p);
-        t.idle_at(Lsn(40));
+        t.idle_at(Lsn(40), None);
         assert_eq!(t.flushed(), Lsn(40), "idle: the keepalive's WAL end is safe");
         t.begin();
-        t.idle_at(Lsn(60));
+        t.idle_at(Lsn(60), None);
         assert_eq!(t.flushed(), Lsn(40), "mid-transaction");
         t.record();
-        t.commit(Lsn(70));
-        t.idle_at(Lsn(80));
+        t.commit(Lsn(70), 0);
+        t.idle_at(Lsn(80), None);
         assert_eq!(t.flushed(), Lsn(40), "a batch is open");
         t.submit();
-        t.idle_at(Lsn(80));
+        t.idle_at(Lsn(80), None);
         assert_eq!(t.flushed(), Lsn(40), "a batch is in flight");
         t.batch_done();
-        t.idle_at(Lsn(90));
+        t.idle_at(Lsn(90), None);
         assert_eq!(t.flushed(), Lsn(90));
         // An empty transaction (only other tables' changes) acknowledges at once.
         t.begin();
-        t.commit(Lsn(95));
+        t.commit(Lsn(95), 0);
         assert_eq!(t.flushed(), Lsn(95));
     }
 
@@ -195,13 +208,13 @@ mod tests {
             let mut t = AckTracker::new(&mut p);
             t.begin();
             t.record();
-            t.commit(Lsn(5));
+            t.commit(Lsn(5), 0);
             t.submit();
             t.batch_done();
             // A batch in flight when the connection fails is simply dropped: replayed later.
             t.begin();
             t.record();
-            t.commit(Lsn(9));
+            t.commit(Lsn(9), 0);
             t.submit();
         }
         assert_eq!(p.flushed(), Lsn(5));

@@ -26,8 +26,11 @@
 
 mod acks;
 mod batch;
+pub mod delivery;
+mod fit;
 pub mod heartbeat;
 mod progress;
+pub mod resync;
 pub mod routes;
 mod session;
 #[cfg(test)]
@@ -60,8 +63,10 @@ use crate::replication::slot::{self, SlotError};
 use crate::replication::{PgTarget, ReplicationConnection, ReplicationError};
 use crate::sink::{Sink, SinkError};
 use crate::table::TableName;
+use delivery::Identity;
 use eventing::retry::Backoff;
 pub use progress::Progress;
+pub use resync::{OnSlotLoss, Recovery, SlotLoss};
 pub use routes::TableRoutes;
 
 #[derive(Clone, Debug)]
@@ -101,19 +106,39 @@ pub enum CaptureError {
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(
-        "the replication slot `{0}` was dropped after it was created for this stream; it is not recreated, \
-         since that would skip every change made meanwhile. See README § Recovering a lost slot \
-         (`bridge setup --recreate-slot` once the gap is dealt with)"
+        "the replication slot `{0}` was dropped (or this server never had it: a promoted standby) after it \
+         was created for this stream; it is not recreated blindly, since that would skip every change made \
+         meanwhile. With --on-slot-loss resync-outbox capture re-publishes the outbox instead; see README \
+         § Failover and recovery (`bridge setup --recreate-slot` once the gap is dealt with)"
     )]
     SlotDropped(String),
     #[error(
         "the replication slot `{slot}` was invalidated while streaming (Postgres removed WAL it still needed). \
-         See README § Recovering a lost slot"
+         See README § Failover and recovery"
     )]
     SlotInvalidated {
         slot: String,
         #[source]
         source: ReplicationError,
+    },
+    #[error(
+        "the server is database system {found}, but the delivery record of slot `{slot}` is of system \
+         {recorded}: its slot's positions mean nothing here. See README § Failover and recovery"
+    )]
+    OtherSystem {
+        slot: String,
+        recorded: String,
+        found: String,
+    },
+    #[error(
+        "the replication slot `{slot}` is {loss} and the outbox resync cannot prove it would lose nothing: \
+         {reason}. To recover: {remedy} (README § Failover and recovery)"
+    )]
+    ResyncImpossible {
+        slot: String,
+        loss: &'static str,
+        reason: String,
+        remedy: String,
     },
     #[error(transparent)]
     Marker(#[from] slot_marker::MarkerError),
@@ -133,7 +158,11 @@ impl CaptureError {
             Self::Replication(err) => err.is_retryable(),
             Self::Slot(err) => err.is_retryable(),
             Self::Marker(_) => true,
-            Self::Sink(_) | Self::SlotDropped(_) | Self::SlotInvalidated { .. } => false,
+            Self::Sink(_)
+            | Self::SlotDropped(_)
+            | Self::SlotInvalidated { .. }
+            | Self::OtherSystem { .. }
+            | Self::ResyncImpossible { .. } => false,
         }
     }
 }
@@ -160,16 +189,35 @@ pub async fn ensure_slot_recorded(
         )
         .await?;
     }
+    if let Some(commit_time) = source.slot.created_after {
+        // A new slot starts the delivery record: nothing before it is owed, so a slot lost
+        // before capture ever acknowledged anything can still be recovered from the outbox.
+        let mut conn = ReplicationConnection::connect(&cfg.target).await?;
+        let identity = resync::identify(&mut conn).await?;
+        if let Err(error) = conn.close().await {
+            tracing::debug!(error = %error, "closing the replication connection");
+        }
+        let delivered = delivery::Delivered {
+            lsn: source.slot.confirmed_flush,
+            commit_time,
+            identity,
+        };
+        delivery::DeliveryLog::new(kinesis.clone(), stream, &cfg.slot)
+            .write(&delivered)
+            .await?;
+    }
     Ok(source)
 }
 
 /// Runs capture until `shutdown` fires or a fatal error occurs, reconnecting with backoff after
-/// transient failures. The slot must exist (see `ensure_slot_recorded`).
+/// transient failures. The slot must exist (see `ensure_slot_recorded`) unless `recovery` says
+/// to resync the outbox when it is gone.
 pub async fn run(
     cfg: &CaptureConfig,
     sink: Arc<dyn Sink>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    recovery: Option<Recovery>,
 ) -> Result<(), CaptureError> {
     let watcher = tokio::spawn(watch_slot(cfg.clone(), metrics.clone(), shutdown.clone()));
     let _stop_watcher = AbortOnDrop(watcher);
@@ -183,23 +231,88 @@ pub async fn run(
     let mut progress: Option<Progress> = None;
     let mut backoff = Backoff::call();
     let beacons = session::Beacons::new(&metrics.health);
-    loop {
-        let result = stream_once(
-            cfg,
-            sink.as_ref(),
-            &metrics,
-            &beacons,
-            &mut progress,
-            &mut backoff,
+    let recorder = CancellationToken::new();
+    let _stop_recorder = recorder.clone().drop_guard();
+    let (mut recorded, mut pending_loss) = (None, None);
+    if let Some(r) = &recovery {
+        let startup = Backoff::call();
+        let read = eventing::retry::while_transient_until(
+            "read the delivery record",
+            startup,
             &shutdown,
+            || async { Ok::<_, CaptureError>((r.log.read().await?, r.log.read_resync().await?)) },
         )
-        .await;
+        .await?;
+        let Some((delivered, resync_state)) = read else {
+            return Ok(());
+        };
+        // The system the record speaks of: a server of another system must not be streamed from.
+        beacons
+            .reports
+            .identity
+            .send_replace(delivered.as_ref().map(|d| d.identity.clone()));
+        recorded = delivered;
+        if resync_state.is_some_and(|s| s.running) {
+            pending_loss = Some(SlotLoss::Unfinished);
+        }
+        tokio::spawn(delivery::record(
+            r.log.clone(),
+            beacons.reports.clone(),
+            recorder.clone(),
+        ));
+    }
+    loop {
+        let result = match (pending_loss, &recovery) {
+            (Some(loss), Some(r)) => {
+                // The freshest record: this process's own, else the one read at start.
+                let last = beacons.reports.current().or_else(|| recorded.clone());
+                match resync::resync(cfg, r, sink.as_ref(), &metrics, loss, last, &shutdown).await {
+                    Ok(None) => return Ok(()),
+                    Ok(Some((start, identity))) => {
+                        pending_loss = None;
+                        progress = Some(start);
+                        beacons.reports.identity.send_replace(Some(identity));
+                        beacons.reports.progress.send_replace(start);
+                        recorded = beacons.reports.current();
+                        continue;
+                    }
+                    Err(err) => Err(err),
+                }
+            }
+            _ => {
+                stream_once(
+                    cfg,
+                    sink.as_ref(),
+                    &metrics,
+                    &beacons,
+                    &mut progress,
+                    &mut backoff,
+                    &shutdown,
+                )
+                .await
+            }
+        };
         match result {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                final_record(recovery.as_ref(), &beacons).await;
+                return Ok(());
+            }
             // Stopping while the connection failed: shutdown wins, what was not acked is replayed.
             Err(err) if shutdown.is_cancelled() => {
                 tracing::info!(error = %err, "stopped while the connection failed");
+                final_record(recovery.as_ref(), &beacons).await;
                 return Ok(());
+            }
+            Err(err)
+                if recovery
+                    .as_ref()
+                    .is_some_and(|r| r.policy == OnSlotLoss::ResyncOutbox)
+                    && SlotLoss::of(&err).is_some() =>
+            {
+                tracing::warn!(error = %err, "the replication slot cannot be streamed from");
+                pending_loss = SlotLoss::of(&err);
+                // What was acknowledged belongs to the lost slot; the resync says where to start.
+                progress = None;
             }
             Err(err) if err.is_retryable() => {
                 metrics.reconnects.inc();
@@ -212,6 +325,17 @@ pub async fn run(
             }
             Err(err) => return Err(err),
         }
+    }
+}
+
+/// On a clean stop, the last acknowledged position goes to the delivery record at once.
+async fn final_record(recovery: Option<&Recovery>, beacons: &session::Beacons) {
+    let (Some(r), Some(current)) = (recovery, beacons.reports.current()) else {
+        return;
+    };
+    match r.log.write(&current).await {
+        Ok(()) => tracing::info!(lsn = %current.lsn, "delivery record written"),
+        Err(error) => tracing::warn!(error = %error, "cannot write the final delivery record"),
     }
 }
 
@@ -338,15 +462,23 @@ async fn stream_once(
     backoff: &mut Backoff,
     shutdown: &CancellationToken,
 ) -> Result<(), CaptureError> {
+    let expected_system = beacons
+        .reports
+        .identity
+        .borrow()
+        .as_ref()
+        .map(|i| i.system.clone());
+    let expected_system = expected_system.as_deref();
     // Setting up is bounded too: a silently dropped network hangs a connect or a query forever.
     let started = tokio::select! {
-        started = tokio::time::timeout(cfg.replication_timeout, start_streaming(cfg, progress)) => started,
+        started = tokio::time::timeout(cfg.replication_timeout, start_streaming(cfg, progress, expected_system)) => started,
         // Shutdown wins over a connection still being made: nothing was read, nothing to hand over.
         () = shutdown.cancelled() => return Ok(()),
     };
-    let (mut conn, source) = started.map_err(|_| ReplicationError::Silent {
+    let (mut conn, source, identity) = started.map_err(|_| ReplicationError::Silent {
         secs: cfg.replication_timeout.as_secs(),
     })??;
+    beacons.reports.identity.send_replace(Some(identity));
     let progress = progress.get_or_insert_with(|| Progress::starting_at(source.slot.confirmed_flush));
     backoff.reset();
 
@@ -392,13 +524,22 @@ async fn stream_once(
 async fn start_streaming(
     cfg: &CaptureConfig,
     progress: &mut Option<Progress>,
-) -> Result<(ReplicationConnection, Source), CaptureError> {
+    expected_system: Option<&str>,
+) -> Result<(ReplicationConnection, Source, Identity), CaptureError> {
     // The slot was created (or found) before `run`; from here on a missing slot was dropped.
     let source = prepare_source(cfg, false).await?;
     let (state, version) = (&source.slot, source.server_version);
     let progress = progress.get_or_insert_with(|| Progress::starting_at(state.confirmed_flush));
     let start = progress.flushed().max(state.confirmed_flush);
     let mut conn = ReplicationConnection::connect(&cfg.target).await?;
+    let identity = resync::identify(&mut conn).await?;
+    if let Some(recorded) = expected_system.filter(|s| *s != identity.system) {
+        return Err(CaptureError::OtherSystem {
+            slot: cfg.slot.clone(),
+            recorded: recorded.to_owned(),
+            found: identity.system,
+        });
+    }
     let mut options = vec![
         (
             "proto_version",
@@ -410,6 +551,6 @@ async fn start_streaming(
         options.push(("messages", "true".to_owned()));
     }
     conn.start_replication(&cfg.slot, start, &options).await?;
-    tracing::info!(slot = %cfg.slot, publication = %cfg.publication, lsn = %start, "streaming changes");
-    Ok((conn, source))
+    tracing::info!(slot = %cfg.slot, publication = %cfg.publication, lsn = %start, timeline = identity.timeline, "streaming changes");
+    Ok((conn, source, identity))
 }

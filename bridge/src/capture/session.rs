@@ -19,7 +19,7 @@ use crate::dms::{self, Change, Operation, TxContext};
 use crate::lsn::Lsn;
 use crate::metrics::Metrics;
 use crate::partition::PartitionKey;
-use crate::replication::pgoutput::{self, Datum, PgOutput, Relation, Tuple};
+use crate::replication::pgoutput::{self, PgOutput, Relation, Tuple};
 use crate::replication::{ReplicationConnection, ReplicationError, StreamMessage};
 
 /// What the streaming loop reads from and reports to: the walsender's copy stream. A trait so
@@ -78,6 +78,8 @@ pub struct Beacons {
     pub input: Arc<eventing::health::Beacon>,
     /// Beaten whenever a batch is acknowledged, or nothing is waiting for an acknowledgement.
     pub acks: Arc<eventing::health::Beacon>,
+    /// The acknowledged position, for the delivery record (see `delivery`).
+    pub reports: Arc<super::delivery::Reports>,
 }
 
 impl Beacons {
@@ -85,6 +87,7 @@ impl Beacons {
         Self {
             input: health.beacon("capture: no message from postgres"),
             acks: health.beacon("capture: captured changes not acknowledged by the sink"),
+            reports: Arc::new(super::delivery::Reports::new()),
         }
     }
 }
@@ -175,13 +178,15 @@ impl<'a> Session<'a> {
                         // may starve: report progress from here too.
                         if last_status.elapsed() >= self.cfg.status_interval {
                             conn.send_status(self.acks.flushed(), false).await?;
+                            self.report();
                             last_status = Instant::now();
                         }
                     }
-                    StreamMessage::Keepalive { wal_end, reply_requested } => {
-                        self.on_keepalive(wal_end);
+                    StreamMessage::Keepalive { wal_end, server_time, reply_requested } => {
+                        self.on_keepalive(wal_end, server_time);
                         if reply_requested {
                             conn.send_status(self.acks.flushed(), false).await?;
+                            self.report();
                         }
                     }
                     StreamMessage::CopyDone => {
@@ -205,6 +210,7 @@ impl<'a> Session<'a> {
                     }
                     let ask = silent >= self.cfg.replication_timeout / 3;
                     conn.send_status(self.acks.flushed(), ask).await?;
+                    self.report();
                     last_status = Instant::now();
                 }
             }
@@ -238,6 +244,7 @@ impl<'a> Session<'a> {
             ),
         }
         let flushed = self.acks.flushed();
+        self.report();
         match conn.send_status(flushed, false).await {
             Ok(()) => tracing::info!(lsn = %flushed, "final status update sent"),
             Err(error) => tracing::warn!(error = %error, lsn = %flushed, "final status update failed"),
@@ -253,6 +260,16 @@ impl<'a> Session<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Publishes the acknowledged position (what the slot was, or is about to be, told).
+    fn report(&self) {
+        let now = self.acks.progress();
+        self.beacons.reports.progress.send_if_modified(|p| {
+            let changed = *p != now;
+            *p = now;
+            changed
+        });
     }
 
     /// Per-key order: the open batch waits while a batch with one of its keys is in flight.
@@ -306,9 +323,9 @@ impl<'a> Session<'a> {
         self.metrics.inflight_batches.set(self.inflight.len() as i64);
     }
 
-    fn on_keepalive(&mut self, wal_end: Lsn) {
+    fn on_keepalive(&mut self, wal_end: Lsn, server_time: i64) {
         self.metrics.server_wal_end_lsn.set(wal_end.0 as i64);
-        self.acks.idle_at(wal_end);
+        self.acks.idle_at(wal_end, Some(server_time));
         self.metrics.flushed_lsn.set(self.acks.flushed().0 as i64);
         let lag = wal_end.0.saturating_sub(self.acks.flushed().0);
         self.metrics
@@ -348,10 +365,12 @@ impl<'a> Session<'a> {
                     next_record_id: 1,
                 });
             }
-            PgOutput::Commit { end_lsn, .. } => {
+            PgOutput::Commit {
+                end_lsn, commit_time, ..
+            } => {
                 self.tx = None;
                 self.metrics.transactions_captured.inc();
-                self.acks.commit(end_lsn);
+                self.acks.commit(end_lsn, commit_time);
             }
             PgOutput::Relation(relation) => {
                 let table = TableName {
@@ -411,7 +430,8 @@ impl<'a> Session<'a> {
         if prefix == super::heartbeat::PREFIX && !transactional {
             super::heartbeat::received(self.metrics, content);
             // Read in source order with nothing of ours pending: everything before it is settled.
-            self.acks.idle_at(lsn);
+            // Its content is capture's own clock, not the server's: the time stays as it was.
+            self.acks.idle_at(lsn, None);
             self.metrics.flushed_lsn.set(self.acks.flushed().0 as i64);
             return;
         }
@@ -486,30 +506,11 @@ impl<'a> Session<'a> {
             record_id,
             dropped_columns: &[],
         };
-        let mut record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
-        if record.size() > self.open.limits().bytes_per_record {
+        let limit = self.open.limits().bytes_per_record;
+        let (record, oversized) = super::fit::encode_within(&change, &ctx, &rel.key, self.cfg.encode, limit);
+        if oversized {
             self.metrics.records_oversized.inc();
-            tracing::error!(%lsn, table = %rel.relation.name, bytes = record.size(), "record above kinesis' 1 MiB limit: sending it without its large columns");
-            let slim = slim_tuple(row, 1024);
-            let dropped = dropped_names(&rel.relation, row, &slim);
-            let change = Change {
-                row: &slim,
-                before: None,
-                dropped_columns: &dropped,
-                ..change
-            };
-            record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
-            if record.size() > self.open.limits().bytes_per_record {
-                // Escaping or sheer width still overflows: keep only the key columns.
-                let keys = key_only_tuple(row, &rel.key_columns);
-                let dropped = dropped_names(&rel.relation, row, &keys);
-                let change = Change {
-                    row: &keys,
-                    dropped_columns: &dropped,
-                    ..change
-                };
-                record = dms::encode(&change, &ctx, &rel.key, self.cfg.encode);
-            }
+            tracing::error!(%lsn, table = %rel.relation.name, "record above kinesis' 1 MiB limit: sent without its large columns");
         }
         self.metrics.changes_captured.inc();
         self.push(record, commit_seconds);
@@ -526,42 +527,6 @@ impl<'a> Session<'a> {
         self.open.push(record, commit_seconds);
         self.acks.record();
     }
-}
-
-/// The row with every value above `limit` bytes replaced by null, for a record too large for Kinesis.
-fn slim_tuple(row: &Tuple, limit: usize) -> Tuple {
-    Tuple(
-        row.0
-            .iter()
-            .map(|d| match d {
-                Datum::Text(t) | Datum::Binary(t) if t.len() > limit => Datum::Null,
-                other => other.clone(),
-            })
-            .collect(),
-    )
-}
-
-/// Names of the columns that had a value in `full` and have none in `sent`.
-fn dropped_names(relation: &Relation, full: &Tuple, sent: &Tuple) -> Vec<String> {
-    relation
-        .columns
-        .iter()
-        .zip(full.0.iter().zip(&sent.0))
-        .filter(|(_, (f, s))| matches!(f, Datum::Text(_) | Datum::Binary(_)) && **s == Datum::Null)
-        .map(|(c, _)| c.name.clone())
-        .collect()
-}
-
-/// The row with only its primary-key values (each at most 1 KiB), the last resort for size.
-fn key_only_tuple(row: &Tuple, key_columns: &[usize]) -> Tuple {
-    let slim = slim_tuple(row, 1024);
-    Tuple(
-        slim.0
-            .into_iter()
-            .enumerate()
-            .map(|(i, d)| if key_columns.contains(&i) { d } else { Datum::Null })
-            .collect(),
-    )
 }
 
 async fn sleep_until(at: Option<Instant>) {

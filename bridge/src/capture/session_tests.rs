@@ -423,6 +423,7 @@ async fn an_idle_server_position_is_acknowledged_when_asked() {
     let mut session = rig.session(&mut progress);
     let mut stream = Script::new(vec![Step::Message(StreamMessage::Keepalive {
         wal_end: Lsn(0x9000),
+        server_time: 1_000,
         reply_requested: true,
     })]);
     let statuses = stream.statuses.clone();

@@ -173,18 +173,24 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
         Value::String(s) => s.parse::<i64>().map(Value::from).unwrap_or(Value::Null),
         _ => Value::Null,
     };
+    let mut metadata = json!({
+        "event_id": event_id,
+        "aggregate_type": row.aggregatetype,
+        "aggregate_id": row.aggregateid,
+        "aggregate_version": version,
+        "occurred_at": row.occurred_at,
+        "commit_lsn": meta["commit-lsn"],
+        "traceparent": row.tracingspancontext,
+    });
+    if operation == "load" {
+        // Read again from the table (a resync or a backfill), not a new change: a rule can
+        // include or exclude such events (`metadata.replayed`), and inboxes absorb repeats.
+        metadata["replayed"] = Value::Bool(true);
+    }
     Decision::Publish(Event {
         event_id: event_id.to_owned(),
         detail_type: event_type.to_owned(),
-        metadata: json!({
-            "event_id": event_id,
-            "aggregate_type": row.aggregatetype,
-            "aggregate_id": row.aggregateid,
-            "aggregate_version": version,
-            "occurred_at": row.occurred_at,
-            "commit_lsn": meta["commit-lsn"],
-            "traceparent": row.tracingspancontext,
-        }),
+        metadata,
         data: payload,
     })
 }
@@ -262,6 +268,24 @@ mod tests {
         assert_eq!(detail["metadata"]["aggregate_version"], 2);
         assert_eq!(detail["metadata"]["commit_lsn"], "0/10");
         assert_eq!(detail["metadata"]["traceparent"], "00-abc-def-01");
+    }
+
+    #[test]
+    fn a_reloaded_outbox_row_is_published_flagged_as_replayed() {
+        let row = json!({"id": "e1", "type": "OrderPlaced", "payload": {}});
+        let Decision::Publish(event) = decide(&record("outbox", "load", row.clone()), &cfg()) else {
+            panic!("not published")
+        };
+        let detail: Value = serde_json::from_str(&event.detail()).unwrap();
+        assert_eq!(detail["metadata"]["replayed"], true);
+        let Decision::Publish(event) = decide(&record("outbox", "insert", row), &cfg()) else {
+            panic!("not published")
+        };
+        let detail: Value = serde_json::from_str(&event.detail()).unwrap();
+        assert!(
+            detail["metadata"].get("replayed").is_none(),
+            "a change is not a replay"
+        );
     }
 
     #[test]

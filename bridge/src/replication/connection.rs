@@ -29,8 +29,13 @@ const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 pub enum StreamMessage {
     /// A chunk of decoded WAL: one pgoutput message.
     XLogData { start: Lsn, end: Lsn, data: Bytes },
-    /// The server's keepalive: how far it has sent, and whether it wants a status update now.
-    Keepalive { wal_end: Lsn, reply_requested: bool },
+    /// The server's keepalive: how far it has sent, its clock (µs since 2000-01-01), and
+    /// whether it wants a status update now.
+    Keepalive {
+        wal_end: Lsn,
+        server_time: i64,
+        reply_requested: bool,
+    },
     /// The server ended the copy (it is shutting down or the slot went away).
     CopyDone,
 }
@@ -336,10 +341,11 @@ impl ReplicationConnection {
                         }
                         b'k' if data.len() >= 17 => {
                             let wal_end = Lsn(data.get_u64());
-                            let _server_time = data.get_i64();
+                            let server_time = data.get_i64();
                             let reply_requested = data.get_u8() == 1;
                             return Ok(StreamMessage::Keepalive {
                                 wal_end,
+                                server_time,
                                 reply_requested,
                             });
                         }

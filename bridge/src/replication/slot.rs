@@ -34,8 +34,8 @@ pub enum SlotError {
     },
     #[error(
         "the replication slot `{slot}` was invalidated (wal_status = lost): Postgres removed WAL it still \
-         needed, so changes were lost. See README § Recovering a lost slot: drop it with \
-         SELECT pg_drop_replication_slot('{slot}'); then re-snapshot consumers before starting again"
+         needed, so changes were lost. With --on-slot-loss resync-outbox capture re-publishes the outbox \
+         instead; see README § Failover and recovery"
     )]
     SlotLost { slot: String },
     #[error("the replication slot `{slot}` does not exist")]
@@ -98,6 +98,9 @@ impl SlotError {
 pub struct SlotState {
     pub confirmed_flush: Lsn,
     pub created: bool,
+    /// When created here: the server's clock (µs since 2000-01-01) just before, a lower bound
+    /// of the commit time of anything the slot will stream.
+    pub created_after: Option<i64>,
 }
 
 /// Opens an ordinary query connection (`tokio-postgres`), driving it on a task of its own.
@@ -240,11 +243,19 @@ pub async fn ensure_slot(client: &Client, slot: &str, may_create: bool) -> Resul
         return Ok(SlotState {
             confirmed_flush: confirmed.parse().unwrap_or_default(),
             created: false,
+            created_after: None,
         });
     }
     if !may_create {
         return Err(SlotError::SlotMissing { slot: slot.into() });
     }
+    let before: i64 = client
+        .query_one(
+            "SELECT (extract(epoch FROM now() - timestamptz '2000-01-01 00:00:00+00') * 1000000)::int8",
+            &[],
+        )
+        .await?
+        .get(0);
     let created = client
         .query_one(
             "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
@@ -258,6 +269,7 @@ pub async fn ensure_slot(client: &Client, slot: &str, may_create: bool) -> Resul
             Ok(SlotState {
                 confirmed_flush: lsn.parse().unwrap_or_default(),
                 created: true,
+                created_after: Some(before),
             })
         }
         Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {

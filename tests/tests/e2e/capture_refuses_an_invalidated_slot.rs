@@ -1,10 +1,12 @@
 //! A slot Postgres invalidated (`max_slot_wal_keep_size` exceeded while the bridge was down:
-//! `wal_status = lost`) has lost changes. Capture stops with an error that says so and how to
-//! recover, and neither streams from it nor replaces it.
+//! `wal_status = lost`) has lost changes. With `--on-slot-loss stop` capture stops with an error
+//! that says so and how to recover, and neither streams from it nor replaces it; by default
+//! (`resync-outbox`) it replaces it and re-publishes the outbox rows the lost WAL held.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use tests::stack::Stack;
+use tests::stack::{outbox_id, Stack};
 use tests::wait;
 
 async fn wal_status(pg: &tokio_postgres::Client) -> anyhow::Result<Option<String>> {
@@ -21,6 +23,14 @@ async fn wal_status(pg: &tokio_postgres::Client) -> anyhow::Result<Option<String
 async fn capture_stops_with_a_recovery_hint_when_its_slot_was_invalidated() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let pg = stack.pg.client().await?;
+    // Written after `bridge setup` made the slot, while capture has never run: only the slot
+    // holds them, and the invalidation below loses that.
+    for n in 0..25 {
+        let id = format!("00000000-0000-4000-8000-{n:012}");
+        stack
+            .insert_outbox(&id, ("Order", &format!("o{}", n % 4)), "OrderPlaced", "{}")
+            .await?;
+    }
     // The bridge is down; the server keeps at most 1 MB of WAL for slots.
     // (ALTER SYSTEM refuses to run in the implicit transaction of a multi-statement query.)
     pg.batch_execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
@@ -39,13 +49,25 @@ async fn capture_stops_with_a_recovery_hint_when_its_slot_was_invalidated() -> a
     })
     .await?;
 
-    let (code, out) = stack.capture_refusal().await?;
+    let (code, out) = stack.capture_refusal_with(&["--on-slot-loss", "stop"]).await?;
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains("was invalidated (wal_status = lost)") && out.contains("Recovering a lost slot"),
+        out.contains("was invalidated (wal_status = lost)") && out.contains("Failover and recovery"),
         "{out}"
     );
     // Still the same, lost slot: nothing recreated it at the current position.
     assert_eq!(wal_status(&pg).await?.as_deref(), Some("lost"));
+
+    // The default: the lost slot is replaced and its rows come from the outbox instead.
+    let capture = stack.spawn_capture(&[]).await?;
+    let records = stack
+        .wait_all_in_kinesis(&capture, Duration::from_secs(90))
+        .await?;
+    let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
+    assert_eq!(seen.len(), 25, "every row the lost WAL held");
+    assert!(matches!(
+        wal_status(&pg).await?.as_deref(),
+        Some("reserved" | "extended")
+    ));
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! A slot dropped while the bridge was down is not silently recreated (that would hide a gap):
-//! capture stops with an error saying so and how to recover; `bridge setup --recreate-slot`
-//! is the operator's explicit way back.
+//! With `--on-slot-loss stop`, a slot dropped while the bridge was down is not recreated (that
+//! would hide a gap): capture stops with an error saying so and how to recover; `bridge setup
+//! --recreate-slot` is the operator's explicit way back. (The default, `resync-outbox`, is
+//! `capture_resyncs_the_outbox_after_slot_loss`.)
 
 use tests::stack::Stack;
 
@@ -11,10 +12,10 @@ async fn capture_stops_with_a_recovery_hint_when_its_slot_was_dropped() -> anyho
     pg.execute("SELECT pg_drop_replication_slot('outbox_bridge')", &[])
         .await?;
 
-    let (code, out) = stack.capture_refusal().await?;
+    let (code, out) = stack.capture_refusal_with(&["--on-slot-loss", "stop"]).await?;
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains("was dropped") && out.contains("Recovering a lost slot"),
+        out.contains("was dropped") && out.contains("Failover and recovery"),
         "{out}"
     );
     let slot = pg

@@ -12,6 +12,7 @@ mod capture_reconnects_after_postgres_restarts;
 mod capture_refuses_an_invalidated_slot;
 mod capture_refuses_to_recreate_a_dropped_slot;
 mod capture_replays_without_loss_after_kill_9;
+mod capture_resyncs_the_outbox_after_slot_loss;
 mod capture_runs_as_a_replication_only_role;
 mod capture_skips_rolled_back_transactions;
 mod capture_streams_a_million_row_transaction;

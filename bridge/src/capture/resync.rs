@@ -1,0 +1,435 @@
+//! Outbox recovery: the outbox table is the recovery log.
+//!
+//! When the slot is gone — dropped, invalidated by `max_slot_wal_keep_size`, or absent on a
+//! promoted standby (PostgreSQL < 17 does not copy logical slots) — the changes it held are
+//! gone too, but the events are still rows of the outbox. Capture then, in one transaction:
+//!
+//! 1. creates a new slot with `USE_SNAPSHOT`: the transaction sees exactly what committed
+//!    before the slot's consistent point, and the slot streams exactly what commits after it;
+//! 2. re-publishes, from that snapshot, every outbox row whose `occurred_at` is at or after the
+//!    last delivered commit (the delivery record, see `delivery`) minus `--resync-margin`, as DMS
+//!    `load` records, and waits until Kinesis holds them all;
+//! 3. streams from the consistent point.
+//!
+//! No gap: a row not delivered committed after the recorded commit, so its transaction began
+//! at most the margin (the longest transaction allowed) before it, and `occurred_at` is set in
+//! that transaction. Duplicates are allowed (consumers dedupe by event id). It proves
+//! completeness or stops: without a delivery record, with published tables other than the
+//! outbox (their changes cannot be re-derived), or when `bridge outbox prune` may already have
+//! deleted rows of the window, it stops with the reason and what to do.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::batch::OpenBatch;
+use super::delivery::{self, Delivered, DeliveryLog, Identity, ResyncState};
+use super::progress::Progress;
+use super::{CaptureConfig, CaptureError};
+use crate::dms::{Change, Operation, TxContext};
+use crate::lsn::Lsn;
+use crate::metrics::Metrics;
+use crate::replication::pgoutput::{Column, Datum, Relation, Tuple};
+use crate::replication::slot::{self, SlotError};
+use crate::replication::{ReplicationConnection, ReplicationError};
+use crate::sink::Sink;
+use crate::sql::quote_ident;
+
+/// Rows fetched from the snapshot at a time.
+const FETCH_ROWS: usize = 1000;
+
+/// What to do when the slot is gone (`--on-slot-loss`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnSlotLoss {
+    /// Re-publish the outbox rows that may have been missed, then stream from a new slot.
+    ResyncOutbox,
+    /// Stop with the reason (an operator recovers by hand: README § Failover and recovery).
+    Stop,
+}
+
+/// How capture recovers a lost slot.
+#[derive(Clone, Debug)]
+pub struct Recovery {
+    pub log: DeliveryLog,
+    pub policy: OnSlotLoss,
+    /// How far before the last delivered commit re-publishing starts: the longest transaction
+    /// the monolith runs (its `occurred_at` may be that much older than its commit).
+    pub margin: Duration,
+}
+
+/// Why the slot cannot be streamed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotLoss {
+    /// Dropped, or never on this server (a promoted standby).
+    Missing,
+    /// `wal_status = lost`: Postgres removed WAL the slot still needed.
+    Lost,
+    /// Invalidated while streaming.
+    Invalidated,
+    /// The server is another database system than the one the delivery record names.
+    OtherSystem,
+    /// A resync was cut short: its slot may not stream until the rows are all re-published.
+    Unfinished,
+}
+
+impl SlotLoss {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Lost => "lost",
+            Self::Invalidated => "invalidated",
+            Self::OtherSystem => "other-system",
+            Self::Unfinished => "unfinished",
+        }
+    }
+
+    /// The loss an error reports, if it is one.
+    pub fn of(err: &CaptureError) -> Option<Self> {
+        match err {
+            CaptureError::SlotDropped(_) => Some(Self::Missing),
+            CaptureError::Slot(SlotError::SlotLost { .. }) => Some(Self::Lost),
+            CaptureError::SlotInvalidated { .. } => Some(Self::Invalidated),
+            CaptureError::OtherSystem { .. } => Some(Self::OtherSystem),
+            _ => None,
+        }
+    }
+}
+
+/// Re-publishes the outbox rows that may have been missed and returns where streaming starts
+/// (`None`: shutdown came first; the next start does it again).
+pub async fn resync(
+    cfg: &CaptureConfig,
+    recovery: &Recovery,
+    sink: &dyn Sink,
+    metrics: &Metrics,
+    loss: SlotLoss,
+    last: Option<Delivered>,
+    shutdown: &CancellationToken,
+) -> Result<Option<(Progress, Identity)>, CaptureError> {
+    let impossible = |reason: String, remedy: String| CaptureError::ResyncImpossible {
+        slot: cfg.slot.clone(),
+        loss: loss.as_str(),
+        reason,
+        remedy,
+    };
+    let Some(last) = last else {
+        return Err(impossible(
+            "there is no delivery record (tag outbox-bridge.delivered.<slot> on the stream): nothing says \
+             how far delivery got"
+                .into(),
+            "re-publish by hand what consumers may lack, then run `bridge setup --recreate-slot`".into(),
+        ));
+    };
+    let others: Vec<String> = cfg
+        .tables
+        .iter()
+        .filter(|t| !cfg.routes.is_outbox(t))
+        .map(ToString::to_string)
+        .collect();
+    if !others.is_empty() {
+        return Err(impossible(
+            format!(
+                "tables other than the outbox are published ({}): their changes since {} cannot be re-derived \
+                 from the outbox",
+                others.join(", "),
+                last.committed_at().to_rfc3339()
+            ),
+            "run `bridge setup --recreate-slot`, then re-send those tables' current rows (a full load) to \
+             their consumers"
+                .into(),
+        ));
+    }
+    let window = last.committed_at() - chrono::Duration::from_std(recovery.margin).unwrap_or_default();
+    let outbox = &cfg.routes.outbox;
+    let client = slot::query_client(&cfg.target).await?;
+    if let Some(pruned_before) = pruned_before(&client, outbox).await? {
+        if pruned_before > window {
+            return Err(impossible(
+                format!(
+                    "`bridge outbox prune` deleted rows of {outbox} that occurred before {}, and the rows to \
+                     re-publish start at {} (last delivered commit {} minus --resync-margin): some may be gone",
+                    pruned_before.to_rfc3339(),
+                    window.to_rfc3339(),
+                    last.committed_at().to_rfc3339()
+                ),
+                format!(
+                    "make sure consumers have every event of {outbox} since {}, then run `bridge setup \
+                     --recreate-slot`; keep the outbox longer than the longest outage you want recovered \
+                     automatically",
+                    window.to_rfc3339()
+                ),
+            ));
+        }
+    }
+    let started = Utc::now();
+    let mut state = ResyncState {
+        running: true,
+        started: started.timestamp_micros(),
+        window_from: window.timestamp_micros(),
+        rows: 0,
+        lsn: None,
+        reason: loss.as_str().into(),
+    };
+    recovery.log.write_resync(&state).await?;
+    metrics.slot_resyncs.inc();
+    tracing::warn!(
+        slot = %cfg.slot,
+        loss = loss.as_str(),
+        last_delivered_lsn = %last.lsn,
+        last_delivered_commit = %last.committed_at().to_rfc3339(),
+        window_from = %window.to_rfc3339(),
+        "the replication slot is gone: re-publishing the outbox rows that may have been missed"
+    );
+    // A slot that exists here cannot be streamed from (lost, or made by a resync cut short).
+    client
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&cfg.slot],
+        )
+        .await
+        .map_err(SlotError::from)?;
+    // Server time before the slot exists: whatever the snapshot lacks commits after it.
+    let since = epoch_micros(
+        client
+            .query_one("SELECT (extract(epoch FROM now()) * 1000000)::int8", &[])
+            .await
+            .map_err(SlotError::from)?
+            .get(0),
+    );
+    let relation = outbox_relation(&client, outbox).await?;
+    let key_columns: Vec<usize> = slot::primary_keys(&client, &cfg.publication)
+        .await?
+        .get(outbox)
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| relation.columns.iter().position(|c| &c.name == n))
+                .collect()
+        })
+        .unwrap_or_default();
+    drop(client);
+
+    let work = republish(cfg, sink, &relation, &key_columns, window);
+    let (lsn, identity, rows) = tokio::select! {
+        done = work => done?,
+        () = shutdown.cancelled() => return Ok(None),
+    };
+    let delivered = Delivered {
+        lsn,
+        commit_time: delivery::to_pg_time(since),
+        identity: identity.clone(),
+    };
+    recovery.log.write(&delivered).await?;
+    super::slot_marker::mark_created(
+        recovery.log.kinesis(),
+        recovery.log.stream(),
+        &cfg.slot,
+        &lsn.to_string(),
+    )
+    .await?;
+    state.running = false;
+    state.rows = rows;
+    state.lsn = Some(lsn);
+    recovery.log.write_resync(&state).await?;
+    metrics.resync_rows.inc_by(rows);
+    tracing::warn!(
+        slot = %cfg.slot,
+        lsn = %lsn,
+        rows,
+        timeline = identity.timeline,
+        seconds = (Utc::now() - started).num_milliseconds() as f64 / 1000.0,
+        "outbox resync done: streaming from the new slot"
+    );
+    Ok(Some((
+        Progress::starting_at_time(lsn, delivered.commit_time),
+        identity,
+    )))
+}
+
+/// Creates the slot and, in the same transaction on the same connection, reads the window
+/// from the slot's own snapshot into the sink. Returns the consistent point, the server's
+/// identity and how many rows went out.
+async fn republish(
+    cfg: &CaptureConfig,
+    sink: &dyn Sink,
+    relation: &Relation,
+    key_columns: &[usize],
+    window: DateTime<Utc>,
+) -> Result<(Lsn, Identity, u64), CaptureError> {
+    let mut conn = ReplicationConnection::connect(&cfg.target).await?;
+    let identity = identify(&mut conn).await?;
+    conn.simple_query("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    let created = conn
+        .simple_query(&format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput USE_SNAPSHOT",
+            quote_ident(&cfg.slot)
+        ))
+        .await?;
+    let lsn: Lsn = created
+        .first()
+        .and_then(|row| row.get(1).cloned().flatten())
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| {
+            ReplicationError::Protocol("CREATE_REPLICATION_SLOT returned no consistent point".into())
+        })?;
+    tracing::info!(slot = %cfg.slot, lsn = %lsn, "created replication slot for the resync");
+    // Every column as its type's output function writes it — pgoutput's text form, so a
+    // re-published row is byte for byte the record streaming would have made.
+    let columns = relation
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let order = if key_columns.is_empty() {
+        String::new()
+    } else {
+        let keys: Vec<String> = key_columns
+            .iter()
+            .map(|&i| quote_ident(&relation.columns[i].name))
+            .collect();
+        format!(", {}", keys.join(", "))
+    };
+    conn.simple_query(&format!(
+        "DECLARE outbox_resync NO SCROLL CURSOR FOR SELECT {columns} FROM {} \
+         WHERE occurred_at >= '{}'::timestamptz ORDER BY occurred_at{order}",
+        cfg.routes.outbox.quoted(),
+        window.to_rfc3339()
+    ))
+    .await?;
+    let tx = TxContext {
+        xid: 0,
+        commit_lsn: lsn,
+        commit_time: delivery::to_pg_time(Utc::now()),
+    };
+    let key = cfg.routes.key_for(&cfg.routes.outbox);
+    let limit = sink.limits().bytes_per_record;
+    let mut open = OpenBatch::new(sink.limits());
+    let (mut rows, mut seq) = (0_u64, 0_u64);
+    loop {
+        let page = conn
+            .simple_query(&format!("FETCH {FETCH_ROWS} FROM outbox_resync"))
+            .await?;
+        let last_page = page.len() < FETCH_ROWS;
+        for values in page {
+            rows += 1;
+            let tuple = Tuple(
+                values
+                    .into_iter()
+                    .map(|v| v.map_or(Datum::Null, |t| Datum::Text(Bytes::from(t))))
+                    .collect(),
+            );
+            let change = Change {
+                relation,
+                key_columns,
+                operation: Operation::Load,
+                row: &tuple,
+                before: None,
+                lsn,
+                record_id: rows,
+                dropped_columns: &[],
+            };
+            let (record, oversized) = super::fit::encode_within(&change, &tx, &key, cfg.encode, limit);
+            if oversized {
+                tracing::error!(lsn = %lsn, row = rows, "outbox row above kinesis' 1 MiB limit: re-published without its large columns");
+            }
+            open.push(record, 0.0);
+            if open.is_full() {
+                send(sink, &mut open, &mut seq).await?;
+            }
+        }
+        if last_page {
+            break;
+        }
+    }
+    send(sink, &mut open, &mut seq).await?;
+    conn.simple_query("COMMIT").await?;
+    conn.close().await?;
+    Ok((lsn, identity, rows))
+}
+
+/// Sends the open batch and waits until Kinesis holds it: one at a time, in order, so each
+/// aggregate's rows land in the order they were read.
+async fn send(sink: &dyn Sink, open: &mut OpenBatch, seq: &mut u64) -> Result<(), CaptureError> {
+    if open.is_empty() {
+        return Ok(());
+    }
+    let (batch, _) = open.take(*seq);
+    *seq += 1;
+    sink.submit(batch)
+        .await
+        .unwrap_or(Err(crate::sink::SinkError::Gone))?;
+    Ok(())
+}
+
+/// `IDENTIFY_SYSTEM`: the system identifier and timeline of the server behind `conn`.
+pub async fn identify(conn: &mut ReplicationConnection) -> Result<Identity, ReplicationError> {
+    let rows = conn.simple_query("IDENTIFY_SYSTEM").await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| ReplicationError::Protocol("IDENTIFY_SYSTEM returned no row".into()))?;
+    let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    Ok(Identity {
+        system: field(0),
+        timeline: field(1).parse().unwrap_or(0),
+    })
+}
+
+/// The outbox table's columns as pgoutput would describe them.
+async fn outbox_relation(
+    client: &tokio_postgres::Client,
+    outbox: &crate::table::TableName,
+) -> Result<Relation, SlotError> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text, a.atttypid::int8 FROM pg_attribute a \
+             WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+               AND a.attgenerated = '' ORDER BY a.attnum",
+            &[&outbox.quoted()],
+        )
+        .await?;
+    Ok(Relation {
+        id: 0,
+        namespace: outbox.schema.clone(),
+        name: outbox.name.clone(),
+        columns: rows
+            .iter()
+            .map(|r| Column {
+                name: r.get(0),
+                type_oid: u32::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+                is_key: false,
+            })
+            .collect(),
+    })
+}
+
+/// The newest `occurred_at` bound `bridge outbox prune` has deleted below (see `prune`).
+async fn pruned_before(
+    client: &tokio_postgres::Client,
+    outbox: &crate::table::TableName,
+) -> Result<Option<DateTime<Utc>>, SlotError> {
+    let horizon = crate::prune::horizon_table(outbox);
+    let exists: Option<String> = client
+        .query_one("SELECT to_regclass($1)::text", &[&horizon])
+        .await?
+        .get(0);
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT (extract(epoch FROM pruned_before) * 1000000)::int8 FROM {horizon} WHERE outbox = $1"
+            ),
+            &[&outbox.to_string()],
+        )
+        .await?;
+    Ok(row.map(|r| epoch_micros(r.get(0))))
+}
+
+fn epoch_micros(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}

@@ -1,0 +1,158 @@
+//! The outbox is the recovery log: when the slot is gone (dropped here; invalidated in
+//! `capture_refuses_an_invalidated_slot`), capture re-publishes every outbox row since the last
+//! delivered commit minus `--resync-margin` from a new slot's snapshot and streams on from it —
+//! nothing lost, duplicates allowed. Where it cannot prove that (rows of the window pruned, other
+//! tables published) it stops with the reason and the way out.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tests::metrics::scrape;
+use tests::stack::{outbox_id, Stack};
+
+async fn insert_rows(stack: &Stack, prefix: &str, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        let id = uuid_for(prefix, i);
+        stack
+            .insert_outbox(
+                &id,
+                ("Order", &format!("{prefix}-{}", i % 3)),
+                "OrderPlaced",
+                "{}",
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// A deterministic uuid per (prefix, n), so a failure names the rows.
+fn uuid_for(prefix: &str, n: usize) -> String {
+    let tag = match prefix {
+        "before" => 1,
+        "gap" => 2,
+        _ => 3,
+    };
+    format!("00000000-0000-4000-8000-{tag:04}{n:08}")
+}
+
+/// Capture streams `before` from `slot`, stops cleanly (its delivery record is written), and is gone.
+async fn deliver_then_stop(stack: &Stack, slot: &str, args: &[&str]) -> anyhow::Result<()> {
+    let mut capture = stack.spawn_capture(args).await?;
+    insert_rows(stack, "before", 20).await?;
+    stack
+        .wait_drained_within(slot, &capture, Duration::from_secs(60))
+        .await?;
+    assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_slot_is_replaced_and_the_gap_republished() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    deliver_then_stop(&stack, "outbox_bridge", &[]).await?;
+    let pg = stack.pg.client().await?;
+    pg.execute("SELECT pg_drop_replication_slot('outbox_bridge')", &[])
+        .await?;
+    // Written while there is no slot: no WAL of theirs will ever be decoded.
+    insert_rows(&stack, "gap", 30).await?;
+
+    let port = tests::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let mut capture = stack.spawn_capture(&["--metrics-listen", &listen]).await?;
+    insert_rows(&stack, "after", 10).await?;
+    let records = stack
+        .wait_all_in_kinesis(&capture, Duration::from_secs(90))
+        .await?;
+    let ids: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
+    let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
+    assert_eq!(ids.len(), 60);
+    assert_eq!(
+        seen.len(),
+        60,
+        "every row, including the 30 written without a slot"
+    );
+    let reloaded: HashSet<&str> = records
+        .iter()
+        .filter(|r| r.json["metadata"]["operation"] == "load")
+        .filter_map(outbox_id)
+        .collect();
+    for n in 0..30 {
+        assert!(
+            reloaded.contains(uuid_for("gap", n).as_str()),
+            "gap row {n} re-published"
+        );
+    }
+    assert_eq!(scrape(port, "bridge_slot_resyncs_total").await?, 1.0);
+    assert!(scrape(port, "bridge_slot_resync_rows_total").await? >= 30.0);
+
+    let status = stack
+        .run_ok("bridge", &["status"])
+        .await
+        .unwrap_or_else(|e| e.to_string());
+    assert!(status.contains("last outbox resync (missing)"), "{status}");
+    assert!(status.contains("delivered up to"), "{status}");
+    assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_rows_in_the_window_stop_the_resync_with_the_reason() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let mut capture = stack.spawn_capture(&[]).await?;
+    insert_rows(&stack, "before", 5).await?;
+    stack
+        .wait_all_in_kinesis(&capture, Duration::from_secs(60))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Delivered rows older than a second go, and the cut is recorded.
+    let out = stack
+        .run_ok(
+            "bridge",
+            &["outbox", "prune", "--older-than", "1s", "--wait-secs", "30"],
+        )
+        .await?;
+    assert!(out.contains("pruned 5 row(s)"), "{out}");
+    assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
+    let pg = stack.pg.client().await?;
+    pg.execute("SELECT pg_drop_replication_slot('outbox_bridge')", &[])
+        .await?;
+
+    let (code, out) = stack.capture_refusal().await?;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("cannot prove it would lose nothing") && out.contains("bridge outbox prune"),
+        "{out}"
+    );
+    let slot = pg
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'outbox_bridge'",
+            &[],
+        )
+        .await?;
+    assert!(slot.is_none(), "no slot was made that would skip the gap");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_entity_tables_stop_the_resync_with_the_reason() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let args = [
+        "--slot",
+        "with_tables",
+        "--publication",
+        "with_tables",
+        "--tables",
+        "public.outbox,public.customers",
+    ];
+    deliver_then_stop(&stack, "with_tables", &args).await?;
+    let pg = stack.pg.client().await?;
+    pg.execute("SELECT pg_drop_replication_slot('with_tables')", &[])
+        .await?;
+    let (code, out) = stack.capture_refusal_with(&args).await?;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("public.customers") && out.contains("cannot be re-derived"),
+        "{out}"
+    );
+    Ok(())
+}

@@ -233,6 +233,12 @@ pub struct CaptureTuningArgs {
     /// prune --older-than`) longer than this plus the longest outage to recover automatically.
     #[arg(long, env = "BRIDGE_RESYNC_MARGIN", default_value = "1h", value_parser = bridge::prune::parse_duration)]
     pub resync_margin: std::time::Duration,
+    /// Physical standbys (their application_name, comma-separated) that must have flushed a
+    /// transaction before capture publishes it, so a failover never takes back an event
+    /// consumers saw (what PostgreSQL 17's synchronized_standby_slots does). A named standby
+    /// that is not connected holds publishing back.
+    #[arg(long, env = "BRIDGE_SYNCHRONOUS_STANDBY", value_delimiter = ',')]
+    pub synchronous_standby: Vec<String>,
 }
 
 /// The relay's AWS resources (also created by setup).

@@ -278,6 +278,7 @@ fn capture_config(
         retained_wal_warn_age: Duration::from_secs(tuning.retained_wal_warn_secs),
         heartbeat: Some(Duration::from_secs(tuning.heartbeat_secs)).filter(|d| !d.is_zero()),
         replication_timeout: Duration::from_secs(tuning.replication_timeout_secs),
+        synchronous_standbys: tuning.synchronous_standby.clone(),
     })
 }
 

@@ -16,6 +16,9 @@ pub struct OpenBatch {
     /// The latest in-flight batch holding a partition key this batch also holds: it must
     /// complete first, so one key's records never race each other in two requests.
     pub waits_for: Option<u64>,
+    /// With `--synchronous-standby`: the WAL position the standbys must have flushed before
+    /// this batch may go (the commits of its records).
+    pub needs: crate::lsn::Lsn,
 }
 
 impl OpenBatch {
@@ -27,6 +30,7 @@ impl OpenBatch {
             oldest_commit: None,
             opened: None,
             waits_for: None,
+            needs: crate::lsn::Lsn::default(),
         }
     }
 
@@ -64,6 +68,7 @@ impl OpenBatch {
         self.bytes = 0;
         self.opened = None;
         self.waits_for = None;
+        self.needs = crate::lsn::Lsn::default();
         (batch, self.oldest_commit.take())
     }
 }

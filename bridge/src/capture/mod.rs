@@ -35,6 +35,7 @@ pub mod routes;
 mod session;
 #[cfg(test)]
 mod session_tests;
+mod standby;
 #[cfg(test)]
 mod status_interval_tests {
     use std::time::Duration;
@@ -95,6 +96,9 @@ pub struct CaptureConfig {
     pub heartbeat: Option<Duration>,
     /// Silence from Postgres longer than this means a dead connection (see `Session::stream`).
     pub replication_timeout: Duration,
+    /// Physical standbys (`application_name`s) that must have flushed a commit before it is
+    /// published (see `standby`); empty: none.
+    pub synchronous_standbys: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +234,17 @@ pub async fn run(
     });
     let mut progress: Option<Progress> = None;
     let mut backoff = Backoff::call();
-    let beacons = session::Beacons::new(&metrics.health);
+    let mut beacons = session::Beacons::new(&metrics.health);
+    let _stop_standby_watch = (!cfg.synchronous_standbys.is_empty()).then(|| {
+        let (released, rx) = tokio::sync::watch::channel(crate::lsn::Lsn::default());
+        beacons.standby = Some(rx);
+        AbortOnDrop(tokio::spawn(standby::watch_standbys(
+            cfg.target.clone(),
+            cfg.synchronous_standbys.clone(),
+            released,
+            shutdown.clone(),
+        )))
+    });
     let recorder = CancellationToken::new();
     let _stop_recorder = recorder.clone().drop_guard();
     let (mut recorded, mut pending_loss) = (None, None);

@@ -80,6 +80,8 @@ pub struct Beacons {
     pub acks: Arc<eventing::health::Beacon>,
     /// The acknowledged position, for the delivery record (see `delivery`).
     pub reports: Arc<super::delivery::Reports>,
+    /// With `--synchronous-standby`: how far every named standby has flushed (see `standby`).
+    pub standby: Option<tokio::sync::watch::Receiver<Lsn>>,
 }
 
 impl Beacons {
@@ -88,6 +90,7 @@ impl Beacons {
             input: health.beacon("capture: no message from postgres"),
             acks: health.beacon("capture: captured changes not acknowledged by the sink"),
             reports: Arc::new(super::delivery::Reports::new()),
+            standby: None,
         }
     }
 }
@@ -110,6 +113,8 @@ pub struct Session<'a> {
     /// The last batch each recently sent partition key went out in.
     key_seq: HashMap<String, u64>,
     primary_keys: HashMap<TableName, Vec<String>>,
+    /// How far the synchronous standbys have flushed, if capture waits for them.
+    standby: Option<tokio::sync::watch::Receiver<Lsn>>,
 }
 
 impl<'a> Session<'a> {
@@ -136,6 +141,7 @@ impl<'a> Session<'a> {
             completed_seq: 0,
             key_seq: HashMap::new(),
             primary_keys,
+            standby: beacons.standby.clone(),
         }
     }
 
@@ -159,6 +165,13 @@ impl<'a> Session<'a> {
                 self.open.opened.map(|t| Instant::from_std(t) + self.cfg.linger)
             };
             let room = self.inflight.len() < self.cfg.window && self.open_may_go();
+            let held_by_standby = !self.open.is_empty() && !self.standby_has(self.open.needs);
+            // A batch due but held by the standbys takes no more input (unless mid-transaction,
+            // so its commit's end is known): more records would raise what it waits for, and
+            // under steady load it would wait until full instead of for the standby's lag.
+            let sealed =
+                held_by_standby && self.tx.is_none() && send_at.is_some_and(|at| at <= Instant::now());
+            let reading_paused = self.open.is_full() || sealed;
             tokio::select! {
                 biased;
                 // 1. Shutdown: stop taking input; `finish` drains.
@@ -167,8 +180,10 @@ impl<'a> Session<'a> {
                 Some(done) = self.inflight.next(), if !self.inflight.is_empty() => self.on_done(done)?,
                 // 3. Batch deadline.
                 () = sleep_until(send_at), if room && send_at.is_some() => self.submit_open(),
+                // 3b. The synchronous standbys moved: the held batch may go at its deadline.
+                Some(()) = standby_moved(self.standby.as_mut()), if held_by_standby => {}
                 // 4. New input, only while the open batch has room.
-                msg = conn.next_message(), if !self.open.is_full() => match msg.inspect(|_| {
+                msg = conn.next_message(), if !reading_paused => match msg.inspect(|_| {
                     last_heard = Instant::now();
                     self.beacons.input.beat();
                 })? {
@@ -196,7 +211,7 @@ impl<'a> Session<'a> {
                 // 5. Keepalive timer: standby status updates go out on time, busy or not.
                 _ = status.tick() => {
                     self.update_age_metric();
-                    if self.open.is_full() {
+                    if reading_paused {
                         // Not reading (backpressure): the silence is ours, not the server's.
                         last_heard = Instant::now();
                         self.beacons.input.beat();
@@ -274,7 +289,12 @@ impl<'a> Session<'a> {
 
     /// Per-key order: the open batch waits while a batch with one of its keys is in flight.
     fn open_may_go(&self) -> bool {
-        self.open.waits_for.is_none_or(|seq| seq < self.completed_seq)
+        self.open.waits_for.is_none_or(|seq| seq < self.completed_seq) && self.standby_has(self.open.needs)
+    }
+
+    /// Whether every synchronous standby has flushed `lsn` (always, without any).
+    fn standby_has(&self, lsn: Lsn) -> bool {
+        self.standby.as_ref().is_none_or(|rx| *rx.borrow() >= lsn)
     }
 
     fn on_done(&mut self, done: Done) -> Result<(), CaptureError> {
@@ -371,6 +391,10 @@ impl<'a> Session<'a> {
                 self.tx = None;
                 self.metrics.transactions_captured.inc();
                 self.acks.commit(end_lsn, commit_time);
+                if !self.open.is_empty() {
+                    // The whole commit record, now that its end is known.
+                    self.open.needs = self.open.needs.max(end_lsn);
+                }
             }
             PgOutput::Relation(relation) => {
                 let table = TableName {
@@ -524,8 +548,21 @@ impl<'a> Session<'a> {
                 self.open.waits_for = Some(self.open.waits_for.map_or(seq, |w| w.max(seq)));
             }
         }
+        if let Some(tx) = &self.tx {
+            // Past the start of its commit record; raised to its end when the Commit is read
+            // while the record is still in the open batch.
+            self.open.needs = self.open.needs.max(Lsn(tx.ctx.commit_lsn.0 + 1));
+        }
         self.open.push(record, commit_seconds);
         self.acks.record();
+    }
+}
+
+/// Resolves when the standbys' position changes (never without a standby gate).
+async fn standby_moved(rx: Option<&mut tokio::sync::watch::Receiver<Lsn>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.changed().await.ok(),
+        None => std::future::pending().await,
     }
 }
 

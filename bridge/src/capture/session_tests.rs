@@ -44,6 +44,7 @@ fn config() -> CaptureConfig {
         retained_wal_warn_age: Duration::from_secs(3600),
         heartbeat: None,
         replication_timeout: Duration::from_secs(60),
+        synchronous_standbys: Vec::new(),
     }
 }
 
@@ -433,6 +434,42 @@ async fn an_idle_server_position_is_acknowledged_when_asked() {
             statuses.lock().expect("not poisoned").contains(&Lsn(0x9000))
         })
         .await;
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(session.stream(&mut stream, &shutdown), control);
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn with_a_synchronous_standby_a_transaction_goes_only_once_the_standby_flushed_its_commit() {
+    let mut rig = Rig::new(&[]);
+    let (standby, flushed) = tokio::sync::watch::channel(Lsn(0));
+    rig.beacons.standby = Some(flushed);
+    let sink = rig.sink.clone();
+    let mut progress = Progress::starting_at(Lsn(0x100));
+    let mut session = rig.session(&mut progress);
+    let mut stream = script(&[(1, 0x1000), (2, 0x2000)]);
+    let shutdown = CancellationToken::new();
+    let control = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(sink.durable().is_empty(), "published before the standby had it");
+        // Past the start of the first commit record but not its end: still held.
+        standby.send_replace(Lsn(0x1000 - 4));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            sink.durable().is_empty(),
+            "published with half a commit record on the standby"
+        );
+        standby.send_replace(Lsn(0x1000));
+        until("the first transaction published", || sink.durable() == ["o-1"]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            sink.durable(),
+            ["o-1"],
+            "the second commit is not on the standby yet"
+        );
+        standby.send_replace(Lsn(0x2000));
+        until("the second transaction published", || sink.durable().len() == 2).await;
         shutdown.cancel();
     };
     let (result, ()) = tokio::join!(session.stream(&mut stream, &shutdown), control);

@@ -1,0 +1,201 @@
+//! A primary failover on PostgreSQL 15: a physical standby (`pg_basebackup -R`), capture on a
+//! multi-host URL, a writer running; the primary dies (`-m immediate`), the standby is promoted
+//! and the writer carries on there. The promoted server has no logical slot, so capture resyncs
+//! from its outbox. Afterwards every outbox row of the new primary is in Kinesis. With
+//! `--synchronous-standby` no record in Kinesis is absent from the new primary (no phantom);
+//! without it phantoms are possible, and are counted.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tests::metrics::scrape;
+use tests::postgres::{StopMode, SUPERUSER_PASSWORD};
+use tests::stack::{outbox_id, Stack};
+use tests::wait;
+
+/// What one failover run measured.
+struct Figures {
+    rows: usize,
+    phantoms: usize,
+    republished: f64,
+    duplicates: usize,
+    streaming_again: Duration,
+}
+
+/// Inserts an outbox row every few ms into whichever host is the writable primary, until told to
+/// stop; counts the rows it saw committed.
+fn spawn_writer(
+    url: String,
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut client: Option<tokio_postgres::Client> = None;
+        let mut n = 0_u64;
+        while !stop.load(Ordering::Relaxed) {
+            if client.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+                client = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                    Ok((c, conn)) => {
+                        tokio::spawn(conn);
+                        Some(c)
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+            }
+            let Some(c) = &client else { continue };
+            let inserted = c
+                .execute(
+                    "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+                     VALUES (gen_random_uuid(), 'Order', $1, 'OrderPlaced', '{}', 1)",
+                    &[&format!("o{}", n % 7)],
+                )
+                .await;
+            match inserted {
+                Ok(_) => {
+                    n += 1;
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => client = None,
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+async fn failover(synchronous: bool) -> anyhow::Result<Figures> {
+    let stack = Stack::start().await?;
+    let standby = stack.pg.start_standby("standby1")?;
+    let url = format!(
+        "postgres://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        stack.pg.port, standby.port
+    );
+    let port = tests::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "capture",
+        "--metrics-listen",
+        &listen,
+        "--replication-timeout-secs",
+        "5",
+    ];
+    if synchronous {
+        args.extend(["--synchronous-standby", "standby1"]);
+    }
+    let env = stack.env_with(&[("DATABASE_URL", &url)]);
+    let mut capture = tests::process::Proc::spawn("bridge", &args, &env)?;
+    stack.wait_slot_active("outbox_bridge", &capture).await?;
+
+    let (stop, written) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let writer = spawn_writer(url.clone(), stop.clone(), written.clone());
+    wait::until("rows before the failover", Duration::from_secs(60), || async {
+        capture.ensure_running()?;
+        Ok((written.load(Ordering::Relaxed) >= 300).then_some(()))
+    })
+    .await?;
+
+    // The primary dies mid-write; the standby takes over.
+    stack.pg.stop(StopMode::Immediate)?;
+    standby.promote()?;
+    let promoted = Instant::now();
+    // Capture waits for a standby of that name: the new primary gets one, as Patroni or
+    // RDS would give it.
+    let _new_standby = if synchronous {
+        Some(standby.start_standby("standby1")?)
+    } else {
+        None
+    };
+    let new_primary = standby.client().await?;
+    wait::until(
+        "capture to stream from the new primary",
+        Duration::from_secs(90),
+        || async {
+            capture.ensure_running()?;
+            let row = new_primary
+                .query_opt(
+                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'outbox_bridge' AND active",
+                    &[],
+                )
+                .await?;
+            Ok(row.map(|_| ()))
+        },
+    )
+    .await?;
+    let streaming_again = promoted.elapsed();
+    let after = written.load(Ordering::Relaxed);
+    wait::until("rows after the failover", Duration::from_secs(60), || async {
+        Ok((written.load(Ordering::Relaxed) >= after + 300).then_some(()))
+    })
+    .await?;
+    stop.store(true, Ordering::Relaxed);
+    writer.await?;
+
+    // Every row of the new primary reaches Kinesis.
+    let ids: HashSet<String> = new_primary
+        .query("SELECT id::text FROM outbox", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let records = wait::until(
+        "every row of the new primary in kinesis",
+        Duration::from_secs(120),
+        || async {
+            capture.ensure_running()?;
+            let records = stack.records().await?;
+            let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
+            let complete = ids.iter().all(|id| seen.contains(id.as_str()));
+            drop(seen);
+            Ok(complete.then_some(records))
+        },
+    )
+    .await?;
+    let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
+    let phantoms = seen.iter().filter(|id| !ids.contains(**id)).count();
+    let figures = Figures {
+        rows: ids.len(),
+        phantoms,
+        republished: scrape(port, "bridge_slot_resync_rows_total").await?,
+        duplicates: records.iter().filter_map(outbox_id).count() - seen.len(),
+        streaming_again,
+    };
+    assert_eq!(scrape(port, "bridge_slot_resyncs_total").await?, 1.0);
+    assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
+    println!(
+        "failover ({}): {} rows on the new primary, all in kinesis; capture streaming again {:.1} s after \
+         promotion; {} rows re-published, {} duplicates, {} phantoms",
+        if synchronous {
+            "--synchronous-standby"
+        } else {
+            "asynchronous"
+        },
+        figures.rows,
+        figures.streaming_again.as_secs_f64(),
+        figures.republished,
+        figures.duplicates,
+        figures.phantoms
+    );
+    Ok(figures)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_synchronous_standby_nothing_is_lost_and_nothing_is_a_phantom() -> anyhow::Result<()> {
+    let figures = failover(true).await?;
+    assert_eq!(
+        figures.phantoms, 0,
+        "an event the failover took back was published"
+    );
+    assert!(figures.rows >= 600);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_one_nothing_is_lost_and_phantoms_are_counted() -> anyhow::Result<()> {
+    let figures = failover(false).await?;
+    assert!(figures.rows >= 600);
+    Ok(())
+}

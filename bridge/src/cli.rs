@@ -302,7 +302,7 @@ pub struct SetupArgs {
     #[arg(long, env = "BRIDGE_SHARDS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub shards: i32,
     /// Create the slot again although one was created for this stream before and is gone:
-    /// only after the changes made meanwhile were dealt with (README § Recovering a lost slot).
+    /// only after the changes made meanwhile were dealt with (README § Failover and recovery).
     #[arg(long)]
     pub recreate_slot: bool,
 }

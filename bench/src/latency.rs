@@ -26,6 +26,10 @@ pub struct LatencyArgs {
     /// How long to write.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     seconds: u64,
+    /// Run a physical standby and publish only what it has flushed (capture's
+    /// `--synchronous-standby`): what a phantom-free failover costs in latency.
+    #[arg(long)]
+    synchronous_standby: bool,
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/latency.json")]
     out: PathBuf,
@@ -42,6 +46,7 @@ struct Quantiles {
 
 #[derive(Debug, Serialize)]
 struct Results {
+    synchronous_standby: bool,
     target_rate: u64,
     achieved_rate: f64,
     events: u64,
@@ -80,19 +85,23 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     }
     let cport = tests::free_port()?;
     let clisten = format!("127.0.0.1:{cport}");
-    let mut capture = Proc::spawn(
-        "bridge",
-        &[
-            "capture",
-            "--slot",
-            "bench_latency",
-            "--stream",
-            "bench",
-            "--metrics-listen",
-            &clisten,
-        ],
-        &env,
-    )?;
+    let mut capture_args = vec![
+        "capture",
+        "--slot",
+        "bench_latency",
+        "--stream",
+        "bench",
+        "--metrics-listen",
+        &clisten,
+    ];
+    let _standby = if args.synchronous_standby {
+        eprintln!("starting a physical standby (pg_basebackup)…");
+        capture_args.extend(["--synchronous-standby", "bench_standby"]);
+        Some(pg.start_standby("bench_standby")?)
+    } else {
+        None
+    };
+    let mut capture = Proc::spawn("bridge", &capture_args, &env)?;
     let rlisten = format!("127.0.0.1:{}", tests::free_port()?);
     let mut relay = Proc::spawn(
         "bridge",
@@ -173,6 +182,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     relay.terminate(Duration::from_secs(30)).await?;
     capture.terminate(Duration::from_secs(30)).await?;
     let results = Results {
+        synchronous_standby: args.synchronous_standby,
         target_rate: args.rate,
         achieved_rate,
         events: written,
@@ -270,8 +280,15 @@ fn exact_quantiles(samples: &mut [f64]) -> Quantiles {
 
 fn print_table(r: &Results, per_tx: u64) {
     println!(
-        "\n### latency: {:.0} events/s achieved (target {}), {per_tx} rows per transaction, {} events\n",
-        r.achieved_rate, r.target_rate, r.events
+        "\n### latency{}: {:.0} events/s achieved (target {}), {per_tx} rows per transaction, {} events\n",
+        if r.synchronous_standby {
+            " with --synchronous-standby (a physical standby must flush each commit first)"
+        } else {
+            ""
+        },
+        r.achieved_rate,
+        r.target_rate,
+        r.events
     );
     println!("| path | p50 | p99 | p99.9 | max | samples |");
     println!("|---|---:|---:|---:|---:|---:|");

@@ -277,25 +277,18 @@ async fn republish(
         })?;
     tracing::info!(slot = %cfg.slot, lsn = %lsn, "created replication slot for the resync");
     // Every column as its type's output function writes it — pgoutput's text form, so a
-    // re-published row is byte for byte the record streaming would have made.
+    // re-published row is byte for byte the record streaming would have made. Rows of one
+    // transaction share `occurred_at`; `ctid` keeps them in the order they were inserted
+    // (an aggregate's versions in order), as far as the heap allows.
     let columns = relation
         .columns
         .iter()
         .map(|c| quote_ident(&c.name))
         .collect::<Vec<_>>()
         .join(", ");
-    let order = if key_columns.is_empty() {
-        String::new()
-    } else {
-        let keys: Vec<String> = key_columns
-            .iter()
-            .map(|&i| quote_ident(&relation.columns[i].name))
-            .collect();
-        format!(", {}", keys.join(", "))
-    };
     conn.simple_query(&format!(
         "DECLARE outbox_resync NO SCROLL CURSOR FOR SELECT {columns} FROM {} \
-         WHERE occurred_at >= '{}'::timestamptz ORDER BY occurred_at{order}",
+         WHERE occurred_at >= '{}'::timestamptz ORDER BY occurred_at, ctid",
         cfg.routes.outbox.quoted(),
         window.to_rfc3339()
     ))

@@ -37,33 +37,40 @@ async fn ceiling_drains_the_whole_backlog_every_way() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_delivers_every_event_to_kinesis_and_eventbridge() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let out = dir.path().join("latency.json");
-    let out_arg = out.to_string_lossy().into_owned();
-    let args = [
-        "latency",
-        "--rate",
-        "500",
-        "--rows-per-tx",
-        "10",
-        "--seconds",
-        "3",
-        "--out",
-        &out_arg,
-    ];
-    let (code, stdout, stderr) = process::run("bench", &args, &[]).await?;
-    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
-    assert_eq!(r["complete"], true, "{r}");
-    let events = r["events"].as_u64().unwrap_or(0);
-    assert!(events >= 10, "{r}");
-    assert_eq!(r["events_published"].as_u64(), Some(events), "{r}");
-    // Every event was timed on arrival, and capture observed its batches.
-    assert_eq!(r["write_to_eventbridge"]["samples"].as_u64(), Some(events), "{r}");
-    assert!(
-        r["commit_to_kinesis_ack"]["samples"].as_u64().unwrap_or(0) >= 1,
-        "{r}"
-    );
+    // Also with a synchronous standby: every event still arrives, only later.
+    for standby in [false, true] {
+        let dir = tempfile::tempdir()?;
+        let out = dir.path().join("latency.json");
+        let out_arg = out.to_string_lossy().into_owned();
+        let mut args = vec![
+            "latency",
+            "--rate",
+            "500",
+            "--rows-per-tx",
+            "10",
+            "--seconds",
+            "3",
+            "--out",
+            &out_arg,
+        ];
+        if standby {
+            args.push("--synchronous-standby");
+        }
+        let (code, stdout, stderr) = process::run("bench", &args, &[]).await?;
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+        assert_eq!(r["complete"], true, "{r}");
+        assert_eq!(r["synchronous_standby"], standby, "{r}");
+        let events = r["events"].as_u64().unwrap_or(0);
+        assert!(events >= 10, "{r}");
+        assert_eq!(r["events_published"].as_u64(), Some(events), "{r}");
+        // Every event was timed on arrival, and capture observed its batches.
+        assert_eq!(r["write_to_eventbridge"]["samples"].as_u64(), Some(events), "{r}");
+        assert!(
+            r["commit_to_kinesis_ack"]["samples"].as_u64().unwrap_or(0) >= 1,
+            "{r}"
+        );
+    }
     Ok(())
 }
 

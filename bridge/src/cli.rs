@@ -39,6 +39,9 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Re-send a table's rows (or a slice) as DMS `load` records while capture streams; capture
+    /// runs it (watermarks keep each row's newest state last) and it resumes after a restart.
+    Backfill(BackfillArgs),
     /// The outbox table as the recovery log: its retention.
     Outbox {
         #[command(subcommand)]
@@ -73,6 +76,41 @@ pub struct PruneArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["table", "all"])))]
+pub struct BackfillArgs {
+    /// Table(s) to re-send (schema.table, comma-separated); each needs a primary key and must
+    /// be in the publication.
+    #[arg(long, value_delimiter = ',')]
+    pub table: Vec<TableName>,
+    /// Every table of the publication.
+    #[arg(long)]
+    pub all: bool,
+    /// Only rows matching this SQL condition (e.g. "occurred_at >= '2026-11-01'").
+    #[arg(long = "where")]
+    pub where_sql: Option<String>,
+    /// Rows per chunk (one SELECT between two watermarks).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub chunk_rows: u64,
+    /// At most this many rows per second, so live changes are never starved (0: no limit).
+    #[arg(long, default_value_t = 5000)]
+    pub rows_per_second: u64,
+    /// The slot of the capture that runs it.
+    #[arg(long, env = "BRIDGE_SLOT", default_value = "outbox_bridge", value_parser = parse_slot_name)]
+    pub slot: String,
+    /// Postgres URL, only to count the rows for the progress bar.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub stream: StreamArgs,
+    /// Replace a backfill that is still running (it stops after its current chunk).
+    #[arg(long)]
+    pub restart: bool,
+    /// Return once the request is recorded instead of following it to the end.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Args, Debug)]

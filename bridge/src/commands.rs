@@ -96,6 +96,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!("relay stopped");
             Ok(())
         }
+        Command::Backfill(args) => crate::backfill_cmd::run(args).await,
         Command::Status(args) => {
             let aws = bridge::aws_config().await;
             let target = match &args.source.database_url {

@@ -1,5 +1,6 @@
 //! The `bridge` binary: parses the command line and hands over to the library.
 
+mod backfill_cmd;
 mod cli;
 mod commands;
 

@@ -60,6 +60,14 @@ pub struct ResyncStatus {
     pub reason: String,
 }
 
+#[derive(Debug, Serialize)]
+pub struct BackfillStatus {
+    pub id: String,
+    pub state: String,
+    pub rows: u64,
+    pub reason: Option<String>,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Status {
     pub slot: Option<SlotStatus>,
@@ -72,6 +80,8 @@ pub struct Status {
     pub delivered: Option<DeliveredStatus>,
     /// The last outbox resync after a lost slot, if there was one.
     pub last_resync: Option<ResyncStatus>,
+    /// The last `bridge backfill`, if there was one.
+    pub backfill: Option<BackfillStatus>,
     /// What needs attention, one sentence each; empty when all is well.
     pub attention: Vec<String>,
 }
@@ -134,6 +144,19 @@ pub async fn gather(aws: &aws_config::SdkConfig, cfg: &StatusConfig) -> Status {
             lsn: r.lsn.map(|l| l.to_string()),
             reason: r.reason,
         });
+    }
+    let jobs = crate::capture::backfill::BackfillLog::new(kinesis.clone(), &cfg.stream, &cfg.slot);
+    match jobs.read().await {
+        Ok(Some(job)) => {
+            status.backfill = Some(BackfillStatus {
+                id: job.id.clone(),
+                state: format!("{:?}", job.state).to_lowercase(),
+                rows: job.rows,
+                reason: job.reason.clone(),
+            });
+        }
+        Ok(None) => {}
+        Err(err) => status.attention.push(format!("backfill record: {err}")),
     }
     match checkpoints(aws, cfg).await {
         Ok(shards) => status.shards = shards,
@@ -379,6 +402,18 @@ pub fn render(status: &Status, cfg: &StatusConfig) -> String {
             r.rows,
             r.window_from,
             r.lsn.as_deref().unwrap_or("-")
+        );
+    }
+    if let Some(b) = &status.backfill {
+        let _ = writeln!(
+            out,
+            "backfill {}: {}, {} rows sent{}",
+            b.id,
+            b.state,
+            b.rows,
+            b.reason
+                .as_deref()
+                .map_or_else(String::new, |r| format!(" ({r})"))
         );
     }
     for s in &status.shards {

@@ -25,6 +25,7 @@
 //! WAL is not read while the open batch is full and cannot be submitted.
 
 mod acks;
+pub mod backfill;
 mod batch;
 pub mod delivery;
 mod fit;
@@ -272,6 +273,13 @@ pub async fn run(
         tokio::spawn(delivery::record(
             r.log.clone(),
             beacons.reports.clone(),
+            recorder.clone(),
+        ));
+        let jobs = backfill::BackfillLog::new(r.log.kinesis().clone(), r.log.stream(), &cfg.slot);
+        tokio::spawn(backfill::run_jobs(
+            beacons.backfill.clone(),
+            jobs,
+            cfg.clone(),
             recorder.clone(),
         ));
     }

@@ -82,6 +82,8 @@ pub struct Beacons {
     pub reports: Arc<super::delivery::Reports>,
     /// With `--synchronous-standby`: how far every named standby has flushed (see `standby`).
     pub standby: Option<tokio::sync::watch::Receiver<Lsn>>,
+    /// A running `bridge backfill` (see `backfill`).
+    pub backfill: Arc<super::backfill::Coordinator>,
 }
 
 impl Beacons {
@@ -91,6 +93,7 @@ impl Beacons {
             acks: health.beacon("capture: captured changes not acknowledged by the sink"),
             reports: Arc::new(super::delivery::Reports::new()),
             standby: None,
+            backfill: Arc::default(),
         }
     }
 }
@@ -164,6 +167,15 @@ impl<'a> Session<'a> {
             } else {
                 self.open.opened.map(|t| Instant::from_std(t) + self.cfg.linger)
             };
+            // Backfilled rows go out at their high watermark's place in the stream: before
+            // anything read after it.
+            while !self.open.is_full() {
+                let Some(record) = self.beacons.backfill.next_load() else {
+                    break;
+                };
+                self.push(record, chrono::Utc::now().timestamp_micros() as f64 / 1e6);
+            }
+            let loading = self.beacons.backfill.has_pending();
             let room = self.inflight.len() < self.cfg.window && self.open_may_go();
             let held_by_standby = !self.open.is_empty() && !self.standby_has(self.open.needs);
             // A batch due but held by the standbys takes no more input (unless mid-transaction,
@@ -171,7 +183,7 @@ impl<'a> Session<'a> {
             // under steady load it would wait until full instead of for the standby's lag.
             let sealed =
                 held_by_standby && self.tx.is_none() && send_at.is_some_and(|at| at <= Instant::now());
-            let reading_paused = self.open.is_full() || sealed;
+            let reading_paused = self.open.is_full() || sealed || loading;
             tokio::select! {
                 biased;
                 // 1. Shutdown: stop taking input; `finish` drains.
@@ -280,6 +292,7 @@ impl<'a> Session<'a> {
     /// Publishes the acknowledged position (what the slot was, or is about to be, told).
     fn report(&self) {
         let now = self.acks.progress();
+        self.beacons.backfill.acked(now.flushed());
         self.beacons.reports.progress.send_if_modified(|p| {
             let changed = *p != now;
             *p = now;
@@ -459,6 +472,13 @@ impl<'a> Session<'a> {
             self.metrics.flushed_lsn.set(self.acks.flushed().0 as i64);
             return;
         }
+        if prefix == super::backfill::WATERMARK_PREFIX && !transactional {
+            let limit = self.open.limits().bytes_per_record;
+            self.beacons
+                .backfill
+                .watermark(content, lsn, self.cfg.encode, limit);
+            return;
+        }
         if prefix != self.cfg.message_prefix {
             tracing::debug!(%lsn, prefix, "logical message with another prefix skipped");
             return;
@@ -512,6 +532,18 @@ impl<'a> Session<'a> {
         // Outbox rows may be deleted (or tidied) right after insert: only inserts are events.
         if rel.outbox && operation != Operation::Insert {
             return Ok(());
+        }
+        let table = TableName {
+            schema: rel.relation.namespace.clone(),
+            name: rel.relation.name.clone(),
+        };
+        if self.beacons.backfill.watching(&table) {
+            // Between a backfill chunk's watermarks: this row's chunk copy may be older.
+            for tuple in std::iter::once(row).chain(before) {
+                if let Some(key) = super::backfill::tuple_key(tuple, &rel.key_columns) {
+                    self.beacons.backfill.changed(key);
+                }
+            }
         }
         let tx = self
             .tx

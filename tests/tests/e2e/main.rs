@@ -4,6 +4,7 @@
 
 mod bad_input_gets_a_clear_error_and_writes_nothing;
 mod bench_runs_every_scenario_and_delivers_everything;
+mod capture_backfills_a_table_while_streaming;
 mod capture_follows_a_failover_without_loss;
 mod capture_includes_entity_tables_when_published;
 mod capture_keeps_going_through_schema_and_publication_changes;

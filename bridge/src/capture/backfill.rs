@@ -1,0 +1,779 @@
+//! `bridge backfill`: re-send a table (or a slice of it) while capture keeps streaming, so a
+//! consumer that applies the stream in order ends with each row's current state.
+//!
+//! The DBLog / Debezium incremental-snapshot algorithm, run by capture itself (only capture
+//! knows the order records reach Kinesis in). For each chunk of a table, in primary-key order:
+//!
+//! 1. a low watermark goes into the WAL (`pg_logical_emit_message(false, …)`, decoded at its
+//!    position), then the chunk is SELECTed, then a high watermark;
+//! 2. while the streaming loop is between the two watermarks, it notes the key of every change
+//!    of that table: such a row's newer change is (or will be) in the stream, so its chunk copy
+//!    could be stale;
+//! 3. at the high watermark the chunk's other rows go out as DMS `load` records, in stream
+//!    position. A change committed before the low watermark is older than the chunk copy; one
+//!    after the high watermark follows it. Nothing stale lands after something newer.
+//!
+//! The job lives in a tag on the stream (`outbox-bridge.backfill.<slot>`): `bridge backfill`
+//! writes the request, capture runs it and records how far it got — a chunk counts once the
+//! slot's acknowledged position passed its high watermark (its records are in Kinesis). A
+//! capture that dies resumes after the last such chunk; a chunk replayed after a reconnect is
+//! sent again. Between chunks capture waits to stay under `--rows-per-second`.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::slot_marker::{self, MarkerError};
+use super::CaptureConfig;
+use crate::dms::{Change, EncodeOptions, Operation, Record, TxContext};
+use crate::lsn::Lsn;
+use crate::partition::PartitionKey;
+use crate::replication::pgoutput::{Column, Datum, Relation, Tuple};
+use crate::replication::slot::{self, SlotError};
+use crate::sql::quote_ident;
+use crate::table::TableName;
+
+/// Prefix of the watermark messages (never published).
+pub const WATERMARK_PREFIX: &str = "outbox-bridge.watermark";
+
+/// How often capture looks for a new request.
+const POLL: Duration = Duration::from_secs(3);
+
+/// Tag values allow letters, digits, spaces and `_ . / = + - % @`: free text is
+/// percent-encoded, and `+` separates list items.
+const TAG_TEXT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'.').remove(b'-');
+
+fn enc(text: &str) -> String {
+    utf8_percent_encode(text, TAG_TEXT).to_string()
+}
+
+fn dec(text: &str) -> Option<String> {
+    percent_decode_str(text)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    Requested,
+    Running,
+    Done,
+    Failed,
+}
+
+impl JobState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Requested | Self::Running)
+    }
+}
+
+/// A backfill request and how far it got (what is durable in Kinesis).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub id: String,
+    /// Empty: every table of the publication (`--all`).
+    pub tables: Vec<TableName>,
+    pub where_sql: Option<String>,
+    pub chunk_rows: u64,
+    /// 0: as fast as capture takes them.
+    pub rows_per_second: u64,
+    pub state: JobState,
+    /// The table being read (index into the resolved list).
+    pub table_index: usize,
+    /// The primary key of the last row sent of that table.
+    pub last_key: Option<Vec<String>>,
+    pub rows: u64,
+    /// Why it failed.
+    pub reason: Option<String>,
+}
+
+impl Job {
+    pub fn to_tag(&self) -> String {
+        let list = |items: Vec<String>| {
+            if items.is_empty() {
+                "-".to_owned()
+            } else {
+                items.join("+")
+            }
+        };
+        format!(
+            "id={} state={} tables={} where={} chunk={} rps={} at={} last={} rows={} reason={}",
+            enc(&self.id),
+            self.state.as_str(),
+            if self.tables.is_empty() {
+                "all".to_owned()
+            } else {
+                list(self.tables.iter().map(|t| enc(&t.to_string())).collect())
+            },
+            self.where_sql.as_deref().map_or_else(|| "-".to_owned(), enc),
+            self.chunk_rows,
+            self.rows_per_second,
+            self.table_index,
+            list(self.last_key.iter().flatten().map(|k| enc(k)).collect()),
+            self.rows,
+            self.reason.as_deref().map_or_else(|| "-".to_owned(), enc),
+        )
+    }
+
+    pub fn from_tag(value: &str) -> Option<Self> {
+        let field = |name: &str| {
+            value
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        };
+        let opt = |text: &str| (text != "-").then(|| dec(text)).flatten();
+        let tables = match field("tables")? {
+            "all" => Vec::new(),
+            list => list
+                .split('+')
+                .map(|t| dec(t)?.parse().ok())
+                .collect::<Option<Vec<TableName>>>()?,
+        };
+        let last = field("last")?;
+        Some(Self {
+            id: dec(field("id")?)?,
+            tables,
+            where_sql: opt(field("where")?),
+            chunk_rows: field("chunk")?.parse().ok()?,
+            rows_per_second: field("rps")?.parse().ok()?,
+            state: match field("state")? {
+                "requested" => JobState::Requested,
+                "running" => JobState::Running,
+                "done" => JobState::Done,
+                _ => JobState::Failed,
+            },
+            table_index: field("at")?.parse().ok()?,
+            last_key: (last != "-")
+                .then(|| last.split('+').map(dec).collect::<Option<Vec<_>>>())
+                .flatten(),
+            rows: field("rows")?.parse().ok()?,
+            reason: field("reason").and_then(opt),
+        })
+    }
+}
+
+/// Where the job lives: a tag on the stream.
+#[derive(Clone, Debug)]
+pub struct BackfillLog {
+    kinesis: aws_sdk_kinesis::Client,
+    stream: String,
+    key: String,
+}
+
+impl BackfillLog {
+    pub fn new(kinesis: aws_sdk_kinesis::Client, stream: &str, slot: &str) -> Self {
+        Self {
+            kinesis,
+            stream: stream.into(),
+            key: format!("outbox-bridge.backfill.{slot}"),
+        }
+    }
+
+    pub async fn read(&self) -> Result<Option<Job>, MarkerError> {
+        let value = slot_marker::read_tag(&self.kinesis, &self.stream, &self.key).await?;
+        Ok(value.as_deref().and_then(Job::from_tag))
+    }
+
+    pub async fn write(&self, job: &Job) -> Result<(), MarkerError> {
+        slot_marker::write_tag(&self.kinesis, &self.stream, &self.key, &job.to_tag()).await
+    }
+}
+
+/// A chunk read between its watermarks, waiting for the streaming loop to reach the high one.
+struct Chunk {
+    seq: u64,
+    table: TableName,
+    relation: Arc<Relation>,
+    key_columns: Vec<usize>,
+    key: PartitionKey,
+    rows: Vec<Vec<Option<String>>>,
+    /// The job's progress once this chunk is durable.
+    after: Job,
+}
+
+/// A chunk sent at `lsn`: counted once the slot's acknowledged position passes it; sent again
+/// if the stream replays its high watermark before that.
+struct Mark {
+    seq: u64,
+    lsn: Lsn,
+    records: Vec<Record>,
+    after: Job,
+}
+
+struct Window {
+    seq: u64,
+    table: TableName,
+    keys: HashSet<String>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Watermarks of this process's chunk task carry it; others (a previous run's) are ignored.
+    run: String,
+    /// The chunk whose low watermark comes next, and its table.
+    expecting: Option<(u64, TableName)>,
+    window: Option<Window>,
+    ready: Option<Chunk>,
+    pending: VecDeque<Record>,
+    marks: VecDeque<Mark>,
+    durable: Option<Job>,
+}
+
+/// What the streaming loop and the chunk task share.
+#[derive(Default)]
+pub struct Coordinator {
+    shared: Mutex<Shared>,
+    processed: Notify,
+}
+
+impl Coordinator {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // A poisoned lock means a panic elsewhere, which already stops the process.
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether changes of `table` must be noted now (between a chunk's watermarks).
+    pub fn watching(&self, table: &TableName) -> bool {
+        self.lock().window.as_ref().is_some_and(|w| &w.table == table)
+    }
+
+    /// A change of a watched table: its chunk copy must not be sent.
+    pub fn changed(&self, key: String) {
+        if let Some(w) = self.lock().window.as_mut() {
+            w.keys.insert(key);
+        }
+    }
+
+    /// A watermark read from the stream at `lsn`.
+    pub fn watermark(&self, content: &[u8], lsn: Lsn, opts: EncodeOptions, limit: usize) {
+        let text = String::from_utf8_lossy(content);
+        let mut parts = text.split_whitespace();
+        let (Some(run), Some(seq), Some(edge)) = (parts.next(), parts.next(), parts.next()) else {
+            return;
+        };
+        let Ok(seq) = seq.parse::<u64>() else { return };
+        let mut s = self.lock();
+        if run != s.run {
+            return;
+        }
+        match edge {
+            "low" => {
+                if let Some((_, table)) = s.expecting.clone().filter(|(n, _)| *n == seq) {
+                    s.window = Some(Window {
+                        seq,
+                        table,
+                        keys: HashSet::new(),
+                    });
+                }
+            }
+            "high" => {
+                if let Some(chunk) = s.ready.take_if(|c| c.seq == seq) {
+                    let keys = s
+                        .window
+                        .take()
+                        .filter(|w| w.seq == seq)
+                        .map(|w| w.keys)
+                        .unwrap_or_default();
+                    let records = encode_chunk(&chunk, &keys, lsn, opts, limit);
+                    tracing::debug!(%lsn, table = %chunk.table, rows = chunk.rows.len(), sent = records.len(), "backfill chunk at its high watermark");
+                    s.pending.extend(records.iter().cloned());
+                    s.marks.push_back(Mark {
+                        seq,
+                        lsn,
+                        records,
+                        after: chunk.after,
+                    });
+                    drop(s);
+                    self.processed.notify_one();
+                } else if let Some(mark) = s.marks.iter().find(|m| m.seq == seq) {
+                    // Replayed after a reconnect: what went out with it may not have landed.
+                    let again = mark.records.clone();
+                    s.pending.extend(again);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The next load record for the open batch, if any.
+    pub fn next_load(&self) -> Option<Record> {
+        self.lock().pending.pop_front()
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.lock().pending.is_empty()
+    }
+
+    /// The slot was told `flushed`: chunks whose high watermark it passed are durable.
+    pub fn acked(&self, flushed: Lsn) {
+        let mut s = self.lock();
+        while s.marks.front().is_some_and(|m| m.lsn <= flushed) {
+            if let Some(mark) = s.marks.pop_front() {
+                s.durable = Some(mark.after);
+            }
+        }
+    }
+
+    fn durable(&self) -> Option<Job> {
+        self.lock().durable.clone()
+    }
+
+    fn begin(&self, run: &str, job: &Job) {
+        let mut s = self.lock();
+        *s = Shared {
+            run: run.to_owned(),
+            durable: Some(job.clone()),
+            ..Shared::default()
+        };
+    }
+
+    fn set_ready(&self, chunk: Chunk) {
+        self.lock().ready = Some(chunk);
+    }
+
+    /// Before the low watermark: the window opens when the stream reaches it.
+    fn expect(&self, seq: u64, table: &TableName) {
+        let mut s = self.lock();
+        s.window = None;
+        s.ready = None;
+        s.expecting = Some((seq, table.clone()));
+    }
+}
+
+/// The key a change or a chunk row is known by: its primary-key values, as text.
+pub fn key_text<'a>(values: impl Iterator<Item = Option<&'a [u8]>>) -> String {
+    let mut key = String::new();
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            key.push('\u{1}');
+        }
+        key.push_str(&v.map(String::from_utf8_lossy).unwrap_or_default());
+    }
+    key
+}
+
+/// The key of a pgoutput row (`None` when a key column is missing from it).
+pub fn tuple_key(row: &Tuple, key_columns: &[usize]) -> Option<String> {
+    let values: Option<Vec<Option<&[u8]>>> = key_columns
+        .iter()
+        .map(|&i| match row.0.get(i)? {
+            Datum::Text(b) | Datum::Binary(b) => Some(Some(&b[..])),
+            Datum::Null => Some(None),
+            Datum::UnchangedToast => None,
+        })
+        .collect();
+    values.map(|v| key_text(v.into_iter()))
+}
+
+fn encode_chunk(
+    chunk: &Chunk,
+    changed: &HashSet<String>,
+    lsn: Lsn,
+    opts: EncodeOptions,
+    limit: usize,
+) -> Vec<Record> {
+    let tx = TxContext {
+        xid: 0,
+        commit_lsn: lsn,
+        commit_time: super::delivery::to_pg_time(chrono::Utc::now()),
+    };
+    let mut records = Vec::with_capacity(chunk.rows.len());
+    for (i, values) in chunk.rows.iter().enumerate() {
+        let key = key_text(
+            chunk
+                .key_columns
+                .iter()
+                .map(|&c| values.get(c).and_then(|v| v.as_deref()).map(str::as_bytes)),
+        );
+        if changed.contains(&key) {
+            continue;
+        }
+        let tuple = Tuple(
+            values
+                .iter()
+                .map(|v| {
+                    v.as_ref()
+                        .map_or(Datum::Null, |t| Datum::Text(Bytes::from(t.clone())))
+                })
+                .collect(),
+        );
+        let change = Change {
+            relation: &chunk.relation,
+            key_columns: &chunk.key_columns,
+            operation: Operation::Load,
+            row: &tuple,
+            before: None,
+            lsn,
+            record_id: i as u64 + 1,
+            dropped_columns: &[],
+        };
+        let (record, oversized) = super::fit::encode_within(&change, &tx, &chunk.key, opts, limit);
+        if oversized {
+            tracing::error!(%lsn, table = %chunk.table, "backfilled row above kinesis' 1 MiB limit: sent without its large columns");
+        }
+        records.push(record);
+    }
+    records
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error(transparent)]
+    Postgres(#[from] SlotError),
+    #[error(transparent)]
+    Tag(#[from] MarkerError),
+    /// The request cannot be carried out as asked: the job fails with this reason.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<tokio_postgres::Error> for BackfillError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        Self::Postgres(SlotError::Postgres(err))
+    }
+}
+
+/// Looks for requests and runs them, one at a time, until shutdown. A failure of Postgres or
+/// Kinesis is retried; a request that cannot work (no such table, no primary key, a bad
+/// `--where`) fails with its reason.
+pub async fn run_jobs(
+    coordinator: Arc<Coordinator>,
+    log: BackfillLog,
+    cfg: CaptureConfig,
+    shutdown: CancellationToken,
+) {
+    let run = format!("{:016x}", rand::random::<u64>());
+    loop {
+        let job = match log.read().await {
+            Ok(Some(job)) if job.state.is_active() => Some(job),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::debug!(error = %error, "cannot read the backfill request; retrying");
+                None
+            }
+        };
+        if let Some(job) = job {
+            coordinator.begin(&run, &job);
+            let outcome = tokio::select! {
+                outcome = execute(&coordinator, &log, &cfg, job.clone(), &run) => outcome,
+                () = shutdown.cancelled() => return,
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(BackfillError::Refused(reason)) => {
+                    tracing::error!(id = %job.id, reason = %reason, "backfill refused");
+                    let failed = Job {
+                        state: JobState::Failed,
+                        reason: Some(reason),
+                        ..coordinator.durable().unwrap_or(job)
+                    };
+                    if let Err(error) = log.write(&failed).await {
+                        tracing::warn!(error = %error, "cannot record the failed backfill");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "backfill interrupted; it resumes where it got to")
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+async fn execute(
+    coordinator: &Coordinator,
+    log: &BackfillLog,
+    cfg: &CaptureConfig,
+    mut job: Job,
+    run: &str,
+) -> Result<(), BackfillError> {
+    let client = slot::query_client(&cfg.target).await?;
+    let tables = if job.tables.is_empty() {
+        publication_tables(&client, &cfg.publication).await?
+    } else {
+        job.tables.clone()
+    };
+    let mut plans = Vec::with_capacity(tables.len());
+    for table in &tables {
+        let relation = table_relation(&client, table).await?;
+        let key_names = primary_key(&client, table).await?;
+        if key_names.is_empty() {
+            return Err(BackfillError::Refused(format!(
+                "{table} has no primary key: a backfill reads in primary-key order"
+            )));
+        }
+        let key_columns: Vec<usize> = key_names
+            .iter()
+            .filter_map(|n| relation.columns.iter().position(|c| &c.name == n))
+            .collect();
+        plans.push((table.clone(), Arc::new(relation), key_columns));
+    }
+    if let Some(sql) = &job.where_sql {
+        // Checked once up front, so a typo fails the job with Postgres' reason.
+        for (table, _, _) in &plans {
+            client
+                .simple_query(&format!("SELECT 1 FROM {} WHERE ({sql}) LIMIT 0", table.quoted()))
+                .await
+                .map_err(|e| BackfillError::Refused(format!("--where on {table}: {}", error_text(&e))))?;
+        }
+    }
+    if job.state == JobState::Requested {
+        job.state = JobState::Running;
+        log.write(&job).await?;
+        coordinator.begin(run, &job);
+        tracing::info!(id = %job.id, tables = tables.len(), "backfill started");
+    } else {
+        tracing::info!(id = %job.id, table_index = job.table_index, rows = job.rows, "backfill resumed");
+    }
+    let mut seq = 0_u64;
+    let mut written = Instant::now();
+    let mut progress = job.clone();
+    while progress.table_index < plans.len() {
+        let (table, relation, key_columns) = &plans[progress.table_index];
+        seq += 1;
+        coordinator.expect(seq, table);
+        emit(&client, run, seq, "low").await?;
+        let rows = read_chunk(&client, table, relation, key_columns, &progress, job.chunk_rows).await?;
+        let n = rows.len() as u64;
+        let mut after = progress.clone();
+        after.rows += n;
+        if n < job.chunk_rows {
+            after.table_index += 1;
+            after.last_key = None;
+        } else {
+            after.last_key = rows.last().map(|r| {
+                key_columns
+                    .iter()
+                    .map(|&c| r.get(c).cloned().flatten().unwrap_or_default())
+                    .collect()
+            });
+        }
+        coordinator.set_ready(Chunk {
+            seq,
+            table: table.clone(),
+            relation: relation.clone(),
+            key_columns: key_columns.clone(),
+            key: cfg.routes.key_for(table),
+            rows,
+            after: after.clone(),
+        });
+        emit(&client, run, seq, "high").await?;
+        coordinator.processed.notified().await;
+        progress = after;
+        if written.elapsed() >= POLL {
+            // `bridge backfill --restart` replaced the request: leave it to the next round.
+            if log.read().await?.is_none_or(|current| current.id != job.id) {
+                tracing::info!(id = %job.id, "backfill replaced by a new request");
+                return Ok(());
+            }
+            if let Some(durable) = coordinator.durable() {
+                log.write(&durable).await?;
+            }
+            written = Instant::now();
+        }
+        if job.rows_per_second > 0 && n > 0 {
+            tokio::time::sleep(Duration::from_secs_f64(n as f64 / job.rows_per_second as f64)).await;
+        }
+    }
+    // Done once the last chunk is in Kinesis.
+    loop {
+        if let Some(durable) = coordinator.durable().filter(|d| d.table_index >= plans.len()) {
+            let done = Job {
+                state: JobState::Done,
+                ..durable
+            };
+            log.write(&done).await?;
+            tracing::info!(id = %done.id, rows = done.rows, "backfill done");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn emit(client: &tokio_postgres::Client, run: &str, seq: u64, edge: &str) -> Result<(), BackfillError> {
+    client
+        .execute(
+            "SELECT pg_logical_emit_message(false, $1, $2)",
+            &[&WATERMARK_PREFIX, &format!("{run} {seq} {edge}")],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The next chunk after `progress.last_key`, every column in its output function's text
+/// (pgoutput's form), in primary-key order.
+async fn read_chunk(
+    client: &tokio_postgres::Client,
+    table: &TableName,
+    relation: &Relation,
+    key_columns: &[usize],
+    progress: &Job,
+    limit: u64,
+) -> Result<Vec<Vec<Option<String>>>, BackfillError> {
+    let columns: Vec<String> = relation.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let keys: Vec<String> = key_columns
+        .iter()
+        .map(|&i| quote_ident(&relation.columns[i].name))
+        .collect();
+    let mut conditions = Vec::new();
+    if let Some(last) = &progress.last_key {
+        let literals: Vec<String> = last
+            .iter()
+            .map(|v| format!("'{}'", v.replace('\'', "''")))
+            .collect();
+        conditions.push(format!("({}) > ({})", keys.join(", "), literals.join(", ")));
+    }
+    if let Some(sql) = &progress.where_sql {
+        conditions.push(format!("({sql})"));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {} FROM {}{filter} ORDER BY {} LIMIT {limit}",
+        columns.join(", "),
+        table.quoted(),
+        keys.join(", ")
+    );
+    let mut rows = Vec::new();
+    for message in client.simple_query(&sql).await? {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            rows.push((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect());
+        }
+    }
+    Ok(rows)
+}
+
+/// A table's columns as pgoutput describes them (attnum order, no dropped or generated ones).
+pub async fn table_relation(
+    client: &tokio_postgres::Client,
+    table: &TableName,
+) -> Result<Relation, BackfillError> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text, a.atttypid::int8 FROM pg_attribute a \
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+               AND a.attgenerated = '' ORDER BY a.attnum",
+            &[&table.quoted()],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Err(BackfillError::Refused(format!("{table} does not exist")));
+    }
+    Ok(Relation {
+        id: 0,
+        namespace: table.schema.clone(),
+        name: table.name.clone(),
+        columns: rows
+            .iter()
+            .map(|r| Column {
+                name: r.get(0),
+                type_oid: u32::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+                is_key: false,
+            })
+            .collect(),
+    })
+}
+
+/// The table's primary-key columns, in key order.
+async fn primary_key(
+    client: &tokio_postgres::Client,
+    table: &TableName,
+) -> Result<Vec<String>, BackfillError> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = to_regclass($1) AND i.indisprimary \
+             ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            &[&table.quoted()],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+async fn publication_tables(
+    client: &tokio_postgres::Client,
+    publication: &str,
+) -> Result<Vec<TableName>, BackfillError> {
+    let rows = client
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2",
+            &[&publication],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| TableName {
+            schema: r.get(0),
+            name: r.get(1),
+        })
+        .collect())
+}
+
+fn error_text(err: &tokio_postgres::Error) -> String {
+    err.as_db_error()
+        .map_or_else(|| err.to_string(), |db| db.message().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_read_back_as_written_in_tag_characters() {
+        let job = Job {
+            id: "a1b2".into(),
+            tables: vec![
+                "public.customers".parse().unwrap(),
+                "public.orders".parse().unwrap(),
+            ],
+            where_sql: Some("created_at >= '2026-11-01' AND id % 2 = 0".into()),
+            chunk_rows: 500,
+            rows_per_second: 1000,
+            state: JobState::Running,
+            table_index: 1,
+            last_key: Some(vec!["it's+a key".into(), "7".into()]),
+            rows: 1234,
+            reason: None,
+        };
+        let tag = job.to_tag();
+        assert!(
+            tag.chars()
+                .all(|c| c.is_ascii_alphanumeric() || " _./=+-%@".contains(c)),
+            "{tag}"
+        );
+        assert_eq!(Job::from_tag(&tag), Some(job.clone()));
+        let all = Job {
+            tables: Vec::new(),
+            where_sql: None,
+            last_key: None,
+            state: JobState::Failed,
+            reason: Some("no primary key: x".into()),
+            ..job
+        };
+        assert_eq!(Job::from_tag(&all.to_tag()), Some(all));
+    }
+}

@@ -1,10 +1,12 @@
 //! A TCP proxy in front of an endpoint that a test can switch off: while down, every new
 //! connection is closed at once and open ones are cut, as when a service is unreachable. It can
 //! also *partition* silently: bytes stop flowing both ways but no socket is closed, as when a
-//! network path drops packets (only a read deadline notices that).
+//! network path drops packets (only a read deadline notices that). Its upstream can change
+//! while it runs (`set_upstream`): open connections are cut and new ones go to the new
+//! upstream, as a DNS name or a virtual IP follows a promoted database primary.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -14,7 +16,9 @@ pub struct Proxy {
     pub endpoint: String,
     up: Arc<AtomicBool>,
     partitioned: Arc<AtomicBool>,
-    down_tx: watch::Sender<u64>,
+    upstream: Arc<Mutex<String>>,
+    /// Bumped to cut every open connection (an outage, a new upstream).
+    cut_tx: watch::Sender<u64>,
     silence_tx: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -34,11 +38,12 @@ impl Proxy {
         let endpoint = format!("http://{}", listener.local_addr()?);
         let up = Arc::new(AtomicBool::new(true));
         let partitioned = Arc::new(AtomicBool::new(false));
-        let (down_tx, down_rx) = watch::channel(0u64);
+        let upstream = Arc::new(Mutex::new(upstream.to_owned()));
+        let (cut_tx, cut_rx) = watch::channel(0u64);
         let (silence_tx, silence_rx) = watch::channel(0u64);
-        let upstream = upstream.to_owned();
         let up_flag = up.clone();
         let partition_flag = partitioned.clone();
+        let current = upstream.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if !up_flag.load(Ordering::SeqCst) {
@@ -53,12 +58,16 @@ impl Proxy {
                     });
                     continue;
                 }
-                let upstream = upstream.clone();
-                let mut cut = down_rx.clone();
+                let mut cut = cut_rx.clone();
                 let mut silence = silence_rx.clone();
-                // Only outages that start after this connection cut it.
+                // Only outages and upstream changes that start after this connection cut it.
                 cut.mark_unchanged();
                 silence.mark_unchanged();
+                // Read after marking: a change from here on cuts this connection, whichever
+                // upstream it reached.
+                let Ok(upstream) = current.lock().map(|u| u.clone()) else {
+                    continue;
+                };
                 let partitioned = partition_flag.clone();
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(&upstream).await else {
@@ -76,7 +85,8 @@ impl Proxy {
             endpoint,
             up,
             partitioned,
-            down_tx,
+            upstream,
+            cut_tx,
             silence_tx,
             task,
         })
@@ -85,7 +95,7 @@ impl Proxy {
     pub fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
         if !up {
-            self.down_tx.send_modify(|n| *n += 1);
+            self.cut_tx.send_modify(|n| *n += 1);
         }
     }
 
@@ -96,6 +106,15 @@ impl Proxy {
         if on {
             self.silence_tx.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Sends new connections to `upstream` (host:port) and cuts the open ones, which went to
+    /// the old upstream: their peers reconnect, and reach the new one.
+    pub fn set_upstream(&self, upstream: &str) {
+        if let Ok(mut current) = self.upstream.lock() {
+            *current = upstream.to_owned();
+        }
+        self.cut_tx.send_modify(|n| *n += 1);
     }
 }
 

@@ -211,7 +211,18 @@ pub async fn resync(
         .unwrap_or_default();
     drop(client);
 
-    let work = republish(cfg, sink, &relation, &key_columns, window);
+    // Rows of one transaction share `occurred_at`; `ctid` keeps them in the order they were
+    // inserted (an aggregate's versions in order), as far as the heap allows.
+    let read = TableRead {
+        table: outbox.clone(),
+        relation,
+        key_columns,
+        tail: format!(
+            "WHERE occurred_at >= '{}'::timestamptz ORDER BY occurred_at, ctid",
+            window.to_rfc3339()
+        ),
+    };
+    let work = snapshot_load(cfg, sink, std::slice::from_ref(&read));
     let (lsn, identity, rows) = tokio::select! {
         done = work => done?,
         () = shutdown.cancelled() => return Ok(None),
@@ -248,15 +259,23 @@ pub async fn resync(
     )))
 }
 
-/// Creates the slot and, in the same transaction on the same connection, reads the window
-/// from the slot's own snapshot into the sink. Returns the consistent point, the server's
-/// identity and how many rows went out.
-async fn republish(
+/// One table read from the new slot's snapshot: which rows, in which order.
+pub struct TableRead {
+    pub table: crate::table::TableName,
+    pub relation: Relation,
+    pub key_columns: Vec<usize>,
+    /// SQL after `FROM table` (a `WHERE`, an `ORDER BY`), or empty.
+    pub tail: String,
+}
+
+/// Creates the slot and, in the same transaction on the same connection, reads `reads` from
+/// the slot's own snapshot into the sink as `load` records. Returns the consistent point, the
+/// server's identity and how many rows went out: the slot streams exactly what the snapshot
+/// lacks, so together they hold every row once (no gap, no overlap).
+pub async fn snapshot_load(
     cfg: &CaptureConfig,
     sink: &dyn Sink,
-    relation: &Relation,
-    key_columns: &[usize],
-    window: DateTime<Utc>,
+    reads: &[TableRead],
 ) -> Result<(Lsn, Identity, u64), CaptureError> {
     let mut conn = ReplicationConnection::connect(&cfg.target).await?;
     let identity = identify(&mut conn).await?;
@@ -275,68 +294,69 @@ async fn republish(
         .ok_or_else(|| {
             ReplicationError::Protocol("CREATE_REPLICATION_SLOT returned no consistent point".into())
         })?;
-    tracing::info!(slot = %cfg.slot, lsn = %lsn, "created replication slot for the resync");
-    // Every column as its type's output function writes it — pgoutput's text form, so a
-    // re-published row is byte for byte the record streaming would have made. Rows of one
-    // transaction share `occurred_at`; `ctid` keeps them in the order they were inserted
-    // (an aggregate's versions in order), as far as the heap allows.
-    let columns = relation
-        .columns
-        .iter()
-        .map(|c| quote_ident(&c.name))
-        .collect::<Vec<_>>()
-        .join(", ");
-    conn.simple_query(&format!(
-        "DECLARE outbox_resync NO SCROLL CURSOR FOR SELECT {columns} FROM {} \
-         WHERE occurred_at >= '{}'::timestamptz ORDER BY occurred_at, ctid",
-        cfg.routes.outbox.quoted(),
-        window.to_rfc3339()
-    ))
-    .await?;
+    tracing::info!(slot = %cfg.slot, lsn = %lsn, "created replication slot with a snapshot");
     let tx = TxContext {
         xid: 0,
         commit_lsn: lsn,
         commit_time: delivery::to_pg_time(Utc::now()),
     };
-    let key = cfg.routes.key_for(&cfg.routes.outbox);
     let limit = sink.limits().bytes_per_record;
     let mut open = OpenBatch::new(sink.limits());
     let (mut rows, mut seq) = (0_u64, 0_u64);
-    loop {
-        let page = conn
-            .simple_query(&format!("FETCH {FETCH_ROWS} FROM outbox_resync"))
-            .await?;
-        let last_page = page.len() < FETCH_ROWS;
-        for values in page {
-            rows += 1;
-            let tuple = Tuple(
-                values
-                    .into_iter()
-                    .map(|v| v.map_or(Datum::Null, |t| Datum::Text(Bytes::from(t))))
-                    .collect(),
-            );
-            let change = Change {
-                relation,
-                key_columns,
-                operation: Operation::Load,
-                row: &tuple,
-                before: None,
-                lsn,
-                record_id: rows,
-                dropped_columns: &[],
-            };
-            let (record, oversized) = super::fit::encode_within(&change, &tx, &key, cfg.encode, limit);
-            if oversized {
-                tracing::error!(lsn = %lsn, row = rows, "outbox row above kinesis' 1 MiB limit: re-published without its large columns");
+    for read in reads {
+        // Every column as its type's output function writes it — pgoutput's text form, so a
+        // row read here is byte for byte the record streaming would have made.
+        let columns = read
+            .relation
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        conn.simple_query(&format!(
+            "DECLARE snapshot_load NO SCROLL CURSOR FOR SELECT {columns} FROM {} {}",
+            read.table.quoted(),
+            read.tail
+        ))
+        .await?;
+        let key = cfg.routes.key_for(&read.table);
+        loop {
+            let page = conn
+                .simple_query(&format!("FETCH {FETCH_ROWS} FROM snapshot_load"))
+                .await?;
+            let last_page = page.len() < FETCH_ROWS;
+            for values in page {
+                rows += 1;
+                let tuple = Tuple(
+                    values
+                        .into_iter()
+                        .map(|v| v.map_or(Datum::Null, |t| Datum::Text(Bytes::from(t))))
+                        .collect(),
+                );
+                let change = Change {
+                    relation: &read.relation,
+                    key_columns: &read.key_columns,
+                    operation: Operation::Load,
+                    row: &tuple,
+                    before: None,
+                    lsn,
+                    record_id: rows,
+                    dropped_columns: &[],
+                };
+                let (record, oversized) = super::fit::encode_within(&change, &tx, &key, cfg.encode, limit);
+                if oversized {
+                    tracing::error!(lsn = %lsn, table = %read.table, "row above kinesis' 1 MiB limit: loaded without its large columns");
+                }
+                open.push(record, 0.0);
+                if open.is_full() {
+                    send(sink, &mut open, &mut seq).await?;
+                }
             }
-            open.push(record, 0.0);
-            if open.is_full() {
-                send(sink, &mut open, &mut seq).await?;
+            if last_page {
+                break;
             }
         }
-        if last_page {
-            break;
-        }
+        conn.simple_query("CLOSE snapshot_load").await?;
     }
     send(sink, &mut open, &mut seq).await?;
     conn.simple_query("COMMIT").await?;

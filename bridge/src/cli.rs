@@ -343,6 +343,11 @@ pub struct SetupArgs {
     /// only after the changes made meanwhile were dealt with (README § Failover and recovery).
     #[arg(long)]
     pub recreate_slot: bool,
+    /// AWS DMS's full-load-and-cdc: create the slot with a snapshot and send every row of the
+    /// published tables from it as `load` records before capture streams what follows (no gap,
+    /// no overlap). Needs a new slot.
+    #[arg(long)]
+    pub full_load: bool,
 }
 
 #[derive(Args, Debug)]

@@ -45,6 +45,12 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             println!("claim-check bucket {}: {}", r.claim_check_bucket, state(created));
             bridge::setup::ensure_queue(&aws_sdk_sqs::Client::new(&aws), &r.dead_letter_queue).await?;
             println!("dead-letter queue {}: ready", r.dead_letter_queue);
+            if args.full_load {
+                let tuning = CaptureTuningArgs::defaults()?;
+                let cfg = capture_config(args.source, args.outbox, &tuning)?;
+                let kinesis = aws_sdk_kinesis::Client::new(&aws);
+                return crate::full_load::run(&cfg, kinesis, stream).await;
+            }
             if args.source.database_url.is_some() {
                 let tuning = CaptureTuningArgs::defaults()?;
                 let cfg = capture_config(args.source, args.outbox, &tuning)?;

@@ -3,6 +3,7 @@
 mod backfill_cmd;
 mod cli;
 mod commands;
+mod full_load;
 
 use std::process::ExitCode;
 

@@ -698,7 +698,7 @@ pub async fn table_relation(
 }
 
 /// The table's primary-key columns, in key order.
-async fn primary_key(
+pub async fn primary_key(
     client: &tokio_postgres::Client,
     table: &TableName,
 ) -> Result<Vec<String>, BackfillError> {

@@ -39,6 +39,9 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Replay archived events to one rule only (a consumer that joined late or lost its state),
+    /// following the EventBridge replay to the end.
+    Replay(ReplayArgs),
     /// Re-send a table's rows (or a slice) as DMS `load` records while capture streams; capture
     /// runs it (watermarks keep each row's newest state last) and it resumes after a restart.
     Backfill(BackfillArgs),
@@ -348,6 +351,26 @@ pub struct SetupArgs {
     /// no overlap). Needs a new slot.
     #[arg(long)]
     pub full_load: bool,
+    /// Days the bus's archive (`<bus>-archive`, every event) keeps events for `bridge replay`;
+    /// 0: no archive.
+    #[arg(long, env = "BRIDGE_ARCHIVE_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(i32).range(0..=36_500))]
+    pub archive_retention_days: i32,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// Replay events from this time: RFC 3339, or a duration ago (90m, 1h, 7d).
+    #[arg(long, value_parser = eventing::replay::parse_time)]
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// Up to this time (default: now).
+    #[arg(long, value_parser = eventing::replay::parse_time)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The one rule (of the bus) whose targets receive the replayed events; no other rule does.
+    #[arg(long)]
+    pub rule: String,
+    /// EventBridge bus the rule and the archive belong to.
+    #[arg(long, env = "BRIDGE_EVENT_BUS", default_value = "legacy-monolith")]
+    pub event_bus: String,
 }
 
 #[derive(Args, Debug)]

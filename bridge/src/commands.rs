@@ -36,6 +36,21 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let created =
                 bridge::setup::ensure_bus(&aws_sdk_eventbridge::Client::new(&aws), &r.event_bus).await?;
             println!("event bus {}: {}", r.event_bus, state(created));
+            if args.archive_retention_days > 0 {
+                let archive = eventing::replay::archive_name(&r.event_bus);
+                let created = bridge::setup::ensure_archive(
+                    &aws_sdk_eventbridge::Client::new(&aws),
+                    &r.event_bus,
+                    &archive,
+                    args.archive_retention_days,
+                )
+                .await?;
+                println!(
+                    "event archive {archive} ({} days): {}",
+                    args.archive_retention_days,
+                    state(created)
+                );
+            }
             let dynamo = aws_sdk_dynamodb::Client::new(&aws);
             let created = bridge::setup::ensure_checkpoint_table(&dynamo, &r.checkpoint_table).await?;
             println!("checkpoint table {}: {}", r.checkpoint_table, state(created));
@@ -103,6 +118,32 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backfill(args) => crate::backfill_cmd::run(args).await,
+        Command::Replay(args) => {
+            let aws = bridge::aws_config().await;
+            let req = eventing::replay::Request {
+                archive: eventing::replay::archive_name(&args.event_bus),
+                bus: args.event_bus,
+                rule: args.rule,
+                since: args.since,
+                until: args.until.unwrap_or_else(chrono::Utc::now),
+            };
+            let name =
+                eventing::replay::replay(&aws_sdk_eventbridge::Client::new(&aws), &req, |state, last| {
+                    eprintln!(
+                        "replay to rule {}: {state}{}",
+                        req.rule,
+                        last.map_or_else(String::new, |t| format!(", up to {}", t.to_rfc3339()))
+                    );
+                })
+                .await?;
+            println!(
+                "replay {name} completed: events of {} .. {} sent again to rule {} only",
+                req.since.to_rfc3339(),
+                req.until.to_rfc3339(),
+                req.rule
+            );
+            Ok(())
+        }
         Command::Status(args) => {
             let aws = bridge::aws_config().await;
             let target = match &args.source.database_url {

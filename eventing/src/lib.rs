@@ -13,6 +13,7 @@ pub mod eventbridge;
 pub mod health;
 pub mod logging;
 pub mod provision;
+pub mod replay;
 pub mod retry;
 pub mod server;
 pub mod shutdown;

@@ -37,6 +37,38 @@ pub async fn ensure_bus(client: &aws_sdk_eventbridge::Client, bus: &str) -> Resu
     }
 }
 
+/// Creates the bus's archive (every event, kept `retention_days`; 0 = for ever) unless it
+/// exists: what `bridge replay` and `shipping rebuild` replay from.
+pub async fn ensure_archive(
+    client: &aws_sdk_eventbridge::Client,
+    bus: &str,
+    archive: &str,
+    retention_days: i32,
+) -> Result<bool, SetupError> {
+    let bus_arn = client
+        .describe_event_bus()
+        .name(bus)
+        .send()
+        .await
+        .map_err(|e| failed("event bus archive", archive, e))?
+        .arn()
+        .unwrap_or_default()
+        .to_owned();
+    match client
+        .create_archive()
+        .archive_name(archive)
+        .event_source_arn(bus_arn)
+        .retention_days(retention_days)
+        .description("every event of the bus, for replays (outbox-bridge)")
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(err) if err.code() == Some("ResourceAlreadyExistsException") => Ok(false),
+        Err(err) => Err(failed("event bus archive", archive, err)),
+    }
+}
+
 /// Creates an on-demand table with a string hash key (and a stream of new images when
 /// `stream` is set) unless it exists, then waits until it is active. An existing table
 /// without the requested stream gets one: a publisher reading it would otherwise wait forever.

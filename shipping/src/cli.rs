@@ -115,6 +115,10 @@ pub enum Command {
     Setup(SetupArgs),
     /// Consume the queue and publish the outbox until SIGINT/SIGTERM.
     Run(RunArgs),
+    /// Rebuild the projection from history: set up (rule, queue, tables), then replay the
+    /// monolith's archived events since --since to this service's rule only; then `shipping run`
+    /// applies them (the inbox absorbs what it had already).
+    Rebuild(RebuildArgs),
     /// Print one projected customer or one shipment as JSON.
     Show {
         #[command(subcommand)]
@@ -162,6 +166,19 @@ pub struct SetupArgs {
     /// The queue's visibility timeout, seconds (the consumer extends it while working).
     #[arg(long, env = "SHIPPING_VISIBILITY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=43_200))]
     pub visibility_timeout: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    pub setup: SetupArgs,
+    /// Replay the monolith's events from this time: RFC 3339, or a duration ago (90m, 1h, 7d).
+    /// Older than the bus's archive: `bridge backfill --table public.outbox --where …`.
+    #[arg(long, value_parser = eventing::replay::parse_time)]
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// Up to this time (default: now).
+    #[arg(long, value_parser = eventing::replay::parse_time)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Args, Debug)]

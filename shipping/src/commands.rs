@@ -44,6 +44,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run_service(&aws, &names, args).await,
+        Command::Rebuild(args) => {
+            let cfg = setup::SetupConfig {
+                queue: names.queue.clone(),
+                dead_letter_queue: names.dead_letter_queue.clone(),
+                outbox_dead_letter_queue: names.outbox_dead_letter_queue.clone(),
+                max_receive_count: args.setup.max_receive_count,
+                visibility_timeout_seconds: args.setup.visibility_timeout,
+                event_bus: names.event_bus.clone(),
+                monolith_source: names.monolith_source.clone(),
+                tables: tables(&names),
+            };
+            setup::run(&aws, &cfg).await?;
+            let req = eventing::replay::Request {
+                bus: names.event_bus.clone(),
+                archive: eventing::replay::archive_name(&names.event_bus),
+                rule: setup::rule_name(&names.queue, &names.monolith_source),
+                since: args.since,
+                until: args.until.unwrap_or_else(chrono::Utc::now),
+            };
+            let events = aws_sdk_eventbridge::Client::new(&aws);
+            let name = eventing::replay::replay(&events, &req, |state, last| {
+                eprintln!(
+                    "replay to {}: {state}{}",
+                    req.rule,
+                    last.map_or_else(String::new, |t| format!(", up to {}", t.to_rfc3339()))
+                );
+            })
+            .await?;
+            println!(
+                "replay {name} completed: the monolith's events of {} .. {} are in {}; `shipping run` applies \
+                 them (events it already applied are absorbed by its inbox)",
+                req.since.to_rfc3339(),
+                req.until.to_rfc3339(),
+                names.queue
+            );
+            Ok(())
+        }
         Command::Dlq { action } => {
             let sqs = aws_sdk_sqs::Client::new(&aws);
             let hold = match action {

@@ -24,6 +24,11 @@ pub struct SetupConfig {
 /// The attribute DynamoDB's TTL reads on inbox and outbox items (epoch seconds).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
+/// The rule that feeds the queue with the monolith's events.
+pub fn rule_name(queue: &str, monolith_source: &str) -> String {
+    format!("{queue}-from-{}", monolith_source.replace('.', "-"))
+}
+
 pub async fn run(aws: &aws_config::SdkConfig, cfg: &SetupConfig) -> Result<(), SetupError> {
     let sqs = aws_sdk_sqs::Client::new(aws);
     let events = aws_sdk_eventbridge::Client::new(aws);
@@ -42,7 +47,7 @@ pub async fn run(aws: &aws_config::SdkConfig, cfg: &SetupConfig) -> Result<(), S
         "event bus",
         &cfg.event_bus,
     );
-    let rule = format!("{}-from-{}", cfg.queue, cfg.monolith_source.replace('.', "-"));
+    let rule = rule_name(&cfg.queue, &cfg.monolith_source);
     let rule_arn = events
         .put_rule()
         .name(&rule)

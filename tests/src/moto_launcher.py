@@ -319,6 +319,45 @@ import jsonpath_ng.ext  # noqa: E402
 jsonpath_ng.ext.parse = functools.lru_cache(maxsize=1024)(jsonpath_ng.ext.parse)
 
 
+# EventBridge replays: moto sends every archived event to every rule of the bus. AWS replays only
+# the events of [EventStartTime, EventEndTime] and, with Destination.FilterArns, only to those
+# rules — what lets one consumer catch up without the others seeing the events again.
+from moto.events import models as events_models  # noqa: E402
+
+
+def _event_time(event):
+    value = event.get("time")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        from datetime import datetime
+
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def replay_events(self, archive):
+    bus_name = self.destination["Arn"].split("/")[-1]
+    only = set(self.destination.get("FilterArns") or [])
+    start, end = float(self.event_start_time), float(self.event_end_time)
+    backend = events_models.events_backends[self.account_id][self.region]
+    bus = backend.describe_event_bus(bus_name)
+    for event in list(archive.events):
+        if not start <= _event_time(event) <= end:
+            continue
+        for rule in bus.rules.values():
+            if only and rule.arn not in only:
+                continue
+            rule.send_to_targets(
+                dict(event, **{"id": str(events_models.random.uuid4()), "replay-name": self.name}),
+                transform_input=False,
+            )
+    self.state = events_models.ReplayState.COMPLETED
+    self.end_time = events_models.unix_time()
+
+
+events_models.Replay.replay_events = replay_events
+
+
 # Last, per request: moto's server finds the backend for a request by listing its service modules
 # on disk (twice per request: the loopback host first, then the service named in the signature),
 # and writes an access-log line nobody reads (the launcher's output goes nowhere). The mapping

@@ -30,6 +30,7 @@ mod relay_parks_each_bad_outbox_row_with_its_reason;
 mod relay_publishes_outbox_inserts_as_domain_events;
 mod relay_rides_out_put_events_failures;
 mod relay_survives_kill_9_and_shares_shards;
+mod replay_reaches_one_new_consumer_only;
 mod secrets_never_appear_in_output;
 mod setup_full_load_then_streams_without_gap_or_overlap;
 mod shipping_applies_duplicated_and_shuffled_events_once;

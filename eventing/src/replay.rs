@@ -1,0 +1,184 @@
+//! Replay for one consumer, the AWS-native way: an EventBridge replay from the bus's archive to
+//! one rule only (`Destination.FilterArns`), so a consumer that joins late (or lost its state)
+//! catches up and no other consumer sees the events again. `bridge replay` and `shipping
+//! rebuild` both use it.
+
+use std::time::Duration;
+
+use aws_sdk_eventbridge::types::{ReplayDestination, ReplayState};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_smithy_types::DateTime as AwsTime;
+use chrono::{DateTime, Utc};
+
+/// The archive `bridge setup` makes for a bus.
+pub fn archive_name(bus: &str) -> String {
+    format!("{bus}-archive")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{step} failed ({code})")]
+    Call {
+        step: &'static str,
+        code: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the replay {name} ended {state}: {reason}")]
+    Ended {
+        name: String,
+        state: String,
+        reason: String,
+    },
+}
+
+fn call<E>(step: &'static str) -> impl FnOnce(E) -> ReplayError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    move |err| ReplayError::Call {
+        step,
+        code: err.code().unwrap_or("unknown").to_owned(),
+        source: Box::new(err),
+    }
+}
+
+/// What to replay: the archive's events of [since, until] to one rule of the bus.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub bus: String,
+    pub archive: String,
+    pub rule: String,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+/// Starts the replay and follows it to the end; `progress` hears each state and how far it got.
+pub async fn replay(
+    client: &aws_sdk_eventbridge::Client,
+    req: &Request,
+    mut progress: impl FnMut(&str, Option<DateTime<Utc>>),
+) -> Result<String, ReplayError> {
+    let bus_arn = client
+        .describe_event_bus()
+        .name(&req.bus)
+        .send()
+        .await
+        .map_err(call("DescribeEventBus"))?
+        .arn()
+        .unwrap_or_default()
+        .to_owned();
+    let archive_arn = client
+        .describe_archive()
+        .archive_name(&req.archive)
+        .send()
+        .await
+        .map_err(call("DescribeArchive (run `bridge setup` to create the archive)"))?
+        .archive_arn()
+        .unwrap_or_default()
+        .to_owned();
+    let rule_arn = client
+        .describe_rule()
+        .name(&req.rule)
+        .event_bus_name(&req.bus)
+        .send()
+        .await
+        .map_err(call("DescribeRule"))?
+        .arn()
+        .unwrap_or_default()
+        .to_owned();
+    // Names: letters, digits, `.-_`, at most 64.
+    let rule: String = req
+        .rule
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let name = format!("{rule}-{}", Utc::now().format("%Y%m%d%H%M%S"));
+    let destination = ReplayDestination::builder()
+        .arn(bus_arn)
+        .filter_arns(rule_arn)
+        .build()
+        .map_err(|e| ReplayError::Call {
+            step: "StartReplay",
+            code: "InvalidRequest".into(),
+            source: Box::new(e),
+        })?;
+    client
+        .start_replay()
+        .replay_name(&name)
+        .event_source_arn(archive_arn)
+        .event_start_time(AwsTime::from_millis(req.since.timestamp_millis()))
+        .event_end_time(AwsTime::from_millis(req.until.timestamp_millis()))
+        .destination(destination)
+        .send()
+        .await
+        .map_err(call("StartReplay"))?;
+    loop {
+        let out = client
+            .describe_replay()
+            .replay_name(&name)
+            .send()
+            .await
+            .map_err(call("DescribeReplay"))?;
+        let state = out.state().cloned().unwrap_or(ReplayState::Starting);
+        let last = out
+            .event_last_replayed_time()
+            .and_then(|t| DateTime::from_timestamp_millis(t.to_millis().ok()?));
+        progress(state.as_str(), last);
+        match state {
+            ReplayState::Completed => return Ok(name),
+            ReplayState::Failed | ReplayState::Cancelled => {
+                return Err(ReplayError::Ended {
+                    name,
+                    state: state.as_str().to_owned(),
+                    reason: out.state_reason().unwrap_or("no reason given").to_owned(),
+                })
+            }
+            _ => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    }
+}
+
+/// `2026-11-29T10:00:00Z`, or a duration before now: `90m`, `1h`, `7d`.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}`: an RFC 3339 time or a duration ago (90m, 1h, 7d)"))?;
+    let (n, unit) = text.split_at(split);
+    let n: i64 = n
+        .parse()
+        .map_err(|_| format!("`{text}`: an RFC 3339 time or a duration ago (90m, 1h, 7d)"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (s, m, h or d)")),
+    };
+    Ok(Utc::now() - chrono::Duration::seconds(n.saturating_mul(seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_read_as_operators_write_them() {
+        let at = parse_time("2026-11-29T10:00:00Z").unwrap();
+        assert_eq!(at.to_rfc3339(), "2026-11-29T10:00:00+00:00");
+        let ago = chrono::Utc::now() - parse_time("1h").unwrap();
+        assert!((ago.num_seconds() - 3600).abs() <= 2);
+        assert!(parse_time("1y").is_err());
+        assert!(parse_time("yesterday").is_err());
+    }
+}

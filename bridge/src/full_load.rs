@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use bridge::capture::backfill;
+use bridge::capture::catalog;
 use bridge::capture::delivery::{Delivered, DeliveryLog};
 use bridge::capture::resync::{snapshot_load, TableRead};
 use bridge::capture::{slot_marker, CaptureConfig};
@@ -33,12 +33,9 @@ pub async fn run(cfg: &CaptureConfig, kinesis: aws_sdk_kinesis::Client, stream: 
     );
     let mut reads = Vec::with_capacity(cfg.tables.len());
     for table in &cfg.tables {
-        let relation = backfill::table_relation(&client, table).await?;
-        let keys = backfill::primary_key(&client, table).await?;
-        let key_columns = keys
-            .iter()
-            .filter_map(|k| relation.columns.iter().position(|c| &c.name == k))
-            .collect();
+        let relation = catalog::table_relation(&client, table).await?;
+        anyhow::ensure!(!relation.columns.is_empty(), "{table} does not exist");
+        let key_columns = catalog::primary_key_columns(&client, table, &relation).await?;
         reads.push(TableRead {
             table: table.clone(),
             relation,
@@ -47,13 +44,7 @@ pub async fn run(cfg: &CaptureConfig, kinesis: aws_sdk_kinesis::Client, stream: 
         });
     }
     // Server time before the slot exists: whatever the snapshot lacks commits after it.
-    let before: i64 = client
-        .query_one(
-            "SELECT (extract(epoch FROM now() - timestamptz '2000-01-01 00:00:00+00') * 1000000)::int8",
-            &[],
-        )
-        .await?
-        .get(0);
+    let before = catalog::server_now(&client).await?;
     drop(client);
     let sink = Arc::new(KinesisSink::new(kinesis.clone(), stream, Metrics::new()));
     let (lsn, identity, rows) = snapshot_load(cfg, sink.as_ref(), &reads)

@@ -151,21 +151,9 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc));
     }
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{text}`: an RFC 3339 time or a duration ago (90m, 1h, 7d)"))?;
-    let (n, unit) = text.split_at(split);
-    let n: i64 = n
-        .parse()
-        .map_err(|_| format!("`{text}`: an RFC 3339 time or a duration ago (90m, 1h, 7d)"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (s, m, h or d)")),
-    };
-    Ok(Utc::now() - chrono::Duration::seconds(n.saturating_mul(seconds)))
+    let ago = crate::duration::parse(text)
+        .map_err(|e| format!("{e}; or an RFC 3339 time (2026-11-29T10:00:00Z)"))?;
+    Ok(Utc::now() - chrono::Duration::from_std(ago).map_err(|_| format!("`{text}` is too long"))?)
 }
 
 #[cfg(test)]
@@ -179,6 +167,7 @@ mod tests {
         let ago = chrono::Utc::now() - parse_time("1h").unwrap();
         assert!((ago.num_seconds() - 3600).abs() <= 2);
         assert!(parse_time("1y").is_err());
+        assert!(parse_time("2w").is_ok());
         assert!(parse_time("yesterday").is_err());
     }
 }

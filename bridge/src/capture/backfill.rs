@@ -33,7 +33,7 @@ use super::CaptureConfig;
 use crate::dms::{Change, EncodeOptions, Operation, Record, TxContext};
 use crate::lsn::Lsn;
 use crate::partition::PartitionKey;
-use crate::replication::pgoutput::{Column, Datum, Relation, Tuple};
+use crate::replication::pgoutput::{Datum, Relation, Tuple};
 use crate::replication::slot::{self, SlotError};
 use crate::sql::quote_ident;
 use crate::table::TableName;
@@ -131,11 +131,7 @@ impl Job {
     }
 
     pub fn from_tag(value: &str) -> Option<Self> {
-        let field = |name: &str| {
-            value
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-        };
+        let field = |name: &str| super::slot_marker::tag_field(value, name);
         let opt = |text: &str| (text != "-").then(|| dec(text)).flatten();
         let tables = match field("tables")? {
             "all" => Vec::new(),
@@ -515,17 +511,16 @@ async fn execute(
     };
     let mut plans = Vec::with_capacity(tables.len());
     for table in &tables {
-        let relation = table_relation(&client, table).await?;
-        let key_names = primary_key(&client, table).await?;
-        if key_names.is_empty() {
+        let relation = super::catalog::table_relation(&client, table).await?;
+        if relation.columns.is_empty() {
+            return Err(BackfillError::Refused(format!("{table} does not exist")));
+        }
+        let key_columns = super::catalog::primary_key_columns(&client, table, &relation).await?;
+        if key_columns.is_empty() {
             return Err(BackfillError::Refused(format!(
                 "{table} has no primary key: a backfill reads in primary-key order"
             )));
         }
-        let key_columns: Vec<usize> = key_names
-            .iter()
-            .filter_map(|n| relation.columns.iter().position(|c| &c.name == n))
-            .collect();
         plans.push((table.clone(), Arc::new(relation), key_columns));
     }
     if let Some(sql) = &job.where_sql {
@@ -664,54 +659,6 @@ async fn read_chunk(
         }
     }
     Ok(rows)
-}
-
-/// A table's columns as pgoutput describes them (attnum order, no dropped or generated ones).
-pub async fn table_relation(
-    client: &tokio_postgres::Client,
-    table: &TableName,
-) -> Result<Relation, BackfillError> {
-    let rows = client
-        .query(
-            "SELECT a.attname::text, a.atttypid::int8 FROM pg_attribute a \
-             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
-               AND a.attgenerated = '' ORDER BY a.attnum",
-            &[&table.quoted()],
-        )
-        .await?;
-    if rows.is_empty() {
-        return Err(BackfillError::Refused(format!("{table} does not exist")));
-    }
-    Ok(Relation {
-        id: 0,
-        namespace: table.schema.clone(),
-        name: table.name.clone(),
-        columns: rows
-            .iter()
-            .map(|r| Column {
-                name: r.get(0),
-                type_oid: u32::try_from(r.get::<_, i64>(1)).unwrap_or(0),
-                is_key: false,
-            })
-            .collect(),
-    })
-}
-
-/// The table's primary-key columns, in key order.
-pub async fn primary_key(
-    client: &tokio_postgres::Client,
-    table: &TableName,
-) -> Result<Vec<String>, BackfillError> {
-    let rows = client
-        .query(
-            "SELECT a.attname::text FROM pg_index i \
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-             WHERE i.indrelid = to_regclass($1) AND i.indisprimary \
-             ORDER BY array_position(i.indkey::int2[], a.attnum)",
-            &[&table.quoted()],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 async fn publication_tables(

@@ -54,11 +54,7 @@ impl Delivered {
     }
 
     pub fn from_tag(value: &str) -> Option<Self> {
-        let field = |name: &str| {
-            value
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-        };
+        let field = |name: &str| super::slot_marker::tag_field(value, name);
         Some(Self {
             lsn: field("lsn")?.parse().ok()?,
             commit_time: field("time")?.parse::<i64>().ok()? - PG_EPOCH_MICROS,
@@ -115,11 +111,7 @@ impl ResyncState {
     }
 
     pub fn from_tag(value: &str) -> Option<Self> {
-        let field = |name: &str| {
-            value
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-        };
+        let field = |name: &str| super::slot_marker::tag_field(value, name);
         Some(Self {
             running: field("state")? == "running",
             started: field("started")?.parse().ok()?,

@@ -27,6 +27,7 @@
 mod acks;
 pub mod backfill;
 mod batch;
+pub mod catalog;
 pub mod delivery;
 mod fit;
 pub mod heartbeat;

@@ -31,7 +31,7 @@ use super::{CaptureConfig, CaptureError};
 use crate::dms::{Change, Operation, TxContext};
 use crate::lsn::Lsn;
 use crate::metrics::Metrics;
-use crate::replication::pgoutput::{Column, Datum, Relation, Tuple};
+use crate::replication::pgoutput::{Datum, Relation, Tuple};
 use crate::replication::slot::{self, SlotError};
 use crate::replication::{ReplicationConnection, ReplicationError};
 use crate::sink::Sink;
@@ -198,7 +198,9 @@ pub async fn resync(
             .map_err(SlotError::from)?
             .get(0),
     );
-    let relation = outbox_relation(&client, outbox).await?;
+    let relation = super::catalog::table_relation(&client, outbox)
+        .await
+        .map_err(SlotError::from)?;
     let key_columns: Vec<usize> = slot::primary_keys(&client, &cfg.publication)
         .await?
         .get(outbox)
@@ -388,34 +390,6 @@ pub async fn identify(conn: &mut ReplicationConnection) -> Result<Identity, Repl
     Ok(Identity {
         system: field(0),
         timeline: field(1).parse().unwrap_or(0),
-    })
-}
-
-/// The outbox table's columns as pgoutput would describe them.
-async fn outbox_relation(
-    client: &tokio_postgres::Client,
-    outbox: &crate::table::TableName,
-) -> Result<Relation, SlotError> {
-    let rows = client
-        .query(
-            "SELECT a.attname::text, a.atttypid::int8 FROM pg_attribute a \
-             WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped \
-               AND a.attgenerated = '' ORDER BY a.attnum",
-            &[&outbox.quoted()],
-        )
-        .await?;
-    Ok(Relation {
-        id: 0,
-        namespace: outbox.schema.clone(),
-        name: outbox.name.clone(),
-        columns: rows
-            .iter()
-            .map(|r| Column {
-                name: r.get(0),
-                type_oid: u32::try_from(r.get::<_, i64>(1)).unwrap_or(0),
-                is_key: false,
-            })
-            .collect(),
     })
 }
 

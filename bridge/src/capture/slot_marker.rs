@@ -20,6 +20,13 @@ pub struct MarkerError {
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
+/// The value of `name=value` among a tag value's space-separated fields.
+pub fn tag_field<'a>(value: &'a str, name: &str) -> Option<&'a str> {
+    value
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
 fn tag_key(slot: &str) -> String {
     format!("outbox-bridge.slot.{slot}")
 }

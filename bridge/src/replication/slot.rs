@@ -249,13 +249,7 @@ pub async fn ensure_slot(client: &Client, slot: &str, may_create: bool) -> Resul
     if !may_create {
         return Err(SlotError::SlotMissing { slot: slot.into() });
     }
-    let before: i64 = client
-        .query_one(
-            "SELECT (extract(epoch FROM now() - timestamptz '2000-01-01 00:00:00+00') * 1000000)::int8",
-            &[],
-        )
-        .await?
-        .get(0);
+    let before = crate::capture::catalog::server_now(client).await?;
     let created = client
         .query_one(
             "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",

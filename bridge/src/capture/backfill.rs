@@ -20,6 +20,7 @@
 //! sent again. Between chunks capture waits to stay under `--rows-per-second`.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -235,6 +236,9 @@ struct Shared {
 pub struct Coordinator {
     shared: Mutex<Shared>,
     processed: Notify,
+    /// A job was begun and is not done: without one, the streaming loop's checks (per message
+    /// and per change) skip the lock.
+    active: AtomicBool,
 }
 
 impl Coordinator {
@@ -247,7 +251,7 @@ impl Coordinator {
 
     /// Whether changes of `table` must be noted now (between a chunk's watermarks).
     pub fn watching(&self, table: &TableName) -> bool {
-        self.lock().window.as_ref().is_some_and(|w| &w.table == table)
+        self.active.load(Ordering::Acquire) && self.lock().window.as_ref().is_some_and(|w| &w.table == table)
     }
 
     /// A change of a watched table: its chunk copy must not be sent.
@@ -310,11 +314,14 @@ impl Coordinator {
 
     /// The next load record for the open batch, if any.
     pub fn next_load(&self) -> Option<Record> {
+        if !self.active.load(Ordering::Acquire) {
+            return None;
+        }
         self.lock().pending.pop_front()
     }
 
     pub fn has_pending(&self) -> bool {
-        !self.lock().pending.is_empty()
+        self.active.load(Ordering::Acquire) && !self.lock().pending.is_empty()
     }
 
     /// The slot was told `flushed`: chunks whose high watermark it passed are durable.
@@ -331,7 +338,13 @@ impl Coordinator {
         self.lock().durable.clone()
     }
 
+    /// The job is done: every chunk is durable, nothing is pending.
+    fn finish(&self) {
+        self.active.store(false, Ordering::Release);
+    }
+
     fn begin(&self, run: &str, job: &Job) {
+        self.active.store(true, Ordering::Release);
         let mut s = self.lock();
         *s = Shared {
             run: run.to_owned(),
@@ -472,7 +485,7 @@ pub async fn run_jobs(
                 () = shutdown.cancelled() => return,
             };
             match outcome {
-                Ok(()) => {}
+                Ok(()) => coordinator.finish(),
                 Err(BackfillError::Refused(reason)) => {
                     tracing::error!(id = %job.id, reason = %reason, "backfill refused");
                     let failed = Job {

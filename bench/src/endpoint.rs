@@ -1,7 +1,7 @@
 //! A minimal local AWS endpoint for the benchmarks: Kinesis (PutRecords acknowledged at once;
 //! with `keep`, also ListShards / GetShardIterator / GetRecords over what was put) and
 //! EventBridge (PutEvents accepted at once, each event's arrival timed against its
-//! `occurred_at`). What is left to measure is our own path — encoding, batching, signing, HTTP —
+//! `occurred_at`), and the stream's tags. What is left to measure is our own path — encoding, batching, signing, HTTP —
 //! with no emulator behind it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +40,9 @@ struct State {
     read_limits: Option<Mutex<Vec<ReadBudget>>>,
     /// Whether each PutEvents entry's latency is computed (costs CPU the relay competes for).
     time_events: bool,
+    /// The stream's tags: capture keeps its slot marker, delivery record and backfill
+    /// progress there, and `bridge backfill` its request.
+    tags: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 /// Kinesis' read limits per shard: 5 GetRecords calls per second and 2 MB/s of data. Like
@@ -103,6 +106,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The value of one of the stream's tags.
+    pub fn tag(&self, key: &str) -> Option<String> {
+        self.state.tags.lock().ok()?.get(key).cloned()
+    }
+
     /// Stores records as if they had been put: `(partition key, base64 data)`.
     pub fn preload(&self, records: impl IntoIterator<Item = (String, String)>) {
         let Some(Ok(mut shards)) = self.state.shards.as_ref().map(|s| s.lock()) else {
@@ -133,6 +141,7 @@ pub async fn start(options: Options) -> anyhow::Result<Endpoint> {
             .filter(|_| options.kinesis_read_limits)
             .map(|n| Mutex::new((0..n).map(|_| ReadBudget::new()).collect())),
         time_events: options.time_events,
+        tags: Mutex::default(),
     });
     let handler_state = state.clone();
     let app = Router::new().route(
@@ -222,8 +231,30 @@ fn answer(state: &State, headers: &HeaderMap, body: &[u8]) -> axum::response::Re
                     .into_response()
             }
         },
-        // The slot marker capture keeps on the stream.
-        "ListTagsForStream" => json!({"Tags": [], "HasMoreTags": false}),
+        "ListTagsForStream" => {
+            let tags: Vec<Value> = state
+                .tags
+                .lock()
+                .map(|t| t.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect())
+                .unwrap_or_default();
+            json!({"Tags": tags, "HasMoreTags": false})
+        }
+        "AddTagsToStream" => {
+            if let (Ok(mut tags), Some(new)) = (state.tags.lock(), request["Tags"].as_object()) {
+                for (k, v) in new {
+                    tags.insert(k.clone(), v.as_str().unwrap_or_default().to_owned());
+                }
+            }
+            json!({})
+        }
+        "RemoveTagsFromStream" => {
+            if let (Ok(mut tags), Some(keys)) = (state.tags.lock(), request["TagKeys"].as_array()) {
+                for k in keys.iter().filter_map(Value::as_str) {
+                    tags.remove(k);
+                }
+            }
+            json!({})
+        }
         _ => json!({}),
     };
     (

@@ -36,12 +36,12 @@ pub struct LatencyArgs {
 }
 
 #[derive(Debug, Serialize)]
-struct Quantiles {
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    max_ms: f64,
-    samples: u64,
+pub struct Quantiles {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub samples: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -199,16 +199,20 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn reqwest_text(port: u16) -> anyhow::Result<String> {
+pub async fn reqwest_text(port: u16) -> anyhow::Result<String> {
     Ok(reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await?
         .text()
         .await?)
 }
 
-/// Quantiles from a Prometheus histogram's cumulative buckets, interpolated linearly inside
-/// the bucket (as `histogram_quantile` does); buckets grow by 20 %, so that is the precision.
+/// Quantiles from a Prometheus histogram's cumulative buckets.
 fn histogram_quantiles(text: &str, name: &str) -> Quantiles {
+    bucket_quantiles(&histogram_buckets(text, name))
+}
+
+/// A Prometheus histogram's cumulative buckets `(upper bound, count)`, in bound order.
+pub fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
     let prefix = format!("{name}_bucket{{le=\"");
     let mut buckets: Vec<(f64, f64)> = text
         .lines()
@@ -224,11 +228,28 @@ fn histogram_quantiles(text: &str, name: &str) -> Quantiles {
         })
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// What a histogram counted between two scrapes (`before` may be empty).
+pub fn bucket_delta(after: &[(f64, f64)], before: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    after
+        .iter()
+        .map(|&(le, cum)| {
+            let earlier = before.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
+            (le, cum - earlier)
+        })
+        .collect()
+}
+
+/// Quantiles of cumulative buckets, interpolated linearly inside the bucket (as
+/// `histogram_quantile` does); buckets grow by 20 %, so that is the precision.
+pub fn bucket_quantiles(buckets: &[(f64, f64)]) -> Quantiles {
     let total = buckets.last().map_or(0.0, |b| b.1);
     let quantile = |q: f64| {
         let rank = q * total;
         let mut lower = (0.0, 0.0);
-        for &(le, cum) in &buckets {
+        for &(le, cum) in buckets {
             if cum >= rank {
                 if le.is_infinite() {
                     return lower.0 * 1000.0;

@@ -2,6 +2,7 @@
 //! stack (a throwaway Postgres; moto where an emulator is measured), and prints a markdown
 //! table (also written as JSON). One subcommand per scenario; `bench all` runs them in turn.
 
+mod backfill;
 mod backlog;
 mod ceiling;
 mod drain;
@@ -25,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Scenario {
+    /// `bridge backfill` of a table while its rows change, next to capture's streaming rate.
+    Backfill(backfill::BackfillArgs),
     /// shipping drains a queue backlog (100,000 events) with bounded memory.
     Backlog(backlog::BacklogArgs),
     /// Drain one backlog with pg_recvlogical and with bridge capture into three sinks.
@@ -41,6 +44,7 @@ enum Scenario {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
+        Scenario::Backfill(args) => backfill::run(args).await,
         Scenario::Backlog(args) => backlog::run(args).await,
         Scenario::Ceiling(args) => ceiling::run(args).await,
         Scenario::Latency(args) => latency::run(args).await,

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub reconnects: Counter,
     pub slot_resyncs: Counter,
     pub resync_rows: Counter,
+    pub backfill_records: Counter,
+    pub backfill_superseded: Counter,
     pub flushed_lsn: Gauge,
     pub server_wal_end_lsn: Gauge,
     pub slot_lag_bytes: Gauge,
@@ -71,6 +73,8 @@ impl Metrics {
             reconnects: Counter::default(),
             slot_resyncs: Counter::default(),
             resync_rows: Counter::default(),
+            backfill_records: Counter::default(),
+            backfill_superseded: Counter::default(),
             flushed_lsn: Gauge::default(),
             server_wal_end_lsn: Gauge::default(),
             slot_lag_bytes: Gauge::default(),
@@ -140,6 +144,16 @@ impl Metrics {
             "slot_resync_rows",
             "Outbox rows re-published by resyncs",
             m.resync_rows.clone(),
+        );
+        registry.register(
+            "backfill_records",
+            "Rows sent as DMS load records by backfills (again when a chunk is replayed)",
+            m.backfill_records.clone(),
+        );
+        registry.register(
+            "backfill_rows_superseded",
+            "Backfilled rows left out because they changed between the chunk's watermarks",
+            m.backfill_superseded.clone(),
         );
         registry.register(
             "slot_flushed_lsn",

@@ -14,10 +14,10 @@
 //!    after the high watermark follows it. Nothing stale lands after something newer.
 //!
 //! The job lives in a tag on the stream (`outbox-bridge.backfill.<slot>`): `bridge backfill`
-//! writes the request, capture runs it and records how far it got — a chunk counts once the
-//! slot's acknowledged position passed its high watermark (its records are in Kinesis). A
-//! capture that dies resumes after the last such chunk; a chunk replayed after a reconnect is
-//! sent again. Between chunks capture waits to stay under `--rows-per-second`.
+//! writes the request, capture runs it and records how far it got — a chunk counts once
+//! Kinesis holds everything up to its high watermark (capture's acknowledged position passed
+//! it). A capture that dies resumes after the last such chunk; a chunk replayed after a
+//! reconnect before that is sent again. A chunk's share of time is paced to `--rows-per-second`.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -231,6 +231,14 @@ struct Shared {
     durable: Option<Job>,
 }
 
+/// A chunk at its high watermark: rows sent as load records, and rows left out because a
+/// change between the watermarks carries a newer state.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkSent {
+    pub records: u64,
+    pub superseded: u64,
+}
+
 /// What the streaming loop and the chunk task share.
 #[derive(Default)]
 pub struct Coordinator {
@@ -261,17 +269,24 @@ impl Coordinator {
         }
     }
 
-    /// A watermark read from the stream at `lsn`.
-    pub fn watermark(&self, content: &[u8], lsn: Lsn, opts: EncodeOptions, limit: usize) {
+    /// A watermark read from the stream at `lsn`. At a chunk's high watermark: how many of
+    /// its rows go out, and how many were superseded by a change in the window.
+    pub fn watermark(
+        &self,
+        content: &[u8],
+        lsn: Lsn,
+        opts: EncodeOptions,
+        limit: usize,
+    ) -> Option<ChunkSent> {
         let text = String::from_utf8_lossy(content);
         let mut parts = text.split_whitespace();
         let (Some(run), Some(seq), Some(edge)) = (parts.next(), parts.next(), parts.next()) else {
-            return;
+            return None;
         };
-        let Ok(seq) = seq.parse::<u64>() else { return };
+        let seq = seq.parse::<u64>().ok()?;
         let mut s = self.lock();
         if run != s.run {
-            return;
+            return None;
         }
         match edge {
             "low" => {
@@ -294,6 +309,10 @@ impl Coordinator {
                     let records = encode_chunk(&chunk, &keys, lsn, opts, limit);
                     tracing::debug!(%lsn, table = %chunk.table, rows = chunk.rows.len(), sent = records.len(), "backfill chunk at its high watermark");
                     s.pending.extend(records.iter().cloned());
+                    let sent = ChunkSent {
+                        records: records.len() as u64,
+                        superseded: (chunk.rows.len() - records.len()) as u64,
+                    };
                     s.marks.push_back(Mark {
                         seq,
                         lsn,
@@ -302,14 +321,21 @@ impl Coordinator {
                     });
                     drop(s);
                     self.processed.notify_one();
+                    return Some(sent);
                 } else if let Some(mark) = s.marks.iter().find(|m| m.seq == seq) {
                     // Replayed after a reconnect: what went out with it may not have landed.
                     let again = mark.records.clone();
+                    let sent = ChunkSent {
+                        records: again.len() as u64,
+                        superseded: 0,
+                    };
                     s.pending.extend(again);
+                    return Some(sent);
                 }
             }
             _ => {}
         }
+        None
     }
 
     /// The next load record for the open batch, if any.
@@ -324,8 +350,12 @@ impl Coordinator {
         self.active.load(Ordering::Acquire) && !self.lock().pending.is_empty()
     }
 
-    /// The slot was told `flushed`: chunks whose high watermark it passed are durable.
+    /// Kinesis holds everything up to `flushed` (the slot is, or is about to be, told so):
+    /// chunks whose high watermark it passed are durable.
     pub fn acked(&self, flushed: Lsn) {
+        if !self.active.load(Ordering::Acquire) {
+            return;
+        }
         let mut s = self.lock();
         while s.marks.front().is_some_and(|m| m.lsn <= flushed) {
             if let Some(mark) = s.marks.pop_front() {
@@ -355,6 +385,52 @@ impl Coordinator {
 
     fn set_ready(&self, chunk: Chunk) {
         self.lock().ready = Some(chunk);
+    }
+
+    /// A job under way whose first chunk of `rows` (of `relation`'s table) was read: the
+    /// state the chunk task leaves before it writes the chunk's high watermark.
+    #[cfg(test)]
+    pub(super) fn stage_chunk(
+        &self,
+        run: &str,
+        relation: Arc<Relation>,
+        key: PartitionKey,
+        rows: Vec<Vec<Option<String>>>,
+    ) {
+        let table = TableName {
+            schema: relation.namespace.clone(),
+            name: relation.name.clone(),
+        };
+        let job = Job {
+            id: "test".into(),
+            tables: vec![table.clone()],
+            where_sql: None,
+            chunk_rows: 1000,
+            rows_per_second: 0,
+            state: JobState::Running,
+            table_index: 0,
+            last_key: None,
+            rows: 0,
+            reason: None,
+        };
+        self.begin(run, &job);
+        self.expect(1, &table);
+        let key_columns = relation
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_key)
+            .map(|(i, _)| i)
+            .collect();
+        self.set_ready(Chunk {
+            seq: 1,
+            table,
+            relation,
+            key_columns,
+            key,
+            rows,
+            after: job,
+        });
     }
 
     /// Before the low watermark: the window opens when the stream reaches it.
@@ -557,6 +633,7 @@ async fn execute(
     let mut written = Instant::now();
     let mut progress = job.clone();
     while progress.table_index < plans.len() {
+        let chunk_started = Instant::now();
         let (table, relation, key_columns) = &plans[progress.table_index];
         seq += 1;
         coordinator.expect(seq, table);
@@ -600,7 +677,10 @@ async fn execute(
             written = Instant::now();
         }
         if job.rows_per_second > 0 && n > 0 {
-            tokio::time::sleep(Duration::from_secs_f64(n as f64 / job.rows_per_second as f64)).await;
+            // A chunk's share of time counts from its start: reading and sending it are part
+            // of it, so the rate is --rows-per-second, not less.
+            let share = Duration::from_secs_f64(n as f64 / job.rows_per_second as f64);
+            tokio::time::sleep_until((chunk_started + share).into()).await;
         }
     }
     // Done once the last chunk is in Kinesis.

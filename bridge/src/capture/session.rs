@@ -22,6 +22,9 @@ use crate::partition::PartitionKey;
 use crate::replication::pgoutput::{self, PgOutput, Relation, Tuple};
 use crate::replication::{ReplicationConnection, ReplicationError, StreamMessage};
 
+/// The smallest size at which `key_seq` is pruned.
+const KEY_SEQ_MIN_PRUNE: usize = 4096;
+
 /// What the streaming loop reads from and reports to: the walsender's copy stream. A trait so
 /// unit tests drive the loop with a scripted stream (see `session_tests`).
 pub trait ReplicationStream: Send {
@@ -115,6 +118,10 @@ pub struct Session<'a> {
     completed_seq: u64,
     /// The last batch each recently sent partition key went out in.
     key_seq: HashMap<String, u64>,
+    /// `key_seq` is pruned to the keys still in flight when it grows past this: twice what
+    /// the last pruning left, so pruning stays amortised O(1) per record and a backfill's
+    /// many distinct keys do not pile up.
+    key_seq_prune_at: usize,
     primary_keys: HashMap<TableName, Vec<String>>,
     /// How far the synchronous standbys have flushed, if capture waits for them.
     standby: Option<tokio::sync::watch::Receiver<Lsn>>,
@@ -143,6 +150,7 @@ impl<'a> Session<'a> {
             next_seq: 0,
             completed_seq: 0,
             key_seq: HashMap::new(),
+            key_seq_prune_at: KEY_SEQ_MIN_PRUNE,
             primary_keys,
             standby: beacons.standby.clone(),
         }
@@ -161,12 +169,6 @@ impl<'a> Session<'a> {
         // reply, so silence past the timeout means the peer or the path to it is gone.
         let mut last_heard = Instant::now();
         loop {
-            // A full batch goes as soon as there is room; a partial one when its linger is up.
-            let send_at = if self.open.is_full() {
-                Some(Instant::now())
-            } else {
-                self.open.opened.map(|t| Instant::from_std(t) + self.cfg.linger)
-            };
             // Backfilled rows go out at their high watermark's place in the stream: before
             // anything read after it.
             while !self.open.is_full() {
@@ -175,6 +177,13 @@ impl<'a> Session<'a> {
                 };
                 self.push(record, chrono::Utc::now().timestamp_micros() as f64 / 1e6);
             }
+            // A full batch goes as soon as there is room; a partial one when its linger is up.
+            // Decided after the loads above: they may have opened or filled the batch.
+            let send_at = if self.open.is_full() {
+                Some(Instant::now())
+            } else {
+                self.open.opened.map(|t| Instant::from_std(t) + self.cfg.linger)
+            };
             let loading = self.beacons.backfill.has_pending();
             let room = self.inflight.len() < self.cfg.window && self.open_may_go();
             let held_by_standby = !self.open.is_empty() && !self.standby_has(self.open.needs);
@@ -313,13 +322,17 @@ impl<'a> Session<'a> {
     fn on_done(&mut self, done: Done) -> Result<(), CaptureError> {
         let oldest_commit = self.inflight_oldest.pop_front().flatten();
         self.completed_seq += 1;
-        if self.key_seq.len() > 64 * 1024 {
+        if self.key_seq.len() > self.key_seq_prune_at {
             let completed = self.completed_seq;
             self.key_seq.retain(|_, seq| *seq >= completed);
+            self.key_seq_prune_at = (2 * self.key_seq.len()).max(KEY_SEQ_MIN_PRUNE);
         }
         self.metrics.inflight_batches.set(self.inflight.len() as i64);
         done.result?;
         self.acks.batch_done();
+        // A backfill chunk is done once Kinesis holds everything up to its high watermark:
+        // its records need not be kept for a replay any longer.
+        self.beacons.backfill.acked(self.acks.flushed());
         self.beacons.acks.beat();
         self.metrics.batches_completed.inc();
         if let Some(commit) = oldest_commit {
@@ -474,9 +487,14 @@ impl<'a> Session<'a> {
         }
         if prefix == super::backfill::WATERMARK_PREFIX && !transactional {
             let limit = self.open.limits().bytes_per_record;
-            self.beacons
+            if let Some(sent) = self
+                .beacons
                 .backfill
-                .watermark(content, lsn, self.cfg.encode, limit);
+                .watermark(content, lsn, self.cfg.encode, limit)
+            {
+                self.metrics.backfill_records.inc_by(sent.records);
+                self.metrics.backfill_superseded.inc_by(sent.superseded);
+            }
             return;
         }
         if prefix != self.cfg.message_prefix {

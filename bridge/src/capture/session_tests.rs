@@ -475,3 +475,67 @@ async fn with_a_synchronous_standby_a_transaction_goes_only_once_the_standby_flu
     let (result, ()) = tokio::join!(session.stream(&mut stream, &shutdown), control);
     assert!(result.is_ok(), "{result:?}");
 }
+
+/// A non-transactional logical message at `at`, as pgoutput sends it.
+fn message(at: u64, prefix: &str, content: &str) -> StreamMessage {
+    let mut b = BytesMut::new();
+    b.put_u8(b'M');
+    b.put_u8(0);
+    b.put_u64(at);
+    cstr(&mut b, prefix);
+    b.put_u32(content.len() as u32);
+    b.put_slice(content.as_bytes());
+    wal(at, b.freeze())
+}
+
+#[tokio::test]
+async fn a_backfill_chunk_goes_out_at_its_high_watermark_not_at_the_next_status_update() {
+    let mut rig = Rig::new(&[]);
+    // A status update far away: nothing may wait for its tick.
+    rig.cfg.status_interval = Duration::from_secs(60);
+    rig.cfg.linger = Duration::from_millis(5);
+    let crate::replication::pgoutput::PgOutput::Relation(outbox) =
+        crate::replication::pgoutput::decode(relation()).expect("a relation message")
+    else {
+        panic!("not a relation");
+    };
+    let key = rig.cfg.routes.key_for(&rig.cfg.tables[0]);
+    let rows: Vec<Vec<Option<String>>> = (1..=3)
+        .map(|n| {
+            [
+                &format!("00000000-0000-0000-0000-{n:012}"),
+                "Order",
+                &format!("b-{n}"),
+                "OrderPlaced",
+                "{}",
+            ]
+            .into_iter()
+            .map(|v| Some(v.to_owned()))
+            .collect()
+        })
+        .collect();
+    rig.beacons
+        .backfill
+        .stage_chunk("run1", std::sync::Arc::new(outbox), key, rows);
+    let sink = rig.sink.clone();
+    let mut progress = Progress::starting_at(Lsn(0x100));
+    let mut session = rig.session(&mut progress);
+    let prefix = super::backfill::WATERMARK_PREFIX;
+    let mut stream = Script::new(vec![
+        Step::Message(wal(0x100, relation())),
+        // The status timer's first (immediate) tick passes meanwhile.
+        Step::Pause,
+        Step::Message(message(0x200, prefix, "run1 1 low")),
+        Step::Message(message(0x300, prefix, "run1 1 high")),
+    ]);
+    let shutdown = CancellationToken::new();
+    let control = async {
+        until("the chunk's load records in the sink", || {
+            sink.durable().len() == 3
+        })
+        .await;
+        shutdown.cancel();
+    };
+    let (result, ()) = tokio::join!(session.stream(&mut stream, &shutdown), control);
+    assert!(result.is_ok(), "{result:?}");
+}

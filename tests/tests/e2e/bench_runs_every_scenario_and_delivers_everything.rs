@@ -1,6 +1,6 @@
 //! The benchmark keeps working: every scenario, run small, delivers everything it wrote —
 //! `ceiling` in every configuration (pg_recvlogical, null sink, local endpoint, moto),
-//! `latency`, `memory`, `relay` and `backlog`. Speed is read from the benchmark's own output, never
+//! `latency`, `memory`, `relay`, `backlog` and `backfill`. Speed is read from the benchmark's own output, never
 //! asserted here.
 
 use serde_json::Value;
@@ -136,5 +136,41 @@ async fn backlog_is_applied_exactly_once_with_memory_sampled_along_the_way() -> 
     assert_eq!(r["customers_wrong"], 0, "{r}");
     let tenths = r["peak_rss_mib_by_tenth"].as_array().map_or(0, Vec::len);
     assert_eq!(tenths, 10, "one RSS sample per tenth drained: {r}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_sends_every_row_while_live_changes_flow() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("backfill.json");
+    let out_arg = out.to_string_lossy().into_owned();
+    let args = [
+        "backfill",
+        "--rows",
+        "3000",
+        "--live-rate",
+        "200",
+        "--baseline-seconds",
+        "1",
+        "--out",
+        &out_arg,
+    ];
+    let (code, stdout, stderr) = process::run("bench", &args, &[]).await?;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("| run | rows/s |"),
+        "prints a markdown table: {stdout}"
+    );
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    assert_eq!(results["capture_streaming"]["complete"], true, "{results}");
+    let phases = results["phases"].as_array().cloned().unwrap_or_default();
+    assert_eq!(phases.len(), 3, "baseline and two backfills: {results}");
+    for p in &phases[1..] {
+        assert_eq!(p["complete"], true, "{p}");
+        assert_eq!(p["rows"], 3000, "{p}");
+        // Every row read went out, or was superseded by a live change in its window.
+        let sent = p["load_records"].as_u64().unwrap_or(0) + p["superseded"].as_u64().unwrap_or(0);
+        assert_eq!(sent, 3000, "{p}");
+    }
     Ok(())
 }

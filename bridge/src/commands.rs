@@ -418,41 +418,7 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
         return Ok(());
     }
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
-    let (redriven, failed) = dlq
-        .redrive(max, |p| {
-            let kinesis = kinesis.clone();
-            async move {
-                let body: serde_json::Value =
-                    serde_json::from_str(&p.body).map_err(|e| format!("not a parked record: {e}"))?;
-                if body["original_truncated"].as_bool() == Some(true) {
-                    return Err("the record was truncated when parked; republish it from the source".into());
-                }
-                let (Some(stream), Some(record)) = (body["stream"].as_str(), body["record"].as_str()) else {
-                    return Err("no stream or record in the parked message".into());
-                };
-                // Its own partition key: back on its aggregate's shard (older parks lack it).
-                let key = body["partition_key"]
-                    .as_str()
-                    .filter(|k| !k.is_empty())
-                    .or_else(|| body["sequence_number"].as_str())
-                    .unwrap_or("dlq-redrive");
-                kinesis
-                    .put_record()
-                    .stream_name(stream)
-                    .partition_key(key)
-                    .data(aws_sdk_kinesis::primitives::Blob::new(record.as_bytes().to_vec()))
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        format!(
-                            "PutRecord to {stream}: {}",
-                            aws_sdk_kinesis::error::DisplayErrorContext(e)
-                        )
-                    })?;
-                Ok(())
-            }
-        })
-        .await?;
+    let (redriven, failed) = bridge::redrive::to_streams(&dlq, &kinesis, max).await?;
     println!("redriven {redriven} record(s) from {queue}");
     for (id, reason) in &failed {
         println!("kept {id}: {reason}");

@@ -8,6 +8,7 @@ pub mod lsn;
 pub mod metrics;
 pub mod partition;
 pub mod prune;
+pub mod redrive;
 pub mod relay;
 pub mod replication;
 pub mod setup;

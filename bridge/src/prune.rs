@@ -188,7 +188,7 @@ async fn record_horizon(
 }
 
 /// `90s`, `15m`, `36h`, `7d`, `2w`: a number and a unit.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, eventing::duration::DurationError> {
     eventing::duration::parse(text)
 }
 
@@ -202,8 +202,11 @@ mod tests {
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5_400)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3_600)));
-        assert!(parse_duration("7").unwrap_err().contains("unit"));
-        assert!(parse_duration("7y").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("7").unwrap_err().to_string().contains("unit"));
+        assert!(parse_duration("7y")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit"));
         assert!(parse_duration("d").is_err());
     }
 }

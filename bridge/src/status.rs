@@ -160,19 +160,28 @@ pub async fn gather(aws: &aws_config::SdkConfig, cfg: &StatusConfig) -> Status {
     }
     match checkpoints(aws, cfg).await {
         Ok(shards) => status.shards = shards,
-        Err(err) => status
-            .attention
-            .push(format!("checkpoint table `{}`: {err}", cfg.checkpoint_table)),
+        Err(err) => status.attention.push(format!(
+            "checkpoint table `{}`: {}",
+            cfg.checkpoint_table,
+            code(&err)
+        )),
     }
     let sqs = aws_sdk_sqs::Client::new(aws);
     match dlq_depth(&sqs, &cfg.dead_letter_queue).await {
         Ok(n) => status.dead_letters = Some(n),
-        Err(code) => status
-            .attention
-            .push(format!("dead-letter queue `{}`: {code}", cfg.dead_letter_queue)),
+        Err(err) => status.attention.push(format!(
+            "dead-letter queue `{}`: {}",
+            cfg.dead_letter_queue,
+            code(&err)
+        )),
     }
     judge(&mut status, cfg);
     status
+}
+
+/// What an AWS error says in a status line: its code, or that the service did not answer.
+fn code(err: &dyn ProvideErrorMetadata) -> &str {
+    err.code().unwrap_or("unreachable")
 }
 
 /// The attention rules, from the gathered facts.
@@ -285,7 +294,10 @@ async fn postgres_status(
     Ok((slot, tables))
 }
 
-async fn checkpoints(aws: &aws_config::SdkConfig, cfg: &StatusConfig) -> Result<Vec<ShardStatus>, String> {
+async fn checkpoints(
+    aws: &aws_config::SdkConfig,
+    cfg: &StatusConfig,
+) -> Result<Vec<ShardStatus>, aws_sdk_dynamodb::Error> {
     let dynamo = aws_sdk_dynamodb::Client::new(aws);
     let now = chrono::Utc::now().timestamp_millis();
     let mut shards = Vec::new();
@@ -300,7 +312,7 @@ async fn checkpoints(aws: &aws_config::SdkConfig, cfg: &StatusConfig) -> Result<
             .set_exclusive_start_key(start.take())
             .send()
             .await
-            .map_err(|e| e.code().unwrap_or("unreachable").to_owned())?;
+            .map_err(aws_sdk_dynamodb::Error::from)?;
         for item in out.items() {
             let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
             let expires = item
@@ -323,15 +335,14 @@ async fn checkpoints(aws: &aws_config::SdkConfig, cfg: &StatusConfig) -> Result<
     Ok(shards)
 }
 
-async fn dlq_depth(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<i64, String> {
+async fn dlq_depth(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<i64, aws_sdk_sqs::Error> {
     use aws_sdk_sqs::types::QueueAttributeName as A;
-    let code = |e: &dyn ProvideErrorMetadata| e.code().unwrap_or("unreachable").to_owned();
     let url = sqs
         .get_queue_url()
         .queue_name(queue)
         .send()
         .await
-        .map_err(|e| code(&e))?
+        .map_err(aws_sdk_sqs::Error::from)?
         .queue_url
         .unwrap_or_default();
     let out = sqs
@@ -341,7 +352,7 @@ async fn dlq_depth(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<i64, String
         .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
         .send()
         .await
-        .map_err(|e| code(&e))?;
+        .map_err(aws_sdk_sqs::Error::from)?;
     let n = |a: A| {
         out.attributes()
             .and_then(|m| m.get(&a))

@@ -169,14 +169,15 @@ impl Dlq {
 
     /// Sends each parked message (up to `max`) back with `send`; deletes it from the DLQ when
     /// `send` succeeded, leaves it parked otherwise. Returns (redriven, failures with reasons).
-    pub async fn redrive<F, Fut>(
+    pub async fn redrive<F, Fut, E>(
         &self,
         max: usize,
         send: F,
     ) -> Result<(usize, Vec<(String, String)>), DlqError>
     where
         F: Fn(Parked) -> Fut,
-        Fut: Future<Output = Result<(), String>>,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::error::Error,
     {
         let mut redriven = 0;
         let mut failed = Vec::new();
@@ -241,9 +242,9 @@ impl Dlq {
                             ),
                         )),
                     },
-                    Err(reason) => {
+                    Err(error) => {
                         kept.push(p.receipt.clone());
-                        failed.push((p.message_id.clone(), reason));
+                        failed.push((p.message_id.clone(), crate::error_chain::chain(&error)));
                     }
                 }
             }

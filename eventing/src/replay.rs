@@ -146,14 +146,24 @@ pub async fn replay(
     }
 }
 
+/// Why a time was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    /// Neither RFC 3339 nor a duration (the duration's own complaint, with the alternative).
+    #[error("{0}; or an RFC 3339 time (2026-11-29T10:00:00Z)")]
+    NotATime(crate::duration::DurationError),
+    #[error("`{0}` is too long ago")]
+    TooLong(String),
+}
+
 /// `2026-11-29T10:00:00Z`, or a duration before now: `90m`, `1h`, `7d`.
-pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, TimeError> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc));
     }
-    let ago = crate::duration::parse(text)
-        .map_err(|e| format!("{e}; or an RFC 3339 time (2026-11-29T10:00:00Z)"))?;
-    Ok(Utc::now() - chrono::Duration::from_std(ago).map_err(|_| format!("`{text}` is too long"))?)
+    let ago = crate::duration::parse(text).map_err(TimeError::NotATime)?;
+    let ago = chrono::Duration::from_std(ago).map_err(|_| TimeError::TooLong(text.to_owned()))?;
+    Ok(Utc::now() - ago)
 }
 
 #[cfg(test)]

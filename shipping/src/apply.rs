@@ -35,8 +35,15 @@ impl Applied {
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// The event can never be applied: poison, with the reason.
-    #[error("{0}")]
-    Unusable(String),
+    #[error(transparent)]
+    Unusable(#[from] domain::Unusable),
+    /// A shipment whose event payload cannot be built (a value JSON cannot hold).
+    #[error("shipment {order_id}: payload")]
+    ShipmentPayload {
+        order_id: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("event {event_id}: still conflicting after {attempts} attempts")]
@@ -50,8 +57,7 @@ const SHIPMENT_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x5d1c_6a0e_93c4_4f1e_9a5
 const MAX_ATTEMPTS: u32 = 8;
 
 pub async fn apply(store: &Store, event: &Incoming) -> Result<Applied, ApplyError> {
-    let change = domain::interpret(&event.detail_type, event.aggregate_version, &event.data)
-        .map_err(ApplyError::Unusable)?;
+    let change = domain::interpret(&event.detail_type, event.aggregate_version, &event.data)?;
     for _ in 0..MAX_ATTEMPTS {
         let (applied, state, outbox) = match &change {
             Change::Ignored => (Applied::Ignored, None, None),
@@ -130,5 +136,8 @@ fn shipment_data(shipment: &domain::Shipment) -> Result<Box<serde_json::value::R
         state: shipment.status.as_str(),
         version: shipment.version,
     })
-    .map_err(|e| ApplyError::Unusable(format!("shipment {}: payload: {e}", shipment.order_id)))
+    .map_err(|source| ApplyError::ShipmentPayload {
+        order_id: shipment.order_id.clone(),
+        source,
+    })
 }

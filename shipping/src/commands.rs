@@ -123,7 +123,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                                     .send()
                                     .await
                                     .map(|_| ())
-                                    .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
                             }
                         })
                         .await?;

@@ -332,8 +332,12 @@ async fn apply_body(ctx: &Context, body: &str) -> Result<(String, apply::Applied
         })?;
         match apply::apply(&ctx.store, &event).await {
             Ok(applied) => Ok((event.event_id, applied)),
-            Err(ApplyError::Unusable(reason)) => {
-                Err(Failure::Unusable(format!("event {}: {reason}", event.event_id)))
+            Err(unusable @ (ApplyError::Unusable(_) | ApplyError::ShipmentPayload { .. })) => {
+                Err(Failure::Unusable(format!(
+                    "event {}: {}",
+                    event.event_id,
+                    eventing::error_chain::chain(&unusable)
+                )))
             }
             Err(ApplyError::Store(err)) if err.is_transient() => Err(Failure::Transient(err.to_string())),
             Err(ApplyError::Store(err)) if err.is_content() => {

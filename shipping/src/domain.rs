@@ -91,31 +91,56 @@ pub fn subscribed_event_types() -> Vec<&'static str> {
         .collect()
 }
 
-/// Reads an event's meaning from its type, `metadata.aggregate_version` and `data`. An event
-/// of a known type whose data cannot be applied is an error with the reason (a poison message).
-pub fn interpret(detail_type: &str, version: Option<i64>, data: &RawValue) -> Result<Change, String> {
+/// An event of a known type whose data cannot be applied: a poison message, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail_type}: {problem}")]
+pub struct Unusable {
+    pub detail_type: String,
+    pub problem: Problem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("data is not a JSON object")]
+    NotAnObject,
+    #[error("no positive aggregate_version in metadata or data.version")]
+    NoVersion,
+    #[error("data.{0} is missing or not a non-empty string")]
+    NotText(&'static str),
+    #[error("data.{0} is missing or not a number")]
+    NotANumber(&'static str),
+    #[error("data.state {0:?} is not an order state")]
+    NotAState(Option<String>),
+}
+
+/// Reads an event's meaning from its type, `metadata.aggregate_version` and `data`.
+pub fn interpret(detail_type: &str, version: Option<i64>, data: &RawValue) -> Result<Change, Unusable> {
+    let unusable = |problem| Unusable {
+        detail_type: detail_type.to_owned(),
+        problem,
+    };
     let customer = CUSTOMER_EVENTS.contains(&detail_type);
     if !customer && !ORDER_EVENTS.contains(&detail_type) {
         return Ok(Change::Ignored);
     }
     // Each field as raw JSON: numbers keep their digits; the others are read from it.
     let fields: HashMap<&str, &RawValue> =
-        serde_json::from_str(data.get()).map_err(|_| format!("{detail_type}: data is not a JSON object"))?;
+        serde_json::from_str(data.get()).map_err(|_| unusable(Problem::NotAnObject))?;
     let field = |name: &str| fields.get(name).map(|raw| raw.get());
     let version = version
         .or_else(|| field("version").and_then(|v| v.parse().ok()))
         .filter(|v| *v > 0)
-        .ok_or_else(|| format!("{detail_type}: no positive aggregate_version in metadata or data.version"))?;
+        .ok_or_else(|| unusable(Problem::NoVersion))?;
     let string = |name: &str| field(name).and_then(|raw| serde_json::from_str::<String>(raw).ok());
-    let text = |name: &str| {
+    let text = |name: &'static str| {
         string(name)
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| format!("{detail_type}: data.{name} is missing or not a non-empty string"))
+            .ok_or_else(|| unusable(Problem::NotText(name)))
     };
-    let number = |name: &str| {
+    let number = |name: &'static str| {
         field(name)
             .and_then(Decimal::parse)
-            .ok_or_else(|| format!("{detail_type}: data.{name} is missing or not a number"))
+            .ok_or_else(|| unusable(Problem::NotANumber(name)))
     };
     if customer {
         return Ok(Change::Customer(CustomerState {
@@ -130,11 +155,7 @@ pub fn interpret(detail_type: &str, version: Option<i64>, data: &RawValue) -> Re
         Some("APPROVED") => OrderStatus::Approved,
         Some("REJECTED") => OrderStatus::Rejected,
         Some("CANCELLED") => OrderStatus::Cancelled,
-        other => {
-            return Err(format!(
-                "{detail_type}: data.state {other:?} is not an order state"
-            ))
-        }
+        other => return Err(unusable(Problem::NotAState(other.map(str::to_owned)))),
     };
     Ok(Change::Order(OrderState {
         order_id: text("order_id")?,
@@ -300,18 +321,18 @@ mod tests {
             Ok(Change::Ignored)
         );
         let err = interpret("OrderPlaced", Some(1), &raw(&json!({"oops": true}))).unwrap_err();
-        assert!(err.contains("data.state"), "{err}");
+        assert!(err.to_string().contains("data.state"), "{err}");
         let err = interpret("CustomerCreated", None, &raw(&json!({"customer_id": "c"}))).unwrap_err();
-        assert!(err.contains("aggregate_version"), "{err}");
+        assert!(err.to_string().contains("aggregate_version"), "{err}");
         let err = interpret(
             "CustomerCreated",
             Some(1),
             &raw(&json!({"customer_id": "c", "name": "A", "credit_limit": "x", "credit_reserved": 0})),
         )
         .unwrap_err();
-        assert!(err.contains("credit_limit"), "{err}");
+        assert!(err.to_string().contains("credit_limit"), "{err}");
         let err = interpret("OrderPlaced", Some(1), &raw(&json!([1, 2]))).unwrap_err();
-        assert!(err.contains("not a JSON object"), "{err}");
+        assert!(err.to_string().contains("not a JSON object"), "{err}");
     }
 
     #[test]

@@ -256,8 +256,11 @@ async fn read_shard(ctx: &Context, shard: &str, cancel: &CancellationToken) -> R
             let Some(image) = change.new_image() else { continue };
             match event_from_image(image) {
                 Ok(event) => events.push((event, sequence.to_owned())),
-                Err(reason) => {
-                    let reason = format!("outbox item is not an event: {reason}");
+                Err(not_an_event) => {
+                    let reason = format!(
+                        "outbox item is not an event: {}",
+                        eventing::error_chain::chain(&not_an_event)
+                    );
                     park(ctx, shard, sequence, &reason, image_json(image).as_bytes()).await?;
                 }
             }
@@ -371,15 +374,31 @@ fn text(image: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
     }
 }
 
+/// Why an outbox item is not an event.
+#[derive(Debug, thiserror::Error)]
+enum NotAnEvent {
+    #[error("no event_id")]
+    NoEventId,
+    #[error("{0}: no detail_type")]
+    NoDetailType(String),
+    #[error("{event_id}: data is not JSON")]
+    DataNotJson {
+        event_id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// An outbox item (its stream image) as an event with the relay's envelope.
-fn event_from_image(image: &HashMap<String, AttributeValue>) -> Result<Event, String> {
-    let event_id = text(image, "event_id").ok_or("no event_id")?;
-    let detail_type = text(image, "detail_type").ok_or_else(|| format!("{event_id}: no detail_type"))?;
+fn event_from_image(image: &HashMap<String, AttributeValue>) -> Result<Event, NotAnEvent> {
+    let event_id = text(image, "event_id").ok_or(NotAnEvent::NoEventId)?;
+    let detail_type = text(image, "detail_type").ok_or_else(|| NotAnEvent::NoDetailType(event_id.clone()))?;
     // Kept as the stored text (validated, never re-encoded): numbers go out digit for digit.
     let data = match text(image, "data") {
-        Some(text) => {
-            RawValue::from_string(text).map_err(|e| format!("{event_id}: data is not JSON: {e}"))?
-        }
+        Some(text) => RawValue::from_string(text).map_err(|source| NotAnEvent::DataNotJson {
+            event_id: event_id.clone(),
+            source,
+        })?,
         None => eventing::event::null_data(),
     };
     let version = text(image, "aggregate_version").and_then(|v| v.parse::<i64>().ok());

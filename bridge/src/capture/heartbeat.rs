@@ -36,7 +36,7 @@ pub async fn run(target: PgTarget, every: Duration, shutdown: CancellationToken)
         // start from a new connection rather than wait on the dead one.
         let result = tokio::time::timeout(every.max(Duration::from_secs(5)), emit(&target, &mut client))
             .await
-            .unwrap_or_else(|_| Err("no answer from postgres".into()));
+            .unwrap_or(Err(EmitError::NoAnswer));
         match result {
             Ok(()) if failing => {
                 failing = false;
@@ -47,28 +47,36 @@ pub async fn run(target: PgTarget, every: Duration, shutdown: CancellationToken)
             Err(error) if !failing => {
                 failing = true;
                 client = None;
-                tracing::warn!(error = %error, "heartbeat (pg_logical_emit_message) failed; retrying every tick");
+                tracing::warn!(error = %eventing::error_chain::chain(&error), "heartbeat (pg_logical_emit_message) failed; retrying every tick");
             }
             Err(_) => client = None,
         }
     }
 }
 
-async fn emit(target: &PgTarget, client: &mut Option<tokio_postgres::Client>) -> Result<(), String> {
-    if client.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-        *client = Some(slot::query_client(target).await.map_err(|e| e.to_string())?);
-    }
-    let Some(c) = client.as_ref() else {
-        return Err("no connection".into());
+#[derive(Debug, thiserror::Error)]
+enum EmitError {
+    #[error("connecting")]
+    Connect(#[source] slot::SlotError),
+    #[error(transparent)]
+    Query(#[from] tokio_postgres::Error),
+    #[error("no answer from postgres")]
+    NoAnswer,
+}
+
+async fn emit(target: &PgTarget, client: &mut Option<tokio_postgres::Client>) -> Result<(), EmitError> {
+    let c = match client.take() {
+        Some(c) if !c.is_closed() => c,
+        _ => slot::query_client(target).await.map_err(EmitError::Connect)?,
     };
     let sent_at = chrono::Utc::now().timestamp_micros().to_string();
     c.execute(
         "SELECT pg_logical_emit_message(false, $1, $2)",
         &[&PREFIX, &sent_at],
     )
-    .await
-    .map(drop)
-    .map_err(|e| e.to_string())
+    .await?;
+    *client = Some(c);
+    Ok(())
 }
 
 /// A heartbeat came back through the slot: record how long the trip took.

@@ -16,6 +16,22 @@ pub enum Transport {
     Local,
 }
 
+/// A `require_auth` that cannot be followed, or a server request the policy refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthPolicyError {
+    #[error("require_auth cannot mix methods and negated (!) methods")]
+    MixedNegation,
+    #[error("require_auth method `{0}` is not supported (use password, md5, scram-sha-256 or none)")]
+    Unsupported(String),
+    #[error("the server asks for `{method}` authentication, which require_auth does not allow ({allowed})")]
+    NotAllowed { method: String, allowed: String },
+    #[error(
+        "the server asks for the password in clear text over a connection that is not encrypted; \
+         refused — enable TLS on the server, use scram-sha-256, or set sslmode=disable to accept it"
+    )]
+    CleartextOverPlain,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuthPolicy {
     /// `require_auth`: the methods allowed (`None`: any), after applying `!` negations.
@@ -28,21 +44,19 @@ const METHODS: [&str; 4] = ["password", "md5", "scram-sha-256", "none"];
 
 impl AuthPolicy {
     /// From libpq's `require_auth` value (if any) and whether `sslmode=disable` was explicit.
-    pub fn parse(require_auth: Option<&str>, plaintext_accepted: bool) -> Result<Self, String> {
+    pub fn parse(require_auth: Option<&str>, plaintext_accepted: bool) -> Result<Self, AuthPolicyError> {
         let allowed = match require_auth.map(str::trim).filter(|v| !v.is_empty()) {
             None => None,
             Some(list) => {
                 let items: Vec<&str> = list.split(',').map(str::trim).collect();
                 let negated = items.iter().all(|i| i.starts_with('!'));
                 if !negated && items.iter().any(|i| i.starts_with('!')) {
-                    return Err("require_auth cannot mix methods and negated (!) methods".into());
+                    return Err(AuthPolicyError::MixedNegation);
                 }
                 for item in &items {
                     let name = item.trim_start_matches('!');
                     if !METHODS.contains(&name) {
-                        return Err(format!(
-                            "require_auth method `{name}` is not supported (use password, md5, scram-sha-256 or none)"
-                        ));
+                        return Err(AuthPolicyError::Unsupported(name.to_owned()));
                     }
                 }
                 let names: Vec<&str> = items.iter().map(|i| i.trim_start_matches('!')).collect();
@@ -63,21 +77,17 @@ impl AuthPolicy {
 
     /// Whether the server's request for `method` may be answered over `transport`; the error
     /// says why not.
-    pub fn check(&self, method: &str, transport: Transport) -> Result<(), String> {
+    pub fn check(&self, method: &str, transport: Transport) -> Result<(), AuthPolicyError> {
         if let Some(allowed) = &self.allowed {
             if !allowed.iter().any(|m| m == method) {
-                return Err(format!(
-                    "the server asks for `{method}` authentication, which require_auth does not allow ({})",
-                    allowed.join(", ")
-                ));
+                return Err(AuthPolicyError::NotAllowed {
+                    method: method.to_owned(),
+                    allowed: allowed.join(", "),
+                });
             }
         }
         if method == "password" && transport == Transport::Plain && !self.plaintext_accepted {
-            return Err(
-                "the server asks for the password in clear text over a connection that is not encrypted; \
-                 refused — enable TLS on the server, use scram-sha-256, or set sslmode=disable to accept it"
-                    .into(),
-            );
+            return Err(AuthPolicyError::CleartextOverPlain);
         }
         Ok(())
     }
@@ -99,6 +109,7 @@ mod tests {
         assert!(prefer
             .check("password", Transport::Plain)
             .unwrap_err()
+            .to_string()
             .contains("clear text"));
         assert!(prefer.check("password", Transport::Tls).is_ok());
         assert!(prefer.check("password", Transport::Local).is_ok());
@@ -114,6 +125,7 @@ mod tests {
         assert!(scram
             .check("md5", Transport::Tls)
             .unwrap_err()
+            .to_string()
             .contains("require_auth"));
         assert!(scram.check("none", Transport::Tls).is_err());
         let not_md5 = AuthPolicy::parse(Some("!md5,!password"), true).unwrap();

@@ -169,7 +169,7 @@ impl ReplicationConnection {
             target
                 .auth
                 .check(method, transport)
-                .map_err(ReplicationError::Auth)
+                .map_err(|e| ReplicationError::Auth(e.to_string()))
         };
         let mut asked = false;
         loop {

@@ -61,7 +61,7 @@ impl PgTarget {
         };
         let require_auth = ssl.require_auth.or_else(|| std::env::var("PGREQUIREAUTH").ok());
         let auth = AuthPolicy::parse(require_auth.as_deref(), mode == SslMode::Disable)
-            .map_err(ReplicationError::Config)?;
+            .map_err(|e| ReplicationError::Config(e.to_string()))?;
         match ssl
             .channel_binding
             .or_else(|| std::env::var("PGCHANNELBINDING").ok())

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde::Serialize;
-use tests::moto::aws_env;
-use tests::process::{self, Proc};
+use harness::moto::aws_env;
+use harness::process::{self, Proc};
 
 use crate::latency::{bucket_delta, bucket_quantiles, histogram_buckets, reqwest_text, Quantiles};
 use crate::{drain, endpoint, procstat};
@@ -124,7 +124,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
             &[],
         )
         .await?;
-    let port = tests::free_port()?;
+    let port = harness::free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let capture_args = [
         "capture",
@@ -143,7 +143,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
     let pid = capture
         .pid()
         .ok_or_else(|| anyhow::anyhow!("capture has no pid"))?;
-    tests::wait::until("capture to stream", Duration::from_secs(60), || async {
+    harness::wait::until("capture to stream", Duration::from_secs(60), || async {
         capture.ensure_running()?;
         let row = client
             .query_opt(
@@ -218,10 +218,10 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await?
         .get(0);
-    let end_lsn = tests::lsn::parse(&end).unwrap_or(u64::MAX) as f64;
-    tests::wait::until("capture to drain", Duration::from_secs(300), || async {
+    let end_lsn = harness::lsn::parse(&end).unwrap_or(u64::MAX) as f64;
+    harness::wait::until("capture to drain", Duration::from_secs(300), || async {
         capture.ensure_running()?;
-        let flushed = tests::metrics::scrape(port, "bridge_slot_flushed_lsn").await?;
+        let flushed = harness::metrics::scrape(port, "bridge_slot_flushed_lsn").await?;
         Ok((flushed >= end_lsn).then_some(()))
     })
     .await?;
@@ -267,8 +267,8 @@ impl Mark {
             buckets: commit_to_ack(port).await?,
             cpu_seconds: procstat::read(pid).unwrap_or_default().cpu_seconds,
             live: live.written.load(Ordering::Relaxed),
-            load_records: tests::metrics::scrape(port, LOAD_RECORDS).await?,
-            superseded: tests::metrics::scrape(port, SUPERSEDED).await?,
+            load_records: harness::metrics::scrape(port, LOAD_RECORDS).await?,
+            superseded: harness::metrics::scrape(port, SUPERSEDED).await?,
         })
     }
 
@@ -284,8 +284,8 @@ impl Mark {
         let seconds = self.at.elapsed().as_secs_f64();
         let usage = procstat::read(pid).unwrap_or_default();
         let changes = live.written.load(Ordering::Relaxed) - self.live;
-        let load_records = (tests::metrics::scrape(port, LOAD_RECORDS).await? - self.load_records) as u64;
-        let superseded = (tests::metrics::scrape(port, SUPERSEDED).await? - self.superseded) as u64;
+        let load_records = (harness::metrics::scrape(port, LOAD_RECORDS).await? - self.load_records) as u64;
+        let superseded = (harness::metrics::scrape(port, SUPERSEDED).await? - self.superseded) as u64;
         Ok(Phase {
             name: name.to_owned(),
             rows,
@@ -310,8 +310,8 @@ impl Mark {
 /// poll of the stream tag, and the wait for the last chunk's acknowledgement are left out).
 async fn while_sampling_rate<T>(port: u16, work: impl std::future::Future<Output = T>) -> (T, f64) {
     let rows = || async {
-        let sent = tests::metrics::scrape(port, LOAD_RECORDS).await.unwrap_or(0.0);
-        let superseded = tests::metrics::scrape(port, SUPERSEDED).await.unwrap_or(0.0);
+        let sent = harness::metrics::scrape(port, LOAD_RECORDS).await.unwrap_or(0.0);
+        let superseded = harness::metrics::scrape(port, SUPERSEDED).await.unwrap_or(0.0);
         sent + superseded
     };
     tokio::pin!(work);

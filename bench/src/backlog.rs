@@ -15,8 +15,8 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use clap::Args;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tests::moto::Moto;
-use tests::process::{self, Proc};
+use harness::moto::Moto;
+use harness::process::{self, Proc};
 
 use crate::{drain, procstat};
 
@@ -64,7 +64,7 @@ pub async fn run(args: BacklogArgs) -> anyhow::Result<()> {
     let fill_seconds = started.elapsed().as_secs_f64();
 
     eprintln!("draining them with shipping run…");
-    let port = tests::free_port()?;
+    let port = harness::free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let started = Instant::now();
     let mut shipping = Proc::spawn(
@@ -83,7 +83,7 @@ pub async fn run(args: BacklogArgs) -> anyhow::Result<()> {
         if Instant::now() > deadline {
             break Err(anyhow::anyhow!("the backlog was not applied within 6 h"));
         }
-        let applied = tests::metrics::scrape_sum(port, "shipping_events_applied_total")
+        let applied = harness::metrics::scrape_sum(port, "shipping_events_applied_total")
             .await
             .unwrap_or(0.0) as u64;
         let rss = sampler.as_ref().map_or(0.0, |s| mib(s.usage().peak_rss_bytes));
@@ -104,23 +104,23 @@ pub async fn run(args: BacklogArgs) -> anyhow::Result<()> {
     };
     // The metric counts attempts: a redelivered message would count twice. The inbox is the
     // truth — wait (briefly) until it holds every event before stopping the clock.
-    let mut inbox_items = tests::shipping::count(&dynamo, "shipping-inbox").await?;
+    let mut inbox_items = harness::shipping::count(&dynamo, "shipping-inbox").await?;
     let settle = Instant::now() + Duration::from_secs(120);
     while drained.is_ok() && inbox_items < events as i64 && Instant::now() < settle {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        inbox_items = tests::shipping::count(&dynamo, "shipping-inbox").await?;
+        inbox_items = harness::shipping::count(&dynamo, "shipping-inbox").await?;
     }
     let drain_seconds = started.elapsed().as_secs_f64();
     let usage = sampler.map(|s| s.usage()).unwrap_or_default();
     shipping.terminate(Duration::from_secs(30)).await?;
     drained.map_err(|e| anyhow::anyhow!("{e}\nshipping:\n{}", shipping.output()))?;
 
-    let customers = tests::shipping::scan(&dynamo, "shipping-customers").await?;
+    let customers = harness::shipping::scan(&dynamo, "shipping-customers").await?;
     let customers_wrong = customers
         .iter()
         .filter(|c| {
-            tests::shipping::text(c, "aggregate_version") != "2"
-                || tests::shipping::text(c, "credit_reserved").parse::<f64>().ok() != Some(25.0)
+            harness::shipping::text(c, "aggregate_version") != "2"
+                || harness::shipping::text(c, "credit_reserved").parse::<f64>().ok() != Some(25.0)
         })
         .count() as u64;
     let row = BacklogRow {
@@ -169,7 +169,7 @@ fn mib(bytes: u64) -> f64 {
 
 /// Queues two events per customer, newest first, ten per SendMessageBatch, eight calls at once.
 async fn fill(sqs: &aws_sdk_sqs::Client, events: u64) -> anyhow::Result<()> {
-    let url = tests::dlq::queue_url(sqs, QUEUE).await?;
+    let url = harness::dlq::queue_url(sqs, QUEUE).await?;
     let mut calls = tokio::task::JoinSet::new();
     let mut next = 0u64;
     let mut last_report = Instant::now();

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use clap::Args;
-use tests::moto::{aws_env, Moto};
-use tests::process;
+use harness::moto::{aws_env, Moto};
+use harness::process;
 
 use crate::drain::{self, capture, recvlogical, Row};
 use crate::endpoint;

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
-use tests::postgres::TestPostgres;
-use tests::process::{self, Proc};
+use harness::postgres::TestPostgres;
+use harness::process::{self, Proc};
 
 use crate::procstat;
 
@@ -123,7 +123,7 @@ pub async fn recvlogical(
             "-f",
             "/dev/null",
         ])
-        .env("PGPASSWORD", tests::postgres::SUPERUSER_PASSWORD)
+        .env("PGPASSWORD", harness::postgres::SUPERUSER_PASSWORD)
         .kill_on_drop(true)
         .spawn()
         .context("cannot run pg_recvlogical")?;
@@ -152,11 +152,11 @@ pub async fn capture(
     name: &str,
 ) -> anyhow::Result<Row> {
     eprintln!("draining with {name}…");
-    let port = tests::free_port()?;
+    let port = harness::free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec!["capture", "--slot", slot, "--metrics-listen", &listen];
     args.extend_from_slice(extra);
-    let end_lsn = tests::lsn::parse(end).context("end LSN")? as f64;
+    let end_lsn = harness::lsn::parse(end).context("end LSN")? as f64;
     let started = Instant::now();
     let mut proc = Proc::spawn("bridge", &args, env)?;
     let sampler = proc.pid().map(procstat::Sampler::start);
@@ -165,7 +165,7 @@ pub async fn capture(
     // the slot's confirmed position trails it by up to one status interval.
     loop {
         proc.ensure_running()?;
-        let flushed = tests::metrics::scrape(port, "bridge_slot_flushed_lsn")
+        let flushed = harness::metrics::scrape(port, "bridge_slot_flushed_lsn")
             .await
             .unwrap_or(0.0);
         if flushed >= end_lsn {
@@ -182,7 +182,7 @@ pub async fn capture(
     proc.terminate(Duration::from_secs(30)).await?;
     // And the slot agrees once capture has stopped: its last status update is read by the
     // walsender on its own time, after capture has already exited, so give it a moment.
-    let confirmed = tests::wait::until("the slot to confirm the end", Duration::from_secs(10), || async {
+    let confirmed = harness::wait::until("the slot to confirm the end", Duration::from_secs(10), || async {
         let ok: bool = client
             .query_one(
                 "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde::Serialize;
-use tests::moto::{aws_env, Moto};
-use tests::process::{self, Proc};
+use harness::moto::{aws_env, Moto};
+use harness::process::{self, Proc};
 
 use crate::{drain, endpoint, procstat};
 
@@ -83,7 +83,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     for service in ["DYNAMODB", "SQS", "S3"] {
         env.push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint.clone()));
     }
-    let cport = tests::free_port()?;
+    let cport = harness::free_port()?;
     let clisten = format!("127.0.0.1:{cport}");
     let mut capture_args = vec![
         "capture",
@@ -102,14 +102,14 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         None
     };
     let mut capture = Proc::spawn("bridge", &capture_args, &env)?;
-    let rlisten = format!("127.0.0.1:{}", tests::free_port()?);
+    let rlisten = format!("127.0.0.1:{}", harness::free_port()?);
     let mut relay = Proc::spawn(
         "bridge",
         &["relay", "--stream", "bench", "--metrics-listen", &rlisten],
         &env,
     )?;
     let sampler = capture.pid().map(procstat::Sampler::start);
-    tests::wait::until("capture to stream", Duration::from_secs(60), || async {
+    harness::wait::until("capture to stream", Duration::from_secs(60), || async {
         capture.ensure_running()?;
         relay.ensure_running()?;
         let row = client
@@ -150,17 +150,17 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await?
         .get(0);
-    let end_lsn = tests::lsn::parse(&end).unwrap_or(u64::MAX) as f64;
-    tests::wait::until("capture to drain", Duration::from_secs(300), || async {
+    let end_lsn = harness::lsn::parse(&end).unwrap_or(u64::MAX) as f64;
+    harness::wait::until("capture to drain", Duration::from_secs(300), || async {
         capture.ensure_running()?;
-        let flushed = tests::metrics::scrape(cport, "bridge_slot_flushed_lsn").await?;
+        let flushed = harness::metrics::scrape(cport, "bridge_slot_flushed_lsn").await?;
         Ok((flushed >= end_lsn).then_some(()))
     })
     .await?;
     let usage = sampler.map(|s| s.usage()).unwrap_or_default();
     let text = reqwest_text(cport).await?;
     let kinesis = histogram_quantiles(&text, "bridge_capture_commit_to_ack_seconds");
-    let published = tests::wait::until(
+    let published = harness::wait::until(
         "the relay to publish everything",
         Duration::from_secs(300),
         || async {

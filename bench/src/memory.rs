@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use clap::Args;
-use tests::moto::aws_env;
+use harness::moto::aws_env;
 
 use crate::drain::{self, capture, Row};
 use crate::endpoint;

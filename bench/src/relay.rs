@@ -14,8 +14,8 @@ use base64::Engine;
 use clap::Args;
 use serde::Serialize;
 use serde_json::json;
-use tests::moto::{aws_env, Moto};
-use tests::process::{self, Proc};
+use harness::moto::{aws_env, Moto};
+use harness::process::{self, Proc};
 
 use crate::{drain, endpoint, procstat};
 
@@ -75,7 +75,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 "relaying {} events from {shards} shard(s), read limits: {read_limits}…",
                 args.events
             );
-            let listen = format!("127.0.0.1:{}", tests::free_port()?);
+            let listen = format!("127.0.0.1:{}", harness::free_port()?);
             let started = Instant::now();
             let mut relay = Proc::spawn(
                 "bridge",
@@ -83,7 +83,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 &env,
             )?;
             let sampler = relay.pid().map(procstat::Sampler::start);
-            let arrived = tests::wait::until("every event on the bus", Duration::from_secs(1800), || async {
+            let arrived = harness::wait::until("every event on the bus", Duration::from_secs(1800), || async {
                 relay.ensure_running()?;
                 let n = endpoint.counts.events.load(Ordering::Relaxed);
                 Ok((n >= args.events).then_some(n))

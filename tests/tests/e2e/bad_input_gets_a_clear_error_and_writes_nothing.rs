@@ -2,8 +2,8 @@
 //! message naming it.
 
 use serde_json::{json, Value};
-use tests::process;
-use tests::stack::Stack;
+use harness::process;
+use harness::stack::Stack;
 
 async fn counts(stack: &Stack) -> anyhow::Result<(i64, i64, i64)> {
     let c = stack.pg.client().await?;

@@ -4,7 +4,7 @@
 //! asserted here.
 
 use serde_json::Value;
-use tests::process;
+use harness::process;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ceiling_drains_the_whole_backlog_every_way() -> anyhow::Result<()> {

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tests::process::Proc;
-use tests::stack::Stack;
-use tests::wait;
+use harness::process::Proc;
+use harness::stack::Stack;
+use harness::wait;
 
 const CUSTOMERS: i64 = 2000;
 

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tests::metrics::scrape;
-use tests::postgres::{StopMode, SUPERUSER_PASSWORD};
-use tests::stack::{outbox_id, Stack};
-use tests::wait;
+use harness::metrics::scrape;
+use harness::postgres::{StopMode, SUPERUSER_PASSWORD};
+use harness::stack::{outbox_id, Stack};
+use harness::wait;
 
 /// What one failover run measured.
 struct Figures {
@@ -74,7 +74,7 @@ async fn failover(synchronous: bool) -> anyhow::Result<Figures> {
         "postgres://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
         stack.pg.port, standby.port
     );
-    let port = tests::free_port()?;
+    let port = harness::free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec![
         "capture",
@@ -87,7 +87,7 @@ async fn failover(synchronous: bool) -> anyhow::Result<Figures> {
         args.extend(["--synchronous-standby", "standby1"]);
     }
     let env = stack.env_with(&[("DATABASE_URL", &url)]);
-    let mut capture = tests::process::Proc::spawn("bridge", &args, &env)?;
+    let mut capture = harness::process::Proc::spawn("bridge", &args, &env)?;
     stack.wait_slot_active("outbox_bridge", &capture).await?;
 
     let (stop, written) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));

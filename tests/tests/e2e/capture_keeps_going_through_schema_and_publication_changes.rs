@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tests::kinesis::StreamRecord;
-use tests::stack::{outbox_id, Stack};
-use tests::wait;
+use harness::kinesis::StreamRecord;
+use harness::stack::{outbox_id, Stack};
+use harness::wait;
 
 const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
                       VALUES ($1::text::uuid, 'Customer', 'c-1', 'CustomerCreated', '{\"n\": 1}', 1)";

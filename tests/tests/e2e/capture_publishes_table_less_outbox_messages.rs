@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use tests::stack::{outbox_id, Stack};
-use tests::wait;
+use harness::stack::{outbox_id, Stack};
+use harness::wait;
 
 const EMIT: &str = "SELECT pg_logical_emit_message(true, 'outbox', $1::text)";
 

@@ -7,8 +7,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use tests::postgres::StopMode;
-use tests::stack::Stack;
+use harness::postgres::StopMode;
+use harness::stack::Stack;
 
 const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
                       SELECT gen_random_uuid(), 'Customer', 'c-' || i, 'CustomerCreated', '{}', 1 FROM generate_series(1, $1::int) i";
@@ -35,7 +35,7 @@ async fn every_row_arrives_across_fast_and_immediate_postgres_restarts() -> anyh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_partition_is_noticed_and_capture_reconnects() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
-    let proxy = tests::proxy::Proxy::start(&format!("127.0.0.1:{}", stack.pg.port)).await?;
+    let proxy = harness::proxy::Proxy::start(&format!("127.0.0.1:{}", stack.pg.port)).await?;
     let through_proxy = stack.pg.url().replace(
         &format!("127.0.0.1:{}", stack.pg.port),
         proxy.endpoint.trim_start_matches("http://"),
@@ -43,9 +43,9 @@ async fn a_silent_partition_is_noticed_and_capture_reconnects() -> anyhow::Resul
     let mut env = stack.env();
     env.retain(|(k, _)| k != "DATABASE_URL" && k != "BRIDGE_METRICS_LISTEN");
     env.push(("DATABASE_URL".into(), through_proxy));
-    let port = tests::free_port()?;
+    let port = harness::free_port()?;
     env.push(("BRIDGE_METRICS_LISTEN".into(), format!("127.0.0.1:{port}")));
-    let mut capture = tests::process::Proc::spawn(
+    let mut capture = harness::process::Proc::spawn(
         "bridge",
         &[
             "capture",
@@ -65,7 +65,7 @@ async fn a_silent_partition_is_noticed_and_capture_reconnects() -> anyhow::Resul
     // The path to Postgres goes silent; rows committed meanwhile must still arrive.
     proxy.set_partitioned(true);
     stack.pg.client().await?.execute(INSERT, &[&10i32]).await?;
-    tests::wait::until(
+    harness::wait::until(
         "capture to notice the silence",
         Duration::from_secs(30),
         || async {
@@ -79,13 +79,13 @@ async fn a_silent_partition_is_noticed_and_capture_reconnects() -> anyhow::Resul
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", capture.output()))?;
     // While Postgres cannot be reached, /healthz says so.
-    tests::metrics::wait_health(port, 503, "no message from postgres", Duration::from_secs(30)).await?;
+    harness::metrics::wait_health(port, 503, "no message from postgres", Duration::from_secs(30)).await?;
     proxy.set_partitioned(false);
     stack
         .wait_all_in_kinesis(&capture, Duration::from_secs(60))
         .await?;
     assert_eq!(stack.outbox_ids().await?.len(), 20);
-    tests::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
+    harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
 
     // Partitioned again, then stopped while it cannot get through: shutdown wins, exit 0.
     proxy.set_partitioned(true);

@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use tests::stack::{outbox_id, Stack};
-use tests::wait;
+use harness::stack::{outbox_id, Stack};
+use harness::wait;
 
 async fn wal_status(pg: &tokio_postgres::Client) -> anyhow::Result<Option<String>> {
     Ok(pg

@@ -3,7 +3,7 @@
 //! --recreate-slot` is the operator's explicit way back. (The default, `resync-outbox`, is
 //! `capture_resyncs_the_outbox_after_slot_loss`.)
 
-use tests::stack::Stack;
+use harness::stack::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_stops_with_a_recovery_hint_when_its_slot_was_dropped() -> anyhow::Result<()> {
@@ -27,7 +27,7 @@ async fn capture_stops_with_a_recovery_hint_when_its_slot_was_dropped() -> anyho
     assert!(slot.is_none(), "capture did not recreate the slot");
 
     // Setup refuses too, unless told the gap was dealt with.
-    let (code, _, err) = tests::process::run("bridge", &["setup"], &stack.env()).await?;
+    let (code, _, err) = harness::process::run("bridge", &["setup"], &stack.env()).await?;
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("was dropped"), "{err}");
     stack.run_ok("bridge", &["setup", "--recreate-slot"]).await?;

@@ -4,14 +4,14 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use tests::metrics::scrape;
-use tests::stack::{outbox_id, Stack};
-use tests::wait;
+use harness::metrics::scrape;
+use harness::stack::{outbox_id, Stack};
+use harness::wait;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_outbox_row_arrives_after_capture_is_killed_mid_run() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
-    let port = tests::free_port()?;
+    let port = harness::free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let args = ["--batch-linger-ms", "5", "--metrics-listen", listen.as_str()];
     let mut capture = stack.spawn_capture(&args).await?;

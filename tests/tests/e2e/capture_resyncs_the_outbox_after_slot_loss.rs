@@ -7,8 +7,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use tests::metrics::scrape;
-use tests::stack::{outbox_id, Stack};
+use harness::metrics::scrape;
+use harness::stack::{outbox_id, Stack};
 
 async fn insert_rows(stack: &Stack, prefix: &str, n: usize) -> anyhow::Result<()> {
     for i in 0..n {
@@ -56,7 +56,7 @@ async fn a_dropped_slot_is_replaced_and_the_gap_republished() -> anyhow::Result<
     // Written while there is no slot: no WAL of theirs will ever be decoded.
     insert_rows(&stack, "gap", 30).await?;
 
-    let port = tests::free_port()?;
+    let port = harness::free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let mut capture = stack.spawn_capture(&["--metrics-listen", &listen]).await?;
     insert_rows(&stack, "after", 10).await?;

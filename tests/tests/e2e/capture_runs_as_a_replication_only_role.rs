@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use tests::process::Proc;
-use tests::stack::{outbox_id, Stack};
-use tests::wait;
+use harness::process::Proc;
+use harness::stack::{outbox_id, Stack};
+use harness::wait;
 
 const ROLE_PW: &str = "cdc-role-pw-Hq2";
 const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use tests::stack::{outbox_id, Stack};
-use tests::wait;
+use harness::stack::{outbox_id, Stack};
+use harness::wait;
 
 const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
                       VALUES ($1::text::uuid, 'Customer', 'c-1', 'CustomerCreated', '{}', 1)";

@@ -5,7 +5,7 @@
 //! benchmark's figure — here only delivery is asserted.
 
 use serde_json::Value;
-use tests::process;
+use harness::process;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_row_transaction_is_delivered_whole_and_the_slot_moves_past_it() -> anyhow::Result<()> {

@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use tests::process::Proc;
-use tests::stack::Stack;
+use harness::process::Proc;
+use harness::stack::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_passes_over_an_unreachable_host_to_the_primary() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
-    let dead = tests::free_port()?;
+    let dead = harness::free_port()?;
     let url = stack
         .pg
         .url()
@@ -23,12 +23,12 @@ async fn capture_passes_over_an_unreachable_host_to_the_primary() -> anyhow::Res
     stack
         .insert_outbox(id, ("Order", "o-multi"), "OrderPlaced", r#"{"n": 1}"#)
         .await?;
-    tests::wait::until("the row in Kinesis", Duration::from_secs(60), || async {
+    harness::wait::until("the row in Kinesis", Duration::from_secs(60), || async {
         capture.ensure_running()?;
         let records = stack.records().await?;
         Ok(records
             .iter()
-            .any(|r| tests::stack::outbox_id(r) == Some(id))
+            .any(|r| harness::stack::outbox_id(r) == Some(id))
             .then_some(()))
     })
     .await
@@ -39,7 +39,7 @@ async fn capture_passes_over_an_unreachable_host_to_the_primary() -> anyhow::Res
         capture.output()
     );
     // The query connection walks the list too.
-    let (code, out, err) = tests::process::run("bridge", &["status", "--json"], &env).await?;
+    let (code, out, err) = harness::process::run("bridge", &["status", "--json"], &env).await?;
     let status: serde_json::Value =
         serde_json::from_str(&out).map_err(|e| anyhow::anyhow!("{e}: {out}\n{err}"))?;
     assert_eq!(status["slot"]["active"], true, "{code:?} {status}");
@@ -47,7 +47,7 @@ async fn capture_passes_over_an_unreachable_host_to_the_primary() -> anyhow::Res
     // A standby-only setting is refused with the reason, before any connection.
     let standby = stack.pg.url() + "?target_session_attrs=standby";
     let env = stack.env_with(&[("DATABASE_URL", &standby)]);
-    let (code, out, err) = tests::process::run("bridge", &["capture"], &env).await?;
+    let (code, out, err) = harness::process::run("bridge", &["capture"], &env).await?;
     assert_ne!(code, Some(0));
     assert!(err.contains("reads from the primary"), "{out}\n{err}");
     Ok(())

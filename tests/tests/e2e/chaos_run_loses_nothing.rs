@@ -9,7 +9,7 @@
 //! otherwise; this reads its report too).
 
 use serde_json::Value;
-use tests::process;
+use harness::process;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_kind_once_and_nothing_lost() -> anyhow::Result<()> {

@@ -1,6 +1,6 @@
 //! The end-to-end tests, one module per scenario, in one test binary: each binary links every
 //! AWS SDK, so one binary instead of thirty keeps the build short. Each test starts its own
-//! throwaway Postgres and emulator on loopback (`tests::stack::Stack`).
+//! throwaway Postgres and emulator on loopback (`harness::stack::Stack`).
 
 mod bad_input_gets_a_clear_error_and_writes_nothing;
 mod bench_runs_every_scenario_and_delivers_everything;

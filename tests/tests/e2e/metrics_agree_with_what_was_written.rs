@@ -4,15 +4,15 @@
 
 use std::time::Duration;
 
-use tests::metrics::{scrape, scrape_sum};
-use tests::process::Proc;
-use tests::stack::Stack;
+use harness::metrics::{scrape, scrape_sum};
+use harness::process::Proc;
+use harness::stack::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_the_ground_truth() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     stack.run_ok("shipping", &["setup"]).await?;
-    let (bport, sport) = (tests::free_port()?, tests::free_port()?);
+    let (bport, sport) = (harness::free_port()?, harness::free_port()?);
     let (blisten, slisten) = (format!("127.0.0.1:{bport}"), format!("127.0.0.1:{sport}"));
     let bridge = Proc::spawn(
         "bridge",
@@ -53,10 +53,10 @@ async fn metrics_match_the_ground_truth() -> anyhow::Result<()> {
     let pg = stack.pg.client().await?;
     let written: i64 = pg.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
     let written = written as f64;
-    tests::shipping::wait_consistent(&stack, &[&bridge, &shipping], Duration::from_secs(180)).await?;
+    harness::shipping::wait_consistent(&stack, &[&bridge, &shipping], Duration::from_secs(180)).await?;
     let dynamo = aws_sdk_dynamodb::Client::new(&stack.moto.sdk_config().await);
-    let raised = tests::shipping::scan(&dynamo, "shipping-outbox").await?.len() as f64;
-    tests::wait::until(
+    let raised = harness::shipping::scan(&dynamo, "shipping-outbox").await?.len() as f64;
+    harness::wait::until(
         "the shipment events to be published",
         Duration::from_secs(60),
         || async {
@@ -81,7 +81,7 @@ async fn metrics_match_the_ground_truth() -> anyhow::Result<()> {
     assert!(lag < 64.0 * 1024.0, "slot lag {lag}");
     // Drained: nothing committed is waiting, so the slot's lag in time falls to 0 by the next
     // status tick; and the relay reports how far behind each of the 4 shards it reads is.
-    tests::wait::until(
+    harness::wait::until(
         "the slot's lag in seconds to be 0",
         Duration::from_secs(30),
         || async { Ok((scrape(bport, "bridge_slot_confirmed_lag_seconds").await? == 0.0).then_some(())) },

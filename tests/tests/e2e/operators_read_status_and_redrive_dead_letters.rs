@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tests::process;
-use tests::stack::Stack;
+use harness::process;
+use harness::stack::Stack;
 
 async fn status(stack: &Stack) -> anyhow::Result<(Option<i32>, Value)> {
     let (code, out, err) = process::run("bridge", &["status", "--json"], &stack.env()).await?;
@@ -34,7 +34,7 @@ async fn status_flags_what_needs_attention_and_dead_letters_can_be_redriven() ->
 
     let bridge = stack.spawn("bridge", &["run", "--lease-duration-secs", "3"])?;
     stack.wait_slot_active("outbox_bridge", &bridge).await?;
-    let healthy = tests::wait::until("status to be all well", Duration::from_secs(60), || async {
+    let healthy = harness::wait::until("status to be all well", Duration::from_secs(60), || async {
         bridge.ensure_running()?;
         let (code, v) = status(&stack).await?;
         Ok((code == Some(0)).then_some(v))
@@ -62,7 +62,7 @@ async fn status_flags_what_needs_attention_and_dead_letters_can_be_redriven() ->
         ))
         .send()
         .await?;
-    let parked = tests::wait::until("the bad record to be parked", Duration::from_secs(60), || async {
+    let parked = harness::wait::until("the bad record to be parked", Duration::from_secs(60), || async {
         let (code, v) = status(&stack).await?;
         Ok((code == Some(1) && v["dead_letters"] == 1).then_some(v))
     })
@@ -86,7 +86,7 @@ async fn status_flags_what_needs_attention_and_dead_letters_can_be_redriven() ->
     let out = stack.run_ok("bridge", &["dlq", "redrive"]).await?;
     assert!(out.contains("redriven 1 record(s)"), "{out}");
     let first: Value = serde_json::from_str(listed[0]["body"].as_str().unwrap_or("{}"))?;
-    let again = tests::wait::until(
+    let again = harness::wait::until(
         "the redriven record to be parked again",
         Duration::from_secs(60),
         || async {
@@ -113,7 +113,7 @@ async fn status_flags_what_needs_attention_and_dead_letters_can_be_redriven() ->
 async fn a_refused_event_redriven_is_published() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
-    let mut events = tests::bus::subscribe(
+    let mut events = harness::bus::subscribe(
         &sdk,
         "legacy-monolith",
         "redriven",
@@ -121,7 +121,7 @@ async fn a_refused_event_redriven_is_published() -> anyhow::Result<()> {
     )
     .await?;
     let capture = stack.spawn_capture(&[]).await?;
-    let proxy = tests::faults::FaultProxy::start(&stack.moto.endpoint).await?;
+    let proxy = harness::faults::FaultProxy::start(&stack.moto.endpoint).await?;
     proxy
         .plan
         .refuse_put_events
@@ -137,7 +137,7 @@ async fn a_refused_event_redriven_is_published() -> anyhow::Result<()> {
             r#"{"n": 12345678901234567.89}"#,
         )
         .await?;
-    let listed = tests::wait::until(
+    let listed = harness::wait::until(
         "the refused event to be parked",
         Duration::from_secs(60),
         || async {
@@ -174,7 +174,7 @@ async fn a_refused_event_redriven_is_published() -> anyhow::Result<()> {
     let records = stack.records().await?;
     let copies: Vec<_> = records
         .iter()
-        .filter(|r| tests::stack::outbox_id(r) == Some(id))
+        .filter(|r| harness::stack::outbox_id(r) == Some(id))
         .collect();
     assert_eq!(copies.len(), 2, "the original and its redriven copy");
     assert!(copies.iter().all(|r| r.partition_key == "o-redrive"));
@@ -191,7 +191,7 @@ async fn redrives_longer_than_the_hold_send_each_record_once() -> anyhow::Result
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let url = tests::dlq::queue_url(&sqs, "bridge-dlq").await?;
+    let url = harness::dlq::queue_url(&sqs, "bridge-dlq").await?;
     for n in 0..PARKED {
         let body = serde_json::json!({
             "reason": "parked by the test",
@@ -205,7 +205,7 @@ async fn redrives_longer_than_the_hold_send_each_record_once() -> anyhow::Result
             .send()
             .await?;
     }
-    let proxy = tests::faults::FaultProxy::start(&stack.moto.endpoint).await?;
+    let proxy = harness::faults::FaultProxy::start(&stack.moto.endpoint).await?;
     proxy
         .plan
         .latency_ms

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use tests::process;
-use tests::stack::Stack;
+use harness::process;
+use harness::stack::Stack;
 
 async fn outbox_rows(stack: &Stack) -> anyhow::Result<i64> {
     let pg = stack.pg.client().await?;

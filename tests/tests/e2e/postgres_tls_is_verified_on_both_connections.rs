@@ -9,10 +9,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tests::process::Proc;
-use tests::stack::{outbox_id, Stack};
-use tests::tls::TestCa;
-use tests::wait;
+use harness::process::Proc;
+use harness::stack::{outbox_id, Stack};
+use harness::tls::TestCa;
+use harness::wait;
 
 const ROLE_PW: &str = "tls-role-pw-7Jc";
 const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \

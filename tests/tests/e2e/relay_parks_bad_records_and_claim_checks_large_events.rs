@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
 use serde_json::{json, Value};
-use tests::bus;
-use tests::stack::Stack;
+use harness::bus;
+use harness::stack::Stack;
 
 const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
                       VALUES ($1::text::uuid, 'Document', 'doc-1', $2, $3::text::jsonb, 1)";
@@ -26,13 +26,13 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
     )
     .await?;
     let capture = stack.spawn_capture(&[]).await?;
-    let proxy = tests::faults::FaultProxy::start(&stack.moto.endpoint).await?;
+    let proxy = harness::faults::FaultProxy::start(&stack.moto.endpoint).await?;
     proxy
         .plan
         .put_events_entry_limit
         .store(65536, std::sync::atomic::Ordering::SeqCst);
     let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
-    let relay = tests::process::Proc::spawn("bridge", &["relay", "--max-event-bytes", "65536"], &env)?;
+    let relay = harness::process::Proc::spawn("bridge", &["relay", "--max-event-bytes", "65536"], &env)?;
     let pg = stack.pg.client().await?;
 
     // Garbage and a DMS-shaped outbox insert without a usable type, straight into the stream.
@@ -94,7 +94,7 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
     assert_eq!(claim["sha256"].as_str().map(str::len), Some(64));
 
     // The dead-letter queue holds the four bad records, each with its reason and the original.
-    let parked = tests::dlq::receive(&sdk, "bridge-dlq", 4).await?;
+    let parked = harness::dlq::receive(&sdk, "bridge-dlq", 4).await?;
     let reasons: Vec<&str> = parked.iter().filter_map(|p| p["reason"].as_str()).collect();
     assert_eq!(reasons.len(), 4, "{reasons:?}");
     assert!(

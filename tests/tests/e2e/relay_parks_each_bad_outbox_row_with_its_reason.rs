@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tests::bus;
-use tests::stack::Stack;
+use harness::bus;
+use harness::stack::Stack;
 
 const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
                       VALUES ($1::text::uuid, 'Document', 'doc-1', $2, $3, 1)";
@@ -73,7 +73,7 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
         .await
         .map_err(|e| anyhow::anyhow!("{e}\ncapture:\n{}\nrelay:\n{}", capture.output(), relay.output()))?;
 
-    let parked = tests::dlq::receive(&sdk, "bridge-dlq", 5).await?;
+    let parked = harness::dlq::receive(&sdk, "bridge-dlq", 5).await?;
     let reasons: Vec<&str> = parked.iter().filter_map(|p| p["reason"].as_str()).collect();
     assert_eq!(reasons.len(), 5, "{reasons:?}");
     let reason_for = |id: &str| reasons.iter().find(|r| r.contains(id)).copied().unwrap_or("");

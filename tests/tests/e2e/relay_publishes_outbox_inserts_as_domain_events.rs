@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tests::bus;
-use tests::stack::Stack;
+use harness::bus;
+use harness::stack::Stack;
 
 /// The six monolith event types (the ones the shipping service's rule routes).
-const TYPES: [&str; 6] = tests::shipping::SUBSCRIBED_TYPES;
+const TYPES: [&str; 6] = harness::shipping::SUBSCRIBED_TYPES;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_rows_arrive_on_a_subscribed_queue_with_the_envelope() -> anyhow::Result<()> {

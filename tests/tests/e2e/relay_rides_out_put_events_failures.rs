@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::json;
-use tests::bus;
-use tests::faults::FaultProxy;
-use tests::process::Proc;
-use tests::stack::Stack;
+use harness::bus;
+use harness::faults::FaultProxy;
+use harness::process::Proc;
+use harness::stack::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_and_partially_failed_put_events_are_retried_until_every_event_lands() -> anyhow::Result<()>
@@ -28,7 +28,7 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
     let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
     proxy.plan.throttle_put_events.store(3, Ordering::SeqCst);
     proxy.plan.partial_put_events.store(6, Ordering::SeqCst);
-    let port = tests::free_port()?;
+    let port = harness::free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let env = stack.env_with(&[
         ("AWS_ENDPOINT_URL", &proxy.endpoint),
@@ -120,14 +120,14 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
 
     // EventBridge browned out: the worker cannot get its page through, /healthz says so; once
     // it is back the event lands and the relay is healthy again.
-    tests::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
+    harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
     proxy.plan.set_brownout(Some("AWSEvents."));
     let late = "00000000-0000-0000-0000-00000000b162";
     stack
         .insert_outbox(late, ("Invoice", "inv-2"), "InvoiceIssued", "{}")
         .await?;
     let body =
-        tests::metrics::wait_health(port, 503, "worker made no progress", Duration::from_secs(60)).await?;
+        harness::metrics::wait_health(port, 503, "worker made no progress", Duration::from_secs(60)).await?;
     assert!(body.contains("relay: shard"), "{body}");
     proxy.plan.set_brownout(None);
     events
@@ -137,7 +137,7 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
             |s| s.by_event_id().contains_key(late),
         )
         .await?;
-    tests::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
+    harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
     relay.ensure_running()?;
     Ok(())
 }

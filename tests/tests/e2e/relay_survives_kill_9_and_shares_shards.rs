@@ -6,12 +6,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::json;
-use tests::bus;
-use tests::stack::Stack;
-use tests::wait;
+use harness::bus;
+use harness::stack::Stack;
+use harness::wait;
 
 async fn owned(metrics_port: u16) -> anyhow::Result<f64> {
-    tests::metrics::scrape(metrics_port, "bridge_relay_shards_owned").await
+    harness::metrics::scrape(metrics_port, "bridge_relay_shards_owned").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,7 +26,7 @@ async fn a_killed_relays_shards_are_taken_over_and_nothing_is_lost() -> anyhow::
     )
     .await?;
     let capture = stack.spawn_capture(&[]).await?;
-    let (port_a, port_b) = (tests::free_port()?, tests::free_port()?);
+    let (port_a, port_b) = (harness::free_port()?, harness::free_port()?);
     let relay = |id: &str, port: u16| {
         let listen = format!("127.0.0.1:{port}");
         stack.spawn(
@@ -122,14 +122,14 @@ async fn a_killed_relays_shards_are_taken_over_and_nothing_is_lost() -> anyhow::
         Some("expires_at")
     );
     let workers = || async {
-        let items = tests::shipping::scan(&dynamo, "bridge-checkpoints").await?;
+        let items = harness::shipping::scan(&dynamo, "bridge-checkpoints").await?;
         Ok::<_, anyhow::Error>(
             items
                 .into_iter()
-                .filter(|i| tests::shipping::text(i, "lease_kind") == "worker")
+                .filter(|i| harness::shipping::text(i, "lease_kind") == "worker")
                 .map(|i| {
                     let ttl = i.get("expires_at").and_then(|v| v.as_n().ok()).cloned();
-                    (tests::shipping::text(&i, "lease_worker"), ttl)
+                    (harness::shipping::text(&i, "lease_worker"), ttl)
                 })
                 .collect::<Vec<_>>(),
         )
@@ -159,7 +159,7 @@ async fn a_killed_relays_shards_are_taken_over_and_nothing_is_lost() -> anyhow::
 async fn two_relays_with_one_worker_id_never_both_own_a_shard() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let _capture = stack.spawn_capture(&[]).await?;
-    let (port_a, port_b) = (tests::free_port()?, tests::free_port()?);
+    let (port_a, port_b) = (harness::free_port()?, harness::free_port()?);
     let relay = |port: u16| {
         let listen = format!("127.0.0.1:{port}");
         stack.spawn(

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use tests::postgres::SUPERUSER_PASSWORD;
-use tests::process;
-use tests::stack::Stack;
+use harness::postgres::SUPERUSER_PASSWORD;
+use harness::process;
+use harness::stack::Stack;
 
 const WRONG: &str = "wrong-secret-Zq8v";
 
@@ -19,7 +19,7 @@ async fn passwords_stay_out_of_logs_errors_help_and_metrics() -> anyhow::Result<
     let mut outputs: Vec<(String, String)> = Vec::new();
 
     // A working pipeline with the password in the URL, and its metrics.
-    let port = tests::free_port()?;
+    let port = harness::free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let mut bridge = process::Proc::spawn("bridge", &["run", "--metrics-listen", &listen], &stack.env())?;
     stack.wait_slot_active("outbox_bridge", &bridge).await?;

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
-use tests::shipping::{self, scan, text};
-use tests::stack::Stack;
+use harness::shipping::{self, scan, text};
+use harness::stack::Stack;
 
 /// A deterministic shuffle (the test must be repeatable): sort by a hash of (seed, position).
 fn shuffled<T>(items: Vec<T>, seed: u64) -> Vec<T> {
@@ -58,7 +58,7 @@ async fn duplicated_and_reordered_delivery_changes_nothing() -> anyhow::Result<(
     let expected: i64 = pg.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
 
     // Take every event off the queue before the service runs.
-    let queue_url = tests::dlq::queue_url(&sqs, "shipping-events").await?;
+    let queue_url = harness::dlq::queue_url(&sqs, "shipping-events").await?;
     let mut bodies: HashMap<String, String> = HashMap::new();
     let started = std::time::Instant::now();
     while (bodies.len() as i64) < expected {
@@ -117,7 +117,7 @@ async fn duplicated_and_reordered_delivery_changes_nothing() -> anyhow::Result<(
     let service = stack.spawn("shipping", &["run", "--wait-seconds", "1", "--concurrency", "6"])?;
     let report = shipping::wait_consistent(&stack, &[&bridge, &service], Duration::from_secs(180)).await?;
     assert!(report.exact(), "{report}");
-    tests::wait::until("the queue to drain", Duration::from_secs(60), || {
+    harness::wait::until("the queue to drain", Duration::from_secs(60), || {
         let (sqs, queue_url) = (&sqs, &queue_url);
         async move {
             let attrs = sqs

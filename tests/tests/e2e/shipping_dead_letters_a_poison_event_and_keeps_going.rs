@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use tests::shipping;
-use tests::stack::Stack;
+use harness::shipping;
+use harness::stack::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_ends_in_the_dlq_with_its_reason() -> anyhow::Result<()> {
@@ -55,8 +55,8 @@ async fn a_poison_event_ends_in_the_dlq_with_its_reason() -> anyhow::Result<()> 
 
     // Everything else converges (the inbox holds every event but the poison one).
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let dlq = tests::dlq::queue_url(&sqs, "shipping-events-dlq").await?;
-    let parked = tests::wait::until("the poison event in the DLQ", Duration::from_secs(180), || {
+    let dlq = harness::dlq::queue_url(&sqs, "shipping-events-dlq").await?;
+    let parked = harness::wait::until("the poison event in the DLQ", Duration::from_secs(180), || {
         let (sqs, dlq, service) = (&sqs, &dlq, &service);
         async move {
             service.ensure_running()?;
@@ -108,7 +108,7 @@ async fn a_poison_event_ends_in_the_dlq_with_its_reason() -> anyhow::Result<()> 
     // Redriven (as after a fix), it is applied — here it fails again and is parked again.
     let out = stack.run_ok("shipping", &["dlq", "redrive"]).await?;
     assert!(out.contains("redriven 1 event(s)"), "{out}");
-    tests::wait::until(
+    harness::wait::until(
         "the redriven event to be parked again",
         Duration::from_secs(60),
         || async {
@@ -124,7 +124,7 @@ async fn a_poison_event_ends_in_the_dlq_with_its_reason() -> anyhow::Result<()> 
 
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let expected: i64 = pg.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
-    let report = tests::wait::until("the good events to be applied", Duration::from_secs(180), || {
+    let report = harness::wait::until("the good events to be applied", Duration::from_secs(180), || {
         let (pg, dynamo) = (&pg, &dynamo);
         async move {
             let report = shipping::check(pg, dynamo, "shipping-customers", "shipping-shipments").await?;
@@ -147,14 +147,14 @@ async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() 
         .await?;
     let bridge = stack.spawn("bridge", &["run", "--lease-duration-secs", "3"])?;
     stack.wait_slot_active("outbox_bridge", &bridge).await?;
-    let proxy = tests::faults::FaultProxy::start(&stack.moto.endpoint).await?;
-    let metrics_port = tests::free_port()?;
+    let proxy = harness::faults::FaultProxy::start(&stack.moto.endpoint).await?;
+    let metrics_port = harness::free_port()?;
     let listen = format!("127.0.0.1:{metrics_port}");
     let env = stack.env_with(&[
         ("AWS_ENDPOINT_URL", &proxy.endpoint),
         ("SHIPPING_METRICS_LISTEN", &listen),
     ]);
-    let service = tests::process::Proc::spawn(
+    let service = harness::process::Proc::spawn(
         "shipping",
         &[
             "run",
@@ -213,14 +213,14 @@ async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() 
             ],
         )
         .await?;
-    tests::wait::until(
+    harness::wait::until(
         "the consumer to fail through several retry rounds",
         Duration::from_secs(120),
         || async {
             service.ensure_running()?;
             // Not serving yet reads as not there yet; the assertions below read strictly.
             let transient =
-                tests::metrics::scrape(metrics_port, "shipping_events_failed_total{kind=\"transient\"}")
+                harness::metrics::scrape(metrics_port, "shipping_events_failed_total{kind=\"transient\"}")
                     .await
                     .unwrap_or(0.0);
             Ok((transient >= 30.0 && browned.elapsed() > Duration::from_secs(20)).then_some(()))
@@ -232,7 +232,7 @@ async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() 
 
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let expected: i64 = pg.query_one("SELECT count(*) FROM outbox", &[]).await?.get(0);
-    let report = tests::wait::until("every healthy event applied", Duration::from_secs(240), || {
+    let report = harness::wait::until("every healthy event applied", Duration::from_secs(240), || {
         let (pg, dynamo, service) = (&pg, &dynamo, &service);
         async move {
             service.ensure_running()?;
@@ -247,18 +247,18 @@ async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() 
 
     // SQS, then DynamoDB Streams, browned out: the consumer, then the publisher, cannot get
     // through, and /healthz says which; each time it is healthy again once the service is back.
-    tests::metrics::wait_health(metrics_port, 200, "ok", Duration::from_secs(30)).await?;
+    harness::metrics::wait_health(metrics_port, 200, "ok", Duration::from_secs(30)).await?;
     for (target, reason) in [
         ("AmazonSQS.", "the consumer received nothing"),
         ("DynamoDBStreams_20120810.", "the publisher made no progress"),
     ] {
         proxy.plan.set_brownout(Some(target));
-        let body = tests::metrics::wait_health(metrics_port, 503, reason, Duration::from_secs(60))
+        let body = harness::metrics::wait_health(metrics_port, 503, reason, Duration::from_secs(60))
             .await
             .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
         assert!(body.starts_with("unhealthy:"), "{body}");
         proxy.plan.set_brownout(None);
-        tests::metrics::wait_health(metrics_port, 200, "ok", Duration::from_secs(60)).await?;
+        harness::metrics::wait_health(metrics_port, 200, "ok", Duration::from_secs(60)).await?;
     }
 
     // The publisher through a DynamoDB brownout longer than any retry budget: shipment events
@@ -285,7 +285,7 @@ async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() 
             ],
         )
         .await?;
-    tests::wait::until(
+    harness::wait::until(
         "new shipment events in the outbox",
         Duration::from_secs(120),
         || async {
@@ -305,7 +305,7 @@ async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() 
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     proxy.plan.set_brownout(None);
-    tests::wait::until(
+    harness::wait::until(
         "every outbox item marked dispatched",
         Duration::from_secs(120),
         || async {
@@ -322,9 +322,9 @@ async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() 
 
     // The DLQ holds the two unstorable events, each with DynamoDB's reason, and nothing healthy.
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let dlq = tests::dlq::queue_url(&sqs, "shipping-events-dlq").await?;
+    let dlq = harness::dlq::queue_url(&sqs, "shipping-events-dlq").await?;
     let parked = std::sync::Mutex::new(Vec::new());
-    tests::wait::until(
+    harness::wait::until(
         "both unstorable events in the DLQ",
         Duration::from_secs(120),
         || {
@@ -377,7 +377,7 @@ async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() 
         assert!(reason.contains("cannot store the event's content"), "{reason}");
     }
     assert_eq!(
-        tests::metrics::scrape(metrics_port, "shipping_events_dead_lettered_total").await?,
+        harness::metrics::scrape(metrics_port, "shipping_events_dead_lettered_total").await?,
         2.0
     );
     assert!(proxy.plan.injected.load(std::sync::atomic::Ordering::SeqCst) > 0);
@@ -393,7 +393,7 @@ async fn the_publisher_parks_outbox_items_it_cannot_publish() -> anyhow::Result<
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
     stack.run_ok("shipping", &["setup"]).await?;
-    let mut events = tests::bus::subscribe(
+    let mut events = harness::bus::subscribe(
         &sdk,
         "legacy-monolith",
         "shipping-events-seen",
@@ -435,9 +435,9 @@ async fn the_publisher_parks_outbox_items_it_cannot_publish() -> anyhow::Result<
         .await
         .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let dlq = tests::dlq::queue_url(&sqs, "shipping-outbox-dlq").await?;
+    let dlq = harness::dlq::queue_url(&sqs, "shipping-outbox-dlq").await?;
     let parked = std::sync::Mutex::new(Vec::new());
-    tests::wait::until("both bad items parked", Duration::from_secs(60), || {
+    harness::wait::until("both bad items parked", Duration::from_secs(60), || {
         let (sqs, dlq) = (&sqs, &dlq);
         let parked = &parked;
         async move {

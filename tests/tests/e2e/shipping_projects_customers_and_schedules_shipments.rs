@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::json;
-use tests::stack::Stack;
-use tests::{bus, shipping};
+use harness::stack::Stack;
+use harness::{bus, shipping};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_projection_and_shipments_match_the_monolith() -> anyhow::Result<()> {
@@ -159,7 +159,7 @@ async fn numbers_keep_every_digit_into_the_projection_and_shipping_events() -> a
     let sdk = stack.moto.sdk_config().await;
     stack.run_ok("shipping", &["setup"]).await?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let url = tests::dlq::queue_url(&sqs, "shipping-events").await?;
+    let url = harness::dlq::queue_url(&sqs, "shipping-events").await?;
     let event = |id: &str, detail_type: &str, data: &str| {
         format!(
             r#"{{"id":"eb-{id}","detail-type":"{detail_type}","source":"legacy.monolith","detail":{{"metadata":{{"event_id":"{id}","aggregate_version":1}},"data":{data}}}}}"#
@@ -187,7 +187,7 @@ async fn numbers_keep_every_digit_into_the_projection_and_shipping_events() -> a
     let service = stack.spawn("shipping", &["run", "--wait-seconds", "1"])?;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let (customer, shipment, outbox) =
-        tests::wait::until("both events applied", Duration::from_secs(60), || async {
+        harness::wait::until("both events applied", Duration::from_secs(60), || async {
             service.ensure_running()?;
             let customers = shipping::scan(&dynamo, "shipping-customers").await?;
             let shipments = shipping::scan(&dynamo, "shipping-shipments").await?;
@@ -199,7 +199,7 @@ async fn numbers_keep_every_digit_into_the_projection_and_shipping_events() -> a
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\nshipping:\n{}", service.output()))?;
-    let number = |item: &tests::shipping::Item, name: &str| {
+    let number = |item: &harness::shipping::Item, name: &str| {
         item.get(name)
             .and_then(|v| v.as_n().ok())
             .cloned()

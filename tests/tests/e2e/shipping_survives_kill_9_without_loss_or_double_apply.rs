@@ -7,9 +7,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::json;
-use tests::bus;
-use tests::shipping::{self, scan, text};
-use tests::stack::Stack;
+use harness::bus;
+use harness::shipping::{self, scan, text};
+use harness::stack::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_and_applies_nothing_twice() -> anyhow::Result<()> {
@@ -61,7 +61,7 @@ async fn kill_9_loses_nothing_and_applies_nothing_twice() -> anyhow::Result<()> 
     for round in 0..2 {
         // Kill while it is working: once the inbox has grown since the last restart.
         let before = scan(&dynamo, "shipping-inbox").await?.len();
-        tests::wait::until(
+        harness::wait::until(
             "the service to apply more events",
             Duration::from_secs(90),
             || {

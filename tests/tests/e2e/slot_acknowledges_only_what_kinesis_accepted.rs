@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use tests::lsn;
-use tests::proxy::Proxy;
-use tests::stack::{outbox_id, Stack};
-use tests::{process::Proc, wait};
+use harness::lsn;
+use harness::proxy::Proxy;
+use harness::stack::{outbox_id, Stack};
+use harness::{process::Proc, wait};
 
 const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
                       VALUES ($1::text::uuid, 'Customer', $1, 'CustomerCreated', '{}', 1)";
@@ -18,7 +18,7 @@ const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, 
 async fn confirmed_flush_waits_for_kinesis_and_then_advances() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let proxy = Proxy::start(stack.moto.endpoint.trim_start_matches("http://")).await?;
-    let port = tests::free_port()?;
+    let port = harness::free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let env = stack.env_with(&[
         ("AWS_ENDPOINT_URL", &proxy.endpoint),
@@ -58,7 +58,7 @@ async fn confirmed_flush_waits_for_kinesis_and_then_advances() -> anyhow::Result
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Work waiting for Kinesis longer than the stall bound: /healthz says so.
-    let (code, body) = tests::metrics::health(port).await?;
+    let (code, body) = harness::metrics::health(port).await?;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("not acknowledged"), "{body}");
 
@@ -82,7 +82,7 @@ async fn confirmed_flush_waits_for_kinesis_and_then_advances() -> anyhow::Result
     )
     .await
     .with_context(|| capture.output())?;
-    tests::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
+    harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
     assert!(
         capture.output().contains("putrecords retry"),
         "the outage was retried:\n{}",
@@ -109,7 +109,7 @@ async fn wait_for_commit_lsn(stack: &Stack, capture: &Proc, id: &str) -> anyhow:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_put_records_failures_lose_nothing_and_keep_each_aggregate_in_order() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
-    let proxy = tests::faults::FaultProxy::start(&stack.moto.endpoint).await?;
+    let proxy = harness::faults::FaultProxy::start(&stack.moto.endpoint).await?;
     let plan = proxy.plan.clone();
     plan.partial_put_records.store(3, Ordering::SeqCst);
     plan.uncounted_partial_put_records.store(3, Ordering::SeqCst);

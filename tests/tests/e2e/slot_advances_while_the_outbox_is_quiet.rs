@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use tests::lsn;
-use tests::stack::Stack;
-use tests::wait;
+use harness::lsn;
+use harness::stack::Stack;
+use harness::wait;
 
 async fn wal_lsn(client: &tokio_postgres::Client) -> anyhow::Result<u64> {
     let end: String = client
@@ -67,7 +67,7 @@ async fn unpublished_writes_and_other_databases_do_not_pin_wal() -> anyhow::Resu
     admin.batch_execute("CREATE DATABASE elsewhere").await?;
     let url = format!(
         "postgres://postgres:{}@127.0.0.1:{}/elsewhere",
-        tests::postgres::SUPERUSER_PASSWORD,
+        harness::postgres::SUPERUSER_PASSWORD,
         stack.pg.port
     );
     let (other, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
@@ -85,7 +85,7 @@ async fn unpublished_writes_and_other_databases_do_not_pin_wal() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_come_back_through_the_slot_and_are_never_published() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
-    let port = tests::free_port()?;
+    let port = harness::free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let mut capture = stack
         .spawn_capture(&["--heartbeat-secs", "1", "--metrics-listen", &listen])
@@ -105,7 +105,7 @@ async fn heartbeats_come_back_through_the_slot_and_are_never_published() -> anyh
     // Nobody writes: only heartbeats move the WAL, and the slot follows them.
     wait::until("three heartbeats read back", Duration::from_secs(60), || async {
         capture.ensure_running()?;
-        let seen = tests::metrics::scrape(port, "bridge_capture_heartbeats_received_total").await?;
+        let seen = harness::metrics::scrape(port, "bridge_capture_heartbeats_received_total").await?;
         Ok((seen >= 3.0).then_some(()))
     })
     .await?;
@@ -121,7 +121,7 @@ async fn heartbeats_come_back_through_the_slot_and_are_never_published() -> anyh
         || async { Ok((confirmed().await? > before.0.max(before.1)).then_some(())) },
     )
     .await?;
-    let lag = tests::metrics::scrape(port, "bridge_capture_heartbeat_lag_seconds").await?;
+    let lag = harness::metrics::scrape(port, "bridge_capture_heartbeat_lag_seconds").await?;
     assert!(lag < 30.0, "the heartbeat came back late: {lag} s");
 
     capture.ensure_running()?;

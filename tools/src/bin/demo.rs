@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use serde_json::json;
-use tests::bus;
-use tests::stack::{outbox_id, Stack};
+use harness::bus;
+use harness::stack::{outbox_id, Stack};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
         stack.stream
     );
 
-    let metrics_port = tests::free_port()?;
+    let metrics_port = harness::free_port()?;
     let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
     let listen = format!("127.0.0.1:{metrics_port}");
     // The microservice side: shipping (its queue fed by a rule, DynamoDB tables with an outbox
@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
     let mut downstream = bus::subscribe(&sdk, "legacy-monolith", "shipment-events", &pattern).await?;
     let capture = stack.spawn("bridge", &["run", "--metrics-listen", &listen])?;
     stack.wait_slot_active("outbox_bridge", &capture).await?;
-    let shipping_port = tests::free_port()?;
+    let shipping_port = harness::free_port()?;
     let shipping_metrics = format!("http://127.0.0.1:{shipping_port}/metrics");
     let shipping_listen = format!("127.0.0.1:{shipping_port}");
     let service = stack.spawn(
@@ -131,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         let age = metric(&metrics, "bridge_oldest_unpublished_event_age_seconds");
         service.ensure_running()?;
         let shipping_text = http.get(&shipping_metrics).send().await?.text().await?;
-        let applied = tests::metrics::sum_in(&shipping_text, "shipping_events_applied_total")?;
+        let applied = harness::metrics::sum_in(&shipping_text, "shipping_events_applied_total")?;
         let line = format!(
             "[{:>6.1}s] written {:>6} | in kinesis {:>6} | on eventbridge {:>6} | applied by shipping {:>6} | slot lag {:>9} | oldest unpublished {:>5.2}s | load {}",
             started.elapsed().as_secs_f64(),
@@ -187,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
     print!("consistency report (monolith vs shipping)… ");
     std::io::stdout().flush()?;
     let report =
-        tests::shipping::wait_consistent(&stack, &[&capture, &service], Duration::from_secs(300)).await?;
+        harness::shipping::wait_consistent(&stack, &[&capture, &service], Duration::from_secs(300)).await?;
     println!("{report}");
     println!(
         "  customers: {} in the monolith, {} projected differently, {} unknown to it",
@@ -202,10 +202,10 @@ async fn main() -> anyhow::Result<()> {
         report.extra_shipments.len()
     );
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    let shipment_events: HashSet<String> = tests::shipping::scan(&dynamo, "shipping-outbox")
+    let shipment_events: HashSet<String> = harness::shipping::scan(&dynamo, "shipping-outbox")
         .await?
         .iter()
-        .map(|i| tests::shipping::text(i, "event_id"))
+        .map(|i| harness::shipping::text(i, "event_id"))
         .collect();
     print!(
         "waiting for the {} shipment events on the downstream queue (moto delivers ~50/s)… ",

@@ -36,13 +36,13 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use tests::faults::FaultProxy;
-use tests::moto::aws_env;
-use tests::postgres::{StopMode, TestPostgres};
-use tests::process::Proc;
-use tests::proxy::Proxy;
-use tests::shipping::{Consistency, SUBSCRIBED_TYPES};
-use tests::stack::{outbox_id, Stack};
+use harness::faults::FaultProxy;
+use harness::moto::aws_env;
+use harness::postgres::{StopMode, TestPostgres};
+use harness::process::Proc;
+use harness::proxy::Proxy;
+use harness::shipping::{Consistency, SUBSCRIBED_TYPES};
+use harness::stack::{outbox_id, Stack};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -257,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
         .run_ok("shipping", &["setup", "--max-receive-count", MAX_RECEIVE_COUNT])
         .await?;
     // Every event the relay publishes, as a subscriber receives it.
-    let bus = tests::bus::subscribe(
+    let bus = harness::bus::subscribe(
         &sdk,
         "legacy-monolith",
         "chaos-observer",
@@ -345,7 +345,7 @@ async fn main() -> anyhow::Result<()> {
             let (customers, orders) = ("3".to_owned(), "20".to_owned());
             let rate = args.rate.to_string();
             let seed = seed.to_string();
-            let result = tests::process::run(
+            let result = harness::process::run(
                 "legacy-sim",
                 &[
                     "load",
@@ -405,7 +405,7 @@ async fn main() -> anyhow::Result<()> {
         }
         // Recovered: capture has acknowledged everything written before the fault.
         let recovery = Instant::now();
-        tests::wait::until(
+        harness::wait::until(
             "capture to get past the fault",
             Duration::from_secs(180),
             || async {
@@ -433,7 +433,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     observing.store(false, Ordering::SeqCst);
     let mut bus = observer.await?;
-    let records = tests::wait::retrying("reading the stream", || stack.records()).await?;
+    let records = harness::wait::retrying("reading the stream", || stack.records()).await?;
     let in_kinesis: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
     let kinesis_lost = ids.iter().filter(|id| !in_kinesis.contains(id.as_str())).count();
     // Rows a failover took back (the standby never had them) that capture had already sent:
@@ -469,11 +469,11 @@ async fn main() -> anyhow::Result<()> {
     // DLQ (holding what was read) until every one of them was seen and nothing is left. A
     // duplicate delivery of one is parked twice, so the queue's depth alone says nothing.
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let dlq_url = tests::wait::retrying("the DLQ's url", || {
-        tests::dlq::queue_url(&sqs, "shipping-events-dlq")
+    let dlq_url = harness::wait::retrying("the DLQ's url", || {
+        harness::dlq::queue_url(&sqs, "shipping-events-dlq")
     })
     .await?;
-    let dlq = tests::wait::retrying("the DLQ depths", || dlq_depths(&sdk)).await?;
+    let dlq = harness::wait::retrying("the DLQ depths", || dlq_depths(&sdk)).await?;
     let mut parked: HashSet<String> = HashSet::new();
     let reading = Instant::now();
     loop {
@@ -481,7 +481,7 @@ async fn main() -> anyhow::Result<()> {
         if !all_seen && reading.elapsed() > ceiling {
             break;
         }
-        let out = tests::wait::retrying("reading the shipping DLQ", || async {
+        let out = harness::wait::retrying("reading the shipping DLQ", || async {
             Ok(sqs
                 .receive_message()
                 .queue_url(&dlq_url)
@@ -571,7 +571,7 @@ async fn main() -> anyhow::Result<()> {
 /// Aggregates whose records, first copies of events in `ids` only, are not in commit order in
 /// their shard. A phantom has no place in that order: its commit is on a timeline the failover
 /// abandoned, whose positions the new primary reuses.
-fn aggregates_out_of_order(records: &[tests::kinesis::StreamRecord], ids: &HashSet<String>) -> usize {
+fn aggregates_out_of_order(records: &[harness::kinesis::StreamRecord], ids: &HashSet<String>) -> usize {
     let mut seen = HashSet::new();
     let mut last: std::collections::HashMap<&str, (u64, u64)> = std::collections::HashMap::new();
     let mut broken = HashSet::new();
@@ -582,7 +582,7 @@ fn aggregates_out_of_order(records: &[tests::kinesis::StreamRecord], ids: &HashS
         }
         let m = &record.json["metadata"];
         let position = (
-            tests::lsn::parse(m["commit-lsn"].as_str().unwrap_or_default()).unwrap_or_default(),
+            harness::lsn::parse(m["commit-lsn"].as_str().unwrap_or_default()).unwrap_or_default(),
             m["transaction-record-id"].as_u64().unwrap_or_default(),
         );
         if last
@@ -595,7 +595,7 @@ fn aggregates_out_of_order(records: &[tests::kinesis::StreamRecord], ids: &HashS
     broken.len()
 }
 
-/// Waits until the shipping service holds the monolith's state ([`tests::shipping::wait_consistent_but`]),
+/// Waits until the shipping service holds the monolith's state ([`harness::shipping::wait_consistent_but`]),
 /// leaving out the aggregates in `excused` (touched by a phantom: the projection applied an
 /// event the monolith no longer has). Returns the comparison and how many differences it left
 /// out.
@@ -607,7 +607,7 @@ async fn wait_consistent(
     excused: &HashSet<String>,
 ) -> anyhow::Result<(Consistency, usize)> {
     if excused.is_empty() {
-        let consistency = tests::shipping::wait_consistent_but(stack, procs, timeout, parked).await?;
+        let consistency = harness::shipping::wait_consistent_but(stack, procs, timeout, parked).await?;
         return Ok((consistency, 0));
     }
     let dynamo = aws_sdk_dynamodb::Client::new(&stack.moto.sdk_config().await);
@@ -619,7 +619,7 @@ async fn wait_consistent(
         .get(0);
     let expected = routed - parked as i64;
     let last = std::sync::Mutex::new(String::new());
-    let outcome = tests::wait::until("the shipping service to converge", timeout, || {
+    let outcome = harness::wait::until("the shipping service to converge", timeout, || {
         let (dynamo, pg, last) = (&dynamo, &pg, &last);
         async move {
             tokio::time::sleep(Duration::from_millis(800)).await;
@@ -628,7 +628,7 @@ async fn wait_consistent(
             }
             // Phantoms are in the inbox too: the count only says when to compare. A failed
             // read of the emulator is read again next time.
-            let Ok(inbox) = tests::shipping::count(dynamo, "shipping-inbox").await else {
+            let Ok(inbox) = harness::shipping::count(dynamo, "shipping-inbox").await else {
                 return Ok(None);
             };
             if inbox < expected {
@@ -638,7 +638,7 @@ async fn wait_consistent(
                 return Ok(None);
             }
             let Ok(report) =
-                tests::shipping::check(pg, dynamo, "shipping-customers", "shipping-shipments").await
+                harness::shipping::check(pg, dynamo, "shipping-customers", "shipping-shipments").await
             else {
                 return Ok(None);
             };
@@ -712,7 +712,7 @@ async fn current_wal(stack: &Stack) -> anyhow::Result<u64> {
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await?
         .get(0);
-    tests::lsn::parse(&lsn).ok_or_else(|| anyhow::anyhow!("bad LSN {lsn}"))
+    harness::lsn::parse(&lsn).ok_or_else(|| anyhow::anyhow!("bad LSN {lsn}"))
 }
 
 /// The paths a fault can be injected on.
@@ -787,7 +787,7 @@ async fn inject(
             // A payload above EventBridge's entry limit: its claim check needs S3 both ways.
             let big = json!({"text": "s".repeat(300_000)}).to_string();
             insert_event(stack, "Document", "DocumentStored", &big).await?;
-            brownout(tests::faults::S3).await;
+            brownout(harness::faults::S3).await;
         }
         Fault::PartitionPostgres => {
             db.capture_path.set_partitioned(true);
@@ -845,7 +845,7 @@ async fn dlq_depths(sdk: &aws_config::SdkConfig) -> anyhow::Result<BTreeMap<Stri
 
 /// Messages waiting in `queue` (SQS's approximate count).
 async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue: &str) -> anyhow::Result<u64> {
-    let url = tests::dlq::queue_url(sqs, queue).await?;
+    let url = harness::dlq::queue_url(sqs, queue).await?;
     let attrs = sqs
         .get_queue_attributes()
         .queue_url(url)

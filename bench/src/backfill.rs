@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde::Serialize;
 use harness::moto::aws_env;
 use harness::process::{self, Proc};
+use serde::Serialize;
 
 use crate::latency::{bucket_delta, bucket_quantiles, histogram_buckets, reqwest_text, Quantiles};
 use crate::{drain, endpoint, procstat};

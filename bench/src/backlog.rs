@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use clap::Args;
-use serde::Serialize;
-use serde_json::{json, Value};
 use harness::moto::Moto;
 use harness::process::{self, Proc};
+use serde::Serialize;
+use serde_json::{json, Value};
 
 use crate::{drain, procstat};
 

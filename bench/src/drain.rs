@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::Serialize;
 use harness::postgres::TestPostgres;
 use harness::process::{self, Proc};
+use serde::Serialize;
 
 use crate::procstat;
 

@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde::Serialize;
 use harness::moto::{aws_env, Moto};
 use harness::process::{self, Proc};
+use serde::Serialize;
 
 use crate::{drain, endpoint, procstat};
 

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use clap::Args;
-use serde::Serialize;
-use serde_json::json;
 use harness::moto::{aws_env, Moto};
 use harness::process::{self, Proc};
+use serde::Serialize;
+use serde_json::json;
 
 use crate::{drain, endpoint, procstat};
 
@@ -83,12 +83,13 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 &env,
             )?;
             let sampler = relay.pid().map(procstat::Sampler::start);
-            let arrived = harness::wait::until("every event on the bus", Duration::from_secs(1800), || async {
-                relay.ensure_running()?;
-                let n = endpoint.counts.events.load(Ordering::Relaxed);
-                Ok((n >= args.events).then_some(n))
-            })
-            .await;
+            let arrived =
+                harness::wait::until("every event on the bus", Duration::from_secs(1800), || async {
+                    relay.ensure_running()?;
+                    let n = endpoint.counts.events.load(Ordering::Relaxed);
+                    Ok((n >= args.events).then_some(n))
+                })
+                .await;
             let seconds = started.elapsed().as_secs_f64();
             let usage = sampler.map(|s| s.usage()).unwrap_or_default();
             relay.terminate(Duration::from_secs(30)).await?;

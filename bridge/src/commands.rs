@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
     CaptureTuningArgs, Command, DlqAction, MetricsArgs, OutboxAction, OutboxArgs, RelayResourceArgs,
@@ -13,15 +12,11 @@ use crate::cli::{
 use bridge::capture::{self, CaptureConfig, TableRoutes};
 use bridge::dms::EncodeOptions;
 use bridge::metrics::{self, Metrics};
+use bridge::relay;
 use bridge::relay::envelope::EnvelopeConfig;
-use bridge::relay::lease::LeaseTable;
-use bridge::relay::{self, RelayContext};
 use bridge::replication::PgTarget;
-use bridge::sink::kinesis::KinesisSink;
+use bridge::run::{CaptureStart, RelayStart};
 use bridge::status::StatusConfig;
-use eventing::claim_check::ClaimCheckStore;
-use eventing::deadletter::DeadLetterQueue;
-use eventing::eventbridge::Publisher;
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
@@ -95,8 +90,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 let sink = Arc::new(bridge::sink::null::NullSink);
                 capture::run(&cfg, sink, metrics, shutdown, None).await?;
             } else {
-                let policy = (args.tuning.on_slot_loss, args.tuning.resync_margin);
-                run_capture(cfg, args.stream.stream, metrics, shutdown, policy).await?;
+                let start = CaptureStart {
+                    cfg,
+                    stream: args.stream.stream,
+                    on_slot_loss: args.tuning.on_slot_loss,
+                    resync_margin: args.tuning.resync_margin,
+                };
+                bridge::run::capture(start, metrics, shutdown).await?;
             }
             tracing::info!("capture stopped");
             Ok(())
@@ -104,15 +104,14 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Relay(args) => {
             let metrics = serve_metrics(&args.metrics).await?;
             let timeout = Duration::from_secs(args.shutdown_timeout_secs);
-            let ctx = relay_context(
+            let start = relay_start(
                 &args.outbox,
                 args.stream.stream,
-                &args.resources,
+                args.resources,
                 &args.tuning,
                 timeout,
-                metrics,
-            )
-            .await?;
+            );
+            let ctx = bridge::run::relay_context(start, metrics).await?;
             relay::run(ctx, eventing::shutdown::on_signal()).await?;
             tracing::info!("relay stopped");
             Ok(())
@@ -207,33 +206,21 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             )?;
             let metrics = serve_metrics(&args.metrics).await?;
             let timeout = Duration::from_secs(args.capture.shutdown_timeout_secs);
-            let policy = (args.capture.on_slot_loss, args.capture.resync_margin);
-            let stream = args.stream.stream;
-            let ctx = relay_context(
+            let start = relay_start(
                 &args.outbox,
-                stream.clone(),
-                &args.resources,
+                args.stream.stream.clone(),
+                args.resources,
                 &args.relay,
                 timeout,
-                metrics.clone(),
-            )
-            .await?;
-            let shutdown = eventing::shutdown::on_signal();
-            // One stage failing stops the other: a half-running pipeline only hides the failure.
-            let stop = shutdown.child_token();
-            let capture = tokio::spawn({
-                let stop = stop.clone();
-                async move {
-                    // Even a panic in capture stops the relay: the guard cancels on drop.
-                    let _stop_relay = stop.clone().drop_guard();
-                    run_capture(cfg, stream, metrics, stop, policy).await
-                }
-            });
-            let relay_result = relay::run(ctx, stop.clone()).await;
-            stop.cancel();
-            let capture_result = capture.await.context("capture task")?;
-            capture_result?;
-            relay_result?;
+            );
+            let ctx = bridge::run::relay_context(start, metrics.clone()).await?;
+            let capture = CaptureStart {
+                cfg,
+                stream: args.stream.stream,
+                on_slot_loss: args.capture.on_slot_loss,
+                resync_margin: args.capture.resync_margin,
+            };
+            bridge::run::pipeline(capture, ctx, metrics, eventing::shutdown::on_signal()).await?;
             tracing::info!("bridge stopped");
             Ok(())
         }
@@ -258,39 +245,6 @@ async fn serve_metrics(args: &MetricsArgs) -> anyhow::Result<Arc<Metrics>> {
         .with_context(|| format!("--metrics-listen {}: cannot listen", args.metrics_listen))?;
     tracing::info!(%addr, "metrics at http://{addr}/metrics");
     Ok(metrics)
-}
-
-async fn run_capture(
-    cfg: CaptureConfig,
-    stream: String,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    (policy, margin): (capture::OnSlotLoss, Duration),
-) -> anyhow::Result<()> {
-    let aws = bridge::aws_config().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&aws);
-    // Postgres or Kinesis may not be up yet: wait for them as the stream loop would.
-    let backoff = eventing::retry::Backoff::call();
-    let ready =
-        eventing::retry::while_transient_until("check the slot's stream tag", backoff, &shutdown, || {
-            capture::ensure_slot_recorded(&cfg, &kinesis, &stream, false)
-        })
-        .await;
-    match ready {
-        Ok(Some(_)) => {}
-        Ok(None) => return Ok(()),
-        // The stream loop meets the same loss and resyncs from the outbox.
-        Err(err) if policy == capture::OnSlotLoss::ResyncOutbox && capture::SlotLoss::of(&err).is_some() => {}
-        Err(err) => return Err(err.into()),
-    }
-    let recovery = capture::Recovery {
-        log: capture::delivery::DeliveryLog::new(kinesis.clone(), &stream, &cfg.slot),
-        policy,
-        margin,
-    };
-    let sink = Arc::new(KinesisSink::new(kinesis, &stream, metrics.clone()));
-    capture::run(&cfg, sink, metrics, shutdown, Some(recovery)).await?;
-    Ok(())
 }
 
 fn capture_config(
@@ -330,45 +284,20 @@ fn capture_config(
     })
 }
 
-async fn relay_context(
+/// The relay's resources and tuning, from its flags.
+fn relay_start(
     outbox: &OutboxArgs,
     stream: String,
-    resources: &RelayResourceArgs,
+    resources: RelayResourceArgs,
     tuning: &RelayTuningArgs,
     shutdown_timeout: Duration,
-    metrics: Arc<Metrics>,
-) -> anyhow::Result<Arc<RelayContext>> {
-    let aws = bridge::aws_config().await;
-    let dlq = DeadLetterQueue::open(aws_sdk_sqs::Client::new(&aws), &resources.dead_letter_queue)
-        .await
-        .with_context(|| {
-            format!(
-                "--dead-letter-queue {} (run `bridge setup` first)",
-                resources.dead_letter_queue
-            )
-        })?;
-    let claim_checks = ClaimCheckStore::new(aws_sdk_s3::Client::new(&aws), &resources.claim_check_bucket);
-    let publisher = Publisher::new(
-        aws_sdk_eventbridge::Client::new(&aws),
-        &resources.event_bus,
-        &tuning.event_source,
-        usize::try_from(tuning.max_event_bytes).unwrap_or(262_144),
-        claim_checks,
-        metrics.publisher.clone(),
-    );
-    let worker_id = tuning.worker_id.clone().unwrap_or_else(default_worker_id);
-    let leases = LeaseTable::new(
-        aws_sdk_dynamodb::Client::new(&aws),
-        &resources.checkpoint_table,
-        &stream,
-        &worker_id,
-    );
-    Ok(Arc::new(RelayContext {
-        kinesis: aws_sdk_kinesis::Client::new(&aws),
+) -> RelayStart {
+    RelayStart {
         stream,
-        publisher,
-        dlq,
-        leases,
+        event_bus: resources.event_bus,
+        claim_check_bucket: resources.claim_check_bucket,
+        dead_letter_queue: resources.dead_letter_queue,
+        checkpoint_table: resources.checkpoint_table,
         envelope: EnvelopeConfig {
             outbox: outbox.outbox_table.clone(),
             publish_raw_changes: tuning.publish_raw_changes,
@@ -379,19 +308,13 @@ async fn relay_context(
                 .filter(|t| !t.is_empty())
                 .collect(),
         },
-        metrics,
+        event_source: tuning.event_source.clone(),
+        max_event_bytes: usize::try_from(tuning.max_event_bytes).unwrap_or(262_144),
+        worker_id: tuning.worker_id.clone(),
         lease_duration: Duration::from_secs(tuning.lease_duration_secs),
         poll_interval: Duration::from_millis(tuning.poll_interval_ms),
         shutdown_timeout,
-    }))
-}
-
-fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
-    let host = if host.is_empty() { "relay".to_owned() } else { host };
-    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+    }
 }
 
 async fn dlq(action: DlqAction) -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ pub mod prune;
 pub mod redrive;
 pub mod relay;
 pub mod replication;
+pub mod run;
 pub mod setup;
 pub mod sink;
 pub mod sql;

@@ -1,9 +1,9 @@
 //! Bad HTTP input gets a 4xx with a JSON body and writes nothing; a bad flag exits with a
 //! message naming it.
 
-use serde_json::{json, Value};
 use harness::process;
 use harness::stack::Stack;
+use serde_json::{json, Value};
 
 async fn counts(stack: &Stack) -> anyhow::Result<(i64, i64, i64)> {
     let c = stack.pg.client().await?;

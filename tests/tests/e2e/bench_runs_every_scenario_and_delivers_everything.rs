@@ -3,8 +3,8 @@
 //! `latency`, `memory`, `relay`, `backlog` and `backfill`. Speed is read from the benchmark's own output, never
 //! asserted here.
 
-use serde_json::Value;
 use harness::process;
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ceiling_drains_the_whole_backlog_every_way() -> anyhow::Result<()> {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use harness::stack::{outbox_id, Stack};
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entity_changes_are_captured_with_before_images_and_outbox_deletes_are_not() -> anyhow::Result<()> {

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use harness::kinesis::StreamRecord;
 use harness::stack::{outbox_id, Stack};
 use harness::wait;
+use serde_json::Value;
 
 const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
                       VALUES ($1::text::uuid, 'Customer', 'c-1', 'CustomerCreated', '{\"n\": 1}', 1)";

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use harness::stack::Stack;
+use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_through_the_api_reach_kinesis_once_each_in_dms_format_and_aggregate_order(

@@ -4,8 +4,8 @@
 //! endpoint, so the test measures capture, not the emulator); the peak RSS it prints is the
 //! benchmark's figure — here only delivery is asserted.
 
-use serde_json::Value;
 use harness::process;
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_row_transaction_is_delivered_whole_and_the_slot_moves_past_it() -> anyhow::Result<()> {

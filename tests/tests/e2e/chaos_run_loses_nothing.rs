@@ -8,8 +8,8 @@
 //! commit order in Kinesis, and the projection equal to the monolith (`chaos` checks and exits 1
 //! otherwise; this reads its report too).
 
-use serde_json::Value;
 use harness::process;
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_kind_once_and_nothing_lost() -> anyhow::Result<()> {

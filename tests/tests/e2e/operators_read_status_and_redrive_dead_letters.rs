@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use harness::process;
 use harness::stack::Stack;
+use serde_json::Value;
 
 async fn status(stack: &Stack) -> anyhow::Result<(Option<i32>, Value)> {
     let (code, out, err) = process::run("bridge", &["status", "--json"], &stack.env()).await?;

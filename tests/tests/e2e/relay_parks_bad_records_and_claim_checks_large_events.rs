@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
-use serde_json::{json, Value};
 use harness::bus;
 use harness::stack::Stack;
+use serde_json::{json, Value};
 
 const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
                       VALUES ($1::text::uuid, 'Document', 'doc-1', $2, $3::text::jsonb, 1)";

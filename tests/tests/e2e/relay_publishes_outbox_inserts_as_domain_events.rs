@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use harness::bus;
 use harness::stack::Stack;
+use serde_json::{json, Value};
 
 /// The six monolith event types (the ones the shipping service's rule routes).
 const TYPES: [&str; 6] = harness::shipping::SUBSCRIBED_TYPES;

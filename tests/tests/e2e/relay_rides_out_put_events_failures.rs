@@ -6,11 +6,11 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::json;
 use harness::bus;
 use harness::faults::FaultProxy;
 use harness::process::Proc;
 use harness::stack::Stack;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_and_partially_failed_put_events_are_retried_until_every_event_lands() -> anyhow::Result<()>

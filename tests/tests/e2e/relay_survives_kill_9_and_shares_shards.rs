@@ -5,10 +5,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use serde_json::json;
 use harness::bus;
 use harness::stack::Stack;
 use harness::wait;
+use serde_json::json;
 
 async fn owned(metrics_port: u16) -> anyhow::Result<f64> {
     harness::metrics::scrape(metrics_port, "bridge_relay_shards_owned").await

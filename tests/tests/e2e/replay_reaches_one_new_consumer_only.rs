@@ -5,9 +5,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use serde_json::json;
 use harness::bus;
 use harness::stack::Stack;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_consumer_gets_the_last_hour_and_no_other_consumer_sees_it_again() -> anyhow::Result<()> {

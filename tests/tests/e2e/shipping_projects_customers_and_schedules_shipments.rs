@@ -5,9 +5,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use serde_json::json;
 use harness::stack::Stack;
 use harness::{bus, shipping};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_projection_and_shipments_match_the_monolith() -> anyhow::Result<()> {

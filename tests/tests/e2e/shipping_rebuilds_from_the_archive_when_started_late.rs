@@ -6,9 +6,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use serde_json::json;
 use harness::stack::Stack;
 use harness::{bus, shipping};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_started_late_converges_to_the_monolith() -> anyhow::Result<()> {

@@ -6,10 +6,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use serde_json::json;
 use harness::bus;
 use harness::shipping::{self, scan, text};
 use harness::stack::Stack;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_and_applies_nothing_twice() -> anyhow::Result<()> {

@@ -32,10 +32,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use serde_json::json;
 use harness::faults::FaultProxy;
 use harness::moto::aws_env;
 use harness::postgres::{StopMode, TestPostgres};
@@ -43,6 +39,10 @@ use harness::process::Proc;
 use harness::proxy::Proxy;
 use harness::shipping::{Consistency, SUBSCRIBED_TYPES};
 use harness::stack::{outbox_id, Stack};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use serde_json::json;
 use harness::bus;
 use harness::stack::{outbox_id, Stack};
+use serde_json::json;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -1,0 +1,168 @@
+//! The long-running processes as `bridge capture`, `bridge relay` and `bridge run` start them:
+//! capture waits out a database or stream that is not up yet, the relay opens its resources,
+//! and `run` ties both to one shutdown so one stage failing stops the other.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::{self, CaptureConfig, CaptureError, OnSlotLoss, Recovery, SlotLoss};
+use crate::metrics::Metrics;
+use crate::relay::envelope::EnvelopeConfig;
+use crate::relay::lease::LeaseTable;
+use crate::relay::{self, RelayContext, RelayError};
+use crate::sink::kinesis::KinesisSink;
+use eventing::claim_check::ClaimCheckStore;
+use eventing::deadletter::{DeadLetterError, DeadLetterQueue};
+use eventing::eventbridge::Publisher;
+
+/// What capture streams, to which stream, and how it recovers a lost slot.
+pub struct CaptureStart {
+    pub cfg: CaptureConfig,
+    pub stream: String,
+    pub on_slot_loss: OnSlotLoss,
+    pub resync_margin: Duration,
+}
+
+/// The relay's AWS resources and tuning.
+pub struct RelayStart {
+    pub stream: String,
+    pub event_bus: String,
+    pub claim_check_bucket: String,
+    pub dead_letter_queue: String,
+    pub checkpoint_table: String,
+    pub envelope: EnvelopeConfig,
+    pub event_source: String,
+    pub max_event_bytes: usize,
+    /// This worker's name in the lease table (default: host, pid and a random suffix).
+    pub worker_id: Option<String>,
+    pub lease_duration: Duration,
+    pub poll_interval: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Relay(#[from] RelayError),
+    #[error("--dead-letter-queue {queue} (run `bridge setup` first)")]
+    DeadLetterQueue {
+        queue: String,
+        #[source]
+        source: DeadLetterError,
+    },
+    #[error("the capture task ended abnormally")]
+    CaptureTask(#[source] tokio::task::JoinError),
+}
+
+/// Capture into Kinesis until `shutdown` or a fatal error.
+pub async fn capture(
+    start: CaptureStart,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let CaptureStart {
+        cfg,
+        stream,
+        on_slot_loss,
+        resync_margin,
+    } = start;
+    let aws = crate::aws_config().await;
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    // Postgres or Kinesis may not be up yet: wait for them as the stream loop would.
+    let backoff = eventing::retry::Backoff::call();
+    let ready =
+        eventing::retry::while_transient_until("check the slot's stream tag", backoff, &shutdown, || {
+            capture::ensure_slot_recorded(&cfg, &kinesis, &stream, false)
+        })
+        .await;
+    match ready {
+        Ok(Some(_)) => {}
+        Ok(None) => return Ok(()),
+        // The stream loop meets the same loss and resyncs from the outbox.
+        Err(err) if on_slot_loss == OnSlotLoss::ResyncOutbox && SlotLoss::of(&err).is_some() => {}
+        Err(err) => return Err(err.into()),
+    }
+    let recovery = Recovery {
+        log: capture::delivery::DeliveryLog::new(kinesis.clone(), &stream, &cfg.slot),
+        policy: on_slot_loss,
+        margin: resync_margin,
+    };
+    let sink = Arc::new(KinesisSink::new(kinesis, &stream, metrics.clone()));
+    capture::run(&cfg, sink, metrics, shutdown, Some(recovery)).await?;
+    Ok(())
+}
+
+/// Opens what the relay writes to (the dead-letter queue must exist).
+pub async fn relay_context(start: RelayStart, metrics: Arc<Metrics>) -> Result<Arc<RelayContext>, RunError> {
+    let aws = crate::aws_config().await;
+    let dlq = DeadLetterQueue::open(aws_sdk_sqs::Client::new(&aws), &start.dead_letter_queue)
+        .await
+        .map_err(|source| RunError::DeadLetterQueue {
+            queue: start.dead_letter_queue.clone(),
+            source,
+        })?;
+    let claim_checks = ClaimCheckStore::new(aws_sdk_s3::Client::new(&aws), &start.claim_check_bucket);
+    let publisher = Publisher::new(
+        aws_sdk_eventbridge::Client::new(&aws),
+        &start.event_bus,
+        &start.event_source,
+        start.max_event_bytes,
+        claim_checks,
+        metrics.publisher.clone(),
+    );
+    let worker_id = start.worker_id.unwrap_or_else(default_worker_id);
+    let leases = LeaseTable::new(
+        aws_sdk_dynamodb::Client::new(&aws),
+        &start.checkpoint_table,
+        &start.stream,
+        &worker_id,
+    );
+    Ok(Arc::new(RelayContext {
+        kinesis: aws_sdk_kinesis::Client::new(&aws),
+        stream: start.stream,
+        publisher,
+        dlq,
+        leases,
+        envelope: start.envelope,
+        metrics,
+        lease_duration: start.lease_duration,
+        poll_interval: start.poll_interval,
+        shutdown_timeout: start.shutdown_timeout,
+    }))
+}
+
+/// Capture and relay in one process (`bridge run`).
+pub async fn pipeline(
+    capture_start: CaptureStart,
+    relay: Arc<RelayContext>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    // One stage failing stops the other: a half-running pipeline only hides the failure.
+    let stop = shutdown.child_token();
+    let capture_task = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            // Even a panic in capture stops the relay: the guard cancels on drop.
+            let _stop_relay = stop.clone().drop_guard();
+            capture(capture_start, metrics, stop).await
+        }
+    });
+    let relay_result = relay::run(relay, stop.clone()).await;
+    stop.cancel();
+    capture_task.await.map_err(RunError::CaptureTask)??;
+    relay_result?;
+    Ok(())
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() { "relay".to_owned() } else { host };
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+}

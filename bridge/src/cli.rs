@@ -45,11 +45,21 @@ pub enum Command {
     /// Re-send a table's rows (or a slice) as DMS `load` records while capture streams; capture
     /// runs it (watermarks keep each row's newest state last) and it resumes after a restart.
     Backfill(BackfillArgs),
+    /// Exit 0 if the process serving --metrics-listen reports itself healthy (`/healthz`), else
+    /// 1 with its reasons: the container health check (the image has no curl).
+    Healthcheck(HealthcheckArgs),
     /// The outbox table as the recovery log: its retention.
     Outbox {
         #[command(subcommand)]
         action: OutboxAction,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct HealthcheckArgs {
+    /// Where the process to check serves /healthz (the same setting it was started with).
+    #[arg(long, env = "BRIDGE_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: String,
 }
 
 #[derive(Subcommand, Debug)]

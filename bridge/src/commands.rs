@@ -117,6 +117,11 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backfill(args) => crate::backfill_cmd::run(args).await,
+        Command::Healthcheck(args) => {
+            eventing::server::probe(&args.metrics_listen, Duration::from_secs(5)).await?;
+            println!("ok");
+            Ok(())
+        }
         Command::Replay(args) => {
             let aws = bridge::aws_config().await;
             let req = eventing::replay::Request {

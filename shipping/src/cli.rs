@@ -119,6 +119,13 @@ pub enum Command {
     /// monolith's archived events since --since to this service's rule only; then `shipping run`
     /// applies them (the inbox absorbs what it had already).
     Rebuild(RebuildArgs),
+    /// Exit 0 if the `shipping run` serving --metrics-listen reports itself healthy
+    /// (`/healthz`), else 1 with its reasons: the container health check (the image has no curl).
+    Healthcheck {
+        /// Where `shipping run` serves /healthz (the same setting it was started with).
+        #[arg(long, env = "SHIPPING_METRICS_LISTEN", default_value = "127.0.0.1:9465")]
+        metrics_listen: String,
+    },
     /// Print one projected customer or one shipment as JSON.
     Show {
         #[command(subcommand)]

@@ -139,6 +139,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Healthcheck { metrics_listen } => {
+            eventing::server::probe(&metrics_listen, Duration::from_secs(5)).await?;
+            println!("ok");
+            Ok(())
+        }
         Command::Show { what } => {
             let store = Store::new(aws_sdk_dynamodb::Client::new(&aws), tables(&names), DAY, DAY);
             let (table, key, id) = match &what {

@@ -20,6 +20,7 @@ mod capture_skips_rolled_back_transactions;
 mod capture_streams_a_million_row_transaction;
 mod capture_walks_a_multi_host_url;
 mod chaos_run_loses_nothing;
+mod containers_health_check_their_process;
 mod iam_policies_grant_what_each_process_calls;
 mod metrics_agree_with_what_was_written;
 mod operators_read_status_and_redrive_dead_letters;

@@ -365,6 +365,11 @@ pub struct SetupArgs {
     /// 0: no archive.
     #[arg(long, env = "BRIDGE_ARCHIVE_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(i32).range(0..=36_500))]
     pub archive_retention_days: i32,
+    /// Days a claim-checked payload stays in the bucket (an S3 lifecycle rule on
+    /// `claim-checks/`): longer than the archive keeps events, so a replayed event still finds
+    /// its payload, and than a parked event may wait in a dead-letter queue (14 days).
+    #[arg(long, env = "BRIDGE_CLAIM_CHECK_RETENTION_DAYS", default_value_t = 45, value_parser = clap::value_parser!(i32).range(1..=36_500))]
+    pub claim_check_retention_days: i32,
 }
 
 #[derive(Args, Debug)]

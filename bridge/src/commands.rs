@@ -51,7 +51,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             println!("checkpoint table {}: {}", r.checkpoint_table, state(created));
             let region = aws.region().map(|r| r.as_ref().to_owned());
             let s3 = aws_sdk_s3::Client::new(&aws);
-            let created = bridge::setup::ensure_bucket(&s3, &r.claim_check_bucket, region.as_deref()).await?;
+            let created = bridge::setup::ensure_bucket(
+                &s3,
+                &r.claim_check_bucket,
+                region.as_deref(),
+                args.claim_check_retention_days,
+            )
+            .await?;
             println!("claim-check bucket {}: {}", r.claim_check_bucket, state(created));
             bridge::setup::ensure_queue(&aws_sdk_sqs::Client::new(&aws), &r.dead_letter_queue).await?;
             println!("dead-letter queue {}: ready", r.dead_letter_queue);

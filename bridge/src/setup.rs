@@ -4,10 +4,15 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
-use aws_sdk_kinesis::types::StreamStatus;
+use aws_sdk_kinesis::types::{EncryptionType, StreamStatus};
 pub use eventing::provision::*;
 
-/// Creates the stream with `shards` shards unless it exists, then waits until it is active.
+/// The key a stream is encrypted with: Kinesis' own AWS-managed key, which needs no KMS
+/// permission in any role (deploy/cloudformation/outbox-bridge.yaml uses the same).
+pub const STREAM_KEY: &str = "alias/aws/kinesis";
+
+/// Creates the stream with `shards` shards unless it exists, waits until it is active, and
+/// encrypts it at rest ([`STREAM_KEY`]) unless it already is.
 pub async fn ensure_stream(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
@@ -35,7 +40,21 @@ pub async fn ensure_stream(
     while started.elapsed() < wait {
         let summary = client.describe_stream_summary().stream_name(stream).send().await;
         if let Ok(out) = summary {
-            if out.stream_description_summary().map(|s| s.stream_status()) == Some(&StreamStatus::Active) {
+            let summary = out.stream_description_summary();
+            if summary.map(|s| s.stream_status()) == Some(&StreamStatus::Active) {
+                if summary.and_then(|s| s.encryption_type()) != Some(&EncryptionType::Kms) {
+                    client
+                        .start_stream_encryption()
+                        .stream_name(stream)
+                        .encryption_type(EncryptionType::Kms)
+                        .key_id(STREAM_KEY)
+                        .send()
+                        .await
+                        .map_err(|err| failed("kinesis stream encryption", stream, err))?;
+                    // Active again once encryption is on: look again.
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
                 tracing::info!(stream, created, "kinesis stream ready");
                 return Ok(created);
             }

@@ -38,7 +38,8 @@ impl ClaimCheckStore {
         let sha256 = format!("{:x}", Sha256::digest(&body));
         // A hash of the id: ids that differ only in characters a key cannot hold stay apart.
         let key = format!(
-            "claim-checks/{}-{:x}.json",
+            "{}{}-{:x}.json",
+            crate::provision::CLAIM_CHECK_PREFIX,
             sanitize(event_id),
             Sha256::digest(event_id.as_bytes())
         );

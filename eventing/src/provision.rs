@@ -203,8 +203,100 @@ async fn wait_active(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(
     })
 }
 
-/// Creates the claim-check bucket unless it exists.
+/// Where claim-checked payloads are written in the bucket.
+pub const CLAIM_CHECK_PREFIX: &str = "claim-checks/";
+
+/// Creates the claim-check bucket unless it exists; then (every time, so an older bucket is
+/// brought in line) encryption at rest, no public access, and claim checks expiring after
+/// `retention_days`.
 pub async fn ensure_bucket(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    region: Option<&str>,
+    retention_days: i32,
+) -> Result<bool, SetupError> {
+    let created = create_bucket(client, bucket, region).await?;
+    configure_bucket(client, bucket, retention_days).await?;
+    Ok(created)
+}
+
+async fn configure_bucket(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    retention_days: i32,
+) -> Result<(), SetupError> {
+    use aws_sdk_s3::types::{
+        BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+        LifecycleRuleFilter, PublicAccessBlockConfiguration, ServerSideEncryption,
+        ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    };
+    let invalid = |e: aws_sdk_s3::error::BuildError| failed_build("s3 bucket", bucket, e);
+    let sse = ServerSideEncryptionConfiguration::builder()
+        .rules(
+            ServerSideEncryptionRule::builder()
+                .apply_server_side_encryption_by_default(
+                    ServerSideEncryptionByDefault::builder()
+                        .sse_algorithm(ServerSideEncryption::Aes256)
+                        .build()
+                        .map_err(invalid)?,
+                )
+                .build(),
+        )
+        .build()
+        .map_err(invalid)?;
+    client
+        .put_bucket_encryption()
+        .bucket(bucket)
+        .server_side_encryption_configuration(sse)
+        .send()
+        .await
+        .map_err(|e| failed("s3 bucket encryption", bucket, e))?;
+    client
+        .put_public_access_block()
+        .bucket(bucket)
+        .public_access_block_configuration(
+            PublicAccessBlockConfiguration::builder()
+                .block_public_acls(true)
+                .block_public_policy(true)
+                .ignore_public_acls(true)
+                .restrict_public_buckets(true)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| failed("s3 public access block", bucket, e))?;
+    let rule = LifecycleRule::builder()
+        .id("expire-claim-checks")
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix(CLAIM_CHECK_PREFIX).build())
+        .expiration(LifecycleExpiration::builder().days(retention_days).build())
+        .build()
+        .map_err(invalid)?;
+    client
+        .put_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .lifecycle_configuration(
+            BucketLifecycleConfiguration::builder()
+                .rules(rule)
+                .build()
+                .map_err(invalid)?,
+        )
+        .send()
+        .await
+        .map_err(|e| failed("s3 bucket lifecycle", bucket, e))?;
+    Ok(())
+}
+
+fn failed_build(kind: &'static str, name: &str, err: aws_sdk_s3::error::BuildError) -> SetupError {
+    SetupError::Create {
+        kind,
+        name: name.into(),
+        code: "invalid request".into(),
+        source: Box::new(err),
+    }
+}
+
+async fn create_bucket(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     region: Option<&str>,
@@ -241,6 +333,7 @@ pub async fn ensure_queue(client: &aws_sdk_sqs::Client, name: &str) -> Result<St
         .queue_name(name)
         // Parked records wait for an operator: keep them for the maximum, 14 days.
         .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
         .send()
         .await
     {

@@ -6,6 +6,7 @@
 
 pub mod binaries;
 pub mod bus;
+pub mod cloudformation;
 pub mod dlq;
 pub mod faults;
 pub mod forward;

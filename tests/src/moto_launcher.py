@@ -358,6 +358,13 @@ def replay_events(self, archive):
 events_models.Replay.replay_events = replay_events
 
 
+# CloudFormation: `Ref` of an AWS::Events::EventBus or AWS::Events::Archive is its name on AWS;
+# moto has no physical id for them and hands out the Python object's repr instead (so a stack's
+# outputs, and any resource referring to the bus by Ref, get garbage).
+events_models.EventBus.physical_resource_id = property(lambda self: self.name)
+events_models.Archive.physical_resource_id = property(lambda self: self.name)
+
+
 # Last, per request: moto's server finds the backend for a request by listing its service modules
 # on disk (twice per request: the loopback host first, then the service named in the signature),
 # and writes an access-log line nobody reads (the launcher's output goes nowhere). The mapping

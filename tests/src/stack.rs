@@ -32,6 +32,22 @@ impl Stack {
         Self::start_on(Moto::start_split().await?, 4).await
     }
 
+    /// Postgres migrated and moto, and nothing created in AWS: for resources made another way
+    /// (a CloudFormation stack). `stream` is the name the pipeline will use.
+    pub async fn start_bare(stream: &str) -> anyhow::Result<Self> {
+        let moto = Moto::start().await?;
+        let pg = TestPostgres::start()?;
+        let kinesis = aws_sdk_kinesis::Client::new(&moto.sdk_config().await);
+        let stack = Self {
+            pg,
+            moto,
+            kinesis,
+            stream: stream.to_owned(),
+        };
+        stack.run_ok("legacy-sim", &["migrate"]).await?;
+        Ok(stack)
+    }
+
     async fn start_on(moto: Moto, shards: u32) -> anyhow::Result<Self> {
         let pg = TestPostgres::start()?;
         let kinesis = aws_sdk_kinesis::Client::new(&moto.sdk_config().await);

@@ -169,3 +169,23 @@ fn shipping_policy_is_exactly_what_the_service_calls() -> anyhow::Result<()> {
     assert_eq!(granted("shipping.json")?, calls);
     Ok(())
 }
+
+/// deploy/cloudformation's roles are deploy/iam's policies, with the stack's names: with the
+/// templates' default names (and the region and account as `*`) each is the file, statement
+/// for statement.
+#[tokio::test]
+async fn the_templates_roles_are_exactly_these_policies() -> anyhow::Result<()> {
+    use harness::cloudformation::{policies, template};
+    let bridge = policies(&template("outbox-bridge.yaml")).await?;
+    let shipping = policies(&template("shipping.yaml")).await?;
+    for (roles, role, file) in [
+        (&bridge, "CaptureRole", "capture.json"),
+        (&bridge, "RelayRole", "relay.json"),
+        (&shipping, "ShippingRole", "shipping.json"),
+    ] {
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root().join("deploy/iam").join(file))?)?;
+        assert_eq!(roles[role], expected, "{role} differs from deploy/iam/{file}");
+    }
+    Ok(())
+}

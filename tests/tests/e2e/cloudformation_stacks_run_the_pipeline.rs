@@ -87,3 +87,37 @@ async fn events_reach_the_projection_through_the_stacks_resources() -> anyhow::R
     assert!(report.customers >= 3, "{report:?}");
     Ok(())
 }
+
+/// The image and the compose file, as far as they can be checked without a container engine:
+/// base images pinned by digest, a locked build, a non-root user, a health check; published
+/// ports on loopback only.
+#[test]
+fn the_image_and_the_compose_file_are_locked_down() -> anyhow::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile"))?;
+    let froms: Vec<&str> = dockerfile.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert!(!froms.is_empty());
+    for from in &froms {
+        assert!(from.contains("@sha256:"), "not pinned by digest: {from}");
+    }
+    assert!(
+        dockerfile.contains("cargo build --release --locked"),
+        "{dockerfile}"
+    );
+    let user = dockerfile.lines().filter(|l| l.starts_with("USER ")).last();
+    assert!(
+        user.is_some_and(|u| !u.contains("root") && u.trim() != "USER 0"),
+        "{user:?}"
+    );
+    assert!(dockerfile.lines().any(|l| l.starts_with("HEALTHCHECK ")));
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml"))?;
+    for line in compose.lines().filter(|l| l.trim_start().starts_with("ports:")) {
+        for mapping in line.split('"').skip(1).step_by(2) {
+            assert!(
+                mapping.starts_with("127.0.0.1:"),
+                "published beyond loopback: {mapping}"
+            );
+        }
+    }
+    Ok(())
+}

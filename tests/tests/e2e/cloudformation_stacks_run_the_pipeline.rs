@@ -104,7 +104,7 @@ fn the_image_and_the_compose_file_are_locked_down() -> anyhow::Result<()> {
         dockerfile.contains("cargo build --release --locked"),
         "{dockerfile}"
     );
-    let user = dockerfile.lines().filter(|l| l.starts_with("USER ")).last();
+    let user = dockerfile.lines().rev().find(|l| l.starts_with("USER "));
     assert!(
         user.is_some_and(|u| !u.contains("root") && u.trim() != "USER 0"),
         "{user:?}"

@@ -13,6 +13,19 @@ use clap::Parser;
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     eventing::logging::init(cli.log_format);
+    // Each long-running process is its own service in a trace.
+    let service = match &cli.command {
+        cli::Command::Capture(_) => "bridge-capture",
+        cli::Command::Relay(_) => "bridge-relay",
+        _ => "bridge",
+    };
+    let _telemetry = match telemetry::init(service, cli.otlp_endpoint.as_deref()) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     match commands::run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

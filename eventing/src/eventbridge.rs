@@ -198,6 +198,7 @@ impl Publisher {
     async fn put_all(&self, mut pending: Vec<(Event, String)>) -> Result<Vec<Refused>, PublishError> {
         let mut backoff = Backoff::data_path();
         let mut refused = Vec::new();
+        let started = std::time::SystemTime::now();
         loop {
             let entries: Vec<PutEventsRequestEntry> = pending
                 .iter()
@@ -207,6 +208,8 @@ impl Publisher {
                         .source(&self.source)
                         .detail_type(&e.detail_type)
                         .detail(detail)
+                        // X-Ray links the event to the same trace as the spans exported here.
+                        .set_trace_header(traceparent(e).and_then(telemetry::xray_header))
                         .build()
                 })
                 .collect();
@@ -219,6 +222,9 @@ impl Publisher {
                         && results.iter().all(|r| r.error_code().is_none())
                     {
                         self.metrics.events_published.inc_by(pending.len() as u64);
+                        for (event, _) in &pending {
+                            self.traced(event, started);
+                        }
                         return Ok(refused);
                     }
                     if results.len() != pending.len() {
@@ -230,6 +236,7 @@ impl Publisher {
                             match result.error_code() {
                                 None => {
                                     self.metrics.events_published.inc();
+                                    self.traced(&item.0, started);
                                 }
                                 Some(code) if !content_refused(code) => {
                                     throttled |= code.contains("Throttl");
@@ -277,6 +284,36 @@ impl Publisher {
             let delay = backoff.next_delay();
             tracing::warn!(bus = %self.bus, cause, events = pending.len(), attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "putevents retry");
             tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// The event's `metadata.traceparent`, if it has one.
+fn traceparent(event: &Event) -> Option<&str> {
+    event
+        .metadata
+        .get("traceparent")
+        .and_then(serde_json::Value::as_str)
+}
+
+impl Publisher {
+    /// A span for a published event, child of its `traceparent`, from the first PutEvents
+    /// attempt to the one that took it.
+    fn traced(&self, event: &Event, started: std::time::SystemTime) {
+        if let Some(parent) = traceparent(event).filter(|_| telemetry::enabled()) {
+            telemetry::record(
+                "eventbridge put_events",
+                telemetry::Kind::Producer,
+                parent,
+                started,
+                std::time::SystemTime::now(),
+                vec![
+                    telemetry::Attribute::new("messaging.system", "aws_eventbridge"),
+                    telemetry::Attribute::new("messaging.destination.name", self.bus.clone()),
+                    telemetry::Attribute::new("messaging.message.id", event.event_id.clone()),
+                    telemetry::Attribute::new("event.detail_type", event.detail_type.clone()),
+                ],
+            );
         }
     }
 }

@@ -21,6 +21,11 @@ pub struct Cli {
     #[arg(long, env = "LEGACY_SIM_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Export traces (OTLP over HTTP/protobuf) to this collector, e.g. `http://127.0.0.1:4318`;
+    /// none without it. The standard OpenTelemetry variable is the fallback.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }

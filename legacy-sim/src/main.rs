@@ -9,6 +9,7 @@ use legacy_sim::{api, database, load, logging, migrate};
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    let _telemetry = telemetry::init("legacy-sim", cli.otlp_endpoint.as_deref())?;
     let database_url = cli.database_url().to_owned();
     match cli.command {
         Command::Migrate => {

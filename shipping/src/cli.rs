@@ -17,6 +17,10 @@ pub struct Cli {
     /// Log format.
     #[arg(long, env = "SHIPPING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// Export traces (OTLP over HTTP/protobuf) to this collector, e.g. `http://127.0.0.1:4318`;
+    /// none without it. The standard OpenTelemetry variable is the fallback.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
     #[command(flatten)]
     pub names: Names,
     #[command(subcommand)]

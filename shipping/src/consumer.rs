@@ -326,11 +326,36 @@ async fn apply_body(ctx: &Context, body: &str) -> Result<(String, apply::Applied
     let event = incoming::parse(body).map_err(|e| Failure::Unusable(e.to_string()))?;
     let span = tracing::info_span!("event", event_id = %event.event_id, detail_type = %event.detail_type);
     async move {
-        let event = incoming::resolve(&ctx.s3, event).await.map_err(|e| match e {
+        let mut event = incoming::resolve(&ctx.s3, event).await.map_err(|e| match e {
             IncomingError::Unusable(r) => Failure::Unusable(r),
             transient @ IncomingError::Transient { .. } => Failure::Transient(transient.to_string()),
         })?;
-        match apply::apply(&ctx.store, &event).await {
+        // The trace goes on through this transaction: what it writes to the outbox carries
+        // this span, so the shipment event's publication is its child.
+        let mut trace = telemetry::start(
+            "shipping apply",
+            telemetry::Kind::Consumer,
+            event.traceparent.as_deref(),
+            vec![
+                telemetry::Attribute::new("messaging.message.id", event.event_id.clone()),
+                telemetry::Attribute::new("event.detail_type", event.detail_type.clone()),
+            ],
+        );
+        if let Some(span) = &trace {
+            event.traceparent = Some(span.traceparent().to_owned());
+        }
+        let result = apply::apply(&ctx.store, &event).await;
+        if let Some(mut span) = trace.take() {
+            match &result {
+                Ok(applied) => span.set_attribute(telemetry::Attribute::new(
+                    "shipping.applied",
+                    format!("{applied:?}"),
+                )),
+                Err(err) => span.fail(err.to_string()),
+            }
+            span.end();
+        }
+        match result {
             Ok(applied) => Ok((event.event_id, applied)),
             Err(unusable @ (ApplyError::Unusable(_) | ApplyError::ShipmentPayload { .. })) => {
                 Err(Failure::Unusable(format!(

@@ -11,6 +11,13 @@ use clap::Parser;
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     eventing::logging::init(cli.log_format);
+    let _telemetry = match telemetry::init("shipping", cli.otlp_endpoint.as_deref()) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -14,6 +14,7 @@ pub mod kinesis;
 pub mod lsn;
 pub mod metrics;
 pub mod moto;
+pub mod otlp;
 pub mod postgres;
 pub mod process;
 pub mod proxy;

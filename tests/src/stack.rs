@@ -155,9 +155,14 @@ impl Stack {
 
     /// `legacy-sim serve` on a free port; returns the process and its base URL.
     pub async fn spawn_legacy_sim(&self) -> anyhow::Result<(Proc, String)> {
+        self.spawn_legacy_sim_with(&self.env()).await
+    }
+
+    /// [`Stack::spawn_legacy_sim`] with its own environment.
+    pub async fn spawn_legacy_sim_with(&self, env: &[(String, String)]) -> anyhow::Result<(Proc, String)> {
         let port = crate::free_port()?;
         let listen = format!("127.0.0.1:{port}");
-        let proc = self.spawn("legacy-sim", &["serve", "--listen", &listen])?;
+        let proc = Proc::spawn("legacy-sim", &["serve", "--listen", &listen], env)?;
         let base = format!("http://{listen}");
         let http = reqwest::Client::new();
         crate::wait::until("legacy-sim to serve", Duration::from_secs(30), || {

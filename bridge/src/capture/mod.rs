@@ -52,6 +52,7 @@ mod status_interval_tests {
     }
 }
 pub mod slot_marker;
+mod traces;
 mod wal_age;
 
 use std::collections::HashMap;

@@ -113,6 +113,8 @@ pub struct Session<'a> {
     inflight: InFlight,
     /// Oldest commit time of each in-flight batch, in the same order, for the age metric.
     inflight_oldest: VecDeque<Option<f64>>,
+    /// The outbox rows' traces, per batch (empty unless traces are exported).
+    traces: super::traces::BatchTraces,
     next_seq: u64,
     /// Batches `0..completed_seq` have completed (completions arrive in order).
     completed_seq: u64,
@@ -147,6 +149,7 @@ impl<'a> Session<'a> {
             open: OpenBatch::new(sink.limits()),
             inflight: FuturesOrdered::new(),
             inflight_oldest: VecDeque::new(),
+            traces: Default::default(),
             next_seq: 0,
             completed_seq: 0,
             key_seq: HashMap::new(),
@@ -321,6 +324,7 @@ impl<'a> Session<'a> {
 
     fn on_done(&mut self, done: Done) -> Result<(), CaptureError> {
         let oldest_commit = self.inflight_oldest.pop_front().flatten();
+        self.traces.completed(&self.cfg.slot, done.result.is_ok());
         self.completed_seq += 1;
         if self.key_seq.len() > self.key_seq_prune_at {
             let completed = self.completed_seq;
@@ -361,6 +365,7 @@ impl<'a> Session<'a> {
             }
         }));
         self.inflight_oldest.push_back(oldest);
+        self.traces.submitted();
         debug_assert_eq!(
             self.acks.in_flight(),
             self.inflight.len(),
@@ -587,6 +592,9 @@ impl<'a> Session<'a> {
             tracing::error!(%lsn, table = %rel.relation.name, "record above kinesis' 1 MiB limit: sent without its large columns");
         }
         self.metrics.changes_captured.inc();
+        if rel.outbox {
+            self.traces.row(&rel.relation, row);
+        }
         self.push(record, commit_seconds);
         Ok(())
     }

@@ -44,7 +44,8 @@ where
     }
 }
 
-/// The incoming `traceparent` header when valid, else a fresh one.
+/// The request's own span when traces are exported; else the incoming `traceparent` header when
+/// valid, else a fresh one.
 #[derive(Debug)]
 pub struct Trace(pub TraceParent);
 
@@ -52,6 +53,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Trace {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(own) = parts
+            .extensions
+            .get::<super::span::RequestSpan>()
+            .and_then(|s| TraceParent::parse(&s.0))
+        {
+            return Ok(Self(own));
+        }
         let header = parts
             .headers
             .get("traceparent")

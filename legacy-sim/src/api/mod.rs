@@ -16,6 +16,7 @@ mod customers;
 pub mod error;
 mod extract;
 mod orders;
+mod span;
 
 use std::net::SocketAddr;
 
@@ -54,6 +55,7 @@ pub fn router(pool: PgPool) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(axum::middleware::from_fn(span::request_span))
         .layer(TraceLayer::new_for_http())
         .with_state(pool)
 }

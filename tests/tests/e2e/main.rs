@@ -42,3 +42,4 @@ mod shipping_rebuilds_from_the_archive_when_started_late;
 mod shipping_survives_kill_9_without_loss_or_double_apply;
 mod slot_acknowledges_only_what_kinesis_accepted;
 mod slot_advances_while_the_outbox_is_quiet;
+mod traces_follow_an_order_through_every_process;

@@ -5,6 +5,9 @@
     cloudformation.py policies TEMPLATE
         Prints each IAM role's inline policy statements with the parameters' defaults filled in,
         the region and account as `*` (the form of deploy/iam/*.json), as JSON.
+    cloudformation.py iam ROOT
+        Writes deploy/iam/{capture,relay,shipping}.json from the templates' roles (the templates
+        are the one source of the policies; `scripts/gen-iam` runs this).
     cloudformation.py agree ENDPOINT BRIDGE_TEMPLATE SHIPPING_TEMPLATE
         Compares the settings the templates declare (parameter defaults) with the resources
         `bridge setup` and `shipping setup` created at ENDPOINT under the same names; prints the
@@ -235,11 +238,28 @@ def agree(endpoint, bridge_path, shipping_path):
     return check.problems
 
 
+# Which role of which template each policy file is.
+IAM_FILES = {
+    "capture.json": ("outbox-bridge.yaml", "CaptureRole"),
+    "relay.json": ("outbox-bridge.yaml", "RelayRole"),
+    "shipping.json": ("shipping.yaml", "ShippingRole"),
+}
+
+
+def write_iam(root):
+    for file, (template, role) in IAM_FILES.items():
+        document = policies(os.path.join(root, "deploy", "cloudformation", template))[role]
+        with open(os.path.join(root, "deploy", "iam", file), "w", encoding="utf-8") as f:
+            f.write(json.dumps(document, indent=2) + "\n")
+
+
 def main(argv):
     if len(argv) >= 5 and argv[1] == "deploy":
         print(json.dumps(deploy(argv[2], argv[3], argv[4], argv[5:])))
     elif len(argv) == 3 and argv[1] == "policies":
         print(json.dumps(policies(argv[2])))
+    elif len(argv) == 3 and argv[1] == "iam":
+        write_iam(argv[2])
     elif len(argv) == 5 and argv[1] == "agree":
         print(json.dumps(agree(argv[2], argv[3], argv[4])))
     else:

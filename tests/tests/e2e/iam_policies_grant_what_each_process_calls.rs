@@ -170,9 +170,9 @@ fn shipping_policy_is_exactly_what_the_service_calls() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// deploy/cloudformation's roles are deploy/iam's policies, with the stack's names: with the
-/// templates' default names (and the region and account as `*`) each is the file, statement
-/// for statement.
+/// deploy/iam's policies are generated from deploy/cloudformation's roles (the one source):
+/// with the templates' default names (and the region and account as `*`) each role is its
+/// file, statement for statement — the tests above then hold for the deployed roles too.
 #[tokio::test]
 async fn the_templates_roles_are_exactly_these_policies() -> anyhow::Result<()> {
     use harness::cloudformation::{policies, template};
@@ -185,7 +185,10 @@ async fn the_templates_roles_are_exactly_these_policies() -> anyhow::Result<()> 
     ] {
         let expected: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(root().join("deploy/iam").join(file))?)?;
-        assert_eq!(roles[role], expected, "{role} differs from deploy/iam/{file}");
+        assert_eq!(
+            roles[role], expected,
+            "deploy/iam/{file} is not {role} of the template: run scripts/gen-iam"
+        );
     }
     Ok(())
 }

@@ -214,17 +214,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
     }
     let written = live.stop().await?;
     // Everything written has been delivered before the figures are trusted.
-    let end: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await?
-        .get(0);
-    let end_lsn = harness::lsn::parse(&end).unwrap_or(u64::MAX) as f64;
-    harness::wait::until("capture to drain", Duration::from_secs(300), || async {
-        capture.ensure_running()?;
-        let flushed = harness::metrics::scrape(port, "bridge_slot_flushed_lsn").await?;
-        Ok((flushed >= end_lsn).then_some(()))
-    })
-    .await?;
+    drain::wait_caught_up(&client, &capture, port).await?;
     capture.terminate(Duration::from_secs(30)).await?;
     let loads: u64 = phases.iter().map(|p| p.load_records).sum();
     let received = endpoint.counts.records.load(Ordering::Relaxed);

@@ -204,6 +204,26 @@ pub async fn capture(
     ))
 }
 
+/// Until the capture serving /metrics on `port` has acknowledged everything written so far
+/// (its acknowledged LSN reaches the server's current WAL position).
+pub async fn wait_caught_up(
+    client: &tokio_postgres::Client,
+    capture: &Proc,
+    port: u16,
+) -> anyhow::Result<()> {
+    let end: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    let end_lsn = harness::lsn::parse(&end).unwrap_or(u64::MAX) as f64;
+    harness::wait::until("capture to drain", Duration::from_secs(300), || async {
+        capture.ensure_running()?;
+        let flushed = harness::metrics::scrape(port, "bridge_slot_flushed_lsn").await?;
+        Ok((flushed >= end_lsn).then_some(()))
+    })
+    .await
+}
+
 /// Writes a scenario's results as pretty JSON, creating the directory.
 pub fn write_json(path: &std::path::Path, value: &impl Serialize) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {

@@ -146,17 +146,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         written += args.rows_per_tx;
     }
     let achieved_rate = written as f64 / started.elapsed().as_secs_f64();
-    let end: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await?
-        .get(0);
-    let end_lsn = harness::lsn::parse(&end).unwrap_or(u64::MAX) as f64;
-    harness::wait::until("capture to drain", Duration::from_secs(300), || async {
-        capture.ensure_running()?;
-        let flushed = harness::metrics::scrape(cport, "bridge_slot_flushed_lsn").await?;
-        Ok((flushed >= end_lsn).then_some(()))
-    })
-    .await?;
+    drain::wait_caught_up(&client, &capture, cport).await?;
     let usage = sampler.map(|s| s.usage()).unwrap_or_default();
     let text = reqwest_text(cport).await?;
     let kinesis = histogram_quantiles(&text, "bridge_capture_commit_to_ack_seconds");

@@ -35,29 +35,24 @@ impl Stack {
     /// Postgres migrated and moto, and nothing created in AWS: for resources made another way
     /// (a CloudFormation stack). `stream` is the name the pipeline will use.
     pub async fn start_bare(stream: &str) -> anyhow::Result<Self> {
-        let moto = Moto::start().await?;
+        Self::migrated(Moto::start().await?, stream.to_owned()).await
+    }
+
+    async fn migrated(moto: Moto, stream: String) -> anyhow::Result<Self> {
         let pg = TestPostgres::start()?;
         let kinesis = aws_sdk_kinesis::Client::new(&moto.sdk_config().await);
         let stack = Self {
             pg,
             moto,
             kinesis,
-            stream: stream.to_owned(),
+            stream,
         };
         stack.run_ok("legacy-sim", &["migrate"]).await?;
         Ok(stack)
     }
 
     async fn start_on(moto: Moto, shards: u32) -> anyhow::Result<Self> {
-        let pg = TestPostgres::start()?;
-        let kinesis = aws_sdk_kinesis::Client::new(&moto.sdk_config().await);
-        let stack = Self {
-            pg,
-            moto,
-            kinesis,
-            stream: crate::unique("cdc"),
-        };
-        stack.run_ok("legacy-sim", &["migrate"]).await?;
+        let stack = Self::migrated(moto, crate::unique("cdc")).await?;
         stack
             .run_ok(
                 "bridge",

@@ -5,6 +5,8 @@
     cloudformation.py policies TEMPLATE
         Prints each IAM role's inline policy statements with the parameters' defaults filled in,
         the region and account as `*` (the form of deploy/iam/*.json), as JSON.
+    cloudformation.py unnamed TEMPLATE
+        Prints the resources no output names (a JSON list; empty: the outputs name them all).
     cloudformation.py iam ROOT
         Writes deploy/iam/{capture,relay,shipping}.json from the templates' roles (the templates
         are the one source of the policies; `scripts/gen-iam` runs this).
@@ -238,6 +240,27 @@ def agree(endpoint, bridge_path, shipping_path):
     return check.problems
 
 
+def unnamed(path):
+    template = load(path)
+    named = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "Ref" and isinstance(value, str):
+                    named.add(value)
+                elif key == "Fn::GetAtt":
+                    named.add(value[0])
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(template.get("Outputs", {}))
+    return sorted(set(template["Resources"]) - named)
+
+
 # Which role of which template each policy file is.
 IAM_FILES = {
     "capture.json": ("outbox-bridge.yaml", "CaptureRole"),
@@ -258,6 +281,8 @@ def main(argv):
         print(json.dumps(deploy(argv[2], argv[3], argv[4], argv[5:])))
     elif len(argv) == 3 and argv[1] == "policies":
         print(json.dumps(policies(argv[2])))
+    elif len(argv) == 3 and argv[1] == "unnamed":
+        print(json.dumps(unnamed(argv[2])))
     elif len(argv) == 3 and argv[1] == "iam":
         write_iam(argv[2])
     elif len(argv) == 5 and argv[1] == "agree":

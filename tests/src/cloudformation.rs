@@ -52,6 +52,11 @@ pub async fn policies(template: &Path) -> anyhow::Result<Value> {
     tool(&["policies", &template.to_string_lossy()], &[]).await
 }
 
+/// The resources of `template` that no output names.
+pub async fn unnamed(template: &Path) -> anyhow::Result<Value> {
+    tool(&["unnamed", &template.to_string_lossy()], &[]).await
+}
+
 /// Where the templates' declared settings differ from what `bridge setup` and `shipping setup`
 /// made at `endpoint` under the default names (empty: they agree).
 pub async fn disagreements(env: &[(String, String)], endpoint: &str) -> anyhow::Result<Value> {

@@ -18,6 +18,14 @@ async fn the_templates_declare_what_setup_creates() -> anyhow::Result<()> {
     }
     let problems = disagreements(&moto.env(), &moto.endpoint).await?;
     assert_eq!(problems, serde_json::json!([]), "template and setup disagree");
+    for name in ["outbox-bridge.yaml", "shipping.yaml"] {
+        let left_out = harness::cloudformation::unnamed(&template(name)).await?;
+        assert_eq!(
+            left_out,
+            serde_json::json!([]),
+            "{name}: resources without an output"
+        );
+    }
     Ok(())
 }
 

@@ -137,7 +137,11 @@ pub async fn run(
                 Some(cause) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(queue = %ctx.cfg.queue, cause, delay_ms = delay.as_millis() as u64, "receive failed, retrying");
-                    tokio::time::sleep(delay).await;
+                    // A shutdown during an outage need not wait out the backoff.
+                    tokio::select! {
+                        _ = cancel.cancelled() => break Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
                     continue;
                 }
                 None => {

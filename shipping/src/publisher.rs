@@ -229,7 +229,11 @@ async fn read_shard(ctx: &Context, shard: &str, cancel: &CancellationToken) -> R
             Err(err) if transient_cause(&err).is_some() => {
                 let delay = backoff.next_delay();
                 tracing::warn!(shard, error = %err, delay_ms = delay.as_millis() as u64, "GetRecords failed, retrying");
-                tokio::time::sleep(delay).await;
+                // A shutdown during an outage need not wait out the backoff.
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(delay) => {}
+                }
                 continue;
             }
             Err(err) => {

@@ -298,7 +298,7 @@ async fn main() -> anyhow::Result<()> {
     let on_bus = bus.by_event_id();
     let bus_lost = ids.iter().filter(|id| !on_bus.contains_key(id.as_str())).count();
     let bus_duplicates: usize = on_bus.values().map(|(n, _)| n - 1).sum();
-    let (consistency, phantom_mismatches) = wait_consistent(
+    let (consistency, phantom_mismatches) = harness::shipping::wait_consistent_excusing(
         &stack,
         &[&pipeline.capture, &pipeline.relay, &pipeline.shipping],
         ceiling,

@@ -20,6 +20,9 @@ pub struct Counts {
     pub records: AtomicU64,
     pub requests: AtomicU64,
     pub events: AtomicU64,
+    /// GetRecords calls answered, and those refused by the read limits.
+    pub reads: AtomicU64,
+    pub throttled_reads: AtomicU64,
     /// When the first and the latest PutEvents arrived.
     pub events_window: Mutex<Option<(Instant, Instant)>>,
     /// Seconds from each event's `occurred_at` to its arrival here.
@@ -72,10 +75,12 @@ impl ReadBudget {
         self.bytes = (self.bytes + now.duration_since(self.refilled).as_secs_f64() * READ_BYTES_PER_SECOND)
             .min(READ_BYTES_PER_SECOND);
         self.refilled = now;
+        // A call ages out of the window a little before a full second: the two clocks are the
+        // relay's and ours, and a request's trip over loopback is not what Kinesis meters.
         while self
             .calls
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1))
+            .is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_millis(990))
         {
             self.calls.pop_front();
         }
@@ -219,8 +224,12 @@ fn answer(state: &State, headers: &HeaderMap, body: &[u8]) -> axum::response::Re
             json!({"ShardIterator": format!("{index}:{position}")})
         }
         "GetRecords" => match get_records(state, &request) {
-            Some(reply) => reply,
+            Some(reply) => {
+                state.counts.reads.fetch_add(1, Ordering::Relaxed);
+                reply
+            }
             None => {
+                state.counts.throttled_reads.fetch_add(1, Ordering::Relaxed);
                 return (
                     StatusCode::BAD_REQUEST,
                     [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
@@ -228,7 +237,7 @@ fn answer(state: &State, headers: &HeaderMap, body: &[u8]) -> axum::response::Re
                            "message": "Rate exceeded for shard"})
                     .to_string(),
                 )
-                    .into_response()
+                    .into_response();
             }
         },
         "ListTagsForStream" => {

@@ -44,6 +44,10 @@ struct RelayRow {
     ratio_to_one_shard: f64,
     cpu_seconds_per_million: f64,
     peak_rss_mib: f64,
+    /// GetRecords calls answered, and refused by the read limits (the relay paces itself
+    /// within them: none should be).
+    get_records_calls: u64,
+    throttled_reads: u64,
     complete: bool,
 }
 
@@ -77,11 +81,12 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
             );
             let listen = format!("127.0.0.1:{}", harness::free_port()?);
             let started = Instant::now();
-            let mut relay = Proc::spawn(
-                "bridge",
-                &["relay", "--stream", &stream, "--metrics-listen", &listen],
-                &env,
-            )?;
+            let mut relay_args = vec!["relay", "--stream", &stream, "--metrics-listen", &listen];
+            if !limited {
+                // Without limits, the relay need not keep within them either.
+                relay_args.extend(["--max-reads-per-second", "1000"]);
+            }
+            let mut relay = Proc::spawn("bridge", &relay_args, &env)?;
             let sampler = relay.pid().map(procstat::Sampler::start);
             let arrived =
                 harness::wait::until("every event on the bus", Duration::from_secs(1800), || async {
@@ -111,6 +116,8 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 ratio_to_one_shard: 0.0,
                 cpu_seconds_per_million: usage.cpu_seconds * 1e6 / published.max(1) as f64,
                 peak_rss_mib: usage.peak_rss_bytes as f64 / 1_048_576.0,
+                get_records_calls: endpoint.counts.reads.load(Ordering::Relaxed),
+                throttled_reads: endpoint.counts.throttled_reads.load(Ordering::Relaxed),
                 complete: published >= args.events,
             });
         }
@@ -127,11 +134,11 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         "\n### relay: Kinesis → EventBridge, local endpoint, {} events\n",
         args.events
     );
-    println!("| read limits | shards | events/s (steady) | vs 1 shard | events/s (incl. start-up) | CPU s / M events | peak RSS | complete |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    println!("| read limits | shards | events/s (steady) | vs 1 shard | events/s (incl. start-up) | CPU s / M events | peak RSS | GetRecords (throttled) | complete |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in &results {
         println!(
-            "| {} | {} | {:.0} | {:.2}× | {:.0} | {:.1} | {:.1} MiB | {} |",
+            "| {} | {} | {:.0} | {:.2}× | {:.0} | {:.1} | {:.1} MiB | {} ({}) | {} |",
             r.read_limits,
             r.shards,
             r.steady_events_per_second,
@@ -139,6 +146,8 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
             r.events_per_second,
             r.cpu_seconds_per_million,
             r.peak_rss_mib,
+            r.get_records_calls,
+            r.throttled_reads,
             if r.complete { "yes" } else { "NO" }
         );
     }
@@ -146,6 +155,12 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         results.iter().all(|r| r.complete),
         "a run did not publish everything"
+    );
+    // Behaviour, not speed: a relay that keeps to --max-reads-per-second and its share of the
+    // bytes is never refused.
+    anyhow::ensure!(
+        results.iter().all(|r| r.throttled_reads == 0),
+        "the relay was throttled: it read faster than a shard allows"
     );
     Ok(())
 }

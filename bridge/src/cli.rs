@@ -335,9 +335,15 @@ pub struct RelayTuningArgs {
     /// How long a shard lease lasts without renewal before another relay may take the shard.
     #[arg(long, env = "BRIDGE_LEASE_DURATION_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub lease_duration_secs: u64,
-    /// Pause (ms) after an empty GetRecords page (Kinesis allows 5 reads per second per shard).
-    #[arg(long, env = "BRIDGE_POLL_INTERVAL_MS", default_value_t = 250)]
+    /// At a shard's tip (the last page neither full nor behind), the time (ms) from one
+    /// GetRecords' start to the next; behind the tip, reads follow each other as fast as
+    /// `--max-reads-per-second` allows.
+    #[arg(long, env = "BRIDGE_POLL_INTERVAL_MS", default_value_t = 200)]
     pub poll_interval_ms: u64,
+    /// GetRecords calls per second and shard, at most: Kinesis allows 5 per shard, shared by
+    /// every polling consumer of the stream (two relays' groups on one stream: 2.5 each).
+    #[arg(long, env = "BRIDGE_MAX_READS_PER_SECOND", default_value_t = 5.0, value_parser = positive_rate)]
+    pub max_reads_per_second: f64,
     /// This relay's name in the lease table (default: host and process id).
     #[arg(long, env = "BRIDGE_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -449,6 +455,13 @@ pub struct RunArgs {
     pub relay: RelayTuningArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err("expected a number above 0, e.g. 5 or 2.5".into()),
+    }
 }
 
 fn parse_slot_name(s: &str) -> Result<String, String> {

@@ -324,6 +324,7 @@ fn relay_start(
         worker_id: tuning.worker_id.clone(),
         lease_duration: Duration::from_secs(tuning.lease_duration_secs),
         poll_interval: Duration::from_millis(tuning.poll_interval_ms),
+        max_reads_per_second: tuning.max_reads_per_second,
         shutdown_timeout,
     }
 }

@@ -39,6 +39,7 @@ pub struct RelayStart {
     pub worker_id: Option<String>,
     pub lease_duration: Duration,
     pub poll_interval: Duration,
+    pub max_reads_per_second: f64,
     pub shutdown_timeout: Duration,
 }
 
@@ -131,6 +132,7 @@ pub async fn relay_context(start: RelayStart, metrics: Arc<Metrics>) -> Result<A
         metrics,
         lease_duration: start.lease_duration,
         poll_interval: start.poll_interval,
+        max_reads_per_second: start.max_reads_per_second,
         shutdown_timeout: start.shutdown_timeout,
     }))
 }

@@ -9,6 +9,7 @@
 
 pub mod envelope;
 pub mod lease;
+pub mod pace;
 pub mod plan;
 mod shard;
 
@@ -63,7 +64,11 @@ pub struct RelayContext {
     pub envelope: EnvelopeConfig,
     pub metrics: Arc<Metrics>,
     pub lease_duration: Duration,
+    /// At a shard's tip, from one GetRecords' start to the next.
     pub poll_interval: Duration,
+    /// GetRecords calls per second and shard, at most (Kinesis allows 5, shared by every
+    /// polling consumer of the stream).
+    pub max_reads_per_second: f64,
     pub shutdown_timeout: Duration,
 }
 

@@ -10,9 +10,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::envelope::{self, Decision, Event};
 use super::lease::{Outcome, SHARD_END};
+use super::pace::{self, ReadPace};
 use super::{now_ms, RelayContext, RelayError};
 use eventing::deadletter::Origin;
 use eventing::retry::{while_transient, Backoff};
+
+/// Records asked for per GetRecords (Kinesis allows up to 10,000; a page of this many is
+/// "full": more are probably waiting).
+const PAGE_LIMIT: i32 = 1000;
 
 /// How a worker stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,17 +51,23 @@ impl ShardWorker {
             .metrics
             .health
             .beacon(format!("relay: shard {} worker made no progress", self.shard_id));
+        let mut pace = ReadPace::new(self.ctx.max_reads_per_second, self.ctx.poll_interval);
+        let mut at_tip = false;
         loop {
             alive.beat();
+            if let Some(at) = pace.next_read(at_tip) {
+                self.sleep_until(at).await;
+            }
             if self.stop.is_cancelled() {
                 return Ok(WorkerEnd::Stopped);
             }
+            pace.started(std::time::Instant::now());
             let page = match self
                 .ctx
                 .kinesis
                 .get_records()
                 .shard_iterator(&iterator)
-                .limit(1000)
+                .limit(PAGE_LIMIT)
                 .send()
                 .await
             {
@@ -84,6 +95,8 @@ impl ShardWorker {
                 }
             };
             let records = page.records();
+            at_tip = pace::at_tip(records.len(), PAGE_LIMIT as usize, page.millis_behind_latest());
+            pace.returned(records.iter().map(|r| r.data().as_ref().len()).sum());
             if let Some(behind) = page.millis_behind_latest() {
                 self.ctx
                     .metrics
@@ -103,9 +116,6 @@ impl ShardWorker {
             match page.next_shard_iterator() {
                 Some(next) => iterator = next.to_owned(),
                 None => return self.finish_closed_shard().await,
-            }
-            if records.is_empty() {
-                self.sleep(self.ctx.poll_interval).await;
             }
         }
     }
@@ -242,6 +252,13 @@ impl ShardWorker {
         })
         .await?;
         Ok(outcome)
+    }
+
+    async fn sleep_until(&self, at: std::time::Instant) {
+        tokio::select! {
+            () = tokio::time::sleep_until(at.into()) => {}
+            () = self.stop.cancelled() => {}
+        }
     }
 
     async fn sleep(&self, delay: Duration) {

@@ -102,10 +102,16 @@ async fn relay_publishes_every_event_with_one_two_and_four_shards() -> anyhow::R
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("relay.json");
     let out_arg = out.to_string_lossy().into_owned();
+    // Enough for a backlog of several pages per shard: a relay that re-reads at once after a
+    // full page overdraws a shard's 5 reads and 2 MB per second and is throttled.
     let (code, stdout, stderr) =
-        process::run("bench", &["relay", "--events", "2000", "--out", &out_arg], &[]).await?;
-    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        process::run("bench", &["relay", "--events", "12000", "--out", &out_arg], &[]).await?;
     let rows: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    for r in &rows {
+        assert_eq!(r["throttled_reads"], 0, "{r}");
+        assert!(r["get_records_calls"].as_u64().unwrap_or(0) > 0, "{r}");
+    }
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let shards: Vec<u64> = rows.iter().filter_map(|r| r["shards"].as_u64()).collect();
     // With Kinesis' per-shard read limits, then without.
     assert_eq!(shards, [1, 2, 4, 1, 2, 4], "{rows:?}");
@@ -116,7 +122,7 @@ async fn relay_publishes_every_event_with_one_two_and_four_shards() -> anyhow::R
     assert_eq!(limited, 3, "{rows:?}");
     for r in &rows {
         assert_eq!(r["complete"], true, "{r}");
-        assert_eq!(r["events"], 2000, "{r}");
+        assert_eq!(r["events"], 12000, "{r}");
     }
     Ok(())
 }

@@ -1,0 +1,149 @@
+//! When a shard worker may call GetRecords next.
+//!
+//! Kinesis allows 5 GetRecords calls and 2 MB per second per shard, shared by every consumer of
+//! the stream that polls; a call over either limit is refused (`ProvisionedThroughputExceeded`)
+//! and costs a backoff. So reads are spaced by `1 / --max-reads-per-second`, counted from one
+//! call's start to the next (a slow call does not earn a quicker next one), and by the time the
+//! last page's bytes take at this relay's share of the 2 MB/s (`--max-reads-per-second` / 5 of
+//! it: the same share as of the calls). Behind the tip (a full page,
+//! or Kinesis says more is there) the next read goes out as soon as that spacing allows; at the
+//! tip the worker waits `--poll-interval-ms` from the last read's start, so a quiet shard costs
+//! few calls while an event written meanwhile waits at most that long.
+
+use std::time::{Duration, Instant};
+
+/// Kinesis' per-shard read limits.
+const SHARD_READS_PER_SECOND: f64 = 5.0;
+const SHARD_READ_BYTES_PER_SECOND: f64 = 2.0 * 1024.0 * 1024.0;
+
+/// One shard's read schedule.
+#[derive(Debug)]
+pub struct ReadPace {
+    /// The least time from one read's start to the next one's.
+    spacing: Duration,
+    /// From a read that found the tip to the next one.
+    tip_pause: Duration,
+    /// This relay's share of the shard's 2 MB/s.
+    bytes_per_second: f64,
+    last: Option<Instant>,
+    last_bytes: usize,
+}
+
+impl ReadPace {
+    pub fn new(max_reads_per_second: f64, poll_interval: Duration) -> Self {
+        let spacing = if max_reads_per_second.is_finite() && max_reads_per_second > 0.0 {
+            Duration::from_secs_f64(1.0 / max_reads_per_second)
+        } else {
+            Duration::ZERO
+        };
+        let share = (max_reads_per_second / SHARD_READS_PER_SECOND).max(0.0);
+        Self {
+            spacing,
+            tip_pause: poll_interval.max(spacing),
+            bytes_per_second: SHARD_READ_BYTES_PER_SECOND * share,
+            last: None,
+            last_bytes: 0,
+        }
+    }
+
+    /// Records that a read goes out at `at`.
+    pub fn started(&mut self, at: Instant) {
+        self.last = Some(at);
+        self.last_bytes = 0;
+    }
+
+    /// Records the data bytes the read returned.
+    pub fn returned(&mut self, bytes: usize) {
+        self.last_bytes = bytes;
+    }
+
+    /// The earliest the next read may start, given whether the last page reached the tip.
+    pub fn next_read(&self, at_tip: bool) -> Option<Instant> {
+        let gap = if at_tip { self.tip_pause } else { self.spacing };
+        let drain = if self.bytes_per_second > 0.0 && self.last_bytes > 0 {
+            Duration::from_secs_f64(self.last_bytes as f64 / self.bytes_per_second)
+        } else {
+            Duration::ZERO
+        };
+        self.last.map(|last| last + gap.max(drain))
+    }
+}
+
+/// Whether a page left the reader at the shard's tip: it was not full, and Kinesis did not say
+/// records are waiting (`MillisBehindLatest` above 0; without the figure, an empty page is the tip).
+pub fn at_tip(records: usize, limit: usize, millis_behind_latest: Option<i64>) -> bool {
+    if records >= limit {
+        return false;
+    }
+    match millis_behind_latest {
+        Some(behind) => behind <= 0,
+        None => records == 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backlog_is_read_at_the_allowed_rate_and_no_faster() {
+        let mut pace = ReadPace::new(5.0, Duration::from_millis(200));
+        let t0 = Instant::now();
+        assert_eq!(pace.next_read(false), None, "the first read goes out at once");
+        pace.started(t0);
+        assert_eq!(pace.next_read(false), Some(t0 + Duration::from_millis(200)));
+        // Spacing counts from the start of a read, however long it took.
+        pace.started(t0 + Duration::from_millis(200));
+        assert_eq!(pace.next_read(false), Some(t0 + Duration::from_millis(400)));
+    }
+
+    #[test]
+    fn a_shard_shared_with_another_consumer_is_read_at_its_share() {
+        let mut pace = ReadPace::new(2.5, Duration::from_millis(100));
+        let t0 = Instant::now();
+        pace.started(t0);
+        assert_eq!(pace.next_read(false), Some(t0 + Duration::from_millis(400)));
+        // The poll interval never makes the reads faster than the share allows.
+        assert_eq!(pace.next_read(true), Some(t0 + Duration::from_millis(400)));
+    }
+
+    #[test]
+    fn at_the_tip_the_worker_waits_the_poll_interval() {
+        let mut pace = ReadPace::new(5.0, Duration::from_millis(500));
+        let t0 = Instant::now();
+        pace.started(t0);
+        assert_eq!(pace.next_read(true), Some(t0 + Duration::from_millis(500)));
+        assert_eq!(pace.next_read(false), Some(t0 + Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn a_large_page_waits_for_its_bytes_at_the_relays_share_of_2_mb_per_second() {
+        let mut pace = ReadPace::new(5.0, Duration::from_millis(200));
+        let t0 = Instant::now();
+        pace.started(t0);
+        pace.returned(1024 * 1024);
+        assert_eq!(pace.next_read(false), Some(t0 + Duration::from_millis(500)));
+        // Half the calls, half the bytes: the same page takes twice as long.
+        let mut shared = ReadPace::new(2.5, Duration::from_millis(200));
+        shared.started(t0);
+        shared.returned(1024 * 1024);
+        assert_eq!(shared.next_read(false), Some(t0 + Duration::from_secs(1)));
+        // A small page: the call spacing binds.
+        pace.started(t0);
+        pace.returned(10_000);
+        assert_eq!(pace.next_read(false), Some(t0 + Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn full_or_behind_pages_are_not_the_tip() {
+        assert!(!at_tip(1000, 1000, Some(0)), "a full page: more may be there");
+        assert!(!at_tip(3, 1000, Some(1500)), "Kinesis says records wait");
+        assert!(!at_tip(0, 1000, Some(20)), "an empty page behind the tip");
+        assert!(at_tip(3, 1000, Some(0)));
+        assert!(at_tip(0, 1000, None));
+        assert!(
+            !at_tip(3, 1000, None),
+            "without the figure, only an empty page is the tip"
+        );
+    }
+}

@@ -15,7 +15,8 @@ use harness::process::{self, Proc};
 use serde::Serialize;
 
 use crate::latency::{bucket_delta, bucket_quantiles, histogram_buckets, reqwest_text, Quantiles};
-use crate::{drain, endpoint, procstat};
+use crate::{drain, procstat};
+use harness::endpoint;
 
 #[derive(Args, Debug)]
 pub struct BackfillArgs {

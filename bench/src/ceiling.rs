@@ -10,7 +10,7 @@ use harness::moto::{aws_env, Moto};
 use harness::process;
 
 use crate::drain::{self, capture, recvlogical, Row};
-use crate::endpoint;
+use harness::endpoint;
 
 #[derive(Args, Debug)]
 pub struct CeilingArgs {

@@ -13,7 +13,8 @@ use harness::moto::{aws_env, Moto};
 use harness::process::{self, Proc};
 use serde::Serialize;
 
-use crate::{drain, endpoint, procstat};
+use crate::{drain, procstat};
+use harness::endpoint;
 
 #[derive(Args, Debug)]
 pub struct LatencyArgs {
@@ -30,6 +31,10 @@ pub struct LatencyArgs {
     /// `--synchronous-standby`): what a phantom-free failover costs in latency.
     #[arg(long)]
     synchronous_standby: bool,
+    /// The relay reads with enhanced fan-out (`--consumer-name`: the endpoint pushes records
+    /// over SubscribeToShard) instead of polling GetRecords within Kinesis' read limits.
+    #[arg(long)]
+    fan_out: bool,
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/latency.json")]
     out: PathBuf,
@@ -47,6 +52,12 @@ pub struct Quantiles {
 #[derive(Debug, Serialize)]
 struct Results {
     synchronous_standby: bool,
+    /// How the relay read the stream: "polling" or "enhanced fan-out".
+    relay_mode: &'static str,
+    /// GetRecords calls answered / refused by the per-shard read limits; subscriptions opened.
+    get_records_calls: u64,
+    throttled_reads: u64,
+    subscriptions: u64,
     target_rate: u64,
     achieved_rate: f64,
     events: u64,
@@ -68,8 +79,10 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         .await?;
     let endpoint = endpoint::start(endpoint::Options {
         keep_shards: Some(4),
-        kinesis_read_limits: false,
+        // The relay polls within a real stream's read limits (the pause at the tip follows).
+        kinesis_read_limits: true,
         time_events: true,
+        record_ids: false,
     })
     .await?;
     let (url, counts) = (endpoint.url.clone(), endpoint.counts.clone());
@@ -103,11 +116,11 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     };
     let mut capture = Proc::spawn("bridge", &capture_args, &env)?;
     let rlisten = format!("127.0.0.1:{}", harness::free_port()?);
-    let mut relay = Proc::spawn(
-        "bridge",
-        &["relay", "--stream", "bench", "--metrics-listen", &rlisten],
-        &env,
-    )?;
+    let mut relay_args = vec!["relay", "--stream", "bench", "--metrics-listen", &rlisten];
+    if args.fan_out {
+        relay_args.extend(["--consumer-name", "bench-latency"]);
+    }
+    let mut relay = Proc::spawn("bridge", &relay_args, &env)?;
     let sampler = capture.pid().map(procstat::Sampler::start);
     harness::wait::until("capture to stream", Duration::from_secs(60), || async {
         capture.ensure_running()?;
@@ -173,6 +186,14 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     capture.terminate(Duration::from_secs(30)).await?;
     let results = Results {
         synchronous_standby: args.synchronous_standby,
+        relay_mode: if args.fan_out {
+            "enhanced fan-out"
+        } else {
+            "polling"
+        },
+        get_records_calls: counts.reads.load(Ordering::Relaxed),
+        throttled_reads: counts.throttled_reads.load(Ordering::Relaxed),
+        subscriptions: counts.subscriptions.load(Ordering::Relaxed),
         target_rate: args.rate,
         achieved_rate,
         events: written,
@@ -186,6 +207,14 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     print_table(&results, args.rows_per_tx);
     drain::write_json(&args.out, &results)?;
     anyhow::ensure!(results.complete, "not every event arrived");
+    anyhow::ensure!(
+        results.throttled_reads == 0,
+        "the relay was throttled: it polled faster than a shard allows"
+    );
+    anyhow::ensure!(
+        !args.fan_out || (results.subscriptions >= 4 && results.get_records_calls == 0),
+        "with --fan-out the relay must subscribe to every shard and never poll"
+    );
     Ok(())
 }
 
@@ -291,7 +320,8 @@ fn exact_quantiles(samples: &mut [f64]) -> Quantiles {
 
 fn print_table(r: &Results, per_tx: u64) {
     println!(
-        "\n### latency{}: {:.0} events/s achieved (target {}), {per_tx} rows per transaction, {} events\n",
+        "\n### latency, relay {}{}: {:.0} events/s achieved (target {}), {per_tx} rows per transaction, {} events\n",
+        r.relay_mode,
         if r.synchronous_standby {
             " with --synchronous-standby (a physical standby must flush each commit first)"
         } else {
@@ -321,9 +351,12 @@ fn print_table(r: &Results, per_tx: u64) {
         );
     }
     println!(
-        "\ncapture: {:.1} CPU s per million events, peak RSS {:.1} MiB; everything arrived: {}",
+        "\ncapture: {:.1} CPU s per million events, peak RSS {:.1} MiB; relay: {} GetRecords ({} throttled), {} subscriptions; everything arrived: {}",
         r.capture_cpu_seconds_per_million,
         r.capture_peak_rss_mib,
+        r.get_records_calls,
+        r.throttled_reads,
+        r.subscriptions,
         if r.complete { "yes" } else { "NO" }
     );
 }

@@ -6,7 +6,6 @@ mod backfill;
 mod backlog;
 mod ceiling;
 mod drain;
-mod endpoint;
 mod latency;
 mod memory;
 mod procstat;

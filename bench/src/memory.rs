@@ -9,7 +9,7 @@ use clap::Args;
 use harness::moto::aws_env;
 
 use crate::drain::{self, capture, Row};
-use crate::endpoint;
+use harness::endpoint;
 
 #[derive(Args, Debug)]
 pub struct MemoryArgs {

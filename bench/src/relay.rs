@@ -10,14 +10,13 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use clap::Args;
 use harness::moto::{aws_env, Moto};
 use harness::process::{self, Proc};
 use serde::Serialize;
-use serde_json::json;
 
-use crate::{drain, endpoint, procstat};
+use crate::{drain, procstat};
+use harness::endpoint;
 
 #[derive(Args, Debug)]
 pub struct RelayArgs {
@@ -68,9 +67,10 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 keep_shards: Some(shards.max(1)),
                 kinesis_read_limits: limited,
                 time_events: false,
+                record_ids: false,
             })
             .await?;
-            endpoint.preload((0..args.events).map(record));
+            endpoint.preload((0..args.events).map(endpoint::outbox_record));
             let mut env = aws_env(&endpoint.url);
             for service in ["DYNAMODB", "SQS", "S3"] {
                 env.push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint.clone()));
@@ -163,25 +163,4 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         "the relay was throttled: it read faster than a shard allows"
     );
     Ok(())
-}
-
-/// One DMS record of an outbox insert (~300-byte payload), base64 as Kinesis carries it.
-fn record(i: u64) -> (String, String) {
-    let id = format!("00000000-0000-4000-8000-{i:012}");
-    let aggregate = format!("{}", i % 1000);
-    let body = json!({
-        "data": {"id": id, "aggregatetype": "Order", "aggregateid": aggregate, "type": "OrderPlaced",
-                 "payload": {"order_id": i, "pad": "x".repeat(240)}, "aggregate_version": 1,
-                 "occurred_at": "2026-11-23 12:00:00.000000+00"},
-        "metadata": {"timestamp": "2026-11-23T12:00:00.000000Z", "record-type": "data", "operation": "insert",
-                     "partition-key-type": "attribute-name", "schema-name": "public", "table-name": "outbox",
-                     "transaction-id": 1000 + i / 100, "commit-timestamp": "2026-11-23T12:00:00.000000Z",
-                     "stream-position": "0/0", "transaction-record-id": i % 100 + 1,
-                     "commit-lsn": "0/0", "lsn": "0/0"}
-    });
-    let key = format!("public.outbox.{aggregate}");
-    (
-        key,
-        base64::engine::general_purpose::STANDARD.encode(body.to_string()),
-    )
 }

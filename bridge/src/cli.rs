@@ -34,7 +34,7 @@ pub enum Command {
     /// Publish the stream's outbox inserts to EventBridge as domain events.
     Relay(RelayArgs),
     /// Capture and relay in one process (small deployments, the demo).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Slot, publication, stream, relay checkpoints and leases, DLQ depth; exits 1 when
     /// something needs attention.
     Status(StatusArgs),
@@ -344,6 +344,11 @@ pub struct RelayTuningArgs {
     /// every polling consumer of the stream (two relays' groups on one stream: 2.5 each).
     #[arg(long, env = "BRIDGE_MAX_READS_PER_SECOND", default_value_t = 5.0, value_parser = positive_rate)]
     pub max_reads_per_second: f64,
+    /// Enhanced fan-out: register this consumer on the stream (once; relays sharing the name
+    /// share it) and have Kinesis push each shard's records over SubscribeToShard, with its own
+    /// 2 MB/s per shard, instead of polling GetRecords. Empty: polling.
+    #[arg(long, env = "BRIDGE_CONSUMER_NAME", value_parser = parse_consumer_name)]
+    pub consumer_name: Option<String>,
     /// This relay's name in the lease table (default: host and process id).
     #[arg(long, env = "BRIDGE_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -455,6 +460,18 @@ pub struct RunArgs {
     pub relay: RelayTuningArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+}
+
+fn parse_consumer_name(s: &str) -> Result<String, String> {
+    // Empty is "not set" (a deployment template passes its empty parameter through).
+    let ok = s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("consumer names are 1-128 characters of a-z, A-Z, 0-9, _ . -".into())
+    }
 }
 
 fn positive_rate(s: &str) -> Result<f64, String> {

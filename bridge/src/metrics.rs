@@ -49,6 +49,8 @@ pub struct Metrics {
     pub inflight_batches: Gauge,
     pub commit_to_ack_seconds: Histogram,
     pub relay_records_read: Counter,
+    /// SubscribeToShard calls that opened an event stream (enhanced fan-out).
+    pub relay_subscriptions: Counter,
     pub relay_records_skipped: Counter,
     /// The relay's publisher (`eventbridge_*`).
     pub publisher: PublisherMetrics,
@@ -87,6 +89,7 @@ impl Metrics {
             // 0.5 ms to ~23 s in 20 % steps: fine enough to read a p99.9 from the buckets.
             commit_to_ack_seconds: Histogram::new(exponential_buckets(0.0005, 1.2, 60)),
             relay_records_read: Counter::default(),
+            relay_subscriptions: Counter::default(),
             relay_records_skipped: Counter::default(),
             publisher: PublisherMetrics::default(),
             dead_letters: Family::default(),
@@ -218,6 +221,11 @@ impl Metrics {
             "relay_records_read",
             "Kinesis records read by the relay",
             m.relay_records_read.clone(),
+        );
+        registry.register(
+            "relay_subscriptions",
+            "SubscribeToShard event streams opened (enhanced fan-out, --consumer-name)",
+            m.relay_subscriptions.clone(),
         );
         registry.register(
             "relay_records_skipped",

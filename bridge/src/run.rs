@@ -40,6 +40,8 @@ pub struct RelayStart {
     pub lease_duration: Duration,
     pub poll_interval: Duration,
     pub max_reads_per_second: f64,
+    /// Enhanced fan-out under this consumer name instead of polling.
+    pub consumer_name: Option<String>,
     pub shutdown_timeout: Duration,
 }
 
@@ -122,8 +124,13 @@ pub async fn relay_context(start: RelayStart, metrics: Arc<Metrics>) -> Result<A
         &start.stream,
         &worker_id,
     );
+    let kinesis = aws_sdk_kinesis::Client::new(&aws);
+    let consumer_arn = match &start.consumer_name {
+        Some(name) => Some(relay::fan_out::ensure_consumer(&kinesis, &start.stream, name).await?),
+        None => None,
+    };
     Ok(Arc::new(RelayContext {
-        kinesis: aws_sdk_kinesis::Client::new(&aws),
+        kinesis,
         stream: start.stream,
         publisher,
         dlq,
@@ -133,6 +140,7 @@ pub async fn relay_context(start: RelayStart, metrics: Arc<Metrics>) -> Result<A
         lease_duration: start.lease_duration,
         poll_interval: start.poll_interval,
         max_reads_per_second: start.max_reads_per_second,
+        consumer_arn,
         shutdown_timeout: start.shutdown_timeout,
     }))
 }

@@ -8,6 +8,7 @@ pub mod binaries;
 pub mod bus;
 pub mod cloudformation;
 pub mod dlq;
+pub mod endpoint;
 pub mod faults;
 pub mod forward;
 pub mod kinesis;

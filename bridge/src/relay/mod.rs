@@ -8,6 +8,7 @@
 //! a crash replays from the last checkpoint (duplicates, never gaps).
 
 pub mod envelope;
+pub mod fan_out;
 pub mod lease;
 pub mod pace;
 pub mod plan;
@@ -69,6 +70,8 @@ pub struct RelayContext {
     /// GetRecords calls per second and shard, at most (Kinesis allows 5, shared by every
     /// polling consumer of the stream).
     pub max_reads_per_second: f64,
+    /// Enhanced fan-out: the registered consumer whose subscriptions replace polling.
+    pub consumer_arn: Option<String>,
     pub shutdown_timeout: Duration,
 }
 

@@ -39,6 +39,9 @@ pub struct ShardWorker {
 
 impl ShardWorker {
     pub async fn run(mut self) -> Result<WorkerEnd, RelayError> {
+        if let Some(consumer_arn) = self.ctx.consumer_arn.clone() {
+            return self.run_subscribed(&consumer_arn).await;
+        }
         let mut backoff = Backoff::call();
         let Some(mut iterator) = self.iterator().await? else {
             return self.finish_closed_shard().await;
@@ -121,7 +124,7 @@ impl ShardWorker {
     }
 
     /// A closed shard, drained: say so, so its children can start.
-    async fn finish_closed_shard(&self) -> Result<WorkerEnd, RelayError> {
+    pub(super) async fn finish_closed_shard(&self) -> Result<WorkerEnd, RelayError> {
         match self.checkpoint(SHARD_END).await? {
             Outcome::Done(()) => Ok(WorkerEnd::ShardEnd),
             Outcome::Lost => Ok(WorkerEnd::LeaseLost),
@@ -158,7 +161,7 @@ impl ShardWorker {
     }
 
     /// Publishes the page's events and parks its dead letters; returns when all are settled.
-    async fn handle(&self, records: &[aws_sdk_kinesis::types::Record]) -> Result<(), RelayError> {
+    pub(super) async fn handle(&self, records: &[aws_sdk_kinesis::types::Record]) -> Result<(), RelayError> {
         let mut events: Vec<Event> = Vec::new();
         let mut sources = std::collections::HashMap::new();
         for record in records {
@@ -243,7 +246,7 @@ impl ShardWorker {
         Ok(())
     }
 
-    async fn checkpoint(&self, sequence: &str) -> Result<Outcome<()>, RelayError> {
+    pub(super) async fn checkpoint(&self, sequence: &str) -> Result<Outcome<()>, RelayError> {
         let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         let what = format!("checkpoint {}", self.shard_id);
         let outcome = while_transient(&what, backoff, || {
@@ -261,7 +264,7 @@ impl ShardWorker {
         }
     }
 
-    async fn sleep(&self, delay: Duration) {
+    pub(super) async fn sleep(&self, delay: Duration) {
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = self.stop.cancelled() => {}

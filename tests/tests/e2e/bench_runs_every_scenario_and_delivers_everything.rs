@@ -37,8 +37,8 @@ async fn ceiling_drains_the_whole_backlog_every_way() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_delivers_every_event_to_kinesis_and_eventbridge() -> anyhow::Result<()> {
-    // Also with a synchronous standby: every event still arrives, only later.
-    for standby in [false, true] {
+    // Polling, with a synchronous standby, and with enhanced fan-out: every event arrives.
+    for (standby, fan_out) in [(false, false), (true, false), (false, true)] {
         let dir = tempfile::tempdir()?;
         let out = dir.path().join("latency.json");
         let out_arg = out.to_string_lossy().into_owned();
@@ -56,11 +56,23 @@ async fn latency_delivers_every_event_to_kinesis_and_eventbridge() -> anyhow::Re
         if standby {
             args.push("--synchronous-standby");
         }
+        if fan_out {
+            args.push("--fan-out");
+        }
         let (code, stdout, stderr) = process::run("bench", &args, &[]).await?;
         assert_eq!(code, Some(0), "{stdout}\n{stderr}");
         let r: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
         assert_eq!(r["complete"], true, "{r}");
         assert_eq!(r["synchronous_standby"], standby, "{r}");
+        assert_eq!(r["throttled_reads"], 0, "{r}");
+        if fan_out {
+            assert_eq!(r["relay_mode"], "enhanced fan-out", "{r}");
+            assert_eq!(r["get_records_calls"], 0, "{r}");
+            assert!(r["subscriptions"].as_u64().unwrap_or(0) >= 4, "{r}");
+        } else {
+            assert_eq!(r["relay_mode"], "polling", "{r}");
+            assert_eq!(r["subscriptions"], 0, "{r}");
+        }
         let events = r["events"].as_u64().unwrap_or(0);
         assert!(events >= 10, "{r}");
         assert_eq!(r["events_published"].as_u64(), Some(events), "{r}");

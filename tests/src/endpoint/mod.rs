@@ -1,8 +1,10 @@
-//! A minimal local AWS endpoint for the benchmarks: Kinesis (PutRecords acknowledged at once;
+//! A minimal local AWS endpoint for the benchmarks and the fan-out tests: Kinesis (PutRecords acknowledged at once;
 //! with `keep`, also ListShards / GetShardIterator / GetRecords over what was put) and
 //! EventBridge (PutEvents accepted at once, each event's arrival timed against its
 //! `occurred_at`), and the stream's tags. What is left to measure is our own path — encoding, batching, signing, HTTP —
 //! with no emulator behind it.
+
+mod fan_out;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
+use base64::Engine;
 use serde_json::{json, Value};
 
 #[derive(Default)]
@@ -23,26 +26,36 @@ pub struct Counts {
     /// GetRecords calls answered, and those refused by the read limits.
     pub reads: AtomicU64,
     pub throttled_reads: AtomicU64,
+    /// SubscribeToShard event streams opened, and the records pushed over them.
+    pub subscriptions: AtomicU64,
+    pub pushed_records: AtomicU64,
+    /// Every PutEvents entry's event id (`detail.metadata.event_id`), with `Options::record_ids`.
+    pub event_ids: Mutex<std::collections::HashSet<String>>,
     /// When the first and the latest PutEvents arrived.
     pub events_window: Mutex<Option<(Instant, Instant)>>,
     /// Seconds from each event's `occurred_at` to its arrival here.
     pub event_latencies: Mutex<Vec<f64>>,
 }
 
-struct Stored {
-    data: String,
-    partition_key: String,
-    arrival: f64,
+pub struct Stored {
+    pub data: String,
+    pub partition_key: String,
+    pub arrival: f64,
 }
 
-struct State {
-    counts: Arc<Counts>,
+pub struct State {
+    pub counts: Arc<Counts>,
     /// Records per shard, kept only when the endpoint also serves reads.
-    shards: Option<Mutex<Vec<Vec<Stored>>>>,
+    pub shards: Option<Mutex<Vec<Vec<Stored>>>>,
+    /// Woken whenever records are put: what a subscription waits on at the tip.
+    pub put: tokio::sync::Notify,
+    /// Registered enhanced fan-out consumers, by name.
+    consumers: Mutex<std::collections::BTreeSet<String>>,
     /// Kinesis' published per-shard read limits, when enforced: one budget per shard.
     read_limits: Option<Mutex<Vec<ReadBudget>>>,
     /// Whether each PutEvents entry's latency is computed (costs CPU the relay competes for).
     time_events: bool,
+    record_ids: bool,
     /// The stream's tags: capture keeps its slot marker, delivery record and backfill
     /// progress there, and `bridge backfill` its request.
     tags: Mutex<std::collections::BTreeMap<String, String>>,
@@ -101,6 +114,8 @@ pub struct Options {
     pub kinesis_read_limits: bool,
     /// Time every PutEvents entry against its `occurred_at`.
     pub time_events: bool,
+    /// Keep every published event's id (`Counts::event_ids`).
+    pub record_ids: bool,
 }
 
 /// A running endpoint.
@@ -114,6 +129,14 @@ impl Endpoint {
     /// The value of one of the stream's tags.
     pub fn tag(&self, key: &str) -> Option<String> {
         self.state.tags.lock().ok()?.get(key).cloned()
+    }
+
+    /// How many records each shard holds (the last one's sequence number is one less).
+    pub fn shard_lengths(&self) -> Vec<usize> {
+        match self.state.shards.as_ref().map(|s| s.lock()) {
+            Some(Ok(shards)) => shards.iter().map(Vec::len).collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Stores records as if they had been put: `(partition key, base64 data)`.
@@ -132,6 +155,8 @@ impl Endpoint {
                 });
             }
         }
+        drop(shards);
+        self.state.put.notify_waiters();
     }
 }
 
@@ -146,7 +171,10 @@ pub async fn start(options: Options) -> anyhow::Result<Endpoint> {
             .filter(|_| options.kinesis_read_limits)
             .map(|n| Mutex::new((0..n).map(|_| ReadBudget::new()).collect())),
         time_events: options.time_events,
+        record_ids: options.record_ids,
         tags: Mutex::default(),
+        put: tokio::sync::Notify::new(),
+        consumers: Mutex::default(),
     });
     let handler_state = state.clone();
     let app = Router::new().route(
@@ -158,6 +186,11 @@ pub async fn start(options: Options) -> anyhow::Result<Endpoint> {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
+    // Without it, a response's head and its first event-stream frame (two small writes) wait
+    // on the client's delayed ACK: ~40 ms per subscription event.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -171,7 +204,7 @@ fn now_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn shard_id(i: usize) -> String {
+pub fn shard_id(i: usize) -> String {
     format!("shardId-{i:012}")
 }
 
@@ -184,7 +217,7 @@ fn shard_of(key: &str, n: usize) -> usize {
     (h % n as u64) as usize
 }
 
-fn answer(state: &State, headers: &HeaderMap, body: &[u8]) -> axum::response::Response {
+fn answer(state: &Arc<State>, headers: &HeaderMap, body: &[u8]) -> axum::response::Response {
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
@@ -192,7 +225,35 @@ fn answer(state: &State, headers: &HeaderMap, body: &[u8]) -> axum::response::Re
     let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let reply = match target.rsplit('.').next().unwrap_or_default() {
         "PutRecords" => put_records(state, &request),
-        "PutEvents" => put_events(&state.counts, &request, state.time_events),
+        "SubscribeToShard" => return fan_out::subscribe(state.clone(), &request),
+        "DescribeStreamSummary" => {
+            let name = request["StreamName"].as_str().unwrap_or("bench");
+            json!({"StreamDescriptionSummary": {
+                "StreamName": name, "StreamARN": stream_arn(name), "StreamStatus": "ACTIVE",
+                "RetentionPeriodHours": 24, "StreamCreationTimestamp": 0,
+                "EnhancedMonitoring": [], "OpenShardCount": 1}})
+        }
+        "RegisterStreamConsumer" | "DescribeStreamConsumer" => {
+            let name = request["ConsumerName"].as_str().unwrap_or_default().to_owned();
+            let stream = request["StreamARN"].as_str().unwrap_or_default().to_owned();
+            let Ok(mut consumers) = state.consumers.lock() else {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            };
+            if target.ends_with("RegisterStreamConsumer") {
+                consumers.insert(name.clone());
+            } else if !consumers.contains(&name) {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+                    json!({"__type": "ResourceNotFoundException", "message": "no such consumer"}).to_string(),
+                )
+                    .into_response();
+            }
+            let consumer = json!({"ConsumerName": name, "ConsumerARN": format!("{stream}/consumer/{name}:1"),
+                                  "ConsumerStatus": "ACTIVE", "ConsumerCreationTimestamp": 0, "StreamARN": stream});
+            json!({"Consumer": consumer.clone(), "ConsumerDescription": consumer})
+        }
+        "PutEvents" => put_events(state, &request),
         "ListShards" => {
             let n = state
                 .shards
@@ -274,6 +335,10 @@ fn answer(state: &State, headers: &HeaderMap, body: &[u8]) -> axum::response::Re
         .into_response()
 }
 
+fn stream_arn(name: &str) -> String {
+    format!("arn:aws:kinesis:us-east-1:123456789012:stream/{name}")
+}
+
 fn put_records(state: &State, request: &Value) -> Value {
     let records = request["Records"]
         .as_array()
@@ -297,6 +362,7 @@ fn put_records(state: &State, request: &Value) -> Value {
                 }
             }
         }
+        state.put.notify_waiters();
     }
     let results: Vec<Value> = (0..n)
         .map(|i| json!({"SequenceNumber": (seq + i as u64).to_string(), "ShardId": shard_id(0)}))
@@ -356,7 +422,8 @@ fn get_records(state: &State, request: &Value) -> Option<Value> {
     )
 }
 
-fn put_events(counts: &Counts, request: &Value, time_events: bool) -> Value {
+fn put_events(state: &State, request: &Value) -> Value {
+    let (counts, time_events) = (&state.counts, state.time_events);
     let entries = request["Entries"]
         .as_array()
         .map(Vec::as_slice)
@@ -384,8 +451,37 @@ fn put_events(counts: &Counts, request: &Value, time_events: bool) -> Value {
     if let Ok(mut all) = counts.event_latencies.lock() {
         all.extend(latencies);
     }
+    if state.record_ids {
+        if let Ok(mut ids) = counts.event_ids.lock() {
+            ids.extend(entries.iter().filter_map(|e| {
+                let detail: Value = serde_json::from_str(e["Detail"].as_str()?).ok()?;
+                Some(detail["metadata"]["event_id"].as_str()?.to_owned())
+            }));
+        }
+    }
     let results: Vec<Value> = (0..entries.len())
         .map(|i| json!({"EventId": format!("bench-{i}")}))
         .collect();
     json!({"FailedEntryCount": 0, "Entries": results})
+}
+
+/// One DMS record of an outbox insert (~300-byte payload), base64 as Kinesis carries it.
+pub fn outbox_record(i: u64) -> (String, String) {
+    let id = format!("00000000-0000-4000-8000-{i:012}");
+    let aggregate = format!("{}", i % 1000);
+    let body = json!({
+        "data": {"id": id, "aggregatetype": "Order", "aggregateid": aggregate, "type": "OrderPlaced",
+                 "payload": {"order_id": i, "pad": "x".repeat(240)}, "aggregate_version": 1,
+                 "occurred_at": "2026-11-23 12:00:00.000000+00"},
+        "metadata": {"timestamp": "2026-11-23T12:00:00.000000Z", "record-type": "data", "operation": "insert",
+                     "partition-key-type": "attribute-name", "schema-name": "public", "table-name": "outbox",
+                     "transaction-id": 1000 + i / 100, "commit-timestamp": "2026-11-23T12:00:00.000000Z",
+                     "stream-position": "0/0", "transaction-record-id": i % 100 + 1,
+                     "commit-lsn": "0/0", "lsn": "0/0"}
+    });
+    let key = format!("public.outbox.{aggregate}");
+    (
+        key,
+        base64::engine::general_purpose::STANDARD.encode(body.to_string()),
+    )
 }

@@ -1,0 +1,134 @@
+//! `bridge relay --consumer-name`: enhanced fan-out. moto cannot serve SubscribeToShard, so the
+//! stream is the harness's local endpoint (event-stream frames as Kinesis pushes them); leases,
+//! checkpoints, the bus's dead letters live in moto. Two relays share the consumer and the
+//! shards; one is killed -9: the other takes its shards over from their checkpoints, and every
+//! event is published — once, since the checkpoints had caught up before the kill.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use harness::endpoint::{self, Endpoint};
+use harness::moto::{aws_env, Moto};
+use harness::process::{self, Proc};
+use harness::wait;
+
+const STREAM: &str = "fan-out";
+
+/// Each shard's checkpoint in the lease table, by shard index.
+async fn checkpoints(moto: &Moto) -> anyhow::Result<HashMap<usize, String>> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    let items = dynamodb
+        .scan()
+        .table_name("bridge-checkpoints")
+        .send()
+        .await?
+        .items
+        .unwrap_or_default();
+    let attr = |item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>, k: &str| {
+        item.get(k).and_then(|v| v.as_s().ok()).cloned()
+    };
+    Ok(items
+        .iter()
+        .filter(|i| attr(i, "lease_kind").as_deref() == Some("shard"))
+        .filter(|i| attr(i, "lease_stream").as_deref() == Some(STREAM))
+        .filter_map(|i| {
+            let shard = attr(i, "lease_shard_id")?.rsplit('-').next()?.parse().ok()?;
+            Some((shard, attr(i, "lease_checkpoint")?))
+        })
+        .collect())
+}
+
+/// Whether every shard's checkpoint is its last record.
+async fn caught_up(moto: &Moto, endpoint: &Endpoint) -> anyhow::Result<bool> {
+    let done = checkpoints(moto).await?;
+    Ok(endpoint
+        .shard_lengths()
+        .iter()
+        .enumerate()
+        .all(|(i, &n)| n == 0 || done.get(&i).map(String::as_str) == Some((n - 1).to_string().as_str())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_share_a_consumer_and_a_killed_ones_shards_resume_from_their_checkpoints(
+) -> anyhow::Result<()> {
+    let moto = Moto::start().await?;
+    let (code, out, err) = process::run("bridge", &["setup", "--stream", STREAM], &moto.env()).await?;
+    anyhow::ensure!(code == Some(0), "bridge setup failed: {out}{err}");
+    let endpoint = endpoint::start(endpoint::Options {
+        keep_shards: Some(4),
+        record_ids: true,
+        ..endpoint::Options::default()
+    })
+    .await?;
+    let mut env = aws_env(&endpoint.url);
+    for service in ["DYNAMODB", "SQS", "S3"] {
+        env.push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint.clone()));
+    }
+    let relay = |id: &str| {
+        let listen = format!("127.0.0.1:{}", harness::free_port()?);
+        Proc::spawn(
+            "bridge",
+            &[
+                "relay",
+                "--stream",
+                STREAM,
+                "--consumer-name",
+                "shared",
+                "--worker-id",
+                id,
+                "--lease-duration-secs",
+                "3",
+                "--metrics-listen",
+                &listen,
+            ],
+            &env,
+        )
+    };
+    endpoint.preload((0..2000).map(endpoint::outbox_record));
+    let mut a = relay("relay-a")?;
+    let mut b = relay("relay-b")?;
+    let published = |n: usize| {
+        let ids = endpoint.counts.event_ids.lock().map_or(0, |ids| ids.len());
+        (ids >= n).then_some(())
+    };
+    wait::until("the first 2,000 events", Duration::from_secs(60), || async {
+        a.ensure_running()?;
+        b.ensure_running()?;
+        Ok(published(2000))
+    })
+    .await?;
+    wait::until("the checkpoints to catch up", Duration::from_secs(30), || async {
+        Ok(caught_up(&moto, &endpoint).await?.then_some(()))
+    })
+    .await?;
+    // Both relays read (four subscriptions in all), none polled.
+    assert!(
+        endpoint.counts.subscriptions.load(Ordering::Relaxed) >= 4,
+        "{:?}",
+        endpoint.counts.subscriptions
+    );
+    assert_eq!(endpoint.counts.reads.load(Ordering::Relaxed), 0);
+
+    a.kill9().await?;
+    endpoint.preload((2000..4000).map(endpoint::outbox_record));
+    wait::until("every event, after the kill", Duration::from_secs(90), || async {
+        b.ensure_running()?;
+        Ok(published(4000))
+    })
+    .await?;
+    wait::until(
+        "the checkpoints to catch up again",
+        Duration::from_secs(30),
+        || async { Ok(caught_up(&moto, &endpoint).await?.then_some(())) },
+    )
+    .await?;
+    let events = endpoint.counts.events.load(Ordering::Relaxed);
+    assert_eq!(
+        events, 4000,
+        "each event once: the surviving relay resumed the killed one's shards from their checkpoints"
+    );
+    b.terminate(Duration::from_secs(20)).await?;
+    assert_eq!(endpoint.counts.reads.load(Ordering::Relaxed), 0, "never polled");
+    Ok(())
+}

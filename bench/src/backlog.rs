@@ -40,6 +40,11 @@ struct BacklogRow {
     peak_rss_mib_by_tenth: Vec<f64>,
     peak_rss_mib: f64,
     cpu_seconds_per_million: f64,
+    /// shipping's AWS calls per event applied, by operation, as it made them (counted by a
+    /// proxy in front of moto): what the cost table prices.
+    calls_per_event: std::collections::BTreeMap<String, f64>,
+    /// Their entries per event (items of a TransactWriteItems, messages of a batch).
+    entries_per_event: std::collections::BTreeMap<String, f64>,
     inbox_items: i64,
     customers: i64,
     customers_wrong: u64,
@@ -67,10 +72,20 @@ pub async fn run(args: BacklogArgs) -> anyhow::Result<()> {
     let port = harness::free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let started = Instant::now();
+    // Each service behind a counting proxy: the calls shipping makes per event.
+    let mut proxies = Vec::new();
+    let mut run_env = env.clone();
+    for (key, value) in run_env.iter_mut() {
+        if key.starts_with("AWS_ENDPOINT_URL") {
+            let proxy = harness::faults::FaultProxy::start(value).await?;
+            *value = proxy.endpoint.clone();
+            proxies.push(proxy);
+        }
+    }
     let mut shipping = Proc::spawn(
         "shipping",
         &["run", "--metrics-listen", &listen, "--wait-seconds", "1"],
-        &env,
+        &run_env,
     )?;
     let sampler = shipping.pid().map(procstat::Sampler::start);
     let mut by_tenth = Vec::new();
@@ -123,7 +138,17 @@ pub async fn run(args: BacklogArgs) -> anyhow::Result<()> {
                 || harness::shipping::text(c, "credit_reserved").parse::<f64>().ok() != Some(25.0)
         })
         .count() as u64;
+    let mut calls = std::collections::BTreeMap::new();
+    let mut entries = std::collections::BTreeMap::new();
+    for proxy in &proxies {
+        for (op, count) in proxy.plan.call_counts() {
+            *calls.entry(op.clone()).or_insert(0.0) += count.calls as f64 / events as f64;
+            *entries.entry(op).or_insert(0.0) += count.entries as f64 / events as f64;
+        }
+    }
     let row = BacklogRow {
+        calls_per_event: calls,
+        entries_per_event: entries,
         events,
         fill_seconds,
         drain_seconds,
@@ -158,6 +183,12 @@ pub async fn run(args: BacklogArgs) -> anyhow::Result<()> {
         row.customers_wrong,
         if row.complete { "yes" } else { "NO" }
     );
+    let per_event: Vec<String> = row
+        .calls_per_event
+        .iter()
+        .map(|(op, n)| format!("{op} {n:.3}"))
+        .collect();
+    println!("\nshipping's calls per event: {}", per_event.join(", "));
     drain::write_json(&args.out, &row)?;
     anyhow::ensure!(row.complete, "the backlog was not applied exactly once: {row:?}");
     Ok(())

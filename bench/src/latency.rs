@@ -66,6 +66,18 @@ struct Results {
     capture_cpu_seconds_per_million: f64,
     capture_peak_rss_mib: f64,
     events_published: u64,
+    /// What was called per event, for the cost table: PutRecords calls and records (a record
+    /// under 25 KB is one PUT payload unit), GetRecords calls, PutEvents calls and entries, and
+    /// the relay's lease-table calls (checkpoints, lease renewals) by operation.
+    put_records_calls_per_event: f64,
+    put_records_records_per_event: f64,
+    record_bytes_per_event: f64,
+    get_records_calls_per_event: f64,
+    put_events_calls_per_event: f64,
+    put_events_entries_per_event: f64,
+    lease_table_calls_per_event: std::collections::BTreeMap<String, f64>,
+    /// How long the relay ran (its consumer-shard hours, with fan-out).
+    relay_seconds: f64,
     complete: bool,
 }
 
@@ -93,7 +105,10 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
 
     let mut env = db_env.clone();
     env.extend(aws_env(&url));
-    for service in ["DYNAMODB", "SQS", "S3"] {
+    // The relay's lease table behind a counting proxy (what its checkpoints cost).
+    let leases = harness::faults::FaultProxy::start(&moto.endpoint).await?;
+    env.push(("AWS_ENDPOINT_URL_DYNAMODB".into(), leases.endpoint.clone()));
+    for service in ["SQS", "S3"] {
         env.push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint.clone()));
     }
     let cport = harness::free_port()?;
@@ -121,6 +136,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         relay_args.extend(["--consumer-name", "bench-latency"]);
     }
     let mut relay = Proc::spawn("bridge", &relay_args, &env)?;
+    let relay_started = Instant::now();
     let sampler = capture.pid().map(procstat::Sampler::start);
     harness::wait::until("capture to stream", Duration::from_secs(60), || async {
         capture.ensure_running()?;
@@ -183,8 +199,25 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         exact_quantiles(&mut all)
     };
     relay.terminate(Duration::from_secs(30)).await?;
+    let relay_seconds = relay_started.elapsed().as_secs_f64();
     capture.terminate(Duration::from_secs(30)).await?;
+    let per_event = |n: u64| n as f64 / written.max(1) as f64;
     let results = Results {
+        put_records_calls_per_event: per_event(counts.requests.load(Ordering::Relaxed)),
+        put_records_records_per_event: per_event(counts.records.load(Ordering::Relaxed)),
+        record_bytes_per_event: per_event(counts.record_bytes.load(Ordering::Relaxed)),
+        get_records_calls_per_event: per_event(
+            counts.reads.load(Ordering::Relaxed) + counts.throttled_reads.load(Ordering::Relaxed),
+        ),
+        put_events_calls_per_event: per_event(counts.put_events_calls.load(Ordering::Relaxed)),
+        put_events_entries_per_event: per_event(counts.events.load(Ordering::Relaxed)),
+        lease_table_calls_per_event: leases
+            .plan
+            .call_counts()
+            .into_iter()
+            .map(|(op, c)| (op, per_event(c.calls)))
+            .collect(),
+        relay_seconds,
         synchronous_standby: args.synchronous_standby,
         relay_mode: if args.fan_out {
             "enhanced fan-out"

@@ -5,6 +5,7 @@
 mod backfill;
 mod backlog;
 mod ceiling;
+mod cost;
 mod drain;
 mod latency;
 mod memory;
@@ -31,6 +32,8 @@ enum Scenario {
     Backlog(backlog::BacklogArgs),
     /// Drain one backlog with pg_recvlogical and with bridge capture into three sinks.
     Ceiling(ceiling::CeilingArgs),
+    /// USD per million events on AWS, priced from what latency, latency --fan-out and backlog counted.
+    Cost(cost::CostArgs),
     /// Commit → Kinesis ack and write → EventBridge latency at a steady rate.
     Latency(latency::LatencyArgs),
     /// Capture's peak RSS for one huge transaction and for a large backlog.
@@ -46,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Backfill(args) => backfill::run(args).await,
         Scenario::Backlog(args) => backlog::run(args).await,
         Scenario::Ceiling(args) => ceiling::run(args).await,
+        Scenario::Cost(args) => cost::run(args),
         Scenario::Latency(args) => latency::run(args).await,
         Scenario::Memory(args) => memory::run(args).await,
         Scenario::Relay(args) => relay::run(args).await,

@@ -51,6 +51,36 @@ pub struct FaultPlan {
     pub injected: AtomicU32,
     /// The body of every PutEvents request, as the client sent it (what EventBridge was asked to store).
     pub put_events_bodies: std::sync::Mutex<Vec<Bytes>>,
+    /// Every call forwarded or answered, by operation (`X-Amz-Target`'s last part; `s3` for
+    /// S3's REST calls): what a benchmark prices.
+    pub calls: std::sync::Mutex<std::collections::BTreeMap<String, CallCount>>,
+}
+
+/// Calls of one operation, and the entries they carried (TransactItems, Entries, Records;
+/// the keys of a batch's RequestItems), or 1 per call without a list.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct CallCount {
+    pub calls: u64,
+    pub entries: u64,
+}
+
+/// The entries a request carries (1 for a single-item call).
+fn entries_of(body: &[u8]) -> u64 {
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return 1;
+    };
+    for list in ["TransactItems", "Entries", "Records"] {
+        if let Some(items) = request[list].as_array() {
+            return items.len() as u64;
+        }
+    }
+    if let Some(tables) = request["RequestItems"].as_object() {
+        return tables
+            .values()
+            .map(|t| t.as_array().map_or(1, |a| a.len() as u64))
+            .sum();
+    }
+    1
 }
 
 impl FaultPlan {
@@ -59,6 +89,11 @@ impl FaultPlan {
         if let Ok(mut b) = self.brownout.lock() {
             *b = prefix.map(str::to_owned);
         }
+    }
+
+    /// Calls so far, by operation.
+    pub fn call_counts(&self) -> std::collections::BTreeMap<String, CallCount> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     /// Every PutEvents request body seen so far, as text.
@@ -129,6 +164,16 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let plan = &ctx.plan;
+    if let Ok(mut calls) = plan.calls.lock() {
+        let op = target
+            .rsplit('.')
+            .next()
+            .filter(|op| !op.is_empty())
+            .unwrap_or(S3);
+        let count = calls.entry(op.to_owned()).or_default();
+        count.calls += 1;
+        count.entries += entries_of(&body);
+    }
     let browned_out = plan
         .brownout
         .lock()

@@ -21,8 +21,12 @@ use serde_json::{json, Value};
 #[derive(Default)]
 pub struct Counts {
     pub records: AtomicU64,
+    /// Data bytes of the records put (decoded from base64).
+    pub record_bytes: AtomicU64,
     pub requests: AtomicU64,
     pub events: AtomicU64,
+    /// PutEvents calls (each carries up to 10 entries).
+    pub put_events_calls: AtomicU64,
     /// GetRecords calls answered, and those refused by the read limits.
     pub reads: AtomicU64,
     pub throttled_reads: AtomicU64,
@@ -347,6 +351,14 @@ fn put_records(state: &State, request: &Value) -> Value {
     let n = records.len();
     state.counts.requests.fetch_add(1, Ordering::Relaxed);
     let seq = state.counts.records.fetch_add(n as u64, Ordering::Relaxed);
+    let bytes: usize = records
+        .iter()
+        .map(|r| r["Data"].as_str().map_or(0, |d| d.len() * 3 / 4))
+        .sum();
+    state
+        .counts
+        .record_bytes
+        .fetch_add(bytes as u64, Ordering::Relaxed);
     if let Some(shards) = &state.shards {
         let arrival = now_seconds();
         if let Ok(mut shards) = shards.lock() {
@@ -431,6 +443,7 @@ fn put_events(state: &State, request: &Value) -> Value {
     let arrival = Instant::now();
     let now = now_seconds();
     counts.events.fetch_add(entries.len() as u64, Ordering::Relaxed);
+    counts.put_events_calls.fetch_add(1, Ordering::Relaxed);
     if let Ok(mut window) = counts.events_window.lock() {
         let first = window.map_or(arrival, |(first, _)| first);
         *window = Some((first, arrival));

@@ -95,6 +95,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         kinesis_read_limits: true,
         time_events: true,
         record_ids: false,
+        ..endpoint::Options::default()
     })
     .await?;
     let (url, counts) = (endpoint.url.clone(), endpoint.counts.clone());
@@ -333,7 +334,7 @@ pub fn bucket_quantiles(buckets: &[(f64, f64)]) -> Quantiles {
     }
 }
 
-fn exact_quantiles(samples: &mut [f64]) -> Quantiles {
+pub fn exact_quantiles(samples: &mut [f64]) -> Quantiles {
     samples.sort_by(f64::total_cmp);
     let at = |q: f64| {
         if samples.is_empty() {

@@ -68,6 +68,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 kinesis_read_limits: limited,
                 time_events: false,
                 record_ids: false,
+                ..endpoint::Options::default()
             })
             .await?;
             endpoint.preload((0..args.events).map(endpoint::outbox_record));

@@ -58,9 +58,15 @@ const MAX_ATTEMPTS: u32 = 8;
 
 pub async fn apply(store: &Store, event: &Incoming) -> Result<Applied, ApplyError> {
     let change = domain::interpret(&event.detail_type, event.aggregate_version, &event.data)?;
-    for _ in 0..MAX_ATTEMPTS {
+    for attempt in 0..MAX_ATTEMPTS {
         let (applied, state, outbox) = match &change {
             Change::Ignored => (Applied::Ignored, None, None),
+            // The customer's put is conditional on an older (or no) stored version, so the first
+            // attempt writes without reading: in order, the usual case, that is one call. A stale
+            // event fails the condition (a conflict) and the next attempt reads to tell.
+            Change::Customer(c) if attempt == 0 => {
+                (Applied::Changed, Some(StateWrite::Customer(c.clone())), None)
+            }
             Change::Customer(c) => match store.customer_version(&c.customer_id).await? {
                 Some(stored) if stored >= c.version => (Applied::Stale, None, None),
                 _ => (Applied::Changed, Some(StateWrite::Customer(c.clone())), None),

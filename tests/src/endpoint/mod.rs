@@ -4,6 +4,7 @@
 //! `occurred_at`), and the stream's tags. What is left to measure is our own path — encoding, batching, signing, HTTP —
 //! with no emulator behind it.
 
+pub mod consumer;
 mod fan_out;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,12 @@ pub struct Counts {
     pub pushed_records: AtomicU64,
     /// Every PutEvents entry's event id (`detail.metadata.event_id`), with `Options::record_ids`.
     pub event_ids: Mutex<std::collections::HashSet<String>>,
+    /// Each event's way through the hops, with `Options::trace_stages`.
+    pub stages: Option<Mutex<std::collections::HashMap<String, consumer::Stages>>>,
+    /// SQS and DynamoDB calls, by operation.
+    pub calls: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// TransactWriteItems calls that committed.
+    pub transactions: AtomicU64,
     /// When the first and the latest PutEvents arrived.
     pub events_window: Mutex<Option<(Instant, Instant)>>,
     /// Seconds from each event's `occurred_at` to its arrival here.
@@ -55,6 +62,14 @@ pub struct State {
     pub put: tokio::sync::Notify,
     /// Registered enhanced fan-out consumers, by name.
     consumers: Mutex<std::collections::BTreeSet<String>>,
+    /// SQS and DynamoDB as shipping calls them (see `consumer`).
+    pub service_latency: Option<std::time::Duration>,
+    pub queues: Mutex<consumer::Queues>,
+    pub tables: Mutex<consumer::Tables>,
+    /// Woken whenever a message is queued: what a long poll waits on.
+    pub delivered: tokio::sync::Notify,
+    rule_queue: Option<&'static str>,
+    url: String,
     /// Kinesis' published per-shard read limits, when enforced: one budget per shard.
     read_limits: Option<Mutex<Vec<ReadBudget>>>,
     /// Whether each PutEvents entry's latency is computed (costs CPU the relay competes for).
@@ -120,6 +135,12 @@ pub struct Options {
     pub time_events: bool,
     /// Keep every published event's id (`Counts::event_ids`).
     pub record_ids: bool,
+    /// Answer SQS and DynamoDB calls (shipping's), each after this long.
+    pub service_latency: Option<std::time::Duration>,
+    /// Deliver every PutEvents entry to this queue, as an EventBridge rule would.
+    pub rule_queue: Option<&'static str>,
+    /// Time each event at every hop (`Counts::stages`): PutRecords, PutEvents, receive, apply.
+    pub trace_stages: bool,
 }
 
 /// A running endpoint.
@@ -133,6 +154,30 @@ impl Endpoint {
     /// The value of one of the stream's tags.
     pub fn tag(&self, key: &str) -> Option<String> {
         self.state.tags.lock().ok()?.get(key).cloned()
+    }
+
+    /// Queues a message (a backlog for the consumer).
+    pub fn enqueue(&self, queue: &str, body: String) {
+        self.state.enqueue(queue, body);
+    }
+
+    /// SQS and DynamoDB calls so far, by operation.
+    pub fn calls(&self) -> std::collections::BTreeMap<String, u64> {
+        self.counts.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Messages in a queue, visible or in flight.
+    pub fn queue_depth(&self, queue: &str) -> usize {
+        consumer::depth(&self.state.queues, queue)
+    }
+
+    /// Every traced event's hops.
+    pub fn stages(&self) -> Vec<consumer::Stages> {
+        self.counts
+            .stages
+            .as_ref()
+            .and_then(|s| s.lock().ok().map(|s| s.values().copied().collect()))
+            .unwrap_or_default()
     }
 
     /// How many records each shard holds (the last one's sequence number is one less).
@@ -166,7 +211,12 @@ impl Endpoint {
 
 /// Serves on a free loopback port.
 pub async fn start(options: Options) -> anyhow::Result<Endpoint> {
-    let counts = Arc::new(Counts::default());
+    let counts = Arc::new(Counts {
+        stages: options.trace_stages.then(Mutex::default),
+        ..Counts::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
     let shard_count = options.keep_shards.map(|n| n.max(1));
     let state = Arc::new(State {
         counts: counts.clone(),
@@ -179,17 +229,33 @@ pub async fn start(options: Options) -> anyhow::Result<Endpoint> {
         tags: Mutex::default(),
         put: tokio::sync::Notify::new(),
         consumers: Mutex::default(),
+        service_latency: options.service_latency,
+        queues: Mutex::default(),
+        tables: Mutex::default(),
+        delivered: tokio::sync::Notify::new(),
+        rule_queue: options.rule_queue,
+        url: url.clone(),
     });
     let handler_state = state.clone();
     let app = Router::new().route(
         "/",
         post(move |headers: HeaderMap, body: Bytes| {
             let state = handler_state.clone();
-            async move { answer(&state, &headers, &body) }
+            async move {
+                let target = headers
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                if target.starts_with("AmazonSQS.") || target.starts_with("DynamoDB") {
+                    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    if let Some(reply) = consumer::answer(&state, target, &request).await {
+                        return reply;
+                    }
+                }
+                answer(&state, &headers, &body)
+            }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
     // Without it, a response's head and its first event-stream frame (two small writes) wait
     // on the client's delayed ACK: ~40 ms per subscription event.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -201,7 +267,13 @@ pub async fn start(options: Options) -> anyhow::Result<Endpoint> {
     Ok(Endpoint { url, counts, state })
 }
 
-fn now_seconds() -> f64 {
+impl State {
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+pub fn now_seconds() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -339,6 +411,15 @@ fn answer(state: &Arc<State>, headers: &HeaderMap, body: &[u8]) -> axum::respons
         .into_response()
 }
 
+/// Seconds since the epoch of an `occurred_at`: Postgres' text form (what the DMS record
+/// carries), or RFC 3339.
+fn parse_occurred_at(occurred: &str) -> Option<f64> {
+    let at = chrono::DateTime::parse_from_str(occurred, "%Y-%m-%d %H:%M:%S%.f%#z")
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(occurred))
+        .ok()?;
+    Some(at.timestamp_micros() as f64 / 1e6)
+}
+
 fn stream_arn(name: &str) -> String {
     format!("arn:aws:kinesis:us-east-1:123456789012:stream/{name}")
 }
@@ -375,6 +456,19 @@ fn put_records(state: &State, request: &Value) -> Value {
             }
         }
         state.put.notify_waiters();
+    }
+    if state.counts.stages.is_some() {
+        let at = now_seconds();
+        for r in records {
+            let data = r["Data"].as_str().unwrap_or_default();
+            let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) else {
+                continue;
+            };
+            let record: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            if let Some(id) = record["data"]["id"].as_str() {
+                state.stage_put_records(id, at);
+            }
+        }
     }
     let results: Vec<Value> = (0..n)
         .map(|i| json!({"SequenceNumber": (seq + i as u64).to_string(), "ShardId": shard_id(0)}))
@@ -454,15 +548,34 @@ fn put_events(state: &State, request: &Value) -> Value {
         .filter_map(|e| {
             let detail: Value = serde_json::from_str(e["Detail"].as_str()?).ok()?;
             let occurred = detail["metadata"]["occurred_at"].as_str()?;
-            // Postgres' text form (what the DMS record carries), or RFC 3339.
-            let at = chrono::DateTime::parse_from_str(occurred, "%Y-%m-%d %H:%M:%S%.f%#z")
-                .or_else(|_| chrono::DateTime::parse_from_rfc3339(occurred))
-                .ok()?;
-            Some(now - at.timestamp_micros() as f64 / 1e6)
+            Some(now - parse_occurred_at(occurred)?)
         })
         .collect();
     if let Ok(mut all) = counts.event_latencies.lock() {
         all.extend(latencies);
+    }
+    if state.rule_queue.is_some() || state.counts.stages.is_some() {
+        for e in entries {
+            let Some(detail_text) = e["Detail"].as_str() else {
+                continue;
+            };
+            let detail: Value = serde_json::from_str(detail_text).unwrap_or(Value::Null);
+            if state.counts.stages.is_some() {
+                if let Some(id) = detail["metadata"]["event_id"].as_str() {
+                    let occurred = detail["metadata"]["occurred_at"]
+                        .as_str()
+                        .and_then(parse_occurred_at)
+                        .unwrap_or(0.0);
+                    state.stage_put_events(id, occurred, now);
+                }
+            }
+            if let Some(queue) = state.rule_queue {
+                let event = json!({"version": "0", "id": format!("eb-{}", counts.events.load(Ordering::Relaxed)),
+                    "detail-type": e["DetailType"], "source": e["Source"], "account": "123456789012",
+                    "time": "2026-11-29T00:00:00Z", "region": "us-east-1", "resources": [], "detail": detail});
+                state.enqueue(queue, event.to_string());
+            }
+        }
     }
     if state.record_ids {
         if let Ok(mut ids) = counts.event_ids.lock() {

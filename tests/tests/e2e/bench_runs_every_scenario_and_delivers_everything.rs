@@ -154,6 +154,144 @@ async fn backlog_is_applied_exactly_once_with_memory_sampled_along_the_way() -> 
     assert_eq!(r["customers_wrong"], 0, "{r}");
     let tenths = r["peak_rss_mib_by_tenth"].as_array().map_or(0, Vec::len);
     assert_eq!(tenths, 10, "one RSS sample per tenth drained: {r}");
+    // What shipping called per event (the cost table prices it): deletes go in batches, and
+    // a customer's conditional put needs no read first — only the stale half of these events
+    // (each customer's older event comes second) reads, to tell stale from a conflict.
+    let calls = |op: &str| r["calls_per_event"][op].as_f64().unwrap_or(0.0);
+    // (moto answers slowly: receipts trickle in, so some deletes still go alone.)
+    let deletes = calls("DeleteMessage") + calls("DeleteMessageBatch");
+    assert!(deletes < 0.9 && calls("DeleteMessageBatch") > 0.0, "deletes are batched: {r}");
+    assert!(calls("GetItem") <= 0.75, "no read before a guarded write: {r}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_drains_its_queue_at_aws_latency_and_the_pipeline_reaches_the_projection(
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("consumer.json");
+    let out_arg = out.to_string_lossy().into_owned();
+    let (code, stdout, stderr) = process::run(
+        "bench",
+        &[
+            "consumer",
+            "--events",
+            "500",
+            "--concurrency",
+            "8,64",
+            "--out",
+            &out_arg,
+        ],
+        &[],
+    )
+    .await?;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let rows: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["complete"], true, "{r}");
+        assert_eq!(r["events"], 500, "each event applied once: {r}");
+        assert_eq!(
+            r["calls_per_event"]["GetItem"].as_f64().unwrap_or(0.0),
+            0.0,
+            "{r}"
+        );
+    }
+
+    let out = dir.path().join("pipeline.json");
+    let out_arg = out.to_string_lossy().into_owned();
+    let (code, stdout, stderr) = process::run(
+        "bench",
+        &["pipeline", "--rate", "200", "--seconds", "3", "--out", &out_arg],
+        &[],
+    )
+    .await?;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    assert_eq!(r["complete"], true, "{r}");
+    let events = r["events"].as_u64().unwrap_or(0);
+    assert!(events >= 200, "{r}");
+    // Every event written during the run was timed at every hop.
+    assert_eq!(r["write_to_projection"]["samples"].as_u64(), Some(events), "{r}");
+    for stage in ["capture", "relay", "eventbridge_to_queue", "consumer"] {
+        assert!(r[stage]["p50_ms"].as_f64().unwrap_or(-1.0) >= 0.0, "{stage}: {r}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_prices_what_the_other_scenarios_counted() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (latency, fan_out, backlog, cost) = (
+        path("latency.json"),
+        path("latency-fan-out.json"),
+        path("backlog.json"),
+        path("cost.json"),
+    );
+    let small = ["--rate", "300", "--rows-per-tx", "10", "--seconds", "2"];
+    for args in [
+        [&["latency"][..], &small[..], &["--out", &latency][..]].concat(),
+        [
+            &["latency", "--fan-out"][..],
+            &small[..],
+            &["--out", &fan_out][..],
+        ]
+        .concat(),
+        vec!["backlog", "--events", "100", "--out", &backlog],
+        vec![
+            "cost",
+            "--latency",
+            &latency,
+            "--fan-out",
+            &fan_out,
+            "--backlog",
+            &backlog,
+            "--out",
+            &cost,
+        ],
+    ] {
+        let (code, stdout, stderr) = process::run("bench", &args, &[]).await?;
+        assert_eq!(code, Some(0), "{args:?}\n{stdout}\n{stderr}");
+    }
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&cost)?)?;
+    let lines = r["lines"].as_array().cloned().unwrap_or_default();
+    let line = |item: &str| {
+        lines
+            .iter()
+            .find(|l| l["item"] == item)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    // One EventBridge entry and one PUT payload unit per event, whatever the design.
+    assert!(
+        (line("EventBridge PutEvents")["bridge_polling"]
+            .as_f64()
+            .unwrap_or(0.0)
+            - 1.0)
+            .abs()
+            < 0.01,
+        "{r}"
+    );
+    assert!(
+        line("Kinesis PUT payload units")["bridge_polling"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{r}"
+    );
+    // Fan-out is billed per consumer-shard hour; polling is not.
+    assert_eq!(
+        line("Enhanced fan-out")["bridge_polling"].as_f64(),
+        Some(0.0),
+        "{r}"
+    );
+    assert!(
+        line("Enhanced fan-out")["bridge_fan_out"].as_f64().unwrap_or(0.0) > 0.0,
+        "{r}"
+    );
+    let totals = r["totals_with_consumer"].as_array().cloned().unwrap_or_default();
+    assert_eq!(totals.len(), 3, "{r}");
     Ok(())
 }
 

@@ -56,6 +56,8 @@ fn action(op: &str) -> String {
     if op == "transact_write_items" {
         return "PutItem".into();
     }
+    // SQS authorises a batch as its single action (there is no sqs:DeleteMessageBatch).
+    let op = op.strip_suffix("_batch").unwrap_or(op);
     op.split('_')
         .map(|w| {
             let mut c = w.chars();

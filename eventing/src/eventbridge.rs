@@ -170,7 +170,7 @@ impl Publisher {
         .await?;
         self.metrics.claim_checks.inc();
         tracing::info!(event_id = %event.event_id, bytes = detail.len(), "event above the entry limit: sent as a claim check");
-        let mut metadata = event.metadata.clone();
+        let mut metadata = event.metadata_value();
         metadata["claim_check"] = claim;
         let detail = json!({"metadata": metadata, "data": null}).to_string();
         Ok((event, detail))
@@ -290,10 +290,7 @@ impl Publisher {
 
 /// The event's `metadata.traceparent`, if it has one.
 fn traceparent(event: &Event) -> Option<&str> {
-    event
-        .metadata
-        .get("traceparent")
-        .and_then(serde_json::Value::as_str)
+    event.traceparent.as_deref()
 }
 
 impl Publisher {

@@ -406,19 +406,21 @@ fn event_from_image(image: &HashMap<String, AttributeValue>) -> Result<Event, No
         None => eventing::event::null_data(),
     };
     let version = text(image, "aggregate_version").and_then(|v| v.parse::<i64>().ok());
+    let traceparent = text(image, "traceparent");
     Ok(Event {
-        metadata: json!({
+        metadata: eventing::event::metadata_json(&json!({
             "event_id": event_id,
             "aggregate_type": text(image, "aggregate_type"),
             "aggregate_id": text(image, "aggregate_id"),
             "aggregate_version": version,
             "occurred_at": text(image, "occurred_at"),
-            "traceparent": text(image, "traceparent"),
+            "traceparent": traceparent,
             "causation_id": text(image, "causation_id"),
-        }),
+        })),
         event_id,
         detail_type,
         data,
+        traceparent,
     })
 }
 
@@ -529,8 +531,8 @@ mod tests {
         .collect();
         let e = event_from_image(&image).unwrap();
         assert_eq!(e.detail_type, "ShipmentScheduled");
-        assert_eq!(e.metadata["aggregate_version"], 1);
-        assert_eq!(e.metadata["causation_id"], "m1");
+        assert_eq!(e.metadata_value()["aggregate_version"], 1);
+        assert_eq!(e.metadata_value()["causation_id"], "m1");
         assert_eq!(
             e.data.get(),
             r#"{"state":"SCHEDULED","fee":12345678901234567.89}"#

@@ -8,13 +8,15 @@
 //! The payload is never re-encoded: it travels as the JSON text it arrived as
 //! ([`RawValue`]), so a number such as `12345678901234567.89` keeps every digit.
 
-use serde::Deserialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::table::TableName;
 
-pub use eventing::event::{null_data, Event};
+pub use eventing::event::{metadata_json, null_data, Event};
 
 #[derive(Debug, PartialEq)]
 pub enum Decision {
@@ -33,34 +35,114 @@ pub struct EnvelopeConfig {
     pub event_types: std::collections::BTreeSet<String>,
 }
 
-/// A DMS record: `metadata` is read as a value, `data` is kept as text until we know its table.
+/// A DMS record, borrowed from the Kinesis record's bytes: nothing is copied or re-encoded
+/// until the event is written (one allocation for its metadata, one for its payload).
 #[derive(Deserialize)]
 struct Record<'a> {
-    #[serde(default)]
-    metadata: Value,
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
 }
 
-/// The outbox columns the envelope needs; `payload` stays raw.
+/// The DMS metadata fields the envelope reads, each as raw JSON (a field of an unexpected
+/// type reads as absent, as it did when the metadata was a `Value`).
+#[derive(Deserialize, Default)]
+struct DmsMetadata<'a> {
+    #[serde(borrow, default, rename = "schema-name")]
+    schema: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "table-name")]
+    table: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    operation: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "record-type")]
+    record_type: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "commit-lsn")]
+    commit_lsn: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "transaction-record-id")]
+    transaction_record_id: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "dropped-columns")]
+    dropped_columns: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "message-prefix")]
+    message_prefix: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    lsn: Option<&'a RawValue>,
+}
+
+/// The outbox columns the envelope needs, raw; `payload` stays raw into the event.
 #[derive(Deserialize, Default)]
 struct OutboxRow<'a> {
-    #[serde(default)]
-    id: Value,
-    #[serde(default, rename = "type")]
-    event_type: Value,
-    #[serde(default)]
-    aggregatetype: Value,
-    #[serde(default)]
-    aggregateid: Value,
-    #[serde(default)]
-    aggregate_version: Value,
-    #[serde(default)]
-    occurred_at: Value,
-    #[serde(default)]
-    tracingspancontext: Value,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "type")]
+    event_type: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    aggregatetype: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    aggregateid: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    aggregate_version: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    occurred_at: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tracingspancontext: Option<&'a RawValue>,
     #[serde(borrow, default)]
     payload: Option<&'a RawValue>,
+}
+
+/// The outbox event's metadata, written once. A column absent from the record is `null`.
+#[derive(Serialize)]
+struct OutboxMetadata<'a> {
+    event_id: &'a str,
+    aggregate_type: Option<&'a RawValue>,
+    aggregate_id: Option<&'a RawValue>,
+    aggregate_version: Option<Version<'a>>,
+    occurred_at: Option<&'a RawValue>,
+    commit_lsn: Option<&'a RawValue>,
+    traceparent: Option<&'a RawValue>,
+    /// Read again from the table (a resync or a backfill), not a new change: a rule can
+    /// include or exclude such events, and inboxes absorb repeats.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    replayed: bool,
+}
+
+/// `aggregate_version`: a JSON number as written, or a number written as text, parsed.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Version<'a> {
+    Number(&'a RawValue),
+    Parsed(i64),
+}
+
+/// A raw change event's metadata.
+#[derive(Serialize)]
+struct ChangeMetadata<'a> {
+    commit_lsn: Option<&'a RawValue>,
+    operation: &'a str,
+    table: String,
+}
+
+/// A JSON string's text (`None` for absent, null, or anything but a string).
+fn text<'a>(raw: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
+    let raw = raw?;
+    raw.get()
+        .starts_with('"')
+        .then(|| serde_json::from_str::<Cow<'a, str>>(raw.get()).ok())
+        .flatten()
+}
+
+fn version(raw: Option<&RawValue>) -> Option<Version<'_>> {
+    let raw = raw?;
+    let text = raw.get();
+    if text.starts_with('"') {
+        return serde_json::from_str::<String>(text)
+            .ok()?
+            .parse::<i64>()
+            .ok()
+            .map(Version::Parsed);
+    }
+    // A number (not null, a bool, an array or an object).
+    matches!(text.as_bytes().first(), Some(b'-' | b'0'..=b'9')).then_some(Version::Number(raw))
 }
 
 /// Decides what one Kinesis record becomes.
@@ -72,17 +154,18 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
         }
         Err(err) => return Decision::DeadLetter(format!("record is not JSON: {err}")),
     };
-    let meta = &record.metadata;
-    let (Some(schema), Some(table), Some(operation)) = (
-        meta["schema-name"].as_str(),
-        meta["table-name"].as_str(),
-        meta["operation"].as_str(),
-    ) else {
+    let meta: DmsMetadata = record
+        .metadata
+        .and_then(|m| serde_json::from_str(m.get()).ok())
+        .unwrap_or_default();
+    let (Some(schema), Some(table), Some(operation)) =
+        (text(meta.schema), text(meta.table), text(meta.operation))
+    else {
         return Decision::DeadLetter(
             "record has no metadata.schema-name/table-name/operation (not a DMS record)".into(),
         );
     };
-    if meta["record-type"].as_str().is_some_and(|t| t != "data") {
+    if text(meta.record_type).is_some_and(|t| t != "data") {
         return Decision::Skip;
     }
     let is_outbox = schema == cfg.outbox.schema && table == cfg.outbox.name;
@@ -92,8 +175,10 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
         }
         let id = format!(
             "{}:{}",
-            meta["commit-lsn"].as_str().unwrap_or("?"),
-            meta["transaction-record-id"].as_u64().unwrap_or(0)
+            text(meta.commit_lsn).as_deref().unwrap_or("?"),
+            meta.transaction_record_id
+                .and_then(|r| r.get().parse::<u64>().ok())
+                .unwrap_or(0)
         );
         // The whole record is the event's data, as it came (already parsed once above).
         let data = match std::str::from_utf8(raw).map(|text| RawValue::from_string(text.to_owned())) {
@@ -103,8 +188,13 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
         return Decision::Publish(Event {
             event_id: id,
             detail_type: format!("{schema}.{table}.{operation}"),
-            metadata: json!({"commit_lsn": meta["commit-lsn"], "operation": operation, "table": format!("{schema}.{table}")}),
+            metadata: metadata_json(&ChangeMetadata {
+                commit_lsn: meta.commit_lsn,
+                operation: &operation,
+                table: format!("{schema}.{table}"),
+            }),
             data,
+            traceparent: None,
         });
     }
     if operation != "insert" && operation != "load" {
@@ -117,30 +207,40 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
             return Decision::DeadLetter(format!("outbox record's data is not an object of columns: {err}"))
         }
     };
-    let id = row.id.as_str().filter(|s| !s.is_empty());
-    if let Some(dropped) = meta["dropped-columns"].as_array().filter(|d| !d.is_empty()) {
-        let names: Vec<&str> = dropped.iter().filter_map(Value::as_str).collect();
-        let names = names.join(", ");
+    let id = text(row.id).filter(|s| !s.is_empty());
+    let dropped: Vec<Cow<str>> = meta
+        .dropped_columns
+        .and_then(|d| serde_json::from_str::<Vec<Value>>(d.get()).ok())
+        .map(|d| {
+            d.into_iter()
+                .filter_map(|v| v.as_str().map(|s| Cow::Owned(s.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !dropped.is_empty() {
+        let names = dropped.join(", ");
         // A table-less outbox event has no row to read back: say where it was and what to do.
-        if let Some(prefix) = meta["message-prefix"].as_str() {
-            let lsn = meta["lsn"].as_str().unwrap_or("?");
+        if let Some(prefix) = text(meta.message_prefix) {
+            let lsn = text(meta.lsn);
             return Decision::DeadLetter(format!(
-                "outbox message {} (pg_logical_emit_message with prefix `{prefix}` at LSN {lsn}) was above \
+                "outbox message {} (pg_logical_emit_message with prefix `{prefix}` at LSN {}) was above \
                  Kinesis' 1 MiB record limit and arrived without {names}; it has no table row, so emit it \
                  again below the limit",
-                id.unwrap_or("without an id"),
+                id.as_deref().unwrap_or("without an id"),
+                lsn.as_deref().unwrap_or("?"),
             ));
         }
         return Decision::DeadLetter(format!(
             "outbox row {} was above Kinesis' 1 MiB record limit and arrived without {names}; \
              the whole row is still in the outbox table",
-            id.unwrap_or("without an id"),
+            id.as_deref().unwrap_or("without an id"),
         ));
     }
     let Some(event_id) = id else {
         return Decision::DeadLetter("outbox row has no id".into());
     };
-    let Some(event_type) = row.event_type.as_str().map(str::trim).filter(|s| !s.is_empty()) else {
+    let event_type = text(row.event_type);
+    let Some(event_type) = event_type.as_deref().map(str::trim).filter(|s| !s.is_empty()) else {
         return Decision::DeadLetter(format!(
             "outbox row {event_id} has no usable type (null, empty or not text)"
         ));
@@ -168,36 +268,29 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
         }
         Some(raw) => raw.to_owned(),
     };
-    let version = match &row.aggregate_version {
-        Value::Number(n) => Value::Number(n.clone()),
-        Value::String(s) => s.parse::<i64>().map(Value::from).unwrap_or(Value::Null),
-        _ => Value::Null,
-    };
-    let mut metadata = json!({
-        "event_id": event_id,
-        "aggregate_type": row.aggregatetype,
-        "aggregate_id": row.aggregateid,
-        "aggregate_version": version,
-        "occurred_at": row.occurred_at,
-        "commit_lsn": meta["commit-lsn"],
-        "traceparent": row.tracingspancontext,
+    let metadata = metadata_json(&OutboxMetadata {
+        event_id: &event_id,
+        aggregate_type: row.aggregatetype,
+        aggregate_id: row.aggregateid,
+        aggregate_version: version(row.aggregate_version),
+        occurred_at: row.occurred_at,
+        commit_lsn: meta.commit_lsn,
+        traceparent: row.tracingspancontext,
+        replayed: operation == "load",
     });
-    if operation == "load" {
-        // Read again from the table (a resync or a backfill), not a new change: a rule can
-        // include or exclude such events (`metadata.replayed`), and inboxes absorb repeats.
-        metadata["replayed"] = Value::Bool(true);
-    }
     Decision::Publish(Event {
-        event_id: event_id.to_owned(),
+        event_id: event_id.into_owned(),
         detail_type: event_type.to_owned(),
         metadata,
         data: payload,
+        traceparent: text(row.tracingspancontext).map(Cow::into_owned),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn cfg() -> EnvelopeConfig {
         EnvelopeConfig {

@@ -160,7 +160,10 @@ async fn backlog_is_applied_exactly_once_with_memory_sampled_along_the_way() -> 
     let calls = |op: &str| r["calls_per_event"][op].as_f64().unwrap_or(0.0);
     // (moto answers slowly: receipts trickle in, so some deletes still go alone.)
     let deletes = calls("DeleteMessage") + calls("DeleteMessageBatch");
-    assert!(deletes < 0.9 && calls("DeleteMessageBatch") > 0.0, "deletes are batched: {r}");
+    assert!(
+        deletes < 0.9 && calls("DeleteMessageBatch") > 0.0,
+        "deletes are batched: {r}"
+    );
     assert!(calls("GetItem") <= 0.75, "no read before a guarded write: {r}");
     Ok(())
 }

@@ -143,28 +143,28 @@ async fn receive_loop(
         .beacon("shipping: the consumer received nothing");
     let mut tasks: JoinSet<Result<(), ConsumerError>> = JoinSet::new();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(20));
+    // Each receiver's share of the permits (so every receiver can always get its batch).
+    let concurrency = ctx.cfg.concurrency.max(1);
+    let share = concurrency / concurrency.div_ceil(10);
+    let batch = u32::try_from(share.clamp(1, 10)).unwrap_or(10);
     let outcome = loop {
         if let Some(fatal) = reap(&mut tasks) {
             break Err(fatal);
         }
-        let first = tokio::select! {
+        // Ten permits (or all there are) before a receive: when every slot is busy, a receiver
+        // waits for ten to free up and takes ten messages in one call, instead of one call per
+        // message that finishes (SQS bills per request).
+        let held = tokio::select! {
             biased;
             _ = cancel.cancelled() => break Ok(()),
             Some(Ok(Err(fatal))) = tasks.join_next(), if !tasks.is_empty() => break Err(fatal),
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break Ok(()) },
+            p = permits.clone().acquire_many_owned(batch) => match p { Ok(p) => p, Err(_) => break Ok(()) },
         };
-        let mut held = vec![first];
-        while held.len() < 10 {
-            match permits.clone().try_acquire_owned() {
-                Ok(p) => held.push(p),
-                Err(_) => break,
-            }
-        }
         let receive = ctx
             .sqs
             .receive_message()
             .queue_url(&ctx.queue_url)
-            .max_number_of_messages(held.len() as i32)
+            .max_number_of_messages(batch as i32)
             .wait_time_seconds(ctx.cfg.wait_seconds)
             .visibility_timeout(secs(ctx.cfg.visibility_timeout))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
@@ -201,7 +201,12 @@ async fn receive_loop(
                 }
             },
         };
-        for (message, permit) in messages.into_iter().zip(held) {
+        // One permit per message; the rest go back with `held` when it drops.
+        let mut held = held;
+        for message in messages {
+            let Some(permit) = held.split(1) else {
+                break;
+            };
             let ctx = ctx.clone();
             let deletes = deletes.clone();
             tasks.spawn(async move {

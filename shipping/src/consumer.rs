@@ -607,10 +607,23 @@ async fn park(ctx: &Context, dlq: &str, message: &Message, reason: &str, receive
     }
 }
 
+/// How long a delete waits for others to share its DeleteMessageBatch.
+const DELETE_LINGER: Duration = Duration::from_millis(50);
+
 /// Deletes applied messages, up to ten per DeleteMessageBatch, until every sender is gone.
 async fn delete_batches(ctx: Arc<Context>, mut receipts: tokio::sync::mpsc::Receiver<String>) {
     let mut batch: Vec<String> = Vec::with_capacity(10);
     while receipts.recv_many(&mut batch, 10).await > 0 {
+        // A short wait fills the batch when messages finish one by one (a slow store): the
+        // messages stay invisible meanwhile, and one call instead of ten is what SQS bills.
+        let deadline = tokio::time::Instant::now() + DELETE_LINGER;
+        while batch.len() < 10 {
+            let room = 10 - batch.len();
+            match tokio::time::timeout_at(deadline, receipts.recv_many(&mut batch, room)).await {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
         delete_batch(&ctx, &batch).await;
         batch.clear();
     }

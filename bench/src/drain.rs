@@ -206,6 +206,28 @@ pub async fn capture(
 
 /// Until the capture serving /metrics on `port` has acknowledged everything written so far
 /// (its acknowledged LSN reaches the server's current WAL position).
+/// Runs `statement` (it writes `per_tx` rows) at `rate` rows/s for `seconds`; returns the rows
+/// written and the rate achieved. Missed ticks are made up at once, so the rate holds on average.
+pub async fn write_steadily(
+    client: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    rate: u64,
+    per_tx: u64,
+    seconds: u64,
+) -> anyhow::Result<(u64, f64)> {
+    let period = std::time::Duration::from_secs_f64(per_tx as f64 / rate as f64);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = std::time::Instant::now();
+    let mut written = 0u64;
+    while started.elapsed() < std::time::Duration::from_secs(seconds) {
+        ticks.tick().await;
+        client.execute(statement, &[]).await?;
+        written += per_tx;
+    }
+    Ok((written, written as f64 / started.elapsed().as_secs_f64()))
+}
+
 pub async fn wait_caught_up(
     client: &tokio_postgres::Client,
     capture: &Proc,

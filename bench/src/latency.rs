@@ -165,17 +165,8 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         args.rows_per_tx
     );
     let statement = writer.prepare(&insert).await?;
-    let period = Duration::from_secs_f64(args.rows_per_tx as f64 / args.rate as f64);
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    let mut written = 0u64;
-    while started.elapsed() < Duration::from_secs(args.seconds) {
-        ticks.tick().await;
-        writer.execute(&statement, &[]).await?;
-        written += args.rows_per_tx;
-    }
-    let achieved_rate = written as f64 / started.elapsed().as_secs_f64();
+    let (written, achieved_rate) =
+        drain::write_steadily(&writer, &statement, args.rate, args.rows_per_tx, args.seconds).await?;
     drain::wait_caught_up(&client, &capture, cport).await?;
     let usage = sampler.map(|s| s.usage()).unwrap_or_default();
     let text = reqwest_text(cport).await?;

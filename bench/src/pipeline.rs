@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use harness::endpoint;
@@ -160,17 +160,8 @@ pub async fn run(args: PipelineArgs) -> anyhow::Result<()> {
         "writing {} events/s for {} s: monolith → capture → Kinesis → relay → EventBridge → SQS → shipping → DynamoDB ({} ms per SQS/DynamoDB call)…",
         args.rate, args.seconds, args.latency_ms
     );
-    let period = Duration::from_secs_f64(args.rows_per_tx as f64 / args.rate as f64);
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    let mut written = 0u64;
-    while started.elapsed() < Duration::from_secs(args.seconds) {
-        ticks.tick().await;
-        client.execute(&warm, &[]).await?;
-        written += args.rows_per_tx;
-    }
-    let achieved_rate = written as f64 / started.elapsed().as_secs_f64();
+    let (written, achieved_rate) =
+        drain::write_steadily(&client, &warm, args.rate, args.rows_per_tx, args.seconds).await?;
     let applied = harness::wait::until(
         "every event in the projection",
         Duration::from_secs(300),

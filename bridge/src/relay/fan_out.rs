@@ -113,11 +113,7 @@ impl ShardWorker {
     /// lost, or the worker is stopped.
     pub(super) async fn run_subscribed(mut self, consumer_arn: &str) -> Result<WorkerEnd, RelayError> {
         let shard_label = vec![("shard".to_owned(), self.shard_id.clone())];
-        let alive = self
-            .ctx
-            .metrics
-            .health
-            .beacon(format!("relay: shard {} worker made no progress", self.shard_id));
+        let alive = self.beacon();
         let mut backoff = Backoff::call();
         loop {
             alive.beat();

@@ -47,13 +47,7 @@ impl ShardWorker {
             return self.finish_closed_shard().await;
         };
         let shard_label = vec![("shard".to_owned(), self.shard_id.clone())];
-        // `/healthz`: a page that cannot be read, published or checkpointed for the stall bound
-        // makes the relay unhealthy (dropped with the worker: a stopped worker is not stuck).
-        let alive = self
-            .ctx
-            .metrics
-            .health
-            .beacon(format!("relay: shard {} worker made no progress", self.shard_id));
+        let alive = self.beacon();
         let mut pace = ReadPace::new(self.ctx.max_reads_per_second, self.ctx.poll_interval);
         let mut at_tip = false;
         loop {
@@ -121,6 +115,15 @@ impl ShardWorker {
                 None => return self.finish_closed_shard().await,
             }
         }
+    }
+
+    /// `/healthz`: a page that cannot be read, published or checkpointed for the stall bound
+    /// makes the relay unhealthy (dropped with the worker: a stopped worker is not stuck).
+    pub(super) fn beacon(&self) -> Arc<eventing::health::Beacon> {
+        self.ctx
+            .metrics
+            .health
+            .beacon(format!("relay: shard {} worker made no progress", self.shard_id))
     }
 
     /// A closed shard, drained: say so, so its children can start.

@@ -116,14 +116,7 @@ fn page(state: &State, shard: usize, position: usize) -> (Vec<Value>, usize, usi
     let stored = shards.get(shard).map(Vec::as_slice).unwrap_or_default();
     let end = stored.len().min(position + EVENT_RECORDS).max(position);
     let slice = stored.get(position..end).unwrap_or_default();
-    let records = slice
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            json!({"SequenceNumber": (position + i).to_string(), "ApproximateArrivalTimestamp": r.arrival,
-                   "Data": r.data, "PartitionKey": r.partition_key})
-        })
-        .collect();
+    let records = super::records_json(stored, position, end);
     let bytes = slice.iter().map(|r| r.data.len() * 3 / 4).sum();
     (records, bytes, end, stored.len())
 }

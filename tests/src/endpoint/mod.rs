@@ -476,6 +476,20 @@ fn put_records(state: &State, request: &Value) -> Value {
     json!({"FailedRecordCount": 0, "Records": results})
 }
 
+/// Records `position..end` of a shard as Kinesis returns them (sequence number = index).
+pub(crate) fn records_json(stored: &[Stored], position: usize, end: usize) -> Vec<Value> {
+    stored
+        .get(position..end)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            json!({"SequenceNumber": (position + i).to_string(), "ApproximateArrivalTimestamp": r.arrival,
+                   "Data": r.data, "PartitionKey": r.partition_key})
+        })
+        .collect()
+}
+
 /// A page of records, or `None` when the shard's read limits refuse the call.
 fn get_records(state: &State, request: &Value) -> Option<Value> {
     let iterator = request["ShardIterator"].as_str().unwrap_or("0:0");
@@ -498,16 +512,7 @@ fn get_records(state: &State, request: &Value) -> Option<Value> {
     };
     let stored = shards.get(shard).map(Vec::as_slice).unwrap_or_default();
     let end = stored.len().min(position + limit);
-    let records: Vec<Value> = stored
-        .get(position..end)
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            json!({"SequenceNumber": (position + i).to_string(), "ApproximateArrivalTimestamp": r.arrival,
-                   "Data": r.data, "PartitionKey": r.partition_key})
-        })
-        .collect();
+    let records = records_json(stored, position, end);
     if limited {
         // Kinesis counts the data bytes (base64 is 4/3 of them).
         let bytes: usize = stored

@@ -214,22 +214,8 @@ pub fn run(args: CostArgs) -> anyhow::Result<()> {
     });
 
     // The consumer: shipping's calls per event, the same in both designs.
-    let calls: BTreeMap<String, f64> = backlog["calls_per_event"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(0.0)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let entries_of: BTreeMap<String, f64> = backlog["entries_per_event"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(0.0)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let calls = per_operation(&backlog["calls_per_event"]);
+    let entries_of = per_operation(&backlog["entries_per_event"]);
     const SQS: [&str; 6] = [
         "ReceiveMessage",
         "DeleteMessage",
@@ -319,6 +305,17 @@ pub fn run(args: CostArgs) -> anyhow::Result<()> {
         },
     )?;
     Ok(())
+}
+
+/// A `{operation: number}` object of a scenario's JSON.
+fn per_operation(v: &Value) -> BTreeMap<String, f64> {
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(0.0)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn ops_text(calls: &BTreeMap<String, f64>, ops: &[&str]) -> String {

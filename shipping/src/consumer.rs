@@ -154,7 +154,7 @@ async fn receive_loop(
         // Ten permits (or all there are) before a receive: when every slot is busy, a receiver
         // waits for ten to free up and takes ten messages in one call, instead of one call per
         // message that finishes (SQS bills per request).
-        let held = tokio::select! {
+        let mut held = tokio::select! {
             biased;
             _ = cancel.cancelled() => break Ok(()),
             Some(Ok(Err(fatal))) = tasks.join_next(), if !tasks.is_empty() => break Err(fatal),
@@ -202,7 +202,6 @@ async fn receive_loop(
             },
         };
         // One permit per message; the rest go back with `held` when it drops.
-        let mut held = held;
         for message in messages {
             let Some(permit) = held.split(1) else {
                 break;

@@ -167,17 +167,16 @@ impl ShardWorker {
                     next = out.event_stream.recv() => Some(next),
                     () = sleep_until_some(due) => None,
                     () = self.stop.cancelled() => {
-                        return match pending.take() {
-                            Some((sequence, _)) => self.commit(sequence).await,
-                            None => Ok(WorkerEnd::Stopped),
-                        };
+                        return Ok(if self.flush(&mut pending).await? {
+                            WorkerEnd::Stopped
+                        } else {
+                            WorkerEnd::LeaseLost
+                        });
                     }
                 };
                 let Some(next) = next else {
-                    if let Some((sequence, _)) = pending.take() {
-                        if let end @ WorkerEnd::LeaseLost = self.commit(sequence).await? {
-                            return Ok(end);
-                        }
+                    if !self.flush(&mut pending).await? {
+                        return Ok(WorkerEnd::LeaseLost);
                     }
                     continue;
                 };
@@ -210,30 +209,30 @@ impl ShardWorker {
                 }
                 // A closed shard's last event names its children and has nothing to continue from.
                 if !event.child_shards().is_empty() && event.continuation_sequence_number().is_empty() {
-                    if let Some((sequence, _)) = pending.take() {
-                        if let end @ WorkerEnd::LeaseLost = self.commit(sequence).await? {
-                            return Ok(end);
-                        }
+                    if !self.flush(&mut pending).await? {
+                        return Ok(WorkerEnd::LeaseLost);
                     }
                     return self.finish_closed_shard().await;
                 }
             }
             // Subscribe again from what was published, not from the last written checkpoint.
-            if let Some((sequence, _)) = pending.take() {
-                if let end @ WorkerEnd::LeaseLost = self.commit(sequence).await? {
-                    return Ok(end);
-                }
+            if !self.flush(&mut pending).await? {
+                return Ok(WorkerEnd::LeaseLost);
             }
         }
     }
 
-    /// Writes the checkpoint (conditional on the lease): `Stopped` when written.
-    async fn commit(&mut self, sequence: String) -> Result<WorkerEnd, RelayError> {
+    /// Writes the pending checkpoint, if any (conditional on the lease): `false` when the
+    /// lease is lost.
+    async fn flush(&mut self, pending: &mut Option<(String, Instant)>) -> Result<bool, RelayError> {
+        let Some((sequence, _)) = pending.take() else {
+            return Ok(true);
+        };
         match self.checkpoint(&sequence).await? {
-            Outcome::Lost => Ok(WorkerEnd::LeaseLost),
+            Outcome::Lost => Ok(false),
             Outcome::Done(()) => {
                 self.checkpoint = Some(sequence);
-                Ok(WorkerEnd::Stopped)
+                Ok(true)
             }
         }
     }

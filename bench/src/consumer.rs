@@ -44,6 +44,8 @@ struct Row {
     cpu_seconds_per_million: f64,
     peak_rss_mib: f64,
     calls_per_event: BTreeMap<String, f64>,
+    /// The most calls of each operation the endpoint answered at once.
+    peak_concurrent_calls: BTreeMap<String, u64>,
     complete: bool,
 }
 
@@ -107,6 +109,7 @@ pub async fn run(args: ConsumerArgs) -> anyhow::Result<()> {
                 .into_iter()
                 .map(|(op, n)| (op, n as f64 / args.events as f64))
                 .collect(),
+            peak_concurrent_calls: endpoint.peak_concurrent_calls(),
             complete: applied == args.events,
         });
     }
@@ -114,8 +117,8 @@ pub async fn run(args: ConsumerArgs) -> anyhow::Result<()> {
         "\n### consumer: shipping drains {} events, SQS and DynamoDB answering in {} ms (local endpoint)\n",
         args.events, args.latency_ms
     );
-    println!("| --concurrency | events/s | CPU s / M events | peak RSS | calls per event | complete |");
-    println!("|---:|---:|---:|---:|---|---|");
+    println!("| --concurrency | events/s | CPU s / M events | peak RSS | calls per event | DeleteMessageBatch at once (peak) | complete |");
+    println!("|---:|---:|---:|---:|---|---:|---|");
     for r in &rows {
         let calls: Vec<String> = r
             .calls_per_event
@@ -124,12 +127,16 @@ pub async fn run(args: ConsumerArgs) -> anyhow::Result<()> {
             .map(|(op, n)| format!("{op} {n:.2}"))
             .collect();
         println!(
-            "| {} | {:.0} | {:.1} | {:.1} MiB | {} | {} |",
+            "| {} | {:.0} | {:.1} | {:.1} MiB | {} | {} | {} |",
             r.concurrency,
             r.events_per_second,
             r.cpu_seconds_per_million,
             r.peak_rss_mib,
             calls.join(", "),
+            r.peak_concurrent_calls
+                .get("DeleteMessageBatch")
+                .copied()
+                .unwrap_or(0),
             if r.complete { "yes" } else { "NO" }
         );
     }

@@ -91,13 +91,14 @@ pub async fn run(
         cfg,
     });
     let permits = Arc::new(Semaphore::new(ctx.cfg.concurrency.max(1)));
-    // Deletes go out in batches of up to ten from one task; a message's permit is free once its
-    // receipt is handed over, not after one more round trip.
-    let (deletes, pending_deletes) = tokio::sync::mpsc::channel::<String>(ctx.cfg.concurrency.max(1) * 4);
-    let deleter = tokio::spawn(delete_batches(ctx.clone(), pending_deletes));
     // One receive brings at most ten messages in one round trip: at AWS' ~10 ms a call, one
     // receiver alone caps the consumer near 1,000 messages/s. One receiver per ten permits.
     let receivers = ctx.cfg.concurrency.div_ceil(10).max(1);
+    // Deletes go out in batches of up to ten, as many at once as there are receivers (the same
+    // cap applies); a message's permit is free once its receipt is handed over, not after one
+    // more round trip.
+    let (deletes, pending_deletes) = tokio::sync::mpsc::channel::<String>(ctx.cfg.concurrency.max(1) * 4);
+    let deleter = tokio::spawn(delete_batches(ctx.clone(), pending_deletes, receivers));
     let stop = cancel.child_token();
     let mut loops: JoinSet<Result<(), ConsumerError>> = JoinSet::new();
     for _ in 0..receivers {
@@ -609,8 +610,15 @@ async fn park(ctx: &Context, dlq: &str, message: &Message, reason: &str, receive
 /// How long a delete waits for others to share its DeleteMessageBatch.
 const DELETE_LINGER: Duration = Duration::from_millis(50);
 
-/// Deletes applied messages, up to ten per DeleteMessageBatch, until every sender is gone.
-async fn delete_batches(ctx: Arc<Context>, mut receipts: tokio::sync::mpsc::Receiver<String>) {
+/// Deletes applied messages, up to ten per DeleteMessageBatch and up to `at_once` calls at a
+/// time, until every sender is gone. One call at a time held every applied message's slot behind
+/// it once the channel filled: the consumer was capped near ten messages per round trip.
+async fn delete_batches(
+    ctx: Arc<Context>,
+    mut receipts: tokio::sync::mpsc::Receiver<String>,
+    at_once: usize,
+) {
+    let mut calls = JoinSet::new();
     let mut batch: Vec<String> = Vec::with_capacity(10);
     while receipts.recv_many(&mut batch, 10).await > 0 {
         // A short wait fills the batch when messages finish one by one (a slow store): the
@@ -623,9 +631,15 @@ async fn delete_batches(ctx: Arc<Context>, mut receipts: tokio::sync::mpsc::Rece
                 _ => break,
             }
         }
-        delete_batch(&ctx, &batch).await;
-        batch.clear();
+        while calls.try_join_next().is_some() {}
+        if calls.len() >= at_once.max(1) {
+            calls.join_next().await;
+        }
+        let ctx = ctx.clone();
+        let full = std::mem::replace(&mut batch, Vec::with_capacity(10));
+        calls.spawn(async move { delete_batch(&ctx, &full).await });
     }
+    while calls.join_next().await.is_some() {}
 }
 
 async fn delete_batch(ctx: &Context, receipts: &[String]) {

@@ -74,6 +74,7 @@ pub async fn answer(state: &State, target: &str, request: &Value) -> Option<axum
     if let Ok(mut calls) = state.counts.calls.lock() {
         *calls.entry(op.to_owned()).or_default() += 1;
     }
+    let _answering = InFlight::enter(&state.counts, op);
     if let Some(latency) = state.service_latency {
         tokio::time::sleep(latency).await;
     }
@@ -100,6 +101,37 @@ pub async fn answer(state: &State, target: &str, request: &Value) -> Option<axum
         )
             .into_response(),
     })
+}
+
+/// One call being answered: counted in `Counts::in_flight` until dropped (also when the client
+/// goes away mid-call and the handler is cancelled).
+struct InFlight<'a> {
+    counts: &'a super::Counts,
+    op: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(counts: &'a super::Counts, op: &str) -> Self {
+        if let Ok(mut all) = counts.in_flight.lock() {
+            let (now, peak) = all.entry(op.to_owned()).or_default();
+            *now += 1;
+            *peak = (*peak).max(*now);
+        }
+        Self {
+            counts,
+            op: op.to_owned(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut all) = self.counts.in_flight.lock() {
+            if let Some((now, _)) = all.get_mut(&self.op) {
+                *now = now.saturating_sub(1);
+            }
+        }
+    }
 }
 
 fn queue_name(request: &Value) -> String {

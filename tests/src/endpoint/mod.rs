@@ -40,6 +40,8 @@ pub struct Counts {
     pub stages: Option<Mutex<std::collections::HashMap<String, consumer::Stages>>>,
     /// SQS and DynamoDB calls, by operation.
     pub calls: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// SQS and DynamoDB calls being answered now, and the most there were at once, by operation.
+    pub in_flight: Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
     /// TransactWriteItems calls that committed.
     pub transactions: AtomicU64,
     /// When the first and the latest PutEvents arrived.
@@ -164,6 +166,15 @@ impl Endpoint {
     /// SQS and DynamoDB calls so far, by operation.
     pub fn calls(&self) -> std::collections::BTreeMap<String, u64> {
         self.counts.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// The most SQS and DynamoDB calls of each operation answered at once.
+    pub fn peak_concurrent_calls(&self) -> std::collections::BTreeMap<String, u64> {
+        self.counts
+            .in_flight
+            .lock()
+            .map(|c| c.iter().map(|(op, (_, peak))| (op.clone(), *peak)).collect())
+            .unwrap_or_default()
     }
 
     /// Messages in a queue, visible or in flight.

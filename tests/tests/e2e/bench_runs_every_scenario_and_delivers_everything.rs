@@ -200,6 +200,18 @@ async fn consumer_drains_its_queue_at_aws_latency_and_the_pipeline_reaches_the_p
             "{r}"
         );
     }
+    // Deletes do not queue behind each other: with 64 in flight, applied messages come in
+    // bursts of tens, and one DeleteMessageBatch at a time (10 ms each) capped the consumer
+    // near 700 messages/s whatever its concurrency.
+    let wide = &rows[1];
+    assert_eq!(wide["concurrency"], 64, "{wide}");
+    assert!(
+        wide["peak_concurrent_calls"]["DeleteMessageBatch"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2,
+        "{wide}"
+    );
 
     let out = dir.path().join("pipeline.json");
     let out_arg = out.to_string_lossy().into_owned();

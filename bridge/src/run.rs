@@ -125,8 +125,11 @@ pub async fn relay_context(start: RelayStart, metrics: Arc<Metrics>) -> Result<A
         &worker_id,
     );
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
-    let consumer_arn = match &start.consumer_name {
-        Some(name) => Some(relay::fan_out::ensure_consumer(&kinesis, &start.stream, name).await?),
+    let consumer = match start.consumer_name {
+        Some(name) => Some(relay::fan_out::Consumer {
+            arn: relay::fan_out::ensure_consumer(&kinesis, &start.stream, &name).await?,
+            name,
+        }),
         None => None,
     };
     Ok(Arc::new(RelayContext {
@@ -140,7 +143,7 @@ pub async fn relay_context(start: RelayStart, metrics: Arc<Metrics>) -> Result<A
         lease_duration: start.lease_duration,
         poll_interval: start.poll_interval,
         max_reads_per_second: start.max_reads_per_second,
-        consumer_arn,
+        consumer,
         shutdown_timeout: start.shutdown_timeout,
     }))
 }

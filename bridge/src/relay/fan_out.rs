@@ -22,6 +22,13 @@ use super::shard::{ShardWorker, WorkerEnd};
 use super::RelayError;
 use eventing::retry::{while_transient, Backoff};
 
+/// The relay's registered consumer.
+#[derive(Clone, Debug)]
+pub struct Consumer {
+    pub name: String,
+    pub arn: String,
+}
+
 /// The least time between two checkpoints of a subscribed shard.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
@@ -111,7 +118,7 @@ pub async fn ensure_consumer(
 impl ShardWorker {
     /// Reads the shard through subscriptions until it is closed and drained, the lease is
     /// lost, or the worker is stopped.
-    pub(super) async fn run_subscribed(mut self, consumer_arn: &str) -> Result<WorkerEnd, RelayError> {
+    pub(super) async fn run_subscribed(mut self, mut consumer: Consumer) -> Result<WorkerEnd, RelayError> {
         let shard_label = vec![("shard".to_owned(), self.shard_id.clone())];
         let alive = self.beacon();
         let mut backoff = Backoff::call();
@@ -133,7 +140,7 @@ impl ShardWorker {
                     .ctx
                     .kinesis
                     .subscribe_to_shard()
-                    .consumer_arn(consumer_arn)
+                    .consumer_arn(&consumer.arn)
                     .shard_id(&self.shard_id)
                     .starting_position(position)
                     .send() => out,
@@ -143,9 +150,21 @@ impl ShardWorker {
                 Ok(out) => out,
                 Err(err) => {
                     if err.code() == Some("ResourceNotFoundException") {
-                        return Err(RelayError::StreamMissing {
-                            stream: self.ctx.stream.clone(),
-                        });
+                        // The consumer was deregistered (by an operator, a stack update) or the
+                        // stream is gone: register it again, or stop with the stream's error.
+                        tracing::warn!(shard = %self.shard_id, consumer = %consumer.name, "the fan-out consumer is gone; registering it again");
+                        let arn = tokio::select! {
+                            arn = ensure_consumer(&self.ctx.kinesis, &self.ctx.stream, &consumer.name) => arn?,
+                            () = self.stop.cancelled() => return Ok(WorkerEnd::Stopped),
+                        };
+                        if arn == consumer.arn {
+                            // The stream and the consumer are there: the shard is not.
+                            return Err(RelayError::StreamMissing {
+                                stream: self.ctx.stream.clone(),
+                            });
+                        }
+                        consumer.arn = arn;
+                        continue;
                     }
                     // ResourceInUse: the previous subscription is still closing (Kinesis allows
                     // one per shard and consumer, and one call per second).

@@ -71,7 +71,7 @@ pub struct RelayContext {
     /// polling consumer of the stream).
     pub max_reads_per_second: f64,
     /// Enhanced fan-out: the registered consumer whose subscriptions replace polling.
-    pub consumer_arn: Option<String>,
+    pub consumer: Option<fan_out::Consumer>,
     pub shutdown_timeout: Duration,
 }
 

@@ -39,8 +39,8 @@ pub struct ShardWorker {
 
 impl ShardWorker {
     pub async fn run(mut self) -> Result<WorkerEnd, RelayError> {
-        if let Some(consumer_arn) = self.ctx.consumer_arn.clone() {
-            return self.run_subscribed(&consumer_arn).await;
+        if let Some(consumer) = self.ctx.consumer.clone() {
+            return self.run_subscribed(consumer).await;
         }
         let mut backoff = Backoff::call();
         let Some(mut iterator) = self.iterator().await? else {

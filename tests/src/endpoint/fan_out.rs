@@ -2,7 +2,9 @@
 //! event stream (binary frames with CRCs, `aws-smithy-eventstream`) that first answers
 //! `initial-response`, then pushes `SubscribeToShardEvent`s as records arrive, at most 2 MB/s
 //! per consumer and shard, with an empty event now and then at the tip, and ends after five
-//! minutes (the consumer subscribes again from where it is).
+//! minutes (the consumer subscribes again from where it is). Consumers are registered,
+//! described and deregistered as on Kinesis: a registration gets a new ARN, a deregistered
+//! consumer's subscriptions end and cannot be opened again.
 //!
 //! Served over HTTP/1.1 with a chunked body: the SDK reads an event stream the same way as over
 //! real Kinesis' HTTP/2 (nothing in it requires HTTP/2; plain `http://` never negotiates it).
@@ -28,7 +30,74 @@ const EVENT_RECORDS: usize = 1000;
 /// At the tip, an empty event this often (Kinesis keeps an idle subscription alive the same way).
 const IDLE_EVENT: Duration = Duration::from_secs(1);
 
+fn error(kind: &str, message: &str) -> axum::response::Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+        json!({"__type": kind, "message": message}).to_string(),
+    )
+        .into_response()
+}
+
+/// RegisterStreamConsumer, DescribeStreamConsumer (by name and stream, or by ARN) and
+/// DeregisterStreamConsumer.
+pub fn consumer_call(state: &State, op: &str, request: &Value) -> axum::response::Response {
+    let stream = request["StreamARN"].as_str().unwrap_or_default();
+    let Ok(mut consumers) = state.consumers.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let name = match request["ConsumerARN"].as_str() {
+        Some(arn) => consumers
+            .iter()
+            .find(|(_, a)| a.as_str() == arn)
+            .map(|(n, _)| n.clone()),
+        None => request["ConsumerName"].as_str().map(str::to_owned),
+    }
+    .unwrap_or_default();
+    let arn = match op {
+        "RegisterStreamConsumer" => {
+            if consumers.contains_key(&name) {
+                return error("ResourceInUseException", "consumer already registered");
+            }
+            let n = state.registrations.fetch_add(1, Ordering::Relaxed) + 1;
+            let arn = format!("{stream}/consumer/{name}:{n}");
+            consumers.insert(name.clone(), arn.clone());
+            arn
+        }
+        _ => match consumers.get(&name) {
+            Some(arn) => arn.clone(),
+            None => return error("ResourceNotFoundException", "no such consumer"),
+        },
+    };
+    if op == "DeregisterStreamConsumer" {
+        consumers.remove(&name);
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+            "{}",
+        )
+            .into_response();
+    }
+    let stream = arn.split("/consumer/").next().unwrap_or_default();
+    let consumer = json!({"ConsumerName": name, "ConsumerARN": arn, "ConsumerStatus": "ACTIVE",
+                          "ConsumerCreationTimestamp": 0, "StreamARN": stream});
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+        json!({"Consumer": consumer.clone(), "ConsumerDescription": consumer}).to_string(),
+    )
+        .into_response()
+}
+
+fn registered(state: &State, arn: &str) -> bool {
+    state.consumers.lock().is_ok_and(|c| c.values().any(|a| a == arn))
+}
+
 pub fn subscribe(state: Arc<State>, request: &Value) -> axum::response::Response {
+    let consumer = request["ConsumerARN"].as_str().unwrap_or_default().to_owned();
+    if !registered(&state, &consumer) {
+        return error("ResourceNotFoundException", "no such consumer");
+    }
     let shard = request["ShardId"]
         .as_str()
         .and_then(|s| s.rsplit('-').next())
@@ -46,7 +115,7 @@ pub fn subscribe(state: Arc<State>, request: &Value) -> axum::response::Response
     };
     state.counts.subscriptions.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    tokio::spawn(push(state, shard, start, tx));
+    tokio::spawn(push(state, consumer, shard, start, tx));
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
     }));
@@ -58,16 +127,22 @@ pub fn subscribe(state: Arc<State>, request: &Value) -> axum::response::Response
         .into_response()
 }
 
-/// Pushes the shard's records from `position` until the subscription's time is up or the
-/// consumer hangs up (the send fails).
-async fn push(state: Arc<State>, shard: usize, mut position: usize, tx: tokio::sync::mpsc::Sender<Bytes>) {
+/// Pushes the shard's records from `position` until the subscription's time is up, the
+/// consumer is deregistered, or it hangs up (the send fails).
+async fn push(
+    state: Arc<State>,
+    consumer: String,
+    shard: usize,
+    mut position: usize,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
     let opened = Instant::now();
     if tx.send(initial_response()).await.is_err() {
         return;
     }
     let mut sent_bytes = 0.0;
     let mut last_event = Instant::now();
-    while opened.elapsed() < SUBSCRIPTION {
+    while opened.elapsed() < SUBSCRIPTION && registered(&state, &consumer) {
         let put = state.put.notified();
         tokio::pin!(put);
         put.as_mut().enable();

@@ -62,8 +62,10 @@ pub struct State {
     pub shards: Option<Mutex<Vec<Vec<Stored>>>>,
     /// Woken whenever records are put: what a subscription waits on at the tip.
     pub put: tokio::sync::Notify,
-    /// Registered enhanced fan-out consumers, by name.
-    consumers: Mutex<std::collections::BTreeSet<String>>,
+    /// Registered enhanced fan-out consumers: each one's ARN, by name.
+    consumers: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Consumers registered so far: each registration's ARN is a new one, as on Kinesis.
+    registrations: AtomicU64,
     /// SQS and DynamoDB as shipping calls them (see `consumer`).
     pub service_latency: Option<std::time::Duration>,
     pub queues: Mutex<consumer::Queues>,
@@ -240,6 +242,7 @@ pub async fn start(options: Options) -> anyhow::Result<Endpoint> {
         tags: Mutex::default(),
         put: tokio::sync::Notify::new(),
         consumers: Mutex::default(),
+        registrations: AtomicU64::new(0),
         service_latency: options.service_latency,
         queues: Mutex::default(),
         tables: Mutex::default(),
@@ -320,25 +323,8 @@ fn answer(state: &Arc<State>, headers: &HeaderMap, body: &[u8]) -> axum::respons
                 "RetentionPeriodHours": 24, "StreamCreationTimestamp": 0,
                 "EnhancedMonitoring": [], "OpenShardCount": 1}})
         }
-        "RegisterStreamConsumer" | "DescribeStreamConsumer" => {
-            let name = request["ConsumerName"].as_str().unwrap_or_default().to_owned();
-            let stream = request["StreamARN"].as_str().unwrap_or_default().to_owned();
-            let Ok(mut consumers) = state.consumers.lock() else {
-                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-            };
-            if target.ends_with("RegisterStreamConsumer") {
-                consumers.insert(name.clone());
-            } else if !consumers.contains(&name) {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
-                    json!({"__type": "ResourceNotFoundException", "message": "no such consumer"}).to_string(),
-                )
-                    .into_response();
-            }
-            let consumer = json!({"ConsumerName": name, "ConsumerARN": format!("{stream}/consumer/{name}:1"),
-                                  "ConsumerStatus": "ACTIVE", "ConsumerCreationTimestamp": 0, "StreamARN": stream});
-            json!({"Consumer": consumer.clone(), "ConsumerDescription": consumer})
+        op @ ("RegisterStreamConsumer" | "DescribeStreamConsumer" | "DeregisterStreamConsumer") => {
+            return fan_out::consumer_call(state, op, &request)
         }
         "PutEvents" => put_events(state, &request),
         "ListShards" => {

@@ -132,3 +132,94 @@ async fn two_relays_share_a_consumer_and_a_killed_ones_shards_resume_from_their_
     assert_eq!(endpoint.counts.reads.load(Ordering::Relaxed), 0, "never polled");
     Ok(())
 }
+
+/// An operator (or a stack update) deregisters the relay's consumer while it reads: its
+/// subscriptions end and SubscribeToShard answers ResourceNotFound. The relay registers the
+/// consumer again (a new ARN) and resumes each shard from its checkpoint: nothing is lost, and
+/// the relay does not stop with a misleading "stream does not exist".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deregistered_consumer_is_registered_again_and_reading_resumes() -> anyhow::Result<()> {
+    let moto = Moto::start().await?;
+    let (code, out, err) = process::run("bridge", &["setup", "--stream", STREAM], &moto.env()).await?;
+    anyhow::ensure!(code == Some(0), "bridge setup failed: {out}{err}");
+    let endpoint = endpoint::start(endpoint::Options {
+        keep_shards: Some(2),
+        record_ids: true,
+        ..endpoint::Options::default()
+    })
+    .await?;
+    let mut env = aws_env(&endpoint.url);
+    for service in ["DYNAMODB", "SQS", "S3"] {
+        env.push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint.clone()));
+    }
+    let listen = format!("127.0.0.1:{}", harness::free_port()?);
+    let mut relay = Proc::spawn(
+        "bridge",
+        &[
+            "relay",
+            "--stream",
+            STREAM,
+            "--consumer-name",
+            "deregistered",
+            "--metrics-listen",
+            &listen,
+        ],
+        &env,
+    )?;
+    let published = |n: usize| {
+        let ids = endpoint.counts.event_ids.lock().map_or(0, |ids| ids.len());
+        (ids >= n).then_some(())
+    };
+    endpoint.preload((0..1000).map(endpoint::outbox_record));
+    wait::until("the first 1,000 events", Duration::from_secs(60), || async {
+        relay.ensure_running()?;
+        Ok(published(1000))
+    })
+    .await?;
+
+    let kinesis = aws_sdk_kinesis::Client::new(&harness::moto::sdk_config_for(&endpoint.url).await);
+    let stream_arn = kinesis
+        .describe_stream_summary()
+        .stream_name(STREAM)
+        .send()
+        .await?
+        .stream_description_summary
+        .map(|s| s.stream_arn)
+        .unwrap_or_default();
+    let consumer = |kinesis: aws_sdk_kinesis::Client, stream_arn: String| async move {
+        let out = kinesis
+            .describe_stream_consumer()
+            .stream_arn(stream_arn)
+            .consumer_name("deregistered")
+            .send()
+            .await?;
+        anyhow::Ok(
+            out.consumer_description
+                .map(|c| c.consumer_arn)
+                .unwrap_or_default(),
+        )
+    };
+    let first_arn = consumer(kinesis.clone(), stream_arn.clone()).await?;
+    kinesis
+        .deregister_stream_consumer()
+        .stream_arn(&stream_arn)
+        .consumer_name("deregistered")
+        .send()
+        .await?;
+
+    endpoint.preload((1000..2000).map(endpoint::outbox_record));
+    wait::until(
+        "every event, after the deregistration",
+        Duration::from_secs(90),
+        || async {
+            relay.ensure_running()?;
+            Ok(published(2000))
+        },
+    )
+    .await?;
+    let second_arn = consumer(kinesis.clone(), stream_arn.clone()).await?;
+    assert_ne!(first_arn, second_arn, "registered again, as a new consumer");
+    relay.terminate(Duration::from_secs(20)).await?;
+    assert_eq!(endpoint.counts.reads.load(Ordering::Relaxed), 0, "never polled");
+    Ok(())
+}

@@ -26,6 +26,10 @@ pub struct RelayArgs {
     /// Shard counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     shards: Vec<usize>,
+    /// EventBridge's time per PutEvents call, milliseconds (0: answered at once, so the relay's
+    /// CPU is what is measured; ~20 at AWS, where calls in flight at once are what count).
+    #[arg(long, default_value_t = 0)]
+    put_events_latency_ms: u64,
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/relay.json")]
     out: PathBuf,
@@ -47,6 +51,9 @@ struct RelayRow {
     /// within them: none should be).
     get_records_calls: u64,
     throttled_reads: u64,
+    put_events_latency_ms: u64,
+    /// The most PutEvents calls the endpoint answered at once (with a latency only).
+    put_events_at_once_peak: u64,
     complete: bool,
 }
 
@@ -68,6 +75,8 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 kinesis_read_limits: limited,
                 time_events: false,
                 record_ids: false,
+                put_events_latency: (args.put_events_latency_ms > 0)
+                    .then(|| Duration::from_millis(args.put_events_latency_ms)),
                 ..endpoint::Options::default()
             })
             .await?;
@@ -119,6 +128,12 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 peak_rss_mib: usage.peak_rss_bytes as f64 / 1_048_576.0,
                 get_records_calls: endpoint.counts.reads.load(Ordering::Relaxed),
                 throttled_reads: endpoint.counts.throttled_reads.load(Ordering::Relaxed),
+                put_events_latency_ms: args.put_events_latency_ms,
+                put_events_at_once_peak: endpoint
+                    .peak_concurrent_calls()
+                    .get("PutEvents")
+                    .copied()
+                    .unwrap_or(0),
                 complete: published >= args.events,
             });
         }
@@ -132,14 +147,14 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "\n### relay: Kinesis → EventBridge, local endpoint, {} events\n",
-        args.events
+        "\n### relay: Kinesis → EventBridge, local endpoint, {} events, PutEvents answered in {} ms\n",
+        args.events, args.put_events_latency_ms
     );
-    println!("| read limits | shards | events/s (steady) | vs 1 shard | events/s (incl. start-up) | CPU s / M events | peak RSS | GetRecords (throttled) | complete |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("| read limits | shards | events/s (steady) | vs 1 shard | events/s (incl. start-up) | CPU s / M events | peak RSS | GetRecords (throttled) | PutEvents at once (peak) | complete |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in &results {
         println!(
-            "| {} | {} | {:.0} | {:.2}× | {:.0} | {:.1} | {:.1} MiB | {} ({}) | {} |",
+            "| {} | {} | {:.0} | {:.2}× | {:.0} | {:.1} | {:.1} MiB | {} ({}) | {} | {} |",
             r.read_limits,
             r.shards,
             r.steady_events_per_second,
@@ -149,6 +164,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
             r.peak_rss_mib,
             r.get_records_calls,
             r.throttled_reads,
+            r.put_events_at_once_peak,
             if r.complete { "yes" } else { "NO" }
         );
     }

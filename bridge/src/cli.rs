@@ -1,5 +1,6 @@
 //! Command-line flags, each with an environment fallback (DESIGN §6 lists the contract).
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use bridge::partition::PartitionKey;
@@ -344,6 +345,10 @@ pub struct RelayTuningArgs {
     /// every polling consumer of the stream (two relays' groups on one stream: 2.5 each).
     #[arg(long, env = "BRIDGE_MAX_READS_PER_SECOND", default_value_t = 5.0, value_parser = positive_rate)]
     pub max_reads_per_second: f64,
+    /// PutEvents calls in flight at once per shard (ten events each): at AWS' ~20 ms a call,
+    /// one at a time caps a shard near 500 events/s, below what Kinesis reads from it.
+    #[arg(long, env = "BRIDGE_PUT_EVENTS_CONCURRENCY", default_value_t = eventing::eventbridge::DEFAULT_CALLS_AT_ONCE, value_parser = clap::value_parser!(u64).range(1..=64).map(|n| n as usize))]
+    pub put_events_concurrency: usize,
     /// Enhanced fan-out: register this consumer on the stream (once; relays sharing the name
     /// share it) and have Kinesis push each shard's records over SubscribeToShard, with its own
     /// 2 MB/s per shard, instead of polling GetRecords. Empty: polling.

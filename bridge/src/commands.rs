@@ -325,6 +325,7 @@ fn relay_start(
         lease_duration: Duration::from_secs(tuning.lease_duration_secs),
         poll_interval: Duration::from_millis(tuning.poll_interval_ms),
         max_reads_per_second: tuning.max_reads_per_second,
+        put_events_concurrency: tuning.put_events_concurrency,
         consumer_name: tuning.consumer_name.clone().filter(|n| !n.is_empty()),
         shutdown_timeout,
     }

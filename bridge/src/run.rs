@@ -40,6 +40,8 @@ pub struct RelayStart {
     pub lease_duration: Duration,
     pub poll_interval: Duration,
     pub max_reads_per_second: f64,
+    /// PutEvents calls in flight at once per shard.
+    pub put_events_concurrency: usize,
     /// Enhanced fan-out under this consumer name instead of polling.
     pub consumer_name: Option<String>,
     pub shutdown_timeout: Duration,
@@ -116,7 +118,8 @@ pub async fn relay_context(start: RelayStart, metrics: Arc<Metrics>) -> Result<A
         start.max_event_bytes,
         claim_checks,
         metrics.publisher.clone(),
-    );
+    )
+    .with_calls_at_once(start.put_events_concurrency);
     let worker_id = start.worker_id.unwrap_or_else(default_worker_id);
     let leases = LeaseTable::new(
         aws_sdk_dynamodb::Client::new(&aws),

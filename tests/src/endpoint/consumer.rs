@@ -105,13 +105,13 @@ pub async fn answer(state: &State, target: &str, request: &Value) -> Option<axum
 
 /// One call being answered: counted in `Counts::in_flight` until dropped (also when the client
 /// goes away mid-call and the handler is cancelled).
-struct InFlight<'a> {
+pub(crate) struct InFlight<'a> {
     counts: &'a super::Counts,
     op: String,
 }
 
 impl<'a> InFlight<'a> {
-    fn enter(counts: &'a super::Counts, op: &str) -> Self {
+    pub(crate) fn enter(counts: &'a super::Counts, op: &str) -> Self {
         if let Ok(mut all) = counts.in_flight.lock() {
             let (now, peak) = all.entry(op.to_owned()).or_default();
             *now += 1;

@@ -40,7 +40,8 @@ pub struct Counts {
     pub stages: Option<Mutex<std::collections::HashMap<String, consumer::Stages>>>,
     /// SQS and DynamoDB calls, by operation.
     pub calls: Mutex<std::collections::BTreeMap<String, u64>>,
-    /// SQS and DynamoDB calls being answered now, and the most there were at once, by operation.
+    /// SQS, DynamoDB (and, with a latency, PutEvents) calls being answered now, and the most
+    /// there were at once, by operation.
     pub in_flight: Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
     /// TransactWriteItems calls that committed.
     pub transactions: AtomicU64,
@@ -68,6 +69,7 @@ pub struct State {
     registrations: AtomicU64,
     /// SQS and DynamoDB as shipping calls them (see `consumer`).
     pub service_latency: Option<std::time::Duration>,
+    put_events_latency: Option<std::time::Duration>,
     pub queues: Mutex<consumer::Queues>,
     pub tables: Mutex<consumer::Tables>,
     /// Woken whenever a message is queued: what a long poll waits on.
@@ -141,6 +143,9 @@ pub struct Options {
     pub record_ids: bool,
     /// Answer SQS and DynamoDB calls (shipping's), each after this long.
     pub service_latency: Option<std::time::Duration>,
+    /// Answer each PutEvents after this long (EventBridge's own time; the entries count as
+    /// arrived when the call does).
+    pub put_events_latency: Option<std::time::Duration>,
     /// Deliver every PutEvents entry to this queue, as an EventBridge rule would.
     pub rule_queue: Option<&'static str>,
     /// Time each event at every hop (`Counts::stages`): PutRecords, PutEvents, receive, apply.
@@ -170,7 +175,8 @@ impl Endpoint {
         self.counts.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// The most SQS and DynamoDB calls of each operation answered at once.
+    /// The most SQS, DynamoDB (and, with a latency, PutEvents) calls of each operation answered
+    /// at once.
     pub fn peak_concurrent_calls(&self) -> std::collections::BTreeMap<String, u64> {
         self.counts
             .in_flight
@@ -244,6 +250,7 @@ pub async fn start(options: Options) -> anyhow::Result<Endpoint> {
         consumers: Mutex::default(),
         registrations: AtomicU64::new(0),
         service_latency: options.service_latency,
+        put_events_latency: options.put_events_latency,
         queues: Mutex::default(),
         tables: Mutex::default(),
         delivered: tokio::sync::Notify::new(),
@@ -266,7 +273,18 @@ pub async fn start(options: Options) -> anyhow::Result<Endpoint> {
                         return reply;
                     }
                 }
-                answer(&state, &headers, &body)
+                match state
+                    .put_events_latency
+                    .filter(|_| target.ends_with(".PutEvents"))
+                {
+                    Some(latency) => {
+                        let _answering = consumer::InFlight::enter(&state.counts, "PutEvents");
+                        let reply = answer(&state, &headers, &body);
+                        tokio::time::sleep(latency).await;
+                        reply
+                    }
+                    None => answer(&state, &headers, &body),
+                }
             }
         }),
     );

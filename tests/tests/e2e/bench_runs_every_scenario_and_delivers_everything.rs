@@ -136,6 +136,35 @@ async fn relay_publishes_every_event_with_one_two_and_four_shards() -> anyhow::R
         assert_eq!(r["complete"], true, "{r}");
         assert_eq!(r["events"], 12000, "{r}");
     }
+
+    // With EventBridge answering in 20 ms, as AWS does, one PutEvents at a time would cap a
+    // shard near 500 events/s: a page's calls go out together.
+    let out = dir.path().join("relay-put-latency.json");
+    let out_arg = out.to_string_lossy().into_owned();
+    let (code, stdout, stderr) = process::run(
+        "bench",
+        &[
+            "relay",
+            "--events",
+            "2000",
+            "--shards",
+            "1",
+            "--put-events-latency-ms",
+            "20",
+            "--out",
+            &out_arg,
+        ],
+        &[],
+    )
+    .await?;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let rows: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["complete"], true, "{r}");
+        assert_eq!(r["events"], 2000, "{r}");
+        assert!(r["put_events_at_once_peak"].as_u64().unwrap_or(0) >= 2, "{r}");
+    }
     Ok(())
 }
 

@@ -26,8 +26,8 @@ pub struct ConsumerArgs {
     /// Service latency of every SQS and DynamoDB call, milliseconds.
     #[arg(long, default_value_t = 10)]
     latency_ms: u64,
-    /// `--concurrency` values to run, side by side (8: the default before this round).
-    #[arg(long, value_delimiter = ',', default_value = "8,64")]
+    /// `--concurrency` values to run, side by side (8: the default before this round; 128 now).
+    #[arg(long, value_delimiter = ',', default_value = "8,64,128")]
     concurrency: Vec<u32>,
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/consumer.json")]

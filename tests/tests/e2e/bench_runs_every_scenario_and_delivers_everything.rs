@@ -1,10 +1,19 @@
 //! The benchmark keeps working: every scenario, run small, delivers everything it wrote —
 //! `ceiling` in every configuration (pg_recvlogical, null sink, local endpoint, moto),
-//! `latency`, `memory`, `relay`, `backlog` and `backfill`. Speed is read from the benchmark's own output, never
+//! `latency`, `memory`, `relay` (also at EventBridge's latency), `backlog`, `backfill`, `consumer`, `pipeline` and `cost`. Speed is read from the benchmark's own output, never
 //! asserted here.
 
 use harness::process;
 use serde_json::Value;
+
+/// Runs `bench` with `args`, its JSON going to `name` in `dir`; that JSON, once it exited 0.
+async fn run_bench(dir: &std::path::Path, name: &str, args: &[&str]) -> anyhow::Result<Value> {
+    let out = dir.join(name).to_string_lossy().into_owned();
+    let args: Vec<&str> = args.iter().copied().chain(["--out", &out]).collect();
+    let (code, stdout, stderr) = process::run("bench", &args, &[]).await?;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    Ok(serde_json::from_str(&std::fs::read_to_string(&out)?)?)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ceiling_drains_the_whole_backlog_every_way() -> anyhow::Result<()> {
@@ -139,10 +148,9 @@ async fn relay_publishes_every_event_with_one_two_and_four_shards() -> anyhow::R
 
     // With EventBridge answering in 20 ms, as AWS does, one PutEvents at a time would cap a
     // shard near 500 events/s: a page's calls go out together.
-    let out = dir.path().join("relay-put-latency.json");
-    let out_arg = out.to_string_lossy().into_owned();
-    let (code, stdout, stderr) = process::run(
-        "bench",
+    let rows = run_bench(
+        dir.path(),
+        "relay-put-latency.json",
         &[
             "relay",
             "--events",
@@ -151,14 +159,10 @@ async fn relay_publishes_every_event_with_one_two_and_four_shards() -> anyhow::R
             "1",
             "--put-events-latency-ms",
             "20",
-            "--out",
-            &out_arg,
         ],
-        &[],
     )
     .await?;
-    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    let rows: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    let rows = rows.as_array().cloned().unwrap_or_default();
     assert_eq!(rows.len(), 2, "{rows:?}");
     for r in &rows {
         assert_eq!(r["complete"], true, "{r}");
@@ -201,24 +205,13 @@ async fn backlog_is_applied_exactly_once_with_memory_sampled_along_the_way() -> 
 async fn consumer_drains_its_queue_at_aws_latency_and_the_pipeline_reaches_the_projection(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let out = dir.path().join("consumer.json");
-    let out_arg = out.to_string_lossy().into_owned();
-    let (code, stdout, stderr) = process::run(
-        "bench",
-        &[
-            "consumer",
-            "--events",
-            "500",
-            "--concurrency",
-            "8,64",
-            "--out",
-            &out_arg,
-        ],
-        &[],
+    let rows = run_bench(
+        dir.path(),
+        "consumer.json",
+        &["consumer", "--events", "500", "--concurrency", "8,64"],
     )
     .await?;
-    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    let rows: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+    let rows = rows.as_array().cloned().unwrap_or_default();
     assert_eq!(rows.len(), 2, "{rows:?}");
     for r in &rows {
         assert_eq!(r["complete"], true, "{r}");
@@ -242,16 +235,12 @@ async fn consumer_drains_its_queue_at_aws_latency_and_the_pipeline_reaches_the_p
         "{wide}"
     );
 
-    let out = dir.path().join("pipeline.json");
-    let out_arg = out.to_string_lossy().into_owned();
-    let (code, stdout, stderr) = process::run(
-        "bench",
-        &["pipeline", "--rate", "200", "--seconds", "3", "--out", &out_arg],
-        &[],
+    let r = run_bench(
+        dir.path(),
+        "pipeline.json",
+        &["pipeline", "--rate", "200", "--seconds", "3"],
     )
     .await?;
-    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
     assert_eq!(r["complete"], true, "{r}");
     let events = r["events"].as_u64().unwrap_or(0);
     assert!(events >= 200, "{r}");

@@ -15,6 +15,25 @@ use harness::wait;
 
 const STREAM: &str = "fan-out";
 
+/// moto (leases, checkpoints, the bus's dead letters) set up for the stream, the endpoint
+/// serving it from `shards` shards, and a relay's environment pointing at both.
+async fn stack(shards: usize) -> anyhow::Result<(Moto, Endpoint, Vec<(String, String)>)> {
+    let moto = Moto::start().await?;
+    let (code, out, err) = process::run("bridge", &["setup", "--stream", STREAM], &moto.env()).await?;
+    anyhow::ensure!(code == Some(0), "bridge setup failed: {out}{err}");
+    let endpoint = endpoint::start(endpoint::Options {
+        keep_shards: Some(shards),
+        record_ids: true,
+        ..endpoint::Options::default()
+    })
+    .await?;
+    let mut env = aws_env(&endpoint.url);
+    for service in ["DYNAMODB", "SQS", "S3"] {
+        env.push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint.clone()));
+    }
+    Ok((moto, endpoint, env))
+}
+
 /// Each shard's checkpoint in the lease table, by shard index.
 async fn checkpoints(moto: &Moto) -> anyhow::Result<HashMap<usize, String>> {
     let dynamodb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
@@ -52,19 +71,7 @@ async fn caught_up(moto: &Moto, endpoint: &Endpoint) -> anyhow::Result<bool> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_share_a_consumer_and_a_killed_ones_shards_resume_from_their_checkpoints(
 ) -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    let (code, out, err) = process::run("bridge", &["setup", "--stream", STREAM], &moto.env()).await?;
-    anyhow::ensure!(code == Some(0), "bridge setup failed: {out}{err}");
-    let endpoint = endpoint::start(endpoint::Options {
-        keep_shards: Some(4),
-        record_ids: true,
-        ..endpoint::Options::default()
-    })
-    .await?;
-    let mut env = aws_env(&endpoint.url);
-    for service in ["DYNAMODB", "SQS", "S3"] {
-        env.push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint.clone()));
-    }
+    let (moto, endpoint, env) = stack(4).await?;
     let relay = |id: &str| {
         let listen = format!("127.0.0.1:{}", harness::free_port()?);
         Proc::spawn(
@@ -139,19 +146,7 @@ async fn two_relays_share_a_consumer_and_a_killed_ones_shards_resume_from_their_
 /// the relay does not stop with a misleading "stream does not exist".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deregistered_consumer_is_registered_again_and_reading_resumes() -> anyhow::Result<()> {
-    let moto = Moto::start().await?;
-    let (code, out, err) = process::run("bridge", &["setup", "--stream", STREAM], &moto.env()).await?;
-    anyhow::ensure!(code == Some(0), "bridge setup failed: {out}{err}");
-    let endpoint = endpoint::start(endpoint::Options {
-        keep_shards: Some(2),
-        record_ids: true,
-        ..endpoint::Options::default()
-    })
-    .await?;
-    let mut env = aws_env(&endpoint.url);
-    for service in ["DYNAMODB", "SQS", "S3"] {
-        env.push((format!("AWS_ENDPOINT_URL_{service}"), moto.endpoint.clone()));
-    }
+    let (_moto, endpoint, env) = stack(2).await?;
     let listen = format!("127.0.0.1:{}", harness::free_port()?);
     let mut relay = Proc::spawn(
         "bridge",

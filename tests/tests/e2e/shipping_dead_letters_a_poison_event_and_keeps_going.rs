@@ -376,6 +376,17 @@ async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() 
             .ok_or_else(|| anyhow::anyhow!("{id} not parked: {reasons:?}"))?;
         assert!(reason.contains("cannot store the event's content"), "{reason}");
     }
+    // The counter follows SendMessage's answer, which can reach shipping after the message is
+    // already visible in the DLQ: wait for it, then check it went no further.
+    harness::wait::until(
+        "the dead-letter counter at 2",
+        Duration::from_secs(10),
+        || async {
+            let n = harness::metrics::scrape(metrics_port, "shipping_events_dead_lettered_total").await?;
+            Ok((n >= 2.0).then_some(()))
+        },
+    )
+    .await?;
     assert_eq!(
         harness::metrics::scrape(metrics_port, "shipping_events_dead_lettered_total").await?,
         2.0

@@ -8,10 +8,20 @@
 //! the claim check) is handed back before any request is made: one such event must not fail the
 //! whole PutEvents call, and with it every retry of the same page.
 //!
+//! A call EventBridge refuses *as a whole* for its content (`ValidationException`: a limit these
+//! checks do not know of) is split in halves until the event behind it is alone in its call;
+//! that event is handed back with EventBridge's reason and the rest are published. Only once
+//! EventBridge has accepted something, though: a refusal of every call from the start is the
+//! configuration's (a bus name EventBridge cannot take), and parking each event for it would
+//! drain a healthy stream into the dead-letter queue — that stops the caller instead.
+//!
 //! Several calls of one `publish` are in flight at once (`calls_at_once`): one call at a time
 //! takes a round trip per ten events (~20 ms at AWS), which caps a caller near 500 events/s
 //! whatever its CPU. EventBridge keeps no order among entries anyway; the caller's checkpoint
 //! still waits for every call of the batch.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use aws_sdk_eventbridge::error::ProvideErrorMetadata;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
@@ -81,9 +91,22 @@ pub enum PublishError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(
+        "eventbridge refused PutEvents as a whole ({code}: {message}) with event {event_id} alone in the \
+         call, and has accepted no event since start: that points at the configuration (the bus name, \
+         the region), not at one event, so nothing is parked"
+    )]
+    RefusedFromTheStart {
+        code: String,
+        message: String,
+        event_id: String,
+    },
     #[error(transparent)]
     ClaimCheck(#[from] ClaimCheckError),
 }
+
+/// The code of a call refused as a whole for the request's content.
+const CALL_REFUSED_FOR_CONTENT: &str = "ValidationException";
 
 #[derive(Clone)]
 pub struct Publisher {
@@ -95,6 +118,23 @@ pub struct Publisher {
     claim_checks: ClaimCheckStore,
     metrics: PublisherMetrics,
     calls_at_once: usize,
+    /// Whether EventBridge has accepted any entry of this publisher (shared by its clones).
+    accepted: Arc<AtomicBool>,
+}
+
+/// How the calls of a `publish` settled: events refused for their content, entry by entry, and
+/// events refused as a whole call while alone in it (parked only once something was accepted).
+#[derive(Default)]
+struct Settled {
+    refused: Vec<Refused>,
+    alone_refused: Vec<(Event, String, String)>,
+}
+
+impl Settled {
+    fn merge(&mut self, other: Settled) {
+        self.refused.extend(other.refused);
+        self.alone_refused.extend(other.alone_refused);
+    }
 }
 
 /// An event EventBridge would not take, with the reason.
@@ -121,6 +161,7 @@ impl Publisher {
             claim_checks,
             metrics,
             calls_at_once: DEFAULT_CALLS_AT_ONCE,
+            accepted: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -175,8 +216,26 @@ impl Publisher {
         // batch again, and duplicates are what at-least-once allows.
         let mut done = futures_util::stream::iter(calls.into_iter().map(|call| self.put_all(call)))
             .buffer_unordered(self.calls_at_once);
+        let mut settled = Settled::default();
         while let Some(call) = done.next().await {
-            refused.extend(call?);
+            settled.merge(call?);
+        }
+        refused.extend(settled.refused);
+        // Decided once every call is settled, so the order the calls came back in does not matter.
+        for (event, code, message) in settled.alone_refused {
+            if !self.accepted.load(Ordering::SeqCst) {
+                return Err(PublishError::RefusedFromTheStart {
+                    code,
+                    message,
+                    event_id: event.event_id,
+                });
+            }
+            tracing::warn!(event_id = %event.event_id, code, message, "eventbridge refused a call holding only this event");
+            let reason = format!(
+                "eventbridge refused a PutEvents call holding only event {} as a whole: {code}: {message}",
+                event.event_id
+            );
+            refused.push(Refused { event, reason });
         }
         Ok(refused)
     }
@@ -221,7 +280,7 @@ impl Publisher {
         self.source.len() + event.detail_type.len() + detail.len()
     }
 
-    async fn put_all(&self, mut pending: Vec<(Event, String)>) -> Result<Vec<Refused>, PublishError> {
+    async fn put_all(&self, mut pending: Vec<(Event, String)>) -> Result<Settled, PublishError> {
         let mut backoff = Backoff::data_path();
         let mut refused = Vec::new();
         let started = std::time::SystemTime::now();
@@ -242,6 +301,9 @@ impl Publisher {
             let cause = match self.client.put_events().set_entries(Some(entries)).send().await {
                 Ok(out) => {
                     let results = out.entries();
+                    if results.iter().any(|r| r.error_code().is_none()) {
+                        self.accepted.store(true, Ordering::SeqCst);
+                    }
                     let complete = results.len() == pending.len();
                     if complete
                         && out.failed_entry_count() == 0
@@ -251,7 +313,10 @@ impl Publisher {
                         for (event, _) in &pending {
                             self.traced(event, started);
                         }
-                        return Ok(refused);
+                        return Ok(Settled {
+                            refused,
+                            ..Settled::default()
+                        });
                     }
                     if results.len() != pending.len() {
                         "malformed_response"
@@ -279,7 +344,10 @@ impl Publisher {
                         }
                         pending = retry;
                         if pending.is_empty() {
-                            return Ok(refused);
+                            return Ok(Settled {
+                                refused,
+                                ..Settled::default()
+                            });
                         }
                         if throttled {
                             "throttled"
@@ -290,6 +358,32 @@ impl Publisher {
                 }
                 Err(err) => match transient_cause(&err) {
                     Some(cause) => cause,
+                    None if err.code() == Some(CALL_REFUSED_FOR_CONTENT) => {
+                        let mut settled = Settled {
+                            refused,
+                            ..Settled::default()
+                        };
+                        if pending.len() == 1 {
+                            let message = err.message().unwrap_or_default().to_owned();
+                            if let Some((event, _)) = pending.pop() {
+                                settled.alone_refused.push((
+                                    event,
+                                    CALL_REFUSED_FOR_CONTENT.to_owned(),
+                                    message,
+                                ));
+                            }
+                            return Ok(settled);
+                        }
+                        // Halves, one after the other: a rare path, and one event is behind it.
+                        self.metrics
+                            .put_events_retries
+                            .get_or_create(&vec![("cause".to_owned(), "call_refused_split".to_owned())])
+                            .inc();
+                        let back = pending.split_off(pending.len() / 2);
+                        settled.merge(Box::pin(self.put_all(pending)).await?);
+                        settled.merge(Box::pin(self.put_all(back)).await?);
+                        return Ok(settled);
+                    }
                     None if err.code() == Some("ResourceNotFoundException") => {
                         return Err(PublishError::BusMissing {
                             bus: self.bus.clone(),

@@ -40,6 +40,9 @@ pub struct FaultPlan {
     /// over 128 characters, or an entry of this many bytes or more) fails as a whole with
     /// ValidationException, as EventBridge's request validation does (moto checks neither).
     pub put_events_entry_limit: AtomicU64,
+    /// While set, a PutEvents call whose body holds this text fails as a whole with
+    /// ValidationException: a limit of EventBridge's that the publisher's own checks do not know.
+    pub refuse_put_events_holding: std::sync::Mutex<Option<String>>,
     /// While set, every call whose `X-Amz-Target` starts with this (e.g. `DynamoDB_20120810.`)
     /// — or, set to [`S3`], every call without one (S3's REST calls) — is answered 503
     /// ServiceUnavailable: one AWS service browned out, the others healthy.
@@ -248,6 +251,21 @@ async fn handle(
                 );
             }
         }
+        let marked = ctx
+            .plan
+            .refuse_put_events_holding
+            .lock()
+            .ok()
+            .and_then(|m| m.as_ref().map(|m| holds(&body, m.as_bytes())))
+            .unwrap_or(false);
+        if marked {
+            ctx.plan.injected.fetch_add(1, Ordering::SeqCst);
+            return aws_error(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                json!({"message": "1 validation error detected: refused by the test proxy"}),
+            );
+        }
         if take(&ctx.plan.throttle_put_events) {
             ctx.plan.throttled.fetch_add(1, Ordering::SeqCst);
             ctx.plan.injected.fetch_add(1, Ordering::SeqCst);
@@ -283,6 +301,11 @@ async fn handle(
         }
     }
     forward(&ctx, method, &uri, &headers, body).await
+}
+
+/// Whether `needle` occurs in `body`.
+fn holds(body: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && body.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Why EventBridge would refuse this PutEvents request as a whole, if it would.

@@ -2,7 +2,10 @@
 //! payload; a malformed record lands in the dead-letter queue with its reason, and the events
 //! after it still arrive. Events EventBridge can never take (a detail type over 128 characters,
 //! metadata too large even after the claim check) are parked before PutEvents, so they cannot
-//! fail a whole request — EventBridge's request validation is emulated by a proxy.
+//! fail a whole request — EventBridge's request validation is emulated by a proxy. An event that
+//! makes EventBridge refuse its whole call for a limit the relay does not know of is found by
+//! splitting the call, and parked alone; but a refusal of every call from the start (the
+//! configuration, not an event) stops the relay and parks nothing.
 
 use std::time::Duration;
 
@@ -32,8 +35,37 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
         .put_events_entry_limit
         .store(65536, std::sync::atomic::Ordering::SeqCst);
     let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
-    let relay = harness::process::Proc::spawn("bridge", &["relay", "--max-event-bytes", "65536"], &env)?;
+    let relay_args = [
+        "relay",
+        "--max-event-bytes",
+        "65536",
+        "--lease-duration-secs",
+        "3",
+    ];
     let pg = stack.pg.client().await?;
+
+    // Every call refused as a whole before anything was accepted: the relay stops, parks nothing.
+    set_refusal(&proxy, Some("\"Entries\""));
+    let first = "00000000-0000-0000-0000-0000000000c1";
+    pg.execute(INSERT, &[&first, &"DocumentTagged", &r#"{"tag": "first"}"#])
+        .await?;
+    let mut stopped = harness::process::Proc::spawn("bridge", &relay_args, &env)?;
+    let code = stopped.wait(Duration::from_secs(90)).await?;
+    let output = stopped.output();
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "the relay stops: {code:?}\n{output}"
+    );
+    assert!(
+        output.contains("has accepted no event since start") && output.contains(first),
+        "{output}"
+    );
+    assert!(!output.contains("parked in the dead-letter queue"), "{output}");
+
+    // From here on only calls holding this text are refused: one event EventBridge cannot take.
+    let marker = "refused-as-a-whole-call";
+    set_refusal(&proxy, Some(marker));
+    let relay = harness::process::Proc::spawn("bridge", &relay_args, &env)?;
 
     // Garbage and a DMS-shaped outbox insert without a usable type, straight into the stream.
     for data in [b"this is not json".to_vec(), json!({"data": {"id": "e-null", "type": null, "payload": {}},
@@ -59,10 +91,32 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
     .await?;
     pg.execute(INSERT, &[&small_id, &"DocumentTagged", &r#"{"tag": "t"}"#])
         .await?;
+    // The event whose call EventBridge refuses, in one transaction with three good ones (one page).
+    let whole_call = "00000000-0000-0000-0000-0000000000d3";
+    let neighbours = [
+        "00000000-0000-0000-0000-0000000000e1",
+        "00000000-0000-0000-0000-0000000000e2",
+        "00000000-0000-0000-0000-0000000000e3",
+    ];
+    let row = |id: &str, payload: &str| {
+        format!(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+             VALUES ('{id}', 'Document', 'doc-2', 'DocumentTagged', '{payload}', 1);"
+        )
+    };
+    let mut batch = format!("BEGIN; {}", row(neighbours[0], r#"{"tag": "n"}"#));
+    batch.push_str(&row(whole_call, &format!(r#"{{"tag": "{marker}"}}"#)));
+    for id in &neighbours[1..] {
+        batch.push_str(&row(id, r#"{"tag": "n"}"#));
+    }
+    batch.push_str("COMMIT;");
+    pg.batch_execute(&batch).await?;
 
+    let expected: Vec<&str> = [big_id, small_id, first].into_iter().chain(neighbours).collect();
     events
-        .until("both events", Duration::from_secs(90), |s| {
-            s.by_event_id().len() >= 2
+        .until("every good event", Duration::from_secs(90), |s| {
+            let got = s.by_event_id();
+            expected.iter().all(|id| got.contains_key(*id))
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\ncapture:\n{}\nrelay:\n{}", capture.output(), relay.output()))?;
@@ -93,10 +147,26 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
     assert_eq!(claim["size"].as_u64(), Some(object.len() as u64));
     assert_eq!(claim["sha256"].as_str().map(str::len), Some(64));
 
-    // The dead-letter queue holds the four bad records, each with its reason and the original.
-    let parked = harness::dlq::receive(&sdk, "bridge-dlq", 4).await?;
+    // The dead-letter queue holds the five bad records, each with its reason and the original.
+    let parked = harness::dlq::receive(&sdk, "bridge-dlq", 5).await?;
     let reasons: Vec<&str> = parked.iter().filter_map(|p| p["reason"].as_str()).collect();
-    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains(whole_call)
+            && r.contains("refused a PutEvents call holding only event")
+            && r.contains("ValidationException")),
+        "{reasons:?}"
+    );
+    assert!(!events.by_event_id().contains_key(whole_call));
+    // It shared a call with good events at first (so the call was split to find it).
+    let shared = proxy.plan.put_events_requests().iter().any(|body| {
+        body.contains(marker)
+            && serde_json::from_str::<Value>(body)
+                .ok()
+                .and_then(|b| b["Entries"].as_array().map(Vec::len))
+                .is_some_and(|n| n > 1)
+    });
+    assert!(shared, "the refused event was first sent along with others");
     assert!(
         reasons
             .iter()
@@ -133,4 +203,10 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
     let metrics = relay.output();
     assert!(metrics.contains("parked in the dead-letter queue"), "{metrics}");
     Ok(())
+}
+
+fn set_refusal(proxy: &harness::faults::FaultProxy, holding: Option<&str>) {
+    if let Ok(mut marker) = proxy.plan.refuse_put_events_holding.lock() {
+        *marker = holding.map(str::to_owned);
+    }
 }

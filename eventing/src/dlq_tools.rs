@@ -257,6 +257,22 @@ impl Dlq {
     }
 }
 
+/// EventBridge's reason for an event it could not deliver to a rule's target, from the
+/// attributes it sends to the target's dead-letter queue.
+fn undelivered(m: &Message) -> Option<String> {
+    let attribute = |name: &str| {
+        m.message_attributes()
+            .and_then(|a| a.get(name))
+            .and_then(|v| v.string_value())
+    };
+    let code = attribute("ERROR_CODE")?;
+    Some(format!(
+        "eventbridge could not deliver it to {}: {code}: {}",
+        attribute("TARGET_ARN").unwrap_or("the rule's target"),
+        attribute("ERROR_MESSAGE").unwrap_or_default()
+    ))
+}
+
 fn parked(m: Message) -> Parked {
     let body = m.body().unwrap_or_default().to_owned();
     let reason = m
@@ -269,6 +285,7 @@ fn parked(m: Message) -> Parked {
                 .ok()
                 .and_then(|v| v["reason"].as_str().map(str::to_owned))
         })
+        .or_else(|| undelivered(&m))
         .unwrap_or_else(|| "(no reason recorded: moved by the redrive policy)".into());
     let system = |k: MessageSystemAttributeName| m.attributes().and_then(|a| a.get(&k)).cloned();
     Parked {

@@ -1,7 +1,7 @@
 //! `shipping setup`: the service's queue with its DLQ and redrive policy, the EventBridge rule
 //! that feeds the queue, and the DynamoDB tables (outbox with a stream; TTL on inbox and outbox).
 
-use aws_sdk_eventbridge::types::{InputTransformer, Target};
+use aws_sdk_eventbridge::types::{DeadLetterConfig, InputTransformer, RetryPolicy, Target};
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::json;
 
@@ -23,6 +23,19 @@ pub struct SetupConfig {
 
 /// The attribute DynamoDB's TTL reads on inbox and outbox items (epoch seconds).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
+
+/// How long, and how many times, EventBridge retries delivering an event to the queue before it
+/// goes to the dead-letter queue (EventBridge's maximums, which are also its defaults).
+pub const TARGET_MAX_EVENT_AGE_SECS: i32 = 86_400;
+pub const TARGET_MAX_RETRIES: i32 = 185;
+
+/// A queue policy letting the rule `rule_arn`, and only it, send to the queue `queue_arn`.
+fn rule_may_send(queue_arn: &str, rule_arn: &str) -> serde_json::Value {
+    json!({"Version": "2012-10-17", "Statement": [{
+        "Sid": "eventbridge-rule", "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
+        "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}}]})
+}
 
 /// The rule that feeds the queue with the monolith's events.
 pub fn rule_name(queue: &str, monolith_source: &str) -> String {
@@ -63,10 +76,7 @@ pub async fn run(aws: &aws_config::SdkConfig, cfg: &SetupConfig) -> Result<(), S
         .rule_arn
         .unwrap_or_default();
     // Redrive to the DLQ; a policy letting this rule (and only it) send, which real SQS needs.
-    let policy = json!({"Version": "2012-10-17", "Statement": [{
-        "Sid": "eventbridge-rule", "Effect": "Allow",
-        "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
-        "Resource": arn, "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}}]});
+    let policy = rule_may_send(&arn, &rule_arn);
     sqs.set_queue_attributes()
         .queue_url(&queue_url)
         .attributes(
@@ -81,9 +91,30 @@ pub async fn run(aws: &aws_config::SdkConfig, cfg: &SetupConfig) -> Result<(), S
         .send()
         .await
         .map_err(|e| failed("sqs queue attributes", &cfg.queue, e))?;
+    // What EventBridge cannot deliver to the queue (deleted, its policy or key refusing) it keeps
+    // trying for a day, then drops — unless the target has a dead-letter queue. The service's
+    // own DLQ: the body is the event the queue would have had, so `shipping dlq redrive` sends
+    // it where it belongs once the queue is back; the rule needs leave to send there too.
+    sqs.set_queue_attributes()
+        .queue_url(&dlq_url)
+        .attributes(
+            QueueAttributeName::Policy,
+            rule_may_send(&dlq_arn, &rule_arn).to_string(),
+        )
+        .send()
+        .await
+        .map_err(|e| failed("sqs queue attributes", &cfg.dead_letter_queue, e))?;
     let target = Target::builder()
         .id("shipping-queue")
         .arn(&arn)
+        .dead_letter_config(DeadLetterConfig::builder().arn(&dlq_arn).build())
+        // EventBridge's own defaults, stated so a change of theirs cannot shorten them unseen.
+        .retry_policy(
+            RetryPolicy::builder()
+                .maximum_event_age_in_seconds(TARGET_MAX_EVENT_AGE_SECS)
+                .maximum_retry_attempts(TARGET_MAX_RETRIES)
+                .build(),
+        )
         // Passes the event through unchanged — what a target without a transformer gets on
         // AWS. moto re-parses eight JSONPath expressions per event for its default template
         // (≈0.12 s), one with this one, which is what makes the embedded stack usable.

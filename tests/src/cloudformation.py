@@ -157,6 +157,31 @@ def declared_queue(props, by_logical):
     }
 
 
+def target_settings(t):
+    dlq = (t.get("DeadLetterConfig") or {}).get("Arn")
+    retry = t.get("RetryPolicy")
+    return {
+        "Id": t["Id"],
+        "InputTransformer": t.get("InputTransformer"),
+        "DeadLetterQueue": dlq and dlq.rsplit(":", 1)[-1],
+        "RetryPolicy": retry and {k: int(v) for k, v in retry.items()},
+    }
+
+
+def declared_target(t, by_logical):
+    dlq = (t.get("DeadLetterConfig") or {}).get("Arn")
+    if dlq:
+        logical = json.loads(dlq[len("<Fn::GetAtt ") : -1])[0]
+        dlq = by_logical[logical]["Properties"]["QueueName"]
+    retry = t.get("RetryPolicy")
+    return {
+        "Id": t["Id"],
+        "InputTransformer": t.get("InputTransformer"),
+        "DeadLetterQueue": dlq,
+        "RetryPolicy": retry and {k: int(v) for k, v in retry.items()},
+    }
+
+
 def table_settings(dynamo, name):
     t = dynamo.describe_table(TableName=name)["Table"]
     ttl = dynamo.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
@@ -234,8 +259,8 @@ def agree(endpoint, bridge_path, shipping_path):
                 check.same(f"{logical} pattern", props["EventPattern"], json.loads(rule["EventPattern"]))
                 check.same(f"{logical} state", props.get("State", "ENABLED"), rule["State"])
                 targets = events.list_targets_by_rule(Rule=props["Name"], EventBusName=props["EventBusName"])["Targets"]
-                declared = [{"Id": t["Id"], "InputTransformer": t.get("InputTransformer")} for t in props["Targets"]]
-                actual = [{"Id": t["Id"], "InputTransformer": t.get("InputTransformer")} for t in targets]
+                declared = [declared_target(t, by_logical) for t in props["Targets"]]
+                actual = [target_settings(t) for t in targets]
                 check.same(f"{logical} targets", declared, actual)
     return check.problems
 

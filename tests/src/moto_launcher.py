@@ -358,6 +358,56 @@ def replay_events(self, archive):
 events_models.Replay.replay_events = replay_events
 
 
+# EventBridge delivers to a rule's targets after PutEvents has answered: a target that cannot take
+# an event (a deleted queue, a refused message) never fails PutEvents. AWS then sends the event
+# to the target's DeadLetterConfig queue with ERROR_CODE / ERROR_MESSAGE / RULE_ARN / TARGET_ARN
+# attributes, or drops it if the target has none. moto instead raised the target's error out of
+# PutEvents (the publisher then retried a call AWS had accepted) and ignored DeadLetterConfig.
+import json  # noqa: E402
+import logging  # noqa: E402
+
+_send_to_targets = events_models.Rule.send_to_targets
+
+
+def send_to_targets(self, original_event, transform_input=True):
+    for target in list(self.targets):
+        one = copy.copy(self)
+        one.targets = [target]
+        try:
+            _send_to_targets(one, original_event, transform_input)
+        except Exception as err:  # noqa: BLE001 - any target failure is the target's, as on AWS
+            code = getattr(err, "code", None) or type(err).__name__
+            message = getattr(err, "message", None) or str(err)
+            dlq = (target.get("DeadLetterConfig") or {}).get("Arn")
+            if not dlq:
+                logging.warning("event dropped: target %s of %s failed: %s", target["Arn"], self.arn, code)
+                continue
+            from moto.sqs import sqs_backends
+
+            event = dict(original_event)
+            if "time" in event:
+                try:
+                    event["time"] = events_models.iso_8601_datetime_without_milliseconds(
+                        events_models.utcfromtimestamp(float(event["time"]))
+                    )
+                except (TypeError, ValueError):
+                    pass
+            attribute = lambda value: {"DataType": "String", "StringValue": str(value)}  # noqa: E731
+            sqs_backends[self.account_id][self.region_name].send_message(
+                queue_name=dlq.split(":")[-1],
+                message_body=json.dumps(event),
+                message_attributes={
+                    "ERROR_CODE": attribute(code),
+                    "ERROR_MESSAGE": attribute(message),
+                    "RULE_ARN": attribute(self.arn),
+                    "TARGET_ARN": attribute(target["Arn"]),
+                },
+            )
+
+
+events_models.Rule.send_to_targets = send_to_targets
+
+
 # CloudFormation: `Ref` of an AWS::Events::EventBus or AWS::Events::Archive is its name on AWS;
 # moto has no physical id for them and hands out the Python object's repr instead (so a stack's
 # outputs, and any resource referring to the bus by Ref, get garbage).

@@ -2,7 +2,9 @@
 //! queue's maxReceiveCount, then lands in the DLQ with its reason, while every other event is
 //! applied. Events DynamoDB cannot store (a key over 2,048 bytes, a number beyond its range) are
 //! parked the same way and never stop the service; and a DynamoDB brownout that outlasts the
-//! queue's whole redrive budget dead-letters no healthy event.
+//! queue's whole redrive budget dead-letters no healthy event. Events EventBridge cannot deliver
+//! to the queue at all (it was deleted) wait in the same DLQ, with EventBridge's reason, until a
+//! redrive once the queue is back: none is dropped between the bus and the service.
 
 use std::time::{Duration, Instant};
 
@@ -487,5 +489,102 @@ async fn the_publisher_parks_outbox_items_it_cannot_publish() -> anyhow::Result<
         .all(|p| p["sequence_number"].as_str().is_some_and(|s| !s.is_empty())));
     assert_eq!(events.by_event_id().len(), 1, "only the good item was published");
     service.ensure_running()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_rule_cannot_deliver_wait_in_the_dlq_until_redriven() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    stack.run_ok("shipping", &["setup"]).await?;
+    // The queue is deleted (a cleanup gone wrong, a stack update): every delivery of the rule fails.
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue = harness::dlq::queue_url(&sqs, "shipping-events").await?;
+    sqs.delete_queue().queue_url(&queue).send().await?;
+    let bridge = stack.spawn("bridge", &["run", "--lease-duration-secs", "3"])?;
+    stack.wait_slot_active("outbox_bridge", &bridge).await?;
+    stack
+        .run_ok(
+            "legacy-sim",
+            &[
+                "load",
+                "--customers",
+                "3",
+                "--orders",
+                "6",
+                "--concurrency",
+                "2",
+                "--seed",
+                "5",
+                "--progress",
+                "never",
+            ],
+        )
+        .await?;
+    let pg = stack.pg.client().await?;
+    let subscribed: Vec<String> = [
+        "CustomerCreated",
+        "CreditReserved",
+        "CreditReleased",
+        "OrderPlaced",
+        "OrderRejected",
+        "OrderCancelled",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let expected: i64 = pg
+        .query_one("SELECT count(*) FROM outbox WHERE type = ANY($1)", &[&subscribed])
+        .await?
+        .get(0);
+    assert!(expected > 0);
+
+    let parked = harness::wait::until(
+        "every undeliverable event in the DLQ",
+        Duration::from_secs(120),
+        || async {
+            bridge.ensure_running()?;
+            let listed: serde_json::Value = serde_json::from_str(
+                &stack
+                    .run_ok(
+                        "shipping",
+                        &["dlq", "list", "--json", "--max", "1000", "--hold-secs", "1"],
+                    )
+                    .await?,
+            )?;
+            let n = listed.as_array().map(Vec::len).unwrap_or(0) as i64;
+            Ok((n >= expected).then_some(listed))
+        },
+    )
+    .await?;
+    let parked = parked.as_array().cloned().unwrap_or_default();
+    assert_eq!(parked.len() as i64, expected, "each event once");
+    for p in &parked {
+        let reason = p["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("eventbridge could not deliver it to") && reason.contains("shipping-events"),
+            "{p}"
+        );
+    }
+
+    // The queue is back; the redrive hands each event to it, and the service applies them all.
+    stack.run_ok("shipping", &["setup"]).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // the listing's hold
+    let out = stack
+        .run_ok("shipping", &["dlq", "redrive", "--max", "1000"])
+        .await?;
+    assert!(out.contains(&format!("redriven {expected} event(s)")), "{out}");
+    let service = stack.spawn("shipping", &["run", "--wait-seconds", "1"])?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let report = harness::wait::until("every event applied", Duration::from_secs(180), || {
+        let (pg, dynamo, service) = (&pg, &dynamo, &service);
+        async move {
+            service.ensure_running()?;
+            let report = shipping::check(pg, dynamo, "shipping-customers", "shipping-shipments").await?;
+            let inbox = shipping::scan(dynamo, "shipping-inbox").await?.len() as i64;
+            Ok((report.exact() && inbox == expected).then_some(report))
+        }
+    })
+    .await?;
+    assert!(report.exact(), "{report}");
     Ok(())
 }

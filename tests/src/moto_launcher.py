@@ -215,6 +215,70 @@ def get_records(self, last_sequence_id, limit):
 
 kinesis.Shard.get_records = get_records
 
+
+# Resharding, as Kinesis does it. moto moved a split or merged shard's records into its children
+# (re-put, so readers saw every record twice and out of order), kept routing new records to the
+# closed parent (the first shard whose hash range holds the key), and never ended a closed
+# shard's reads. On Kinesis the parent keeps its records and takes no new ones, the children
+# start empty, and GetRecords past a closed shard's last record answers NextShardIterator null —
+# the signal a reader needs to finish the parent before it reads the children.
+from collections import OrderedDict  # noqa: E402
+
+
+def _keeping_records(method, shard_ids):
+    def wrapper(self, *args):
+        shards = [self.shards.get(args[i]) for i in shard_ids]
+        with _lock:  # no record is put while the parents' records are set aside
+            kept = [(s, s.records) for s in shards if s is not None]
+            for s, _ in kept:
+                s.records = OrderedDict()
+            try:
+                return method(self, *args)
+            finally:
+                for s, records in kept:
+                    s.records = records
+
+    return wrapper
+
+
+kinesis.Stream.split_shard = _keeping_records(kinesis.Stream.split_shard, [0])
+kinesis.Stream.merge_shards = _keeping_records(kinesis.Stream.merge_shards, [0, 1])
+
+_get_shard_for_key = kinesis.Stream.get_shard_for_key
+
+
+def get_shard_for_key(self, partition_key, explicit_hash_key):
+    shard = _get_shard_for_key(self, partition_key, explicit_hash_key)  # moto's validation
+    if shard is None or shard.is_open:
+        return shard
+    if explicit_hash_key:
+        key = int(explicit_hash_key)
+    else:
+        key = int(kinesis.md5_hash(partition_key.encode("utf-8")).hexdigest(), 16)
+    for candidate in self.shards.values():
+        if candidate.is_open and candidate.starting_hash <= key <= candidate.ending_hash:
+            return candidate
+    return None
+
+
+kinesis.Stream.get_shard_for_key = get_shard_for_key
+
+_backend_get_records = kinesis.KinesisBackend.get_records
+
+
+def backend_get_records(self, stream_arn, shard_iterator, limit):
+    next_iterator, records, behind = _backend_get_records(self, stream_arn, shard_iterator, limit)
+    stream_name, shard_id, last = kinesis.decompose_shard_iterator(shard_iterator)
+    shard = self.describe_stream(stream_arn=stream_arn, stream_name=stream_name).get_shard(shard_id)
+    if not shard.is_open:
+        position = int(records[-1].sequence_number) if records else int(last)
+        if not shard.records or position >= shard.get_max_sequence_number():
+            next_iterator = None
+    return next_iterator, records, behind
+
+
+kinesis.KinesisBackend.get_records = backend_get_records
+
 # Fifth: costs that grow with a queue, paid on every call. moto's SQS checks each message's
 # visibility and delay by reading the clock once per message, computes every attribute (three
 # counts over all messages) to read one of them on each SendMessage, and does so again per

@@ -142,6 +142,10 @@ pub struct StatusArgs {
     /// Retained WAL (bytes) above which the slot needs attention.
     #[arg(long, env = "BRIDGE_RETAINED_WAL_THRESHOLD", default_value_t = 1 << 30, value_parser = clap::value_parser!(i64).range(0..))]
     pub retained_wal_threshold: i64,
+    /// A record the relay has not published, older than this, needs attention (90m, 6h, 2d):
+    /// Kinesis trims records past the stream's retention, read or not. Default: half the retention.
+    #[arg(long, env = "BRIDGE_UNPUBLISHED_AGE_THRESHOLD", value_parser = bridge::prune::parse_duration)]
+    pub unpublished_age_threshold: Option<std::time::Duration>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

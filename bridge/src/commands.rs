@@ -168,6 +168,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 checkpoint_table: args.resources.checkpoint_table,
                 dead_letter_queue: args.resources.dead_letter_queue,
                 retained_wal_threshold: args.retained_wal_threshold,
+                unpublished_age_threshold: args.unpublished_age_threshold,
             };
             let status = bridge::status::gather(&aws, &cfg).await;
             if args.json {

@@ -17,5 +17,6 @@ pub mod sink;
 pub mod sql;
 pub mod status;
 pub mod table;
+pub mod unpublished;
 
 pub use eventing::aws_config;

@@ -21,6 +21,8 @@ pub struct StatusConfig {
     pub dead_letter_queue: String,
     /// Retained WAL above this many bytes needs attention.
     pub retained_wal_threshold: i64,
+    /// An unpublished record older than this needs attention (None: half the stream's retention).
+    pub unpublished_age_threshold: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -74,7 +76,11 @@ pub struct Status {
     pub publication_tables: Option<Vec<String>>,
     pub stream_status: Option<String>,
     pub open_shards: Option<i32>,
+    /// How long the stream keeps a record, read or not.
+    pub retention_hours: Option<i32>,
     pub shards: Vec<ShardStatus>,
+    /// Per shard with one, the oldest record the relay has not published.
+    pub oldest_unpublished: Vec<crate::unpublished::Unpublished>,
     pub dead_letters: Option<i64>,
     /// How far delivery got, as capture last recorded it (for outbox recovery).
     pub delivered: Option<DeliveredStatus>,
@@ -113,6 +119,7 @@ pub async fn gather(aws: &aws_config::SdkConfig, cfg: &StatusConfig) -> Status {
             if let Some(d) = out.stream_description_summary() {
                 status.stream_status = Some(d.stream_status().as_str().to_owned());
                 status.open_shards = Some(d.open_shard_count());
+                status.retention_hours = Some(d.retention_period_hours());
             }
         }
         Err(err) => status.attention.push(format!(
@@ -163,6 +170,19 @@ pub async fn gather(aws: &aws_config::SdkConfig, cfg: &StatusConfig) -> Status {
         Err(err) => status.attention.push(format!(
             "checkpoint table `{}`: {}",
             cfg.checkpoint_table,
+            code(&err)
+        )),
+    }
+    let published: HashMap<String, Option<String>> = status
+        .shards
+        .iter()
+        .map(|s| (s.shard_id.clone(), s.checkpoint.clone()))
+        .collect();
+    match crate::unpublished::oldest(&kinesis, &cfg.stream, &published).await {
+        Ok(found) => status.oldest_unpublished = found,
+        Err(err) => status.attention.push(format!(
+            "cannot read kinesis stream `{}` after the checkpoints: {}",
+            cfg.stream,
             code(&err)
         )),
     }
@@ -249,6 +269,23 @@ fn judge(status: &mut Status, cfg: &StatusConfig) {
             expired + never_leased
         ));
     }
+    let limit = crate::unpublished::threshold(cfg.unpublished_age_threshold, status.retention_hours);
+    for u in &status.oldest_unpublished {
+        let age = std::time::Duration::from_millis(u64::try_from(u.age_ms).unwrap_or(0));
+        if age > limit {
+            notes.push(format!(
+                "shard {}: its oldest unpublished record arrived {} ago (threshold {}); the stream keeps \
+                 records {} h, then trims them read or not — lost to EventBridge unless republished \
+                 from the outbox: is a relay running and keeping up?",
+                u.shard_id,
+                human(age),
+                human(limit),
+                status
+                    .retention_hours
+                    .map_or_else(|| "?".into(), |h| h.to_string()),
+            ));
+        }
+    }
     if let Some(n) = status.dead_letters.filter(|n| *n > 0) {
         notes.push(format!(
             "{n} record(s) parked in `{}`: `bridge dlq list` shows why",
@@ -292,6 +329,16 @@ async fn postgres_status(
         .map(|r| r.get(0))
         .collect();
     Ok((slot, tables))
+}
+
+/// A duration as a status line says it: the largest whole unit.
+fn human(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
+    }
 }
 
 async fn checkpoints(
@@ -444,6 +491,16 @@ pub fn render(status: &Status, cfg: &StatusConfig) -> String {
             or(&s.checkpoint)
         );
     }
+    for u in &status.oldest_unpublished {
+        let _ = writeln!(
+            out,
+            "  shard {:<24} oldest unpublished record arrived {} ago",
+            u.shard_id,
+            human(std::time::Duration::from_millis(
+                u64::try_from(u.age_ms).unwrap_or(0)
+            ))
+        );
+    }
     let _ = writeln!(
         out,
         "dead letters {:<12} {}",
@@ -473,6 +530,7 @@ mod tests {
             checkpoint_table: "c".into(),
             dead_letter_queue: "d".into(),
             retained_wal_threshold: 1 << 30,
+            unpublished_age_threshold: None,
         }
     }
 

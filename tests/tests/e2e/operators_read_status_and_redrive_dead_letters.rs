@@ -32,6 +32,52 @@ async fn status_flags_what_needs_attention_and_dead_letters_can_be_redriven() ->
     assert_eq!(idle["slot"]["exists"], true);
     assert_eq!(idle["publication_tables"][0], "public.outbox");
 
+    // A record no relay has read: status says how old it is, and past the threshold (half the
+    // stream's retention by default) that it is on its way to being trimmed unread.
+    let sdk = stack.moto.sdk_config().await;
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let waiting = kinesis
+        .put_record()
+        .stream_name(&stack.stream)
+        .partition_key("quiet")
+        .data(aws_sdk_kinesis::primitives::Blob::new(
+            serde_json::json!({"data": {"id": 1}, "metadata": {"record-type": "data", "operation": "insert",
+                "schema-name": "public", "table-name": "customers"}})
+            .to_string()
+            .into_bytes(),
+        ))
+        .send()
+        .await?
+        .shard_id()
+        .to_owned();
+    assert_eq!(idle["retention_hours"], 24);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, out, err) = process::run(
+        "bridge",
+        &["status", "--json", "--unpublished-age-threshold", "1s"],
+        &stack.env(),
+    )
+    .await?;
+    assert_eq!(code, Some(1), "{out}{err}");
+    let late: Value = serde_json::from_str(&out)?;
+    let unpublished = late["oldest_unpublished"].as_array().cloned().unwrap_or_default();
+    assert_eq!(unpublished.len(), 1, "{late}");
+    assert_eq!(unpublished[0]["shard_id"], waiting.as_str());
+    assert!(
+        unpublished[0]["age_ms"].as_i64().is_some_and(|ms| ms >= 1000),
+        "{late}"
+    );
+    let trim_warning = format!("shard {waiting}: its oldest unpublished record arrived");
+    assert!(
+        attention(&late).contains(&trim_warning) && attention(&late).contains("keeps records 24 h"),
+        "{late}"
+    );
+    let (_, fresh) = status(&stack).await?;
+    assert!(
+        !attention(&fresh).contains(&trim_warning),
+        "12 h by default: {fresh}"
+    );
+
     let bridge = stack.spawn("bridge", &["run", "--lease-duration-secs", "3"])?;
     stack.wait_slot_active("outbox_bridge", &bridge).await?;
     let healthy = harness::wait::until("status to be all well", Duration::from_secs(60), || async {
@@ -49,10 +95,15 @@ async fn status_flags_what_needs_attention_and_dead_letters_can_be_redriven() ->
         .flatten()
         .all(|s| s["owner"].is_string()));
     assert_eq!(healthy["dead_letters"], 0);
+    // Once the relay read past it, nothing is left unpublished.
+    let caught_up = harness::wait::until("the relay past the record", Duration::from_secs(30), || async {
+        let (_, v) = status(&stack).await?;
+        Ok((v["oldest_unpublished"].as_array().is_some_and(Vec::is_empty)).then_some(v))
+    })
+    .await?;
+    assert!(!attention(&caught_up).contains("unpublished"), "{caught_up}");
 
     // A record that is not JSON: the relay parks it; status and the DLQ tools show it.
-    let sdk = stack.moto.sdk_config().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
     kinesis
         .put_record()
         .stream_name(&stack.stream)

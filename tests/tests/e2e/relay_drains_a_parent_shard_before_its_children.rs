@@ -2,7 +2,7 @@
 //! is behind: the closed parent still holds 1,000 unread records when the children receive newer
 //! ones of the same aggregates. The relay publishes every event of the parent before any of its
 //! children's — so an aggregate's events keep their order across the reshard — loses none, and
-//! goes on streaming from the children.
+//! goes on streaming from the children, and through a merge of the two back into one.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -136,6 +136,41 @@ async fn children_are_read_only_after_their_parent_is_drained() -> anyhow::Resul
 
     // Streaming goes on from the children.
     write(&stack, "later", 2).await?;
+    let ids: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
+    events
+        .until_all(&ids, Duration::from_secs(60), || {
+            format!("relay:\n{}", relay.output())
+        })
+        .await?;
+    // And through a merge (2 → 1: one child of two parents) while the relay keeps up.
+    stack
+        .kinesis
+        .update_shard_count()
+        .stream_name(&stack.stream)
+        .target_shard_count(1)
+        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+        .send()
+        .await?;
+    write(&stack, "merged", 2).await?;
+    let shards = stack
+        .kinesis
+        .list_shards()
+        .stream_name(&stack.stream)
+        .send()
+        .await?;
+    let open: Vec<_> = shards
+        .shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_none()
+        })
+        .collect();
+    assert!(
+        open.len() == 1 && open[0].adjacent_parent_shard_id().is_some(),
+        "one open shard, the child of two: {shards:?}"
+    );
     let ids: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
     events
         .until_all(&ids, Duration::from_secs(60), || {

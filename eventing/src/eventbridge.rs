@@ -127,10 +127,18 @@ pub struct Publisher {
 #[derive(Default)]
 struct Settled {
     refused: Vec<Refused>,
-    alone_refused: Vec<(Event, String, String)>,
+    /// With EventBridge's message.
+    alone_refused: Vec<(Event, String)>,
 }
 
 impl Settled {
+    fn entries_refused(refused: Vec<Refused>) -> Self {
+        Self {
+            refused,
+            alone_refused: Vec::new(),
+        }
+    }
+
     fn merge(&mut self, other: Settled) {
         self.refused.extend(other.refused);
         self.alone_refused.extend(other.alone_refused);
@@ -222,10 +230,11 @@ impl Publisher {
         }
         refused.extend(settled.refused);
         // Decided once every call is settled, so the order the calls came back in does not matter.
-        for (event, code, message) in settled.alone_refused {
+        for (event, message) in settled.alone_refused {
+            let code = CALL_REFUSED_FOR_CONTENT;
             if !self.accepted.load(Ordering::SeqCst) {
                 return Err(PublishError::RefusedFromTheStart {
-                    code,
+                    code: code.to_owned(),
                     message,
                     event_id: event.event_id,
                 });
@@ -313,10 +322,7 @@ impl Publisher {
                         for (event, _) in &pending {
                             self.traced(event, started);
                         }
-                        return Ok(Settled {
-                            refused,
-                            ..Settled::default()
-                        });
+                        return Ok(Settled::entries_refused(refused));
                     }
                     if results.len() != pending.len() {
                         "malformed_response"
@@ -344,10 +350,7 @@ impl Publisher {
                         }
                         pending = retry;
                         if pending.is_empty() {
-                            return Ok(Settled {
-                                refused,
-                                ..Settled::default()
-                            });
+                            return Ok(Settled::entries_refused(refused));
                         }
                         if throttled {
                             "throttled"
@@ -359,18 +362,11 @@ impl Publisher {
                 Err(err) => match transient_cause(&err) {
                     Some(cause) => cause,
                     None if err.code() == Some(CALL_REFUSED_FOR_CONTENT) => {
-                        let mut settled = Settled {
-                            refused,
-                            ..Settled::default()
-                        };
+                        let mut settled = Settled::entries_refused(refused);
                         if pending.len() == 1 {
                             let message = err.message().unwrap_or_default().to_owned();
                             if let Some((event, _)) = pending.pop() {
-                                settled.alone_refused.push((
-                                    event,
-                                    CALL_REFUSED_FOR_CONTENT.to_owned(),
-                                    message,
-                                ));
+                                settled.alone_refused.push((event, message));
                             }
                             return Ok(settled);
                         }

@@ -38,9 +38,10 @@ pub(crate) enum Fault {
     PartitionAws,
     ExactNumbers,
     Unstorable,
+    Reshard,
 }
 
-pub(crate) const KINDS: [Fault; 24] = [
+pub(crate) const KINDS: [Fault; 25] = [
     Fault::KillCapture,
     Fault::KillRelay,
     Fault::KillShipping,
@@ -65,6 +66,7 @@ pub(crate) const KINDS: [Fault; 24] = [
     Fault::PartitionAws,
     Fault::ExactNumbers,
     Fault::Unstorable,
+    Fault::Reshard,
 ];
 
 /// The paths a fault can be injected on.
@@ -162,6 +164,29 @@ pub(crate) async fn inject(
                 insert_event(stack, "Customer", "CustomerCreated", &long_key.to_string()).await?,
                 insert_event(stack, "Customer", "CustomerCreated", overflow).await?,
             ]);
+        }
+        Fault::Reshard => {
+            // Halves or doubles the open shards (4 → 2 → 4 …): merged or split parents close
+            // mid-load, with records the relay has not read yet, and their children take the
+            // same aggregates' next records.
+            let summary = stack
+                .kinesis
+                .describe_stream_summary()
+                .stream_name(&stack.stream)
+                .send()
+                .await?;
+            let open = summary
+                .stream_description_summary()
+                .map_or(1, |d| d.open_shard_count());
+            let target = if open >= 4 { open / 2 } else { open * 2 };
+            stack
+                .kinesis
+                .update_shard_count()
+                .stream_name(&stack.stream)
+                .target_shard_count(target)
+                .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+                .send()
+                .await?;
         }
     }
     Ok(Vec::new())

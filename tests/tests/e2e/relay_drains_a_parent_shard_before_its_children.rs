@@ -30,6 +30,18 @@ async fn write(stack: &Stack, round: &str, n: i32) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn reshard(stack: &Stack, shards: i32) -> anyhow::Result<()> {
+    stack
+        .kinesis
+        .update_shard_count()
+        .stream_name(&stack.stream)
+        .target_shard_count(shards)
+        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+        .send()
+        .await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn children_are_read_only_after_their_parent_is_drained() -> anyhow::Result<()> {
     let stack = Stack::start_with_shards(1).await?;
@@ -48,14 +60,7 @@ async fn children_are_read_only_after_their_parent_is_drained() -> anyhow::Resul
     stack
         .wait_all_in_kinesis(&capture, Duration::from_secs(60))
         .await?;
-    stack
-        .kinesis
-        .update_shard_count()
-        .stream_name(&stack.stream)
-        .target_shard_count(2)
-        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
-        .send()
-        .await?;
+    reshard(&stack, 2).await?;
     // After it: the same aggregates, into the children.
     write(&stack, "after", 20).await?;
     let records = stack
@@ -143,14 +148,7 @@ async fn children_are_read_only_after_their_parent_is_drained() -> anyhow::Resul
         })
         .await?;
     // And through a merge (2 → 1: one child of two parents) while the relay keeps up.
-    stack
-        .kinesis
-        .update_shard_count()
-        .stream_name(&stack.stream)
-        .target_shard_count(1)
-        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
-        .send()
-        .await?;
+    reshard(&stack, 1).await?;
     write(&stack, "merged", 2).await?;
     let shards = stack
         .kinesis

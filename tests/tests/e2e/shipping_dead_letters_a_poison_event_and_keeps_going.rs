@@ -522,16 +522,7 @@ async fn events_the_rule_cannot_deliver_wait_in_the_dlq_until_redriven() -> anyh
         )
         .await?;
     let pg = stack.pg.client().await?;
-    let subscribed: Vec<String> = [
-        "CustomerCreated",
-        "CreditReserved",
-        "CreditReleased",
-        "OrderPlaced",
-        "OrderRejected",
-        "OrderCancelled",
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let subscribed: Vec<String> = shipping::SUBSCRIBED_TYPES.map(str::to_owned).to_vec();
     let expected: i64 = pg
         .query_one("SELECT count(*) FROM outbox WHERE type = ANY($1)", &[&subscribed])
         .await?
@@ -574,17 +565,6 @@ async fn events_the_rule_cannot_deliver_wait_in_the_dlq_until_redriven() -> anyh
         .await?;
     assert!(out.contains(&format!("redriven {expected} event(s)")), "{out}");
     let service = stack.spawn("shipping", &["run", "--wait-seconds", "1"])?;
-    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    let report = harness::wait::until("every event applied", Duration::from_secs(180), || {
-        let (pg, dynamo, service) = (&pg, &dynamo, &service);
-        async move {
-            service.ensure_running()?;
-            let report = shipping::check(pg, dynamo, "shipping-customers", "shipping-shipments").await?;
-            let inbox = shipping::scan(dynamo, "shipping-inbox").await?.len() as i64;
-            Ok((report.exact() && inbox == expected).then_some(report))
-        }
-    })
-    .await?;
-    assert!(report.exact(), "{report}");
+    shipping::wait_consistent(&stack, &[&service, &bridge], Duration::from_secs(180)).await?;
     Ok(())
 }

@@ -50,3 +50,15 @@ pub async fn read_all(client: &aws_sdk_kinesis::Client, stream: &str) -> anyhow:
     }
     Ok(out)
 }
+
+/// Changes `stream`'s open shard count (UpdateShardCount, uniform scaling): splits or merges.
+pub async fn reshard(client: &aws_sdk_kinesis::Client, stream: &str, shards: i32) -> anyhow::Result<()> {
+    client
+        .update_shard_count()
+        .stream_name(stream)
+        .target_shard_count(shards)
+        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+        .send()
+        .await?;
+    Ok(())
+}

@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use aws_sdk_kinesis::types::Shard;
 use harness::bus;
 use harness::faults::FaultProxy;
 use harness::process::Proc;
@@ -31,15 +32,22 @@ async fn write(stack: &Stack, round: &str, n: i32) -> anyhow::Result<()> {
 }
 
 async fn reshard(stack: &Stack, shards: i32) -> anyhow::Result<()> {
-    stack
+    harness::kinesis::reshard(&stack.kinesis, &stack.stream, shards).await
+}
+
+/// The stream's shards: (closed, open).
+async fn shards(stack: &Stack) -> anyhow::Result<(Vec<Shard>, Vec<Shard>)> {
+    let out = stack
         .kinesis
-        .update_shard_count()
+        .list_shards()
         .stream_name(&stack.stream)
-        .target_shard_count(shards)
-        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
         .send()
         .await?;
-    Ok(())
+    Ok(out.shards().iter().cloned().partition(|s| {
+        s.sequence_number_range()
+            .and_then(|r| r.ending_sequence_number())
+            .is_some()
+    }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,22 +75,8 @@ async fn children_are_read_only_after_their_parent_is_drained() -> anyhow::Resul
         .wait_all_in_kinesis(&capture, Duration::from_secs(60))
         .await?;
 
-    let shards = stack
-        .kinesis
-        .list_shards()
-        .stream_name(&stack.stream)
-        .send()
-        .await?;
-    let parent: HashSet<String> = shards
-        .shards()
-        .iter()
-        .filter(|s| {
-            s.sequence_number_range()
-                .and_then(|r| r.ending_sequence_number())
-                .is_some()
-        })
-        .map(|s| s.shard_id().to_owned())
-        .collect();
+    let (closed, _) = shards(&stack).await?;
+    let parent: HashSet<String> = closed.iter().map(|s| s.shard_id().to_owned()).collect();
     assert_eq!(parent.len(), 1, "the one shard is closed: {shards:?}");
     let shard_of: HashMap<String, String> = records
         .iter()
@@ -150,24 +144,10 @@ async fn children_are_read_only_after_their_parent_is_drained() -> anyhow::Resul
     // And through a merge (2 → 1: one child of two parents) while the relay keeps up.
     reshard(&stack, 1).await?;
     write(&stack, "merged", 2).await?;
-    let shards = stack
-        .kinesis
-        .list_shards()
-        .stream_name(&stack.stream)
-        .send()
-        .await?;
-    let open: Vec<_> = shards
-        .shards()
-        .iter()
-        .filter(|s| {
-            s.sequence_number_range()
-                .and_then(|r| r.ending_sequence_number())
-                .is_none()
-        })
-        .collect();
+    let (_, open) = shards(&stack).await?;
     assert!(
         open.len() == 1 && open[0].adjacent_parent_shard_id().is_some(),
-        "one open shard, the child of two: {shards:?}"
+        "one open shard, the child of two: {open:?}"
     );
     let ids: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
     events

@@ -179,14 +179,7 @@ pub(crate) async fn inject(
                 .stream_description_summary()
                 .map_or(1, |d| d.open_shard_count());
             let target = if open >= 4 { open / 2 } else { open * 2 };
-            stack
-                .kinesis
-                .update_shard_count()
-                .stream_name(&stack.stream)
-                .target_shard_count(target)
-                .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
-                .send()
-                .await?;
+            harness::kinesis::reshard(&stack.kinesis, &stack.stream, target).await?;
         }
     }
     Ok(Vec::new())

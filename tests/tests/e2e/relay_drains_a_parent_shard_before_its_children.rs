@@ -77,7 +77,7 @@ async fn children_are_read_only_after_their_parent_is_drained() -> anyhow::Resul
 
     let (closed, _) = shards(&stack).await?;
     let parent: HashSet<String> = closed.iter().map(|s| s.shard_id().to_owned()).collect();
-    assert_eq!(parent.len(), 1, "the one shard is closed: {shards:?}");
+    assert_eq!(parent.len(), 1, "the one shard is closed: {closed:?}");
     let shard_of: HashMap<String, String> = records
         .iter()
         .filter_map(|r| outbox_id(r).map(|id| (id.to_owned(), r.shard.clone())))

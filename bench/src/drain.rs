@@ -182,7 +182,7 @@ pub async fn capture(
     proc.terminate(Duration::from_secs(30)).await?;
     // And the slot agrees once capture has stopped: its last status update is read by the
     // walsender on its own time, after capture has already exited, so give it a moment.
-    let confirmed = harness::wait::until("the slot to confirm the end", Duration::from_secs(10), || async {
+    let confirmed = harness::wait::until("the slot to confirm the end", Duration::from_secs(60), || async {
         let ok: bool = client
             .query_one(
                 "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",

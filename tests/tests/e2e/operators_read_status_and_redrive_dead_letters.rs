@@ -233,12 +233,14 @@ async fn a_refused_event_redriven_is_published() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Two redrives of one queue, each slower than the hold (every call slowed, `--hold-secs 3`),
+/// Two redrives of one queue, each slower than the hold (every call slowed, `--hold-secs 6`),
 /// the second starting once the first's hold ran out: each parked record goes back exactly once
 /// and the queue ends empty.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrives_longer_than_the_hold_send_each_record_once() -> anyhow::Result<()> {
-    const PARKED: u64 = 30;
+    // ~300 ms a record (two calls slowed to 150 ms): each redrive outlasts its hold several
+    // times, with seconds of margin for a loaded machine between a hold's extensions.
+    const PARKED: u64 = 60;
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -262,10 +264,10 @@ async fn redrives_longer_than_the_hold_send_each_record_once() -> anyhow::Result
         .latency_ms
         .store(150, std::sync::atomic::Ordering::SeqCst);
     let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
-    let args = ["dlq", "redrive", "--hold-secs", "3", "--max", "1000"];
+    let args = ["dlq", "redrive", "--hold-secs", "6", "--max", "1000"];
     let first = process::run("bridge", &args, &env);
     let second = async {
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        tokio::time::sleep(Duration::from_secs(7)).await;
         process::run("bridge", &args, &env).await
     };
     let (first, second) = tokio::join!(first, second);

@@ -72,8 +72,8 @@ async fn caught_up(moto: &Moto, endpoint: &Endpoint) -> anyhow::Result<bool> {
 async fn two_relays_share_a_consumer_and_a_killed_ones_shards_resume_from_their_checkpoints(
 ) -> anyhow::Result<()> {
     let (moto, endpoint, env) = stack(4).await?;
-    let relay = |id: &str| {
-        let listen = format!("127.0.0.1:{}", harness::free_port()?);
+    let relay = |id: &str, port: u16| {
+        let listen = format!("127.0.0.1:{port}");
         Proc::spawn(
             "bridge",
             &[
@@ -92,9 +92,29 @@ async fn two_relays_share_a_consumer_and_a_killed_ones_shards_resume_from_their_
             &env,
         )
     };
+    let (port_a, port_b) = (harness::free_port()?, harness::free_port()?);
+    let mut a = relay("relay-a", port_a)?;
+    let mut b = relay("relay-b", port_b)?;
+    // The events go in once the two have split the shards: a relay that started alone takes
+    // all four, and the other then takes its share over — the first may still publish until
+    // its next checkpoint write finds the lease gone, and those events would go out twice
+    // (at-least-once allows it; this test counts each event once).
+    wait::until(
+        "the relays to own two shards each",
+        Duration::from_secs(60),
+        || async {
+            a.ensure_running()?;
+            b.ensure_running()?;
+            let owned = |port| harness::metrics::scrape(port, "bridge_relay_shards_owned");
+            let (na, nb) = (
+                owned(port_a).await.unwrap_or(0.0),
+                owned(port_b).await.unwrap_or(0.0),
+            );
+            Ok((na == 2.0 && nb == 2.0).then_some(()))
+        },
+    )
+    .await?;
     endpoint.preload((0..2000).map(endpoint::outbox_record));
-    let mut a = relay("relay-a")?;
-    let mut b = relay("relay-b")?;
     let published = |n: usize| {
         let ids = endpoint.counts.event_ids.lock().map_or(0, |ids| ids.len());
         (ids >= n).then_some(())

@@ -83,13 +83,18 @@ async fn passwords_stay_out_of_logs_errors_help_and_metrics() -> anyhow::Result<
     wrong_env.retain(|(k, _)| k != "DATABASE_URL");
     wrong_env.push(("DATABASE_URL".into(), stack.pg.url_as("postgres", WRONG)));
     let mut capture = process::Proc::spawn("bridge", &["capture"], &wrong_env)?;
-    let _ = capture.wait(Duration::from_secs(8)).await;
+    let said = harness::wait::until(
+        "capture to report the refusal",
+        Duration::from_secs(60),
+        || async {
+            let out = capture.output();
+            Ok((out.contains("password") || out.contains("auth")).then_some(()))
+        },
+    )
+    .await;
     let _ = capture.terminate(Duration::from_secs(10)).await;
     let refused = capture.output();
-    assert!(
-        refused.contains("password") || refused.contains("auth"),
-        "{refused}"
-    );
+    assert!(said.is_ok(), "{refused}");
     outputs.push(("bridge capture (wrong password)".into(), refused));
 
     // --help with the URL in the environment.

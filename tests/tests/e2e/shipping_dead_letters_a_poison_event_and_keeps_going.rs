@@ -382,7 +382,7 @@ async fn a_long_brownout_parks_nothing_and_unstorable_events_are_parked_alone() 
     // already visible in the DLQ: wait for it, then check it went no further.
     harness::wait::until(
         "the dead-letter counter at 2",
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         || async {
             let n = harness::metrics::scrape(metrics_port, "shipping_events_dead_lettered_total").await?;
             Ok((n >= 2.0).then_some(()))

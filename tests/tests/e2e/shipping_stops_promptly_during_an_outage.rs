@@ -33,21 +33,22 @@ async fn a_shutdown_does_not_wait_out_the_backoff() -> anyhow::Result<()> {
     // SQS answers 503 to everything: the consumer retries with a growing delay.
     proxy.plan.set_brownout(Some("AmazonSQS."));
     harness::wait::until(
-        "a retry delay of 5 s or more",
+        "a retry delay of 10 s or more",
         Duration::from_secs(120),
         || async {
             service.ensure_running()?;
-            Ok((longest_receive_retry(&service.output()) >= 5_000).then_some(()))
+            Ok((longest_receive_retry(&service.output()) >= 10_000).then_some(()))
         },
     )
     .await?;
-    // That delay has just begun.
+    // That delay has just begun: stopping well inside it (half, leaving the rest to a loaded
+    // machine's process exit) shows the sleep was cut short.
     let asked = Instant::now();
     let code = service.terminate(Duration::from_secs(30)).await?;
     let took = asked.elapsed();
     assert_eq!(code, Some(0), "{}", service.output());
     assert!(
-        took < Duration::from_secs(3),
+        took < Duration::from_secs(5),
         "took {took:?} to stop during the outage:\n{}",
         service.output()
     );

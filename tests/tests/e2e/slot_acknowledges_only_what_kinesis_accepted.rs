@@ -57,10 +57,11 @@ async fn confirmed_flush_waits_for_kinesis_and_then_advances() -> anyhow::Result
             highest_during_outage.max(stack.confirmed_flush("outbox_bridge").await?.unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Work waiting for Kinesis longer than the stall bound: /healthz says so.
-    let (code, body) = harness::metrics::health(port).await?;
-    assert_eq!(code, 503, "{body}");
-    assert!(body.contains("not acknowledged"), "{body}");
+    // Work waiting for Kinesis longer than the stall bound: /healthz says so (once capture has
+    // had the commit that long; a loaded machine may hand it over late). Still not acknowledged.
+    harness::metrics::wait_health(port, 503, "not acknowledged", Duration::from_secs(30)).await?;
+    highest_during_outage =
+        highest_during_outage.max(stack.confirmed_flush("outbox_bridge").await?.unwrap_or(0));
 
     // Back: the record lands, and only now does the slot pass its commit.
     proxy.set_up(true);

@@ -11,9 +11,10 @@
 //! A call EventBridge refuses *as a whole* for its content (`ValidationException`: a limit these
 //! checks do not know of) is split in halves until the event behind it is alone in its call;
 //! that event is handed back with EventBridge's reason and the rest are published. Only once
-//! EventBridge has accepted something, though: a refusal of every call from the start is the
+//! EventBridge has accepted something, though: a refusal of every call from the start may be the
 //! configuration's (a bus name EventBridge cannot take), and parking each event for it would
-//! drain a healthy stream into the dead-letter queue — that stops the caller instead.
+//! drain a healthy stream into the dead-letter queue — the caller gets
+//! `PublishError::RefusedFromTheStart` and tries again later (the relay holds that page).
 //!
 //! Several calls of one `publish` are in flight at once (`calls_at_once`): one call at a time
 //! takes a round trip per ten events (~20 ms at AWS), which caps a caller near 500 events/s
@@ -93,8 +94,8 @@ pub enum PublishError {
     },
     #[error(
         "eventbridge refused PutEvents as a whole ({code}: {message}) with event {event_id} alone in the \
-         call, and has accepted no event since start: that points at the configuration (the bus name, \
-         the region), not at one event, so nothing is parked"
+         call, and has accepted no event since start: the event or the configuration (the bus name, \
+         the region) — nothing is parked until eventbridge accepts an event"
     )]
     RefusedFromTheStart {
         code: String,

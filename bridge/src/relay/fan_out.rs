@@ -122,8 +122,11 @@ impl ShardWorker {
         let shard_label = vec![("shard".to_owned(), self.shard_id.clone())];
         let alive = self.beacon();
         let mut backoff = Backoff::call();
+        let mut held = Backoff::call();
         loop {
-            alive.beat();
+            // The beacon beats on each event received and settled (below), not on each
+            // subscribe: a shard that cannot be subscribed to or published for the stall bound
+            // shows on /healthz.
             if self.stop.is_cancelled() {
                 return Ok(WorkerEnd::Stopped);
             }
@@ -211,7 +214,6 @@ impl ShardWorker {
                     }
                 };
                 backoff.reset();
-                alive.beat();
                 self.ctx
                     .metrics
                     .relay_millis_behind
@@ -220,12 +222,23 @@ impl ShardWorker {
                 let records = event.records();
                 if let Some(last) = records.last() {
                     self.ctx.metrics.relay_records_read.inc_by(records.len() as u64);
-                    self.handle(records).await?;
+                    if let Err(err) = self.handle(records).await {
+                        if !err.holds_the_page() {
+                            return Err(err);
+                        }
+                        // Subscribe again from what was published: these records come again.
+                        let delay = held.next_delay();
+                        tracing::warn!(shard = %self.shard_id, error = %err, delay_ms = delay.as_millis() as u64, "holding the records until eventbridge accepts an event");
+                        self.sleep(delay).await;
+                        break;
+                    }
+                    held.reset();
                     let due = pending
                         .as_ref()
                         .map_or_else(|| Instant::now() + CHECKPOINT_EVERY, |(_, due)| *due);
                     pending = Some((last.sequence_number().to_owned(), due));
                 }
+                alive.beat();
                 // A closed shard's last event names its children and has nothing to continue from.
                 if !event.child_shards().is_empty() && event.continuation_sequence_number().is_empty() {
                     if !self.flush(&mut pending).await? {

@@ -53,6 +53,15 @@ impl RelayError {
             Self::StreamMissing { .. } | Self::Publish(_) | Self::DeadLetter(_) => false,
         }
     }
+
+    /// EventBridge refused a call holding one event alone before it accepted anything: the
+    /// event or the configuration, which only a later acceptance tells apart. The worker holds
+    /// its page (nothing parked, no checkpoint) and tries it again, instead of stopping the
+    /// relay: one event must not stop it, and any event accepted meanwhile — on another shard,
+    /// or after this one on the same — lets the next try park this one.
+    pub fn holds_the_page(&self) -> bool {
+        matches!(self, Self::Publish(PublishError::RefusedFromTheStart { .. }))
+    }
 }
 
 /// What every shard worker shares.

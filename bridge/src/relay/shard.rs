@@ -43,6 +43,7 @@ impl ShardWorker {
             return self.run_subscribed(consumer).await;
         }
         let mut backoff = Backoff::call();
+        let mut held = Backoff::call();
         let Some(mut iterator) = self.iterator().await? else {
             return self.finish_closed_shard().await;
         };
@@ -51,7 +52,8 @@ impl ShardWorker {
         let mut pace = ReadPace::new(self.ctx.max_reads_per_second, self.ctx.poll_interval);
         let mut at_tip = false;
         loop {
-            alive.beat();
+            // The beacon beats only once a page was read and settled (below): a shard that
+            // cannot be read or published for the stall bound shows on /healthz.
             if let Some(at) = pace.next_read(at_tip) {
                 self.sleep_until(at).await;
             }
@@ -103,13 +105,28 @@ impl ShardWorker {
             }
             if let Some(last) = records.last() {
                 self.ctx.metrics.relay_records_read.inc_by(records.len() as u64);
-                self.handle(records).await?;
+                if let Err(err) = self.handle(records).await {
+                    if !err.holds_the_page() {
+                        return Err(err);
+                    }
+                    // Read the page again from the checkpoint, with whatever came after it.
+                    let delay = held.next_delay();
+                    tracing::warn!(shard = %self.shard_id, error = %err, delay_ms = delay.as_millis() as u64, "holding the page until eventbridge accepts an event");
+                    self.sleep(delay).await;
+                    match self.iterator().await? {
+                        Some(it) => iterator = it,
+                        None => return self.finish_closed_shard().await,
+                    }
+                    continue;
+                }
+                held.reset();
                 let sequence = last.sequence_number().to_owned();
                 if let Outcome::Lost = self.checkpoint(&sequence).await? {
                     return Ok(WorkerEnd::LeaseLost);
                 }
                 self.checkpoint = Some(sequence);
             }
+            alive.beat();
             match page.next_shard_iterator() {
                 Some(next) => iterator = next.to_owned(),
                 None => return self.finish_closed_shard().await,
@@ -164,9 +181,12 @@ impl ShardWorker {
     }
 
     /// Publishes the page's events and parks its dead letters; returns when all are settled.
+    /// Records that are not events are parked after the publish, so a page held for another
+    /// try ([`RelayError::holds_the_page`]) has parked nothing yet.
     pub(super) async fn handle(&self, records: &[aws_sdk_kinesis::types::Record]) -> Result<(), RelayError> {
         let mut events: Vec<Event> = Vec::new();
         let mut sources = std::collections::HashMap::new();
+        let mut malformed = Vec::new();
         for record in records {
             let raw = record.data().as_ref();
             match envelope::decide(raw, &self.ctx.envelope) {
@@ -178,15 +198,18 @@ impl ShardWorker {
                 Decision::Skip => {
                     self.ctx.metrics.relay_records_skipped.inc();
                 }
-                Decision::DeadLetter(reason) => {
-                    self.park(&reason, record, "malformed").await?;
-                }
+                Decision::DeadLetter(reason) => malformed.push((reason, record)),
             }
         }
-        if events.is_empty() {
-            return Ok(());
+        let refused = if events.is_empty() {
+            Vec::new()
+        } else {
+            self.ctx.publisher.publish(events).await?
+        };
+        for (reason, record) in malformed {
+            self.park(&reason, record, "malformed").await?;
         }
-        for refused in self.ctx.publisher.publish(events).await? {
+        for refused in refused {
             // The stream record it came from, as for any dead letter: a redrive replays it
             // through the relay, where a raised limit or a fixed rule lets it through.
             match sources.get(&refused.event.event_id) {

@@ -4,8 +4,10 @@
 //! metadata too large even after the claim check) are parked before PutEvents, so they cannot
 //! fail a whole request — EventBridge's request validation is emulated by a proxy. An event that
 //! makes EventBridge refuse its whole call for a limit the relay does not know of is found by
-//! splitting the call, and parked alone; but a refusal of every call from the start (the
-//! configuration, not an event) stops the relay and parks nothing.
+//! splitting the call, and parked alone; but a refusal of every call from the start (maybe the
+//! configuration, not an event) parks nothing: the worker holds its page, `/healthz` says so,
+//! and the page goes through once the refusals end — and a lone refused event right after a
+//! restart is parked as soon as another event is accepted.
 
 use std::time::Duration;
 
@@ -35,37 +37,52 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
         .put_events_entry_limit
         .store(65536, std::sync::atomic::Ordering::SeqCst);
     let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
     let relay_args = [
         "relay",
         "--max-event-bytes",
         "65536",
         "--lease-duration-secs",
         "3",
+        "--stall-timeout-secs",
+        "2",
+        "--metrics-listen",
+        &listen,
     ];
     let pg = stack.pg.client().await?;
 
-    // Every call refused as a whole before anything was accepted: the relay stops, parks nothing.
+    // Every call refused as a whole before anything was accepted (a bus EventBridge cannot take,
+    // or one bad event — nothing tells them apart yet): the relay keeps running, parks nothing,
+    // and /healthz names the shard that makes no progress.
     set_refusal(&proxy, Some("\"Entries\""));
     let first = "00000000-0000-0000-0000-0000000000c1";
     pg.execute(INSERT, &[&first, &"DocumentTagged", &r#"{"tag": "first"}"#])
         .await?;
-    let mut stopped = harness::process::Proc::spawn("bridge", &relay_args, &env)?;
-    let code = stopped.wait(Duration::from_secs(90)).await?;
-    let output = stopped.output();
-    assert!(
-        code.is_some_and(|c| c != 0),
-        "the relay stops: {code:?}\n{output}"
-    );
-    assert!(
-        output.contains("has accepted no event since start") && output.contains(first),
-        "{output}"
-    );
+    let mut relay = harness::process::Proc::spawn("bridge", &relay_args, &env)?;
+    harness::wait::until(
+        "the relay to hold the refused page",
+        Duration::from_secs(90),
+        || async {
+            relay.ensure_running()?;
+            let output = relay.output();
+            Ok(
+                (output.contains("has accepted no event since start") && output.contains(first))
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    let body = harness::metrics::wait_health(port, 503, "made no progress", Duration::from_secs(60)).await?;
+    assert!(body.contains("shard"), "{body}");
+    relay.ensure_running()?;
+    let output = relay.output();
     assert!(!output.contains("parked in the dead-letter queue"), "{output}");
 
     // From here on only calls holding this text are refused: one event EventBridge cannot take.
+    // The held page goes through on its next try (`first` is among the good events below).
     let marker = "refused-as-a-whole-call";
     set_refusal(&proxy, Some(marker));
-    let relay = harness::process::Proc::spawn("bridge", &relay_args, &env)?;
 
     // Garbage and a DMS-shaped outbox insert without a usable type, straight into the stream.
     for data in [b"this is not json".to_vec(), json!({"data": {"id": "e-null", "type": null, "payload": {}},
@@ -202,6 +219,61 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
     );
     let metrics = relay.output();
     assert!(metrics.contains("parked in the dead-letter queue"), "{metrics}");
+    harness::metrics::wait_health(port, 200, "", Duration::from_secs(60)).await?;
+
+    // Right after a restart (nothing accepted yet), an event EventBridge refuses, alone at the
+    // shard's tip: held, not parked, the relay running. The next event of its aggregate (same
+    // shard) is read with it, accepted, and then the refused one is parked.
+    assert_eq!(relay.terminate(Duration::from_secs(30)).await?, Some(0));
+    let relay = harness::process::Proc::spawn("bridge", &relay_args, &env)?;
+    let (lone, after) = (
+        "00000000-0000-0000-0000-0000000000d4",
+        "00000000-0000-0000-0000-0000000000e4",
+    );
+    let doc3 = |id: &str, tag: &str| {
+        format!(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+             VALUES ('{id}', 'Document', 'doc-3', 'DocumentTagged', '{{\"tag\": \"{tag}\"}}', 1)"
+        )
+    };
+    pg.batch_execute(&doc3(lone, marker)).await?;
+    harness::wait::until(
+        "the relay to hold the lone refused event",
+        Duration::from_secs(90),
+        || async {
+            relay.ensure_running()?;
+            let output = relay.output();
+            Ok((output.contains("holding the page") && output.contains(lone)).then_some(()))
+        },
+    )
+    .await?;
+    assert!(
+        !relay.output().contains("parked in the dead-letter queue"),
+        "{}",
+        relay.output()
+    );
+    pg.batch_execute(&doc3(after, "after")).await?;
+    events
+        .until("the event after the refused one", Duration::from_secs(90), |s| {
+            s.by_event_id().contains_key(after)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nrelay:\n{}", relay.output()))?;
+    harness::wait::until(
+        "the lone refused event to be parked",
+        Duration::from_secs(60),
+        || async {
+            relay.ensure_running()?;
+            Ok(relay
+                .output()
+                .lines()
+                .any(|l| l.contains("parked in the dead-letter queue") && l.contains(lone))
+                .then_some(()))
+        },
+    )
+    .await?;
+    assert!(!events.by_event_id().contains_key(lone));
+    relay.ensure_running()?;
     Ok(())
 }
 

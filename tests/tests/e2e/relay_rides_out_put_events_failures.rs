@@ -36,7 +36,15 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
     ]);
     let relay = Proc::spawn(
         "bridge",
-        &["relay", "--lease-duration-secs", "3", "--stall-timeout-secs", "4"],
+        // A stall bound above the longest retry pause (10 s): /healthz must see a worker that
+        // only retries as stalled, not merely one that sleeps long.
+        &[
+            "relay",
+            "--lease-duration-secs",
+            "3",
+            "--stall-timeout-secs",
+            "20",
+        ],
         &env,
     )?;
 
@@ -135,6 +143,26 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
             "the event written during the brownout",
             Duration::from_secs(60),
             |s| s.by_event_id().contains_key(late),
+        )
+        .await?;
+    harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
+
+    // Kinesis' GetRecords browned out: no page can be read, and /healthz says so too (a worker
+    // that only retries its read is making no progress); back, and the next event lands.
+    proxy.plan.set_brownout(Some("Kinesis_20131202.GetRecords"));
+    let body =
+        harness::metrics::wait_health(port, 503, "worker made no progress", Duration::from_secs(60)).await?;
+    assert!(body.contains("relay: shard"), "{body}");
+    proxy.plan.set_brownout(None);
+    let after = "00000000-0000-0000-0000-00000000b163";
+    stack
+        .insert_outbox(after, ("Invoice", "inv-3"), "InvoiceIssued", "{}")
+        .await?;
+    events
+        .until(
+            "the event written after the read outage",
+            Duration::from_secs(60),
+            |s| s.by_event_id().contains_key(after),
         )
         .await?;
     harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;

@@ -8,6 +8,12 @@
 //! publisher's own dead-letter queue with its reason *before* the checkpoint passes it: nothing
 //! is skipped with only a log line, and the outbox TTL cannot delete it unseen.
 //!
+//! A call EventBridge refuses as a whole before it accepted anything (the event, or a bus it
+//! cannot take: `PublishError::RefusedFromTheStart`) holds the shard: nothing parked, no
+//! checkpoint, the page read again after a growing pause — items written after it come with it,
+//! and once one is accepted the refused one is parked. Stopping the service instead would stop
+//! it again on the same item after each restart.
+//!
 //! One publisher per service is the intended deployment; a second one duplicates events
 //! (harmless, see above) but loses nothing.
 
@@ -200,11 +206,13 @@ async fn read_shard(ctx: &Context, shard: &str, cancel: &CancellationToken) -> R
     }
     let mut iterator = shard_iterator(ctx, shard, checkpoint.sequence.as_deref()).await?;
     let mut backoff = Backoff::call();
+    let mut held = Backoff::call();
+    // Beats once a page is read and settled: a shard that cannot be read or published for the
+    // stall bound shows on /healthz, however often its calls are retried meanwhile.
     let alive = ctx.metrics.health.beacon(format!(
         "shipping: the publisher made no progress on shard {shard}"
     ));
     while !cancel.is_cancelled() {
-        alive.beat();
         let out = match ctx
             .streams
             .get_records()
@@ -251,6 +259,7 @@ async fn read_shard(ctx: &Context, shard: &str, cancel: &CancellationToken) -> R
             .and_then(|d| d.sequence_number())
             .map(str::to_owned);
         let mut events: Vec<(Event, String)> = Vec::new();
+        let mut not_events = Vec::new();
         for record in records
             .iter()
             .filter(|r| r.event_name() == Some(&OperationType::Insert))
@@ -265,17 +274,35 @@ async fn read_shard(ctx: &Context, shard: &str, cancel: &CancellationToken) -> R
                         "outbox item is not an event: {}",
                         eventing::error_chain::chain(&not_an_event)
                     );
-                    park(ctx, shard, sequence, &reason, image_json(image).as_bytes()).await?;
+                    not_events.push((sequence.to_owned(), reason, image_json(image)));
                 }
             }
         }
         if !events.is_empty() {
-            publish(ctx, shard, events).await?;
+            match publish(ctx, shard, events).await {
+                Err(PublisherError::Publish(err @ PublishError::RefusedFromTheStart { .. })) => {
+                    let delay = held.next_delay();
+                    tracing::warn!(shard, error = %err, delay_ms = delay.as_millis() as u64, "holding the page until eventbridge accepts an event");
+                    tokio::select! {
+                        () = cancel.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    iterator = shard_iterator(ctx, shard, checkpoint.sequence.as_deref()).await?;
+                    continue;
+                }
+                other => other?,
+            }
+            held.reset();
+        }
+        // After the publish, so a held page has parked nothing yet.
+        for (sequence, reason, image) in not_events {
+            park(ctx, shard, &sequence, &reason, image.as_bytes()).await?;
         }
         if let Some(seq) = last_sequence {
             save_checkpoint(ctx, shard, Some(&seq), false).await?;
             checkpoint.sequence = Some(seq);
         }
+        alive.beat();
         match out.next_shard_iterator {
             Some(next) => iterator = next,
             None => {

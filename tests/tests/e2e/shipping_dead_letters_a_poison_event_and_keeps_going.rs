@@ -413,9 +413,29 @@ async fn the_publisher_parks_outbox_items_it_cannot_publish() -> anyhow::Result<
         &serde_json::json!({"source": ["shipping"]}),
     )
     .await?;
-    let service = stack.spawn(
+    // EventBridge refuses as a whole every call holding this text (a limit nothing checks
+    // before the call), from the start: nothing has been accepted yet.
+    let proxy = harness::faults::FaultProxy::start(&stack.moto.endpoint).await?;
+    let marker = "refused-as-a-whole-call";
+    if let Ok(mut holding) = proxy.plan.refuse_put_events_holding.lock() {
+        *holding = Some(marker.to_owned());
+    }
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let service = harness::process::Proc::spawn(
         "shipping",
-        &["run", "--wait-seconds", "1", "--poll-interval-ms", "100"],
+        &[
+            "run",
+            "--wait-seconds",
+            "1",
+            "--poll-interval-ms",
+            "100",
+            "--stall-timeout-secs",
+            "2",
+            "--metrics-listen",
+            &listen,
+        ],
+        &stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]),
     )?;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let put = |id: &str, data: &str, with_type: bool| {
@@ -432,6 +452,32 @@ async fn the_publisher_parks_outbox_items_it_cannot_publish() -> anyhow::Result<
         }
         item.send()
     };
+    // Alone and refused before anything was accepted: held (the service runs on, parks
+    // nothing, /healthz names the shard) — stopping would stop it again after each restart.
+    put("refused", &format!("{{\"state\": \"{marker}\"}}"), true).await?;
+    harness::wait::until(
+        "the publisher to hold the refused item",
+        Duration::from_secs(60),
+        || async {
+            service.ensure_running()?;
+            let out = service.output();
+            Ok(
+                (out.contains("holding the page") && out.contains("has accepted no event since start"))
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    let body =
+        harness::metrics::wait_health(port, 503, "publisher made no progress", Duration::from_secs(60))
+            .await?;
+    assert!(body.contains("shard"), "{body}");
+    assert!(
+        !service.output().contains("outbox item parked"),
+        "{}",
+        service.output()
+    );
+    // Written after it, read with it: once the good one is accepted, the refused one is parked.
     put("not-json", "{\"state\": ", true).await?;
     put("no-type", "{}", false).await?;
     put(
@@ -450,7 +496,7 @@ async fn the_publisher_parks_outbox_items_it_cannot_publish() -> anyhow::Result<
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let dlq = harness::dlq::queue_url(&sqs, "shipping-outbox-dlq").await?;
     let parked = std::sync::Mutex::new(Vec::new());
-    harness::wait::until("both bad items parked", Duration::from_secs(60), || {
+    harness::wait::until("the three bad items parked", Duration::from_secs(60), || {
         let (sqs, dlq) = (&sqs, &dlq);
         let parked = &parked;
         async move {
@@ -468,14 +514,20 @@ async fn the_publisher_parks_outbox_items_it_cannot_publish() -> anyhow::Result<
                     m.body().unwrap_or_default(),
                 )?);
             }
-            Ok((parked.len() >= 2).then_some(()))
+            Ok((parked.len() >= 3).then_some(()))
         }
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
     let parked = parked.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
     let reasons: Vec<&str> = parked.iter().filter_map(|p| p["reason"].as_str()).collect();
-    assert_eq!(reasons.len(), 2, "{parked:?}");
+    assert_eq!(reasons.len(), 3, "{parked:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("refused a PutEvents call holding only event refused")),
+        "{reasons:?}"
+    );
     assert!(
         reasons.iter().any(|r| r.contains("not-json: data is not JSON")),
         "{reasons:?}"
@@ -488,6 +540,7 @@ async fn the_publisher_parks_outbox_items_it_cannot_publish() -> anyhow::Result<
         .iter()
         .all(|p| p["sequence_number"].as_str().is_some_and(|s| !s.is_empty())));
     assert_eq!(events.by_event_id().len(), 1, "only the good item was published");
+    harness::metrics::wait_health(port, 200, "", Duration::from_secs(60)).await?;
     service.ensure_running()?;
     Ok(())
 }

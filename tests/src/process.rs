@@ -106,6 +106,20 @@ impl Proc {
         }
         Ok(())
     }
+
+    /// Waits until the output holds every one of `needles` on one line, the process running
+    /// meanwhile (its exit fails the wait with its output).
+    pub async fn wait_output(&self, what: &str, needles: &[&str], timeout: Duration) -> anyhow::Result<()> {
+        crate::wait::until(what, timeout, || async {
+            self.ensure_running()?;
+            let found = self
+                .output()
+                .lines()
+                .any(|line| needles.iter().all(|n| line.contains(n)));
+            Ok(found.then_some(()))
+        })
+        .await
+    }
 }
 
 impl Drop for Proc {

@@ -222,17 +222,10 @@ impl ShardWorker {
                 let records = event.records();
                 if let Some(last) = records.last() {
                     self.ctx.metrics.relay_records_read.inc_by(records.len() as u64);
-                    if let Err(err) = self.handle(records).await {
-                        if !err.holds_the_page() {
-                            return Err(err);
-                        }
+                    if !self.settle(records, &mut held).await? {
                         // Subscribe again from what was published: these records come again.
-                        let delay = held.next_delay();
-                        tracing::warn!(shard = %self.shard_id, error = %err, delay_ms = delay.as_millis() as u64, "holding the records until eventbridge accepts an event");
-                        self.sleep(delay).await;
                         break;
                     }
-                    held.reset();
                     let due = pending
                         .as_ref()
                         .map_or_else(|| Instant::now() + CHECKPOINT_EVERY, |(_, due)| *due);

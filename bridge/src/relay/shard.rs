@@ -105,21 +105,14 @@ impl ShardWorker {
             }
             if let Some(last) = records.last() {
                 self.ctx.metrics.relay_records_read.inc_by(records.len() as u64);
-                if let Err(err) = self.handle(records).await {
-                    if !err.holds_the_page() {
-                        return Err(err);
-                    }
+                if !self.settle(records, &mut held).await? {
                     // Read the page again from the checkpoint, with whatever came after it.
-                    let delay = held.next_delay();
-                    tracing::warn!(shard = %self.shard_id, error = %err, delay_ms = delay.as_millis() as u64, "holding the page until eventbridge accepts an event");
-                    self.sleep(delay).await;
                     match self.iterator().await? {
                         Some(it) => iterator = it,
                         None => return self.finish_closed_shard().await,
                     }
                     continue;
                 }
-                held.reset();
                 let sequence = last.sequence_number().to_owned();
                 if let Outcome::Lost = self.checkpoint(&sequence).await? {
                     return Ok(WorkerEnd::LeaseLost);
@@ -178,6 +171,28 @@ impl ShardWorker {
         })?;
         // No iterator: the shard is closed and nothing is left after the checkpoint.
         Ok(out.shard_iterator().map(str::to_owned))
+    }
+
+    /// [`Self::handle`], or — for a page to hold ([`RelayError::holds_the_page`]) — a pause that
+    /// grows with each try, and `false`: the caller reads the page again.
+    pub(super) async fn settle(
+        &self,
+        records: &[aws_sdk_kinesis::types::Record],
+        held: &mut Backoff,
+    ) -> Result<bool, RelayError> {
+        match self.handle(records).await {
+            Ok(()) => {
+                held.reset();
+                Ok(true)
+            }
+            Err(err) if err.holds_the_page() => {
+                let delay = held.next_delay();
+                tracing::warn!(shard = %self.shard_id, error = %err, delay_ms = delay.as_millis() as u64, "holding the page until eventbridge accepts an event");
+                self.sleep(delay).await;
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Publishes the page's events and parks its dead letters; returns when all are settled.

@@ -60,19 +60,13 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
     pg.execute(INSERT, &[&first, &"DocumentTagged", &r#"{"tag": "first"}"#])
         .await?;
     let mut relay = harness::process::Proc::spawn("bridge", &relay_args, &env)?;
-    harness::wait::until(
-        "the relay to hold the refused page",
-        Duration::from_secs(90),
-        || async {
-            relay.ensure_running()?;
-            let output = relay.output();
-            Ok(
-                (output.contains("has accepted no event since start") && output.contains(first))
-                    .then_some(()),
-            )
-        },
-    )
-    .await?;
+    relay
+        .wait_output(
+            "the relay to hold the refused page",
+            &["holding the page", first],
+            Duration::from_secs(90),
+        )
+        .await?;
     let body = harness::metrics::wait_health(port, 503, "made no progress", Duration::from_secs(60)).await?;
     assert!(body.contains("shard"), "{body}");
     relay.ensure_running()?;
@@ -237,16 +231,13 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
         )
     };
     pg.batch_execute(&doc3(lone, marker)).await?;
-    harness::wait::until(
-        "the relay to hold the lone refused event",
-        Duration::from_secs(90),
-        || async {
-            relay.ensure_running()?;
-            let output = relay.output();
-            Ok((output.contains("holding the page") && output.contains(lone)).then_some(()))
-        },
-    )
-    .await?;
+    relay
+        .wait_output(
+            "the relay to hold the lone refused event",
+            &["holding the page", lone],
+            Duration::from_secs(90),
+        )
+        .await?;
     assert!(
         !relay.output().contains("parked in the dead-letter queue"),
         "{}",
@@ -259,19 +250,13 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\nrelay:\n{}", relay.output()))?;
-    harness::wait::until(
-        "the lone refused event to be parked",
-        Duration::from_secs(60),
-        || async {
-            relay.ensure_running()?;
-            Ok(relay
-                .output()
-                .lines()
-                .any(|l| l.contains("parked in the dead-letter queue") && l.contains(lone))
-                .then_some(()))
-        },
-    )
-    .await?;
+    relay
+        .wait_output(
+            "the lone refused event to be parked",
+            &["parked in the dead-letter queue", lone],
+            Duration::from_secs(60),
+        )
+        .await?;
     assert!(!events.by_event_id().contains_key(lone));
     relay.ensure_running()?;
     Ok(())

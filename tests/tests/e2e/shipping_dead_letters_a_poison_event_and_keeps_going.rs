@@ -455,19 +455,13 @@ async fn the_publisher_parks_outbox_items_it_cannot_publish() -> anyhow::Result<
     // Alone and refused before anything was accepted: held (the service runs on, parks
     // nothing, /healthz names the shard) — stopping would stop it again after each restart.
     put("refused", &format!("{{\"state\": \"{marker}\"}}"), true).await?;
-    harness::wait::until(
-        "the publisher to hold the refused item",
-        Duration::from_secs(60),
-        || async {
-            service.ensure_running()?;
-            let out = service.output();
-            Ok(
-                (out.contains("holding the page") && out.contains("has accepted no event since start"))
-                    .then_some(()),
-            )
-        },
-    )
-    .await?;
+    service
+        .wait_output(
+            "the publisher to hold the refused item",
+            &["holding the page", "has accepted no event since start"],
+            Duration::from_secs(60),
+        )
+        .await?;
     let body =
         harness::metrics::wait_health(port, 503, "publisher made no progress", Duration::from_secs(60))
             .await?;

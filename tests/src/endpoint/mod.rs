@@ -75,6 +75,7 @@ pub struct State {
     /// Woken whenever a message is queued: what a long poll waits on.
     pub delivered: tokio::sync::Notify,
     rule_queue: Option<&'static str>,
+    refuse_put_events_holding: Option<&'static str>,
     url: String,
     /// Kinesis' published per-shard read limits, when enforced: one budget per shard.
     read_limits: Option<Mutex<Vec<ReadBudget>>>,
@@ -150,6 +151,9 @@ pub struct Options {
     pub rule_queue: Option<&'static str>,
     /// Time each event at every hop (`Counts::stages`): PutRecords, PutEvents, receive, apply.
     pub trace_stages: bool,
+    /// Refuse as a whole (`ValidationException`, as EventBridge does for a limit of its own)
+    /// every PutEvents call with an entry whose detail holds this text.
+    pub refuse_put_events_holding: Option<&'static str>,
 }
 
 /// A running endpoint.
@@ -255,6 +259,7 @@ pub async fn start(options: Options) -> anyhow::Result<Endpoint> {
         tables: Mutex::default(),
         delivered: tokio::sync::Notify::new(),
         rule_queue: options.rule_queue,
+        refuse_put_events_holding: options.refuse_put_events_holding,
         url: url.clone(),
     });
     let handler_state = state.clone();
@@ -343,6 +348,16 @@ fn answer(state: &Arc<State>, headers: &HeaderMap, body: &[u8]) -> axum::respons
         }
         op @ ("RegisterStreamConsumer" | "DescribeStreamConsumer" | "DeregisterStreamConsumer") => {
             return fan_out::consumer_call(state, op, &request)
+        }
+        "PutEvents" if refused_whole(state, &request) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+                json!({"__type": "ValidationException",
+                       "message": "1 validation error detected: an entry exceeds a limit"})
+                .to_string(),
+            )
+                .into_response();
         }
         "PutEvents" => put_events(state, &request),
         "ListShards" => {
@@ -546,6 +561,17 @@ fn get_records(state: &State, request: &Value) -> Option<Value> {
     Some(
         json!({"Records": records, "NextShardIterator": format!("{shard}:{end}"), "MillisBehindLatest": behind}),
     )
+}
+
+/// Whether a PutEvents call holds an entry the endpoint is told to refuse the call for.
+fn refused_whole(state: &State, request: &Value) -> bool {
+    state.refuse_put_events_holding.is_some_and(|marker| {
+        request["Entries"].as_array().is_some_and(|entries| {
+            entries
+                .iter()
+                .any(|e| e["Detail"].as_str().is_some_and(|d| d.contains(marker)))
+        })
+    })
 }
 
 fn put_events(state: &State, request: &Value) -> Value {

@@ -16,14 +16,19 @@ use harness::wait;
 const STREAM: &str = "fan-out";
 
 /// moto (leases, checkpoints, the bus's dead letters) set up for the stream, the endpoint
-/// serving it from `shards` shards, and a relay's environment pointing at both.
-async fn stack(shards: usize) -> anyhow::Result<(Moto, Endpoint, Vec<(String, String)>)> {
+/// serving it from `shards` shards (and refusing PutEvents calls holding `refuse`, if given),
+/// and a relay's environment pointing at both.
+async fn stack(
+    shards: usize,
+    refuse: Option<&'static str>,
+) -> anyhow::Result<(Moto, Endpoint, Vec<(String, String)>)> {
     let moto = Moto::start().await?;
     let (code, out, err) = process::run("bridge", &["setup", "--stream", STREAM], &moto.env()).await?;
     anyhow::ensure!(code == Some(0), "bridge setup failed: {out}{err}");
     let endpoint = endpoint::start(endpoint::Options {
         keep_shards: Some(shards),
         record_ids: true,
+        refuse_put_events_holding: refuse,
         ..endpoint::Options::default()
     })
     .await?;
@@ -71,7 +76,7 @@ async fn caught_up(moto: &Moto, endpoint: &Endpoint) -> anyhow::Result<bool> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_share_a_consumer_and_a_killed_ones_shards_resume_from_their_checkpoints(
 ) -> anyhow::Result<()> {
-    let (moto, endpoint, env) = stack(4).await?;
+    let (moto, endpoint, env) = stack(4, None).await?;
     let relay = |id: &str, port: u16| {
         let listen = format!("127.0.0.1:{port}");
         Proc::spawn(
@@ -166,7 +171,7 @@ async fn two_relays_share_a_consumer_and_a_killed_ones_shards_resume_from_their_
 /// the relay does not stop with a misleading "stream does not exist".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deregistered_consumer_is_registered_again_and_reading_resumes() -> anyhow::Result<()> {
-    let (_moto, endpoint, env) = stack(2).await?;
+    let (_moto, endpoint, env) = stack(2, None).await?;
     let listen = format!("127.0.0.1:{}", harness::free_port()?);
     let mut relay = Proc::spawn(
         "bridge",
@@ -236,5 +241,60 @@ async fn a_deregistered_consumer_is_registered_again_and_reading_resumes() -> an
     assert_ne!(first_arn, second_arn, "registered again, as a new consumer");
     relay.terminate(Duration::from_secs(20)).await?;
     assert_eq!(endpoint.counts.reads.load(Ordering::Relaxed), 0, "never polled");
+    Ok(())
+}
+
+/// Right after start (nothing accepted yet) an event EventBridge refuses as a whole call,
+/// alone on its shard: the worker holds it — running, nothing parked — and subscribes again
+/// from its checkpoint; the next event of the same aggregate comes with it, is accepted, and
+/// then the refused one is parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_refused_before_any_was_accepted_is_held_then_parked() -> anyhow::Result<()> {
+    use base64::Engine as _;
+    const MARKER: &str = "refused-as-a-whole-call";
+    let (_moto, endpoint, env) = stack(1, Some(MARKER)).await?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (key, data) = endpoint::outbox_record(1);
+    let refused =
+        String::from_utf8(b64.decode(data)?)?.replacen("\"pad\":\"", &format!("\"pad\":\"{MARKER}"), 1);
+    anyhow::ensure!(refused.contains(MARKER), "{refused}");
+    endpoint.preload([(key, b64.encode(refused))]);
+    let refused_id = "00000000-0000-4000-8000-000000000001";
+    let relay = Proc::spawn(
+        "bridge",
+        &["relay", "--stream", STREAM, "--consumer-name", "held"],
+        &env,
+    )?;
+    relay
+        .wait_output(
+            "the relay to hold the refused event",
+            &["holding the page", refused_id],
+            Duration::from_secs(60),
+        )
+        .await?;
+    assert!(
+        !relay.output().contains("parked in the dead-letter queue"),
+        "{}",
+        relay.output()
+    );
+
+    // Event 1001 is aggregate 1 again: the same shard, after the refused one.
+    endpoint.preload([endpoint::outbox_record(1001)]);
+    relay
+        .wait_output(
+            "the refused event to be parked",
+            &["parked in the dead-letter queue", refused_id],
+            Duration::from_secs(60),
+        )
+        .await?;
+    let ids = endpoint
+        .counts
+        .event_ids
+        .lock()
+        .map(|ids| ids.clone())
+        .unwrap_or_default();
+    assert!(ids.contains("00000000-0000-4000-8000-000000001001"), "{ids:?}");
+    assert!(!ids.contains(refused_id), "{ids:?}");
+    relay.ensure_running()?;
     Ok(())
 }

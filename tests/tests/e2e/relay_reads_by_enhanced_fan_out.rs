@@ -2,7 +2,8 @@
 //! stream is the harness's local endpoint (event-stream frames as Kinesis pushes them); leases,
 //! checkpoints, the bus's dead letters live in moto. Two relays share the consumer and the
 //! shards; one is killed -9: the other takes its shards over from their checkpoints, and every
-//! event is published — once, since the checkpoints had caught up before the kill.
+//! event is published — once, since the checkpoints had caught up before the kill. An event
+//! EventBridge refuses before accepting any is held, then parked once another is accepted.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -346,8 +346,10 @@ pub struct RelayTuningArgs {
     #[arg(long, env = "BRIDGE_POLL_INTERVAL_MS", default_value_t = 200)]
     pub poll_interval_ms: u64,
     /// GetRecords calls per second and shard, at most: Kinesis allows 5 per shard, shared by
-    /// every polling consumer of the stream (two relays' groups on one stream: 2.5 each). They
-    /// are spread over a second plus 100 ms, so a call that reaches Kinesis late is not refused.
+    /// every polling consumer of the stream (two relays' groups on one stream: 2.5 each). Whole
+    /// calls are spread over a second plus 100 ms, so a call that reaches Kinesis late is not
+    /// refused; above 1, a fraction counts down (2.5 makes 2 calls a second: Kinesis counts whole
+    /// calls in any second, and two relays at 2.5 evenly spaced would make 6 in some).
     #[arg(long, env = "BRIDGE_MAX_READS_PER_SECOND", default_value_t = 5.0, value_parser = positive_rate)]
     pub max_reads_per_second: f64,
     /// PutEvents calls in flight at once per shard (ten events each): at AWS' ~20 ms a call,

@@ -231,6 +231,9 @@ async fn read_shard(ctx: &Context, shard: &str, cancel: &CancellationToken) -> R
             }
             Err(err) if err.code() == Some("TrimmedDataAccessException") => {
                 tracing::error!(shard, "the stream trimmed records this publisher never read (down for over 24 h?): undispatched outbox items older than the stream must be republished");
+                // Read again from the oldest record (in memory until the next page is settled):
+                // a held page re-reads from here, and the trimmed sequence number is refused.
+                checkpoint.sequence = None;
                 iterator = shard_iterator(ctx, shard, None).await?;
                 continue;
             }

@@ -221,11 +221,11 @@ impl ShardWorker {
                     .set(event.millis_behind_latest());
                 let records = event.records();
                 if let Some(last) = records.last() {
-                    self.ctx.metrics.relay_records_read.inc_by(records.len() as u64);
                     if !self.settle(records, &mut held).await? {
                         // Subscribe again from what was published: these records come again.
                         break;
                     }
+                    self.ctx.metrics.relay_records_read.inc_by(records.len() as u64);
                     let due = pending
                         .as_ref()
                         .map_or_else(|| Instant::now() + CHECKPOINT_EVERY, |(_, due)| *due);

@@ -35,7 +35,15 @@ pub struct ReadPace {
 impl ReadPace {
     pub fn new(max_reads_per_second: f64, poll_interval: Duration) -> Self {
         let spacing = if max_reads_per_second.is_finite() && max_reads_per_second > 0.0 {
-            (Duration::from_secs(1) + JITTER_ALLOWANCE).div_f64(max_reads_per_second)
+            // Kinesis counts whole calls in any second: 2.5 a second, evenly spaced, is three
+            // calls in some seconds, and two relays at 2.5 would make six. Above one call a
+            // second, the fraction counts down.
+            let calls = if max_reads_per_second >= 1.0 {
+                max_reads_per_second.floor()
+            } else {
+                max_reads_per_second
+            };
+            (Duration::from_secs(1) + JITTER_ALLOWANCE).div_f64(calls)
         } else {
             Duration::ZERO
         };
@@ -137,9 +145,44 @@ mod tests {
         let mut pace = ReadPace::new(2.5, ms(100));
         let t0 = Instant::now();
         pace.started(t0);
-        assert_eq!(pace.next_read(false), Some(t0 + ms(440)));
+        // Two whole calls in a second plus the allowance: the half call counts down.
+        assert_eq!(pace.next_read(false), Some(t0 + ms(550)));
         // The poll interval never makes the reads faster than the share allows.
-        assert_eq!(pace.next_read(true), Some(t0 + ms(440)));
+        assert_eq!(pace.next_read(true), Some(t0 + ms(550)));
+        // Below one call a second, the rate as it is.
+        let mut slow = ReadPace::new(0.5, ms(100));
+        slow.started(t0);
+        assert_eq!(slow.next_read(false), Some(t0 + ms(2200)));
+    }
+
+    #[test]
+    fn two_relays_at_half_the_rate_never_make_six_calls_in_one_second() {
+        // Two relays reading one shard at `--max-reads-per-second 2.5` each, out of step by any
+        // amount, as fast as their pace allows.
+        for offset in (0..550).step_by(25) {
+            let t0 = Instant::now();
+            let mut arrivals = Vec::new();
+            for start in [t0, t0 + ms(offset)] {
+                let mut pace = ReadPace::new(2.5, ms(100));
+                let mut at = start;
+                for _ in 0..20 {
+                    pace.started(at);
+                    arrivals.push(at);
+                    at = pace.next_read(false).unwrap_or(at);
+                }
+            }
+            arrivals.sort();
+            for (i, first) in arrivals.iter().enumerate() {
+                let within = arrivals[i..]
+                    .iter()
+                    .take_while(|a| a.duration_since(*first) < Duration::from_secs(1))
+                    .count();
+                assert!(
+                    within <= 5,
+                    "offset {offset} ms: {within} calls within one second"
+                );
+            }
+        }
     }
 
     #[test]

@@ -104,8 +104,10 @@ impl ShardWorker {
                     .set(behind);
             }
             if let Some(last) = records.last() {
-                self.ctx.metrics.relay_records_read.inc_by(records.len() as u64);
                 if !self.settle(records, &mut held).await? {
+                    if self.stop.is_cancelled() {
+                        return Ok(WorkerEnd::Stopped);
+                    }
                     // Read the page again from the checkpoint, with whatever came after it.
                     match self.iterator().await? {
                         Some(it) => iterator = it,
@@ -113,6 +115,8 @@ impl ShardWorker {
                     }
                     continue;
                 }
+                // Counted once settled: a held page is read again.
+                self.ctx.metrics.relay_records_read.inc_by(records.len() as u64);
                 let sequence = last.sequence_number().to_owned();
                 if let Outcome::Lost = self.checkpoint(&sequence).await? {
                     return Ok(WorkerEnd::LeaseLost);

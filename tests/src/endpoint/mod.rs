@@ -350,14 +350,10 @@ fn answer(state: &Arc<State>, headers: &HeaderMap, body: &[u8]) -> axum::respons
             return fan_out::consumer_call(state, op, &request)
         }
         "PutEvents" if refused_whole(state, &request) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
-                json!({"__type": "ValidationException",
-                       "message": "1 validation error detected: an entry exceeds a limit"})
-                .to_string(),
-            )
-                .into_response();
+            return client_error(
+                "ValidationException",
+                "1 validation error detected: an entry exceeds a limit",
+            );
         }
         "PutEvents" => put_events(state, &request),
         "ListShards" => {
@@ -397,14 +393,10 @@ fn answer(state: &Arc<State>, headers: &HeaderMap, body: &[u8]) -> axum::respons
             }
             None => {
                 state.counts.throttled_reads.fetch_add(1, Ordering::Relaxed);
-                return (
-                    StatusCode::BAD_REQUEST,
-                    [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
-                    json!({"__type": "ProvisionedThroughputExceededException",
-                           "message": "Rate exceeded for shard"})
-                    .to_string(),
-                )
-                    .into_response();
+                return client_error(
+                    "ProvisionedThroughputExceededException",
+                    "Rate exceeded for shard",
+                );
             }
         },
         "ListTagsForStream" => {
@@ -561,6 +553,16 @@ fn get_records(state: &State, request: &Value) -> Option<Value> {
     Some(
         json!({"Records": records, "NextShardIterator": format!("{shard}:{end}"), "MillisBehindLatest": behind}),
     )
+}
+
+/// A 400 answer in the JSON protocols' error shape.
+fn client_error(code: &str, message: &str) -> axum::response::Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
+        json!({"__type": code, "message": message}).to_string(),
+    )
+        .into_response()
 }
 
 /// Whether a PutEvents call holds an entry the endpoint is told to refuse the call for.

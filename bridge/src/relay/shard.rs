@@ -206,6 +206,8 @@ impl ShardWorker {
         let mut events: Vec<Event> = Vec::new();
         let mut sources = std::collections::HashMap::new();
         let mut malformed = Vec::new();
+        // Counted once the page settles: a held page is read again, its skips with it.
+        let mut skipped = 0;
         for record in records {
             let raw = record.data().as_ref();
             match envelope::decide(raw, &self.ctx.envelope) {
@@ -214,9 +216,7 @@ impl ShardWorker {
                     sources.insert(event.event_id.clone(), record);
                     events.push(event);
                 }
-                Decision::Skip => {
-                    self.ctx.metrics.relay_records_skipped.inc();
-                }
+                Decision::Skip => skipped += 1,
                 Decision::DeadLetter(reason) => malformed.push((reason, record)),
             }
         }
@@ -225,6 +225,7 @@ impl ShardWorker {
         } else {
             self.ctx.publisher.publish(events).await?
         };
+        self.ctx.metrics.relay_records_skipped.inc_by(skipped);
         for (reason, record) in malformed {
             self.park(&reason, record, "malformed").await?;
         }

@@ -59,6 +59,21 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
     let first = "00000000-0000-0000-0000-0000000000c1";
     pg.execute(INSERT, &[&first, &"DocumentTagged", &r#"{"tag": "first"}"#])
         .await?;
+    // A record the relay skips (a DMS control record), on the shard of `first`: it is read with
+    // the held page on every try, and counted once, when the page settles.
+    let control = json!({"metadata": {"record-type": "control", "operation": "create-table",
+        "schema-name": "public", "table-name": "outbox"}});
+    stack
+        .kinesis
+        .put_record()
+        .stream_name(&stack.stream)
+        .partition_key("doc-1")
+        .data(Blob::new(control.to_string().into_bytes()))
+        .send()
+        .await?;
+    stack
+        .wait_all_in_kinesis(&capture, Duration::from_secs(60))
+        .await?;
     let mut relay = harness::process::Proc::spawn("bridge", &relay_args, &env)?;
     relay
         .wait_output(
@@ -69,6 +84,15 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
         .await?;
     let body = harness::metrics::wait_health(port, 503, "made no progress", Duration::from_secs(60)).await?;
     assert!(body.contains("shard"), "{body}");
+    harness::wait::until(
+        "the page to be held a second time",
+        Duration::from_secs(30),
+        || {
+            let holds = relay.output().matches("holding the page").count();
+            async move { Ok((holds >= 2).then_some(())) }
+        },
+    )
+    .await?;
     relay.ensure_running()?;
     let output = relay.output();
     assert!(!output.contains("parked in the dead-letter queue"), "{output}");
@@ -131,6 +155,11 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}\ncapture:\n{}\nrelay:\n{}", capture.output(), relay.output()))?;
+    assert_eq!(
+        harness::metrics::scrape(port, "bridge_relay_records_skipped_total").await?,
+        1.0,
+        "a held page counts its skipped record once, when it settles"
+    );
     let got = events.by_event_id();
     let (_, small) = &got[small_id];
     assert_eq!(small["detail"]["data"]["tag"], "t");

@@ -43,6 +43,9 @@ pub struct FaultPlan {
     /// While set, a PutEvents call whose body holds this text fails as a whole with
     /// ValidationException: a limit of EventBridge's that the publisher's own checks do not know.
     pub refuse_put_events_holding: std::sync::Mutex<Option<String>>,
+    /// While set, a PutEvents call whose body holds this text fails as a whole with
+    /// AccessDeniedException: a permission taken away mid-flight (not the event's fault).
+    pub deny_put_events_holding: std::sync::Mutex<Option<String>>,
     /// While set, every call whose `X-Amz-Target` starts with this (e.g. `DynamoDB_20120810.`)
     /// — or, set to [`S3`], every call without one (S3's REST calls) — is answered 503
     /// ServiceUnavailable: one AWS service browned out, the others healthy.
@@ -264,6 +267,21 @@ async fn handle(
                 StatusCode::BAD_REQUEST,
                 "ValidationException",
                 json!({"message": "1 validation error detected: refused by the test proxy"}),
+            );
+        }
+        let denied = ctx
+            .plan
+            .deny_put_events_holding
+            .lock()
+            .ok()
+            .and_then(|m| m.as_ref().map(|m| holds(&body, m.as_bytes())))
+            .unwrap_or(false);
+        if denied {
+            ctx.plan.injected.fetch_add(1, Ordering::SeqCst);
+            return aws_error(
+                StatusCode::BAD_REQUEST,
+                "AccessDeniedException",
+                json!({"message": "User is not authorized to perform: events:PutEvents (the test proxy)"}),
             );
         }
         if take(&ctx.plan.throttle_put_events) {

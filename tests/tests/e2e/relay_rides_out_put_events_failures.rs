@@ -169,3 +169,114 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
     relay.ensure_running()?;
     Ok(())
 }
+
+/// A permission taken away while a page's calls are in flight (AccessDeniedException: fatal,
+/// and not the event's fault): the relay stops with the code, parks nothing and does not move
+/// its checkpoint past the page; started again once the permission is back, it delivers every
+/// event of the page — the ones accepted before the denial again (at-least-once), none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_events_call_denied_mid_page_stops_the_relay_before_its_checkpoint() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let mut events = bus::subscribe(
+        &sdk,
+        "legacy-monolith",
+        "denied",
+        &json!({"source": ["legacy.monolith"]}),
+    )
+    .await?;
+    let capture = stack.spawn_capture(&[]).await?;
+    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
+    let relay_args = ["relay", "--lease-duration-secs", "3"];
+    let mut relay = Proc::spawn("bridge", &relay_args, &env)?;
+    let first = "00000000-0000-0000-0000-00000000d001";
+    stack
+        .insert_outbox(first, ("Document", "doc-0"), "DocumentTagged", "{}")
+        .await?;
+    events
+        .until("the first event", Duration::from_secs(60), |s| {
+            s.by_event_id().contains_key(first)
+        })
+        .await?;
+
+    // One transaction of 200 events of one aggregate: one page, twenty PutEvents calls, eight
+    // at a time. The call holding the 150th event is denied; calls before it were accepted.
+    let marker = "denied-mid-page";
+    *proxy
+        .plan
+        .deny_put_events_holding
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))? = Some(marker.to_owned());
+    let mut batch = String::from("BEGIN;");
+    for i in 0..200 {
+        let tag = if i == 149 { marker } else { "ok" };
+        batch.push_str(&format!(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+             VALUES (gen_random_uuid(), 'Document', 'doc-1', 'DocumentTagged', '{{\"tag\": \"{tag}\", \"i\": {i}}}', {});",
+            i + 1
+        ));
+    }
+    batch.push_str("COMMIT;");
+    stack.pg.client().await?.batch_execute(&batch).await?;
+    let code = relay.wait(Duration::from_secs(90)).await?;
+    let output = relay.output();
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "the relay stops: {code:?}\n{output}"
+    );
+    assert!(output.contains("AccessDeniedException"), "{output}");
+    assert!(!output.contains("parked in the dead-letter queue"), "{output}");
+    let page: HashSet<String> = stack
+        .outbox_ids()
+        .await?
+        .into_iter()
+        .filter(|id| id != first)
+        .collect();
+    events
+        .until(
+            "the calls accepted before the denial",
+            Duration::from_secs(30),
+            |s| {
+                let got = s.by_event_id();
+                page.iter().any(|id| got.contains_key(id))
+            },
+        )
+        .await?;
+    let before = page
+        .iter()
+        .filter(|id| events.by_event_id().contains_key(*id))
+        .count();
+    assert!(before < page.len(), "the denied call's events were not delivered");
+
+    // The permission is back: a new relay (its lease taken over once the old one expires)
+    // reads the page again from the checkpoint before it.
+    *proxy
+        .plan
+        .deny_put_events_holding
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))? = None;
+    let relay = Proc::spawn("bridge", &relay_args, &env)?;
+    events
+        .until_all(&page, Duration::from_secs(120), || {
+            format!("relay:\n{}\ncapture:\n{}", relay.output(), capture.output())
+        })
+        .await?;
+    relay.ensure_running()?;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let depth_name = aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages;
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(harness::dlq::queue_url(&sqs, "bridge-dlq").await?)
+        .attribute_names(depth_name.clone())
+        .send()
+        .await?;
+    let depth = attributes.attributes().and_then(|a| a.get(&depth_name)).cloned();
+    assert_eq!(depth.as_deref(), Some("0"), "nothing parked for a denied call");
+    println!(
+        "denied mid-page: {before} of {} events accepted before the denial, all {} delivered after the restart",
+        page.len(),
+        page.len()
+    );
+    Ok(())
+}

@@ -21,11 +21,24 @@ pub fn transient_cause<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>)
         SdkError::ResponseError(_) => Some("malformed_response"),
         SdkError::ServiceError(service) => {
             let code = err.code().unwrap_or("");
+            // Codes the AWS SDKs' standard retry treats as transient though some come with a
+            // 4xx status: S3's `RequestTimeout` (a slow upload, HTTP 400) must not stop a process.
             if code.contains("Throttl")
                 || code.contains("ThroughputExceeded")
-                || matches!(code, "LimitExceededException" | "RequestLimitExceeded")
+                || matches!(
+                    code,
+                    "LimitExceededException"
+                        | "RequestLimitExceeded"
+                        | "TooManyRequestsException"
+                        | "BandwidthLimitExceeded"
+                        | "SlowDown"
+                        | "TransactionInProgressException"
+                        | "PriorRequestNotComplete"
+                )
             {
                 Some("throttled")
+            } else if matches!(code, "RequestTimeout" | "RequestTimeoutException") {
+                Some("timeout")
             } else if service.raw().status().as_u16() >= 500 || service.raw().status().as_u16() == 429 {
                 Some("server_error")
             } else {
@@ -174,6 +187,56 @@ mod tests {
         assert_eq!(b.attempts(), 40);
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    fn service_error(
+        status: u16,
+        code: &str,
+    ) -> SdkError<aws_smithy_types::error::ErrorMetadata, HttpResponse> {
+        let meta = aws_smithy_types::error::ErrorMetadata::builder()
+            .code(code)
+            .build();
+        let status =
+            aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap_or_else(|_| unreachable!());
+        let raw = HttpResponse::new(status, aws_smithy_types::body::SdkBody::empty());
+        SdkError::service_error(meta, raw)
+    }
+
+    #[test]
+    fn a_request_timeout_or_throttle_is_transient_whatever_its_status() {
+        // S3 answers a slow upload with 400 RequestTimeout; DynamoDB a retried transaction
+        // with 400 TransactionInProgressException: both go away by themselves.
+        assert_eq!(
+            transient_cause(&service_error(400, "RequestTimeout")),
+            Some("timeout")
+        );
+        assert_eq!(
+            transient_cause(&service_error(400, "RequestTimeoutException")),
+            Some("timeout")
+        );
+        for code in [
+            "TransactionInProgressException",
+            "TooManyRequestsException",
+            "SlowDown",
+            "ThrottlingException",
+        ] {
+            assert_eq!(
+                transient_cause(&service_error(400, code)),
+                Some("throttled"),
+                "{code}"
+            );
+        }
+        assert_eq!(
+            transient_cause(&service_error(503, "ServiceUnavailable")),
+            Some("server_error")
+        );
+        for code in [
+            "AccessDeniedException",
+            "ValidationException",
+            "ResourceNotFoundException",
+        ] {
+            assert_eq!(transient_cause(&service_error(400, code)), None, "{code}");
+        }
     }
 
     struct Failure(bool);

@@ -39,6 +39,13 @@ pub struct ShardWorker {
 
 impl ShardWorker {
     pub async fn run(mut self) -> Result<WorkerEnd, RelayError> {
+        // Drained by another relay between our lease snapshot and our acquire (it released the
+        // lease at shutdown): nothing to read. Kinesis refuses `SHARD_END` as a position — a
+        // subscription retried it for ever, holding the lease and a worker slot.
+        if self.checkpoint.as_deref() == Some(SHARD_END) {
+            tracing::info!(shard = %self.shard_id, "shard already drained by another relay");
+            return Ok(WorkerEnd::ShardEnd);
+        }
         if let Some(consumer) = self.ctx.consumer.clone() {
             return self.run_subscribed(consumer).await;
         }

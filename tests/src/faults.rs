@@ -254,35 +254,29 @@ async fn handle(
                 );
             }
         }
-        let marked = ctx
-            .plan
-            .refuse_put_events_holding
-            .lock()
-            .ok()
-            .and_then(|m| m.as_ref().map(|m| holds(&body, m.as_bytes())))
-            .unwrap_or(false);
-        if marked {
-            ctx.plan.injected.fetch_add(1, Ordering::SeqCst);
-            return aws_error(
-                StatusCode::BAD_REQUEST,
+        // A whole call refused for its content, or denied for a permission, while it holds a marker.
+        let marked = [
+            (
+                &ctx.plan.refuse_put_events_holding,
                 "ValidationException",
-                json!({"message": "1 validation error detected: refused by the test proxy"}),
-            );
-        }
-        let denied = ctx
-            .plan
-            .deny_put_events_holding
-            .lock()
-            .ok()
-            .and_then(|m| m.as_ref().map(|m| holds(&body, m.as_bytes())))
-            .unwrap_or(false);
-        if denied {
-            ctx.plan.injected.fetch_add(1, Ordering::SeqCst);
-            return aws_error(
-                StatusCode::BAD_REQUEST,
+                "1 validation error detected: refused by the test proxy",
+            ),
+            (
+                &ctx.plan.deny_put_events_holding,
                 "AccessDeniedException",
-                json!({"message": "User is not authorized to perform: events:PutEvents (the test proxy)"}),
-            );
+                "User is not authorized to perform: events:PutEvents (the test proxy)",
+            ),
+        ];
+        for (marker, code, message) in marked {
+            let held = marker
+                .lock()
+                .ok()
+                .and_then(|m| m.as_ref().map(|m| holds(&body, m.as_bytes())))
+                .unwrap_or(false);
+            if held {
+                ctx.plan.injected.fetch_add(1, Ordering::SeqCst);
+                return aws_error(StatusCode::BAD_REQUEST, code, json!({ "message": message }));
+            }
         }
         if take(&ctx.plan.throttle_put_events) {
             ctx.plan.throttled.fetch_add(1, Ordering::SeqCst);

@@ -100,6 +100,9 @@ pub async fn run(
     let (deletes, pending_deletes) = tokio::sync::mpsc::channel::<String>(ctx.cfg.concurrency.max(1) * 4);
     let deleter = tokio::spawn(delete_batches(ctx.clone(), pending_deletes, receivers));
     let stop = cancel.child_token();
+    if let Some((dlq, _)) = &ctx.dead_letter {
+        tokio::spawn(watch_dead_letters(ctx.clone(), dlq.clone(), stop.clone()));
+    }
     let mut loops: JoinSet<Result<(), ConsumerError>> = JoinSet::new();
     for _ in 0..receivers {
         loops.spawn(receive_loop(
@@ -613,6 +616,45 @@ const DELETE_LINGER: Duration = Duration::from_millis(50);
 /// Deletes applied messages, up to ten per DeleteMessageBatch and up to `at_once` calls at a
 /// time, until every sender is gone. One call at a time held every applied message's slot behind
 /// it once the channel filled: the consumer was capped near ten messages per round trip.
+/// How often the dead-letter queue's depth is read for `/metrics`.
+const DEAD_LETTER_POLL: Duration = Duration::from_secs(10);
+
+/// Keeps `shipping_dead_letter_queue_messages` at the dead-letter queue's depth. Events land
+/// there from two places — this consumer's poison messages, and EventBridge when the rule
+/// cannot deliver to the queue — and only the queue itself counts the second: a counter in
+/// this process never sees them. Parked messages being read (`dlq list`) count as well.
+async fn watch_dead_letters(ctx: Arc<Context>, dlq: String, stop: CancellationToken) {
+    let names = [
+        QueueAttributeName::ApproximateNumberOfMessages,
+        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+    ];
+    loop {
+        let read = ctx
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&dlq)
+            .set_attribute_names(Some(names.to_vec()))
+            .send()
+            .await;
+        match read {
+            Ok(out) => {
+                let depth: i64 = names
+                    .iter()
+                    .filter_map(|n| out.attributes().and_then(|a| a.get(n)))
+                    .filter_map(|v| v.parse::<i64>().ok())
+                    .sum();
+                ctx.metrics.dead_letter_queue_messages.set(depth);
+            }
+            // The gauge keeps its last value; the next read tries again.
+            Err(err) => tracing::debug!(error = %err, "reading the dead-letter queue's depth failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(DEAD_LETTER_POLL) => {}
+        }
+    }
+}
+
 async fn delete_batches(
     ctx: Arc<Context>,
     mut receipts: tokio::sync::mpsc::Receiver<String>,

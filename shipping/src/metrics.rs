@@ -20,6 +20,8 @@ pub struct Metrics {
     pub events_failed: Family<Labels, Counter>,
     pub events_dead_lettered: Counter,
     pub messages_in_flight: Gauge,
+    /// Messages in the events' dead-letter queue (read from SQS: EventBridge parks there too).
+    pub dead_letter_queue_messages: Gauge,
     pub outbox_events_published: Counter,
     pub outbox_events_refused: Counter,
     pub outbox_events_parked: Counter,
@@ -39,6 +41,7 @@ impl Metrics {
             events_failed: Family::default(),
             events_dead_lettered: Counter::default(),
             messages_in_flight: Gauge::default(),
+            dead_letter_queue_messages: Gauge::default(),
             outbox_events_published: Counter::default(),
             outbox_events_refused: Counter::default(),
             outbox_events_parked: Counter::default(),
@@ -68,6 +71,11 @@ impl Metrics {
             "messages_in_flight",
             "Messages being applied right now",
             m.messages_in_flight.clone(),
+        );
+        registry.register(
+            "dead_letter_queue_messages",
+            "Messages waiting in the events' dead-letter queue (parked by this service or by EventBridge)",
+            m.dead_letter_queue_messages.clone(),
         );
         registry.register(
             "outbox_events_published",

@@ -604,14 +604,39 @@ async fn events_the_rule_cannot_deliver_wait_in_the_dlq_until_redriven() -> anyh
         );
     }
 
-    // The queue is back; the redrive hands each event to it, and the service applies them all.
+    // The queue is back. The service's /metrics shows what EventBridge parked (no process of
+    // ours counted it); the redrive hands each event to the queue, and the service applies them all.
     stack.run_ok("shipping", &["setup"]).await?;
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let service = stack.spawn(
+        "shipping",
+        &["run", "--wait-seconds", "1", "--metrics-listen", &listen],
+    )?;
+    let depth = |want: f64| {
+        let service = &service;
+        async move {
+            harness::wait::until(
+                "the dead-letter queue's depth on /metrics",
+                Duration::from_secs(60),
+                || async {
+                    service.ensure_running()?;
+                    let n = harness::metrics::scrape(port, "shipping_dead_letter_queue_messages")
+                        .await
+                        .unwrap_or(-1.0);
+                    Ok((n == want).then_some(()))
+                },
+            )
+            .await
+        }
+    };
+    depth(expected as f64).await?;
     tokio::time::sleep(Duration::from_secs(2)).await; // the listing's hold
     let out = stack
         .run_ok("shipping", &["dlq", "redrive", "--max", "1000"])
         .await?;
     assert!(out.contains(&format!("redriven {expected} event(s)")), "{out}");
-    let service = stack.spawn("shipping", &["run", "--wait-seconds", "1"])?;
     shipping::wait_consistent(&stack, &[&service, &bridge], Duration::from_secs(180)).await?;
+    depth(0.0).await?;
     Ok(())
 }

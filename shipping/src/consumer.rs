@@ -613,9 +613,6 @@ async fn park(ctx: &Context, dlq: &str, message: &Message, reason: &str, receive
 /// How long a delete waits for others to share its DeleteMessageBatch.
 const DELETE_LINGER: Duration = Duration::from_millis(50);
 
-/// Deletes applied messages, up to ten per DeleteMessageBatch and up to `at_once` calls at a
-/// time, until every sender is gone. One call at a time held every applied message's slot behind
-/// it once the channel filled: the consumer was capped near ten messages per round trip.
 /// How often the dead-letter queue's depth is read for `/metrics`.
 const DEAD_LETTER_POLL: Duration = Duration::from_secs(10);
 
@@ -655,6 +652,9 @@ async fn watch_dead_letters(ctx: Arc<Context>, dlq: String, stop: CancellationTo
     }
 }
 
+/// Deletes applied messages, up to ten per DeleteMessageBatch and up to `at_once` calls at a
+/// time, until every sender is gone. One call at a time held every applied message's slot behind
+/// it once the channel filled: the consumer was capped near ten messages per round trip.
 async fn delete_batches(
     ctx: Arc<Context>,
     mut receipts: tokio::sync::mpsc::Receiver<String>,

@@ -170,18 +170,13 @@ async fn balance(
     ctx: &Arc<RelayContext>,
     running: &mut HashMap<String, Running>,
 ) -> Result<Round, RelayError> {
-    let now = now_ms();
-    let expires = now + ctx.lease_duration.as_millis() as i64;
+    // Renew first: a round's other calls (ListShards, the heartbeat, the snapshot) can fail
+    // or be slow, and that must not let the leases of pages still in flight lapse.
+    renew(ctx, running).await?;
     let shards = list_shards(ctx).await?;
-    ctx.leases.heartbeat(expires).await?;
+    let now = now_ms();
+    ctx.leases.heartbeat(expiry(ctx)).await?;
     let (leases, workers) = ctx.leases.snapshot(now).await?;
-
-    for (shard, worker) in running.iter() {
-        if let Outcome::Lost = ctx.leases.renew(shard, expires).await? {
-            tracing::info!(shard, "lease taken over by another relay; stopping its worker");
-            worker.stop.cancel();
-        }
-    }
 
     let me = ctx.leases.worker_id.clone();
     let plan = {
@@ -193,14 +188,16 @@ async fn balance(
         if taken >= plan.wanted {
             break;
         }
-        if let Outcome::Done(checkpoint) = ctx.leases.acquire(shard, now, expires, None).await? {
+        if let Outcome::Done(checkpoint) = ctx.leases.acquire(shard, now, expiry(ctx), None).await? {
             start(ctx, running, shard, checkpoint);
             taken += 1;
         }
     }
     if taken < plan.wanted {
         if let Some((shard, owner)) = plan.take_over {
-            if let Outcome::Done(checkpoint) = ctx.leases.acquire(shard, now, expires, Some(owner)).await? {
+            if let Outcome::Done(checkpoint) =
+                ctx.leases.acquire(shard, now, expiry(ctx), Some(owner)).await?
+            {
                 tracing::info!(shard, from = owner, "took a shard over to balance the relays");
                 start(ctx, running, shard, checkpoint);
             }
@@ -215,6 +212,34 @@ async fn balance(
         unleased,
         twin_held: plan.twin_held,
     })
+}
+
+/// A lease's end, counted from the call that sets it: a round's earlier calls may have taken
+/// a good part of the lease.
+fn expiry(ctx: &RelayContext) -> i64 {
+    now_ms() + ctx.lease_duration.as_millis() as i64
+}
+
+/// Renews every lease this relay holds and stops the workers whose lease another relay took.
+/// A renewal that fails does not keep the others from being renewed; the round then fails
+/// with the first such error, before it takes any shard.
+async fn renew(ctx: &RelayContext, running: &HashMap<String, Running>) -> Result<(), RelayError> {
+    let mut failed = None;
+    for (shard, worker) in running {
+        match ctx.leases.renew(shard, expiry(ctx)).await {
+            Ok(Outcome::Done(())) => {}
+            Ok(Outcome::Lost) => {
+                tracing::info!(shard, "lease taken over by another relay; stopping its worker");
+                worker.stop.cancel();
+            }
+            Err(err) if err.is_retryable() => {
+                tracing::warn!(shard, error = %err, "could not renew the lease; renewing the others");
+                failed.get_or_insert(err);
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    failed.map_or(Ok(()), |err| Err(err.into()))
 }
 
 /// What one lease round saw.

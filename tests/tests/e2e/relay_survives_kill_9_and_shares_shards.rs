@@ -1,17 +1,50 @@
 //! Two relays share the shards through leases; kill -9 of one mid-stream: the other takes its
-//! shards over from their checkpoints and nothing is lost. (Sized for moto, whose rule → SQS
-//! delivery takes about 0.12 s per event.)
+//! shards over from their checkpoints and nothing is lost. Leases stay with their relay while
+//! the rest of a lease round fails. (Sized for moto, whose rule → SQS delivery takes about
+//! 0.12 s per event.)
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use harness::bus;
+use harness::faults::FaultProxy;
+use harness::process::Proc;
 use harness::stack::Stack;
 use harness::wait;
 use serde_json::json;
 
 async fn owned(metrics_port: u16) -> anyhow::Result<f64> {
     harness::metrics::scrape(metrics_port, "bridge_relay_shards_owned").await
+}
+
+/// Waits until the relay serving /metrics on `metrics_port` owns `shards` shards.
+async fn wait_owns(relay: &Proc, metrics_port: u16, shards: f64) -> anyhow::Result<()> {
+    wait::until(
+        &format!("the relay to own {shards} shard(s)"),
+        Duration::from_secs(60),
+        || async {
+            relay.ensure_running()?;
+            Ok((owned(metrics_port).await.unwrap_or(0.0) == shards).then_some(()))
+        },
+    )
+    .await
+}
+
+/// Each shard lease's owner and when it expires (ms since the epoch), read from the table.
+async fn shard_leases(dynamo: &aws_sdk_dynamodb::Client) -> anyhow::Result<Vec<(String, i64)>> {
+    let items = harness::shipping::scan(dynamo, "bridge-checkpoints").await?;
+    Ok(items
+        .iter()
+        .filter(|i| harness::shipping::text(i, "lease_kind") == "shard")
+        .map(|i| {
+            let expires = i
+                .get("lease_expires_at")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            (harness::shipping::text(i, "lease_owner"), expires)
+        })
+        .collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,11 +116,7 @@ async fn a_killed_relays_shards_are_taken_over_and_nothing_is_lost() -> anyhow::
         })
         .await?;
     a.kill9().await?;
-    wait::until("relay-b to take every shard", Duration::from_secs(60), || async {
-        b.ensure_running()?;
-        Ok((owned(port_b).await.unwrap_or(0.0) == 4.0).then_some(()))
-    })
-    .await?;
+    wait_owns(&b, port_b, 4.0).await?;
 
     let mut load = load;
     assert_eq!(
@@ -178,15 +207,7 @@ async fn two_relays_with_one_worker_id_never_both_own_a_shard() -> anyhow::Resul
         )
     };
     let mut a = relay(port_a)?;
-    wait::until(
-        "the first relay to own every shard",
-        Duration::from_secs(60),
-        || async {
-            a.ensure_running()?;
-            Ok((owned(port_a).await.unwrap_or(0.0) == 4.0).then_some(()))
-        },
-    )
-    .await?;
+    wait_owns(&a, port_a, 4.0).await?;
     let b = relay(port_b)?;
     // Several lease rounds (one every ~3 s at a 10 s lease) with both running: four owned in all.
     let watching = std::time::Instant::now();
@@ -212,14 +233,70 @@ async fn two_relays_with_one_worker_id_never_both_own_a_shard() -> anyhow::Resul
     })
     .await?;
     a.kill9().await?;
-    wait::until(
-        "the second relay to take every shard",
-        Duration::from_secs(60),
-        || async {
-            b.ensure_running()?;
-            Ok((owned(port_b).await.unwrap_or(0.0) == 4.0).then_some(()))
-        },
-    )
-    .await?;
+    wait_owns(&b, port_b, 4.0).await?;
+    Ok(())
+}
+
+/// A lease round renews the leases it holds before its other calls: ListShards failing (a
+/// throttled or browned-out Kinesis control plane) for three leases' time must not let the
+/// leases of a relay that still reads and publishes its shards lapse, or another relay would
+/// take them and publish their pages a second time (and `bridge status` would call them
+/// unleased).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_stay_live_while_list_shards_fails() -> anyhow::Result<()> {
+    let stack = Stack::start_with_shards(2).await?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&stack.moto.sdk_config().await);
+    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
+    // A round fails after the SDK's three tries, up to ~3 s: a 6 s lease leaves room for that.
+    let relay = Proc::spawn(
+        "bridge",
+        &[
+            "relay",
+            "--worker-id",
+            "relay-a",
+            "--lease-duration-secs",
+            "6",
+            "--metrics-listen",
+            &listen,
+        ],
+        &env,
+    )?;
+    wait_owns(&relay, port, 2.0).await?;
+
+    proxy.plan.set_brownout(Some("Kinesis_20131202.ListShards"));
+    let outage = std::time::Instant::now();
+    while outage.elapsed() < Duration::from_secs(18) {
+        relay.ensure_running()?;
+        let leases = shard_leases(&dynamo).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
+        assert_eq!(leases.len(), 2, "{leases:?}");
+        for (owner, expires_at) in &leases {
+            assert_eq!(owner, "relay-a", "{leases:?}");
+            assert!(
+                *expires_at > now,
+                "a lease lapsed {} ms ago, {:?} into the ListShards outage\n{}",
+                now - expires_at,
+                outage.elapsed(),
+                relay.output()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let refused = proxy.plan.call_counts().get("ListShards").map_or(0, |c| c.calls);
+    assert!(
+        refused >= 3,
+        "ListShards was called {refused} times in the outage"
+    );
+    assert!(
+        relay.output().contains("lease round failed"),
+        "{}",
+        relay.output()
+    );
+    proxy.plan.set_brownout(None);
     Ok(())
 }

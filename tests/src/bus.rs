@@ -17,6 +17,18 @@ pub struct Subscription {
     seen: std::collections::HashSet<String>,
 }
 
+/// Creates `queue` and a rule routing every event the monolith's outbox publishes (source
+/// `legacy.monolith` on the `legacy-monolith` bus) to it: what most tests watch.
+pub async fn monolith_events(sdk: &aws_config::SdkConfig, queue: &str) -> anyhow::Result<Subscription> {
+    subscribe(
+        sdk,
+        "legacy-monolith",
+        queue,
+        &serde_json::json!({"source": ["legacy.monolith"]}),
+    )
+    .await
+}
+
 /// Creates `queue` and a rule on `bus` that routes events matching `pattern` to it.
 pub async fn subscribe(
     sdk: &aws_config::SdkConfig,

@@ -164,13 +164,7 @@ async fn status_flags_what_needs_attention_and_dead_letters_can_be_redriven() ->
 async fn a_refused_event_redriven_is_published() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
-    let mut events = harness::bus::subscribe(
-        &sdk,
-        "legacy-monolith",
-        "redriven",
-        &serde_json::json!({"source": ["legacy.monolith"]}),
-    )
-    .await?;
+    let mut events = harness::bus::monolith_events(&sdk, "redriven").await?;
     let capture = stack.spawn_capture(&[]).await?;
     let proxy = harness::faults::FaultProxy::start(&stack.moto.endpoint).await?;
     proxy

@@ -12,7 +12,7 @@ use harness::bus;
 use harness::faults::FaultProxy;
 use harness::process::Proc;
 use harness::stack::{outbox_id, Stack};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Writes `n` events for each of ten aggregates in one transaction, each aggregate's in order.
 async fn write(stack: &Stack, round: &str, n: i32) -> anyhow::Result<()> {
@@ -54,13 +54,7 @@ async fn shards(stack: &Stack) -> anyhow::Result<(Vec<Shard>, Vec<Shard>)> {
 async fn children_are_read_only_after_their_parent_is_drained() -> anyhow::Result<()> {
     let stack = Stack::start_with_shards(1).await?;
     let sdk = stack.moto.sdk_config().await;
-    let mut events = bus::subscribe(
-        &sdk,
-        "legacy-monolith",
-        "all",
-        &json!({"source": ["legacy.monolith"]}),
-    )
-    .await?;
+    let mut events = bus::monolith_events(&sdk, "all").await?;
     let capture = stack.spawn_capture(&[]).await?;
 
     // Before the reshard: into the one shard, with no relay reading.

@@ -23,13 +23,7 @@ const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, 
 async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reason() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
-    let mut events = bus::subscribe(
-        &sdk,
-        "legacy-monolith",
-        "docs",
-        &json!({"source": ["legacy.monolith"]}),
-    )
-    .await?;
+    let mut events = bus::monolith_events(&sdk, "docs").await?;
     let capture = stack.spawn_capture(&[]).await?;
     let proxy = harness::faults::FaultProxy::start(&stack.moto.endpoint).await?;
     proxy

@@ -25,13 +25,7 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
     )
     .await?;
     let sdk = stack.moto.sdk_config().await;
-    let mut events = bus::subscribe(
-        &sdk,
-        "legacy-monolith",
-        "bad-rows",
-        &json!({"source": ["legacy.monolith"]}),
-    )
-    .await?;
+    let mut events = bus::monolith_events(&sdk, "bad-rows").await?;
     let mut capture = stack.spawn_capture(&[]).await?;
     let mut relay = stack.spawn(
         "bridge",

@@ -23,13 +23,7 @@ async fn outbox_rows_arrive_on_a_subscribed_queue_with_the_envelope() -> anyhow:
         &json!({"source": ["legacy.monolith"], "detail-type": TYPES}),
     )
     .await?;
-    let mut everything = bus::subscribe(
-        &sdk,
-        "legacy-monolith",
-        "everything",
-        &json!({"source": ["legacy.monolith"]}),
-    )
-    .await?;
+    let mut everything = bus::monolith_events(&sdk, "everything").await?;
     let capture = stack
         .spawn_capture(&[
             "--tables",

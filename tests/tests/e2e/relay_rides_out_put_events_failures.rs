@@ -10,20 +10,13 @@ use harness::bus;
 use harness::faults::FaultProxy;
 use harness::process::Proc;
 use harness::stack::Stack;
-use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_and_partially_failed_put_events_are_retried_until_every_event_lands() -> anyhow::Result<()>
 {
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
-    let mut events = bus::subscribe(
-        &sdk,
-        "legacy-monolith",
-        "all",
-        &json!({"source": ["legacy.monolith"]}),
-    )
-    .await?;
+    let mut events = bus::monolith_events(&sdk, "all").await?;
     let capture = stack.spawn_capture(&[]).await?;
     let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
     proxy.plan.throttle_put_events.store(3, Ordering::SeqCst);
@@ -178,13 +171,7 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
 async fn a_put_events_call_denied_mid_page_stops_the_relay_before_its_checkpoint() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
-    let mut events = bus::subscribe(
-        &sdk,
-        "legacy-monolith",
-        "denied",
-        &json!({"source": ["legacy.monolith"]}),
-    )
-    .await?;
+    let mut events = bus::monolith_events(&sdk, "denied").await?;
     let capture = stack.spawn_capture(&[]).await?;
     let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
     let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);

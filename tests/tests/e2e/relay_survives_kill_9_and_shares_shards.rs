@@ -11,7 +11,6 @@ use harness::faults::FaultProxy;
 use harness::process::Proc;
 use harness::stack::Stack;
 use harness::wait;
-use serde_json::json;
 
 async fn owned(metrics_port: u16) -> anyhow::Result<f64> {
     harness::metrics::scrape(metrics_port, "bridge_relay_shards_owned").await
@@ -51,13 +50,7 @@ async fn shard_leases(dynamo: &aws_sdk_dynamodb::Client) -> anyhow::Result<Vec<(
 async fn a_killed_relays_shards_are_taken_over_and_nothing_is_lost() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
-    let mut events = bus::subscribe(
-        &sdk,
-        "legacy-monolith",
-        "all",
-        &json!({"source": ["legacy.monolith"]}),
-    )
-    .await?;
+    let mut events = bus::monolith_events(&sdk, "all").await?;
     let capture = stack.spawn_capture(&[]).await?;
     let (port_a, port_b) = (harness::free_port()?, harness::free_port()?);
     let relay = |id: &str, port: u16| {

@@ -8,19 +8,12 @@ use std::time::Duration;
 
 use harness::stack::Stack;
 use harness::{bus, shipping};
-use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_started_late_converges_to_the_monolith() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
-    let mut observer = bus::subscribe(
-        &sdk,
-        "legacy-monolith",
-        "history-observer",
-        &json!({"source": ["legacy.monolith"]}),
-    )
-    .await?;
+    let mut observer = bus::monolith_events(&sdk, "history-observer").await?;
     let bridge = stack.spawn("bridge", &["run", "--lease-duration-secs", "3"])?;
     stack.wait_slot_active("outbox_bridge", &bridge).await?;
     stack

@@ -50,6 +50,10 @@ pub struct FaultPlan {
     /// — or, set to [`S3`], every call without one (S3's REST calls) — is answered 503
     /// ServiceUnavailable: one AWS service browned out, the others healthy.
     pub brownout: std::sync::Mutex<Option<String>>,
+    /// While set to (target prefix, text), every call whose `X-Amz-Target` starts with the
+    /// prefix and whose body holds the text is answered 503 ServiceUnavailable: one item (a hot
+    /// partition, say) failing while the rest of its table answers.
+    pub brownout_holding: std::sync::Mutex<Option<(String, String)>>,
     /// Calls seen per kind, for the test to check the faults were hit.
     pub throttled: AtomicU32,
     pub partial: AtomicU32,
@@ -190,7 +194,17 @@ async fn handle(
                 prefix => target.starts_with(prefix),
             })
         })
-        .unwrap_or(false);
+        .unwrap_or(false)
+        || plan
+            .brownout_holding
+            .lock()
+            .ok()
+            .and_then(|b| {
+                b.as_ref().map(|(prefix, text)| {
+                    target.starts_with(prefix.as_str()) && holds(&body, text.as_bytes())
+                })
+            })
+            .unwrap_or(false);
     if browned_out {
         plan.injected.fetch_add(1, Ordering::SeqCst);
         return aws_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", json!({}));

@@ -1,7 +1,7 @@
 //! Two relays share the shards through leases; kill -9 of one mid-stream: the other takes its
 //! shards over from their checkpoints and nothing is lost. Leases stay with their relay while
-//! the rest of a lease round fails. (Sized for moto, whose rule → SQS delivery takes about
-//! 0.12 s per event.)
+//! the rest of a lease round, or one lease's renewal, fails. (Sized for moto, whose rule → SQS
+//! delivery takes about 0.12 s per event.)
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -29,8 +29,8 @@ async fn wait_owns(relay: &Proc, metrics_port: u16, shards: f64) -> anyhow::Resu
     .await
 }
 
-/// Each shard lease's owner and when it expires (ms since the epoch), read from the table.
-async fn shard_leases(dynamo: &aws_sdk_dynamodb::Client) -> anyhow::Result<Vec<(String, i64)>> {
+/// Each shard lease's shard, owner and when it expires (ms since the epoch), read from the table.
+async fn shard_leases(dynamo: &aws_sdk_dynamodb::Client) -> anyhow::Result<Vec<(String, String, i64)>> {
     let items = harness::shipping::scan(dynamo, "bridge-checkpoints").await?;
     Ok(items
         .iter()
@@ -41,9 +41,69 @@ async fn shard_leases(dynamo: &aws_sdk_dynamodb::Client) -> anyhow::Result<Vec<(
                 .and_then(|v| v.as_n().ok())
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
-            (harness::shipping::text(i, "lease_owner"), expires)
+            (
+                harness::shipping::text(i, "lease_shard_id"),
+                harness::shipping::text(i, "lease_owner"),
+                expires,
+            )
         })
         .collect())
+}
+
+fn now_ms() -> anyhow::Result<i64> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64)
+}
+
+/// Starts relay `relay-a` through `proxy` and waits until it owns all `shards`.
+async fn relay_through(stack: &Stack, proxy: &FaultProxy, shards: f64) -> anyhow::Result<Proc> {
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
+    // A round fails after the SDK's three tries, up to ~3 s: a 6 s lease leaves room for that.
+    let relay = Proc::spawn(
+        "bridge",
+        &[
+            "relay",
+            "--worker-id",
+            "relay-a",
+            "--lease-duration-secs",
+            "6",
+            "--metrics-listen",
+            &listen,
+        ],
+        &env,
+    )?;
+    wait_owns(&relay, port, shards).await?;
+    Ok(relay)
+}
+
+/// For `watch`, every lease but `except`'s stays with relay-a and live.
+async fn leases_stay_live(
+    dynamo: &aws_sdk_dynamodb::Client,
+    relay: &Proc,
+    except: Option<&str>,
+    watch: Duration,
+) -> anyhow::Result<()> {
+    let outage = std::time::Instant::now();
+    while outage.elapsed() < watch {
+        relay.ensure_running()?;
+        let leases = shard_leases(dynamo).await?;
+        let now = now_ms()?;
+        for (shard, owner, expires_at) in leases.iter().filter(|l| Some(l.0.as_str()) != except) {
+            assert_eq!(owner, "relay-a", "{leases:?}");
+            assert!(
+                *expires_at > now,
+                "the lease of {shard} lapsed {} ms ago, {:?} into the outage\n{}",
+                now - expires_at,
+                outage.elapsed(),
+                relay.output()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,46 +300,10 @@ async fn leases_stay_live_while_list_shards_fails() -> anyhow::Result<()> {
     let stack = Stack::start_with_shards(2).await?;
     let dynamo = aws_sdk_dynamodb::Client::new(&stack.moto.sdk_config().await);
     let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
-    let port = harness::free_port()?;
-    let listen = format!("127.0.0.1:{port}");
-    let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
-    // A round fails after the SDK's three tries, up to ~3 s: a 6 s lease leaves room for that.
-    let relay = Proc::spawn(
-        "bridge",
-        &[
-            "relay",
-            "--worker-id",
-            "relay-a",
-            "--lease-duration-secs",
-            "6",
-            "--metrics-listen",
-            &listen,
-        ],
-        &env,
-    )?;
-    wait_owns(&relay, port, 2.0).await?;
+    let relay = relay_through(&stack, &proxy, 2.0).await?;
 
     proxy.plan.set_brownout(Some("Kinesis_20131202.ListShards"));
-    let outage = std::time::Instant::now();
-    while outage.elapsed() < Duration::from_secs(18) {
-        relay.ensure_running()?;
-        let leases = shard_leases(&dynamo).await?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as i64;
-        assert_eq!(leases.len(), 2, "{leases:?}");
-        for (owner, expires_at) in &leases {
-            assert_eq!(owner, "relay-a", "{leases:?}");
-            assert!(
-                *expires_at > now,
-                "a lease lapsed {} ms ago, {:?} into the ListShards outage\n{}",
-                now - expires_at,
-                outage.elapsed(),
-                relay.output()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    leases_stay_live(&dynamo, &relay, None, Duration::from_secs(18)).await?;
     let refused = proxy.plan.call_counts().get("ListShards").map_or(0, |c| c.calls);
     assert!(
         refused >= 3,
@@ -291,5 +315,31 @@ async fn leases_stay_live_while_list_shards_fails() -> anyhow::Result<()> {
         relay.output()
     );
     proxy.plan.set_brownout(None);
+    Ok(())
+}
+
+/// One lease the table cannot write (its partition throttled, say) must not keep the relay
+/// from renewing the others: they stay live while that one fails for three leases' time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_lease_that_cannot_be_renewed_does_not_let_the_others_lapse() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&stack.moto.sdk_config().await);
+    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    let relay = relay_through(&stack, &proxy, 4.0).await?;
+
+    let leases = shard_leases(&dynamo).await?;
+    let failing = leases
+        .first()
+        .map(|l| l.0.clone())
+        .ok_or_else(|| anyhow::anyhow!("no lease in the table"))?;
+    if let Ok(mut b) = proxy.plan.brownout_holding.lock() {
+        *b = Some(("DynamoDB_20120810.UpdateItem".into(), format!("#{failing}\"")));
+    }
+    leases_stay_live(&dynamo, &relay, Some(&failing), Duration::from_secs(18)).await?;
+    assert!(
+        relay.output().contains("could not renew the lease"),
+        "{}",
+        relay.output()
+    );
     Ok(())
 }

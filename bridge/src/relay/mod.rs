@@ -170,12 +170,14 @@ async fn balance(
     ctx: &Arc<RelayContext>,
     running: &mut HashMap<String, Running>,
 ) -> Result<Round, RelayError> {
-    // Renew first: a round's other calls (ListShards, the heartbeat, the snapshot) can fail
-    // or be slow, and that must not let the leases of pages still in flight lapse.
-    renew(ctx, running).await?;
+    // Renew first: a round's other calls (ListShards, the snapshot) can fail or be slow, and
+    // that must not let the leases of pages still in flight lapse. Then the heartbeat, even
+    // when a renewal failed: other relays that stop counting this one take its shards.
+    let renewed = renew(ctx, running).await;
+    ctx.leases.heartbeat(expiry(ctx)).await?;
+    renewed?;
     let shards = list_shards(ctx).await?;
     let now = now_ms();
-    ctx.leases.heartbeat(expiry(ctx)).await?;
     let (leases, workers) = ctx.leases.snapshot(now).await?;
 
     let me = ctx.leases.worker_id.clone();

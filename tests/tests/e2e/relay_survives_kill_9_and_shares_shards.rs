@@ -29,12 +29,20 @@ async fn wait_owns(relay: &Proc, metrics_port: u16, shards: f64) -> anyhow::Resu
     .await
 }
 
-/// Each shard lease's shard, owner and when it expires (ms since the epoch), read from the table.
-async fn shard_leases(dynamo: &aws_sdk_dynamodb::Client) -> anyhow::Result<Vec<(String, String, i64)>> {
+/// Each shard lease's shard, owner and when it expires (ms since the epoch), read from the
+/// table; `kind` "worker" for the relays' heartbeat items instead (their worker id as owner).
+async fn leases_of_kind(
+    dynamo: &aws_sdk_dynamodb::Client,
+    kind: &str,
+) -> anyhow::Result<Vec<(String, String, i64)>> {
+    let (id, owner) = match kind {
+        "worker" => ("lease_worker", "lease_worker"),
+        _ => ("lease_shard_id", "lease_owner"),
+    };
     let items = harness::shipping::scan(dynamo, "bridge-checkpoints").await?;
     Ok(items
         .iter()
-        .filter(|i| harness::shipping::text(i, "lease_kind") == "shard")
+        .filter(|i| harness::shipping::text(i, "lease_kind") == kind)
         .map(|i| {
             let expires = i
                 .get("lease_expires_at")
@@ -42,8 +50,8 @@ async fn shard_leases(dynamo: &aws_sdk_dynamodb::Client) -> anyhow::Result<Vec<(
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
             (
-                harness::shipping::text(i, "lease_shard_id"),
-                harness::shipping::text(i, "lease_owner"),
+                harness::shipping::text(i, id),
+                harness::shipping::text(i, owner),
                 expires,
             )
         })
@@ -79,7 +87,8 @@ async fn relay_through(stack: &Stack, proxy: &FaultProxy, shards: f64) -> anyhow
     Ok(relay)
 }
 
-/// For `watch`, every lease but `except`'s stays with relay-a and live.
+/// For `watch`, every lease but `except`'s stays with relay-a and live, and so does relay-a's
+/// heartbeat (other relays would otherwise stop counting it and take its shards).
 async fn leases_stay_live(
     dynamo: &aws_sdk_dynamodb::Client,
     relay: &Proc,
@@ -89,13 +98,14 @@ async fn leases_stay_live(
     let outage = std::time::Instant::now();
     while outage.elapsed() < watch {
         relay.ensure_running()?;
-        let leases = shard_leases(dynamo).await?;
+        let mut leases = leases_of_kind(dynamo, "shard").await?;
+        leases.extend(leases_of_kind(dynamo, "worker").await?);
         let now = now_ms()?;
         for (shard, owner, expires_at) in leases.iter().filter(|l| Some(l.0.as_str()) != except) {
             assert_eq!(owner, "relay-a", "{leases:?}");
             assert!(
                 *expires_at > now,
-                "the lease of {shard} lapsed {} ms ago, {:?} into the outage\n{}",
+                "the lease or heartbeat of {shard} lapsed {} ms ago, {:?} into the outage\n{}",
                 now - expires_at,
                 outage.elapsed(),
                 relay.output()
@@ -319,7 +329,8 @@ async fn leases_stay_live_while_list_shards_fails() -> anyhow::Result<()> {
 }
 
 /// One lease the table cannot write (its partition throttled, say) must not keep the relay
-/// from renewing the others: they stay live while that one fails for three leases' time.
+/// from renewing the others or writing its heartbeat: they stay live while that one fails for
+/// three leases' time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_lease_that_cannot_be_renewed_does_not_let_the_others_lapse() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
@@ -327,7 +338,7 @@ async fn one_lease_that_cannot_be_renewed_does_not_let_the_others_lapse() -> any
     let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
     let relay = relay_through(&stack, &proxy, 4.0).await?;
 
-    let leases = shard_leases(&dynamo).await?;
+    let leases = leases_of_kind(&dynamo, "shard").await?;
     let failing = leases
         .first()
         .map(|l| l.0.clone())

@@ -223,8 +223,9 @@ fn expiry(ctx: &RelayContext) -> i64 {
 }
 
 /// Renews every lease this relay holds and stops the workers whose lease another relay took.
-/// A renewal that fails does not keep the others from being renewed; the round then fails
-/// with the first such error, before it takes any shard.
+/// A renewal that fails does not keep the others from being renewed; the first such error is
+/// returned once all were tried, and the round fails with it (after its heartbeat) before it
+/// takes any shard.
 async fn renew(ctx: &RelayContext, running: &HashMap<String, Running>) -> Result<(), RelayError> {
     let mut failed = None;
     for (shard, worker) in running {

@@ -54,6 +54,10 @@ pub struct FaultPlan {
     /// prefix and whose body holds the text is answered 503 ServiceUnavailable: one item (a hot
     /// partition, say) failing while the rest of its table answers.
     pub brownout_holding: std::sync::Mutex<Option<(String, String)>>,
+    /// While set to (target prefix, text, milliseconds), every call whose `X-Amz-Target` starts
+    /// with the prefix and whose body holds the text is held that long before it is forwarded:
+    /// one slow item, or one slow operation, while the rest answers at once.
+    pub delay_holding: std::sync::Mutex<Option<(String, String, u64)>>,
     /// Calls seen per kind, for the test to check the faults were hit.
     pub throttled: AtomicU32,
     pub partial: AtomicU32,
@@ -212,6 +216,15 @@ async fn handle(
     if take(&plan.fail_5xx) {
         plan.injected.fetch_add(1, Ordering::SeqCst);
         return aws_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", json!({}));
+    }
+    let held_for = plan.delay_holding.lock().ok().and_then(|d| {
+        d.as_ref()
+            .filter(|(prefix, text, _)| target.starts_with(prefix.as_str()) && holds(&body, text.as_bytes()))
+            .map(|(_, _, ms)| *ms)
+    });
+    if let Some(ms) = held_for {
+        plan.injected.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     let delay = plan.latency_ms.load(Ordering::SeqCst);
     if delay > 0 {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
+use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +43,8 @@ pub enum RelayError {
     Publish(#[from] PublishError),
     #[error(transparent)]
     DeadLetter(#[from] DeadLetterError),
+    #[error("{what} took longer than {} ms, a third of the lease", after.as_millis())]
+    TimedOut { what: String, after: Duration },
 }
 
 impl RelayError {
@@ -49,7 +52,7 @@ impl RelayError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Lease(err) => err.is_retryable(),
-            Self::Kinesis(_) => true,
+            Self::Kinesis(_) | Self::TimedOut { .. } => true,
             Self::StreamMissing { .. } | Self::Publish(_) | Self::DeadLetter(_) => false,
         }
     }
@@ -173,12 +176,14 @@ async fn balance(
     // Renew first: a round's other calls (ListShards, the snapshot) can fail or be slow, and
     // that must not let the leases of pages still in flight lapse. Then the heartbeat, even
     // when a renewal failed: other relays that stop counting this one take its shards.
+    // Every call is bounded by a third of the lease (a hung attempt may take the SDK's 30 s):
+    // the next round, and its renewals, must come before the leases lapse.
     let renewed = renew(ctx, running).await;
-    ctx.leases.heartbeat(expiry(ctx)).await?;
+    bounded(ctx, "the heartbeat", ctx.leases.heartbeat(expiry(ctx))).await?;
     renewed?;
-    let shards = list_shards(ctx).await?;
+    let shards = bounded(ctx, "ListShards", list_shards(ctx)).await?;
     let now = now_ms();
-    let (leases, workers) = ctx.leases.snapshot(now).await?;
+    let (leases, workers) = bounded(ctx, "the lease snapshot", ctx.leases.snapshot(now)).await?;
 
     let me = ctx.leases.worker_id.clone();
     let plan = {
@@ -190,16 +195,20 @@ async fn balance(
         if taken >= plan.wanted {
             break;
         }
-        if let Outcome::Done(checkpoint) = ctx.leases.acquire(shard, now, expiry(ctx), None).await? {
+        let acquired = bounded(ctx, "a lease", ctx.leases.acquire(shard, now, expiry(ctx), None)).await?;
+        if let Outcome::Done(checkpoint) = acquired {
             start(ctx, running, shard, checkpoint);
             taken += 1;
         }
     }
     if taken < plan.wanted {
         if let Some((shard, owner)) = plan.take_over {
-            if let Outcome::Done(checkpoint) =
-                ctx.leases.acquire(shard, now, expiry(ctx), Some(owner)).await?
-            {
+            let acquired = bounded(
+                ctx,
+                "a lease",
+                ctx.leases.acquire(shard, now, expiry(ctx), Some(owner)),
+            );
+            if let Outcome::Done(checkpoint) = acquired.await? {
                 tracing::info!(shard, from = owner, "took a shard over to balance the relays");
                 start(ctx, running, shard, checkpoint);
             }
@@ -222,14 +231,42 @@ fn expiry(ctx: &RelayContext) -> i64 {
     now_ms() + ctx.lease_duration.as_millis() as i64
 }
 
+/// `call`, given up on after a third of the lease.
+async fn bounded<T, E: Into<RelayError>>(
+    ctx: &RelayContext,
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, RelayError> {
+    let after = ctx.lease_duration / 3;
+    match tokio::time::timeout(after, call).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(RelayError::TimedOut {
+            what: what.to_owned(),
+            after,
+        }),
+    }
+}
+
+/// Lease renewals in flight at once.
+const RENEWALS_AT_ONCE: usize = 16;
+
 /// Renews every lease this relay holds and stops the workers whose lease another relay took.
-/// A renewal that fails does not keep the others from being renewed; the first such error is
-/// returned once all were tried, and the round fails with it (after its heartbeat) before it
-/// takes any shard.
+/// Renewals run side by side, each bounded: one slow or failing item does not keep the others
+/// from being renewed in time. The first failure is returned once all were tried, and the
+/// round fails with it (after its heartbeat) before it takes any shard.
 async fn renew(ctx: &RelayContext, running: &HashMap<String, Running>) -> Result<(), RelayError> {
+    let outcomes: Vec<_> = futures_util::stream::iter(running)
+        .map(|(shard, worker)| async move {
+            let what = format!("renewing the lease of {shard}");
+            let outcome = bounded(ctx, &what, ctx.leases.renew(shard, expiry(ctx))).await;
+            (shard, worker, outcome)
+        })
+        .buffer_unordered(RENEWALS_AT_ONCE)
+        .collect()
+        .await;
     let mut failed = None;
-    for (shard, worker) in running {
-        match ctx.leases.renew(shard, expiry(ctx)).await {
+    for (shard, worker, outcome) in outcomes {
+        match outcome {
             Ok(Outcome::Done(())) => {}
             Ok(Outcome::Lost) => {
                 tracing::info!(shard, "lease taken over by another relay; stopping its worker");
@@ -239,10 +276,10 @@ async fn renew(ctx: &RelayContext, running: &HashMap<String, Running>) -> Result
                 tracing::warn!(shard, error = %err, "could not renew the lease; renewing the others");
                 failed.get_or_insert(err);
             }
-            Err(err) => return Err(err.into()),
+            Err(err) => return Err(err),
         }
     }
-    failed.map_or(Ok(()), |err| Err(err.into()))
+    failed.map_or(Ok(()), Err)
 }
 
 /// What one lease round saw.

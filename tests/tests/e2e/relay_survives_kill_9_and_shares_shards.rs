@@ -1,6 +1,6 @@
 //! Two relays share the shards through leases; kill -9 of one mid-stream: the other takes its
 //! shards over from their checkpoints and nothing is lost. Leases stay with their relay while
-//! the rest of a lease round, or one lease's renewal, fails. (Sized for moto, whose rule → SQS
+//! the rest of a lease round, or one lease's renewal, fails or hangs. (Sized for moto, whose rule → SQS
 //! delivery takes about 0.12 s per event.)
 
 use std::collections::HashSet;
@@ -349,6 +349,52 @@ async fn one_lease_that_cannot_be_renewed_does_not_let_the_others_lapse() -> any
     leases_stay_live(&dynamo, &relay, Some(&failing), Duration::from_secs(18)).await?;
     assert!(
         relay.output().contains("could not renew the lease"),
+        "{}",
+        relay.output()
+    );
+    Ok(())
+}
+
+/// A renewal or a ListShards call that hangs (an attempt may take the SDK's 30 s before it
+/// times out) must not hold the round past the leases: each call of a round is given up after
+/// a third of the lease, and renewals run side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hung_renewal_does_not_let_the_others_lapse() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&stack.moto.sdk_config().await);
+    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    let relay = relay_through(&stack, &proxy, 4.0).await?;
+
+    let leases = leases_of_kind(&dynamo, "shard").await?;
+    let slow = leases
+        .first()
+        .map(|l| l.0.clone())
+        .ok_or_else(|| anyhow::anyhow!("no lease in the table"))?;
+    if let Ok(mut d) = proxy.plan.delay_holding.lock() {
+        *d = Some((
+            "DynamoDB_20120810.UpdateItem".into(),
+            format!("#{slow}\""),
+            20_000,
+        ));
+    }
+    leases_stay_live(&dynamo, &relay, Some(&slow), Duration::from_secs(18)).await?;
+    assert!(relay.output().contains("took longer than"), "{}", relay.output());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_list_shards_does_not_let_the_leases_lapse() -> anyhow::Result<()> {
+    let stack = Stack::start_with_shards(2).await?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&stack.moto.sdk_config().await);
+    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    let relay = relay_through(&stack, &proxy, 2.0).await?;
+
+    if let Ok(mut d) = proxy.plan.delay_holding.lock() {
+        *d = Some(("Kinesis_20131202.ListShards".into(), stack.stream.clone(), 20_000));
+    }
+    leases_stay_live(&dynamo, &relay, None, Duration::from_secs(18)).await?;
+    assert!(
+        relay.output().contains("ListShards took longer than"),
         "{}",
         relay.output()
     );

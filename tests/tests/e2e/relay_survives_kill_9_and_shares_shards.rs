@@ -1,13 +1,13 @@
 //! Two relays share the shards through leases; kill -9 of one mid-stream: the other takes its
 //! shards over from their checkpoints and nothing is lost. Leases stay with their relay while
-//! the rest of a lease round, or one lease's renewal, fails or hangs. (Sized for moto, whose rule → SQS
-//! delivery takes about 0.12 s per event.)
+//! the rest of a lease round, or one lease's renewal, fails or hangs. (Sized for moto, whose
+//! rule → SQS delivery takes about 0.12 s per event.)
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use harness::bus;
-use harness::faults::FaultProxy;
+use harness::faults::{FaultPlan, FaultProxy};
 use harness::process::Proc;
 use harness::stack::Stack;
 use harness::wait;
@@ -56,6 +56,15 @@ async fn leases_of_kind(
             )
         })
         .collect())
+}
+
+/// One of the leased shards.
+async fn first_shard(dynamo: &aws_sdk_dynamodb::Client) -> anyhow::Result<String> {
+    let leases = leases_of_kind(dynamo, "shard").await?;
+    leases
+        .first()
+        .map(|l| l.0.clone())
+        .ok_or_else(|| anyhow::anyhow!("no lease in the table"))
 }
 
 fn now_ms() -> anyhow::Result<i64> {
@@ -328,31 +337,34 @@ async fn leases_stay_live_while_list_shards_fails() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One lease the table cannot write (its partition throttled, say) must not keep the relay
-/// from renewing the others or writing its heartbeat: they stay live while that one fails for
-/// three leases' time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_lease_that_cannot_be_renewed_does_not_let_the_others_lapse() -> anyhow::Result<()> {
+/// relay-a owns four shards and `fault` is set on one shard's lease item (given the text that
+/// marks its calls): the other leases and the heartbeat stay live for three leases' time, and
+/// the relay logs `logged`.
+async fn one_lease_in_trouble(fault: impl FnOnce(&FaultPlan, String), logged: &str) -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let dynamo = aws_sdk_dynamodb::Client::new(&stack.moto.sdk_config().await);
     let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
     let relay = relay_through(&stack, &proxy, 4.0).await?;
-
-    let leases = leases_of_kind(&dynamo, "shard").await?;
-    let failing = leases
-        .first()
-        .map(|l| l.0.clone())
-        .ok_or_else(|| anyhow::anyhow!("no lease in the table"))?;
-    if let Ok(mut b) = proxy.plan.brownout_holding.lock() {
-        *b = Some(("DynamoDB_20120810.UpdateItem".into(), format!("#{failing}\"")));
-    }
-    leases_stay_live(&dynamo, &relay, Some(&failing), Duration::from_secs(18)).await?;
-    assert!(
-        relay.output().contains("could not renew the lease"),
-        "{}",
-        relay.output()
-    );
+    let shard = first_shard(&dynamo).await?;
+    fault(&proxy.plan, format!("#{shard}\""));
+    leases_stay_live(&dynamo, &relay, Some(&shard), Duration::from_secs(18)).await?;
+    assert!(relay.output().contains(logged), "{}", relay.output());
     Ok(())
+}
+
+/// One lease the table cannot write (its partition throttled, say) must not keep the relay
+/// from renewing the others or writing its heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_lease_that_cannot_be_renewed_does_not_let_the_others_lapse() -> anyhow::Result<()> {
+    one_lease_in_trouble(
+        |plan, marker| {
+            if let Ok(mut b) = plan.brownout_holding.lock() {
+                *b = Some(("DynamoDB_20120810.UpdateItem".into(), marker));
+            }
+        },
+        "could not renew the lease",
+    )
+    .await
 }
 
 /// A renewal or a ListShards call that hangs (an attempt may take the SDK's 30 s before it
@@ -360,26 +372,15 @@ async fn one_lease_that_cannot_be_renewed_does_not_let_the_others_lapse() -> any
 /// a third of the lease, and renewals run side by side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_hung_renewal_does_not_let_the_others_lapse() -> anyhow::Result<()> {
-    let stack = Stack::start().await?;
-    let dynamo = aws_sdk_dynamodb::Client::new(&stack.moto.sdk_config().await);
-    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
-    let relay = relay_through(&stack, &proxy, 4.0).await?;
-
-    let leases = leases_of_kind(&dynamo, "shard").await?;
-    let slow = leases
-        .first()
-        .map(|l| l.0.clone())
-        .ok_or_else(|| anyhow::anyhow!("no lease in the table"))?;
-    if let Ok(mut d) = proxy.plan.delay_holding.lock() {
-        *d = Some((
-            "DynamoDB_20120810.UpdateItem".into(),
-            format!("#{slow}\""),
-            20_000,
-        ));
-    }
-    leases_stay_live(&dynamo, &relay, Some(&slow), Duration::from_secs(18)).await?;
-    assert!(relay.output().contains("took longer than"), "{}", relay.output());
-    Ok(())
+    one_lease_in_trouble(
+        |plan, marker| {
+            if let Ok(mut d) = plan.delay_holding.lock() {
+                *d = Some(("DynamoDB_20120810.UpdateItem".into(), marker, 20_000));
+            }
+        },
+        "took longer than",
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

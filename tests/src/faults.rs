@@ -204,9 +204,8 @@ async fn handle(
             .lock()
             .ok()
             .and_then(|b| {
-                b.as_ref().map(|(prefix, text)| {
-                    target.starts_with(prefix.as_str()) && holds(&body, text.as_bytes())
-                })
+                b.as_ref()
+                    .map(|(prefix, text)| calls_holding(target, &body, prefix, text))
             })
             .unwrap_or(false);
     if browned_out {
@@ -219,7 +218,7 @@ async fn handle(
     }
     let held_for = plan.delay_holding.lock().ok().and_then(|d| {
         d.as_ref()
-            .filter(|(prefix, text, _)| target.starts_with(prefix.as_str()) && holds(&body, text.as_bytes()))
+            .filter(|(prefix, text, _)| calls_holding(target, &body, prefix, text))
             .map(|(_, _, ms)| *ms)
     });
     if let Some(ms) = held_for {
@@ -343,6 +342,11 @@ async fn handle(
 }
 
 /// Whether `needle` occurs in `body`.
+/// A call of an operation starting with `prefix` whose body holds `text`.
+fn calls_holding(target: &str, body: &[u8], prefix: &str, text: &str) -> bool {
+    target.starts_with(prefix) && holds(body, text.as_bytes())
+}
+
 fn holds(body: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && body.windows(needle.len()).any(|w| w == needle)
 }

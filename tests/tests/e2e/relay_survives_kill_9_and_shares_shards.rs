@@ -78,7 +78,8 @@ async fn relay_through(stack: &Stack, proxy: &FaultProxy, shards: f64) -> anyhow
     let port = harness::free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
-    // A round fails after the SDK's three tries, up to ~3 s: a 6 s lease leaves room for that.
+    // A 6 s lease: each call of a round is given up after 2 s, and the round after that
+    // renews well before the lease runs out.
     let relay = Proc::spawn(
         "bridge",
         &[

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub resync_rows: Counter,
     pub backfill_records: Counter,
     pub backfill_superseded: Counter,
+    pub backfill_rereads: Counter,
     pub flushed_lsn: Gauge,
     pub server_wal_end_lsn: Gauge,
     pub slot_lag_bytes: Gauge,
@@ -77,6 +78,7 @@ impl Metrics {
             resync_rows: Counter::default(),
             backfill_records: Counter::default(),
             backfill_superseded: Counter::default(),
+            backfill_rereads: Counter::default(),
             flushed_lsn: Gauge::default(),
             server_wal_end_lsn: Gauge::default(),
             slot_lag_bytes: Gauge::default(),
@@ -155,8 +157,13 @@ impl Metrics {
         );
         registry.register(
             "backfill_rows_superseded",
-            "Backfilled rows left out because they changed between the chunk's watermarks",
+            "Backfilled rows left out because a change newer than the chunk's copy is in the stream",
             m.backfill_superseded.clone(),
+        );
+        registry.register(
+            "backfill_chunks_reread",
+            "Backfill chunks read again because a transaction already in the stream was not yet visible to them",
+            m.backfill_rereads.clone(),
         );
         registry.register(
             "slot_flushed_lsn",

@@ -13,6 +13,17 @@
 //!    position. A change committed before the low watermark is older than the chunk copy; one
 //!    after the high watermark follows it. Nothing stale lands after something newer.
 //!
+//! Step 3 has one exception DBLog does not cover: a transaction whose commit record is in the
+//! WAL (so it streams before the low watermark) but which is not yet visible to queries — it
+//! waits for a synchronous standby, or for its WAL flush. The chunk copy is then older than a
+//! change already in the stream. So each chunk is read in a repeatable-read transaction whose
+//! snapshot (`pg_current_snapshot()`) travels with it, the streaming loop remembers decoded
+//! transactions until a snapshot shows them (`Unseen`), and at the high watermark:
+//! - rows a transaction the snapshot does not show changed are left out, like rows changed in
+//!   the window (their newer state is in the stream);
+//! - if such a transaction was decoded before the job began, its keys are unknown: the chunk
+//!   is not sent and is read again, once that transaction is visible.
+//!
 //! The job lives in a tag on the stream (`outbox-bridge.backfill.<slot>`): `bridge backfill`
 //! writes the request, capture runs it and records how far it got — a chunk counts once
 //! Kinesis holds everything up to its high watermark (capture's acknowledged position passed
@@ -30,6 +41,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::slot_marker::{self, MarkerError};
+use super::snapshot::{precedes, Snapshot};
 use super::CaptureConfig;
 use crate::dms::{Change, EncodeOptions, Operation, Record, TxContext};
 use crate::lsn::Lsn;
@@ -44,6 +56,9 @@ pub const WATERMARK_PREFIX: &str = "outbox-bridge.watermark";
 
 /// How often capture looks for a new request.
 const POLL: Duration = Duration::from_secs(3);
+
+/// How long a chunk that must be read again waits for the transaction it did not see.
+const REREAD_PAUSE: Duration = Duration::from_millis(200);
 
 /// Tag values allow letters, digits, spaces and `_ . / = + - % @`: free text is
 /// percent-encoded, and `+` separates list items.
@@ -199,6 +214,8 @@ struct Chunk {
     key_columns: Vec<usize>,
     key: PartitionKey,
     rows: Vec<Vec<Option<String>>>,
+    /// What the chunk was read in.
+    snapshot: Snapshot,
     /// The job's progress once this chunk is durable.
     after: Job,
 }
@@ -229,6 +246,80 @@ struct Shared {
     pending: VecDeque<Record>,
     marks: VecDeque<Mark>,
     durable: Option<Job>,
+    /// The last chunk was not sent: this transaction, decoded before the job began, was not
+    /// yet visible to it.
+    reread: Option<u32>,
+}
+
+/// How many unseen transactions are kept at most (4 bytes each, plus noted keys). Snapshots trim
+/// the list long before: one per chunk, and one per poll while no job runs.
+const UNSEEN_CAP: usize = 1 << 20;
+
+/// While no job runs, a snapshot is taken to trim the unseen list once it holds this many.
+const IDLE_SNAPSHOT_AT: usize = 10_000;
+
+/// Transactions the streaming loop decoded (with a row change) that no snapshot has shown yet.
+#[derive(Default)]
+struct Unseen {
+    /// Each with whether its row keys are in `keys` (a job ran when its first change was decoded).
+    xids: VecDeque<(u32, bool)>,
+    /// Rows changed by them while a job runs.
+    keys: Vec<(u32, TableName, String)>,
+    /// The newest snapshot seen: whatever it shows, every later one shows.
+    snapshot: Option<Snapshot>,
+    /// The newest xid dropped from a full list without a snapshot showing it.
+    dropped: Option<u32>,
+}
+
+impl Unseen {
+    fn shown(&self, xid: u32) -> bool {
+        self.snapshot.as_ref().is_some_and(|s| s.shows(xid))
+    }
+
+    fn decoded(&mut self, xid: u32, noted: bool) {
+        if self.shown(xid) {
+            return;
+        }
+        if self.xids.len() >= UNSEEN_CAP {
+            if let Some((old, _)) = self.xids.pop_front() {
+                self.dropped = Some(self.dropped.filter(|d| precedes(old, *d)).unwrap_or(old));
+            }
+        }
+        self.xids.push_back((xid, noted));
+    }
+
+    fn note(&mut self, xid: u32, table: &TableName, key: String) {
+        if !self.shown(xid) {
+            self.keys.push((xid, table.clone(), key));
+        }
+    }
+
+    /// For a chunk of `table` read in `snapshot`, at its high watermark: the keys a transaction
+    /// it does not show changed, or a transaction it does not show whose keys are unknown.
+    fn stale_for(&self, snapshot: &Snapshot, table: &TableName) -> Result<HashSet<String>, u32> {
+        if let Some(&(xid, _)) = self.xids.iter().find(|(x, noted)| !noted && !snapshot.shows(*x)) {
+            return Err(xid);
+        }
+        if let Some(dropped) = self.dropped.filter(|d| !precedes(*d, snapshot.xmin)) {
+            return Err(dropped);
+        }
+        Ok(self
+            .keys
+            .iter()
+            .filter(|(xid, t, _)| t == table && !snapshot.shows(*xid))
+            .map(|(_, _, key)| key.clone())
+            .collect())
+    }
+
+    /// Forgets what `snapshot` shows: every later snapshot shows it too.
+    fn observe(&mut self, snapshot: &Snapshot) {
+        self.xids.retain(|(xid, _)| !snapshot.shows(*xid));
+        self.keys.retain(|(xid, _, _)| !snapshot.shows(*xid));
+        if self.dropped.is_some_and(|d| precedes(d, snapshot.xmin)) {
+            self.dropped = None;
+        }
+        self.snapshot = Some(snapshot.clone());
+    }
 }
 
 /// A chunk at its high watermark: rows sent as load records, and rows left out because a
@@ -237,12 +328,16 @@ struct Shared {
 pub struct ChunkSent {
     pub records: u64,
     pub superseded: u64,
+    /// The chunk is read again instead (see `Unseen`).
+    pub reread: u64,
 }
 
 /// What the streaming loop and the chunk task share.
 #[derive(Default)]
 pub struct Coordinator {
     shared: Mutex<Shared>,
+    /// Outlives jobs: a transaction decoded before one begins may be invisible to its chunks.
+    unseen: Mutex<Unseen>,
     processed: Notify,
     /// A job was begun and is not done: without one, the streaming loop's checks (per message
     /// and per change) skip the lock.
@@ -257,16 +352,47 @@ impl Coordinator {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether changes of `table` must be noted now (between a chunk's watermarks).
-    pub fn watching(&self, table: &TableName) -> bool {
-        self.active.load(Ordering::Acquire) && self.lock().window.as_ref().is_some_and(|w| &w.table == table)
+    /// Whether a job runs: row changes are then noted (`changed`).
+    pub fn noting(&self) -> bool {
+        self.active.load(Ordering::Acquire)
     }
 
-    /// A change of a watched table: its chunk copy must not be sent.
-    pub fn changed(&self, key: String) {
-        if let Some(w) = self.lock().window.as_mut() {
-            w.keys.insert(key);
+    fn unseen(&self) -> std::sync::MutexGuard<'_, Unseen> {
+        self.unseen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The first row change of transaction `xid` was decoded (whether or not a job runs).
+    pub fn decoded(&self, xid: u32) {
+        let noted = self.noting();
+        self.unseen().decoded(xid, noted);
+    }
+
+    /// A row change while a job runs: the chunk copy of this key is stale if the change is in
+    /// its window or its transaction is invisible to the chunk's snapshot.
+    pub fn changed(&self, table: &TableName, key: String, xid: u32) {
+        {
+            let mut s = self.lock();
+            if let Some(w) = s.window.as_mut().filter(|w| &w.table == table) {
+                w.keys.insert(key.clone());
+            }
         }
+        self.unseen().note(xid, table, key);
+    }
+
+    /// A snapshot taken now: what it shows need not be remembered.
+    fn observe(&self, snapshot: &Snapshot) {
+        self.unseen().observe(snapshot);
+    }
+
+    fn unseen_len(&self) -> usize {
+        self.unseen().xids.len()
+    }
+
+    /// The chunk just processed was not sent and must be read again: the transaction why.
+    fn take_reread(&self) -> Option<u32> {
+        self.lock().reread.take()
     }
 
     /// A watermark read from the stream at `lsn`. At a chunk's high watermark: how many of
@@ -300,18 +426,39 @@ impl Coordinator {
             }
             "high" => {
                 if let Some(chunk) = s.ready.take_if(|c| c.seq == seq) {
-                    let keys = s
+                    let mut keys = s
                         .window
                         .take()
                         .filter(|w| w.seq == seq)
                         .map(|w| w.keys)
                         .unwrap_or_default();
+                    let stale = {
+                        let mut unseen = self.unseen();
+                        let stale = unseen.stale_for(&chunk.snapshot, &chunk.table);
+                        unseen.observe(&chunk.snapshot);
+                        stale
+                    };
+                    match stale {
+                        Ok(stale) => keys.extend(stale),
+                        Err(xid) => {
+                            tracing::debug!(%lsn, xid, table = %chunk.table, "backfill chunk read before a transaction already streamed was visible: reading it again");
+                            s.reread = Some(xid);
+                            drop(s);
+                            self.processed.notify_one();
+                            return Some(ChunkSent {
+                                records: 0,
+                                superseded: 0,
+                                reread: 1,
+                            });
+                        }
+                    }
                     let records = encode_chunk(&chunk, &keys, lsn, opts, limit);
                     tracing::debug!(%lsn, table = %chunk.table, rows = chunk.rows.len(), sent = records.len(), "backfill chunk at its high watermark");
                     s.pending.extend(records.iter().cloned());
                     let sent = ChunkSent {
                         records: records.len() as u64,
                         superseded: (chunk.rows.len() - records.len()) as u64,
+                        reread: 0,
                     };
                     s.marks.push_back(Mark {
                         seq,
@@ -328,6 +475,7 @@ impl Coordinator {
                     let sent = ChunkSent {
                         records: again.len() as u64,
                         superseded: 0,
+                        reread: 0,
                     };
                     s.pending.extend(again);
                     return Some(sent);
@@ -429,6 +577,12 @@ impl Coordinator {
             key_columns,
             key,
             rows,
+            // Shows every transaction of the tests' few xids.
+            snapshot: Snapshot {
+                xmin: 1 << 20,
+                xmax: 1 << 20,
+                xip: HashSet::new(),
+            },
             after: job,
         });
     }
@@ -545,6 +699,7 @@ pub async fn run_jobs(
     shutdown: CancellationToken,
 ) {
     let run = format!("{:016x}", rand::random::<u64>());
+    let mut idle_client = None;
     loop {
         let job = match log.read().await {
             Ok(Some(job)) if job.state.is_active() => Some(job),
@@ -577,12 +732,44 @@ pub async fn run_jobs(
                     tracing::warn!(error = %error, "backfill interrupted; it resumes where it got to")
                 }
             }
+        } else if coordinator.unseen_len() >= IDLE_SNAPSHOT_AT {
+            // No chunk snapshot trims the list now: take one (the next job's chunks need only
+            // what it does not show).
+            match idle_snapshot(&cfg, &mut idle_client).await {
+                Ok(snapshot) => coordinator.observe(&snapshot),
+                Err(error) => {
+                    idle_client = None;
+                    tracing::debug!(error = %error, "cannot take a snapshot to trim the list of unseen transactions; retrying");
+                }
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(POLL) => {}
         }
     }
+}
+
+async fn idle_snapshot(
+    cfg: &CaptureConfig,
+    client: &mut Option<tokio_postgres::Client>,
+) -> Result<Snapshot, BackfillError> {
+    let c = match client.take() {
+        Some(c) if !c.is_closed() => c,
+        _ => slot::query_client(&cfg.target).await?,
+    };
+    let snapshot = current_snapshot(&c).await?;
+    *client = Some(c);
+    Ok(snapshot)
+}
+
+async fn current_snapshot(client: &impl tokio_postgres::GenericClient) -> Result<Snapshot, BackfillError> {
+    let text: String = client
+        .query_one("SELECT pg_current_snapshot()::text", &[])
+        .await?
+        .get(0);
+    Snapshot::parse(&text)
+        .ok_or_else(|| BackfillError::Refused(format!("unreadable pg_current_snapshot(): {text}")))
 }
 
 async fn execute(
@@ -592,7 +779,7 @@ async fn execute(
     mut job: Job,
     run: &str,
 ) -> Result<(), BackfillError> {
-    let client = slot::query_client(&cfg.target).await?;
+    let mut client = slot::query_client(&cfg.target).await?;
     let tables = if job.tables.is_empty() {
         publication_tables(&client, &cfg.publication).await?
     } else {
@@ -630,6 +817,7 @@ async fn execute(
         tracing::info!(id = %job.id, table_index = job.table_index, rows = job.rows, "backfill resumed");
     }
     let mut seq = 0_u64;
+    let mut rereads = 0_u64;
     let mut written = Instant::now();
     let mut progress = job.clone();
     while progress.table_index < plans.len() {
@@ -638,7 +826,15 @@ async fn execute(
         seq += 1;
         coordinator.expect(seq, table);
         emit(&client, run, seq, "low").await?;
-        let rows = read_chunk(&client, table, relation, key_columns, &progress, job.chunk_rows).await?;
+        let (rows, snapshot) = read_chunk(
+            &mut client,
+            table,
+            relation,
+            key_columns,
+            &progress,
+            job.chunk_rows,
+        )
+        .await?;
         let n = rows.len() as u64;
         let mut after = progress.clone();
         after.rows += n;
@@ -660,10 +856,20 @@ async fn execute(
             key_columns: key_columns.clone(),
             key: cfg.routes.key_for(table),
             rows,
+            snapshot,
             after: after.clone(),
         });
         emit(&client, run, seq, "high").await?;
         coordinator.processed.notified().await;
+        if let Some(xid) = coordinator.take_reread() {
+            rereads += 1;
+            if rereads == 1 || rereads.is_multiple_of(100) {
+                tracing::info!(id = %job.id, %table, xid, rereads, "backfill chunk read again: transaction {xid} is in the stream but was not yet visible to the read (a commit waiting for a synchronous standby?)");
+            }
+            tokio::time::sleep(REREAD_PAUSE).await;
+            continue;
+        }
+        rereads = 0;
         progress = after;
         if written.elapsed() >= POLL {
             // `bridge backfill --restart` replaced the request: leave it to the next round.
@@ -709,15 +915,15 @@ async fn emit(client: &tokio_postgres::Client, run: &str, seq: u64, edge: &str) 
 }
 
 /// The next chunk after `progress.last_key`, every column in its output function's text
-/// (pgoutput's form), in primary-key order.
+/// (pgoutput's form), in primary-key order; and the snapshot it was read in.
 async fn read_chunk(
-    client: &tokio_postgres::Client,
+    client: &mut tokio_postgres::Client,
     table: &TableName,
     relation: &Relation,
     key_columns: &[usize],
     progress: &Job,
     limit: u64,
-) -> Result<Vec<Vec<Option<String>>>, BackfillError> {
+) -> Result<(Vec<Vec<Option<String>>>, Snapshot), BackfillError> {
     let columns: Vec<String> = relation.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let keys: Vec<String> = key_columns
         .iter()
@@ -745,13 +951,22 @@ async fn read_chunk(
         table.quoted(),
         keys.join(", ")
     );
+    // Repeatable read: the snapshot asked for first is the one the rows are read in.
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let snapshot = current_snapshot(&tx).await?;
     let mut rows = Vec::new();
-    for message in client.simple_query(&sql).await? {
+    for message in tx.simple_query(&sql).await? {
         if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
             rows.push((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect());
         }
     }
-    Ok(rows)
+    tx.commit().await?;
+    Ok((rows, snapshot))
 }
 
 async fn publication_tables(
@@ -815,5 +1030,72 @@ mod tests {
             ..job
         };
         assert_eq!(Job::from_tag(&all.to_tag()), Some(all));
+    }
+
+    fn snap(xmin: u32, xmax: u32, xip: &[u32]) -> Snapshot {
+        Snapshot {
+            xmin,
+            xmax,
+            xip: xip.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn a_chunk_leaves_out_rows_of_transactions_its_snapshot_does_not_show() {
+        let customers: TableName = "public.customers".parse().unwrap();
+        let orders: TableName = "public.orders".parse().unwrap();
+        let mut unseen = Unseen::default();
+        for (xid, table, key) in [
+            (10, &customers, "a"),
+            (11, &customers, "b"),
+            (12, &orders, "a"),
+            (13, &customers, "c"),
+        ] {
+            unseen.decoded(xid, true);
+            unseen.note(xid, table, key.into());
+        }
+        // 11 still commits (a synchronous standby), 13 ended after the snapshot.
+        let chunk = snap(11, 13, &[11]);
+        let stale = unseen.stale_for(&chunk, &customers).unwrap();
+        assert_eq!(stale, HashSet::from(["b".to_owned(), "c".to_owned()]));
+        unseen.observe(&chunk);
+        assert_eq!(unseen.xids.iter().map(|x| x.0).collect::<Vec<_>>(), [11, 13]);
+        // What the snapshot showed is not noted again.
+        unseen.decoded(9, true);
+        unseen.note(9, &customers, "z".into());
+        assert_eq!(unseen.xids.len(), 2);
+        assert_eq!(unseen.keys.len(), 2);
+        // A later snapshot shows both: nothing is left out, nothing kept.
+        let later = snap(14, 14, &[]);
+        assert!(unseen.stale_for(&later, &customers).unwrap().is_empty());
+        unseen.observe(&later);
+        assert!(unseen.xids.is_empty() && unseen.keys.is_empty());
+    }
+
+    #[test]
+    fn an_unseen_transaction_decoded_before_the_job_began_makes_the_chunk_read_again() {
+        let customers: TableName = "public.customers".parse().unwrap();
+        let mut unseen = Unseen::default();
+        unseen.decoded(20, false);
+        unseen.decoded(21, true);
+        unseen.note(21, &customers, "a".into());
+        assert_eq!(unseen.stale_for(&snap(20, 22, &[20]), &customers), Err(20));
+        // Once it is visible the chunk goes out, without what 21 changed if it is not.
+        let stale = unseen.stale_for(&snap(21, 22, &[21]), &customers).unwrap();
+        assert_eq!(stale, HashSet::from(["a".to_owned()]));
+    }
+
+    #[test]
+    fn a_full_list_that_dropped_an_unseen_transaction_is_not_trusted_until_a_snapshot_shows_it() {
+        let customers: TableName = "public.customers".parse().unwrap();
+        let mut unseen = Unseen::default();
+        for xid in 100..100 + UNSEEN_CAP as u32 + 2 {
+            unseen.decoded(xid, true);
+        }
+        assert_eq!(unseen.dropped, Some(101));
+        assert_eq!(unseen.stale_for(&snap(101, 200, &[]), &customers), Err(101));
+        unseen.observe(&snap(102, 102, &[]));
+        assert_eq!(unseen.dropped, None);
+        assert!(unseen.stale_for(&snap(102, 102, &[]), &customers).is_ok());
     }
 }

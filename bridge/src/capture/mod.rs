@@ -37,6 +37,7 @@ pub mod routes;
 mod session;
 #[cfg(test)]
 mod session_tests;
+mod snapshot;
 mod standby;
 #[cfg(test)]
 mod status_interval_tests {

@@ -72,6 +72,8 @@ struct OpenTx {
     ctx: TxContext,
     commit_seconds: f64,
     next_record_id: u64,
+    /// Its first row change was reported to the backfill coordinator.
+    reported: bool,
 }
 
 /// Capture's signs of life for `/healthz`; they outlive a connection, so a reconnect loop that
@@ -414,6 +416,7 @@ impl<'a> Session<'a> {
                     },
                     commit_seconds: dms::pg_time_seconds(commit_time),
                     next_record_id: 1,
+                    reported: false,
                 });
             }
             PgOutput::Commit {
@@ -499,6 +502,7 @@ impl<'a> Session<'a> {
             {
                 self.metrics.backfill_records.inc_by(sent.records);
                 self.metrics.backfill_superseded.inc_by(sent.superseded);
+                self.metrics.backfill_rereads.inc_by(sent.reread);
             }
             return;
         }
@@ -560,18 +564,23 @@ impl<'a> Session<'a> {
             schema: rel.relation.namespace.clone(),
             name: rel.relation.name.clone(),
         };
-        if self.beacons.backfill.watching(&table) {
-            // Between a backfill chunk's watermarks: this row's chunk copy may be older.
-            for tuple in std::iter::once(row).chain(before) {
-                if let Some(key) = super::backfill::tuple_key(tuple, &rel.key_columns) {
-                    self.beacons.backfill.changed(key);
-                }
-            }
-        }
         let tx = self
             .tx
             .as_mut()
             .ok_or_else(|| ReplicationError::Protocol("row change outside a transaction".into()))?;
+        let backfill = &self.beacons.backfill;
+        if !tx.reported {
+            // A backfill chunk read later may not see this transaction yet (see `backfill`).
+            tx.reported = true;
+            backfill.decoded(tx.ctx.xid);
+        }
+        if backfill.noting() {
+            for tuple in std::iter::once(row).chain(before) {
+                if let Some(key) = super::backfill::tuple_key(tuple, &rel.key_columns) {
+                    backfill.changed(&table, key, tx.ctx.xid);
+                }
+            }
+        }
         let record_id = tx.next_record_id;
         tx.next_record_id += 1;
         let (ctx, commit_seconds) = (tx.ctx, tx.commit_seconds);

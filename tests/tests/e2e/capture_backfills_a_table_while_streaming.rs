@@ -168,3 +168,193 @@ async fn tag_value(stack: &Stack, key: &str) -> anyhow::Result<Option<String>> {
         .find(|t| t.key() == key)
         .and_then(|t| t.value().map(str::to_owned)))
 }
+
+/// A transaction whose commit record is in the WAL, so it streams before a chunk's low
+/// watermark, while queries cannot see it yet: it waits for a synchronous standby that never
+/// answers. A chunk read meanwhile holds the row's older state; sent at its high watermark, it
+/// would land after the newer change. Two such rows: one whose update streamed before the
+/// backfill began (its chunk is read again once the update is visible), one whose update
+/// streamed while it ran (its chunk copy is left out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_streamed_before_it_is_visible_is_not_overtaken_by_a_stale_chunk() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let pg = stack.pg.client().await?;
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "--slot",
+        "bf",
+        "--publication",
+        "bf",
+        "--tables",
+        "public.outbox,public.customers",
+        "--metrics-listen",
+        &listen,
+    ];
+    let capture = stack.spawn_capture(&args).await?;
+    pg.batch_execute(
+        "INSERT INTO customers (id, name, credit_limit, version) \
+         SELECT gen_random_uuid(), 'c' || i, i, 1 FROM generate_series(1, 20) AS i",
+    )
+    .await?;
+    let ids: Vec<String> = pg
+        .query("SELECT id::text FROM customers ORDER BY id", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // The first row's chunk is read first, the last row's last.
+    let (first, last) = (ids[0].clone(), ids[ids.len() - 1].clone());
+    wait_for_version(&stack, &last, 1).await?;
+
+    // From here every commit waits for a standby that does not exist.
+    pg.simple_query("ALTER SYSTEM SET synchronous_standby_names = 'ghost'")
+        .await?;
+    pg.simple_query("SELECT pg_reload_conf()").await?;
+    let first_update = HungUpdate::start(&stack, &first).await?;
+    wait_for_version(&stack, &first, 2).await?;
+
+    let env = stack.env_with(&[("BRIDGE_SLOT", "bf")]);
+    let mut backfill = Proc::spawn(
+        "bridge",
+        &[
+            "backfill",
+            "--table",
+            "public.customers",
+            "--chunk-rows",
+            "1",
+            "--rows-per-second",
+            "2",
+        ],
+        &env,
+    )?;
+    wait::until("the backfill to run", Duration::from_secs(60), || async {
+        backfill.ensure_running()?;
+        let tag = tag_value(&stack, "outbox-bridge.backfill.bf").await?;
+        Ok(tag.is_some_and(|t| t.contains("state=running")).then_some(()))
+    })
+    .await?;
+    let last_update = HungUpdate::start(&stack, &last).await?;
+    wait_for_version(&stack, &last, 2).await?;
+    // The first chunk cannot go out while the first row's update is invisible (on the code
+    // before the fix it went out, and the backfill ran on).
+    wait::until(
+        "the first chunk to be read again",
+        Duration::from_secs(60),
+        || async {
+            if backfill.ensure_running().is_err() {
+                return Ok(Some(()));
+            }
+            Ok(
+                (harness::metrics::scrape(port, "bridge_backfill_chunks_reread_total").await? >= 1.0)
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    first_update.release(&pg).await?;
+    // The last row's chunk is read while its update is still invisible.
+    assert_eq!(
+        backfill.wait(Duration::from_secs(60)).await?,
+        Some(0),
+        "{}",
+        backfill.output()
+    );
+    last_update.release(&pg).await?;
+    pg.simple_query("ALTER SYSTEM RESET synchronous_standby_names")
+        .await?;
+    pg.simple_query("SELECT pg_reload_conf()").await?;
+    stack
+        .wait_drained_within("bf", &capture, Duration::from_secs(60))
+        .await?;
+
+    let records = customer_records(&stack).await?;
+    let mut stale = Vec::new();
+    for id in &ids {
+        let versions: Vec<String> = records
+            .iter()
+            .filter(|(rid, _, _)| rid == id)
+            .map(|(_, op, v)| format!("{op} {v}"))
+            .collect();
+        let (expected, which) = match id {
+            id if *id == first => (2, " (updated before the backfill)"),
+            id if *id == last => (2, " (updated during it)"),
+            _ => (1, ""),
+        };
+        if !versions
+            .last()
+            .is_some_and(|l| l.ends_with(&format!(" {expected}")))
+        {
+            stale.push(format!(
+                "customer {id}{which}: its records in stream order are {versions:?}, the row has version {expected}"
+            ));
+        }
+    }
+    assert!(stale.is_empty(), "{stale:#?}");
+    assert!(
+        records.iter().any(|(_, op, _)| op == "load"),
+        "the backfill sent rows"
+    );
+    Ok(())
+}
+
+/// An UPDATE to version 2 from its own connection, stuck in its commit (synchronous replication).
+struct HungUpdate {
+    pid: i32,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl HungUpdate {
+    async fn start(stack: &Stack, id: &str) -> anyhow::Result<Self> {
+        let client = stack.pg.client().await?;
+        let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
+        let sql = format!("UPDATE customers SET version = 2 WHERE id = '{id}'");
+        let task = tokio::spawn(async move {
+            // Cancelled while it waits for the standby: committed locally, with a warning.
+            client.simple_query(&sql).await?;
+            Ok(())
+        });
+        Ok(Self { pid, task })
+    }
+
+    /// Stops the wait: the update becomes visible.
+    async fn release(self, pg: &tokio_postgres::Client) -> anyhow::Result<()> {
+        pg.execute("SELECT pg_cancel_backend($1)", &[&self.pid]).await?;
+        tokio::time::timeout(Duration::from_secs(30), self.task).await???;
+        Ok(())
+    }
+}
+
+/// Customers' records in stream order: id, operation, version.
+async fn customer_records(stack: &Stack) -> anyhow::Result<Vec<(String, String, String)>> {
+    Ok(stack
+        .records()
+        .await?
+        .iter()
+        .filter(|r| r.json["metadata"]["table-name"] == "customers")
+        .filter_map(|r| {
+            Some((
+                r.json["data"]["id"].as_str()?.to_owned(),
+                r.json["metadata"]["operation"].as_str()?.to_owned(),
+                r.json["data"]["version"].to_string(),
+            ))
+        })
+        .collect())
+}
+
+/// Waits until a record of this customer at this version is in the stream.
+async fn wait_for_version(stack: &Stack, id: &str, version: i64) -> anyhow::Result<()> {
+    let want = version.to_string();
+    wait::until(
+        &format!("customer {id} at version {version} in the stream"),
+        Duration::from_secs(60),
+        || async {
+            let records = customer_records(stack).await?;
+            Ok(records
+                .iter()
+                .any(|(rid, _, v)| rid == id && *v == want)
+                .then_some(()))
+        },
+    )
+    .await
+}

@@ -427,6 +427,14 @@ pub struct CaptureArgs {
     pub tuning: CaptureTuningArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    /// S3 bucket where records above Kinesis' 1 MiB limit are stored whole; the stream carries
+    /// a claim check to them (the relay's claim-check bucket).
+    #[arg(
+        long,
+        env = "BRIDGE_CLAIM_CHECK_BUCKET",
+        default_value = "bridge-claim-checks"
+    )]
+    pub claim_check_bucket: String,
     /// Where records go: `kinesis`, or `null` (accepted and discarded at once: measures the
     /// capture path alone, for benchmarks; the slot is acknowledged as if Kinesis took them).
     #[arg(long, value_enum, default_value_t = SinkKind::Kinesis)]

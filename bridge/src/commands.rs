@@ -65,7 +65,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 let tuning = CaptureTuningArgs::defaults()?;
                 let cfg = capture_config(args.source, args.outbox, &tuning)?;
                 let kinesis = aws_sdk_kinesis::Client::new(&aws);
-                return crate::full_load::run(&cfg, kinesis, stream).await;
+                let claims = eventing::claim_check::ClaimCheckStore::new(s3, &r.claim_check_bucket);
+                return crate::full_load::run(&cfg, kinesis, claims, stream).await;
             }
             if args.source.database_url.is_some() {
                 let tuning = CaptureTuningArgs::defaults()?;
@@ -101,6 +102,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                     stream: args.stream.stream,
                     on_slot_loss: args.tuning.on_slot_loss,
                     resync_margin: args.tuning.resync_margin,
+                    claim_check_bucket: args.claim_check_bucket,
                 };
                 bridge::run::capture(start, metrics, shutdown).await?;
             }
@@ -218,6 +220,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             )?;
             let metrics = serve_metrics(&args.metrics).await?;
             let timeout = Duration::from_secs(args.capture.shutdown_timeout_secs);
+            let claim_check_bucket = args.resources.claim_check_bucket.clone();
             let start = relay_start(
                 &args.outbox,
                 args.stream.stream.clone(),
@@ -231,6 +234,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 stream: args.stream.stream,
                 on_slot_loss: args.capture.on_slot_loss,
                 resync_margin: args.capture.resync_margin,
+                claim_check_bucket: claim_check_bucket.clone(),
             };
             bridge::run::pipeline(capture, ctx, metrics, eventing::shutdown::on_signal()).await?;
             tracing::info!("bridge stopped");

@@ -74,12 +74,20 @@ pub struct Change<'a> {
 pub struct Record {
     pub partition_key: String,
     pub data: Bytes,
+    /// For a record above Kinesis' limit: the whole record, which the sink stores in S3 before
+    /// it sends `data` (the record without its large values) with a claim check to it.
+    pub claim: Option<Bytes>,
 }
 
+/// Room a record with a `claim` keeps for the claim check the sink adds to its metadata.
+pub const CLAIM_CHECK_ROOM: usize = 1024;
+
 impl Record {
-    /// What the record counts against Kinesis' per-request and per-record limits.
+    /// What the record counts against Kinesis' per-request and per-record limits (with the
+    /// claim check it will carry, if any).
     pub fn size(&self) -> usize {
-        self.data.len() + self.partition_key.len()
+        let room = if self.claim.is_some() { CLAIM_CHECK_ROOM } else { 0 };
+        self.data.len() + self.partition_key.len() + room
     }
 }
 
@@ -145,6 +153,7 @@ pub fn encode(change: &Change<'_>, tx: &TxContext, key: &PartitionKey, opts: Enc
     Record {
         partition_key: partition_key(change, tx, key),
         data: Bytes::from(out),
+        claim: None,
     }
 }
 
@@ -243,6 +252,7 @@ pub fn encode_message_data(
     Record {
         partition_key,
         data: Bytes::from(record),
+        claim: None,
     }
 }
 

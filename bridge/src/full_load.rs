@@ -15,7 +15,12 @@ use bridge::metrics::Metrics;
 use bridge::replication::slot;
 use bridge::sink::kinesis::KinesisSink;
 
-pub async fn run(cfg: &CaptureConfig, kinesis: aws_sdk_kinesis::Client, stream: &str) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: &CaptureConfig,
+    kinesis: aws_sdk_kinesis::Client,
+    claims: eventing::claim_check::ClaimCheckStore,
+    stream: &str,
+) -> anyhow::Result<()> {
     let client = slot::query_client(&cfg.target).await?;
     let inserts_only = cfg.tables.iter().all(|t| cfg.routes.is_outbox(t));
     slot::ensure_publication(&client, &cfg.publication, &cfg.tables, inserts_only).await?;
@@ -46,7 +51,7 @@ pub async fn run(cfg: &CaptureConfig, kinesis: aws_sdk_kinesis::Client, stream: 
     // Server time before the slot exists: whatever the snapshot lacks commits after it.
     let before = catalog::server_now(&client).await?;
     drop(client);
-    let sink = Arc::new(KinesisSink::new(kinesis.clone(), stream, Metrics::new()));
+    let sink = Arc::new(KinesisSink::new(kinesis.clone(), stream, Metrics::new()).with_claim_checks(claims));
     let (lsn, identity, rows) = snapshot_load(cfg, sink.as_ref(), &reads)
         .await
         .context("full load")?;

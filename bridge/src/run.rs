@@ -23,6 +23,8 @@ pub struct CaptureStart {
     pub stream: String,
     pub on_slot_loss: OnSlotLoss,
     pub resync_margin: Duration,
+    /// Where records above Kinesis' 1 MiB limit are stored whole (`sink::claims`).
+    pub claim_check_bucket: String,
 }
 
 /// The relay's AWS resources and tuning.
@@ -74,6 +76,7 @@ pub async fn capture(
         stream,
         on_slot_loss,
         resync_margin,
+        claim_check_bucket,
     } = start;
     let aws = crate::aws_config().await;
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
@@ -96,7 +99,8 @@ pub async fn capture(
         policy: on_slot_loss,
         margin: resync_margin,
     };
-    let sink = Arc::new(KinesisSink::new(kinesis, &stream, metrics.clone()));
+    let claims = ClaimCheckStore::new(aws_sdk_s3::Client::new(&aws), &claim_check_bucket);
+    let sink = Arc::new(KinesisSink::new(kinesis, &stream, metrics.clone()).with_claim_checks(claims));
     capture::run(&cfg, sink, metrics, shutdown, Some(recovery)).await?;
     Ok(())
 }
@@ -110,7 +114,8 @@ pub async fn relay_context(start: RelayStart, metrics: Arc<Metrics>) -> Result<A
             queue: start.dead_letter_queue.clone(),
             source,
         })?;
-    let claim_checks = ClaimCheckStore::new(aws_sdk_s3::Client::new(&aws), &start.claim_check_bucket);
+    let s3 = aws_sdk_s3::Client::new(&aws);
+    let claim_checks = ClaimCheckStore::new(s3.clone(), &start.claim_check_bucket);
     let publisher = Publisher::new(
         aws_sdk_eventbridge::Client::new(&aws),
         &start.event_bus,
@@ -139,6 +144,7 @@ pub async fn relay_context(start: RelayStart, metrics: Arc<Metrics>) -> Result<A
         kinesis,
         stream: start.stream,
         publisher,
+        s3,
         dlq,
         leases,
         envelope: start.envelope,

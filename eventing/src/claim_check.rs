@@ -34,8 +34,6 @@ impl ClaimCheckStore {
     /// Stores `payload` under a key derived from the event id (so a retry overwrites, never
     /// duplicates) and returns the claim check that replaces it.
     pub async fn store(&self, event_id: &str, payload: &RawValue) -> Result<Value, ClaimCheckError> {
-        let body = payload.get().as_bytes().to_vec();
-        let sha256 = format!("{:x}", Sha256::digest(&body));
         // A hash of the id: ids that differ only in characters a key cannot hold stay apart.
         let key = format!(
             "{}{}-{:x}.json",
@@ -43,6 +41,22 @@ impl ClaimCheckStore {
             sanitize(event_id),
             Sha256::digest(event_id.as_bytes())
         );
+        self.put(key, payload.get().as_bytes().to_vec()).await
+    }
+
+    /// Stores a whole stream record (capture's, for one above Kinesis' 1 MiB limit) under a key
+    /// named by its hash: storing it again overwrites, never duplicates. Returns the claim check.
+    pub async fn store_record(&self, record: &[u8]) -> Result<Value, ClaimCheckError> {
+        let key = format!(
+            "{}{RECORDS}{:x}.json",
+            crate::provision::CLAIM_CHECK_PREFIX,
+            Sha256::digest(record)
+        );
+        self.put(key, record.to_vec()).await
+    }
+
+    async fn put(&self, key: String, body: Vec<u8>) -> Result<Value, ClaimCheckError> {
+        let sha256 = format!("{:x}", Sha256::digest(&body));
         let size = body.len();
         self.client
             .put_object()
@@ -61,6 +75,9 @@ impl ClaimCheckStore {
         Ok(json!({"bucket": self.bucket, "key": key, "size": size, "sha256": sha256}))
     }
 }
+
+/// Where capture's whole records go, under the claim-check prefix (and its lifecycle rule).
+pub const RECORDS: &str = "records/";
 
 fn sanitize(id: &str) -> String {
     id.chars()

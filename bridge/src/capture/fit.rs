@@ -1,12 +1,14 @@
 //! Records that fit Kinesis' per-record limit: a row too large is sent without its large
 //! values, and names them (`dropped-columns`), so nobody mistakes a dropped value for a null
-//! one and the relay parks it with that reason. Streaming and the outbox resync both use it.
+//! one; the whole record rides along (`Record::claim`) for the sink to store in S3 and point
+//! to (`sink::claims`). Streaming, backfills and the outbox resync all use it.
 
 use crate::dms::{self, Change, EncodeOptions, Record, TxContext};
 use crate::partition::PartitionKey;
 use crate::replication::pgoutput::{Datum, Relation, Tuple};
 
-/// Encodes the change within `limit` bytes; `true` when values had to be left out.
+/// Encodes the change within `limit` bytes; `true` when values had to be left out (the whole
+/// record is then the slim one's `claim`).
 pub fn encode_within(
     change: &Change<'_>,
     ctx: &TxContext,
@@ -14,10 +16,28 @@ pub fn encode_within(
     opts: EncodeOptions,
     limit: usize,
 ) -> (Record, bool) {
-    let record = dms::encode(change, ctx, key, opts);
-    if record.size() <= limit {
-        return (record, false);
+    let whole = dms::encode(change, ctx, key, opts);
+    if whole.size() <= limit {
+        return (whole, false);
     }
+    let mut slim = slim_within(
+        change,
+        ctx,
+        key,
+        opts,
+        limit.saturating_sub(dms::CLAIM_CHECK_ROOM),
+    );
+    slim.claim = Some(whole.data);
+    (slim, true)
+}
+
+fn slim_within(
+    change: &Change<'_>,
+    ctx: &TxContext,
+    key: &PartitionKey,
+    opts: EncodeOptions,
+    limit: usize,
+) -> Record {
     let slim = slim_tuple(change.row, 1024);
     let dropped = dropped_names(change.relation, change.row, &slim);
     let slimmed = Change {
@@ -28,7 +48,7 @@ pub fn encode_within(
     };
     let record = dms::encode(&slimmed, ctx, key, opts);
     if record.size() <= limit {
-        return (record, true);
+        return record;
     }
     // Escaping or sheer width still overflows: keep only the key columns.
     let keys = key_only_tuple(change.row, change.key_columns);
@@ -39,7 +59,7 @@ pub fn encode_within(
         dropped_columns: &dropped,
         ..*change
     };
-    (dms::encode(&keys_only, ctx, key, opts), true)
+    dms::encode(&keys_only, ctx, key, opts)
 }
 
 /// The row with every value above `limit` bytes replaced by null, for a record too large for Kinesis.

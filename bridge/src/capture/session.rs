@@ -525,19 +525,23 @@ impl<'a> Session<'a> {
             record_id,
         };
         let mut record = dms::encode_message(content, &msg, &ctx);
-        if record.size() > self.open.limits().bytes_per_record {
-            // There is no row to fall back on: send what identifies the event, name what was
-            // left out, and the relay parks it with that reason instead of publishing it half-empty.
+        let limit = self.open.limits().bytes_per_record;
+        if record.size() > limit {
+            // Sent without its large fields, naming them, and whole through S3 (the sink stores
+            // the `claim` and points to it); without a bucket the relay parks it with its reason.
             self.metrics.records_oversized.inc();
-            tracing::error!(%lsn, bytes = record.size(), "outbox message above kinesis' 1 MiB limit: sending it without its large fields (the relay parks it)");
+            tracing::warn!(%lsn, bytes = record.size(), "outbox message above kinesis' 1 MiB limit: sent by claim check");
+            let whole = record.data;
+            let room = limit.saturating_sub(dms::CLAIM_CHECK_ROOM);
             let data = dms::message_data(content);
             let (slim, dropped) = dms::slim_message_data(&data, 1024, None);
             record = dms::encode_message_data(slim, &dropped, &msg, &ctx);
-            if record.size() > self.open.limits().bytes_per_record {
+            if record.size() > room {
                 let keep = ["id", "type", "aggregatetype", "aggregateid"];
                 let (slim, dropped) = dms::slim_message_data(&data, 1024, Some(&keep));
                 record = dms::encode_message_data(slim, &dropped, &msg, &ctx);
             }
+            record.claim = Some(whole);
         }
         self.metrics.changes_captured.inc();
         self.push(record, commit_seconds);
@@ -598,7 +602,7 @@ impl<'a> Session<'a> {
         let (record, oversized) = super::fit::encode_within(&change, &ctx, &rel.key, self.cfg.encode, limit);
         if oversized {
             self.metrics.records_oversized.inc();
-            tracing::error!(%lsn, table = %rel.relation.name, "record above kinesis' 1 MiB limit: sent without its large columns");
+            tracing::warn!(%lsn, table = %rel.relation.name, "record above kinesis' 1 MiB limit: sent by claim check");
         }
         self.metrics.changes_captured.inc();
         if rel.outbox {

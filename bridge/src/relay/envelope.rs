@@ -23,6 +23,17 @@ pub enum Decision {
     Publish(Event),
     Skip,
     DeadLetter(String),
+    /// The record stands for a larger one stored in S3 (capture's claim check): decide on that.
+    Claimed(ClaimRef),
+}
+
+/// `metadata.claim-check` of a record capture sent without its large values.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ClaimRef {
+    pub bucket: String,
+    pub key: String,
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +78,8 @@ struct DmsMetadata<'a> {
     message_prefix: Option<&'a RawValue>,
     #[serde(borrow, default)]
     lsn: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "claim-check")]
+    claim_check: Option<&'a RawValue>,
 }
 
 /// The outbox columns the envelope needs, raw; `payload` stays raw into the event.
@@ -169,6 +182,20 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
         return Decision::Skip;
     }
     let is_outbox = schema == cfg.outbox.schema && table == cfg.outbox.name;
+    let wanted = if is_outbox {
+        operation == "insert" || operation == "load"
+    } else {
+        cfg.publish_raw_changes
+    };
+    if !wanted {
+        return Decision::Skip;
+    }
+    if let Some(check) = meta.claim_check {
+        return match serde_json::from_str::<ClaimRef>(check.get()) {
+            Ok(check) => Decision::Claimed(check),
+            Err(err) => Decision::DeadLetter(format!("record has an unreadable metadata.claim-check: {err}")),
+        };
+    }
     if !is_outbox {
         if !cfg.publish_raw_changes {
             return Decision::Skip;
@@ -321,6 +348,40 @@ mod tests {
                     && reason.contains("no table row"),
                 "{reason}"
             ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_record_sent_by_claim_check_is_decided_on_the_whole_record() {
+        let check = json!({"bucket": "b", "key": "claim-checks/records/ab.json", "size": 9, "sha256": "ab"});
+        let slim = |table: &str, op: &str, check: Value| {
+            json!({"data": {"id": "e1"}, "metadata": {"record-type": "data", "operation": op,
+                "schema-name": "public", "table-name": table, "dropped-columns": ["payload"],
+                "claim-check": check}})
+            .to_string()
+        };
+        assert_eq!(
+            decide(slim("outbox", "insert", check.clone()).as_bytes(), &cfg()),
+            Decision::Claimed(ClaimRef {
+                bucket: "b".into(),
+                key: "claim-checks/records/ab.json".into(),
+                sha256: Some("ab".into()),
+            })
+        );
+        // What is skipped anyway is not fetched.
+        assert_eq!(
+            decide(slim("customers", "insert", check.clone()).as_bytes(), &cfg()),
+            Decision::Skip
+        );
+        assert_eq!(
+            decide(slim("outbox", "delete", check).as_bytes(), &cfg()),
+            Decision::Skip
+        );
+        match decide(slim("outbox", "insert", json!("s3://b/k")).as_bytes(), &cfg()) {
+            Decision::DeadLetter(reason) => {
+                assert!(reason.contains("unreadable metadata.claim-check"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
     }

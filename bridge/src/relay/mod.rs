@@ -7,6 +7,7 @@
 //! key's order. Checkpoints move only after EventBridge accepted every event before them:
 //! a crash replays from the last checkpoint (duplicates, never gaps).
 
+mod claims;
 pub mod envelope;
 pub mod fan_out;
 pub mod lease;
@@ -72,6 +73,8 @@ pub struct RelayContext {
     pub kinesis: aws_sdk_kinesis::Client,
     pub stream: String,
     pub publisher: Publisher,
+    /// Reads back records capture sent by claim check.
+    pub s3: aws_sdk_s3::Client,
     pub dlq: DeadLetterQueue,
     pub leases: LeaseTable,
     pub envelope: EnvelopeConfig,

@@ -217,14 +217,30 @@ impl ShardWorker {
         let mut skipped = 0;
         for record in records {
             let raw = record.data().as_ref();
-            match envelope::decide(raw, &self.ctx.envelope) {
+            let decision = match envelope::decide(raw, &self.ctx.envelope) {
+                // Decided on the whole record; a claim check in that one is not followed.
+                Decision::Claimed(check) => match super::claims::resolve(&self.ctx.s3, &check).await {
+                    Ok(whole) => envelope::decide(&whole, &self.ctx.envelope),
+                    Err(reason) => Decision::DeadLetter(reason),
+                },
+                decision => decision,
+            };
+            match decision {
                 Decision::Publish(event) => {
                     tracing::trace!(event_id = %event.event_id, shard = %self.shard_id, "event");
                     sources.insert(event.event_id.clone(), record);
                     events.push(event);
                 }
                 Decision::Skip => skipped += 1,
+                // The slim record is parked: a redrive reads the claim check again.
                 Decision::DeadLetter(reason) => malformed.push((reason, record)),
+                Decision::Claimed(check) => malformed.push((
+                    format!(
+                        "claim check s3://{}/{} holds another claim check",
+                        check.bucket, check.key
+                    ),
+                    record,
+                )),
             }
         }
         let refused = if events.is_empty() {

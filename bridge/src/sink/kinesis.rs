@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use super::{Batch, Completion, Limits, Sink, SinkError};
 use crate::dms::Record;
 use crate::metrics::Metrics;
+use eventing::claim_check::ClaimCheckStore;
 use eventing::retry::{transient_cause, Backoff};
 
 /// Kinesis' limits: 500 records and 5 MiB per PutRecords call, 1 MiB per record (data plus
@@ -29,6 +30,9 @@ pub struct KinesisSink {
     client: aws_sdk_kinesis::Client,
     stream: Arc<str>,
     metrics: Arc<Metrics>,
+    /// Where records above the limit are stored whole (`super::claims`); without it they go
+    /// out slim only, and the relay parks them.
+    claims: Option<ClaimCheckStore>,
 }
 
 impl KinesisSink {
@@ -37,7 +41,14 @@ impl KinesisSink {
             client,
             stream: stream.into(),
             metrics,
+            claims: None,
         }
+    }
+
+    /// Stores records above Kinesis' limit whole in this bucket, with a claim check in the stream.
+    pub fn with_claim_checks(mut self, store: ClaimCheckStore) -> Self {
+        self.claims = Some(store);
+        self
     }
 }
 
@@ -49,8 +60,17 @@ impl Sink for KinesisSink {
     fn submit(&self, batch: Batch) -> Completion {
         let (tx, rx) = oneshot::channel();
         let (client, stream, metrics) = (self.client.clone(), self.stream.clone(), self.metrics.clone());
+        let claims = self.claims.clone();
         tokio::spawn(async move {
-            let result = put_all(&client, &stream, batch.records, &metrics).await;
+            let mut records = batch.records;
+            let result = match &claims {
+                Some(store) => super::claims::attach(store, &mut records).await,
+                None => Ok(()),
+            };
+            let result = match result {
+                Ok(()) => put_all(&client, &stream, records, &metrics).await,
+                Err(err) => Err(err),
+            };
             let _ = tx.send(result);
         });
         rx
@@ -265,6 +285,7 @@ mod tests {
 
     fn record(key: &str, n: u8) -> Record {
         Record {
+            claim: None,
             partition_key: key.into(),
             data: bytes::Bytes::from(vec![n]),
         }

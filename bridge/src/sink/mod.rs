@@ -2,6 +2,7 @@
 //! comes back separately, once every record in it was durably accepted. A partial failure is
 //! never a completion: the sink retries the failed records until they land or a fatal error ends it.
 
+pub mod claims;
 pub mod kinesis;
 pub mod null;
 

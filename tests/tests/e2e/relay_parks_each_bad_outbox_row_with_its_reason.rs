@@ -1,15 +1,19 @@
 //! Bad outbox rows written by the monolith itself (a legacy outbox with a `text` payload and a
-//! nullable `type`): a payload that is not JSON, a null type, a row above Kinesis' 1 MiB record
-//! limit, a type outside the relay's `--event-types`, and a table-less outbox message
-//! (`pg_logical_emit_message`) above that limit each land in the dead-letter queue with a reason
-//! naming the row (or the message and its LSN), and the good row written after them still
-//! becomes an event. Nothing is published half-empty.
+//! nullable `type`): a payload that is not JSON, a null type, a type outside the relay's
+//! `--event-types` each land in the dead-letter queue with a reason naming the row, and the good
+//! row written after them still becomes an event. Nothing is published half-empty.
+//!
+//! Above Kinesis' 1 MiB record limit, an outbox row and a table-less outbox message
+//! (`pg_logical_emit_message`, whose payload exists nowhere but the WAL) travel whole by claim
+//! check (capture stores the record in S3, the relay reads it back) and become their events,
+//! payload intact. One whose claim check is gone by the time the relay reads it is parked with
+//! that reason, the rest still flows.
 
 use std::time::Duration;
 
 use harness::bus;
 use harness::stack::Stack;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
                       VALUES ($1::text::uuid, 'Document', 'doc-1', $2, $3, 1)";
@@ -25,18 +29,16 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
     )
     .await?;
     let sdk = stack.moto.sdk_config().await;
+    let s3 = aws_sdk_s3::Client::new(&sdk);
     let mut events = bus::monolith_events(&sdk, "bad-rows").await?;
     let mut capture = stack.spawn_capture(&[]).await?;
-    let mut relay = stack.spawn(
-        "bridge",
-        &["relay", "--event-types", "DocumentStored,DocumentTagged"],
-    )?;
 
     let not_json = "00000000-0000-0000-0000-0000000000c1";
     let null_type = "00000000-0000-0000-0000-0000000000c2";
     let oversized = "00000000-0000-0000-0000-0000000000c3";
     let unknown_type = "00000000-0000-0000-0000-0000000000c5";
     let oversized_message = "00000000-0000-0000-0000-0000000000c6";
+    let claim_gone = "00000000-0000-0000-0000-0000000000c7";
     let good = "00000000-0000-0000-0000-0000000000c4";
     pg.execute(
         INSERT,
@@ -44,32 +46,109 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
     )
     .await?;
     pg.execute(INSERT, &[&null_type, &None::<&str>, &"{}"]).await?;
-    let huge = json!({"blob": "y".repeat(1_200_000)}).to_string();
-    pg.execute(INSERT, &[&oversized, &Some("DocumentStored"), &huge])
+    // Written as text: a number no f64 holds, which must arrive digit for digit.
+    let huge_text = format!(
+        r#"{{"blob": "{}", "amount": 12345678901234567.89}}"#,
+        "y".repeat(1_200_000)
+    );
+    let huge: Value = serde_json::from_str(&huge_text)?;
+    pg.execute(INSERT, &[&oversized, &Some("DocumentStored"), &huge_text])
         .await?;
     pg.execute(INSERT, &[&unknown_type, &Some("DocumentShreded"), &"{}"])
         .await?;
-    let message = json!({"id": oversized_message, "aggregatetype": "Document", "aggregateid": "doc-1",
-        "type": "DocumentStored", "payload": {"blob": "z".repeat(1_200_000)}})
-    .to_string();
-    pg.execute(
-        "SELECT pg_logical_emit_message(true, 'outbox', $1::text)",
-        &[&message],
-    )
-    .await?;
+    let message_payload = json!({"blob": "z".repeat(1_200_000)});
+    for id in [oversized_message, claim_gone] {
+        let message = json!({"id": id, "aggregatetype": "Document", "aggregateid": "doc-1",
+            "type": "DocumentStored", "payload": message_payload})
+        .to_string();
+        pg.execute(
+            "SELECT pg_logical_emit_message(true, 'outbox', $1::text)",
+            &[&message],
+        )
+        .await?;
+    }
     pg.execute(INSERT, &[&good, &Some("DocumentTagged"), &"{\"tag\": \"t\"}"])
         .await?;
 
+    // Before the relay reads them: the stream holds the big ones slim, each with a claim check
+    // to the whole record. One of those objects is then lost (expired, deleted by hand).
+    let records = harness::wait::until("every record in the stream", Duration::from_secs(60), || async {
+        let records = stack.records().await?;
+        let has = |id: &str| records.iter().any(|r| r.json["data"]["id"] == id);
+        Ok(has(good).then_some(records))
+    })
+    .await?;
+    let claim_of = |id: &str| -> anyhow::Result<Value> {
+        let record = records
+            .iter()
+            .find(|r| r.json["data"]["id"] == id)
+            .ok_or_else(|| anyhow::anyhow!("no record of {id}"))?;
+        anyhow::ensure!(
+            record.json.to_string().len() < 1024 * 1024,
+            "{id}'s record is within Kinesis' limit"
+        );
+        Ok(record.json["metadata"]["claim-check"].clone())
+    };
+    for id in [oversized, oversized_message, claim_gone] {
+        let claim = claim_of(id)?;
+        anyhow::ensure!(claim["key"].is_string(), "{id} has no claim check: {claim}");
+    }
+    let gone = claim_of(claim_gone)?;
+    // The two messages are alike but for their id: each whole record has its own object.
+    anyhow::ensure!(gone["key"] != claim_of(oversized_message)?["key"]);
+    s3.delete_object()
+        .bucket(gone["bucket"].as_str().unwrap_or_default())
+        .key(gone["key"].as_str().unwrap_or_default())
+        .send()
+        .await?;
+
+    let mut relay = stack.spawn(
+        "bridge",
+        &["relay", "--event-types", "DocumentStored,DocumentTagged"],
+    )?;
     events
-        .until("the good event", Duration::from_secs(90), |s| {
-            s.by_event_id().contains_key(good)
-        })
+        .until(
+            "the good event and the two large ones",
+            Duration::from_secs(90),
+            |s| {
+                let got = s.by_event_id();
+                [good, oversized, oversized_message]
+                    .iter()
+                    .all(|id| got.contains_key(*id))
+            },
+        )
         .await
         .map_err(|e| anyhow::anyhow!("{e}\ncapture:\n{}\nrelay:\n{}", capture.output(), relay.output()))?;
 
-    let parked = harness::dlq::receive(&sdk, "bridge-dlq", 5).await?;
+    // The large events' payloads, whole (through EventBridge by the relay's own claim check).
+    let got = events.by_event_id();
+    for (id, payload) in [(oversized, &huge), (oversized_message, &message_payload)] {
+        let (_, event) = &got[id];
+        let claim = &event["detail"]["metadata"]["claim_check"];
+        let object = s3
+            .get_object()
+            .bucket(claim["bucket"].as_str().unwrap_or_default())
+            .key(claim["key"].as_str().unwrap_or_default())
+            .send()
+            .await?
+            .body
+            .collect()
+            .await?
+            .into_bytes();
+        let text = String::from_utf8(object.to_vec())?;
+        assert_eq!(
+            serde_json::from_str::<Value>(&text)?,
+            *payload,
+            "{id}: the event's payload is the one written"
+        );
+        if id == oversized {
+            assert!(text.contains("12345678901234567.89"), "digit for digit");
+        }
+    }
+
+    let parked = harness::dlq::receive(&sdk, "bridge-dlq", 4).await?;
     let reasons: Vec<&str> = parked.iter().filter_map(|p| p["reason"].as_str()).collect();
-    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
     let reason_for = |id: &str| reasons.iter().find(|r| r.contains(id)).copied().unwrap_or("");
     assert!(
         reason_for(not_json).contains("payload is not valid JSON"),
@@ -77,27 +156,20 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
     );
     assert!(reason_for(null_type).contains("no usable type"), "{reasons:?}");
     assert!(
-        reason_for(oversized).contains("above Kinesis' 1 MiB record limit")
-            && reason_for(oversized).contains("without payload"),
-        "{reasons:?}"
-    );
-
-    assert!(
         reason_for(unknown_type).contains("unknown event type `DocumentShreded`"),
         "{reasons:?}"
     );
-    let message_reason = reason_for(oversized_message);
+    let gone_key = gone["key"].as_str().unwrap_or_default();
     assert!(
-        message_reason.contains("pg_logical_emit_message with prefix `outbox` at LSN")
-            && message_reason.contains("above Kinesis' 1 MiB record limit")
-            && message_reason.contains("without payload")
-            && message_reason.contains("no table row"),
+        reasons
+            .iter()
+            .any(|r| r.contains(gone_key) && r.contains("cannot be read") && r.contains("NoSuchKey")),
         "{reasons:?}"
     );
 
-    // None of the four reached the bus, not even as an empty event.
+    // None of the bad ones reached the bus, not even as an empty event.
     let got = events.by_event_id();
-    for id in [not_json, null_type, oversized, unknown_type, oversized_message] {
+    for id in [not_json, null_type, unknown_type, claim_gone] {
         assert!(!got.contains_key(id), "{id} was published: {:?}", got.get(id));
     }
     capture.ensure_running()?;

@@ -6,7 +6,7 @@
 //! and the slot is acknowledged only after: a claim check in the stream always resolves.
 
 use bytes::Bytes;
-use eventing::claim_check::{ClaimCheckError, ClaimCheckStore};
+use eventing::claim_check::ClaimCheckStore;
 use eventing::retry::{while_transient, Backoff};
 
 use super::SinkError;
@@ -24,7 +24,7 @@ pub async fn attach(store: &ClaimCheckStore, records: &mut [Record]) -> Result<(
             store.store_record(&whole)
         })
         .await
-        .map_err(rejected)?;
+        .map_err(SinkError::ClaimCheck)?;
         record.data = with_claim_check(&record.data, &check).ok_or_else(|| SinkError::Rejected {
             code: "ClaimCheck".into(),
             source: "a record without a JSON metadata object at its end".into(),
@@ -32,13 +32,6 @@ pub async fn attach(store: &ClaimCheckStore, records: &mut [Record]) -> Result<(
         tracing::info!(key = %check["key"], bytes = whole.len(), "record above kinesis' limit stored whole in s3");
     }
     Ok(())
-}
-
-fn rejected(err: ClaimCheckError) -> SinkError {
-    SinkError::Rejected {
-        code: "ClaimCheck".into(),
-        source: Box::new(err),
-    }
 }
 
 /// Adds `"claim-check": check` to the record's metadata. Capture's records end with their

@@ -178,3 +178,60 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
     relay.terminate(Duration::from_secs(30)).await?;
     Ok(())
 }
+
+/// A record above the limit that S3 will not take (here: no such bucket) stops capture with the
+/// reason instead of going out without its payload, and the slot keeps it: capture started
+/// again with the bucket sends it whole, and the relay publishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_s3_refuses_stops_capture_and_goes_out_once_it_can() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let pg = stack.pg.client().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let mut events = bus::monolith_events(&sdk, "no-bucket").await?;
+    let mut capture = stack
+        .spawn_capture(&["--claim-check-bucket", "no-such-bucket"])
+        .await?;
+    let big = "00000000-0000-0000-0000-0000000000d1";
+    let good = "00000000-0000-0000-0000-0000000000d2";
+    let message = json!({"id": big, "aggregatetype": "Document", "aggregateid": "doc-2",
+        "type": "DocumentStored", "payload": {"blob": "w".repeat(1_200_000)}})
+    .to_string();
+    pg.execute(
+        "SELECT pg_logical_emit_message(true, 'outbox', $1::text)",
+        &[&message],
+    )
+    .await?;
+    pg.execute(
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+         VALUES ($1::text::uuid, 'Document', 'doc-2', 'DocumentTagged', '{}', 2)",
+        &[&good],
+    )
+    .await?;
+    let code = capture.wait(Duration::from_secs(60)).await?;
+    let output = capture.output();
+    assert!(code.is_some_and(|c| c != 0), "{code:?}\n{output}");
+    assert!(
+        output.contains("cannot be stored in S3")
+            && output.contains("no-such-bucket")
+            && output.contains("NoSuchBucket"),
+        "{output}"
+    );
+    let records = stack.records().await?;
+    assert!(
+        !records.iter().any(|r| r.json["data"]["id"] == big),
+        "sent without its payload"
+    );
+
+    let mut capture = stack.spawn_capture(&[]).await?;
+    let mut relay = stack.spawn("bridge", &["relay"])?;
+    events
+        .until("both events", Duration::from_secs(90), |s| {
+            let got = s.by_event_id();
+            got.contains_key(big) && got.contains_key(good)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\ncapture:\n{}\nrelay:\n{}", capture.output(), relay.output()))?;
+    capture.terminate(Duration::from_secs(30)).await?;
+    relay.terminate(Duration::from_secs(30)).await?;
+    Ok(())
+}

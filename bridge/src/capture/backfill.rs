@@ -31,7 +31,7 @@
 //! reconnect before that is sent again. A chunk's share of time is paced to `--rows-per-second`.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::slot_marker::{self, MarkerError};
-use super::snapshot::{precedes, Snapshot};
+use super::snapshot::Snapshot;
+use super::unseen::Unseen;
 use super::CaptureConfig;
 use crate::dms::{Change, EncodeOptions, Operation, Record, TxContext};
 use crate::lsn::Lsn;
@@ -56,9 +57,6 @@ pub const WATERMARK_PREFIX: &str = "outbox-bridge.watermark";
 
 /// How often capture looks for a new request.
 const POLL: Duration = Duration::from_secs(3);
-
-/// How long a chunk that must be read again waits for the transaction it did not see.
-const REREAD_PAUSE: Duration = Duration::from_millis(200);
 
 /// Tag values allow letters, digits, spaces and `_ . / = + - % @`: free text is
 /// percent-encoded, and `+` separates list items.
@@ -214,8 +212,9 @@ struct Chunk {
     key_columns: Vec<usize>,
     key: PartitionKey,
     rows: Vec<Vec<Option<String>>>,
-    /// What the chunk was read in.
+    /// What the chunk was read in, and by which job (see `Unseen`).
     snapshot: Snapshot,
+    job: u64,
     /// The job's progress once this chunk is durable.
     after: Job,
 }
@@ -249,78 +248,12 @@ struct Shared {
     /// The last chunk was not sent: this transaction, decoded before the job began, was not
     /// yet visible to it.
     reread: Option<u32>,
+    /// The last chunk whose high watermark was processed (sent or to be read again).
+    processed: u64,
 }
 
-/// How many unseen transactions are kept at most (4 bytes each, plus noted keys). Snapshots trim
-/// the list long before: one per chunk, and one per poll while no job runs.
-const UNSEEN_CAP: usize = 1 << 20;
-
-/// While no job runs, a snapshot is taken to trim the unseen list once it holds this many.
-const IDLE_SNAPSHOT_AT: usize = 10_000;
-
-/// Transactions the streaming loop decoded (with a row change) that no snapshot has shown yet.
-#[derive(Default)]
-struct Unseen {
-    /// Each with whether its row keys are in `keys` (a job ran when its first change was decoded).
-    xids: VecDeque<(u32, bool)>,
-    /// Rows changed by them while a job runs.
-    keys: Vec<(u32, TableName, String)>,
-    /// The newest snapshot seen: whatever it shows, every later one shows.
-    snapshot: Option<Snapshot>,
-    /// The newest xid dropped from a full list without a snapshot showing it.
-    dropped: Option<u32>,
-}
-
-impl Unseen {
-    fn shown(&self, xid: u32) -> bool {
-        self.snapshot.as_ref().is_some_and(|s| s.shows(xid))
-    }
-
-    fn decoded(&mut self, xid: u32, noted: bool) {
-        if self.shown(xid) {
-            return;
-        }
-        if self.xids.len() >= UNSEEN_CAP {
-            if let Some((old, _)) = self.xids.pop_front() {
-                self.dropped = Some(self.dropped.filter(|d| precedes(old, *d)).unwrap_or(old));
-            }
-        }
-        self.xids.push_back((xid, noted));
-    }
-
-    fn note(&mut self, xid: u32, table: &TableName, key: String) {
-        if !self.shown(xid) {
-            self.keys.push((xid, table.clone(), key));
-        }
-    }
-
-    /// For a chunk of `table` read in `snapshot`, at its high watermark: the keys a transaction
-    /// it does not show changed, or a transaction it does not show whose keys are unknown.
-    fn stale_for(&self, snapshot: &Snapshot, table: &TableName) -> Result<HashSet<String>, u32> {
-        if let Some(&(xid, _)) = self.xids.iter().find(|(x, noted)| !noted && !snapshot.shows(*x)) {
-            return Err(xid);
-        }
-        if let Some(dropped) = self.dropped.filter(|d| !precedes(*d, snapshot.xmin)) {
-            return Err(dropped);
-        }
-        Ok(self
-            .keys
-            .iter()
-            .filter(|(xid, t, _)| t == table && !snapshot.shows(*xid))
-            .map(|(_, _, key)| key.clone())
-            .collect())
-    }
-
-    /// Forgets what `snapshot` shows: every later snapshot shows it too.
-    fn observe(&mut self, snapshot: &Snapshot) {
-        self.xids.retain(|(xid, _)| !snapshot.shows(*xid));
-        self.keys.retain(|(xid, _, _)| !snapshot.shows(*xid));
-        if self.dropped.is_some_and(|d| precedes(d, snapshot.xmin)) {
-            self.dropped = None;
-        }
-        self.snapshot = Some(snapshot.clone());
-    }
-}
+/// How often a chunk that must be read again waits for the transaction it did not see.
+const REREAD_PAUSE: Duration = Duration::from_millis(200);
 
 /// A chunk at its high watermark: rows sent as load records, and rows left out because a
 /// change between the watermarks carries a newer state.
@@ -342,6 +275,10 @@ pub struct Coordinator {
     /// A job was begun and is not done: without one, the streaming loop's checks (per message
     /// and per change) skip the lock.
     active: AtomicBool,
+    /// Counts jobs begun: row changes are noted for the current one (`Unseen`).
+    job: AtomicU64,
+    /// Transactions a previous process may have streamed before they were visible are known.
+    seeded: AtomicBool,
 }
 
 impl Coordinator {
@@ -365,8 +302,12 @@ impl Coordinator {
 
     /// The first row change of transaction `xid` was decoded (whether or not a job runs).
     pub fn decoded(&self, xid: u32) {
-        let noted = self.noting();
-        self.unseen().decoded(xid, noted);
+        let job = if self.noting() {
+            self.job.load(Ordering::Acquire)
+        } else {
+            0
+        };
+        self.unseen().decoded(xid, job);
     }
 
     /// A row change while a job runs: the chunk copy of this key is stale if the change is in
@@ -386,13 +327,19 @@ impl Coordinator {
         self.unseen().observe(snapshot);
     }
 
-    fn unseen_len(&self) -> usize {
-        self.unseen().xids.len()
-    }
-
-    /// The chunk just processed was not sent and must be read again: the transaction why.
-    fn take_reread(&self) -> Option<u32> {
-        self.lock().reread.take()
+    /// Waits until chunk `seq`'s high watermark was processed; then, if it was not sent and
+    /// must be read again, the transaction why. A wake-up left over from an earlier chunk
+    /// (one whose job was interrupted) is not taken for this one's.
+    async fn processed(&self, seq: u64) -> Option<u32> {
+        loop {
+            {
+                let mut s = self.lock();
+                if s.processed >= seq {
+                    return s.reread.take();
+                }
+            }
+            self.processed.notified().await;
+        }
     }
 
     /// A watermark read from the stream at `lsn`. At a chunk's high watermark: how many of
@@ -432,12 +379,8 @@ impl Coordinator {
                         .filter(|w| w.seq == seq)
                         .map(|w| w.keys)
                         .unwrap_or_default();
-                    let stale = {
-                        let mut unseen = self.unseen();
-                        let stale = unseen.stale_for(&chunk.snapshot, &chunk.table);
-                        unseen.observe(&chunk.snapshot);
-                        stale
-                    };
+                    s.processed = seq;
+                    let stale = self.unseen().stale_for(&chunk.snapshot, &chunk.table, chunk.job);
                     match stale {
                         Ok(stale) => keys.extend(stale),
                         Err(xid) => {
@@ -516,22 +459,33 @@ impl Coordinator {
         self.lock().durable.clone()
     }
 
-    /// The job is done: every chunk is durable, nothing is pending.
+    /// The job ended (done, failed or interrupted): its pending records still go out, but no
+    /// chunk of it is in flight any more (a late high watermark of one sends nothing).
     fn finish(&self) {
         self.active.store(false, Ordering::Release);
+        let mut s = self.lock();
+        s.expecting = None;
+        s.window = None;
+        s.ready = None;
     }
 
     fn begin(&self, run: &str, job: &Job) {
+        self.job.fetch_add(1, Ordering::AcqRel);
         self.active.store(true, Ordering::Release);
         let mut s = self.lock();
+        let processed = s.processed;
         *s = Shared {
             run: run.to_owned(),
             durable: Some(job.clone()),
+            processed,
             ..Shared::default()
         };
     }
 
-    fn set_ready(&self, chunk: Chunk) {
+    fn set_ready(&self, mut chunk: Chunk) {
+        chunk.job = self.job.load(Ordering::Acquire);
+        // Trimming by the chunk's own snapshot keeps all it needs (what it does not show).
+        self.observe(&chunk.snapshot);
         self.lock().ready = Some(chunk);
     }
 
@@ -583,6 +537,7 @@ impl Coordinator {
                 xmax: 1 << 20,
                 xip: HashSet::new(),
             },
+            job: 0,
             after: job,
         });
     }
@@ -700,7 +655,24 @@ pub async fn run_jobs(
 ) {
     let run = format!("{:016x}", rand::random::<u64>());
     let mut idle_client = None;
+    // Chunks are numbered across jobs: a late watermark of an interrupted one matches nothing.
+    let mut seq = 0_u64;
     loop {
+        if !coordinator.seeded.load(Ordering::Acquire) {
+            // Until then no job runs: a transaction an earlier process streamed before it was
+            // visible would go unnoticed.
+            match seed(&cfg, &coordinator).await {
+                Ok(()) => coordinator.seeded.store(true, Ordering::Release),
+                Err(error) => {
+                    tracing::debug!(error = %error, "cannot list the transactions committed but not yet visible; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(POLL) => {}
+                    }
+                    continue;
+                }
+            }
+        }
         let job = match log.read().await {
             Ok(Some(job)) if job.state.is_active() => Some(job),
             Ok(_) => None,
@@ -712,11 +684,12 @@ pub async fn run_jobs(
         if let Some(job) = job {
             coordinator.begin(&run, &job);
             let outcome = tokio::select! {
-                outcome = execute(&coordinator, &log, &cfg, job.clone(), &run) => outcome,
+                outcome = execute(&coordinator, &log, &cfg, job.clone(), &run, &mut seq) => outcome,
                 () = shutdown.cancelled() => return,
             };
+            coordinator.finish();
             match outcome {
-                Ok(()) => coordinator.finish(),
+                Ok(()) => {}
                 Err(BackfillError::Refused(reason)) => {
                     tracing::error!(id = %job.id, reason = %reason, "backfill refused");
                     let failed = Job {
@@ -732,9 +705,10 @@ pub async fn run_jobs(
                     tracing::warn!(error = %error, "backfill interrupted; it resumes where it got to")
                 }
             }
-        } else if coordinator.unseen_len() >= IDLE_SNAPSHOT_AT {
-            // No chunk snapshot trims the list now: take one (the next job's chunks need only
-            // what it does not show).
+        }
+        if !coordinator.unseen().is_empty() {
+            // No chunk is in flight: a snapshot now trims the list (the next job's chunks need
+            // only what it does not show), and keeps it short and its xids recent.
             match idle_snapshot(&cfg, &mut idle_client).await {
                 Ok(snapshot) => coordinator.observe(&snapshot),
                 Err(error) => {
@@ -748,6 +722,47 @@ pub async fn run_jobs(
             () = tokio::time::sleep(POLL) => {}
         }
     }
+}
+
+/// Transactions an earlier process may have streamed (and had the slot acknowledge) before
+/// they were visible: under synchronous replication a commit waits, visible to nobody, for the
+/// standby. Postgres does not tell such a commit from a transaction still at work
+/// (`pg_xact_status` says "in progress" for both), so every transaction running now counts
+/// (`xip`, and from `xmax` to the next xid) until a snapshot shows it or this process decodes
+/// it. Without synchronous replication a commit is visible right after its WAL flush, long
+/// before a restarted capture reads a chunk: nothing is seeded. The probe takes an xid to learn
+/// the next one, and rolls back.
+async fn seed(cfg: &CaptureConfig, coordinator: &Coordinator) -> Result<(), BackfillError> {
+    const RUNNING: &str = "\
+        WITH now AS (SELECT pg_current_snapshot() AS snap, pg_current_xact_id() AS next), \
+             running AS ( \
+               SELECT pg_snapshot_xip(snap) AS x FROM now \
+               UNION SELECT g::text::xid8 FROM now, \
+                 generate_series(pg_snapshot_xmax(snap)::text::numeric, next::text::numeric - 1) AS g) \
+        SELECT (SELECT snap::text FROM now), \
+               coalesce((SELECT string_agg(x::text, ',') FROM running), ''), \
+               current_setting('synchronous_standby_names') <> ''";
+    let mut client = slot::query_client(&cfg.target).await?;
+    let tx = client.transaction().await?;
+    let row = tx.query_one(RUNNING, &[]).await?;
+    tx.rollback().await?;
+    let (text, running, synchronous): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
+    let snapshot = Snapshot::parse(&text)
+        .ok_or_else(|| BackfillError::Refused(format!("unreadable pg_current_snapshot(): {text}")))?;
+    let running: Vec<u32> = if synchronous {
+        running
+            .split(',')
+            .filter_map(|x| x.parse::<u64>().ok())
+            .map(|x| x as u32)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if !running.is_empty() {
+        tracing::info!(transactions = ?running, "synchronous replication: a backfill reads rows these running transactions changed only once they are visible");
+    }
+    coordinator.unseen().seed(&snapshot, running);
+    Ok(())
 }
 
 async fn idle_snapshot(
@@ -778,6 +793,7 @@ async fn execute(
     cfg: &CaptureConfig,
     mut job: Job,
     run: &str,
+    seq: &mut u64,
 ) -> Result<(), BackfillError> {
     let mut client = slot::query_client(&cfg.target).await?;
     let tables = if job.tables.is_empty() {
@@ -816,14 +832,14 @@ async fn execute(
     } else {
         tracing::info!(id = %job.id, table_index = job.table_index, rows = job.rows, "backfill resumed");
     }
-    let mut seq = 0_u64;
     let mut rereads = 0_u64;
     let mut written = Instant::now();
     let mut progress = job.clone();
     while progress.table_index < plans.len() {
         let chunk_started = Instant::now();
         let (table, relation, key_columns) = &plans[progress.table_index];
-        seq += 1;
+        *seq += 1;
+        let seq = *seq;
         coordinator.expect(seq, table);
         emit(&client, run, seq, "low").await?;
         let (rows, snapshot) = read_chunk(
@@ -857,20 +873,20 @@ async fn execute(
             key: cfg.routes.key_for(table),
             rows,
             snapshot,
+            job: 0,
             after: after.clone(),
         });
         emit(&client, run, seq, "high").await?;
-        coordinator.processed.notified().await;
-        if let Some(xid) = coordinator.take_reread() {
+        let reread = coordinator.processed(seq).await;
+        if let Some(xid) = reread {
             rereads += 1;
             if rereads == 1 || rereads.is_multiple_of(100) {
                 tracing::info!(id = %job.id, %table, xid, rereads, "backfill chunk read again: transaction {xid} is in the stream but was not yet visible to the read (a commit waiting for a synchronous standby?)");
             }
-            tokio::time::sleep(REREAD_PAUSE).await;
-            continue;
+        } else {
+            rereads = 0;
+            progress = after;
         }
-        rereads = 0;
-        progress = after;
         if written.elapsed() >= POLL {
             // `bridge backfill --restart` replaced the request: leave it to the next round.
             if log.read().await?.is_none_or(|current| current.id != job.id) {
@@ -882,11 +898,13 @@ async fn execute(
             }
             written = Instant::now();
         }
-        if job.rows_per_second > 0 && n > 0 {
+        if reread.is_some() {
+            tokio::time::sleep(REREAD_PAUSE).await;
+        } else if job.rows_per_second > 0 && n > 0 {
             // A chunk's share of time counts from its start: reading and sending it are part
             // of it, so the rate is --rows-per-second, not less.
             let share = Duration::from_secs_f64(n as f64 / job.rows_per_second as f64);
-            tokio::time::sleep_until((chunk_started + share).into()).await;
+            pause_until(coordinator, &client, chunk_started + share).await?;
         }
     }
     // Done once the last chunk is in Kinesis.
@@ -901,6 +919,25 @@ async fn execute(
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sleeps until `until`, trimming the unseen list every poll meanwhile (no chunk is in flight):
+/// a slow `--rows-per-second` must not let it grow for minutes.
+async fn pause_until(
+    coordinator: &Coordinator,
+    client: &tokio_postgres::Client,
+    until: Instant,
+) -> Result<(), BackfillError> {
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        tokio::time::sleep((until - now).min(POLL)).await;
+        if Instant::now() < until {
+            coordinator.observe(&current_snapshot(client).await?);
+        }
     }
 }
 
@@ -1030,72 +1067,5 @@ mod tests {
             ..job
         };
         assert_eq!(Job::from_tag(&all.to_tag()), Some(all));
-    }
-
-    fn snap(xmin: u32, xmax: u32, xip: &[u32]) -> Snapshot {
-        Snapshot {
-            xmin,
-            xmax,
-            xip: xip.iter().copied().collect(),
-        }
-    }
-
-    #[test]
-    fn a_chunk_leaves_out_rows_of_transactions_its_snapshot_does_not_show() {
-        let customers: TableName = "public.customers".parse().unwrap();
-        let orders: TableName = "public.orders".parse().unwrap();
-        let mut unseen = Unseen::default();
-        for (xid, table, key) in [
-            (10, &customers, "a"),
-            (11, &customers, "b"),
-            (12, &orders, "a"),
-            (13, &customers, "c"),
-        ] {
-            unseen.decoded(xid, true);
-            unseen.note(xid, table, key.into());
-        }
-        // 11 still commits (a synchronous standby), 13 ended after the snapshot.
-        let chunk = snap(11, 13, &[11]);
-        let stale = unseen.stale_for(&chunk, &customers).unwrap();
-        assert_eq!(stale, HashSet::from(["b".to_owned(), "c".to_owned()]));
-        unseen.observe(&chunk);
-        assert_eq!(unseen.xids.iter().map(|x| x.0).collect::<Vec<_>>(), [11, 13]);
-        // What the snapshot showed is not noted again.
-        unseen.decoded(9, true);
-        unseen.note(9, &customers, "z".into());
-        assert_eq!(unseen.xids.len(), 2);
-        assert_eq!(unseen.keys.len(), 2);
-        // A later snapshot shows both: nothing is left out, nothing kept.
-        let later = snap(14, 14, &[]);
-        assert!(unseen.stale_for(&later, &customers).unwrap().is_empty());
-        unseen.observe(&later);
-        assert!(unseen.xids.is_empty() && unseen.keys.is_empty());
-    }
-
-    #[test]
-    fn an_unseen_transaction_decoded_before_the_job_began_makes_the_chunk_read_again() {
-        let customers: TableName = "public.customers".parse().unwrap();
-        let mut unseen = Unseen::default();
-        unseen.decoded(20, false);
-        unseen.decoded(21, true);
-        unseen.note(21, &customers, "a".into());
-        assert_eq!(unseen.stale_for(&snap(20, 22, &[20]), &customers), Err(20));
-        // Once it is visible the chunk goes out, without what 21 changed if it is not.
-        let stale = unseen.stale_for(&snap(21, 22, &[21]), &customers).unwrap();
-        assert_eq!(stale, HashSet::from(["a".to_owned()]));
-    }
-
-    #[test]
-    fn a_full_list_that_dropped_an_unseen_transaction_is_not_trusted_until_a_snapshot_shows_it() {
-        let customers: TableName = "public.customers".parse().unwrap();
-        let mut unseen = Unseen::default();
-        for xid in 100..100 + UNSEEN_CAP as u32 + 2 {
-            unseen.decoded(xid, true);
-        }
-        assert_eq!(unseen.dropped, Some(101));
-        assert_eq!(unseen.stale_for(&snap(101, 200, &[]), &customers), Err(101));
-        unseen.observe(&snap(102, 102, &[]));
-        assert_eq!(unseen.dropped, None);
-        assert!(unseen.stale_for(&snap(102, 102, &[]), &customers).is_ok());
     }
 }

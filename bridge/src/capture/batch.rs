@@ -35,7 +35,9 @@ impl OpenBatch {
     }
 
     pub fn push(&mut self, record: Record, commit_time: f64) {
-        self.bytes += record.size();
+        // A whole record bound for S3 is held until the batch goes: it counts too, so a bulk
+        // update of large rows is sent a few at a time rather than held by the hundred.
+        self.bytes += record.size() + record.claim.as_ref().map_or(0, |c| c.len());
         self.records.push(record);
         self.oldest_commit.get_or_insert(commit_time);
         self.opened.get_or_insert_with(Instant::now);

@@ -39,6 +39,7 @@ mod session;
 mod session_tests;
 mod snapshot;
 mod standby;
+mod unseen;
 #[cfg(test)]
 mod status_interval_tests {
     use std::time::Duration;

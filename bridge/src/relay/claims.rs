@@ -1,7 +1,9 @@
 //! A record capture sent by claim check (it was above Kinesis' 1 MiB limit, see
 //! `sink::claims`): the whole record is read back from S3 and takes the slim one's place.
 //! A transient S3 failure is retried; a claim check that cannot be resolved (the object is
-//! gone, access is denied, its hash does not match) parks the record with that reason.
+//! gone, its hash does not match) parks the record with that reason. A refusal of the relay's
+//! own credentials (access denied) is not the record's fault: the relay stops, as it does when
+//! PutEvents is denied, and nothing is parked or checkpointed.
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use eventing::retry::{transient_cause, while_transient, Backoff, Transient};
@@ -18,6 +20,24 @@ pub struct ReadError {
     transient: bool,
 }
 
+/// S3's answers that say the caller may not read, not that the object is bad.
+const DENIED: [&str; 5] = [
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "AllAccessDisabled",
+];
+
+/// Why a claim check was not resolved.
+#[derive(Debug)]
+pub enum Unresolved {
+    /// The record's fault (object gone, hash mismatch): park it with this reason.
+    Park(String),
+    /// The relay's (its credentials): stop.
+    Denied(ReadError),
+}
+
 impl Transient for ReadError {
     fn is_transient(&self) -> bool {
         self.transient
@@ -25,23 +45,25 @@ impl Transient for ReadError {
 }
 
 /// The whole record behind `check`, or why it cannot be had.
-pub async fn resolve(s3: &aws_sdk_s3::Client, check: &ClaimRef) -> Result<Vec<u8>, String> {
+pub async fn resolve(s3: &aws_sdk_s3::Client, check: &ClaimRef) -> Result<Vec<u8>, Unresolved> {
     let what = format!("read claim check s3://{}/{}", check.bucket, check.key);
-    let whole = while_transient(&what, Backoff::call(), || read(s3, check))
-        .await
-        .map_err(|e| {
-            format!(
+    let whole = match while_transient(&what, Backoff::call(), || read(s3, check)).await {
+        Ok(whole) => whole,
+        Err(e) if DENIED.contains(&e.reason.as_str()) => return Err(Unresolved::Denied(e)),
+        Err(e) => {
+            return Err(Unresolved::Park(format!(
                 "record above Kinesis' 1 MiB limit sent by claim check, which cannot be read \
                  ({e}); the object may have expired (ClaimCheckRetentionDays)"
-            )
-        })?;
+            )))
+        }
+    };
     if let Some(expected) = &check.sha256 {
         let actual = format!("{:x}", Sha256::digest(&whole));
         if &actual != expected {
-            return Err(format!(
+            return Err(Unresolved::Park(format!(
                 "claim check s3://{}/{} does not match its record (sha256 {actual}, expected {expected})",
                 check.bucket, check.key
-            ));
+            )));
         }
     }
     Ok(whole)

@@ -7,7 +7,7 @@
 //! key's order. Checkpoints move only after EventBridge accepted every event before them:
 //! a crash replays from the last checkpoint (duplicates, never gaps).
 
-mod claims;
+pub mod claims;
 pub mod envelope;
 pub mod fan_out;
 pub mod lease;
@@ -46,6 +46,8 @@ pub enum RelayError {
     DeadLetter(#[from] DeadLetterError),
     #[error("{what} took longer than {} ms, a third of the lease", after.as_millis())]
     TimedOut { what: String, after: Duration },
+    #[error("the relay may not read capture's claim checks (s3:GetObject on --claim-check-bucket)")]
+    ClaimCheckDenied(#[source] claims::ReadError),
 }
 
 impl RelayError {
@@ -54,7 +56,10 @@ impl RelayError {
         match self {
             Self::Lease(err) => err.is_retryable(),
             Self::Kinesis(_) | Self::TimedOut { .. } => true,
-            Self::StreamMissing { .. } | Self::Publish(_) | Self::DeadLetter(_) => false,
+            Self::StreamMissing { .. }
+            | Self::Publish(_)
+            | Self::DeadLetter(_)
+            | Self::ClaimCheckDenied(_) => false,
         }
     }
 

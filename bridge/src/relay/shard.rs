@@ -8,6 +8,7 @@ use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use tokio_util::sync::CancellationToken;
 
+use super::claims::Unresolved;
 use super::envelope::{self, Decision, Event};
 use super::lease::{Outcome, SHARD_END};
 use super::pace::{self, ReadPace};
@@ -221,7 +222,8 @@ impl ShardWorker {
                 // Decided on the whole record; a claim check in that one is not followed.
                 Decision::Claimed(check) => match super::claims::resolve(&self.ctx.s3, &check).await {
                     Ok(whole) => envelope::decide(&whole, &self.ctx.envelope),
-                    Err(reason) => Decision::DeadLetter(reason),
+                    Err(Unresolved::Park(reason)) => Decision::DeadLetter(reason),
+                    Err(Unresolved::Denied(err)) => return Err(RelayError::ClaimCheckDenied(err)),
                 },
                 decision => decision,
             };

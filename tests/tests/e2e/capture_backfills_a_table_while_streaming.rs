@@ -358,3 +358,93 @@ async fn wait_for_version(stack: &Stack, id: &str, version: i64) -> anyhow::Resu
     )
     .await
 }
+
+/// The same wait in its commit, but the capture that streamed the update stopped (and had the
+/// slot acknowledge it) before the backfill: the capture that runs the backfill never decodes
+/// that update, and must still not send the row's older copy after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_an_earlier_capture_streamed_before_it_was_visible_is_not_overtaken() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let pg = stack.pg.client().await?;
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "--slot",
+        "bf",
+        "--publication",
+        "bf",
+        "--tables",
+        "public.outbox,public.customers",
+        "--metrics-listen",
+        &listen,
+    ];
+    let mut capture = stack.spawn_capture(&args).await?;
+    pg.batch_execute(
+        "INSERT INTO customers (id, name, credit_limit, version) \
+         SELECT gen_random_uuid(), 'c' || i, i, 1 FROM generate_series(1, 5) AS i",
+    )
+    .await?;
+    let ids: Vec<String> = pg
+        .query("SELECT id::text FROM customers ORDER BY id", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let row = ids[2].clone();
+    wait_for_version(&stack, &ids[4], 1).await?;
+    pg.simple_query("ALTER SYSTEM SET synchronous_standby_names = 'ghost'")
+        .await?;
+    pg.simple_query("SELECT pg_reload_conf()").await?;
+    let update = HungUpdate::start(&stack, &row).await?;
+    wait_for_version(&stack, &row, 2).await?;
+    // Stopped cleanly: everything Kinesis holds is acknowledged to the slot.
+    assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
+    let capture = stack.spawn_capture(&args).await?;
+
+    let env = stack.env_with(&[("BRIDGE_SLOT", "bf")]);
+    let mut backfill = Proc::spawn(
+        "bridge",
+        &["backfill", "--table", "public.customers", "--chunk-rows", "10"],
+        &env,
+    )?;
+    wait::until("the chunk to be read again", Duration::from_secs(60), || async {
+        if backfill.ensure_running().is_err() {
+            return Ok(Some(()));
+        }
+        Ok(
+            (harness::metrics::scrape(port, "bridge_backfill_chunks_reread_total").await? >= 1.0)
+                .then_some(()),
+        )
+    })
+    .await?;
+    update.release(&pg).await?;
+    assert_eq!(
+        backfill.wait(Duration::from_secs(60)).await?,
+        Some(0),
+        "{}",
+        backfill.output()
+    );
+    pg.simple_query("ALTER SYSTEM RESET synchronous_standby_names")
+        .await?;
+    pg.simple_query("SELECT pg_reload_conf()").await?;
+    stack
+        .wait_drained_within("bf", &capture, Duration::from_secs(60))
+        .await?;
+    let versions: Vec<String> = customer_records(&stack)
+        .await?
+        .into_iter()
+        .filter(|(id, _, _)| *id == row)
+        .map(|(_, op, v)| format!("{op} {v}"))
+        .collect();
+    // Streamed once, by the first capture: the second never decoded it.
+    assert_eq!(
+        versions.iter().filter(|v| *v == "update 2").count(),
+        1,
+        "{versions:?}"
+    );
+    assert!(
+        versions.last().is_some_and(|v| v.ends_with(" 2")),
+        "its records in stream order: {versions:?}, the row has version 2"
+    );
+    Ok(())
+}

@@ -177,110 +177,46 @@ async fn tag_value(stack: &Stack, key: &str) -> anyhow::Result<Option<String>> {
 /// streamed while it ran (its chunk copy is left out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_streamed_before_it_is_visible_is_not_overtaken_by_a_stale_chunk() -> anyhow::Result<()> {
-    let stack = Stack::start().await?;
-    let pg = stack.pg.client().await?;
-    let port = harness::free_port()?;
-    let listen = format!("127.0.0.1:{port}");
-    let args = [
-        "--slot",
-        "bf",
-        "--publication",
-        "bf",
-        "--tables",
-        "public.outbox,public.customers",
-        "--metrics-listen",
-        &listen,
-    ];
-    let capture = stack.spawn_capture(&args).await?;
-    pg.batch_execute(
-        "INSERT INTO customers (id, name, credit_limit, version) \
-         SELECT gen_random_uuid(), 'c' || i, i, 1 FROM generate_series(1, 20) AS i",
-    )
-    .await?;
-    let ids: Vec<String> = pg
-        .query("SELECT id::text FROM customers ORDER BY id", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let rig = Held::start().await?;
+    let capture = rig.capture().await?;
+    let ids = rig.customers(20).await?;
     // The first row's chunk is read first, the last row's last.
     let (first, last) = (ids[0].clone(), ids[ids.len() - 1].clone());
-    wait_for_version(&stack, &last, 1).await?;
+    wait_for_version(&rig.stack, &last, 1).await?;
 
-    // From here every commit waits for a standby that does not exist.
-    pg.simple_query("ALTER SYSTEM SET synchronous_standby_names = 'ghost'")
-        .await?;
-    pg.simple_query("SELECT pg_reload_conf()").await?;
-    let first_update = HungUpdate::start(&stack, &first).await?;
-    wait_for_version(&stack, &first, 2).await?;
-
-    let env = stack.env_with(&[("BRIDGE_SLOT", "bf")]);
-    let mut backfill = Proc::spawn(
-        "bridge",
-        &[
-            "backfill",
-            "--table",
-            "public.customers",
-            "--chunk-rows",
-            "1",
-            "--rows-per-second",
-            "2",
-        ],
-        &env,
-    )?;
+    rig.hold_commits(true).await?;
+    let first_update = HungUpdate::start(&rig.stack, &first).await?;
+    wait_for_version(&rig.stack, &first, 2).await?;
+    let mut backfill = rig.backfill(&["--chunk-rows", "1", "--rows-per-second", "2"])?;
     wait::until("the backfill to run", Duration::from_secs(60), || async {
         backfill.ensure_running()?;
-        let tag = tag_value(&stack, "outbox-bridge.backfill.bf").await?;
+        let tag = tag_value(&rig.stack, "outbox-bridge.backfill.bf").await?;
         Ok(tag.is_some_and(|t| t.contains("state=running")).then_some(()))
     })
     .await?;
-    let last_update = HungUpdate::start(&stack, &last).await?;
-    wait_for_version(&stack, &last, 2).await?;
+    let last_update = HungUpdate::start(&rig.stack, &last).await?;
+    wait_for_version(&rig.stack, &last, 2).await?;
     // The first chunk cannot go out while the first row's update is invisible (on the code
     // before the fix it went out, and the backfill ran on).
-    wait::until(
-        "the first chunk to be read again",
-        Duration::from_secs(60),
-        || async {
-            if backfill.ensure_running().is_err() {
-                return Ok(Some(()));
-            }
-            Ok(
-                (harness::metrics::scrape(port, "bridge_backfill_chunks_reread_total").await? >= 1.0)
-                    .then_some(()),
-            )
-        },
-    )
-    .await?;
-    first_update.release(&pg).await?;
+    rig.until_reread(&backfill).await?;
+    first_update.release(&rig.pg).await?;
     // The last row's chunk is read while its update is still invisible.
-    assert_eq!(
-        backfill.wait(Duration::from_secs(60)).await?,
-        Some(0),
-        "{}",
-        backfill.output()
-    );
-    last_update.release(&pg).await?;
-    pg.simple_query("ALTER SYSTEM RESET synchronous_standby_names")
-        .await?;
-    pg.simple_query("SELECT pg_reload_conf()").await?;
-    stack
+    rig.finish(&mut backfill).await?;
+    last_update.release(&rig.pg).await?;
+    rig.hold_commits(false).await?;
+    rig.stack
         .wait_drained_within("bf", &capture, Duration::from_secs(60))
         .await?;
 
-    let records = customer_records(&stack).await?;
+    let records = customer_records(&rig.stack).await?;
     let mut stale = Vec::new();
     for id in &ids {
-        let versions: Vec<String> = records
-            .iter()
-            .filter(|(rid, _, _)| rid == id)
-            .map(|(_, op, v)| format!("{op} {v}"))
-            .collect();
         let (expected, which) = match id {
             id if *id == first => (2, " (updated before the backfill)"),
             id if *id == last => (2, " (updated during it)"),
             _ => (1, ""),
         };
+        let versions = versions_of(&records, id);
         if !versions
             .last()
             .is_some_and(|l| l.ends_with(&format!(" {expected}")))
@@ -296,6 +232,136 @@ async fn a_change_streamed_before_it_is_visible_is_not_overtaken_by_a_stale_chun
         "the backfill sent rows"
     );
     Ok(())
+}
+
+/// The same wait in its commit, but the capture that streamed the update stopped (and had the
+/// slot acknowledge it) before the backfill: the capture that runs the backfill never decodes
+/// that update, and must still not send the row's older copy after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_an_earlier_capture_streamed_before_it_was_visible_is_not_overtaken() -> anyhow::Result<()> {
+    let rig = Held::start().await?;
+    let mut capture = rig.capture().await?;
+    let ids = rig.customers(5).await?;
+    let row = ids[2].clone();
+    wait_for_version(&rig.stack, &ids[4], 1).await?;
+    rig.hold_commits(true).await?;
+    let update = HungUpdate::start(&rig.stack, &row).await?;
+    wait_for_version(&rig.stack, &row, 2).await?;
+    // Stopped cleanly: everything Kinesis holds is acknowledged to the slot.
+    assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
+    let capture = rig.capture().await?;
+
+    let mut backfill = rig.backfill(&["--chunk-rows", "10"])?;
+    rig.until_reread(&backfill).await?;
+    update.release(&rig.pg).await?;
+    rig.finish(&mut backfill).await?;
+    rig.hold_commits(false).await?;
+    rig.stack
+        .wait_drained_within("bf", &capture, Duration::from_secs(60))
+        .await?;
+    let versions = versions_of(&customer_records(&rig.stack).await?, &row);
+    // Streamed once, by the first capture: the second never decoded it.
+    assert_eq!(
+        versions.iter().filter(|v| *v == "update 2").count(),
+        1,
+        "{versions:?}"
+    );
+    assert!(
+        versions.last().is_some_and(|v| v.ends_with(" 2")),
+        "its records in stream order: {versions:?}, the row has version 2"
+    );
+    Ok(())
+}
+
+/// What the synchronous-standby tests share: customers streamed by a capture whose metrics
+/// they read, commits held at will, a backfill of the customers.
+struct Held {
+    stack: Stack,
+    pg: tokio_postgres::Client,
+    port: u16,
+    listen: String,
+}
+
+impl Held {
+    async fn start() -> anyhow::Result<Self> {
+        let stack = Stack::start().await?;
+        let pg = stack.pg.client().await?;
+        let port = harness::free_port()?;
+        Ok(Self {
+            listen: format!("127.0.0.1:{port}"),
+            stack,
+            pg,
+            port,
+        })
+    }
+
+    async fn capture(&self) -> anyhow::Result<Proc> {
+        let args = [
+            "--slot",
+            "bf",
+            "--publication",
+            "bf",
+            "--tables",
+            "public.outbox,public.customers",
+            "--metrics-listen",
+            &self.listen,
+        ];
+        self.stack.spawn_capture(&args).await
+    }
+
+    /// Writes `n` customers at version 1; all their ids in primary-key order (the order
+    /// chunks read them in).
+    async fn customers(&self, n: i64) -> anyhow::Result<Vec<String>> {
+        self.pg
+            .batch_execute(&format!(
+                "INSERT INTO customers (id, name, credit_limit, version) \
+                 SELECT gen_random_uuid(), 'c' || i, i, 1 FROM generate_series(1, {n}) AS i"
+            ))
+            .await?;
+        Ok(self
+            .pg
+            .query("SELECT id::text FROM customers ORDER BY id", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    /// On: every commit waits for a standby that does not exist.
+    async fn hold_commits(&self, on: bool) -> anyhow::Result<()> {
+        let sql = if on {
+            "ALTER SYSTEM SET synchronous_standby_names = 'ghost'"
+        } else {
+            "ALTER SYSTEM RESET synchronous_standby_names"
+        };
+        self.pg.simple_query(sql).await?;
+        self.pg.simple_query("SELECT pg_reload_conf()").await?;
+        Ok(())
+    }
+
+    fn backfill(&self, args: &[&str]) -> anyhow::Result<Proc> {
+        let mut all = vec!["backfill", "--table", "public.customers"];
+        all.extend_from_slice(args);
+        Proc::spawn("bridge", &all, &self.stack.env_with(&[("BRIDGE_SLOT", "bf")]))
+    }
+
+    /// Until capture reads a chunk again, or the backfill ends (as it did before the fix).
+    async fn until_reread(&self, backfill: &Proc) -> anyhow::Result<()> {
+        wait::until("a chunk to be read again", Duration::from_secs(60), || async {
+            if backfill.ensure_running().is_err() {
+                return Ok(Some(()));
+            }
+            let rereads = harness::metrics::scrape(self.port, "bridge_backfill_chunks_reread_total").await?;
+            Ok((rereads >= 1.0).then_some(()))
+        })
+        .await
+    }
+
+    async fn finish(&self, backfill: &mut Proc) -> anyhow::Result<()> {
+        let code = backfill.wait(Duration::from_secs(60)).await?;
+        anyhow::ensure!(code == Some(0), "{code:?}: {}", backfill.output());
+        Ok(())
+    }
 }
 
 /// An UPDATE to version 2 from its own connection, stuck in its commit (synchronous replication).
@@ -342,6 +408,15 @@ async fn customer_records(stack: &Stack) -> anyhow::Result<Vec<(String, String, 
         .collect())
 }
 
+/// One customer's records, as `operation version`.
+fn versions_of(records: &[(String, String, String)], id: &str) -> Vec<String> {
+    records
+        .iter()
+        .filter(|(rid, _, _)| rid == id)
+        .map(|(_, op, v)| format!("{op} {v}"))
+        .collect()
+}
+
 /// Waits until a record of this customer at this version is in the stream.
 async fn wait_for_version(stack: &Stack, id: &str, version: i64) -> anyhow::Result<()> {
     let want = version.to_string();
@@ -357,94 +432,4 @@ async fn wait_for_version(stack: &Stack, id: &str, version: i64) -> anyhow::Resu
         },
     )
     .await
-}
-
-/// The same wait in its commit, but the capture that streamed the update stopped (and had the
-/// slot acknowledge it) before the backfill: the capture that runs the backfill never decodes
-/// that update, and must still not send the row's older copy after it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_an_earlier_capture_streamed_before_it_was_visible_is_not_overtaken() -> anyhow::Result<()> {
-    let stack = Stack::start().await?;
-    let pg = stack.pg.client().await?;
-    let port = harness::free_port()?;
-    let listen = format!("127.0.0.1:{port}");
-    let args = [
-        "--slot",
-        "bf",
-        "--publication",
-        "bf",
-        "--tables",
-        "public.outbox,public.customers",
-        "--metrics-listen",
-        &listen,
-    ];
-    let mut capture = stack.spawn_capture(&args).await?;
-    pg.batch_execute(
-        "INSERT INTO customers (id, name, credit_limit, version) \
-         SELECT gen_random_uuid(), 'c' || i, i, 1 FROM generate_series(1, 5) AS i",
-    )
-    .await?;
-    let ids: Vec<String> = pg
-        .query("SELECT id::text FROM customers ORDER BY id", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let row = ids[2].clone();
-    wait_for_version(&stack, &ids[4], 1).await?;
-    pg.simple_query("ALTER SYSTEM SET synchronous_standby_names = 'ghost'")
-        .await?;
-    pg.simple_query("SELECT pg_reload_conf()").await?;
-    let update = HungUpdate::start(&stack, &row).await?;
-    wait_for_version(&stack, &row, 2).await?;
-    // Stopped cleanly: everything Kinesis holds is acknowledged to the slot.
-    assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
-    let capture = stack.spawn_capture(&args).await?;
-
-    let env = stack.env_with(&[("BRIDGE_SLOT", "bf")]);
-    let mut backfill = Proc::spawn(
-        "bridge",
-        &["backfill", "--table", "public.customers", "--chunk-rows", "10"],
-        &env,
-    )?;
-    wait::until("the chunk to be read again", Duration::from_secs(60), || async {
-        if backfill.ensure_running().is_err() {
-            return Ok(Some(()));
-        }
-        Ok(
-            (harness::metrics::scrape(port, "bridge_backfill_chunks_reread_total").await? >= 1.0)
-                .then_some(()),
-        )
-    })
-    .await?;
-    update.release(&pg).await?;
-    assert_eq!(
-        backfill.wait(Duration::from_secs(60)).await?,
-        Some(0),
-        "{}",
-        backfill.output()
-    );
-    pg.simple_query("ALTER SYSTEM RESET synchronous_standby_names")
-        .await?;
-    pg.simple_query("SELECT pg_reload_conf()").await?;
-    stack
-        .wait_drained_within("bf", &capture, Duration::from_secs(60))
-        .await?;
-    let versions: Vec<String> = customer_records(&stack)
-        .await?
-        .into_iter()
-        .filter(|(id, _, _)| *id == row)
-        .map(|(_, op, v)| format!("{op} {v}"))
-        .collect();
-    // Streamed once, by the first capture: the second never decoded it.
-    assert_eq!(
-        versions.iter().filter(|v| *v == "update 2").count(),
-        1,
-        "{versions:?}"
-    );
-    assert!(
-        versions.last().is_some_and(|v| v.ends_with(" 2")),
-        "its records in stream order: {versions:?}, the row has version 2"
-    );
-    Ok(())
 }

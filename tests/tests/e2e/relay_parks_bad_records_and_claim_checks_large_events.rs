@@ -163,16 +163,7 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
         large["detail"]["data"].is_null(),
         "the payload travels by claim check"
     );
-    let object = aws_sdk_s3::Client::new(&sdk)
-        .get_object()
-        .bucket(claim["bucket"].as_str().unwrap_or_default())
-        .key(claim["key"].as_str().unwrap_or_default())
-        .send()
-        .await?
-        .body
-        .collect()
-        .await?
-        .into_bytes();
+    let object = harness::s3::claimed_object(&sdk, claim).await?;
     assert_eq!(
         serde_json::from_slice::<Value>(&object)?,
         big,

@@ -125,17 +125,7 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
     for (id, payload) in [(oversized, &huge), (oversized_message, &message_payload)] {
         let (_, event) = &got[id];
         let claim = &event["detail"]["metadata"]["claim_check"];
-        let object = s3
-            .get_object()
-            .bucket(claim["bucket"].as_str().unwrap_or_default())
-            .key(claim["key"].as_str().unwrap_or_default())
-            .send()
-            .await?
-            .body
-            .collect()
-            .await?
-            .into_bytes();
-        let text = String::from_utf8(object.to_vec())?;
+        let text = String::from_utf8(harness::s3::claimed_object(&sdk, claim).await?)?;
         assert_eq!(
             serde_json::from_str::<Value>(&text)?,
             *payload,

@@ -13,6 +13,17 @@ use harness::wait;
 
 const CUSTOMERS: i64 = 2000;
 
+/// Capture on its own slot, with customers' changes streamed too: the backfill has something
+/// to race against.
+const CAPTURE: [&str; 6] = [
+    "--slot",
+    "bf",
+    "--publication",
+    "bf",
+    "--tables",
+    "public.outbox,public.customers",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_row_ends_in_its_current_state_and_a_killed_capture_resumes() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
@@ -22,15 +33,7 @@ async fn every_row_ends_in_its_current_state_and_a_killed_capture_resumes() -> a
          SELECT gen_random_uuid(), 'c' || i, i, 1 FROM generate_series(1, {CUSTOMERS}) AS i"
     ))
     .await?;
-    // Customers' changes are streamed too, so the backfill has something to race against.
-    let args = [
-        "--slot",
-        "bf",
-        "--publication",
-        "bf",
-        "--tables",
-        "public.outbox,public.customers",
-    ];
+    let args = CAPTURE;
     let mut capture = stack.spawn_capture(&args).await?;
 
     let writing = Arc::new(AtomicBool::new(true));
@@ -296,16 +299,8 @@ impl Held {
     }
 
     async fn capture(&self) -> anyhow::Result<Proc> {
-        let args = [
-            "--slot",
-            "bf",
-            "--publication",
-            "bf",
-            "--tables",
-            "public.outbox,public.customers",
-            "--metrics-listen",
-            &self.listen,
-        ];
+        let mut args = CAPTURE.to_vec();
+        args.extend(["--metrics-listen", &self.listen]);
         self.stack.spawn_capture(&args).await
     }
 

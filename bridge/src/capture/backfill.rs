@@ -21,8 +21,9 @@
 //! transactions until a snapshot shows them (`Unseen`), and at the high watermark:
 //! - rows a transaction the snapshot does not show changed are left out, like rows changed in
 //!   the window (their newer state is in the stream);
-//! - if such a transaction was decoded before the job began, its keys are unknown: the chunk
-//!   is not sent and is read again, once that transaction is visible.
+//! - if such a transaction's keys are unknown (decoded before the job began, or — under
+//!   synchronous replication — running when capture started, so an earlier capture may have
+//!   streamed it), the chunk is not sent and is read again once that transaction is visible.
 //!
 //! The job lives in a tag on the stream (`outbox-bridge.backfill.<slot>`): `bridge backfill`
 //! writes the request, capture runs it and records how far it got — a chunk counts once
@@ -459,8 +460,9 @@ impl Coordinator {
         self.lock().durable.clone()
     }
 
-    /// The job ended (done, failed or interrupted): its pending records still go out, but no
-    /// chunk of it is in flight any more (a late high watermark of one sends nothing).
+    /// The job ended (done, failed or interrupted): no chunk of it is in flight any more (a late
+    /// high watermark of one sends nothing). Load records of an interrupted job still pending
+    /// are dropped by the next `begin`; that job resumes from what Kinesis holds.
     fn finish(&self) {
         self.active.store(false, Ordering::Release);
         let mut s = self.lock();
@@ -657,6 +659,7 @@ pub async fn run_jobs(
     let mut idle_client = None;
     // Chunks are numbered across jobs: a late watermark of an interrupted one matches nothing.
     let mut seq = 0_u64;
+    let mut seed_failing = false;
     loop {
         if !coordinator.seeded.load(Ordering::Acquire) {
             // Until then no job runs: a transaction an earlier process streamed before it was
@@ -664,7 +667,10 @@ pub async fn run_jobs(
             match seed(&cfg, &coordinator).await {
                 Ok(()) => coordinator.seeded.store(true, Ordering::Release),
                 Err(error) => {
-                    tracing::debug!(error = %error, "cannot list the transactions committed but not yet visible; retrying");
+                    if !seed_failing {
+                        tracing::warn!(error = %error, "cannot list the running transactions; no backfill runs until that works (retrying)");
+                    }
+                    seed_failing = true;
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = tokio::time::sleep(POLL) => {}

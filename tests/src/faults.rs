@@ -48,7 +48,8 @@ pub struct FaultPlan {
     pub deny_put_events_holding: std::sync::Mutex<Option<String>>,
     /// While set, every call whose `X-Amz-Target` starts with this (e.g. `DynamoDB_20120810.`)
     /// — or, set to [`S3`], every call without one (S3's REST calls) — is answered 503
-    /// ServiceUnavailable: one AWS service browned out, the others healthy.
+    /// ServiceUnavailable (S3's as S3 does: `SlowDown`, in XML): one AWS service browned out,
+    /// the others healthy.
     pub brownout: std::sync::Mutex<Option<String>>,
     /// While set to (target prefix, text), every call whose `X-Amz-Target` starts with the
     /// prefix and whose body holds the text is answered 503 ServiceUnavailable: one item (a hot
@@ -210,6 +211,13 @@ async fn handle(
             .unwrap_or(false);
     if browned_out {
         plan.injected.fetch_add(1, Ordering::SeqCst);
+        if target.is_empty() {
+            return s3_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SlowDown",
+                "Please reduce your request rate.",
+            );
+        }
         return aws_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", json!({}));
     }
     if take(&plan.fail_5xx) {
@@ -379,6 +387,16 @@ fn aws_error(status: StatusCode, kind: &str, extra: Value) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+/// An error as S3's REST API answers it (XML, not the JSON protocols' `__type`): what its SDK
+/// parses the code from.
+fn s3_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message>\
+         <RequestId>test-proxy</RequestId></Error>"
+    );
+    (status, [("content-type", "application/xml")], body).into_response()
 }
 
 /// The shape of a batch call that can fail in part.

@@ -325,28 +325,56 @@ fn start(
     );
 }
 
+/// How long shutdown gives the lease table to release the leases and the heartbeat, after
+/// the workers: a hung table must not keep the process past the orchestrator's stop timeout.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Shutdown: workers finish their current page, then the leases are released for others.
+/// One deadline for all of them (`shutdown_timeout`): waited one after the other, four
+/// workers held up by an outage took four timeouts, past the orchestrator's stop timeout
+/// (ECS: 30 s), and the kill left every lease to expire. A worker still busy at the deadline
+/// is aborted (its page was not checkpointed, so the next owner reads it again, as after a
+/// crash) and, once it is gone, its lease released all the same: nobody waits for it to expire.
 async fn stop_all(ctx: &RelayContext, running: HashMap<String, Running>) {
     for worker in running.values() {
         worker.stop.cancel();
     }
-    for (shard, worker) in running {
-        match tokio::time::timeout(ctx.shutdown_timeout, worker.task).await {
-            Ok(Ok(Ok(_))) => {
-                if let Err(error) = ctx.leases.release(&shard).await {
-                    tracing::warn!(shard, error = %error, "could not release the lease; it expires on its own");
-                }
+    let deadline = tokio::time::Instant::now() + ctx.shutdown_timeout;
+    let mut stopped = Vec::new();
+    for (shard, mut worker) in running {
+        let ended = match tokio::time::timeout_at(deadline, &mut worker.task).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                tracing::warn!(
+                    shard,
+                    "shard worker did not finish its page in time; abandoned, its page will be read again"
+                );
+                worker.task.abort();
+                worker.task.await
             }
-            Ok(Ok(Err(error))) => tracing::warn!(shard, error = %error, "shard worker failed while stopping"),
-            Ok(Err(error)) => tracing::error!(shard, error = %error, "shard worker panicked while stopping"),
-            Err(_) => tracing::warn!(
-                shard,
-                "shard worker did not stop in time; its page will be replayed"
-            ),
+        };
+        match ended {
+            Ok(Ok(_)) => stopped.push(shard),
+            Err(join) if join.is_cancelled() => stopped.push(shard),
+            Ok(Err(error)) => tracing::warn!(shard, error = %error, "shard worker failed while stopping"),
+            Err(error) => tracing::error!(shard, error = %error, "shard worker panicked while stopping"),
         }
     }
-    if let Err(error) = ctx.leases.retire().await {
-        tracing::warn!(error = %error, "could not remove this relay's heartbeat item; its TTL does");
+    let releases = stopped.iter().map(|shard| async move {
+        if let Err(error) = ctx.leases.release(shard).await {
+            tracing::warn!(shard, error = %error, "could not release the lease; it expires on its own");
+        }
+    });
+    let released = async {
+        futures_util::future::join_all(releases).await;
+        if let Err(error) = ctx.leases.retire().await {
+            tracing::warn!(error = %error, "could not remove this relay's heartbeat item; its TTL does");
+        }
+    };
+    if tokio::time::timeout(RELEASE_TIMEOUT, released).await.is_err() {
+        tracing::warn!(
+            "the lease table did not answer in time; the leases and the heartbeat expire on their own"
+        );
     }
 }
 

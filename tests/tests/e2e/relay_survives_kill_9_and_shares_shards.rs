@@ -402,3 +402,64 @@ async fn a_hung_list_shards_does_not_let_the_leases_lapse() -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// SIGTERM while EventBridge is down and every worker retries its page: the relay exits within
+/// the orchestrator's stop timeout (ECS kills after 30 s) and releases its leases and heartbeat,
+/// so the next relay takes the shards at once instead of after they expire, and publishes what
+/// was held up. (The workers used to be waited for one after the other, each for the whole
+/// shutdown timeout: four stuck shards kept the relay 80 s, and the kill left every lease to
+/// expire.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_stopped_during_an_outage_exits_in_time_and_releases_its_leases() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let mut events = bus::monolith_events(&sdk, "all").await?;
+    let capture = stack.spawn_capture(&[]).await?;
+    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    let mut relay = relay_through(&stack, &proxy, 4.0).await?;
+    proxy.plan.set_brownout(Some("AWSEvents."));
+    let mut ids = HashSet::new();
+    // Forty aggregates: every one of the four shards gets some.
+    for i in 0..40 {
+        let id = format!("00000000-0000-0000-0000-{i:012}");
+        let aggregate = format!("stop-{i}");
+        stack
+            .insert_outbox(&id, ("Customer", &aggregate), "CustomerCreated", "{}")
+            .await?;
+        ids.insert(id);
+    }
+    stack
+        .wait_all_in_kinesis(&capture, Duration::from_secs(60))
+        .await?;
+    let shards_holding: HashSet<String> = stack.records().await?.iter().map(|r| r.shard.clone()).collect();
+    assert_eq!(shards_holding.len(), 4, "{shards_holding:?}");
+    // Each worker has read its page (a read every 220 ms at most) and retries its PutEvents.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    relay.ensure_running()?;
+    assert!(events.by_event_id().is_empty(), "published during the brownout");
+
+    let code = relay.terminate(Duration::from_secs(30)).await?;
+    assert_eq!(code, Some(0), "{}", relay.output());
+    let leases = leases_of_kind(&dynamo, "shard").await?;
+    assert_eq!(leases.len(), 4, "{leases:?}");
+    assert!(
+        leases.iter().all(|(_, owner, _)| owner.is_empty()),
+        "leases left to expire: {leases:?}\n{}",
+        relay.output()
+    );
+    let heartbeats = leases_of_kind(&dynamo, "worker").await?;
+    assert!(heartbeats.is_empty(), "{heartbeats:?}");
+
+    proxy.plan.set_brownout(None);
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let next = stack.spawn(
+        "bridge",
+        &["relay", "--worker-id", "relay-b", "--metrics-listen", &listen],
+    )?;
+    events
+        .until_all(&ids, Duration::from_secs(90), || next.output())
+        .await?;
+    Ok(())
+}

@@ -7,11 +7,14 @@
 //! (`pg_logical_emit_message`, whose payload exists nowhere but the WAL) travel whole by claim
 //! check (capture stores the record in S3, the relay reads it back) and become their events,
 //! payload intact. One whose claim check is gone by the time the relay reads it is parked with
-//! that reason, the rest still flows.
+//! that reason, the rest still flows. An S3 brownout at either end holds the record, parks nothing.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use harness::bus;
+use harness::faults::FaultProxy;
+use harness::process::Proc;
 use harness::stack::Stack;
 use serde_json::{json, Value};
 
@@ -223,5 +226,118 @@ async fn a_record_s3_refuses_stops_capture_and_goes_out_once_it_can() -> anyhow:
         .map_err(|e| anyhow::anyhow!("{e}\ncapture:\n{}\nrelay:\n{}", capture.output(), relay.output()))?;
     capture.terminate(Duration::from_secs(30)).await?;
     relay.terminate(Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+/// S3 browned out (503 `SlowDown` to every call) while a record above the limit goes out, and
+/// again while the relay reads it back: capture holds the record (and what follows it) until
+/// S3 takes the whole one, the relay holds its page until S3 gives it back, and nothing is
+/// sent without its payload or parked: a transient failure never parks a healthy event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_brownout_holds_a_large_record_at_both_ends_and_parks_nothing() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let pg = stack.pg.client().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let mut events = bus::monolith_events(&sdk, "s3-brownout").await?;
+    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    // S3 through the proxy, every other service straight to the emulator.
+    let env = stack.env_with(&[("AWS_ENDPOINT_URL_S3", &proxy.endpoint)]);
+    let injected = || proxy.plan.injected.load(Ordering::SeqCst);
+    let retried = |since: u32, proc: &Proc| {
+        let proc_ok = proc.ensure_running();
+        async move {
+            proc_ok?;
+            Ok((injected() >= since + 6).then_some(()))
+        }
+    };
+
+    proxy.plan.set_brownout(Some(harness::faults::S3));
+    let capture = Proc::spawn("bridge", &["capture"], &env)?;
+    stack.wait_slot_active("outbox_bridge", &capture).await?;
+    let big = "00000000-0000-0000-0000-0000000000e1";
+    let after = "00000000-0000-0000-0000-0000000000e2";
+    let payload = json!({"blob": "v".repeat(1_200_000)});
+    let message = json!({"id": big, "aggregatetype": "Document", "aggregateid": "doc-3",
+        "type": "DocumentStored", "payload": payload})
+    .to_string();
+    pg.execute(
+        "SELECT pg_logical_emit_message(true, 'outbox', $1::text)",
+        &[&message],
+    )
+    .await?;
+    pg.execute(
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+         VALUES ($1::text::uuid, 'Document', 'doc-3', 'DocumentTagged', '{}', 2)",
+        &[&after],
+    )
+    .await?;
+    let before = injected();
+    harness::wait::until("capture retrying s3", Duration::from_secs(60), || {
+        retried(before, &capture)
+    })
+    .await?;
+    let records = stack.records().await?;
+    let sent = |id: &str| records.iter().any(|r| r.json["data"]["id"] == id);
+    assert!(!sent(big) && !sent(after), "sent during the brownout");
+
+    proxy.plan.set_brownout(None);
+    let records = harness::wait::until("both records in the stream", Duration::from_secs(60), || async {
+        capture.ensure_running()?;
+        let records = stack.records().await?;
+        let has = |id: &str| records.iter().any(|r| r.json["data"]["id"] == id);
+        Ok((has(big) && has(after)).then_some(records))
+    })
+    .await?;
+    let record_of = |id: &str| records.iter().find(|r| r.json["data"]["id"] == id);
+    let (Some(big_record), Some(after_record)) = (record_of(big), record_of(after)) else {
+        anyhow::bail!("records went missing");
+    };
+    assert!(
+        big_record.json["metadata"]["claim-check"]["key"].is_string(),
+        "{}",
+        big_record.json["metadata"]
+    );
+    // One aggregate, one shard: the relay cannot publish the later record past the held one.
+    assert_eq!(big_record.shard, after_record.shard);
+
+    proxy.plan.set_brownout(Some(harness::faults::S3));
+    let before = injected();
+    let relay = Proc::spawn("bridge", &["relay"], &env)?;
+    harness::wait::until("the relay retrying s3", Duration::from_secs(60), || {
+        retried(before, &relay)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    relay.ensure_running()?;
+    assert!(events.by_event_id().is_empty(), "published during the brownout");
+
+    proxy.plan.set_brownout(None);
+    events
+        .until("both events", Duration::from_secs(90), |s| {
+            let got = s.by_event_id();
+            got.contains_key(big) && got.contains_key(after)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nrelay:\n{}", relay.output()))?;
+    let got = events.by_event_id();
+    let claim = &got[big].1["detail"]["metadata"]["claim_check"];
+    let text = String::from_utf8(harness::s3::claimed_object(&sdk, claim).await?)?;
+    assert_eq!(serde_json::from_str::<Value>(&text)?, payload);
+
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let dlq = harness::dlq::queue_url(&sqs, "bridge-dlq").await?;
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await?;
+    let parked = attributes
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+        .cloned();
+    assert_eq!(parked.as_deref(), Some("0"), "{}", relay.output());
+    capture.ensure_running()?;
+    relay.ensure_running()?;
     Ok(())
 }

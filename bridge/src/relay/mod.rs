@@ -112,6 +112,7 @@ pub async fn run(ctx: Arc<RelayContext>, shutdown: CancellationToken) -> Result<
     tracing::info!(stream = %ctx.stream, worker = %ctx.leases.worker_id, "relay started");
     let rounds = ctx.metrics.health.beacon("relay: no lease round got through");
     let mut twin_warned = false;
+    let mut troubled = HashSet::new();
     let result = loop {
         tokio::select! {
             biased;
@@ -120,7 +121,7 @@ pub async fn run(ctx: Arc<RelayContext>, shutdown: CancellationToken) -> Result<
                 if let Err(err) = reap(&mut running).await {
                     break Err(err);
                 }
-                match balance(&ctx, &mut running).await {
+                match balance(&ctx, &mut running, &mut troubled).await {
                     Ok(Round { unleased, twin_held }) => {
                         rounds.beat();
                         if twin_held > 0 && !twin_warned {
@@ -177,9 +178,11 @@ async fn reap(running: &mut HashMap<String, Running>) -> Result<(), RelayError> 
 }
 
 /// One lease round: heartbeat, renew what we hold, take our fair share of the rest.
+/// `troubled`: shards whose lease could not be taken (the call failed or hung), tried last.
 async fn balance(
     ctx: &Arc<RelayContext>,
     running: &mut HashMap<String, Running>,
+    troubled: &mut HashSet<String>,
 ) -> Result<Round, RelayError> {
     // Renew first: a round's other calls (ListShards, the snapshot) can fail or be slow, and
     // that must not let the leases of pages still in flight lapse. Then the heartbeat, even
@@ -198,25 +201,28 @@ async fn balance(
         let ids: HashSet<&str> = running.keys().map(String::as_str).collect();
         plan::plan(&shards, &leases, &ids, workers, &me, now)
     };
+    // One lease item that cannot be written (a hot partition, a hung call) must not keep the
+    // relay from the other shards: its failure is logged and the next candidate tried, and it
+    // is tried last in later rounds. The takes share a third of the lease, so a hung one cannot
+    // hold the round — and the renewals at the start of the next — past the leases' end.
+    let takes_end = tokio::time::Instant::now() + ctx.lease_duration / 3;
+    let mut candidates = plan.candidates.clone();
+    candidates.sort_by_key(|shard| troubled.contains(*shard));
     let mut taken = 0;
-    for &shard in &plan.candidates {
-        if taken >= plan.wanted {
+    for shard in candidates {
+        if taken >= plan.wanted || tokio::time::Instant::now() >= takes_end {
             break;
         }
-        let acquired = bounded(ctx, "a lease", ctx.leases.acquire(shard, now, expiry(ctx), None)).await?;
-        if let Outcome::Done(checkpoint) = acquired {
+        let take = ctx.leases.acquire(shard, now, expiry(ctx), None);
+        if let Some(checkpoint) = try_take(takes_end, shard, take, troubled).await? {
             start(ctx, running, shard, checkpoint);
             taken += 1;
         }
     }
-    if taken < plan.wanted {
+    if taken < plan.wanted && tokio::time::Instant::now() < takes_end {
         if let Some((shard, owner)) = plan.take_over {
-            let acquired = bounded(
-                ctx,
-                "a lease",
-                ctx.leases.acquire(shard, now, expiry(ctx), Some(owner)),
-            );
-            if let Outcome::Done(checkpoint) = acquired.await? {
+            let take = ctx.leases.acquire(shard, now, expiry(ctx), Some(owner));
+            if let Some(checkpoint) = try_take(takes_end, shard, take, troubled).await? {
                 tracing::info!(shard, from = owner, "took a shard over to balance the relays");
                 start(ctx, running, shard, checkpoint);
             }
@@ -253,6 +259,42 @@ async fn bounded<T, E: Into<RelayError>>(
             after,
         }),
     }
+}
+
+/// One lease take, given up at `end`: the checkpoint to start from if the lease is ours now,
+/// `None` if another relay has it or the call failed or hung (logged; `troubled` remembers
+/// the shard). Only a fatal error (a missing table, say) ends the round.
+async fn try_take(
+    end: tokio::time::Instant,
+    shard: &str,
+    take: impl std::future::Future<Output = Result<Outcome<Option<String>>, LeaseError>>,
+    troubled: &mut HashSet<String>,
+) -> Result<Option<Option<String>>, RelayError> {
+    let outcome = match tokio::time::timeout_at(end, take).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(err)) => {
+            let err = RelayError::from(err);
+            if !err.is_retryable() {
+                return Err(err);
+            }
+            tracing::warn!(shard, error = %err, "could not take the shard's lease; trying the others");
+            troubled.insert(shard.to_owned());
+            return Ok(None);
+        }
+        Err(_) => {
+            tracing::warn!(
+                shard,
+                "taking the shard's lease did not finish in time; trying it again next round"
+            );
+            troubled.insert(shard.to_owned());
+            return Ok(None);
+        }
+    };
+    troubled.remove(shard);
+    Ok(match outcome {
+        Outcome::Done(checkpoint) => Some(checkpoint),
+        Outcome::Lost => None,
+    })
 }
 
 /// Lease renewals in flight at once.

@@ -463,3 +463,141 @@ async fn a_relay_stopped_during_an_outage_exits_in_time_and_releases_its_leases(
         .await?;
     Ok(())
 }
+
+/// Starts a relay (worker id relay-a, 6 s lease) whose AWS calls go through `proxy`, serving
+/// /metrics and /healthz on the returned port.
+fn relay_via(stack: &Stack, proxy: &FaultProxy) -> anyhow::Result<(Proc, u16)> {
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
+    let relay = Proc::spawn(
+        "bridge",
+        &[
+            "relay",
+            "--worker-id",
+            "relay-a",
+            "--lease-duration-secs",
+            "6",
+            "--metrics-listen",
+            &listen,
+        ],
+        &env,
+    )?;
+    Ok((relay, port))
+}
+
+/// One shard's lease item cannot be written while the relay starts (`fault`: every write to
+/// it answered 503 — a hot partition —, or held 20 s): the relay takes the other shards and
+/// publishes their events, and takes that one too once its item answers. (A failed take used
+/// to end the lease round: with the first shard's item failing, the relay took no shard at all.)
+async fn the_other_shards_are_taken_while(fault: impl FnOnce(&FaultPlan, String)) -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let mut events = bus::monolith_events(&sdk, "all").await?;
+    let capture = stack.spawn_capture(&[]).await?;
+    let shards = stack
+        .kinesis
+        .list_shards()
+        .stream_name(&stack.stream)
+        .send()
+        .await?;
+    // The first shard listed: the first the relay tries.
+    let stuck = shards
+        .shards()
+        .first()
+        .map(|s| s.shard_id().to_owned())
+        .ok_or_else(|| anyhow::anyhow!("no shard"))?;
+    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    fault(&proxy.plan, stuck.clone());
+    let (relay, port) = relay_via(&stack, &proxy)?;
+    wait_owns(&relay, port, 3.0).await?;
+
+    let mut ids = HashSet::new();
+    for i in 0..40 {
+        let id = format!("00000000-0000-0000-0001-{i:012}");
+        stack
+            .insert_outbox(&id, ("Customer", &format!("take-{i}")), "CustomerCreated", "{}")
+            .await?;
+        ids.insert(id);
+    }
+    let records = stack
+        .wait_all_in_kinesis(&capture, Duration::from_secs(60))
+        .await?;
+    let on_stuck: HashSet<String> = records
+        .iter()
+        .filter(|r| r.shard == stuck)
+        .filter_map(|r| harness::stack::outbox_id(r).map(str::to_owned))
+        .collect();
+    assert!(!on_stuck.is_empty(), "no record on {stuck}");
+    let elsewhere: HashSet<String> = ids.difference(&on_stuck).cloned().collect();
+    events
+        .until_all(&elsewhere, Duration::from_secs(90), || relay.output())
+        .await?;
+    let got = events.by_event_id();
+    assert!(
+        on_stuck.iter().all(|id| !got.contains_key(id)),
+        "published from a shard without its lease"
+    );
+    assert_eq!(owned(port).await?, 3.0);
+
+    if let Ok(mut b) = proxy.plan.brownout_holding.lock() {
+        *b = None;
+    }
+    if let Ok(mut d) = proxy.plan.delay_holding.lock() {
+        *d = None;
+    }
+    wait_owns(&relay, port, 4.0).await?;
+    events
+        .until_all(&ids, Duration::from_secs(90), || relay.output())
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_lease_that_cannot_be_taken_does_not_keep_the_relay_from_the_others() -> anyhow::Result<()> {
+    the_other_shards_are_taken_while(|plan, shard| {
+        if let Ok(mut b) = plan.brownout_holding.lock() {
+            *b = Some(("DynamoDB_20120810.UpdateItem".into(), shard));
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hung_lease_take_does_not_keep_the_relay_from_the_others() -> anyhow::Result<()> {
+    the_other_shards_are_taken_while(|plan, shard| {
+        if let Ok(mut d) = plan.delay_holding.lock() {
+            *d = Some(("DynamoDB_20120810.UpdateItem".into(), shard, 20_000));
+        }
+    })
+    .await
+}
+
+/// `/healthz` names a relay that owns no shard while shards are unleased (here: every take of
+/// a lease fails, as when the relay may not write the lease items), instead of only, after the
+/// stall timeout, that its lease rounds do not get through; healthy again once it takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_cannot_take_any_lease_is_unhealthy_and_says_why() -> anyhow::Result<()> {
+    let stack = Stack::start_with_shards(2).await?;
+    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    // `lease_shard_id` is written by a take only, not by renewals or checkpoints.
+    if let Ok(mut b) = proxy.plan.brownout_holding.lock() {
+        *b = Some(("DynamoDB_20120810.UpdateItem".into(), "lease_shard_id".into()));
+    }
+    let (relay, port) = relay_via(&stack, &proxy)?;
+    harness::metrics::wait_health(
+        port,
+        503,
+        "relay: owns no shard while 2 shard(s) are unleased",
+        Duration::from_secs(60),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", relay.output()))?;
+    relay.ensure_running()?;
+    if let Ok(mut b) = proxy.plan.brownout_holding.lock() {
+        *b = None;
+    }
+    wait_owns(&relay, port, 2.0).await?;
+    harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
+    Ok(())
+}

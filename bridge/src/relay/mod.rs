@@ -111,6 +111,12 @@ pub async fn run(ctx: Arc<RelayContext>, shutdown: CancellationToken) -> Result<
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(stream = %ctx.stream, worker = %ctx.leases.worker_id, "relay started");
     let rounds = ctx.metrics.health.beacon("relay: no lease round got through");
+    // Beats on every round in which no take of a lease failed or hung: one that keeps failing
+    // (a lease item the relay cannot write) shows, even while the relay reads other shards.
+    let takes = ctx
+        .metrics
+        .health
+        .beacon("relay: taking a shard's lease keeps failing");
     let mut twin_warned = false;
     let mut troubled = HashSet::new();
     let result = loop {
@@ -121,9 +127,18 @@ pub async fn run(ctx: Arc<RelayContext>, shutdown: CancellationToken) -> Result<
                 if let Err(err) = reap(&mut running).await {
                     break Err(err);
                 }
-                match balance(&ctx, &mut running, &mut troubled).await {
-                    Ok(Round { unleased, twin_held }) => {
+                // A shutdown does not wait for the round: a lease it may have just taken, with
+                // no worker yet, expires on its own.
+                let round = tokio::select! {
+                    round = balance(&ctx, &mut running, &mut troubled) => round,
+                    () = shutdown.cancelled() => break Ok(()),
+                };
+                match round {
+                    Ok(Round { unleased, twin_held, takes_failed }) => {
                         rounds.beat();
+                        if takes_failed == 0 {
+                            takes.beat();
+                        }
                         if twin_held > 0 && !twin_warned {
                             tracing::warn!(
                                 worker = %ctx.leases.worker_id,
@@ -184,6 +199,7 @@ async fn balance(
     running: &mut HashMap<String, Running>,
     troubled: &mut HashSet<String>,
 ) -> Result<Round, RelayError> {
+    let began = tokio::time::Instant::now();
     // Renew first: a round's other calls (ListShards, the snapshot) can fail or be slow, and
     // that must not let the leases of pages still in flight lapse. Then the heartbeat, even
     // when a renewal failed: other relays that stop counting this one take its shards.
@@ -203,28 +219,41 @@ async fn balance(
     };
     // One lease item that cannot be written (a hot partition, a hung call) must not keep the
     // relay from the other shards: its failure is logged and the next candidate tried, and it
-    // is tried last in later rounds. The takes share a third of the lease, so a hung one cannot
-    // hold the round — and the renewals at the start of the next — past the leases' end.
-    let takes_end = tokio::time::Instant::now() + ctx.lease_duration / 3;
+    // is tried last in later rounds — unless the lease is this process's already (a take whose
+    // answer was lost may have succeeded: retaking it first puts its worker back at once).
+    // The takes end half a lease after the round began, so a hung one cannot hold the round,
+    // and the renewals that start the next, past the end of the leases renewed in this one.
+    troubled.retain(|shard| plan.candidates.contains(&shard.as_str()));
+    let takes_end = began + ctx.lease_duration / 2;
+    let mine = |shard: &str| leases.get(shard).is_some_and(|l| l.mine);
     let mut candidates = plan.candidates.clone();
-    candidates.sort_by_key(|shard| troubled.contains(*shard));
+    candidates.sort_by_key(|shard| troubled.contains(*shard) && !mine(shard));
     let mut taken = 0;
+    let mut takes_failed = 0;
     for shard in candidates {
         if taken >= plan.wanted || tokio::time::Instant::now() >= takes_end {
             break;
         }
         let take = ctx.leases.acquire(shard, now, expiry(ctx), None);
-        if let Some(checkpoint) = try_take(takes_end, shard, take, troubled).await? {
-            start(ctx, running, shard, checkpoint);
-            taken += 1;
+        match try_take(takes_end, shard, take, troubled).await? {
+            Taken::Yes(checkpoint) => {
+                start(ctx, running, shard, checkpoint);
+                taken += 1;
+            }
+            Taken::HeldElsewhere => {}
+            Taken::Failed => takes_failed += 1,
         }
     }
     if taken < plan.wanted && tokio::time::Instant::now() < takes_end {
         if let Some((shard, owner)) = plan.take_over {
             let take = ctx.leases.acquire(shard, now, expiry(ctx), Some(owner));
-            if let Some(checkpoint) = try_take(takes_end, shard, take, troubled).await? {
-                tracing::info!(shard, from = owner, "took a shard over to balance the relays");
-                start(ctx, running, shard, checkpoint);
+            match try_take(takes_end, shard, take, troubled).await? {
+                Taken::Yes(checkpoint) => {
+                    tracing::info!(shard, from = owner, "took a shard over to balance the relays");
+                    start(ctx, running, shard, checkpoint);
+                }
+                Taken::HeldElsewhere => {}
+                Taken::Failed => takes_failed += 1,
             }
         }
     }
@@ -236,6 +265,7 @@ async fn balance(
     Ok(Round {
         unleased,
         twin_held: plan.twin_held,
+        takes_failed,
     })
 }
 
@@ -261,15 +291,23 @@ async fn bounded<T, E: Into<RelayError>>(
     }
 }
 
-/// One lease take, given up at `end`: the checkpoint to start from if the lease is ours now,
-/// `None` if another relay has it or the call failed or hung (logged; `troubled` remembers
-/// the shard). Only a fatal error (a missing table, say) ends the round.
+/// What one take of a lease came to.
+enum Taken {
+    /// Ours now: start the worker from this checkpoint.
+    Yes(Option<String>),
+    /// Another relay holds it.
+    HeldElsewhere,
+    /// The call failed or hung (logged; the shard is remembered in `troubled`).
+    Failed,
+}
+
+/// One lease take, given up at `end`. Only a fatal error (a missing table, say) ends the round.
 async fn try_take(
     end: tokio::time::Instant,
     shard: &str,
     take: impl std::future::Future<Output = Result<Outcome<Option<String>>, LeaseError>>,
     troubled: &mut HashSet<String>,
-) -> Result<Option<Option<String>>, RelayError> {
+) -> Result<Taken, RelayError> {
     let outcome = match tokio::time::timeout_at(end, take).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(err)) => {
@@ -279,7 +317,7 @@ async fn try_take(
             }
             tracing::warn!(shard, error = %err, "could not take the shard's lease; trying the others");
             troubled.insert(shard.to_owned());
-            return Ok(None);
+            return Ok(Taken::Failed);
         }
         Err(_) => {
             tracing::warn!(
@@ -287,13 +325,13 @@ async fn try_take(
                 "taking the shard's lease did not finish in time; trying it again next round"
             );
             troubled.insert(shard.to_owned());
-            return Ok(None);
+            return Ok(Taken::Failed);
         }
     };
     troubled.remove(shard);
     Ok(match outcome {
-        Outcome::Done(checkpoint) => Some(checkpoint),
-        Outcome::Lost => None,
+        Outcome::Done(checkpoint) => Taken::Yes(checkpoint),
+        Outcome::Lost => Taken::HeldElsewhere,
     })
 }
 
@@ -338,6 +376,8 @@ struct Round {
     unleased: usize,
     /// Shards held by another process that uses this relay's worker id.
     twin_held: usize,
+    /// Takes of a lease that failed or hung.
+    takes_failed: usize,
 }
 
 fn start(
@@ -399,7 +439,11 @@ async fn stop_all(ctx: &RelayContext, running: HashMap<String, Running>) {
             Ok(Ok(_)) => stopped.push(shard),
             Err(join) if join.is_cancelled() => stopped.push(shard),
             Ok(Err(error)) => tracing::warn!(shard, error = %error, "shard worker failed while stopping"),
-            Err(error) => tracing::error!(shard, error = %error, "shard worker panicked while stopping"),
+            Err(error) => {
+                // Gone as surely as an aborted one: the next owner reads its page again.
+                tracing::error!(shard, error = %error, "shard worker panicked while stopping");
+                stopped.push(shard);
+            }
         }
     }
     let releases = stopped.iter().map(|shard| async move {

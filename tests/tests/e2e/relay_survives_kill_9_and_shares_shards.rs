@@ -464,8 +464,8 @@ async fn a_relay_stopped_during_an_outage_exits_in_time_and_releases_its_leases(
     Ok(())
 }
 
-/// Starts a relay (worker id relay-a, 6 s lease) whose AWS calls go through `proxy`, serving
-/// /metrics and /healthz on the returned port.
+/// Starts a relay (worker id relay-a, 6 s lease, 10 s stall bound) whose AWS calls go through
+/// `proxy`, serving /metrics and /healthz on the returned port.
 fn relay_via(stack: &Stack, proxy: &FaultProxy) -> anyhow::Result<(Proc, u16)> {
     let port = harness::free_port()?;
     let listen = format!("127.0.0.1:{port}");
@@ -478,6 +478,8 @@ fn relay_via(stack: &Stack, proxy: &FaultProxy) -> anyhow::Result<(Proc, u16)> {
             "relay-a",
             "--lease-duration-secs",
             "6",
+            "--stall-timeout-secs",
+            "10",
             "--metrics-listen",
             &listen,
         ],
@@ -488,7 +490,8 @@ fn relay_via(stack: &Stack, proxy: &FaultProxy) -> anyhow::Result<(Proc, u16)> {
 
 /// One shard's lease item cannot be written while the relay starts (`fault`: every write to
 /// it answered 503 — a hot partition —, or held 20 s): the relay takes the other shards and
-/// publishes their events, and takes that one too once its item answers. (A failed take used
+/// publishes their events, `/healthz` says a take keeps failing (after the stall bound), and
+/// it takes that one too once its item answers, healthy again. (A failed take used
 /// to end the lease round: with the first shard's item failing, the relay took no shard at all.)
 async fn the_other_shards_are_taken_while(fault: impl FnOnce(&FaultPlan, String)) -> anyhow::Result<()> {
     let stack = Stack::start().await?;
@@ -539,6 +542,14 @@ async fn the_other_shards_are_taken_while(fault: impl FnOnce(&FaultPlan, String)
         "published from a shard without its lease"
     );
     assert_eq!(owned(port).await?, 3.0);
+    // The relay reads the other shards, but says that one lease cannot be taken.
+    harness::metrics::wait_health(
+        port,
+        503,
+        "relay: taking a shard's lease keeps failing",
+        Duration::from_secs(60),
+    )
+    .await?;
 
     if let Ok(mut b) = proxy.plan.brownout_holding.lock() {
         *b = None;
@@ -550,6 +561,7 @@ async fn the_other_shards_are_taken_while(fault: impl FnOnce(&FaultPlan, String)
     events
         .until_all(&ids, Duration::from_secs(90), || relay.output())
         .await?;
+    harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
     Ok(())
 }
 

@@ -134,8 +134,10 @@ pub async fn run(ctx: Arc<RelayContext>, shutdown: CancellationToken) -> Result<
                     () = shutdown.cancelled() => break Ok(()),
                 };
                 match round {
-                    Ok(Round { unleased, twin_held, takes_failed }) => {
-                        rounds.beat();
+                    Ok(Round { unleased, twin_held, takes_failed, renewals_failed }) => {
+                        if !renewals_failed {
+                            rounds.beat();
+                        }
                         if takes_failed == 0 {
                             takes.beat();
                         }
@@ -207,7 +209,14 @@ async fn balance(
     // the next round, and its renewals, must come before the leases lapse.
     let renewed = renew(ctx, running).await;
     bounded(ctx, "the heartbeat", ctx.leases.heartbeat(expiry(ctx))).await?;
-    renewed?;
+    // A renewal that failed (logged) does not end the round either: one lease item the table
+    // cannot write must not keep the relay from taking shards (a dead relay's, a reshard's
+    // children). `/healthz` says so if it lasts.
+    let renewals_failed = match renewed {
+        Ok(()) => false,
+        Err(err) if err.is_retryable() => true,
+        Err(err) => return Err(err),
+    };
     let shards = bounded(ctx, "ListShards", list_shards(ctx)).await?;
     let now = now_ms();
     let (leases, workers) = bounded(ctx, "the lease snapshot", ctx.leases.snapshot(now)).await?;
@@ -266,6 +275,7 @@ async fn balance(
         unleased,
         twin_held: plan.twin_held,
         takes_failed,
+        renewals_failed,
     })
 }
 
@@ -340,8 +350,7 @@ const RENEWALS_AT_ONCE: usize = 16;
 
 /// Renews every lease this relay holds and stops the workers whose lease another relay took.
 /// Renewals run side by side, each bounded: one slow or failing item does not keep the others
-/// from being renewed in time. The first failure is returned once all were tried, and the
-/// round fails with it (after its heartbeat) before it takes any shard.
+/// from being renewed in time. The first failure is returned once all were tried.
 async fn renew(ctx: &RelayContext, running: &HashMap<String, Running>) -> Result<(), RelayError> {
     let outcomes: Vec<_> = futures_util::stream::iter(running)
         .map(|(shard, worker)| async move {
@@ -378,6 +387,8 @@ struct Round {
     twin_held: usize,
     /// Takes of a lease that failed or hung.
     takes_failed: usize,
+    /// A renewal of a lease this relay holds failed or hung.
+    renewals_failed: bool,
 }
 
 fn start(

@@ -613,3 +613,84 @@ async fn a_relay_that_cannot_take_any_lease_is_unhealthy_and_says_why() -> anyho
     harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
     Ok(())
 }
+
+/// Relay A cannot renew one of its leases (every write to that item answered 503) when relay B
+/// dies: A still takes B's shards once their leases expire and publishes their events, and
+/// `/healthz` says its rounds do not get through. (A failed renewal used to end every round
+/// before its takes: B's shards went unread for as long as the one renewal failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_cannot_renew_one_lease_still_takes_a_dead_relays_shards() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let mut events = bus::monolith_events(&sdk, "all").await?;
+    let capture = stack.spawn_capture(&[]).await?;
+    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    let (a, port_a) = relay_via(&stack, &proxy)?;
+    wait_owns(&a, port_a, 4.0).await?;
+    let port_b = harness::free_port()?;
+    let listen_b = format!("127.0.0.1:{port_b}");
+    let mut b = stack.spawn(
+        "bridge",
+        &[
+            "relay",
+            "--worker-id",
+            "relay-b",
+            "--lease-duration-secs",
+            "6",
+            "--metrics-listen",
+            &listen_b,
+        ],
+    )?;
+    wait_owns(&b, port_b, 2.0).await?;
+    wait_owns(&a, port_a, 2.0).await?;
+    let leases = leases_of_kind(&dynamo, "shard").await?;
+    let stuck = leases
+        .iter()
+        .find(|(_, owner, _)| owner == "relay-a")
+        .map(|l| l.0.clone())
+        .ok_or_else(|| anyhow::anyhow!("relay-a owns no lease: {leases:?}"))?;
+    if let Ok(mut fault) = proxy.plan.brownout_holding.lock() {
+        *fault = Some(("DynamoDB_20120810.UpdateItem".into(), format!("#{stuck}\"")));
+    }
+    b.kill9().await?;
+    wait_owns(&a, port_a, 4.0).await?;
+
+    let mut ids = HashSet::new();
+    for i in 0..40 {
+        let id = format!("00000000-0000-0000-0002-{i:012}");
+        stack
+            .insert_outbox(&id, ("Customer", &format!("renew-{i}")), "CustomerCreated", "{}")
+            .await?;
+        ids.insert(id);
+    }
+    let records = stack
+        .wait_all_in_kinesis(&capture, Duration::from_secs(60))
+        .await?;
+    let readable: HashSet<String> = records
+        .iter()
+        .filter(|r| r.shard != stuck)
+        .filter_map(|r| harness::stack::outbox_id(r).map(str::to_owned))
+        .filter(|id| ids.contains(id))
+        .collect();
+    events
+        .until_all(&readable, Duration::from_secs(90), || a.output())
+        .await?;
+    harness::metrics::wait_health(
+        port_a,
+        503,
+        "relay: no lease round got through",
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert!(a.output().contains("could not renew the lease"), "{}", a.output());
+
+    if let Ok(mut fault) = proxy.plan.brownout_holding.lock() {
+        *fault = None;
+    }
+    events
+        .until_all(&ids, Duration::from_secs(90), || a.output())
+        .await?;
+    harness::metrics::wait_health(port_a, 200, "ok", Duration::from_secs(60)).await?;
+    Ok(())
+}

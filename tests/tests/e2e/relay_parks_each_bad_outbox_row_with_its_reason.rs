@@ -172,6 +172,32 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
     Ok(())
 }
 
+/// A table-less outbox message `big` of `aggregate` (version 1) carrying `payload`, then an
+/// outbox row `after` of the same aggregate (version 2): one shard, in that order.
+async fn large_message_then_row(
+    pg: &tokio_postgres::Client,
+    big: &str,
+    after: &str,
+    aggregate: &str,
+    payload: &Value,
+) -> anyhow::Result<()> {
+    let message = json!({"id": big, "aggregatetype": "Document", "aggregateid": aggregate,
+        "type": "DocumentStored", "payload": payload})
+    .to_string();
+    pg.execute(
+        "SELECT pg_logical_emit_message(true, 'outbox', $1::text)",
+        &[&message],
+    )
+    .await?;
+    pg.execute(
+        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+         VALUES ($1::text::uuid, 'Document', $2, 'DocumentTagged', '{}', 2)",
+        &[&after, &aggregate],
+    )
+    .await?;
+    Ok(())
+}
+
 /// A record above the limit that S3 will not take (here: no such bucket) stops capture with the
 /// reason instead of going out without its payload, and the slot keeps it: capture started
 /// again with the bucket sends it whole, and the relay publishes it.
@@ -186,20 +212,8 @@ async fn a_record_s3_refuses_stops_capture_and_goes_out_once_it_can() -> anyhow:
         .await?;
     let big = "00000000-0000-0000-0000-0000000000d1";
     let good = "00000000-0000-0000-0000-0000000000d2";
-    let message = json!({"id": big, "aggregatetype": "Document", "aggregateid": "doc-2",
-        "type": "DocumentStored", "payload": {"blob": "w".repeat(1_200_000)}})
-    .to_string();
-    pg.execute(
-        "SELECT pg_logical_emit_message(true, 'outbox', $1::text)",
-        &[&message],
-    )
-    .await?;
-    pg.execute(
-        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
-         VALUES ($1::text::uuid, 'Document', 'doc-2', 'DocumentTagged', '{}', 2)",
-        &[&good],
-    )
-    .await?;
+    let payload = json!({"blob": "w".repeat(1_200_000)});
+    large_message_then_row(&pg, big, good, "doc-2", &payload).await?;
     let code = capture.wait(Duration::from_secs(60)).await?;
     let output = capture.output();
     assert!(code.is_some_and(|c| c != 0), "{code:?}\n{output}");
@@ -257,20 +271,7 @@ async fn an_s3_brownout_holds_a_large_record_at_both_ends_and_parks_nothing() ->
     let big = "00000000-0000-0000-0000-0000000000e1";
     let after = "00000000-0000-0000-0000-0000000000e2";
     let payload = json!({"blob": "v".repeat(1_200_000)});
-    let message = json!({"id": big, "aggregatetype": "Document", "aggregateid": "doc-3",
-        "type": "DocumentStored", "payload": payload})
-    .to_string();
-    pg.execute(
-        "SELECT pg_logical_emit_message(true, 'outbox', $1::text)",
-        &[&message],
-    )
-    .await?;
-    pg.execute(
-        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
-         VALUES ($1::text::uuid, 'Document', 'doc-3', 'DocumentTagged', '{}', 2)",
-        &[&after],
-    )
-    .await?;
+    large_message_then_row(&pg, big, after, "doc-3", &payload).await?;
     let before = injected();
     harness::wait::until("capture retrying s3", Duration::from_secs(60), || {
         retried(before, &capture)

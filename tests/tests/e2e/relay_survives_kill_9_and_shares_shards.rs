@@ -3,7 +3,7 @@
 //! the rest of a lease round, or one lease's renewal, fails or hangs. (Sized for moto, whose
 //! rule → SQS delivery takes about 0.12 s per event.)
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use harness::bus;
@@ -124,6 +124,72 @@ async fn leases_stay_live(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Ok(())
+}
+
+/// What the fault tests below start from: a four-shard stack with capture running, the bus
+/// watched, the lease table's client, and a fault proxy in front of the emulator.
+struct Rig {
+    stack: Stack,
+    dynamo: aws_sdk_dynamodb::Client,
+    events: bus::Subscription,
+    capture: Proc,
+    proxy: FaultProxy,
+}
+
+async fn rig() -> anyhow::Result<Rig> {
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let events = bus::monolith_events(&sdk, "all").await?;
+    let capture = stack.spawn_capture(&[]).await?;
+    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    Ok(Rig {
+        dynamo: aws_sdk_dynamodb::Client::new(&sdk),
+        stack,
+        events,
+        capture,
+        proxy,
+    })
+}
+
+/// Writes one `CustomerCreated` event for each of forty aggregates (`{series}-0` …; every one of
+/// four shards gets some) and waits until capture has them all in the stream: their outbox
+/// ids, and for each the shard it is on.
+async fn forty_events(
+    stack: &Stack,
+    capture: &Proc,
+    series: &str,
+) -> anyhow::Result<(HashSet<String>, HashMap<String, String>)> {
+    let mut ids = HashSet::new();
+    for i in 0..40u32 {
+        let id = format!("00000000-0000-0000-0000-{i:012}");
+        stack
+            .insert_outbox(
+                &id,
+                ("Customer", &format!("{series}-{i}")),
+                "CustomerCreated",
+                "{}",
+            )
+            .await?;
+        ids.insert(id);
+    }
+    let records = stack
+        .wait_all_in_kinesis(capture, Duration::from_secs(60))
+        .await?;
+    let shard_of = records
+        .iter()
+        .filter_map(|r| harness::stack::outbox_id(r).map(|id| (id.to_owned(), r.shard.clone())))
+        .filter(|(id, _)| ids.contains(id))
+        .collect();
+    Ok((ids, shard_of))
+}
+
+/// The ids among `shard_of` whose shard is (`on`) or is not `shard`.
+fn ids_on(shard_of: &HashMap<String, String>, shard: &str, on: bool) -> HashSet<String> {
+    shard_of
+        .iter()
+        .filter(|(_, s)| (s.as_str() == shard) == on)
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,28 +477,17 @@ async fn a_hung_list_shards_does_not_let_the_leases_lapse() -> anyhow::Result<()
 /// expire.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_stopped_during_an_outage_exits_in_time_and_releases_its_leases() -> anyhow::Result<()> {
-    let stack = Stack::start().await?;
-    let sdk = stack.moto.sdk_config().await;
-    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    let mut events = bus::monolith_events(&sdk, "all").await?;
-    let capture = stack.spawn_capture(&[]).await?;
-    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    let Rig {
+        stack,
+        dynamo,
+        mut events,
+        capture,
+        proxy,
+    } = rig().await?;
     let mut relay = relay_through(&stack, &proxy, 4.0).await?;
     proxy.plan.set_brownout(Some("AWSEvents."));
-    let mut ids = HashSet::new();
-    // Forty aggregates: every one of the four shards gets some.
-    for i in 0..40 {
-        let id = format!("00000000-0000-0000-0000-{i:012}");
-        let aggregate = format!("stop-{i}");
-        stack
-            .insert_outbox(&id, ("Customer", &aggregate), "CustomerCreated", "{}")
-            .await?;
-        ids.insert(id);
-    }
-    stack
-        .wait_all_in_kinesis(&capture, Duration::from_secs(60))
-        .await?;
-    let shards_holding: HashSet<String> = stack.records().await?.iter().map(|r| r.shard.clone()).collect();
+    let (ids, shard_of) = forty_events(&stack, &capture, "stop").await?;
+    let shards_holding: HashSet<&String> = shard_of.values().collect();
     assert_eq!(shards_holding.len(), 4, "{shards_holding:?}");
     // Each worker has read its page (a read every 220 ms at most) and retries its PutEvents.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -494,10 +549,13 @@ fn relay_via(stack: &Stack, proxy: &FaultProxy) -> anyhow::Result<(Proc, u16)> {
 /// it takes that one too once its item answers, healthy again. (A failed take used
 /// to end the lease round: with the first shard's item failing, the relay took no shard at all.)
 async fn the_other_shards_are_taken_while(fault: impl FnOnce(&FaultPlan, String)) -> anyhow::Result<()> {
-    let stack = Stack::start().await?;
-    let sdk = stack.moto.sdk_config().await;
-    let mut events = bus::monolith_events(&sdk, "all").await?;
-    let capture = stack.spawn_capture(&[]).await?;
+    let Rig {
+        stack,
+        mut events,
+        capture,
+        proxy,
+        ..
+    } = rig().await?;
     let shards = stack
         .kinesis
         .list_shards()
@@ -510,29 +568,14 @@ async fn the_other_shards_are_taken_while(fault: impl FnOnce(&FaultPlan, String)
         .first()
         .map(|s| s.shard_id().to_owned())
         .ok_or_else(|| anyhow::anyhow!("no shard"))?;
-    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
     fault(&proxy.plan, stuck.clone());
     let (relay, port) = relay_via(&stack, &proxy)?;
     wait_owns(&relay, port, 3.0).await?;
 
-    let mut ids = HashSet::new();
-    for i in 0..40 {
-        let id = format!("00000000-0000-0000-0001-{i:012}");
-        stack
-            .insert_outbox(&id, ("Customer", &format!("take-{i}")), "CustomerCreated", "{}")
-            .await?;
-        ids.insert(id);
-    }
-    let records = stack
-        .wait_all_in_kinesis(&capture, Duration::from_secs(60))
-        .await?;
-    let on_stuck: HashSet<String> = records
-        .iter()
-        .filter(|r| r.shard == stuck)
-        .filter_map(|r| harness::stack::outbox_id(r).map(str::to_owned))
-        .collect();
+    let (ids, shard_of) = forty_events(&stack, &capture, "take").await?;
+    let on_stuck = ids_on(&shard_of, &stuck, true);
     assert!(!on_stuck.is_empty(), "no record on {stuck}");
-    let elsewhere: HashSet<String> = ids.difference(&on_stuck).cloned().collect();
+    let elsewhere = ids_on(&shard_of, &stuck, false);
     events
         .until_all(&elsewhere, Duration::from_secs(90), || relay.output())
         .await?;
@@ -620,12 +663,13 @@ async fn a_relay_that_cannot_take_any_lease_is_unhealthy_and_says_why() -> anyho
 /// before its takes: B's shards went unread for as long as the one renewal failed.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_cannot_renew_one_lease_still_takes_a_dead_relays_shards() -> anyhow::Result<()> {
-    let stack = Stack::start().await?;
-    let sdk = stack.moto.sdk_config().await;
-    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    let mut events = bus::monolith_events(&sdk, "all").await?;
-    let capture = stack.spawn_capture(&[]).await?;
-    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    let Rig {
+        stack,
+        dynamo,
+        mut events,
+        capture,
+        proxy,
+    } = rig().await?;
     let (a, port_a) = relay_via(&stack, &proxy)?;
     wait_owns(&a, port_a, 4.0).await?;
     let port_b = harness::free_port()?;
@@ -656,23 +700,8 @@ async fn a_relay_that_cannot_renew_one_lease_still_takes_a_dead_relays_shards() 
     b.kill9().await?;
     wait_owns(&a, port_a, 4.0).await?;
 
-    let mut ids = HashSet::new();
-    for i in 0..40 {
-        let id = format!("00000000-0000-0000-0002-{i:012}");
-        stack
-            .insert_outbox(&id, ("Customer", &format!("renew-{i}")), "CustomerCreated", "{}")
-            .await?;
-        ids.insert(id);
-    }
-    let records = stack
-        .wait_all_in_kinesis(&capture, Duration::from_secs(60))
-        .await?;
-    let readable: HashSet<String> = records
-        .iter()
-        .filter(|r| r.shard != stuck)
-        .filter_map(|r| harness::stack::outbox_id(r).map(str::to_owned))
-        .filter(|id| ids.contains(id))
-        .collect();
+    let (ids, shard_of) = forty_events(&stack, &capture, "renew").await?;
+    let readable = ids_on(&shard_of, &stuck, false);
     events
         .until_all(&readable, Duration::from_secs(90), || a.output())
         .await?;

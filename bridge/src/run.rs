@@ -16,6 +16,7 @@ use crate::sink::kinesis::KinesisSink;
 use eventing::claim_check::ClaimCheckStore;
 use eventing::deadletter::{DeadLetterError, DeadLetterQueue};
 use eventing::eventbridge::Publisher;
+use eventing::put_events::PutEventsClient;
 
 /// What capture streams, to which stream, and how it recovers a lost slot.
 pub struct CaptureStart {
@@ -61,6 +62,8 @@ pub enum RunError {
         #[source]
         source: DeadLetterError,
     },
+    #[error("eventbridge client")]
+    EventBridge(#[from] eventing::put_events::SetupError),
     #[error("the capture task ended abnormally")]
     CaptureTask(#[source] tokio::task::JoinError),
 }
@@ -117,7 +120,7 @@ pub async fn relay_context(start: RelayStart, metrics: Arc<Metrics>) -> Result<A
     let s3 = aws_sdk_s3::Client::new(&aws);
     let claim_checks = ClaimCheckStore::new(s3.clone(), &start.claim_check_bucket);
     let publisher = Publisher::new(
-        aws_sdk_eventbridge::Client::new(&aws),
+        PutEventsClient::new(&aws).await?,
         &start.event_bus,
         &start.event_source,
         start.max_event_bytes,

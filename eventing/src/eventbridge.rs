@@ -24,8 +24,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use aws_sdk_eventbridge::error::ProvideErrorMetadata;
-use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use futures_util::StreamExt;
 use serde_json::json;
 
@@ -35,7 +33,8 @@ use prometheus_client::registry::Registry;
 
 use crate::claim_check::{ClaimCheckError, ClaimCheckStore};
 use crate::event::Event;
-use crate::retry::{transient_cause, while_transient, Backoff};
+use crate::put_events::{Entry, PutEventsClient};
+use crate::retry::{while_transient, Backoff};
 
 type Labels = Vec<(String, String)>;
 
@@ -111,7 +110,7 @@ const CALL_REFUSED_FOR_CONTENT: &str = "ValidationException";
 
 #[derive(Clone)]
 pub struct Publisher {
-    client: aws_sdk_eventbridge::Client,
+    client: PutEventsClient,
     bus: String,
     source: String,
     /// The largest entry EventBridge accepts (256 KiB historically; raised by AWS in 2026).
@@ -155,7 +154,7 @@ pub struct Refused {
 
 impl Publisher {
     pub fn new(
-        client: aws_sdk_eventbridge::Client,
+        client: PutEventsClient,
         bus: &str,
         source: &str,
         max_entry_bytes: usize,
@@ -295,29 +294,29 @@ impl Publisher {
         let mut refused = Vec::new();
         let started = std::time::SystemTime::now();
         loop {
-            let entries: Vec<PutEventsRequestEntry> = pending
+            let entries: Vec<Entry<'_>> = pending
                 .iter()
-                .map(|(e, detail)| {
-                    PutEventsRequestEntry::builder()
-                        .event_bus_name(&self.bus)
-                        .source(&self.source)
-                        .detail_type(&e.detail_type)
-                        .detail(detail)
-                        // X-Ray links the event to the same trace as the spans exported here.
-                        .set_trace_header(traceparent(e).and_then(telemetry::xray_header))
-                        .build()
+                .map(|(e, detail)| Entry {
+                    event_bus_name: &self.bus,
+                    source: &self.source,
+                    detail_type: &e.detail_type,
+                    detail,
+                    // X-Ray links the event to the same trace as the spans exported here.
+                    trace_header: traceparent(e).and_then(telemetry::xray_header),
                 })
                 .collect();
-            let cause = match self.client.put_events().set_entries(Some(entries)).send().await {
+            let answer = self.client.put_events(&entries).await;
+            drop(entries);
+            let cause = match answer {
                 Ok(out) => {
-                    let results = out.entries();
-                    if results.iter().any(|r| r.error_code().is_none()) {
+                    let results = &out.entries;
+                    if results.iter().any(|r| r.error_code.is_none()) {
                         self.accepted.store(true, Ordering::SeqCst);
                     }
                     let complete = results.len() == pending.len();
                     if complete
-                        && out.failed_entry_count() == 0
-                        && results.iter().all(|r| r.error_code().is_none())
+                        && out.failed_entry_count == 0
+                        && results.iter().all(|r| r.error_code.is_none())
                     {
                         self.metrics.events_published.inc_by(pending.len() as u64);
                         for (event, _) in &pending {
@@ -331,7 +330,7 @@ impl Publisher {
                         let mut retry = Vec::new();
                         let mut throttled = false;
                         for (item, result) in pending.into_iter().zip(results) {
-                            match result.error_code() {
+                            match result.error_code.as_deref() {
                                 None => {
                                     self.metrics.events_published.inc();
                                     self.traced(&item.0, started);
@@ -344,7 +343,7 @@ impl Publisher {
                                     event: item.0,
                                     reason: format!(
                                         "eventbridge refused the entry: {code}: {}",
-                                        result.error_message().unwrap_or("")
+                                        result.error_message.as_deref().unwrap_or("")
                                     ),
                                 }),
                             }
@@ -360,7 +359,7 @@ impl Publisher {
                         }
                     }
                 }
-                Err(err) => match transient_cause(&err) {
+                Err(err) => match err.transient_cause() {
                     Some(cause) => cause,
                     None if err.code() == Some(CALL_REFUSED_FOR_CONTENT) => {
                         let mut settled = Settled::entries_refused(refused);
@@ -388,7 +387,7 @@ impl Publisher {
                     }
                     None => {
                         return Err(PublishError::Rejected {
-                            code: err.code().unwrap_or("unknown").to_owned(),
+                            code: err.code().unwrap_or("no code").to_owned(),
                             source: Box::new(err),
                         })
                     }

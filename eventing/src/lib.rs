@@ -14,6 +14,7 @@ pub mod eventbridge;
 pub mod health;
 pub mod logging;
 pub mod provision;
+pub mod put_events;
 pub mod replay;
 pub mod retry;
 pub mod server;

@@ -20,32 +20,36 @@ pub fn transient_cause<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>)
         SdkError::DispatchFailure(_) => Some("connection"),
         SdkError::ResponseError(_) => Some("malformed_response"),
         SdkError::ServiceError(service) => {
-            let code = err.code().unwrap_or("");
-            // Codes the AWS SDKs' standard retry treats as transient though some come with a
-            // 4xx status: S3's `RequestTimeout` (a slow upload, HTTP 400) must not stop a process.
-            if code.contains("Throttl")
-                || code.contains("ThroughputExceeded")
-                || matches!(
-                    code,
-                    "LimitExceededException"
-                        | "RequestLimitExceeded"
-                        | "TooManyRequestsException"
-                        | "BandwidthLimitExceeded"
-                        | "SlowDown"
-                        | "TransactionInProgressException"
-                        | "PriorRequestNotComplete"
-                )
-            {
-                Some("throttled")
-            } else if matches!(code, "RequestTimeout" | "RequestTimeoutException") {
-                Some("timeout")
-            } else if service.raw().status().as_u16() >= 500 || service.raw().status().as_u16() == 429 {
-                Some("server_error")
-            } else {
-                None
-            }
+            transient_code(err.code().unwrap_or(""), service.raw().status().as_u16())
         }
         _ => None,
+    }
+}
+
+/// The cause label of a service's refusal with `code` and HTTP `status`, when retrying may help.
+pub fn transient_code(code: &str, status: u16) -> Option<&'static str> {
+    // Codes the AWS SDKs' standard retry treats as transient though some come with a
+    // 4xx status: S3's `RequestTimeout` (a slow upload, HTTP 400) must not stop a process.
+    if code.contains("Throttl")
+        || code.contains("ThroughputExceeded")
+        || matches!(
+            code,
+            "LimitExceededException"
+                | "RequestLimitExceeded"
+                | "TooManyRequestsException"
+                | "BandwidthLimitExceeded"
+                | "SlowDown"
+                | "TransactionInProgressException"
+                | "PriorRequestNotComplete"
+        )
+    {
+        Some("throttled")
+    } else if matches!(code, "RequestTimeout" | "RequestTimeoutException") {
+        Some("timeout")
+    } else if status >= 500 || status == 429 {
+        Some("server_error")
+    } else {
+        None
     }
 }
 

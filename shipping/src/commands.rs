@@ -183,7 +183,9 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
     );
     let s3 = aws_sdk_s3::Client::new(aws);
     let events = Publisher::new(
-        aws_sdk_eventbridge::Client::new(aws),
+        eventing::put_events::PutEventsClient::new(aws)
+            .await
+            .context("eventbridge client")?,
         &names.event_bus,
         &args.event_source,
         usize::try_from(args.max_entry_bytes).unwrap_or(usize::MAX),

@@ -66,9 +66,21 @@ pub struct FaultPlan {
     pub injected: AtomicU32,
     /// The body of every PutEvents request, as the client sent it (what EventBridge was asked to store).
     pub put_events_bodies: std::sync::Mutex<Vec<Bytes>>,
+    /// Every PutEvents request whole (path, headers, body): what EventBridge checks a signature against.
+    pub put_events_calls: std::sync::Mutex<Vec<RecordedCall>>,
     /// Every call forwarded or answered, by operation (`X-Amz-Target`'s last part; `s3` for
     /// S3's REST calls): what a benchmark prices.
     pub calls: std::sync::Mutex<std::collections::BTreeMap<String, CallCount>>,
+}
+
+/// A request as it arrived.
+#[derive(Clone, Debug)]
+pub struct RecordedCall {
+    pub method: String,
+    pub path_and_query: String,
+    /// Names in lower case, in the order they arrived.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
 }
 
 /// Calls of one operation, and the entries they carried (TransactItems, Entries, Records;
@@ -277,6 +289,22 @@ async fn handle(
     if target == "AWSEvents.PutEvents" {
         if let Ok(mut bodies) = ctx.plan.put_events_bodies.lock() {
             bodies.push(body.clone());
+        }
+        if let Ok(mut calls) = ctx.plan.put_events_calls.lock() {
+            calls.push(RecordedCall {
+                method: method.to_string(),
+                path_and_query: uri.path_and_query().map_or("/".into(), ToString::to_string),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+                body: body.clone(),
+            });
         }
         let limit = ctx.plan.put_events_entry_limit.load(Ordering::SeqCst);
         if limit > 0 {

@@ -21,6 +21,7 @@ pub mod process;
 pub mod proxy;
 pub mod s3;
 pub mod shipping;
+pub mod sigv4;
 pub mod stack;
 pub mod tls;
 pub mod wait;

@@ -3,7 +3,8 @@
 //!
 //! Calls are found in the process's source files: a method call without arguments whose name is
 //! an operation of an AWS SDK crate the file uses (deploy/iam/sdk-operations.txt lists them,
-//! generated from the SDK crates). Admin and operator paths (`setup`, `status`, `dlq`, `show`)
+//! generated from the SDK crates), and a call made without the SDK by the `X-Amz-Target` it
+//! sends (`"AWSEvents.PutEvents"`: eventing's own PutEvents client). Admin and operator paths (`setup`, `status`, `dlq`, `show`)
 //! live in other files and run with an operator's credentials.
 
 use std::collections::{BTreeSet, HashMap};
@@ -68,6 +69,9 @@ fn action(op: &str) -> String {
         .collect()
 }
 
+/// `X-Amz-Target` prefixes of calls made without the SDK, and their IAM prefix.
+const TARGETS: [(&str, &str); 1] = [("\"AWSEvents.", "events")];
+
 /// The IAM actions the code in `sources` calls.
 fn called(sources: &[&str]) -> anyhow::Result<BTreeSet<String>> {
     let ops = operations()?;
@@ -85,6 +89,15 @@ fn called(sources: &[&str]) -> anyhow::Result<BTreeSet<String>> {
             .filter(|(krate, _)| code.contains(&format!("aws_sdk_{krate}")))
             .map(|(_, v)| v)
             .collect();
+        for (target, prefix) in TARGETS {
+            for (at, _) in code.match_indices(target) {
+                let rest = &code[at + target.len()..];
+                let op = &rest[..rest.find('"').unwrap_or(0)];
+                if !op.is_empty() && op.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    actions.insert(format!("{prefix}:{op}"));
+                }
+            }
+        }
         let bytes = code.as_bytes();
         let mut i = 0;
         while let Some(dot) = code[i..].find('.') {
@@ -150,6 +163,7 @@ fn relay_policy_is_exactly_what_the_relay_calls() -> anyhow::Result<()> {
     let calls = called(&[
         "bridge/src/relay",
         "eventing/src/eventbridge.rs",
+        "eventing/src/put_events.rs",
         "eventing/src/claim_check.rs",
         "eventing/src/deadletter.rs",
     ])?;
@@ -169,6 +183,7 @@ fn shipping_policy_is_exactly_what_the_service_calls() -> anyhow::Result<()> {
         // Its events go out through the shared publisher (claim checks included), what it
         // cannot publish into its own dead-letter queue.
         "eventing/src/eventbridge.rs",
+        "eventing/src/put_events.rs",
         "eventing/src/claim_check.rs",
         "eventing/src/deadletter.rs",
     ])?;

@@ -197,8 +197,10 @@ impl PutEventsClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
+        // Idle connections are dropped well before AWS's load balancers close them (60 s), so a
+        // call rarely meets a connection the far end has just closed.
         let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(30))
             .build(https);
         Ok(Self {
             http,
@@ -410,6 +412,28 @@ mod tests {
             body,
             r#"{"Entries":[{"EventBusName":"bus","Source":"legacy","DetailType":"OrderPlaced","Detail":"{\"a\":\"x\\\"y\"}"},{"EventBusName":"bus","Source":"legacy","DetailType":"T","Detail":"{}","TraceHeader":"Root=1-2-3"}]}"#
         );
+    }
+
+    fn sdk_config(region: &str) -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new(region.to_owned()))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build()
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_comes_from_the_sdks_rules_or_the_configured_url() {
+        let url = endpoint_url(&sdk_config("eu-west-1"), "eu-west-1").await.unwrap();
+        assert_eq!(url, "https://events.eu-west-1.amazonaws.com");
+        let fips = sdk_config("us-east-1").to_builder().use_fips(true).build();
+        let url = endpoint_url(&fips, "us-east-1").await.unwrap();
+        assert_eq!(url, "https://events-fips.us-east-1.amazonaws.com");
+        let local = sdk_config("us-east-1")
+            .to_builder()
+            .endpoint_url("http://127.0.0.1:4566")
+            .build();
+        let url = endpoint_url(&local, "us-east-1").await.unwrap();
+        assert_eq!(url, "http://127.0.0.1:4566");
     }
 
     #[test]

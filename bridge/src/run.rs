@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::capture::{self, CaptureConfig, CaptureError, OnSlotLoss, Recovery, SlotLoss};
 use crate::metrics::Metrics;
 use crate::relay::envelope::EnvelopeConfig;
+use crate::relay::get_records::GetRecordsClient;
 use crate::relay::lease::LeaseTable;
 use crate::relay::{self, RelayContext, RelayError};
 use crate::sink::kinesis::KinesisSink;
@@ -62,8 +63,8 @@ pub enum RunError {
         #[source]
         source: DeadLetterError,
     },
-    #[error("eventbridge client")]
-    EventBridge(#[from] eventing::put_events::SetupError),
+    #[error("aws client")]
+    AwsClient(#[from] eventing::aws_json::SetupError),
     #[error("the capture task ended abnormally")]
     CaptureTask(#[source] tokio::task::JoinError),
 }
@@ -145,6 +146,7 @@ pub async fn relay_context(start: RelayStart, metrics: Arc<Metrics>) -> Result<A
     };
     Ok(Arc::new(RelayContext {
         kinesis,
+        reader: GetRecordsClient::new(&aws).await?,
         stream: start.stream,
         publisher,
         s3,

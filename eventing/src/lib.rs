@@ -4,6 +4,7 @@
 //! one retry policy, `/metrics` + `/healthz` serving, logging, shutdown, and idempotent
 //! provisioning of AWS resources.
 
+pub mod aws_json;
 pub mod claim_check;
 pub mod deadletter;
 pub mod dlq_tools;

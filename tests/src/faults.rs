@@ -66,8 +66,9 @@ pub struct FaultPlan {
     pub injected: AtomicU32,
     /// The body of every PutEvents request, as the client sent it (what EventBridge was asked to store).
     pub put_events_bodies: std::sync::Mutex<Vec<Bytes>>,
-    /// Every PutEvents request whole (path, headers, body): what EventBridge checks a signature against.
-    pub put_events_calls: std::sync::Mutex<Vec<RecordedCall>>,
+    /// Every PutEvents and GetRecords request whole (path, headers, body): what AWS checks a
+    /// signature against (the two calls the relay signs itself).
+    pub signed_calls: std::sync::Mutex<Vec<RecordedCall>>,
     /// Every call forwarded or answered, by operation (`X-Amz-Target`'s last part; `s3` for
     /// S3's REST calls): what a benchmark prices.
     pub calls: std::sync::Mutex<std::collections::BTreeMap<String, CallCount>>,
@@ -76,6 +77,8 @@ pub struct FaultPlan {
 /// A request as it arrived.
 #[derive(Clone, Debug)]
 pub struct RecordedCall {
+    /// `X-Amz-Target`.
+    pub target: String,
     pub method: String,
     pub path_and_query: String,
     /// Names in lower case, in the order they arrived.
@@ -191,6 +194,25 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let plan = &ctx.plan;
+    if matches!(target, "AWSEvents.PutEvents" | "Kinesis_20131202.GetRecords") {
+        if let Ok(mut calls) = plan.signed_calls.lock() {
+            calls.push(RecordedCall {
+                target: target.to_owned(),
+                method: method.to_string(),
+                path_and_query: uri.path_and_query().map_or("/".into(), ToString::to_string),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+                body: body.clone(),
+            });
+        }
+    }
     if let Ok(mut calls) = plan.calls.lock() {
         let op = target
             .rsplit('.')
@@ -289,22 +311,6 @@ async fn handle(
     if target == "AWSEvents.PutEvents" {
         if let Ok(mut bodies) = ctx.plan.put_events_bodies.lock() {
             bodies.push(body.clone());
-        }
-        if let Ok(mut calls) = ctx.plan.put_events_calls.lock() {
-            calls.push(RecordedCall {
-                method: method.to_string(),
-                path_and_query: uri.path_and_query().map_or("/".into(), ToString::to_string),
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.as_str().to_owned(),
-                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                        )
-                    })
-                    .collect(),
-                body: body.clone(),
-            });
         }
         let limit = ctx.plan.put_events_entry_limit.load(Ordering::SeqCst);
         if limit > 0 {

@@ -11,6 +11,7 @@
 pub mod claims;
 pub mod envelope;
 pub mod fan_out;
+pub mod get_records;
 pub mod lease;
 pub mod pace;
 pub mod plan;
@@ -75,6 +76,8 @@ impl RelayError {
 /// What every shard worker shares.
 pub struct RelayContext {
     pub kinesis: aws_sdk_kinesis::Client,
+    /// GetRecords without the SDK's per-call work: every polled record comes through it.
+    pub reader: get_records::GetRecordsClient,
     pub stream: String,
     pub publisher: Publisher,
     /// Reads back records capture sent by claim check.

@@ -69,15 +69,7 @@ impl ShardWorker {
                 return Ok(WorkerEnd::Stopped);
             }
             pace.started(std::time::Instant::now());
-            let page = match self
-                .ctx
-                .kinesis
-                .get_records()
-                .shard_iterator(&iterator)
-                .limit(PAGE_LIMIT)
-                .send()
-                .await
-            {
+            let page = match self.ctx.reader.get_records(&iterator, PAGE_LIMIT).await {
                 Ok(page) => {
                     backoff.reset();
                     page
@@ -101,10 +93,10 @@ impl ShardWorker {
                     continue;
                 }
             };
-            let records = page.records();
-            at_tip = pace::at_tip(records.len(), PAGE_LIMIT as usize, page.millis_behind_latest());
+            let records = &page.records[..];
+            at_tip = pace::at_tip(records.len(), PAGE_LIMIT as usize, page.millis_behind_latest);
             pace.returned(records.iter().map(|r| r.data().as_ref().len()).sum());
-            if let Some(behind) = page.millis_behind_latest() {
+            if let Some(behind) = page.millis_behind_latest {
                 self.ctx
                     .metrics
                     .relay_millis_behind
@@ -132,8 +124,8 @@ impl ShardWorker {
                 self.checkpoint = Some(sequence);
             }
             alive.beat();
-            match page.next_shard_iterator() {
-                Some(next) => iterator = next.to_owned(),
+            match page.next_shard_iterator {
+                Some(next) => iterator = next,
                 None => return self.finish_closed_shard().await,
             }
         }

@@ -4,7 +4,8 @@
 //! Calls are found in the process's source files: a method call without arguments whose name is
 //! an operation of an AWS SDK crate the file uses (deploy/iam/sdk-operations.txt lists them,
 //! generated from the SDK crates), and a call made without the SDK by the `X-Amz-Target` it
-//! sends (`"AWSEvents.PutEvents"`: eventing's own PutEvents client). Admin and operator paths (`setup`, `status`, `dlq`, `show`)
+//! sends (`"AWSEvents.PutEvents"`, `"Kinesis_20131202.GetRecords"`: the relay's own clients of
+//! the two calls it makes per event). Admin and operator paths (`setup`, `status`, `dlq`, `show`)
 //! live in other files and run with an operator's credentials.
 
 use std::collections::{BTreeSet, HashMap};
@@ -70,7 +71,7 @@ fn action(op: &str) -> String {
 }
 
 /// `X-Amz-Target` prefixes of calls made without the SDK, and their IAM prefix.
-const TARGETS: [(&str, &str); 1] = [("\"AWSEvents.", "events")];
+const TARGETS: [(&str, &str); 2] = [("\"AWSEvents.", "events"), ("\"Kinesis_20131202.", "kinesis")];
 
 /// The IAM actions the code in `sources` calls.
 fn called(sources: &[&str]) -> anyhow::Result<BTreeSet<String>> {

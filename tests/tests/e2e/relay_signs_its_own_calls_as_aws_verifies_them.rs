@@ -1,8 +1,9 @@
-//! The relay (and shipping) send PutEvents without the AWS SDK's orchestrator
-//! (`eventing::put_events`), signing each call with `aws-sigv4` themselves. The emulator takes
-//! any signature, so a signing mistake would pass every other test and fail every call at AWS.
-//! Here each PutEvents call, as it arrived at a proxy, is signed again by botocore (what the AWS
-//! CLI signs with) from the same credentials, session token included: the two must agree.
+//! The relay sends PutEvents and GetRecords without the AWS SDK's orchestrator
+//! (`eventing::aws_json`; shipping's PutEvents too), signing each call with `aws-sigv4` itself.
+//! The emulator takes any signature, so a signing mistake would pass every other test and fail
+//! every call at AWS. Here each such call, as it arrived at a proxy, is signed again by botocore
+//! (what the AWS CLI signs with) from the same credentials, session token included: the two
+//! must agree.
 
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use harness::sigv4::{self, Keys};
 use harness::stack::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_put_events_call_carries_the_signature_botocore_computes() -> anyhow::Result<()> {
+async fn every_put_events_and_get_records_call_carries_the_signature_botocore_computes() -> anyhow::Result<()>
+{
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
     let mut events = bus::monolith_events(&sdk, "all").await?;
@@ -23,6 +25,7 @@ async fn every_put_events_call_carries_the_signature_botocore_computes() -> anyh
     let token = "IQoJb3JpZ2luX2VjEJ//////////wEaCXVzLWVhc3QtMSJH+token/with=odd+chars";
     let env = stack.env_with(&[
         ("AWS_ENDPOINT_URL_EVENTBRIDGE", &proxy.endpoint),
+        ("AWS_ENDPOINT_URL_KINESIS", &proxy.endpoint),
         ("AWS_SESSION_TOKEN", token),
     ]);
     let relay = Proc::spawn("bridge", &["relay"], &env)?;
@@ -53,11 +56,16 @@ async fn every_put_events_call_carries_the_signature_botocore_computes() -> anyh
 
     let calls = proxy
         .plan
-        .put_events_calls
+        .signed_calls
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
-    anyhow::ensure!(!calls.is_empty(), "no PutEvents call reached the proxy");
+    for target in ["AWSEvents.PutEvents", "Kinesis_20131202.GetRecords"] {
+        anyhow::ensure!(
+            calls.iter().any(|c| c.target == target),
+            "no {target} call reached the proxy"
+        );
+    }
     let keys = Keys {
         access_key: "testing",
         secret_key: "testing",
@@ -68,9 +76,14 @@ async fn every_put_events_call_carries_the_signature_botocore_computes() -> anyh
         assert_eq!(verdict.algorithm, "AWS4-HMAC-SHA256");
         assert_eq!(
             verdict.expected, verdict.got,
-            "botocore signs this PutEvents call differently: {call:?}"
+            "botocore signs this call differently: {call:?}"
         );
-        assert_eq!(&verdict.scope[2..4], ["us-east-1", "events"], "{verdict:?}");
+        let service = if call.target.starts_with("AWSEvents.") {
+            "events"
+        } else {
+            "kinesis"
+        };
+        assert_eq!(&verdict.scope[2..4], ["us-east-1", service], "{verdict:?}");
         for header in [
             "host",
             "x-amz-date",

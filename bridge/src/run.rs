@@ -63,7 +63,7 @@ pub enum RunError {
         #[source]
         source: DeadLetterError,
     },
-    #[error("aws client")]
+    #[error("cannot set up the AWS client for the relay's PutEvents or GetRecords")]
     AwsClient(#[from] eventing::aws_json::SetupError),
     #[error("the capture task ended abnormally")]
     CaptureTask(#[source] tokio::task::JoinError),

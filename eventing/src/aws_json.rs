@@ -359,6 +359,62 @@ fn error_code(kind: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A provider handing out keys that expire `lifetime` after each lookup, counting lookups.
+    #[derive(Debug)]
+    struct Expiring {
+        lifetime: Duration,
+        lookups: Arc<AtomicU32>,
+    }
+
+    impl ProvideCredentials for Expiring {
+        fn provide_credentials<'a>(&'a self) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            let n = self.lookups.fetch_add(1, Ordering::SeqCst);
+            let expiry = SystemTime::now() + self.lifetime;
+            aws_credential_types::provider::future::ProvideCredentials::ready(Ok(Credentials::new(
+                format!("key-{n}"),
+                "secret",
+                Some("token".into()),
+                Some(expiry),
+                "test",
+            )))
+        }
+    }
+
+    fn client(lifetime: Duration) -> (AwsJsonClient, Arc<AtomicU32>) {
+        let lookups = Arc::new(AtomicU32::new(0));
+        let aws = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(SharedCredentialsProvider::new(Expiring {
+                lifetime,
+                lookups: lookups.clone(),
+            }))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        (
+            AwsJsonClient::new(&aws, "http://127.0.0.1:1", "events").unwrap(),
+            lookups,
+        )
+    }
+
+    #[tokio::test]
+    async fn credentials_are_looked_up_once_and_again_before_they_expire() {
+        // An hour-long role session: one lookup serves many calls.
+        let (long, lookups) = client(Duration::from_secs(3600));
+        for _ in 0..3 {
+            assert_eq!(long.credentials().await.unwrap().access_key_id(), "key-0");
+        }
+        assert_eq!(lookups.load(Ordering::SeqCst), 1);
+        // Keys within five minutes of their expiry are never used twice: each call looks again.
+        let (short, lookups) = client(Duration::from_secs(120));
+        assert_eq!(short.credentials().await.unwrap().access_key_id(), "key-0");
+        assert_eq!(short.credentials().await.unwrap().access_key_id(), "key-1");
+        assert_eq!(lookups.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn refusals_are_read_as_aws_writes_them() {

@@ -189,11 +189,6 @@ impl AwsJsonClient {
         })
     }
 
-    /// Where the calls go (for logs).
-    pub fn endpoint(&self) -> String {
-        self.uri.to_string()
-    }
-
     /// One call of `target` (`X-Amz-Target`) with `body`: the answer's body on a 2xx, else why not.
     pub async fn call(&self, target: &str, body: Vec<u8>) -> Result<Bytes, CallError> {
         let credentials = self.credentials().await?;

@@ -62,11 +62,6 @@ impl PutEventsClient {
         })
     }
 
-    /// Where the calls go (for logs).
-    pub fn endpoint(&self) -> String {
-        self.json.endpoint()
-    }
-
     /// One PutEvents call with `entries`: EventBridge's per-entry results, or why the call failed.
     pub async fn put_events(&self, entries: &[Entry<'_>]) -> Result<Output, PutEventsError> {
         let body = serde_json::to_vec(&Request { entries }).map_err(|e| CallError::Signing(e.into()))?;

@@ -128,7 +128,7 @@ pub struct Publisher {
 struct Settled {
     refused: Vec<Refused>,
     /// With EventBridge's message.
-    alone_refused: Vec<(Event, String)>,
+    alone_refused: Vec<(Prepared, String)>,
 }
 
 impl Settled {
@@ -148,8 +148,29 @@ impl Settled {
 /// An event EventBridge would not take, with the reason.
 #[derive(Debug)]
 pub struct Refused {
+    /// Where the event stood in the list given to [`Publisher::publish`] (the relay finds the
+    /// stream record it came from by it).
+    pub position: usize,
     pub event: Event,
     pub reason: String,
+}
+
+/// An event ready for an entry: its detail written (or claim-checked), and where it stood in
+/// the list given to [`Publisher::publish`].
+struct Prepared {
+    position: usize,
+    event: Event,
+    detail: String,
+}
+
+impl Prepared {
+    fn refused(self, reason: String) -> Refused {
+        Refused {
+            position: self.position,
+            event: self.event,
+            reason,
+        }
+    }
 }
 
 impl Publisher {
@@ -184,9 +205,13 @@ impl Publisher {
     pub async fn publish(&self, events: Vec<Event>) -> Result<Vec<Refused>, PublishError> {
         let mut prepared = Vec::with_capacity(events.len());
         let mut refused = Vec::new();
-        for event in events {
+        for (position, event) in events.into_iter().enumerate() {
             if let Some(reason) = self.unacceptable_type(&event) {
-                refused.push(Refused { event, reason });
+                refused.push(Refused {
+                    position,
+                    event,
+                    reason,
+                });
                 continue;
             }
             let (event, detail) = self.prepare(event).await?;
@@ -198,16 +223,24 @@ impl Publisher {
                      entry limit of {} bytes: its metadata is too large",
                     event.event_id, self.max_entry_bytes
                 );
-                refused.push(Refused { event, reason });
+                refused.push(Refused {
+                    position,
+                    event,
+                    reason,
+                });
                 continue;
             }
-            prepared.push((event, detail));
+            prepared.push(Prepared {
+                position,
+                event,
+                detail,
+            });
         }
-        let mut calls: Vec<Vec<(Event, String)>> = Vec::new();
-        let mut batch: Vec<(Event, String)> = Vec::new();
+        let mut calls: Vec<Vec<Prepared>> = Vec::new();
+        let mut batch: Vec<Prepared> = Vec::new();
         let mut batch_bytes = 0;
-        for (event, detail) in prepared {
-            let size = self.entry_size(&event, &detail);
+        for item in prepared {
+            let size = self.entry_size(&item.event, &item.detail);
             if !batch.is_empty()
                 && (batch.len() == MAX_ENTRIES_PER_CALL || batch_bytes + size > self.max_entry_bytes)
             {
@@ -215,7 +248,7 @@ impl Publisher {
                 batch_bytes = 0;
             }
             batch_bytes += size;
-            batch.push((event, detail));
+            batch.push(item);
         }
         if !batch.is_empty() {
             calls.push(batch);
@@ -230,21 +263,21 @@ impl Publisher {
         }
         refused.extend(settled.refused);
         // Decided once every call is settled, so the order the calls came back in does not matter.
-        for (event, message) in settled.alone_refused {
+        for (item, message) in settled.alone_refused {
             let code = CALL_REFUSED_FOR_CONTENT;
+            let event_id = &item.event.event_id;
             if !self.accepted.load(Ordering::SeqCst) {
                 return Err(PublishError::RefusedFromTheStart {
                     code: code.to_owned(),
                     message,
-                    event_id: event.event_id,
+                    event_id: event_id.clone(),
                 });
             }
-            tracing::warn!(event_id = %event.event_id, code, message, "eventbridge refused a call holding only this event");
+            tracing::warn!(event_id = %event_id, code, message, "eventbridge refused a call holding only this event");
             let reason = format!(
-                "eventbridge refused a PutEvents call holding only event {} as a whole: {code}: {message}",
-                event.event_id
+                "eventbridge refused a PutEvents call holding only event {event_id} as a whole: {code}: {message}"
             );
-            refused.push(Refused { event, reason });
+            refused.push(item.refused(reason));
         }
         Ok(refused)
     }
@@ -289,20 +322,20 @@ impl Publisher {
         self.source.len() + event.detail_type.len() + detail.len()
     }
 
-    async fn put_all(&self, mut pending: Vec<(Event, String)>) -> Result<Settled, PublishError> {
+    async fn put_all(&self, mut pending: Vec<Prepared>) -> Result<Settled, PublishError> {
         let mut backoff = Backoff::data_path();
         let mut refused = Vec::new();
         let started = std::time::SystemTime::now();
         loop {
             let entries: Vec<Entry<'_>> = pending
                 .iter()
-                .map(|(e, detail)| Entry {
+                .map(|item| Entry {
                     event_bus_name: &self.bus,
                     source: &self.source,
-                    detail_type: &e.detail_type,
-                    detail,
+                    detail_type: &item.event.detail_type,
+                    detail: &item.detail,
                     // X-Ray links the event to the same trace as the spans exported here.
-                    trace_header: traceparent(e).and_then(telemetry::xray_header),
+                    trace_header: traceparent(&item.event).and_then(telemetry::xray_header),
                 })
                 .collect();
             let answer = self.client.put_events(&entries).await;
@@ -319,8 +352,8 @@ impl Publisher {
                         && results.iter().all(|r| r.error_code.is_none())
                     {
                         self.metrics.events_published.inc_by(pending.len() as u64);
-                        for (event, _) in &pending {
-                            self.traced(event, started);
+                        for item in &pending {
+                            self.traced(&item.event, started);
                         }
                         return Ok(Settled::entries_refused(refused));
                     }
@@ -333,19 +366,16 @@ impl Publisher {
                             match result.error_code.as_deref() {
                                 None => {
                                     self.metrics.events_published.inc();
-                                    self.traced(&item.0, started);
+                                    self.traced(&item.event, started);
                                 }
                                 Some(code) if !content_refused(code) => {
                                     throttled |= code.contains("Throttl");
                                     retry.push(item);
                                 }
-                                Some(code) => refused.push(Refused {
-                                    event: item.0,
-                                    reason: format!(
-                                        "eventbridge refused the entry: {code}: {}",
-                                        result.error_message.as_deref().unwrap_or("")
-                                    ),
-                                }),
+                                Some(code) => refused.push(item.refused(format!(
+                                    "eventbridge refused the entry: {code}: {}",
+                                    result.error_message.as_deref().unwrap_or("")
+                                ))),
                             }
                         }
                         pending = retry;
@@ -365,8 +395,8 @@ impl Publisher {
                         let mut settled = Settled::entries_refused(refused);
                         if pending.len() == 1 {
                             let message = err.message().unwrap_or_default().to_owned();
-                            if let Some((event, _)) = pending.pop() {
-                                settled.alone_refused.push((event, message));
+                            if let Some(item) = pending.pop() {
+                                settled.alone_refused.push((item, message));
                             }
                             return Ok(settled);
                         }

@@ -204,7 +204,8 @@ impl ShardWorker {
     /// try ([`RelayError::holds_the_page`]) has parked nothing yet.
     pub(super) async fn handle(&self, records: &[aws_sdk_kinesis::types::Record]) -> Result<(), RelayError> {
         let mut events: Vec<Event> = Vec::new();
-        let mut sources = std::collections::HashMap::new();
+        // The record each event came from, by the event's position (a refusal names it).
+        let mut sources = Vec::new();
         let mut malformed = Vec::new();
         // Counted once the page settles: a held page is read again, its skips with it.
         let mut skipped = 0;
@@ -222,7 +223,7 @@ impl ShardWorker {
             match decision {
                 Decision::Publish(event) => {
                     tracing::trace!(event_id = %event.event_id, shard = %self.shard_id, "event");
-                    sources.insert(event.event_id.clone(), record);
+                    sources.push(record);
                     events.push(event);
                 }
                 Decision::Skip => skipped += 1,
@@ -249,7 +250,7 @@ impl ShardWorker {
         for refused in refused {
             // The stream record it came from, as for any dead letter: a redrive replays it
             // through the relay, where a raised limit or a fixed rule lets it through.
-            match sources.get(&refused.event.event_id) {
+            match sources.get(refused.position) {
                 Some(record) => self.park(&refused.reason, record, "refused").await?,
                 None => {
                     tracing::error!(event_id = %refused.event.event_id, "refused event without its record; parking its envelope");

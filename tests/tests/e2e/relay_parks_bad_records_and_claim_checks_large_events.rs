@@ -211,6 +211,12 @@ async fn large_events_become_claim_checks_and_bad_records_are_parked_with_a_reas
     {
         let record: Value = serde_json::from_str(p["record"].as_str().unwrap_or_default())?;
         assert_eq!(record["metadata"]["table-name"], "outbox", "{p}");
+        // Its own record, not a neighbour's from the same page.
+        let id = record["data"]["id"].as_str().unwrap_or_default();
+        assert!(
+            !id.is_empty() && p["reason"].as_str().is_some_and(|r| r.contains(id)),
+            "{p}"
+        );
     }
     assert!(
         !events.by_event_id().contains_key(long_type) && !events.by_event_id().contains_key(huge_metadata)

@@ -155,15 +155,19 @@ pub struct Refused {
     pub reason: String,
 }
 
-/// An event ready for an entry: its detail written (or claim-checked), and where it stood in
-/// the list given to [`Publisher::publish`].
+/// An event ready for an entry, and where it stood in the list given to [`Publisher::publish`].
 struct Prepared {
     position: usize,
     event: Event,
-    detail: String,
+    /// The detail sent instead of the event's own: its claim check.
+    claimed: Option<String>,
 }
 
 impl Prepared {
+    fn detail(&self) -> &str {
+        self.claimed.as_deref().unwrap_or(self.event.detail())
+    }
+
     fn refused(self, reason: String) -> Refused {
         Refused {
             position: self.position,
@@ -214,9 +218,9 @@ impl Publisher {
                 });
                 continue;
             }
-            let (event, detail) = self.prepare(event).await?;
+            let (event, claimed) = self.prepare(event).await?;
             // AWS: an entry must be *less than* the limit.
-            let size = self.entry_size(&event, &detail);
+            let size = self.entry_size(&event, claimed.as_deref().unwrap_or(event.detail()));
             if size >= self.max_entry_bytes {
                 let reason = format!(
                     "event {} is {size} bytes even without its payload (claim-checked), over EventBridge's \
@@ -233,14 +237,14 @@ impl Publisher {
             prepared.push(Prepared {
                 position,
                 event,
-                detail,
+                claimed,
             });
         }
         let mut calls: Vec<Vec<Prepared>> = Vec::new();
         let mut batch: Vec<Prepared> = Vec::new();
         let mut batch_bytes = 0;
         for item in prepared {
-            let size = self.entry_size(&item.event, &item.detail);
+            let size = self.entry_size(&item.event, item.detail());
             if !batch.is_empty()
                 && (batch.len() == MAX_ENTRIES_PER_CALL || batch_bytes + size > self.max_entry_bytes)
             {
@@ -282,17 +286,18 @@ impl Publisher {
         Ok(refused)
     }
 
-    /// The event's detail, swapped for a claim check when it is too large for an entry.
-    async fn prepare(&self, event: Event) -> Result<(Event, String), PublishError> {
+    /// The event, with a claim check to send instead of its detail when that is too large for
+    /// an entry.
+    async fn prepare(&self, event: Event) -> Result<(Event, Option<String>), PublishError> {
         let detail = event.detail();
         // AWS: an entry must be *less than* the limit.
-        if self.entry_size(&event, &detail) < self.max_entry_bytes {
-            return Ok((event, detail));
+        if self.entry_size(&event, detail) < self.max_entry_bytes {
+            return Ok((event, None));
         }
         let backoff = Backoff::call();
         let what = format!("claim-check store of event {}", event.event_id);
         let claim = while_transient(&what, backoff, || {
-            self.claim_checks.store(&event.event_id, &event.data)
+            self.claim_checks.store(&event.event_id, event.data())
         })
         .await?;
         self.metrics.claim_checks.inc();
@@ -300,7 +305,7 @@ impl Publisher {
         let mut metadata = event.metadata_value();
         metadata["claim_check"] = claim;
         let detail = json!({"metadata": metadata, "data": null}).to_string();
-        Ok((event, detail))
+        Ok((event, Some(detail)))
     }
 
     /// Why EventBridge can never take this event's detail type, if it cannot.
@@ -333,7 +338,7 @@ impl Publisher {
                     event_bus_name: &self.bus,
                     source: &self.source,
                     detail_type: &item.event.detail_type,
-                    detail: &item.detail,
+                    detail: item.detail(),
                     // X-Ray links the event to the same trace as the spans exported here.
                     trace_header: traceparent(&item.event).and_then(telemetry::xray_header),
                 })

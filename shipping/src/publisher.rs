@@ -428,8 +428,9 @@ fn event_from_image(image: &HashMap<String, AttributeValue>) -> Result<Event, No
     let event_id = text(image, "event_id").ok_or(NotAnEvent::NoEventId)?;
     let detail_type = text(image, "detail_type").ok_or_else(|| NotAnEvent::NoDetailType(event_id.clone()))?;
     // Kept as the stored text (validated, never re-encoded): numbers go out digit for digit.
-    let data = match text(image, "data") {
-        Some(text) => RawValue::from_string(text).map_err(|source| NotAnEvent::DataNotJson {
+    let stored = text(image, "data");
+    let data = match &stored {
+        Some(text) => serde_json::from_str::<&RawValue>(text).map_err(|source| NotAnEvent::DataNotJson {
             event_id: event_id.clone(),
             source,
         })?,
@@ -437,21 +438,16 @@ fn event_from_image(image: &HashMap<String, AttributeValue>) -> Result<Event, No
     };
     let version = text(image, "aggregate_version").and_then(|v| v.parse::<i64>().ok());
     let traceparent = text(image, "traceparent");
-    Ok(Event {
-        metadata: eventing::event::metadata_json(&json!({
-            "event_id": event_id,
-            "aggregate_type": text(image, "aggregate_type"),
-            "aggregate_id": text(image, "aggregate_id"),
-            "aggregate_version": version,
-            "occurred_at": text(image, "occurred_at"),
-            "traceparent": traceparent,
-            "causation_id": text(image, "causation_id"),
-        })),
-        event_id,
-        detail_type,
-        data,
-        traceparent,
-    })
+    let metadata = json!({
+        "event_id": event_id,
+        "aggregate_type": text(image, "aggregate_type"),
+        "aggregate_id": text(image, "aggregate_id"),
+        "aggregate_version": version,
+        "occurred_at": text(image, "occurred_at"),
+        "traceparent": traceparent,
+        "causation_id": text(image, "causation_id"),
+    });
+    Ok(Event::new(event_id, detail_type, &metadata, data, traceparent))
 }
 
 struct Checkpoint {
@@ -564,7 +560,7 @@ mod tests {
         assert_eq!(e.metadata_value()["aggregate_version"], 1);
         assert_eq!(e.metadata_value()["causation_id"], "m1");
         assert_eq!(
-            e.data.get(),
+            e.data(),
             r#"{"state":"SCHEDULED","fee":12345678901234567.89}"#
         );
     }

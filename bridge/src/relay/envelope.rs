@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::table::TableName;
 
-pub use eventing::event::{metadata_json, null_data, Event};
+pub use eventing::event::{null_data, Event};
 
 #[derive(Debug, PartialEq)]
 pub enum Decision {
@@ -272,22 +272,22 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
                 .and_then(|r| r.get().parse::<u64>().ok())
                 .unwrap_or(0)
         );
-        // The whole record is the event's data, as it came (already parsed once above).
-        let data = match std::str::from_utf8(raw).map(|text| RawValue::from_string(text.to_owned())) {
-            Ok(Ok(data)) => data,
-            _ => return Decision::DeadLetter("record is not UTF-8 JSON".into()),
+        // The whole record is the event's data, as it came.
+        let Ok(data) = serde_json::from_slice::<&RawValue>(raw) else {
+            return Decision::DeadLetter("record is not UTF-8 JSON".into());
         };
-        return Decision::Publish(Event {
-            event_id: id,
-            detail_type: format!("{schema}.{table}.{operation}"),
-            metadata: metadata_json(&ChangeMetadata {
-                commit_lsn: meta.commit_lsn,
-                operation: &operation,
-                table: format!("{schema}.{table}"),
-            }),
+        let metadata = ChangeMetadata {
+            commit_lsn: meta.commit_lsn,
+            operation: &operation,
+            table: format!("{schema}.{table}"),
+        };
+        return Decision::Publish(Event::new(
+            id,
+            format!("{schema}.{table}.{operation}"),
+            &metadata,
             data,
-            traceparent: None,
-        });
+            None,
+        ));
     }
     if operation != "insert" && operation != "load" {
         return Decision::Skip;
@@ -344,25 +344,31 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
             "outbox row {event_id} has an unknown event type `{event_type}` (not in --event-types / BRIDGE_EVENT_TYPES)"
         ));
     }
-    let payload = match row.payload {
-        None => null_data(),
-        // A text payload column, or DMS's escaped JSON: it must parse as JSON, and is kept as that text.
-        Some(raw) if raw.get().starts_with('"') => {
-            let parsed = serde_json::from_str::<String>(raw.get())
-                .map_err(|e| e.to_string())
-                .and_then(|text| RawValue::from_string(text).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(v) => v,
-                Err(err) => {
-                    return Decision::DeadLetter(format!(
-                        "outbox row {event_id}: payload is not valid JSON: {err}"
-                    ))
-                }
+    // A text payload column, or DMS's escaped JSON: it must parse as JSON, and is kept as that text.
+    let payload_text = match row.payload.filter(|raw| raw.get().starts_with('"')) {
+        Some(raw) => match serde_json::from_str::<Cow<str>>(raw.get()) {
+            Ok(text) => Some(text),
+            Err(err) => {
+                return Decision::DeadLetter(format!(
+                    "outbox row {event_id}: payload is not valid JSON: {err}"
+                ))
             }
-        }
-        Some(raw) => raw.to_owned(),
+        },
+        None => None,
     };
-    let metadata = metadata_json(&OutboxMetadata {
+    let payload = match (&payload_text, row.payload) {
+        (Some(text), _) => match serde_json::from_str::<&RawValue>(text) {
+            Ok(v) => v,
+            Err(err) => {
+                return Decision::DeadLetter(format!(
+                    "outbox row {event_id}: payload is not valid JSON: {err}"
+                ))
+            }
+        },
+        (None, Some(raw)) => raw,
+        (None, None) => null_data(),
+    };
+    let metadata = OutboxMetadata {
         event_id: &event_id,
         aggregate_type: row.aggregatetype,
         aggregate_id: row.aggregateid,
@@ -371,14 +377,14 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
         commit_lsn: meta.commit_lsn,
         traceparent: row.tracingspancontext,
         replayed: operation == "load",
-    });
-    Decision::Publish(Event {
-        event_id: event_id.into_owned(),
-        detail_type: event_type.to_owned(),
-        metadata,
-        data: payload,
-        traceparent: text(row.tracingspancontext).map(Cow::into_owned),
-    })
+    };
+    Decision::Publish(Event::new(
+        (*event_id).to_owned(),
+        event_type.to_owned(),
+        &metadata,
+        payload,
+        text(row.tracingspancontext).map(Cow::into_owned),
+    ))
 }
 
 #[cfg(test)]
@@ -483,7 +489,7 @@ mod tests {
             panic!("not published")
         };
         assert_eq!(event.detail_type, "OrderPlaced");
-        let detail: Value = serde_json::from_str(&event.detail()).unwrap();
+        let detail: Value = serde_json::from_str(event.detail()).unwrap();
         assert_eq!(detail["data"]["total"], 3);
         assert_eq!(detail["metadata"]["event_id"], "e1");
         assert_eq!(detail["metadata"]["aggregate_version"], 2);
@@ -497,12 +503,12 @@ mod tests {
         let Decision::Publish(event) = decide(&record("outbox", "load", row.clone()), &cfg()) else {
             panic!("not published")
         };
-        let detail: Value = serde_json::from_str(&event.detail()).unwrap();
+        let detail: Value = serde_json::from_str(event.detail()).unwrap();
         assert_eq!(detail["metadata"]["replayed"], true);
         let Decision::Publish(event) = decide(&record("outbox", "insert", row), &cfg()) else {
             panic!("not published")
         };
-        let detail: Value = serde_json::from_str(&event.detail()).unwrap();
+        let detail: Value = serde_json::from_str(event.detail()).unwrap();
         assert!(
             detail["metadata"].get("replayed").is_none(),
             "a change is not a replay"
@@ -520,7 +526,7 @@ mod tests {
         let Decision::Publish(event) = decide(raw.as_bytes(), &cfg()) else {
             panic!("not published")
         };
-        assert_eq!(event.data.get(), payload);
+        assert_eq!(event.data(), payload);
         assert!(
             event.detail().ends_with(&format!(r#""data":{payload}}}"#)),
             "{}",
@@ -535,7 +541,7 @@ mod tests {
         let Decision::Publish(event) = decide(raw.as_bytes(), &cfg()) else {
             panic!("not published")
         };
-        assert_eq!(event.data.get(), payload);
+        assert_eq!(event.data(), payload);
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! a quarter of its CPU. Everything that is not per call still comes from the SDK's crates,
 //! resolved once at start: the region, the credentials provider chain, the endpoint (each
 //! service's own SDK endpoint rules, so FIPS, dual-stack and `AWS_ENDPOINT_URL[_SERVICE]` behave
-//! as in every other client here), and SigV4 signing (`aws-sigv4`). What is left here is the
-//! call itself: the request, hyper's connection pool with rustls and the platform's roots, and
-//! the service's error answer.
+//! as in every other client here). What is left here is the call itself: the request, signed
+//! by [`crate::sigv4`] (which says why not `aws-sigv4`), hyper's connection pool with rustls and
+//! the platform's roots, and the service's error answer.
 //!
 //! Retries are the caller's: every failure comes back with its cause, classified by
 //! [`crate::retry::transient_code`] like every SDK error.
@@ -19,9 +19,6 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
 use aws_types::service_config::ServiceConfigKey;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -136,8 +133,7 @@ pub enum SetupError {
 pub struct AwsJsonClient {
     http: Client<Https, Full<Bytes>>,
     uri: http::Uri,
-    region: String,
-    signing_name: &'static str,
+    scope: crate::sigv4::Scope,
     credentials: SharedCredentialsProvider,
     cached: Arc<Mutex<Option<(Credentials, SystemTime)>>>,
 }
@@ -154,9 +150,8 @@ impl AwsJsonClient {
         let uri: http::Uri = endpoint
             .parse()
             .map_err(|_| SetupError::BadEndpoint(endpoint.to_owned()))?;
-        if uri.host().is_none() {
-            return Err(SetupError::BadEndpoint(endpoint.to_owned()));
-        }
+        let scope = crate::sigv4::Scope::new(&region, signing_name, &uri)
+            .ok_or_else(|| SetupError::BadEndpoint(endpoint.to_owned()))?;
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
@@ -182,8 +177,7 @@ impl AwsJsonClient {
         Ok(Self {
             http,
             uri,
-            region,
-            signing_name,
+            scope,
             credentials,
             cached: Arc::default(),
         })
@@ -229,42 +223,26 @@ impl AwsJsonClient {
         credentials: Credentials,
     ) -> Result<http::Request<Full<Bytes>>, CallError> {
         let signing = |e: BoxError| CallError::Signing(e);
-        let identity: Identity = credentials.into();
-        let headers = [
-            ("content-type", "application/x-amz-json-1.1"),
-            ("x-amz-target", target),
-        ];
-        let uri = self.uri.to_string();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name(self.signing_name)
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| signing(e.into()))?
-            .into();
-        let signable =
-            SignableRequest::new("POST", &uri, headers.iter().copied(), SignableBody::Bytes(&body))
-                .map_err(|e| signing(e.into()))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| signing(e.into()))?
-            .into_parts();
-        let mut builder = http::Request::post(self.uri.clone());
-        for (name, value) in headers {
-            builder = builder.header(name, value);
-        }
-        let mut request = builder
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| signing(e.into()))?;
-        for (name, value) in instructions.headers() {
+        let signature = crate::sigv4::sign(&self.scope, &credentials, target, &body, SystemTime::now());
+        let sensitive = |value: &str| {
             let mut value = http::HeaderValue::from_str(value).map_err(|e| signing(e.into()))?;
             // The session token and signature stay out of any debug output.
             value.set_sensitive(true);
-            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| signing(e.into()))?;
-            request.headers_mut().insert(name, value);
+            Ok::<_, CallError>(value)
+        };
+        let mut builder = http::Request::post(self.uri.clone())
+            .header(http::header::CONTENT_TYPE, crate::sigv4::CONTENT_TYPE)
+            // The host as signed (hyper would write the URI's, default port included).
+            .header(http::header::HOST, &self.scope.host)
+            .header("x-amz-target", target)
+            .header("x-amz-date", signature.amz_date)
+            .header(http::header::AUTHORIZATION, sensitive(&signature.authorization)?);
+        if let Some(token) = credentials.session_token() {
+            builder = builder.header("x-amz-security-token", sensitive(token.trim())?);
         }
-        Ok(request)
+        builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| signing(e.into()))
     }
 
     /// The cached credentials, looked up again shortly before they expire.

@@ -20,6 +20,7 @@ pub mod replay;
 pub mod retry;
 pub mod server;
 pub mod shutdown;
+pub mod sigv4;
 
 /// Loads the AWS SDK's configuration the standard way: region, credentials and
 /// `AWS_ENDPOINT_URL` (LocalStack, moto) from the environment and profiles.

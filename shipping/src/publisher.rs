@@ -559,9 +559,6 @@ mod tests {
         assert_eq!(e.detail_type, "ShipmentScheduled");
         assert_eq!(e.metadata_value()["aggregate_version"], 1);
         assert_eq!(e.metadata_value()["causation_id"], "m1");
-        assert_eq!(
-            e.data(),
-            r#"{"state":"SCHEDULED","fee":12345678901234567.89}"#
-        );
+        assert_eq!(e.data(), r#"{"state":"SCHEDULED","fee":12345678901234567.89}"#);
     }
 }

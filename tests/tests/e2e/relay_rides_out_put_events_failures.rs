@@ -1,5 +1,5 @@
 //! PutEvents throttling and partial failures (injected by an HTTP proxy in front of the
-//! emulator) delay events but lose none; and what the relay asks EventBridge to store carries the
+//! emulator), and calls that never answer, delay events but lose none; and what the relay asks EventBridge to store carries the
 //! outbox payload digit for digit (numbers beyond f64, unicode, deep nesting).
 
 use std::collections::HashSet;
@@ -265,5 +265,103 @@ async fn a_put_events_call_denied_mid_page_stops_the_relay_before_its_checkpoint
         page.len(),
         page.len()
     );
+    Ok(())
+}
+
+/// A call that never answers (a connection the network dropped silently, an overloaded front
+/// end) is abandoned after the relay's 30 s attempt timeout and tried again, for both calls
+/// the relay sends itself: the shard goes on reading, and the held event is published. Each
+/// call is held for five minutes, so without the timeout neither event could arrive in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_records_or_put_events_that_never_answers_is_abandoned_and_tried_again() -> anyhow::Result<()> {
+    const HELD_MS: u64 = 300_000;
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let mut events = bus::monolith_events(&sdk, "hung").await?;
+    let capture = stack.spawn_capture(&[]).await?;
+    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
+    let relay = Proc::spawn("bridge", &["relay", "--lease-duration-secs", "3"], &env)?;
+    let warm = "00000000-0000-0000-0000-00000000a001";
+    stack
+        .insert_outbox(warm, ("Document", "doc-0"), "DocumentTagged", "{}")
+        .await?;
+    events
+        .until("the first event", Duration::from_secs(60), |s| {
+            s.by_event_id().contains_key(warm)
+        })
+        .await?;
+
+    for (target, text, id, tag) in [
+        (
+            "Kinesis_20131202.GetRecords",
+            "ShardIterator",
+            "00000000-0000-0000-0000-00000000a002",
+            "after-a-hung-read",
+        ),
+        (
+            "AWSEvents.PutEvents",
+            "hung-publish",
+            "00000000-0000-0000-0000-00000000a003",
+            "hung-publish",
+        ),
+    ] {
+        let held_before = proxy.plan.injected.load(Ordering::SeqCst);
+        set_delay(&proxy, Some((target, text, HELD_MS)))?;
+        if target.starts_with("Kinesis") {
+            // Wait for a read to be held before the event is written: it comes after that read.
+            held(&proxy, held_before, "a GetRecords held").await?;
+            set_delay(&proxy, None)?;
+        }
+        stack
+            .insert_outbox(
+                id,
+                ("Document", "doc-1"),
+                "DocumentTagged",
+                &format!(r#"{{"tag": "{tag}"}}"#),
+            )
+            .await?;
+        if !target.starts_with("Kinesis") {
+            held(&proxy, held_before, "a PutEvents held").await?;
+            set_delay(&proxy, None)?;
+        }
+        // Well within the five minutes the held call would take to answer.
+        events
+            .until(id, Duration::from_secs(90), |s| s.by_event_id().contains_key(id))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{target}: {e}\nrelay:\n{}\ncapture:\n{}",
+                    relay.output(),
+                    capture.output()
+                )
+            })?;
+    }
+    let output = relay.output();
+    let logged = |what: &str, cause: &str| output.lines().any(|l| l.contains(what) && l.contains(cause));
+    assert!(
+        logged("getrecords failed, retrying", "no answer within 30s"),
+        "{output}"
+    );
+    assert!(logged("putevents retry", "timeout"), "{output}");
+    relay.ensure_running()?;
+    Ok(())
+}
+
+/// Waits until the proxy has held a call since `before` faults were counted.
+async fn held(proxy: &FaultProxy, before: u32, what: &str) -> anyhow::Result<()> {
+    harness::wait::until(what, Duration::from_secs(30), || async {
+        Ok((proxy.plan.injected.load(Ordering::SeqCst) > before).then_some(()))
+    })
+    .await
+}
+
+fn set_delay(proxy: &FaultProxy, delay: Option<(&str, &str, u64)>) -> anyhow::Result<()> {
+    *proxy
+        .plan
+        .delay_holding
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))? =
+        delay.map(|(target, text, ms)| (target.to_owned(), text.to_owned(), ms));
     Ok(())
 }

@@ -219,26 +219,23 @@ impl Publisher {
                 continue;
             }
             let (event, claimed) = self.prepare(event).await?;
+            let item = Prepared {
+                position,
+                event,
+                claimed,
+            };
             // AWS: an entry must be *less than* the limit.
-            let size = self.entry_size(&event, claimed.as_deref().unwrap_or(event.detail()));
+            let size = self.entry_size(&item.event, item.detail());
             if size >= self.max_entry_bytes {
                 let reason = format!(
                     "event {} is {size} bytes even without its payload (claim-checked), over EventBridge's \
                      entry limit of {} bytes: its metadata is too large",
-                    event.event_id, self.max_entry_bytes
+                    item.event.event_id, self.max_entry_bytes
                 );
-                refused.push(Refused {
-                    position,
-                    event,
-                    reason,
-                });
+                refused.push(item.refused(reason));
                 continue;
             }
-            prepared.push(Prepared {
-                position,
-                event,
-                claimed,
-            });
+            prepared.push(item);
         }
         let mut calls: Vec<Vec<Prepared>> = Vec::new();
         let mut batch: Vec<Prepared> = Vec::new();

@@ -345,17 +345,7 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
         ));
     }
     // A text payload column, or DMS's escaped JSON: it must parse as JSON, and is kept as that text.
-    let payload_text = match row.payload.filter(|raw| raw.get().starts_with('"')) {
-        Some(raw) => match serde_json::from_str::<Cow<str>>(raw.get()) {
-            Ok(text) => Some(text),
-            Err(err) => {
-                return Decision::DeadLetter(format!(
-                    "outbox row {event_id}: payload is not valid JSON: {err}"
-                ))
-            }
-        },
-        None => None,
-    };
+    let payload_text = text(row.payload);
     let payload = match (&payload_text, row.payload) {
         (Some(text), _) => match serde_json::from_str::<&RawValue>(text) {
             Ok(v) => v,

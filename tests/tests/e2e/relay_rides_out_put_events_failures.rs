@@ -169,23 +169,16 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
 /// event of the page — the ones accepted before the denial again (at-least-once), none lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_events_call_denied_mid_page_stops_the_relay_before_its_checkpoint() -> anyhow::Result<()> {
-    let stack = Stack::start().await?;
-    let sdk = stack.moto.sdk_config().await;
-    let mut events = bus::monolith_events(&sdk, "denied").await?;
-    let capture = stack.spawn_capture(&[]).await?;
-    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
-    let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
-    let relay_args = ["relay", "--lease-duration-secs", "3"];
-    let mut relay = Proc::spawn("bridge", &relay_args, &env)?;
     let first = "00000000-0000-0000-0000-00000000d001";
-    stack
-        .insert_outbox(first, ("Document", "doc-0"), "DocumentTagged", "{}")
-        .await?;
-    events
-        .until("the first event", Duration::from_secs(60), |s| {
-            s.by_event_id().contains_key(first)
-        })
-        .await?;
+    let Rig {
+        stack,
+        sdk,
+        mut events,
+        capture,
+        proxy,
+        env,
+        mut relay,
+    } = Rig::running("denied", first).await?;
 
     // One transaction of 200 events of one aggregate: one page, twenty PutEvents calls, eight
     // at a time. The call holding the 150th event is denied; calls before it were accepted.
@@ -243,7 +236,7 @@ async fn a_put_events_call_denied_mid_page_stops_the_relay_before_its_checkpoint
         .deny_put_events_holding
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))? = None;
-    let relay = Proc::spawn("bridge", &relay_args, &env)?;
+    let relay = Proc::spawn("bridge", &RELAY_ARGS, &env)?;
     events
         .until_all(&page, Duration::from_secs(120), || {
             format!("relay:\n{}\ncapture:\n{}", relay.output(), capture.output())
@@ -275,22 +268,14 @@ async fn a_put_events_call_denied_mid_page_stops_the_relay_before_its_checkpoint
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_records_or_put_events_that_never_answers_is_abandoned_and_tried_again() -> anyhow::Result<()> {
     const HELD_MS: u64 = 300_000;
-    let stack = Stack::start().await?;
-    let sdk = stack.moto.sdk_config().await;
-    let mut events = bus::monolith_events(&sdk, "hung").await?;
-    let capture = stack.spawn_capture(&[]).await?;
-    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
-    let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
-    let relay = Proc::spawn("bridge", &["relay", "--lease-duration-secs", "3"], &env)?;
-    let warm = "00000000-0000-0000-0000-00000000a001";
-    stack
-        .insert_outbox(warm, ("Document", "doc-0"), "DocumentTagged", "{}")
-        .await?;
-    events
-        .until("the first event", Duration::from_secs(60), |s| {
-            s.by_event_id().contains_key(warm)
-        })
-        .await?;
+    let Rig {
+        stack,
+        mut events,
+        capture,
+        proxy,
+        relay,
+        ..
+    } = Rig::running("hung", "00000000-0000-0000-0000-00000000a001").await?;
 
     for (target, text, id, tag) in [
         (
@@ -346,6 +331,49 @@ async fn a_get_records_or_put_events_that_never_answers_is_abandoned_and_tried_a
     assert!(logged("putevents retry", "timeout"), "{output}");
     relay.ensure_running()?;
     Ok(())
+}
+
+const RELAY_ARGS: [&str; 3] = ["relay", "--lease-duration-secs", "3"];
+
+/// Capture, and a relay reading and publishing through a fault proxy, with a first event
+/// (`first`) already through: the faults that follow meet a relay at work, not one starting.
+struct Rig {
+    stack: Stack,
+    sdk: aws_config::SdkConfig,
+    events: bus::Subscription,
+    capture: Proc,
+    proxy: FaultProxy,
+    env: Vec<(String, String)>,
+    relay: Proc,
+}
+
+impl Rig {
+    async fn running(queue: &str, first: &str) -> anyhow::Result<Self> {
+        let stack = Stack::start().await?;
+        let sdk = stack.moto.sdk_config().await;
+        let mut events = bus::monolith_events(&sdk, queue).await?;
+        let capture = stack.spawn_capture(&[]).await?;
+        let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+        let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
+        let relay = Proc::spawn("bridge", &RELAY_ARGS, &env)?;
+        stack
+            .insert_outbox(first, ("Document", "doc-0"), "DocumentTagged", "{}")
+            .await?;
+        events
+            .until("the first event", Duration::from_secs(60), |s| {
+                s.by_event_id().contains_key(first)
+            })
+            .await?;
+        Ok(Self {
+            stack,
+            sdk,
+            events,
+            capture,
+            proxy,
+            env,
+            relay,
+        })
+    }
 }
 
 /// Waits until the proxy has held a call since `before` faults were counted.

@@ -114,9 +114,8 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
         &name,
     )
     .await?;
-    client
-        .execute("SELECT pg_drop_replication_slot('bench_stream')", &[])
-        .await?;
+    // The capture above has exited, but its walsender lets go of the slot a moment later.
+    harness::postgres::drop_slot(&client, "bench_stream", harness::postgres::SlotReader::Stopped).await?;
 
     // Customers' changes are streamed too, so the backfill races live changes of its own rows.
     client

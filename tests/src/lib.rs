@@ -28,9 +28,44 @@ pub mod wait;
 
 use std::net::TcpListener;
 
-/// A free TCP port on loopback (bound and released; good enough for a test's lifetime).
+/// A free TCP port on loopback for a server a test is about to start.
+///
+/// A port bound at `:0` and released comes from the kernel's ephemeral range, which every
+/// outgoing connection on the machine also draws from: between the release and the server's
+/// own bind, a client's local port can take it. So ports come from below that range, each
+/// handed out at most once per process (tests run in parallel in one binary), and only after
+/// a bind shows nobody holds it now.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU32> = std::sync::OnceLock::new();
+    let (low, high) = port_range();
+    if high <= low {
+        return Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port());
+    }
+    let span = u32::from(high - low);
+    let next = NEXT.get_or_init(|| {
+        // Another process using the harness at the same time (a benchmark, the chaos run)
+        // most likely starts elsewhere in the range.
+        let seed = std::process::id().wrapping_mul(7919) ^ uuid::Uuid::new_v4().as_u128() as u32;
+        std::sync::atomic::AtomicU32::new(seed % span)
+    });
+    for _ in 0..span {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % span;
+        let port = low + n as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free loopback port in {low}..{high}")
+}
+
+/// Ports below the kernel's ephemeral range (Linux: 32768 by default) and above the
+/// well-known ones; an empty range where the ephemeral range starts too low to leave room.
+fn port_range() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    (15000, ephemeral_low.saturating_sub(1))
 }
 
 /// A name unique to this test run, for streams, slots and tables.

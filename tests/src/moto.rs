@@ -85,7 +85,7 @@ impl Moto {
         // moto's own server, started through a launcher that fixes its Kinesis record loss
         // under concurrent PutRecords (see moto_launcher.py). pip may put `moto_server` outside
         // PATH, but the module is importable wherever moto is installed.
-        let child = tokio::process::Command::new("python3")
+        let mut child = tokio::process::Command::new("python3")
             .args(["-c", LAUNCHER])
             .args(&args)
             .stdout(Stdio::null())
@@ -95,9 +95,16 @@ impl Moto {
             .context("python3 not found: moto needs it (scripts/bootstrap installs moto[server])")?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
+        // Whoever answers must be our child: one that exited (its port taken) fails at once.
         crate::wait::until("moto_server to answer", Duration::from_secs(30), || {
+            let exited = child.try_wait();
             let req = http.get(&endpoint).send();
-            async move { Ok(req.await.ok().map(|_| ())) }
+            async move {
+                if let Some(status) = exited? {
+                    anyhow::bail!("moto_server exited ({status}) before it answered");
+                }
+                Ok(req.await.ok().map(|_| ()))
+            }
         })
         .await?;
         Ok((child, endpoint))

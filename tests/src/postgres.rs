@@ -313,6 +313,73 @@ impl Drop for TestPostgres {
     }
 }
 
+/// How [`drop_slot`] treats a reader still attached to the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotReader {
+    /// The reader was stopped: wait (with a deadline) until the server has released the slot.
+    /// A client's exit is not the server's release: the walsender lets go a moment later.
+    Stopped,
+    /// Simulate losing the slot under a live reader: terminate the walsender holding it first.
+    Terminate,
+}
+
+/// Drops the logical slot `name` the way an operator must: only once no walsender holds it.
+/// `pg_drop_replication_slot` fails with "is active for PID n" while one does, so dropping
+/// straight after stopping capture races the walsender's own exit.
+pub async fn drop_slot(
+    client: &tokio_postgres::Client,
+    name: &str,
+    reader: SlotReader,
+) -> anyhow::Result<()> {
+    let deadline = Duration::from_secs(30);
+    crate::wait::until(
+        &format!("slot {name} to be released and dropped"),
+        deadline,
+        || async {
+            let row = client
+                .query_opt(
+                    "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&name],
+                )
+                .await?;
+            let Some(row) = row else {
+                bail!("there is no slot {name} to drop");
+            };
+            if let Some(pid) = row.get::<_, Option<i32>>(0) {
+                if reader == SlotReader::Stopped {
+                    return Ok(None);
+                }
+                // The reader reconnects within moments: drop in the gap its walsender leaves.
+                client.execute("SELECT pg_terminate_backend($1)", &[&pid]).await?;
+                for _ in 0..100 {
+                    match client
+                        .execute("SELECT pg_drop_replication_slot($1)", &[&name])
+                        .await
+                    {
+                        Ok(_) => return Ok(Some(())),
+                        Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+                return Ok(None);
+            }
+            // The slot may be taken again between the check and the drop (a reader reconnecting):
+            // then the drop fails with "is active", and the next round looks again.
+            match client
+                .execute("SELECT pg_drop_replication_slot($1)", &[&name])
+                .await
+            {
+                Ok(_) => Ok(Some(())),
+                Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => Ok(None),
+                Err(err) => Err(err.into()),
+            }
+        },
+    )
+    .await
+}
+
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {

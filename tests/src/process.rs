@@ -15,6 +15,7 @@ pub struct Proc {
     pid: Option<u32>,
     exit: watch::Receiver<Option<ExitStatus>>,
     log: PathBuf,
+    started_at: std::time::SystemTime,
     _dir: tempfile::TempDir,
 }
 
@@ -24,6 +25,7 @@ impl Proc {
         let dir = tempfile::Builder::new().prefix("outbox-proc-").tempdir()?;
         let log = dir.path().join(format!("{bin}.log"));
         let out = std::fs::File::create(&log)?;
+        let started_at = std::time::SystemTime::now();
         let mut child = tokio::process::Command::new(crate::binaries::path(bin)?)
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -48,12 +50,18 @@ impl Proc {
             pid,
             exit,
             log,
+            started_at,
             _dir: dir,
         })
     }
 
     pub fn pid(&self) -> Option<u32> {
         self.pid
+    }
+
+    /// When the process was started (before its first instruction ran).
+    pub fn started_at(&self) -> std::time::SystemTime {
+        self.started_at
     }
 
     /// Everything the process printed so far.

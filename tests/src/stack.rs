@@ -128,9 +128,15 @@ impl Stack {
         Ok((code, capture.output()))
     }
 
-    /// Waits until a walsender streams from `slot`, failing early if `proc` exits.
+    /// Waits until a walsender that `proc` started streams from `slot`, failing early if
+    /// `proc` exits. A killed reader's walsender may hold the slot a moment longer: only a
+    /// backend that started after `proc` counts.
     pub async fn wait_slot_active(&self, slot: &str, proc: &Proc) -> anyhow::Result<()> {
         let client = self.pg.client().await?;
+        let spawned = proc
+            .started_at()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs_f64();
         crate::wait::until(
             &format!("slot {slot} to be active"),
             Duration::from_secs(60),
@@ -138,11 +144,13 @@ impl Stack {
                 proc.ensure_running()?;
                 let row = client
                     .query_opt(
-                        "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                        "SELECT extract(epoch FROM a.backend_start)::float8 FROM pg_replication_slots s \
+                         JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE s.slot_name = $1",
                         &[&slot],
                     )
                     .await?;
-                Ok(row.filter(|r| r.get::<_, bool>(0)).map(|_| ()))
+                let started = row.and_then(|r| r.get::<_, Option<f64>>(0));
+                Ok(started.filter(|&s| s >= spawned).map(|_| ()))
             },
         )
         .await
@@ -161,8 +169,12 @@ impl Stack {
         let base = format!("http://{listen}");
         let http = reqwest::Client::new();
         crate::wait::until("legacy-sim to serve", Duration::from_secs(30), || {
+            let running = proc.ensure_running();
             let req = http.get(format!("{base}/healthz")).send();
-            async move { Ok(req.await.ok().filter(|r| r.status().is_success()).map(|_| ())) }
+            async move {
+                running?;
+                Ok(req.await.ok().filter(|r| r.status().is_success()).map(|_| ()))
+            }
         })
         .await
         .with_context(|| proc.output())?;

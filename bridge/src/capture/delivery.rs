@@ -95,11 +95,59 @@ pub struct ResyncState {
     pub lsn: Option<Lsn>,
     /// Why: `missing`, `lost`, `invalidated`, `other-system`, `unfinished`.
     pub reason: String,
+    /// Server time (µs since 2000-01-01) just before the new slot was made: the delivery
+    /// record's time once the resync is done.
+    pub since: Option<i64>,
+    /// How far the re-publishing got: Kinesis holds every row up to here.
+    pub cursor: Option<ResyncCursor>,
+}
+
+/// A point in the resync's read order `(occurred_at, ctid)`: every row before it, and the row
+/// at it, is in Kinesis. `ctid` means something only while the table's file is the same one
+/// (`VACUUM FULL`, `CLUSTER` rewrite it), so the file is kept too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResyncCursor {
+    /// The row's `occurred_at`, µs since the Unix epoch.
+    pub occurred_at: i64,
+    /// The row's `ctid` (block, offset).
+    pub ctid: (u32, u16),
+    /// `pg_relation_filenode` of the outbox when the row was read.
+    pub filenode: u32,
+}
+
+impl ResyncCursor {
+    fn to_tag(self) -> String {
+        format!(
+            "at={} ctid={}/{} file={}",
+            self.occurred_at, self.ctid.0, self.ctid.1, self.filenode
+        )
+    }
+
+    fn from_tag(value: &str) -> Option<Self> {
+        let field = |name: &str| super::slot_marker::tag_field(value, name);
+        let (block, offset) = field("ctid")?.split_once('/')?;
+        Some(Self {
+            occurred_at: field("at")?.parse().ok()?,
+            ctid: (block.parse().ok()?, offset.parse().ok()?),
+            filenode: field("file")?.parse().ok()?,
+        })
+    }
+
+    /// `ctid`'s text form, `(block,offset)`, as Postgres reads it.
+    pub fn tid(&self) -> String {
+        format!("({},{})", self.ctid.0, self.ctid.1)
+    }
+
+    /// Reads `(block,offset)`.
+    pub fn parse_tid(text: &str) -> Option<(u32, u16)> {
+        let (block, offset) = text.strip_prefix('(')?.strip_suffix(')')?.split_once(',')?;
+        Some((block.parse().ok()?, offset.parse().ok()?))
+    }
 }
 
 impl ResyncState {
     pub fn to_tag(&self) -> String {
-        format!(
+        let mut tag = format!(
             "state={} started={} from={} rows={} lsn={} reason={}",
             if self.running { "running" } else { "done" },
             self.started,
@@ -107,7 +155,15 @@ impl ResyncState {
             self.rows,
             self.lsn.map_or_else(|| "none".to_owned(), |l| l.to_string()),
             self.reason
-        )
+        );
+        if let Some(since) = self.since {
+            tag.push_str(&format!(" since={since}"));
+        }
+        if let Some(cursor) = self.cursor {
+            tag.push(' ');
+            tag.push_str(&cursor.to_tag());
+        }
+        tag
     }
 
     pub fn from_tag(value: &str) -> Option<Self> {
@@ -119,6 +175,8 @@ impl ResyncState {
             rows: field("rows")?.parse().ok()?,
             lsn: field("lsn").and_then(|l| l.parse().ok()),
             reason: field("reason").unwrap_or("unknown").to_owned(),
+            since: field("since").and_then(|s| s.parse().ok()),
+            cursor: ResyncCursor::from_tag(value),
         })
     }
 }
@@ -268,8 +326,25 @@ mod tests {
             rows: 3,
             lsn: None,
             reason: "missing".into(),
+            since: None,
+            cursor: None,
         };
         assert_eq!(ResyncState::from_tag(&r.to_tag()), Some(r.clone()));
+        let midway = ResyncState {
+            lsn: Some(Lsn(0x16B_3748)),
+            since: Some(817_000_000_123_456),
+            cursor: Some(ResyncCursor {
+                occurred_at: 1_765_000_000_123_456,
+                ctid: (4_000_000_000, 65_000),
+                filenode: 16_385,
+            }),
+            ..r.clone()
+        };
+        let tag = midway.to_tag();
+        assert!(!tag.contains(':') && !tag.contains(','), "{tag}");
+        assert_eq!(ResyncState::from_tag(&tag), Some(midway));
+        assert_eq!(ResyncCursor::parse_tid("(12,7)"), Some((12, 7)));
+        assert_eq!(ResyncCursor::parse_tid("12,7"), None);
         let done = ResyncState {
             running: false,
             lsn: Some(Lsn(5)),

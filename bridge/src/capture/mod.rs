@@ -151,6 +151,13 @@ pub enum CaptureError {
     },
     #[error(transparent)]
     Marker(#[from] slot_marker::MarkerError),
+    #[error(
+        "the replication slot `{slot}` belongs to a `bridge setup --full-load` that did not finish: the rows \
+         it had not sent yet are in neither the stream nor the slot, so streaming from it would lose them. \
+         Run `bridge setup --full-load` again (with the same --slot, --publication and --tables): it drops \
+         this slot and loads every row again from a new snapshot"
+    )]
+    FullLoadUnfinished { slot: String },
 }
 
 impl eventing::retry::Transient for CaptureError {
@@ -166,8 +173,9 @@ impl CaptureError {
         match self {
             Self::Replication(err) => err.is_retryable(),
             Self::Slot(err) => err.is_retryable(),
-            Self::Marker(_) => true,
-            Self::Sink(_)
+            Self::Marker(err) => err.is_transient(),
+            Self::FullLoadUnfinished { .. }
+            | Self::Sink(_)
             | Self::SlotDropped(_)
             | Self::SlotInvalidated { .. }
             | Self::OtherSystem { .. }
@@ -184,6 +192,12 @@ pub async fn ensure_slot_recorded(
     stream: &str,
     recreate: bool,
 ) -> Result<Source, CaptureError> {
+    // Checked first, whether or not the slot still exists: a new slot would skip the rows too.
+    if slot_marker::full_load_unfinished(kinesis, stream, &cfg.slot).await? {
+        return Err(CaptureError::FullLoadUnfinished {
+            slot: cfg.slot.clone(),
+        });
+    }
     let seen_before = slot_marker::was_created(kinesis, stream, &cfg.slot).await?;
     let source = match prepare_source(cfg, !seen_before || recreate).await {
         Err(CaptureError::SlotDropped(slot)) if seen_before => return Err(CaptureError::SlotDropped(slot)),
@@ -292,7 +306,9 @@ pub async fn run(
             (Some(loss), Some(r)) => {
                 // The freshest record: this process's own, else the one read at start.
                 let last = beacons.reports.current().or_else(|| recorded.clone());
-                match resync::resync(cfg, r, sink.as_ref(), &metrics, loss, last, &shutdown).await {
+                let resynced =
+                    resync::resync(cfg, r, sink.as_ref(), &metrics, &beacons, loss, last, &shutdown).await;
+                match resynced {
                     Ok(None) => return Ok(()),
                     Ok(Some((start, identity))) => {
                         pending_loss = None;

@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::batch::OpenBatch;
-use super::delivery::{self, Delivered, DeliveryLog, Identity, ResyncState};
+use super::delivery::{self, Delivered, DeliveryLog, Identity, ResyncCursor, ResyncState};
 use super::progress::Progress;
 use super::{CaptureConfig, CaptureError};
 use crate::dms::{Change, Operation, TxContext};
@@ -104,6 +104,7 @@ pub async fn resync(
     recovery: &Recovery,
     sink: &dyn Sink,
     metrics: &Metrics,
+    beacons: &super::session::Beacons,
     loss: SlotLoss,
     last: Option<Delivered>,
     shutdown: &CancellationToken,
@@ -122,12 +123,22 @@ pub async fn resync(
             "re-publish by hand what consumers may lack, then run `bridge setup --recreate-slot`".into(),
         ));
     };
-    let others: Vec<String> = cfg
+    let client = slot::query_client(&cfg.target).await?;
+    // What the publication holds, not only what --tables names: an operator may have added a
+    // table (`ALTER PUBLICATION … ADD TABLE`), and its changes of the gap are gone with the slot.
+    let (all_tables, published) = slot::published_tables(&client, &cfg.publication).await?;
+    let mut others: Vec<String> = cfg
         .tables
         .iter()
+        .chain(&published)
         .filter(|t| !cfg.routes.is_outbox(t))
         .map(ToString::to_string)
         .collect();
+    others.sort();
+    others.dedup();
+    if all_tables {
+        others.insert(0, format!("publication {} is FOR ALL TABLES", cfg.publication));
+    }
     if !others.is_empty() {
         return Err(impossible(
             format!(
@@ -143,7 +154,6 @@ pub async fn resync(
     }
     let window = last.committed_at() - chrono::Duration::from_std(recovery.margin).unwrap_or_default();
     let outbox = &cfg.routes.outbox;
-    let client = slot::query_client(&cfg.target).await?;
     if let Some(pruned_before) = pruned_before(&client, outbox).await? {
         if pruned_before > window {
             return Err(impossible(
@@ -164,40 +174,14 @@ pub async fn resync(
         }
     }
     let started = Utc::now();
-    let mut state = ResyncState {
-        running: true,
-        started: started.timestamp_micros(),
-        window_from: window.timestamp_micros(),
-        rows: 0,
-        lsn: None,
-        reason: loss.as_str().into(),
+    let previous = match loss {
+        SlotLoss::Unfinished => recovery.log.read_resync().await?,
+        _ => None,
     };
-    recovery.log.write_resync(&state).await?;
-    metrics.slot_resyncs.inc();
-    tracing::warn!(
-        slot = %cfg.slot,
-        loss = loss.as_str(),
-        last_delivered_lsn = %last.lsn,
-        last_delivered_commit = %last.committed_at().to_rfc3339(),
-        window_from = %window.to_rfc3339(),
-        "the replication slot is gone: re-publishing the outbox rows that may have been missed"
-    );
-    // A slot that exists here cannot be streamed from (lost, or made by a resync cut short).
-    client
-        .execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
-            &[&cfg.slot],
-        )
-        .await
-        .map_err(SlotError::from)?;
-    // Server time before the slot exists: whatever the snapshot lacks commits after it.
-    let since = epoch_micros(
-        client
-            .query_one("SELECT (extract(epoch FROM now()) * 1000000)::int8", &[])
-            .await
-            .map_err(SlotError::from)?
-            .get(0),
-    );
+    let resumable = match &previous {
+        Some(p) if p.running => resumable(&client, &cfg.slot, p.clone()).await?,
+        _ => None,
+    };
     let relation = super::catalog::table_relation(&client, outbox)
         .await
         .map_err(SlotError::from)?;
@@ -211,27 +195,134 @@ pub async fn resync(
                 .collect()
         })
         .unwrap_or_default();
-    drop(client);
+    let filenode: u32 = client
+        .query_one(
+            "SELECT pg_relation_filenode($1::text::regclass)::int8",
+            &[&outbox.quoted()],
+        )
+        .await
+        .map_err(SlotError::from)?
+        .get::<_, Option<i64>>(0)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0);
+    let occurred_at = relation.columns.iter().position(|c| c.name == "occurred_at");
 
-    // Rows of one transaction share `occurred_at`; `ctid` keeps them in the order they were
-    // inserted (an aggregate's versions in order), as far as the heap allows.
+    let mut conn = ReplicationConnection::connect(&cfg.target).await?;
+    let identity = identify(&mut conn).await?;
+    conn.simple_query("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    let (mut state, tail) = match resumable {
+        Some((state, lsn)) => {
+            // The slot this resync made is still there, at its consistent point: rows before
+            // the cursor are in Kinesis, rows committed since are the slot's. Any snapshot
+            // now holds the rest.
+            let tail = resume_tail(&state, filenode);
+            tracing::warn!(
+                slot = %cfg.slot,
+                lsn = %lsn,
+                rows = state.rows,
+                resume = %tail,
+                "resuming the outbox resync a restart cut short"
+            );
+            (state, tail)
+        }
+        None => {
+            if previous.as_ref().is_some_and(|p| p.running) {
+                tracing::warn!(slot = %cfg.slot, "the outbox resync a restart cut short cannot resume (its slot is gone): starting it again");
+            }
+            drop_slot(&client, &cfg.slot).await?;
+            // Server time before the slot exists: whatever the snapshot lacks commits after it.
+            let since = super::catalog::server_now(&client)
+                .await
+                .map_err(SlotError::from)?;
+            let lsn = create_slot_with_snapshot(&mut conn, &cfg.slot).await?;
+            let state = ResyncState {
+                running: true,
+                started: started.timestamp_micros(),
+                window_from: window.timestamp_micros(),
+                rows: 0,
+                lsn: Some(lsn),
+                reason: loss.as_str().into(),
+                since: Some(since),
+                cursor: None,
+            };
+            metrics.slot_resyncs.inc();
+            tracing::warn!(
+                slot = %cfg.slot,
+                loss = loss.as_str(),
+                last_delivered_lsn = %last.lsn,
+                last_delivered_commit = %last.committed_at().to_rfc3339(),
+                window_from = %window.to_rfc3339(),
+                lsn = %lsn,
+                "the replication slot is gone: re-publishing the outbox rows that may have been missed"
+            );
+            // Rows of one transaction share `occurred_at`; `ctid` keeps them in the order they
+            // were inserted (an aggregate's versions in order), as far as the heap allows.
+            let tail = format!("WHERE occurred_at >= '{}'::timestamptz", window.to_rfc3339());
+            (state, tail)
+        }
+    };
+    recovery.log.write_resync(&state).await?;
+    drop(client);
+    let (Some(lsn), Some(since)) = (state.lsn, state.since) else {
+        return Err(ReplicationError::Protocol("a resync without its slot's position".into()).into());
+    };
     let read = TableRead {
         table: outbox.clone(),
         relation,
         key_columns,
-        tail: format!(
-            "WHERE occurred_at >= '{}'::timestamptz ORDER BY occurred_at, ctid",
-            window.to_rfc3339()
-        ),
+        tail: format!("{tail} ORDER BY occurred_at, ctid"),
+        cursor: occurred_at,
     };
-    let work = snapshot_load(cfg, sink, std::slice::from_ref(&read));
-    let (lsn, identity, rows) = tokio::select! {
+    let tx = TxContext {
+        xid: 0,
+        commit_lsn: lsn,
+        commit_time: delivery::to_pg_time(Utc::now()),
+    };
+    let before = state.rows;
+    let mut last_written = std::time::Instant::now();
+    let log = &recovery.log;
+    let state_ref = &mut state;
+    let work = async {
+        let rows = load_reads(&mut conn, cfg, sink, std::slice::from_ref(&read), &tx, |rows, at| {
+            // A resync is progress too: /healthz must not call it stuck (and have it killed).
+            beacons.input.beat();
+            beacons.acks.beat();
+            state_ref.rows = before + rows;
+            if let Some((micros, ctid)) = at {
+                state_ref.cursor = Some(ResyncCursor {
+                    occurred_at: micros,
+                    ctid,
+                    filenode,
+                });
+            }
+            // At most every few seconds: tag writes are rate-limited per account.
+            let due = last_written.elapsed() >= PROGRESS_EVERY;
+            if due {
+                last_written = std::time::Instant::now();
+            }
+            let snapshot = state_ref.clone();
+            async move {
+                if due {
+                    if let Err(error) = log.write_resync(&snapshot).await {
+                        tracing::warn!(error = %error, "cannot record the resync's progress; a restart re-sends more");
+                    }
+                    tracing::info!(rows = snapshot.rows, "outbox resync progress");
+                }
+            }
+        })
+        .await?;
+        conn.simple_query("COMMIT").await?;
+        conn.close().await?;
+        Ok::<u64, CaptureError>(rows)
+    };
+    let rows = tokio::select! {
         done = work => done?,
         () = shutdown.cancelled() => return Ok(None),
     };
     let delivered = Delivered {
         lsn,
-        commit_time: delivery::to_pg_time(since),
+        commit_time: since,
         identity: identity.clone(),
     };
     recovery.log.write(&delivered).await?;
@@ -243,14 +334,13 @@ pub async fn resync(
     )
     .await?;
     state.running = false;
-    state.rows = rows;
-    state.lsn = Some(lsn);
+    state.rows = before + rows;
     recovery.log.write_resync(&state).await?;
     metrics.resync_rows.inc_by(rows);
     tracing::warn!(
         slot = %cfg.slot,
         lsn = %lsn,
-        rows,
+        rows = state.rows,
         timeline = identity.timeline,
         seconds = (Utc::now() - started).num_milliseconds() as f64 / 1000.0,
         "outbox resync done: streaming from the new slot"
@@ -261,6 +351,66 @@ pub async fn resync(
     )))
 }
 
+/// How often a running resync records its progress on the stream.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// A resync cut short may resume when the slot it made is still at its consistent point (nothing
+/// streamed from it: streaming only starts once the resync is done).
+async fn resumable(
+    client: &tokio_postgres::Client,
+    slot: &str,
+    state: ResyncState,
+) -> Result<Option<(ResyncState, Lsn)>, SlotError> {
+    let (Some(lsn), Some(_)) = (state.lsn, state.since) else {
+        return Ok(None);
+    };
+    let row = client
+        .query_opt(
+            "SELECT coalesce(confirmed_flush_lsn::text, ''), coalesce(wal_status, '') \
+             FROM pg_replication_slots WHERE slot_name = $1 AND plugin = 'pgoutput'",
+            &[&slot],
+        )
+        .await?;
+    let usable = row.is_some_and(|r| {
+        r.get::<_, String>(0).parse::<Lsn>().ok() == Some(lsn) && r.get::<_, String>(1) != "lost"
+    });
+    Ok(usable.then_some((state, lsn)))
+}
+
+/// The rows a resumed resync still owes: from its window, past its cursor. The cursor's `ctid`
+/// holds only in the file it was read from; after a rewrite every row of the cursor's instant
+/// goes again (duplicates, never a gap).
+fn resume_tail(state: &ResyncState, filenode: u32) -> String {
+    let window = DateTime::from_timestamp_micros(state.window_from).unwrap_or_default();
+    let mut tail = format!("WHERE occurred_at >= '{}'::timestamptz", window.to_rfc3339());
+    if let Some(cursor) = state.cursor {
+        let at = DateTime::from_timestamp_micros(cursor.occurred_at)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        if cursor.filenode == filenode && filenode != 0 {
+            tail.push_str(&format!(
+                " AND (occurred_at, ctid) > ('{at}'::timestamptz, '{}'::tid)",
+                cursor.tid()
+            ));
+        } else {
+            tail.push_str(&format!(" AND occurred_at >= '{at}'::timestamptz"));
+        }
+    }
+    tail
+}
+
+/// Drops the slot of this name, if any: one that exists here cannot be streamed from (lost, or
+/// made by a resync that cannot resume).
+async fn drop_slot(client: &tokio_postgres::Client, slot: &str) -> Result<(), SlotError> {
+    client
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    Ok(())
+}
+
 /// One table read from the new slot's snapshot: which rows, in which order.
 pub struct TableRead {
     pub table: crate::table::TableName,
@@ -268,6 +418,9 @@ pub struct TableRead {
     pub key_columns: Vec<usize>,
     /// SQL after `FROM table` (a `WHERE`, an `ORDER BY`), or empty.
     pub tail: String,
+    /// The `timestamptz` column the rows are ordered by first (then `ctid`): each acknowledged
+    /// batch reports its last row's place in that order, so a cut-short read can resume.
+    pub cursor: Option<usize>,
 }
 
 /// Creates the slot and, in the same transaction on the same connection, reads `reads` from
@@ -283,10 +436,28 @@ pub async fn snapshot_load(
     let identity = identify(&mut conn).await?;
     conn.simple_query("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ")
         .await?;
+    let lsn = create_slot_with_snapshot(&mut conn, &cfg.slot).await?;
+    let tx = TxContext {
+        xid: 0,
+        commit_lsn: lsn,
+        commit_time: delivery::to_pg_time(Utc::now()),
+    };
+    let rows = load_reads(&mut conn, cfg, sink, reads, &tx, |_, _| async {}).await?;
+    conn.simple_query("COMMIT").await?;
+    conn.close().await?;
+    Ok((lsn, identity, rows))
+}
+
+/// `CREATE_REPLICATION_SLOT … USE_SNAPSHOT` in the transaction open on `conn`: from here its
+/// snapshot is the slot's. Returns the consistent point.
+async fn create_slot_with_snapshot(
+    conn: &mut ReplicationConnection,
+    slot: &str,
+) -> Result<Lsn, CaptureError> {
     let created = conn
         .simple_query(&format!(
             "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput USE_SNAPSHOT",
-            quote_ident(&cfg.slot)
+            quote_ident(slot)
         ))
         .await?;
     let lsn: Lsn = created
@@ -296,39 +467,67 @@ pub async fn snapshot_load(
         .ok_or_else(|| {
             ReplicationError::Protocol("CREATE_REPLICATION_SLOT returned no consistent point".into())
         })?;
-    tracing::info!(slot = %cfg.slot, lsn = %lsn, "created replication slot with a snapshot");
-    let tx = TxContext {
-        xid: 0,
-        commit_lsn: lsn,
-        commit_time: delivery::to_pg_time(Utc::now()),
-    };
+    tracing::info!(slot = %slot, lsn = %lsn, "created replication slot with a snapshot");
+    Ok(lsn)
+}
+
+/// Where a read stands after an acknowledged batch: its last row's cursor column (µs since the
+/// Unix epoch) and `ctid`, when the read has a cursor.
+type ReadPoint = Option<(i64, (u32, u16))>;
+
+/// Reads `reads` in the transaction open on `conn` into the sink as `load` records of `tx`,
+/// one batch at a time; after each batch Kinesis holds, calls `acked(rows so far, point)`.
+async fn load_reads<F, Fut>(
+    conn: &mut ReplicationConnection,
+    cfg: &CaptureConfig,
+    sink: &dyn Sink,
+    reads: &[TableRead],
+    tx: &TxContext,
+    mut acked: F,
+) -> Result<u64, CaptureError>
+where
+    F: FnMut(u64, ReadPoint) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let lsn = tx.commit_lsn;
     let limit = sink.limits().bytes_per_record;
     let mut open = OpenBatch::new(sink.limits());
     let (mut rows, mut seq) = (0_u64, 0_u64);
     for read in reads {
         // Every column as its type's output function writes it — pgoutput's text form, so a
         // row read here is byte for byte the record streaming would have made.
-        let columns = read
+        let mut columns = read
             .relation
             .columns
             .iter()
             .map(|c| quote_ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
+            .collect::<Vec<_>>();
+        let width = columns.len();
+        if let Some(at) = read.cursor.and_then(|i| read.relation.columns.get(i)) {
+            // Exact µs (extract returns numeric on 14+), then the row's place in the heap.
+            columns.push(format!(
+                "(extract(epoch FROM {}) * 1000000)::int8::text",
+                quote_ident(&at.name)
+            ));
+            columns.push("ctid::text".into());
+        }
         conn.simple_query(&format!(
-            "DECLARE snapshot_load NO SCROLL CURSOR FOR SELECT {columns} FROM {} {}",
+            "DECLARE snapshot_load NO SCROLL CURSOR FOR SELECT {} FROM {} {}",
+            columns.join(", "),
             read.table.quoted(),
             read.tail
         ))
         .await?;
         let key = cfg.routes.key_for(&read.table);
+        let mut point: ReadPoint = None;
         loop {
             let page = conn
                 .simple_query(&format!("FETCH {FETCH_ROWS} FROM snapshot_load"))
                 .await?;
             let last_page = page.len() < FETCH_ROWS;
-            for values in page {
+            for mut values in page {
                 rows += 1;
+                let extra = values.split_off(width.min(values.len()));
                 let tuple = Tuple(
                     values
                         .into_iter()
@@ -345,13 +544,20 @@ pub async fn snapshot_load(
                     record_id: rows,
                     dropped_columns: &[],
                 };
-                let (record, oversized) = super::fit::encode_within(&change, &tx, &key, cfg.encode, limit);
+                let (record, oversized) = super::fit::encode_within(&change, tx, &key, cfg.encode, limit);
                 if oversized {
                     tracing::warn!(lsn = %lsn, table = %read.table, "row above kinesis' 1 MiB limit: loaded by claim check");
                 }
                 open.push(record, 0.0);
+                if let [Some(Some(at)), Some(Some(ctid))] = [extra.first(), extra.get(1)] {
+                    point = at
+                        .parse()
+                        .ok()
+                        .zip(super::delivery::ResyncCursor::parse_tid(ctid));
+                }
                 if open.is_full() {
                     send(sink, &mut open, &mut seq).await?;
+                    acked(rows, point).await;
                 }
             }
             if last_page {
@@ -359,11 +565,10 @@ pub async fn snapshot_load(
             }
         }
         conn.simple_query("CLOSE snapshot_load").await?;
+        send(sink, &mut open, &mut seq).await?;
+        acked(rows, point).await;
     }
-    send(sink, &mut open, &mut seq).await?;
-    conn.simple_query("COMMIT").await?;
-    conn.close().await?;
-    Ok((lsn, identity, rows))
+    Ok(rows)
 }
 
 /// Sends the open batch and waits until Kinesis holds it: one at a time, in order, so each

@@ -269,8 +269,17 @@ impl<'a> Session<'a> {
                     self.submit_open();
                     continue;
                 }
-                if let Some(done) = self.inflight.next().await {
-                    self.on_done(done)?;
+                if !self.inflight.is_empty() {
+                    if let Some(done) = self.inflight.next().await {
+                        self.on_done(done)?;
+                    }
+                    continue;
+                }
+                // Nothing in flight and the open batch may not go: the synchronous standbys
+                // have not flushed it. Wait for them to move (an empty `inflight` is ready at
+                // once, and polling it here spun without ever letting the deadline fire).
+                if standby_moved(self.standby.as_mut()).await.is_none() {
+                    break;
                 }
             }
             Ok::<(), CaptureError>(())
@@ -281,7 +290,8 @@ impl<'a> Session<'a> {
             },
             () = &mut deadline => tracing::warn!(
                 inflight = self.inflight.len(),
-                "shutdown timeout: batches still in flight will be replayed on restart"
+                held_by_standby = !self.open.is_empty(),
+                "shutdown timeout: batches still in flight or held for the synchronous standbys will be replayed on restart"
             ),
         }
         let flushed = self.acks.flushed();

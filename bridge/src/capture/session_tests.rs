@@ -539,3 +539,43 @@ async fn a_backfill_chunk_goes_out_at_its_high_watermark_not_at_the_next_status_
     let (result, ()) = tokio::join!(session.stream(&mut stream, &shutdown), control);
     assert!(result.is_ok(), "{result:?}");
 }
+
+#[test]
+fn a_shutdown_while_the_standby_holds_the_open_batch_ends_at_its_deadline() {
+    // The session runs on a thread of its own, watched from this one with a plain channel: the
+    // old loop spun on an empty `inflight` without yielding, so no timer of its runtime fired.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let mut rig = Rig::new(&[]);
+            rig.cfg.shutdown_timeout = Duration::from_millis(300);
+            // The standby is down: it never gets past the start.
+            let (_standby, flushed) = tokio::sync::watch::channel(Lsn(0));
+            rig.beacons.standby = Some(flushed);
+            let sink = rig.sink.clone();
+            let mut progress = Progress::starting_at(Lsn(0x100));
+            let mut session = rig.session(&mut progress);
+            let mut stream = script(&[(1, 0x1000)]);
+            let shutdown = CancellationToken::new();
+            let stop = shutdown.clone();
+            let control = async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                stop.cancel();
+            };
+            let (result, ()) = tokio::join!(session.stream(&mut stream, &shutdown), control);
+            assert!(result.is_ok(), "{result:?}");
+            session.finish(&mut stream).await;
+            assert!(sink.durable().is_empty(), "nothing published past the standby");
+            assert!(stream.highest_status() < Lsn(0x1000), "nothing acknowledged");
+        });
+        let _ = done.send(());
+    });
+    assert!(
+        finished.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "finish did not return within 10 s of a 300 ms shutdown timeout (or the session panicked)"
+    );
+}

@@ -137,13 +137,10 @@ impl ReplicationConnection {
             ("database", target.dbname.as_str()),
             ("application_name", target.application_name.as_str()),
             ("client_encoding", "UTF8"),
-            // pgoutput sends values in the session's text form: pin it, so a server or database
-            // configured for another DateStyle or TimeZone still yields ISO timestamps in UTC.
-            ("DateStyle", "ISO, YMD"),
-            ("TimeZone", "UTC"),
-            ("IntervalStyle", "iso_8601"),
-            ("extra_float_digits", "3"),
         ];
+        // pgoutput sends values in the session's text form: pin it, so a server or database
+        // configured for another DateStyle or TimeZone still yields ISO timestamps in UTC.
+        params.extend(super::TEXT_SETTINGS);
         if replication {
             params.push(("replication", "database"));
         }

@@ -13,5 +13,16 @@ pub mod target;
 pub mod tls;
 
 pub use connection::{ReplicationConnection, StreamMessage};
+
+/// The session settings every connection that reads values as text pins (the replication
+/// connection at start-up, query connections right after they open): pgoutput and `SELECT`
+/// both write values in the session's text form, and a load record must be byte for byte the
+/// record streaming makes of the same row, whatever a database's or role's defaults say.
+pub const TEXT_SETTINGS: [(&str, &str); 4] = [
+    ("DateStyle", "ISO, YMD"),
+    ("TimeZone", "UTC"),
+    ("IntervalStyle", "iso_8601"),
+    ("extra_float_digits", "3"),
+];
 pub use error::ReplicationError;
 pub use target::PgTarget;

@@ -143,6 +143,12 @@ pub async fn query_client(target: &PgTarget) -> Result<Client, SlotError> {
             client
         }
     };
+    // Backfill chunks are read as text here: the same text form as the replication stream's.
+    let pin: String = super::TEXT_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("SET {name} = '{value}';"))
+        .collect();
+    client.batch_execute(&pin).await?;
     Ok(client)
 }
 
@@ -215,6 +221,35 @@ pub async fn ensure_publication(
             quote_ident(publication)
         ),
     })
+}
+
+/// What the publication really publishes: whether it is `FOR ALL TABLES`, and its tables (an
+/// operator may have added tables since capture was configured).
+pub async fn published_tables(
+    client: &Client,
+    publication: &str,
+) -> Result<(bool, Vec<TableName>), SlotError> {
+    let all: bool = client
+        .query_opt(
+            "SELECT puballtables FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await?
+        .is_some_and(|r| r.get(0));
+    let rows = client
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&publication],
+        )
+        .await?;
+    let tables = rows
+        .iter()
+        .map(|r| TableName {
+            schema: r.get(0),
+            name: r.get(1),
+        })
+        .collect();
+    Ok((all, tables))
 }
 
 /// Makes sure the logical slot exists and is usable; creates it when absent and `may_create`.

@@ -89,7 +89,8 @@ async fn a_silent_partition_is_noticed_and_capture_reconnects() -> anyhow::Resul
 
     // Partitioned again, then stopped while it cannot get through: shutdown wins, exit 0.
     proxy.set_partitioned(true);
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Stopped only once capture has noticed: otherwise this would test a plain SIGTERM.
+    harness::metrics::wait_health(port, 503, "no message from postgres", Duration::from_secs(30)).await?;
     assert_eq!(
         capture.terminate(Duration::from_secs(30)).await?,
         Some(0),

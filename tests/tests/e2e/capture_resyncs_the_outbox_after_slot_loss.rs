@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use harness::metrics::scrape;
+use harness::postgres::{drop_slot, SlotReader};
 use harness::stack::{outbox_id, Stack};
 
 async fn insert_rows(stack: &Stack, prefix: &str, n: usize) -> anyhow::Result<()> {
@@ -51,8 +52,7 @@ async fn a_dropped_slot_is_replaced_and_the_gap_republished() -> anyhow::Result<
     let stack = Stack::start().await?;
     deliver_then_stop(&stack, "outbox_bridge", &[]).await?;
     let pg = stack.pg.client().await?;
-    pg.execute("SELECT pg_drop_replication_slot('outbox_bridge')", &[])
-        .await?;
+    drop_slot(&pg, "outbox_bridge", SlotReader::Stopped).await?;
     // Written while there is no slot: no WAL of theirs will ever be decoded.
     insert_rows(&stack, "gap", 30).await?;
 
@@ -114,8 +114,7 @@ async fn pruned_rows_in_the_window_stop_the_resync_with_the_reason() -> anyhow::
     assert!(out.contains("pruned 5 row(s)"), "{out}");
     assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
     let pg = stack.pg.client().await?;
-    pg.execute("SELECT pg_drop_replication_slot('outbox_bridge')", &[])
-        .await?;
+    drop_slot(&pg, "outbox_bridge", SlotReader::Stopped).await?;
 
     let (code, out) = stack.capture_refusal().await?;
     assert_eq!(code, Some(1), "{out}");
@@ -146,8 +145,7 @@ async fn published_entity_tables_stop_the_resync_with_the_reason() -> anyhow::Re
     ];
     deliver_then_stop(&stack, "with_tables", &args).await?;
     let pg = stack.pg.client().await?;
-    pg.execute("SELECT pg_drop_replication_slot('with_tables')", &[])
-        .await?;
+    drop_slot(&pg, "with_tables", SlotReader::Stopped).await?;
     let (code, out) = stack.capture_refusal_with(&args).await?;
     assert_eq!(code, Some(1), "{out}");
     assert!(

@@ -21,7 +21,7 @@ async fn metrics_match_the_ground_truth() -> anyhow::Result<()> {
             "--metrics-listen",
             &blisten,
             "--lease-duration-secs",
-            "3",
+            "10",
             // Any retained WAL is "a lot": the watcher's warning must show up at its first check.
             "--retained-wal-warn-bytes",
             "1",

@@ -36,7 +36,7 @@ async fn old_rows_go_only_once_the_slot_confirmed_them() -> anyhow::Result<()> {
     assert_eq!(outbox_rows(&stack).await?, 3);
 
     // Delivered: the old rows go; a row younger than the retention stays.
-    let capture = stack.spawn_capture(&[]).await?;
+    let mut capture = stack.spawn_capture(&[]).await?;
     pg.execute(
         "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version)
          VALUES (gen_random_uuid(), 'Order', 'fresh', 'OrderPlaced', '{}', 1)",
@@ -59,8 +59,7 @@ async fn old_rows_go_only_once_the_slot_confirmed_them() -> anyhow::Result<()> {
     assert_eq!(fresh, "fresh");
 
     // Stopped again: an old-dated row committed now stays until capture delivers it.
-    drop(capture);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    capture.kill9().await?;
     pg.execute(
         "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version, occurred_at)
          VALUES (gen_random_uuid(), 'Order', 'late', 'OrderPlaced', '{}', 1, now() - interval '3 years')",

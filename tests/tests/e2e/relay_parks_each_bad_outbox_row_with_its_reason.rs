@@ -310,6 +310,7 @@ async fn an_s3_brownout_holds_a_large_record_at_both_ends_and_parks_nothing() ->
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     relay.ensure_running()?;
+    events.poll().await?;
     assert!(events.by_event_id().is_empty(), "published during the brownout");
 
     proxy.plan.set_brownout(None);

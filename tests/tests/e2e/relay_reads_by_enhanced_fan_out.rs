@@ -91,7 +91,7 @@ async fn two_relays_share_a_consumer_and_a_killed_ones_shards_resume_from_their_
                 "--worker-id",
                 id,
                 "--lease-duration-secs",
-                "3",
+                "10",
                 "--metrics-listen",
                 &listen,
             ],

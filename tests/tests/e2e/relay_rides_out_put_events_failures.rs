@@ -34,7 +34,7 @@ async fn throttled_and_partially_failed_put_events_are_retried_until_every_event
         &[
             "relay",
             "--lease-duration-secs",
-            "3",
+            "10",
             "--stall-timeout-secs",
             "20",
         ],
@@ -333,7 +333,7 @@ async fn a_get_records_or_put_events_that_never_answers_is_abandoned_and_tried_a
     Ok(())
 }
 
-const RELAY_ARGS: [&str; 3] = ["relay", "--lease-duration-secs", "3"];
+const RELAY_ARGS: [&str; 3] = ["relay", "--lease-duration-secs", "10"];
 
 /// Capture, and a relay reading and publishing through a fault proxy, with a first event
 /// (`first`) already through: the faults that follow meet a relay at work, not one starting.

@@ -108,9 +108,11 @@ async fn leases_stay_live(
     let outage = std::time::Instant::now();
     while outage.elapsed() < watch {
         relay.ensure_running()?;
+        // The clock first: every item read was written after it, so a slow scan cannot make a
+        // live lease look lapsed.
+        let now = now_ms()?;
         let mut leases = leases_of_kind(dynamo, "shard").await?;
         leases.extend(leases_of_kind(dynamo, "worker").await?);
-        let now = now_ms()?;
         for (shard, owner, expires_at) in leases.iter().filter(|l| Some(l.0.as_str()) != except) {
             assert_eq!(owner, "relay-a", "{leases:?}");
             assert!(
@@ -489,9 +491,18 @@ async fn a_relay_stopped_during_an_outage_exits_in_time_and_releases_its_leases(
     let (ids, shard_of) = forty_events(&stack, &capture, "stop").await?;
     let shards_holding: HashSet<&String> = shard_of.values().collect();
     assert_eq!(shards_holding.len(), 4, "{shards_holding:?}");
-    // Each worker has read its page (a read every 220 ms at most) and retries its PutEvents.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    relay.ensure_running()?;
+    // Each worker has read its page and retries its PutEvents (four shards, four retries).
+    harness::wait::until(
+        "the workers retrying their PutEvents",
+        Duration::from_secs(60),
+        || async {
+            relay.ensure_running()?;
+            let retries = relay.output().matches("putevents retry").count();
+            Ok((retries >= 4).then_some(()))
+        },
+    )
+    .await?;
+    events.poll().await?;
     assert!(events.by_event_id().is_empty(), "published during the brownout");
 
     let code = relay.terminate(Duration::from_secs(30)).await?;

@@ -16,7 +16,7 @@ async fn a_late_consumer_gets_the_last_hour_and_no_other_consumer_sees_it_again(
     let pattern = json!({"source": ["legacy.monolith"]});
     let mut early = bus::subscribe(&sdk, "legacy-monolith", "early-consumer", &pattern).await?;
     let capture = stack.spawn_capture(&[]).await?;
-    let relay = stack.spawn("bridge", &["relay", "--lease-duration-secs", "3"])?;
+    let relay = stack.spawn("bridge", &["relay", "--lease-duration-secs", "10"])?;
     let mut ids = HashSet::new();
     for n in 0..20 {
         let id = format!("00000000-0000-4000-8000-{n:012}");

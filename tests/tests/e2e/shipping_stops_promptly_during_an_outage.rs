@@ -27,8 +27,14 @@ async fn a_shutdown_does_not_wait_out_the_backoff() -> anyhow::Result<()> {
         ("SHIPPING_LOG_FORMAT", "json"),
     ]);
     let mut service = Proc::spawn("shipping", &["run", "--wait-seconds", "1"], &env)?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    service.ensure_running()?;
+    // The consumer is in its receive loop once it has asked SQS for messages; only then does
+    // the brownout reach the retry this test is about (start-up calls wait outages out too).
+    harness::wait::until("the consumer receiving", Duration::from_secs(60), || async {
+        service.ensure_running()?;
+        let counts = proxy.plan.call_counts();
+        Ok((counts.get("ReceiveMessage").map_or(0, |c| c.calls) >= 1).then_some(()))
+    })
+    .await?;
 
     // SQS answers 503 to everything: the consumer retries with a growing delay.
     proxy.plan.set_brownout(Some("AmazonSQS."));

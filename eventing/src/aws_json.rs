@@ -37,6 +37,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
 /// Credentials without an expiry (keys in the environment) are looked up again this often.
 const REFRESH_WITHOUT_EXPIRY: Duration = Duration::from_secs(15 * 60);
+/// Keys handed out already within [`REFRESH_BEFORE_EXPIRY`] are still good until they expire:
+/// the provider has nothing fresher yet, so it is asked again after this pause (or half their
+/// remaining life, if less), not on every call.
+const RECHECK_NEAR_EXPIRY: Duration = Duration::from_secs(10);
 
 /// A call refused as a whole: awsJson's error body.
 #[derive(Deserialize)]
@@ -135,7 +139,37 @@ pub struct AwsJsonClient {
     uri: http::Uri,
     scope: crate::sigv4::Scope,
     credentials: SharedCredentialsProvider,
-    cached: Arc<Mutex<Option<(Credentials, SystemTime)>>>,
+    cached: Arc<Mutex<Option<Cached>>>,
+    /// Held while the provider is asked: callers that find the cache stale meanwhile wait for
+    /// that one lookup instead of each making their own.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Credentials and when to look them up again.
+#[derive(Clone)]
+struct Cached {
+    credentials: Credentials,
+    refresh_at: SystemTime,
+}
+
+impl Cached {
+    fn fresh(credentials: Credentials, now: SystemTime) -> Self {
+        let refresh_at = match credentials.expiry() {
+            None => now + REFRESH_WITHOUT_EXPIRY,
+            Some(expiry) => match expiry.checked_sub(REFRESH_BEFORE_EXPIRY) {
+                Some(early) if early > now => early,
+                // Already near expiry when handed out: use them, ask again a little later.
+                _ => {
+                    let left = expiry.duration_since(now).unwrap_or_default();
+                    now + RECHECK_NEAR_EXPIRY.min(left / 2)
+                }
+            },
+        };
+        Self {
+            credentials,
+            refresh_at,
+        }
+    }
 }
 
 impl AwsJsonClient {
@@ -180,6 +214,7 @@ impl AwsJsonClient {
             scope,
             credentials,
             cached: Arc::default(),
+            refreshing: Arc::default(),
         })
     }
 
@@ -245,28 +280,36 @@ impl AwsJsonClient {
             .map_err(|e| signing(e.into()))
     }
 
-    /// The cached credentials, looked up again shortly before they expire.
+    /// The cached credentials, looked up again shortly before they expire: by one caller at a
+    /// time, the others waiting for its answer.
     async fn credentials(&self) -> Result<Credentials, CallError> {
-        let now = SystemTime::now();
-        if let Ok(cached) = self.cached.lock() {
-            if let Some((credentials, refresh_at)) = cached.as_ref() {
-                if now < *refresh_at {
-                    return Ok(credentials.clone());
-                }
-            }
+        if let Some(cached) = self.cached_now() {
+            return Ok(cached);
+        }
+        let _turn = self.refreshing.lock().await;
+        // Whoever held the turn before may have looked them up already.
+        if let Some(cached) = self.cached_now() {
+            return Ok(cached);
         }
         let fresh = self
             .credentials
             .provide_credentials()
             .await
             .map_err(CallError::Credentials)?;
-        let refresh_at = fresh.expiry().map_or(now + REFRESH_WITHOUT_EXPIRY, |expiry| {
-            expiry.checked_sub(REFRESH_BEFORE_EXPIRY).unwrap_or(now)
-        });
         if let Ok(mut cached) = self.cached.lock() {
-            *cached = Some((fresh.clone(), refresh_at));
+            *cached = Some(Cached::fresh(fresh.clone(), SystemTime::now()));
         }
         Ok(fresh)
+    }
+
+    /// The cached credentials, unless a lookup is due.
+    fn cached_now(&self) -> Option<Credentials> {
+        let now = SystemTime::now();
+        let cached = self.cached.lock().ok()?;
+        cached
+            .as_ref()
+            .filter(|c| now < c.refresh_at)
+            .map(|c| c.credentials.clone())
     }
 }
 
@@ -334,10 +377,12 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    /// A provider handing out keys that expire `lifetime` after each lookup, counting lookups.
+    /// A provider handing out keys that expire `lifetime` after each lookup, counting lookups;
+    /// each lookup takes `delay` (an STS or ECS agent round trip).
     #[derive(Debug)]
     struct Expiring {
         lifetime: Duration,
+        delay: Duration,
         lookups: Arc<AtomicU32>,
     }
 
@@ -347,23 +392,27 @@ mod tests {
             Self: 'a,
         {
             let n = self.lookups.fetch_add(1, Ordering::SeqCst);
-            let expiry = SystemTime::now() + self.lifetime;
-            aws_credential_types::provider::future::ProvideCredentials::ready(Ok(Credentials::new(
-                format!("key-{n}"),
-                "secret",
-                Some("token".into()),
-                Some(expiry),
-                "test",
-            )))
+            let (lifetime, delay) = (self.lifetime, self.delay);
+            aws_credential_types::provider::future::ProvideCredentials::new(async move {
+                tokio::time::sleep(delay).await;
+                Ok(Credentials::new(
+                    format!("key-{n}"),
+                    "secret",
+                    Some("token".into()),
+                    Some(SystemTime::now() + lifetime),
+                    "test",
+                ))
+            })
         }
     }
 
-    fn client(lifetime: Duration) -> (AwsJsonClient, Arc<AtomicU32>) {
+    fn client(lifetime: Duration, delay: Duration) -> (AwsJsonClient, Arc<AtomicU32>) {
         let lookups = Arc::new(AtomicU32::new(0));
         let aws = aws_config::SdkConfig::builder()
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(SharedCredentialsProvider::new(Expiring {
                 lifetime,
+                delay,
                 lookups: lookups.clone(),
             }))
             .behavior_version(aws_config::BehaviorVersion::latest())
@@ -377,16 +426,39 @@ mod tests {
     #[tokio::test]
     async fn credentials_are_looked_up_once_and_again_before_they_expire() {
         // An hour-long role session: one lookup serves many calls.
-        let (long, lookups) = client(Duration::from_secs(3600));
+        let (long, lookups) = client(Duration::from_secs(3600), Duration::ZERO);
         for _ in 0..3 {
             assert_eq!(long.credentials().await.unwrap().access_key_id(), "key-0");
         }
         assert_eq!(lookups.load(Ordering::SeqCst), 1);
-        // Keys within five minutes of their expiry are never used twice: each call looks again.
-        let (short, lookups) = client(Duration::from_secs(120));
-        assert_eq!(short.credentials().await.unwrap().access_key_id(), "key-0");
-        assert_eq!(short.credentials().await.unwrap().access_key_id(), "key-1");
-        assert_eq!(lookups.load(Ordering::SeqCst), 2);
+        // Keys within five minutes of their expiry are still good for a while: the provider has
+        // nothing fresher yet, so it is asked again only after a pause, not on every call.
+        let (short, lookups) = client(Duration::from_secs(120), Duration::ZERO);
+        for _ in 0..5 {
+            assert_eq!(short.credentials().await.unwrap().access_key_id(), "key-0");
+        }
+        assert_eq!(lookups.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_near_expiry_share_one_lookup() {
+        // Keys two minutes from expiry, a lookup that takes a moment: sixteen calls at once
+        // (a relay's shards publishing together) wait for one lookup, not one each.
+        let (near, lookups) = client(Duration::from_secs(120), Duration::from_millis(200));
+        for wave in 0..2 {
+            let calls: Vec<_> = (0..16)
+                .map(|_| {
+                    let near = near.clone();
+                    tokio::spawn(
+                        async move { near.credentials().await.map(|c| c.access_key_id().to_owned()) },
+                    )
+                })
+                .collect();
+            for call in calls {
+                assert_eq!(call.await.unwrap().unwrap(), "key-0", "wave {wave}");
+            }
+        }
+        assert_eq!(lookups.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -193,6 +193,42 @@ fn shipping_policy_is_exactly_what_the_service_calls() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The statements of `policy` that grant `action`.
+fn statements_granting(policy: &str, action: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(root().join("deploy/iam").join(policy))?;
+    let doc: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(doc["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|st| match &st["Action"] {
+            serde_json::Value::String(a) => a == action,
+            serde_json::Value::Array(list) => list.iter().any(|a| a == action),
+            _ => false,
+        })
+        .cloned()
+        .collect())
+}
+
+/// Both roles may publish to the same bus: without `events:source`, each could publish as the
+/// other (the shipping service as the monolith, whose events it projects). Each PutEvents grant
+/// is conditioned on its process's own source (the binaries' default `--event-source`).
+#[test]
+fn each_role_publishes_only_as_its_own_source() -> anyhow::Result<()> {
+    for (policy, source) in [("relay.json", "legacy.monolith"), ("shipping.json", "shipping")] {
+        let grants = statements_granting(policy, "events:PutEvents")?;
+        anyhow::ensure!(!grants.is_empty(), "{policy} grants no events:PutEvents");
+        for st in grants {
+            assert_eq!(
+                st["Condition"],
+                serde_json::json!({"StringEquals": {"events:source": source}}),
+                "{policy}: PutEvents only as `{source}`: {st}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// deploy/iam's policies are generated from deploy/cloudformation's roles (the one source):
 /// with the templates' default names (and the region and account as `*`) each role is its
 /// file, statement for statement — the tests above then hold for the deployed roles too.

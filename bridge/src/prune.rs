@@ -1,7 +1,7 @@
 //! `bridge outbox prune`: outbox retention that never deletes a row the slot has not confirmed.
 //!
 //! Why it is safe, whatever a row's `occurred_at` says: the run takes a snapshot S, then reads
-//! the WAL position W. Every transaction that finished before S wrote its commit record before
+//! the WAL insert position W. Every transaction that finished before S inserted its commit record before
 //! W. The run waits until the slot's `confirmed_flush_lsn` reaches W — capture acknowledges a
 //! position only once Kinesis holds every transaction committed before it — and then deletes
 //! only rows inserted by a transaction older than every transaction still running at S (`xmin`
@@ -88,8 +88,11 @@ pub async fn prune(cfg: &PruneConfig) -> Result<Pruned, PruneError> {
         .await
         .map_err(query_error)?
         .get(0);
+    // The insert position, not the write position: with `synchronous_commit = off` a commit is
+    // visible once inserted, before the WAL writer writes it, so a visible commit can lie past
+    // `pg_current_wal_lsn()`.
     let horizon: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await
         .map_err(query_error)?
         .get(0);

@@ -82,6 +82,10 @@ pub async fn capture(
         resync_margin,
         claim_check_bucket,
     } = start;
+    // Watched from the start: a capture that keeps failing to start is not healthy either.
+    let starting = metrics
+        .health
+        .beacon("capture: not started (postgres or kinesis not ready)");
     let aws = crate::aws_config().await;
     let kinesis = aws_sdk_kinesis::Client::new(&aws);
     // Postgres or Kinesis may not be up yet: wait for them as the stream loop would.
@@ -98,6 +102,7 @@ pub async fn capture(
         Err(err) if on_slot_loss == OnSlotLoss::ResyncOutbox && SlotLoss::of(&err).is_some() => {}
         Err(err) => return Err(err.into()),
     }
+    drop(starting);
     let recovery = Recovery {
         log: capture::delivery::DeliveryLog::new(kinesis.clone(), &stream, &cfg.slot),
         policy: on_slot_loss,

@@ -219,6 +219,11 @@ impl TestPostgres {
         })
     }
 
+    /// Starts the server again after [`TestPostgres::stop`].
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        self.start_server()
+    }
+
     pub fn restart(&self, mode: StopMode) -> anyhow::Result<()> {
         self.stop(mode)?;
         self.start_server()

@@ -428,3 +428,57 @@ async fn wait_for_version(stack: &Stack, id: &str, version: i64) -> anyhow::Resu
     )
     .await
 }
+
+/// A database (and role) whose session defaults differ from every default that matters: a
+/// backfill's load record of a row is byte for byte the insert record streaming made of it
+/// (its query connection pins the same text settings as the replication connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_records_read_as_the_stream_wrote_them_whatever_the_database_settings() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let pg = stack.pg.client().await?;
+    pg.batch_execute(
+        "ALTER DATABASE postgres SET DateStyle = 'SQL, DMY';
+         ALTER DATABASE postgres SET TimeZone = 'America/New_York';
+         ALTER DATABASE postgres SET IntervalStyle = 'postgres_verbose';
+         ALTER DATABASE postgres SET extra_float_digits = 0;
+         ALTER ROLE postgres SET TimeZone = 'Asia/Kolkata';",
+    )
+    .await?;
+    let capture = stack.spawn_capture(&[]).await?;
+    for i in 0..3 {
+        stack
+            .insert_outbox(
+                &format!("00000000-0000-4000-8000-00000000000{i}"),
+                ("Order", &format!("o-{i}")),
+                "OrderPlaced",
+                "{\"amount\": 1.25}",
+            )
+            .await?;
+    }
+    stack.wait_drained("outbox_bridge", &capture).await?;
+    let out = stack
+        .run_ok("bridge", &["backfill", "--table", "public.outbox"])
+        .await?;
+    assert!(out.contains("done"), "{out}");
+    stack.wait_drained("outbox_bridge", &capture).await?;
+
+    let mut inserted: HashMap<String, serde_json::Value> = HashMap::new();
+    let mut loaded: HashMap<String, serde_json::Value> = HashMap::new();
+    for r in stack.records().await? {
+        let m = &r.json["metadata"];
+        let Some(id) = r.json["data"]["id"].as_str() else {
+            continue;
+        };
+        let into = match m["operation"].as_str() {
+            Some("insert") => &mut inserted,
+            Some("load") => &mut loaded,
+            _ => continue,
+        };
+        into.insert(id.to_owned(), r.json["data"].clone());
+    }
+    assert_eq!(inserted.len(), 3, "{inserted:?}");
+    for (id, data) in &inserted {
+        assert_eq!(loaded.get(id), Some(data), "the load record of {id} differs");
+    }
+    Ok(())
+}

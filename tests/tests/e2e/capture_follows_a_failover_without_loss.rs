@@ -199,3 +199,63 @@ async fn without_one_nothing_is_lost_and_phantoms_are_counted() -> anyhow::Resul
     assert!(figures.rows >= 600);
     Ok(())
 }
+
+/// SIGTERM while the named synchronous standby is down and a row waits for it: `bridge
+/// capture` and `bridge run` each stop within their shutdown timeout (the held batch is
+/// replayed next time), instead of spinning at 100 % CPU forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_while_the_synchronous_standby_is_down_ends_in_time() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let standby = stack.pg.start_standby("standby1")?;
+    let pg = stack.pg.client().await?;
+    for (n, command) in ["capture", "run"].into_iter().enumerate() {
+        let args = [
+            command,
+            "--synchronous-standby",
+            "standby1",
+            "--shutdown-timeout-secs",
+            "3",
+        ];
+        let mut process = stack.spawn("bridge", &args)?;
+        stack.wait_slot_active("outbox_bridge", &process).await?;
+        if n == 0 {
+            standby.stop(StopMode::Fast)?;
+        }
+        let id = format!("00000000-0000-4000-8000-0000000000c{n}");
+        stack
+            .insert_outbox(&id, ("Order", "held"), "OrderPlaced", "{}")
+            .await?;
+        // The walsender has handed the row to capture, whose batch now waits for the standby.
+        let written: String = pg
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?
+            .get(0);
+        wait::until("the row sent to capture", Duration::from_secs(30), || async {
+            process.ensure_running()?;
+            let sent = pg
+                .query_opt(
+                    "SELECT sent_lsn >= $1::text::pg_lsn FROM pg_stat_replication \
+                     WHERE application_name = 'outbox-bridge'",
+                    &[&written],
+                )
+                .await?
+                .and_then(|r| r.get::<_, Option<bool>>(0));
+            Ok((sent == Some(true)).then_some(()))
+        })
+        .await?;
+        let asked = Instant::now();
+        let code = process.terminate(Duration::from_secs(30)).await?;
+        assert_eq!(code, Some(0), "bridge {command}:\n{}", process.output());
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "bridge {command} took {:?} to stop",
+            asked.elapsed()
+        );
+        let records = stack.records().await?;
+        assert!(
+            !records.iter().any(|r| outbox_id(r) == Some(id.as_str())),
+            "published before the standby had it"
+        );
+    }
+    Ok(())
+}

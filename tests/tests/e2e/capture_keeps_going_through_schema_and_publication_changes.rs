@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use harness::kinesis::StreamRecord;
 use harness::stack::{outbox_id, Stack};
-use harness::wait;
 use serde_json::Value;
 
 const INSERT: &str = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \

@@ -99,3 +99,35 @@ async fn a_silent_partition_is_noticed_and_capture_reconnects() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// A capture that cannot start (Postgres is down) is watched from its first moment: `/healthz`
+/// says so once the stall bound passes, instead of 200 while nothing streams; once Postgres is
+/// back it starts, and health and rows follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_a_capture_stuck_starting() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    stack.pg.stop(StopMode::Fast)?;
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let capture = stack.spawn(
+        "bridge",
+        &[
+            "capture",
+            "--metrics-listen",
+            &listen,
+            "--stall-timeout-secs",
+            "2",
+        ],
+    )?;
+    let body = harness::metrics::wait_health(port, 503, "not started", Duration::from_secs(30)).await?;
+    capture.ensure_running()?;
+    println!("while postgres is down: {body}");
+    stack.pg.start_again()?;
+    stack.wait_slot_active("outbox_bridge", &capture).await?;
+    stack.pg.client().await?.execute(INSERT, &[&5i32]).await?;
+    stack
+        .wait_all_in_kinesis(&capture, Duration::from_secs(60))
+        .await?;
+    harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
+    Ok(())
+}

@@ -49,7 +49,7 @@ async fn a_slot_is_dropped_only_once_its_reader_let_go() -> anyhow::Result<()> {
         .execute("SELECT pg_drop_replication_slot('outbox_bridge')", &[])
         .await
         .err()
-        .map(|e| e.to_string())
+        .and_then(|e| e.as_db_error().map(|db| db.message().to_owned()))
         .unwrap_or_default();
     assert!(err.contains("is active for PID"), "{err:?}");
 

@@ -1,7 +1,9 @@
-//! Least privilege: capture runs as a role with `LOGIN REPLICATION` and nothing else (no table
-//! privileges, no ownership), its password read from a password file; a role without
-//! REPLICATION, or a missing publication, stops it with an error naming what is missing and the
-//! SQL that fixes it.
+//! Least privilege: capture runs as a role with `LOGIN REPLICATION` and membership in
+//! `outbox_bridge_reader` (SELECT on the outbox and the prune horizon, granted by the migration;
+//! no other table privileges, no ownership), its password read from a password file — and that
+//! is enough for the default recovery too: its slot dropped, it resyncs the outbox. A role
+//! without REPLICATION, or a missing publication, stops it with an error naming what is missing
+//! and the SQL that fixes it.
 
 use std::time::Duration;
 
@@ -40,7 +42,7 @@ async fn capture_needs_only_login_replication_and_names_what_is_missing() -> any
     let admin = stack.pg.client().await?;
     admin
         .batch_execute(&format!(
-            "CREATE ROLE cdc_bridge LOGIN REPLICATION PASSWORD '{ROLE_PW}'; \
+            "CREATE ROLE cdc_bridge LOGIN REPLICATION IN ROLE outbox_bridge_reader PASSWORD '{ROLE_PW}'; \
              CREATE ROLE cdc_plain LOGIN PASSWORD '{ROLE_PW}';"
         ))
         .await?;
@@ -81,7 +83,26 @@ async fn capture_needs_only_login_replication_and_names_what_is_missing() -> any
         .await?
         .get(0);
     assert!(!privileged);
-    capture.terminate(Duration::from_secs(30)).await?;
+    assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
+
+    // The slot is lost while capture is down: the default recovery re-publishes the outbox rows
+    // of the gap, reading them with the role's own grants.
+    harness::postgres::drop_slot(&admin, "least_privilege", harness::postgres::SlotReader::Stopped).await?;
+    let gap = "00000000-0000-0000-0000-0000000000a2";
+    admin.execute(INSERT, &[&gap]).await?;
+    let mut capture = Proc::spawn("bridge", &["capture", "--slot", "least_privilege"], &env)?;
+    wait::until("the gap's row re-published", Duration::from_secs(60), || async {
+        capture.ensure_running()?;
+        let records = stack.records().await?;
+        Ok(records.iter().any(|r| outbox_id(r) == Some(gap)).then_some(()))
+    })
+    .await?;
+    assert!(
+        capture.output().contains("outbox resync done"),
+        "{}",
+        capture.output()
+    );
+    assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
 
     // Without REPLICATION: creating a slot is refused, with the fix.
     let plain = env_as(&stack, "cdc_plain", &pgpass);

@@ -2,8 +2,6 @@
 //! (the slot has not confirmed them: the run deletes nothing and says why); once capture has
 //! delivered them they are deleted, and a row younger than the retention stays.
 
-use std::time::Duration;
-
 use harness::process;
 use harness::stack::Stack;
 

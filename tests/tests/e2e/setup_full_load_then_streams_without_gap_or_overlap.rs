@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use harness::process::Proc;
 use harness::stack::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,5 +107,79 @@ async fn every_row_once_as_load_then_every_change() -> anyhow::Result<()> {
         rows.len() > loaded,
         "rows written after the snapshot came as inserts"
     );
+    Ok(())
+}
+
+/// A full load killed after its first PutRecords leaves a slot whose snapshot died with it:
+/// capture refuses that slot (it would skip the rows not yet sent) and names the remedy; the
+/// load run again finishes, and every row of the table is in Kinesis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_load_killed_midway_is_refused_then_finished_when_run_again() -> anyhow::Result<()> {
+    const ROWS: usize = 50_000;
+    let stack = Stack::start().await?;
+    let pg = stack.pg.client().await?;
+    pg.batch_execute(&format!(
+        "INSERT INTO customers (id, name, credit_limit, version) \
+         SELECT gen_random_uuid(), 'c' || i, i, 1 FROM generate_series(1, {ROWS}) AS i"
+    ))
+    .await?;
+    let args = [
+        "--slot",
+        "flk",
+        "--publication",
+        "flk",
+        "--tables",
+        "public.outbox,public.customers",
+    ];
+    let mut setup_args = vec!["setup", "--full-load"];
+    setup_args.extend(args);
+
+    let proxy = harness::faults::FaultProxy::start(&stack.moto.endpoint).await?;
+    let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
+    let mut setup = Proc::spawn("bridge", &setup_args, &env)?;
+    harness::wait::until("the load's first PutRecords", Duration::from_secs(60), || async {
+        setup.ensure_running()?;
+        let puts = proxy.plan.call_counts().get("PutRecords").map_or(0, |c| c.calls);
+        Ok((puts >= 1).then_some(()))
+    })
+    .await?;
+    setup.kill9().await?;
+    assert!(!setup.output().contains("full load:"), "{}", setup.output());
+
+    let (code, out) = stack.capture_refusal_with(&args).await?;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("did not finish") && out.contains("bridge setup --full-load"),
+        "{out}"
+    );
+    // `bridge setup` without the load refuses the same slot too.
+    let (code, _, err) =
+        harness::process::run("bridge", &[&["setup"][..], &args].concat(), &stack.env()).await?;
+    assert_eq!(code, Some(1), "{err}");
+
+    let out = stack.run_ok("bridge", &setup_args).await?;
+    assert!(out.contains(&format!("{ROWS} row(s)")), "{out}");
+    let capture = stack.spawn_capture(&args).await?;
+    stack
+        .wait_drained_within("flk", &capture, Duration::from_secs(60))
+        .await?;
+    let loaded: std::collections::HashSet<String> = stack
+        .records()
+        .await?
+        .iter()
+        .filter(|r| {
+            r.json["metadata"]["table-name"] == "customers" && r.json["metadata"]["operation"] == "load"
+        })
+        .filter_map(|r| r.json["data"]["id"].as_str().map(str::to_owned))
+        .collect();
+    let ids: std::collections::HashSet<String> = pg
+        .query("SELECT id::text FROM customers", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids.len(), ROWS);
+    let missing = ids.difference(&loaded).count();
+    assert_eq!(missing, 0, "{missing} rows never reached kinesis");
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! Retrying AWS calls: which failures are transient (the one place that decides), exponential
-//! backoff with jitter so retrying processes do not stampede together, and [`while_transient`],
-//! the one retry loop: an outage is waited out however long it lasts.
+//! Retrying AWS calls: which failures are transient and which refuse the caller itself (the one
+//! place that decides), exponential backoff with jitter so retrying processes do not stampede
+//! together, and [`while_transient`], the one retry loop: an outage is waited out however long
+//! it lasts.
 
 use std::future::Future;
 use std::time::Duration;
@@ -51,6 +52,36 @@ pub fn transient_code(code: &str, status: u16) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Whether a refusal with `code` is about the caller itself — its credentials, permissions or
+/// keys (an expired session, a role or bucket or KMS key policy that no longer lets it in) —
+/// rather than about what it asked for. No input is at fault, so nothing may be parked for it:
+/// the caller holds its input and tries again until an operator fixes the grant, and says so
+/// on `/healthz`. (S3 answers a missing key with 403 `AccessDenied` too, to a caller without
+/// `s3:ListBucket` on the bucket: the roles are granted it, so that a missing object reads as
+/// 404 `NoSuchKey`, which is the input's fault.)
+pub fn refused_caller(code: &str) -> bool {
+    // S3 reports a refusal of KMS (a disabled key, a key policy without kms:Decrypt) as
+    // `KMS.<code>`.
+    code.starts_with("KMS.")
+        || matches!(
+            code,
+            "AccessDenied"
+                | "AccessDeniedException"
+                | "AllAccessDisabled"
+                | "AccountProblem"
+                | "ExpiredToken"
+                | "ExpiredTokenException"
+                | "InvalidAccessKeyId"
+                | "InvalidClientTokenId"
+                | "InvalidToken"
+                | "TokenRefreshRequired"
+                | "SignatureDoesNotMatch"
+                | "InvalidSignatureException"
+                | "RequestTimeTooSkewed"
+                | "UnrecognizedClientException"
+        )
 }
 
 /// A failure that may go away by itself (an outage, throttling) rather than one retrying cannot fix.
@@ -240,6 +271,30 @@ mod tests {
             "ResourceNotFoundException",
         ] {
             assert_eq!(transient_cause(&service_error(400, code)), None, "{code}");
+        }
+    }
+
+    #[test]
+    fn refusals_of_the_caller_are_told_from_refusals_of_the_request() {
+        for code in [
+            "AccessDenied",
+            "AccessDeniedException",
+            "ExpiredToken",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "KMS.DisabledException",
+            "KMS.AccessDeniedException",
+        ] {
+            assert!(refused_caller(code), "{code}");
+            assert_eq!(transient_code(code, 403), None, "{code}: not an outage either");
+        }
+        for code in [
+            "NoSuchKey",
+            "NoSuchBucket",
+            "ValidationException",
+            "InvalidObjectState",
+        ] {
+            assert!(!refused_caller(code), "{code}");
         }
     }
 

@@ -4,7 +4,8 @@
 //! A failed message comes back after a backoff that grows with its failures. Only *definite*
 //! failures of the event itself (poison: it cannot be parsed, applied or stored) count against
 //! the queue's `maxReceiveCount`; a transient one (DynamoDB or S3 unavailable, throttling, a hot
-//! aggregate) never does, however long it lasts. SQS counts every receive, so a failed message
+//! aggregate) never does, however long it lasts, nor does a refusal of the service itself (S3
+//! denying its read of a claim check: held, with `/healthz` saying so). SQS counts every receive, so a failed message
 //! is sent again as a new message carrying its own counts (`shipping.poison-failures`,
 //! `shipping.failures`) and the received copy deleted: the redrive policy never sees an outage.
 //! On its last allowed poison failure a message is moved to the DLQ with its reason as a
@@ -364,6 +365,19 @@ async fn handle(
             }
             Ok(())
         }
+        Err(Failure::Held(reason)) => {
+            ctx.metrics.failed("refused");
+            let after = before.transient();
+            tracing::warn!(
+                message_id = message.message_id().unwrap_or(""),
+                receives,
+                failures = after.all,
+                reason,
+                "the service is refused what the event needs; held and retried (this never dead-letters it)"
+            );
+            again_later(ctx, &message, &receipt, after).await;
+            Ok(())
+        }
         Err(Failure::Transient(reason)) => {
             ctx.metrics.failed("transient");
             let after = before.transient();
@@ -385,19 +399,38 @@ async fn handle(
 }
 
 enum Failure {
+    /// The event can never be applied: counts against the redrive budget, then parked.
     Unusable(String),
+    /// A passing failure (an outage, throttling, contention): retried, never parked.
     Transient(String),
+    /// A refusal of the service itself (its permissions), not of the event: retried, never
+    /// parked, and `/healthz` says so until it ends.
+    Held(String),
     Fatal(crate::store::StoreError),
 }
+
+/// The `/healthz` problem set while S3 refuses the service's reads of claim checks.
+const CLAIM_CHECKS_REFUSED: &str = "claim-checks-refused";
 
 async fn apply_body(ctx: &Context, body: &str) -> Result<(String, apply::Applied), Failure> {
     let event = incoming::parse(body).map_err(|e| Failure::Unusable(e.to_string()))?;
     let span = tracing::info_span!("event", event_id = %event.event_id, detail_type = %event.detail_type);
     async move {
+        let claim_checked = event.claim_check.is_some();
         let mut event = incoming::resolve(&ctx.s3, event).await.map_err(|e| match e {
             IncomingError::Unusable(r) => Failure::Unusable(r),
             transient @ IncomingError::Transient { .. } => Failure::Transient(transient.to_string()),
+            refused @ IncomingError::Refused { .. } => {
+                ctx.metrics.health.problem(
+                    CLAIM_CHECKS_REFUSED,
+                    Some(format!("shipping: {refused}; events held, none parked")),
+                );
+                Failure::Held(refused.to_string())
+            }
         })?;
+        if claim_checked {
+            ctx.metrics.health.problem(CLAIM_CHECKS_REFUSED, None);
+        }
         // The trace goes on through this transaction: what it writes to the outbox carries
         // this span, so the shipment event's publication is its child.
         let mut trace = telemetry::start(

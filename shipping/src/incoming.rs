@@ -1,6 +1,11 @@
 //! An SQS message as EventBridge delivers it: the event JSON whose `detail` is the relay's
 //! envelope `{"metadata": {...}, "data": ...}`; a claim check in the metadata is resolved
 //! from S3 (and its digest verified) before anything is applied.
+//!
+//! S3's answer decides what a claim check that cannot be read means: an outage is transient; a
+//! refusal of the service itself (its credentials or permissions: `AccessDenied`, an expired
+//! token, a KMS key it may not use) is no fault of the event, which is held until the grant is
+//! fixed; anything else (the object is gone: `NoSuchKey`) makes the event unusable.
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use serde::Deserialize;
@@ -32,6 +37,13 @@ pub enum IncomingError {
         bucket: String,
         key: String,
         cause: String,
+    },
+    /// S3 refused the service itself (`code`): held, never parked, until the grant is fixed.
+    #[error("s3 refuses the service's read of the claim check s3://{bucket}/{key} ({code}): check the role's s3:GetObject and s3:ListBucket on the bucket and kms:Decrypt on its key")]
+    Refused {
+        bucket: String,
+        key: String,
+        code: String,
     },
 }
 
@@ -112,6 +124,13 @@ pub async fn resolve(s3: &aws_sdk_s3::Client, mut incoming: Incoming) -> Result<
         Ok(o) => o,
         Err(err) if eventing::retry::transient_cause(&err).is_some() => {
             return Err(transient(err.to_string()))
+        }
+        Err(err) if eventing::retry::refused_caller(err.code().unwrap_or("")) => {
+            return Err(IncomingError::Refused {
+                bucket: bucket.into(),
+                key: key.into(),
+                code: err.code().unwrap_or("unknown").to_owned(),
+            })
         }
         Err(err) => {
             return Err(IncomingError::Unusable(format!(

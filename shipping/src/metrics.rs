@@ -16,7 +16,7 @@ pub struct Metrics {
     registry: Registry,
     /// Messages taken from the queue, by what applying them did (changed/stale/ignored/duplicate).
     pub events_applied: Family<Labels, Counter>,
-    /// Failed attempts, by kind (unusable/transient/contended).
+    /// Failed attempts, by kind (unusable/transient/refused).
     pub events_failed: Family<Labels, Counter>,
     pub events_dead_lettered: Counter,
     pub messages_in_flight: Gauge,
@@ -96,7 +96,7 @@ impl Metrics {
         for outcome in ["changed", "stale", "ignored", "duplicate"] {
             m.applied_family_init(outcome);
         }
-        for kind in ["unusable", "transient"] {
+        for kind in ["unusable", "transient", "refused"] {
             let _ = m
                 .events_failed
                 .get_or_create(&vec![("kind".to_owned(), kind.to_owned())]);

@@ -1,7 +1,7 @@
 //! An HTTP proxy in front of the emulator that injects AWS failures the emulator cannot
 //! produce itself: whole-call throttling, 5xx answers, added latency, TransactWriteItems
-//! cancellations, and partial PutEvents / PutRecords failures in which only some entries really
-//! arrive and the others come back with an error code.
+//! cancellations, partial PutEvents / PutRecords failures in which only some entries really
+//! arrive and the others come back with an error code, and refusals of the caller's permissions.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,6 +51,13 @@ pub struct FaultPlan {
     /// ServiceUnavailable (S3's as S3 does: `SlowDown`, in XML): one AWS service browned out,
     /// the others healthy.
     pub brownout: std::sync::Mutex<Option<String>>,
+    /// While set like [`FaultPlan::brownout`] (a target prefix, or [`S3`]), every such call is
+    /// refused for the caller's permissions: S3's REST calls with 403 `AccessDenied` in S3's
+    /// XML, the JSON services' with 400 `AccessDeniedException` (as those services answer it).
+    /// A role or key policy changed under a running process: its fault, not the request's.
+    pub deny: std::sync::Mutex<Option<String>>,
+    /// Calls answered by [`FaultPlan::deny`].
+    pub denied: AtomicU32,
     /// While set to (target prefix, text), every call whose `X-Amz-Target` starts with the
     /// prefix and whose body holds the text is answered 503 ServiceUnavailable: one item (a hot
     /// partition, say) failing while the rest of its table answers.
@@ -118,6 +125,14 @@ impl FaultPlan {
     pub fn set_brownout(&self, prefix: Option<&str>) {
         if let Ok(mut b) = self.brownout.lock() {
             *b = prefix.map(str::to_owned);
+        }
+    }
+
+    /// Refuses the caller's permissions on the service whose targets start with `prefix`
+    /// (or S3's, with [`S3`]); `None`: granted again.
+    pub fn set_deny(&self, prefix: Option<&str>) {
+        if let Ok(mut d) = self.deny.lock() {
+            *d = prefix.map(str::to_owned);
         }
     }
 
@@ -223,17 +238,15 @@ async fn handle(
         count.calls += 1;
         count.entries += entries_of(&body);
     }
-    let browned_out = plan
-        .brownout
-        .lock()
-        .ok()
-        .and_then(|b| {
-            b.as_ref().map(|prefix| match prefix.as_str() {
-                S3 => target.is_empty(),
-                prefix => target.starts_with(prefix),
-            })
-        })
-        .unwrap_or(false)
+    if service_matches(&plan.deny, target) {
+        plan.denied.fetch_add(1, Ordering::SeqCst);
+        plan.injected.fetch_add(1, Ordering::SeqCst);
+        if target.is_empty() {
+            return s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Access Denied");
+        }
+        return aws_error(StatusCode::BAD_REQUEST, "AccessDeniedException", json!({}));
+    }
+    let browned_out = service_matches(&plan.brownout, target)
         || plan
             .brownout_holding
             .lock()
@@ -381,6 +394,20 @@ async fn handle(
         }
     }
     forward(&ctx, method, &uri, &headers, body).await
+}
+
+/// Whether `target` (empty: an S3 REST call) is of the service set in `setting`.
+fn service_matches(setting: &std::sync::Mutex<Option<String>>, target: &str) -> bool {
+    setting
+        .lock()
+        .ok()
+        .and_then(|b| {
+            b.as_ref().map(|prefix| match prefix.as_str() {
+                S3 => target.is_empty(),
+                prefix => target.starts_with(prefix),
+            })
+        })
+        .unwrap_or(false)
 }
 
 /// Whether `needle` occurs in `body`.

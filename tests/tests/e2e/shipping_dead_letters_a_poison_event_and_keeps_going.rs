@@ -640,3 +640,138 @@ async fn events_the_rule_cannot_deliver_wait_in_the_dlq_until_redriven() -> anyh
     depth(0.0).await?;
     Ok(())
 }
+
+/// Messages in `queue`, visible or being received.
+async fn depth(sqs: &aws_sdk_sqs::Client, queue: &str) -> anyhow::Result<u64> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let url = harness::dlq::queue_url(sqs, queue).await?;
+    let names = [
+        A::ApproximateNumberOfMessages,
+        A::ApproximateNumberOfMessagesNotVisible,
+    ];
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .set_attribute_names(Some(names.to_vec()))
+        .send()
+        .await?;
+    let mut total = 0;
+    for name in &names {
+        let value = out
+            .attributes()
+            .and_then(|a| a.get(name))
+            .ok_or_else(|| anyhow::anyhow!("{queue}: no {name:?}"))?;
+        total += value.parse::<u64>()?;
+    }
+    Ok(total)
+}
+
+/// Publishes a CustomerCreated whose payload travels by claim check, as the relay sends an event
+/// too large for EventBridge: the payload in the claim-check bucket, its reference on the bus.
+async fn publish_claim_checked_customer(
+    sdk: &aws_config::SdkConfig,
+    event_id: &str,
+    customer_id: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    use sha2::Digest;
+    let payload = serde_json::json!({"customer_id": customer_id, "name": name,
+        "credit_limit": 100, "credit_reserved": 0, "notes": "n".repeat(2000)})
+    .to_string();
+    let key = format!("claim-checks/{event_id}.json");
+    aws_sdk_s3::Client::new(sdk)
+        .put_object()
+        .bucket("bridge-claim-checks")
+        .key(&key)
+        .body(payload.clone().into_bytes().into())
+        .send()
+        .await?;
+    let detail = serde_json::json!({"metadata": {"event_id": event_id, "aggregate_type": "Customer",
+        "aggregate_id": customer_id, "aggregate_version": 1,
+        "claim_check": {"bucket": "bridge-claim-checks", "key": key, "size": payload.len(),
+                        "sha256": format!("{:x}", sha2::Sha256::digest(payload.as_bytes()))}},
+        "data": null});
+    let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+        .event_bus_name("legacy-monolith")
+        .source("legacy.monolith")
+        .detail_type("CustomerCreated")
+        .detail(detail.to_string())
+        .build();
+    let out = aws_sdk_eventbridge::Client::new(sdk)
+        .put_events()
+        .entries(entry)
+        .send()
+        .await?;
+    anyhow::ensure!(out.failed_entry_count() == 0, "{out:?}");
+    Ok(())
+}
+
+/// S3 refuses shipping's reads of a claim check (AccessDenied: a role or key policy changed
+/// under the running service) far longer than the queue's redrive budget allows failures: the
+/// refusal is about the service, not the event, so the event is held — retried, never parked —
+/// and `/healthz` says why. Once S3 answers again the event is applied; the DLQ stayed empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_refusal_holds_a_claim_checked_event_and_parks_nothing() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    // Two receives allowed: the refusal below outlasts that budget many times over.
+    stack
+        .run_ok("shipping", &["setup", "--max-receive-count", "2"])
+        .await?;
+    let proxy = harness::faults::FaultProxy::start(&stack.moto.endpoint).await?;
+    proxy.plan.set_deny(Some(harness::faults::S3));
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    // Only S3 goes through the proxy.
+    let env = stack.env_with(&[
+        ("AWS_ENDPOINT_URL_S3", &proxy.endpoint),
+        ("SHIPPING_METRICS_LISTEN", &listen),
+    ]);
+    let service = harness::process::Proc::spawn(
+        "shipping",
+        &["run", "--wait-seconds", "1", "--retry-delay", "0"],
+        &env,
+    )?;
+    publish_claim_checked_customer(&sdk, "held-event", "c-held", "Held Ltd").await?;
+
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let denied = || proxy.plan.denied.load(std::sync::atomic::Ordering::SeqCst);
+    let refused_since = Instant::now();
+    harness::wait::until(
+        "ten refused reads of the claim check over ten seconds",
+        Duration::from_secs(120),
+        || async {
+            service.ensure_running()?;
+            let parked = depth(&sqs, "shipping-events-dlq").await?;
+            anyhow::ensure!(
+                parked == 0,
+                "the held event was parked after {} refusals",
+                denied()
+            );
+            Ok((denied() >= 10 && refused_since.elapsed() > Duration::from_secs(10)).then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
+    let body = harness::metrics::wait_health(port, 503, "AccessDenied", Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
+    assert!(body.contains("claim check"), "{body}");
+
+    proxy.plan.set_deny(None);
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    harness::wait::until("the held event applied", Duration::from_secs(60), || async {
+        service.ensure_running()?;
+        let customers = shipping::scan(&dynamo, "shipping-customers").await?;
+        Ok(customers
+            .iter()
+            .any(|c| shipping::text(c, "customer_id") == "c-held" && shipping::text(c, "name") == "Held Ltd")
+            .then_some(()))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
+    assert_eq!(depth(&sqs, "shipping-events-dlq").await?, 0, "nothing parked");
+    harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
+    service.ensure_running()?;
+    Ok(())
+}

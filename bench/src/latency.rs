@@ -124,9 +124,9 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         &clisten,
     ];
     let _standby = if args.synchronous_standby {
-        eprintln!("starting a physical standby (pg_basebackup)…");
+        eprintln!("starting a physical standby…");
         capture_args.extend(["--synchronous-standby", "bench_standby"]);
-        Some(pg.start_standby("bench_standby")?)
+        Some(pg.start_standby("bench_standby").await?)
     } else {
         None
     };

@@ -3,15 +3,18 @@
 //!
 //! `initdb` and `postgres` refuse to run as root, so as root they run as the `postgres` user.
 //!
-//! A primary can clone itself into a physical streaming standby (`start_standby`, a
-//! `pg_basebackup -R` of it) that a failover test later promotes (`promote`). A standby is a
-//! `TestPostgres` like any other: its own port, socket directory and log, stopped on drop.
-//! Logical slots are not copied to a standby (PostgreSQL 15 has no slot sync), so after a
-//! promotion the new primary has none.
+//! A primary can clone itself into a physical streaming standby (`start_standby`: a file copy
+//! between `pg_backup_start` and `pg_backup_stop`, on a physical slot named after it) that a
+//! failover test later promotes (`promote`). A standby is a `TestPostgres` like any other: its
+//! own port, socket directory and log, stopped on drop. Logical slots are not copied to a
+//! standby; before 17 nothing syncs them, so after a promotion the new primary has none.
+//!
+//! Any major from 14 on: `PG_BINDIR` names the server's binaries (initdb, pg_ctl, postgres are
+//! all the harness runs), else the distribution's newest.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tokio_postgres::NoTls;
@@ -76,11 +79,14 @@ impl TestPostgres {
     }
 
     /// Clones this running primary into a physical streaming standby named `name` (its
-    /// `application_name` in `pg_stat_replication`), starts it on its own free port, and
-    /// returns once the primary reports it `streaming`. The standby is a hot standby: it
-    /// takes read-only queries. It reconnects with the superuser's password, which
-    /// `pg_basebackup -R` writes into its `primary_conninfo`.
-    pub fn start_standby(&self, name: &str) -> anyhow::Result<TestPostgres> {
+    /// `application_name` in `pg_stat_replication`, and the name of the physical slot it
+    /// streams from), starts it on its own free port, and returns once the primary reports it
+    /// `streaming`. The standby is a hot standby: it takes read-only queries.
+    ///
+    /// The clone is a file copy between `pg_backup_start` and `pg_backup_stop` (a base backup
+    /// without `pg_basebackup`, which the server builds of other majors lack, and which cannot
+    /// copy a newer server than itself); the slot keeps the WAL the standby still needs.
+    pub async fn start_standby(&self, name: &str) -> anyhow::Result<TestPostgres> {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             bail!("a standby name is letters, digits and underscores, not {name:?}");
         }
@@ -91,65 +97,128 @@ impl TestPostgres {
             bindir: self.bindir.clone(),
             port,
         };
-        if running_as_root() {
-            run(Command::new("chown")
-                .args(["-R", "postgres:"])
-                .arg(standby.dir.path()))?;
-        }
-        // initdb's pg_hba.conf lets `host replication all 127.0.0.1/32` in with SCRAM.
-        standby
-            .as_owner(&self.bindir.join("pg_basebackup"), |c| {
-                c.env("PGPASSWORD", SUPERUSER_PASSWORD)
-                    .arg("-D")
-                    .arg(standby.data_dir())
-                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
-                    // With -R, what the connection string names (application_name here)
-                    // goes into the standby's primary_conninfo.
-                    .arg(format!("--dbname=application_name={name}"))
-                    .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"]);
-            })
-            .context("pg_basebackup of the primary failed")?;
-        // The copied postgresql.conf names the primary's port and socket directory; later
-        // lines win. A status every second keeps `replay_lsn` on the primary current.
+        let client = self.client().await?;
+        client
+            .execute(
+                "SELECT pg_create_physical_replication_slot($1, true) \
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                &[&name],
+            )
+            .await?;
+        let major = self.major().await?;
+        let (start, stop) = if major >= 15 {
+            (
+                "SELECT pg_backup_start($1, true)::text",
+                "SELECT labelfile FROM pg_backup_stop(true)",
+            )
+        } else {
+            (
+                "SELECT pg_start_backup($1, true, false)::text",
+                "SELECT labelfile FROM pg_stop_backup(false, true)",
+            )
+        };
+        client.query_one(start, &[&name]).await?;
+        let copied = self.copy_data_to(&standby);
+        let label: String = client.query_one(stop, &[]).await?.get(0);
+        copied?;
+        let data = standby.data_dir();
+        std::fs::write(data.join("backup_label"), label)?;
+        std::fs::write(data.join("standby.signal"), "")?;
+        // Later lines win over the copied ones (the primary's port and socket directory). A
+        // status every second keeps `replay_lsn` on the primary current.
         std::fs::OpenOptions::new()
             .append(true)
-            .open(standby.data_dir().join("postgresql.conf"))
+            .open(data.join("postgresql.conf"))
             .and_then(|mut f| {
                 use std::io::Write;
                 writeln!(
                     f,
                     "port = {port}\nunix_socket_directories = '{}'\nhot_standby = on\n\
-                     wal_receiver_status_interval = 1s",
-                    standby.dir.path().display()
+                     wal_receiver_status_interval = 1s\nprimary_slot_name = '{name}'\n\
+                     primary_conninfo = 'host=127.0.0.1 port={} user=postgres password={SUPERUSER_PASSWORD} application_name={name}'",
+                    standby.dir.path().display(),
+                    self.port
                 )
             })?;
+        if running_as_root() {
+            run(Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(standby.dir.path()))?;
+        }
         standby.start_server()?;
-        poll_until(
+        crate::wait::until(
             &format!("standby {name} streaming"),
             Duration::from_secs(60),
-            || {
-                let streaming = self.psql(&format!(
-                    "SELECT count(*) FROM pg_stat_replication \
-                     WHERE application_name = '{name}' AND state = 'streaming'"
-                ))?;
-                Ok(streaming == "1")
+            || async {
+                let streaming = client
+                    .query_opt(
+                        "SELECT 1 FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'",
+                        &[&name],
+                    )
+                    .await?;
+                Ok(streaming.map(|_| ()))
             },
         )
+        .await
         .with_context(|| format!("see {}", standby.log_path().display()))?;
         Ok(standby)
     }
 
+    /// The data directory copied into `standby`'s, without what belongs to the running server
+    /// (its pid file, its WAL — the standby streams what it needs — and its slots).
+    fn copy_data_to(&self, standby: &TestPostgres) -> anyhow::Result<()> {
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(self.data_dir())
+            .arg(standby.data_dir()))?;
+        let data = standby.data_dir();
+        for file in ["postmaster.pid", "postmaster.opts"] {
+            let _ = std::fs::remove_file(data.join(file));
+        }
+        for dir in ["pg_wal", "pg_replslot"] {
+            for entry in std::fs::read_dir(data.join(dir))?.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    if dir == "pg_replslot" {
+                        std::fs::remove_dir_all(&path)?;
+                    }
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The server's major version (14, 15, …).
+    pub async fn major(&self) -> anyhow::Result<u32> {
+        let num: i32 = self
+            .client()
+            .await?
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await?
+            .get(0);
+        Ok(u32::try_from(num / 10_000)?)
+    }
+
     /// Promotes this standby to a primary and returns once it takes writes.
-    pub fn promote(&self) -> anyhow::Result<()> {
+    pub async fn promote(&self) -> anyhow::Result<()> {
         self.as_owner(&self.bindir.join("pg_ctl"), |c| {
             c.arg("-D").arg(self.data_dir()).args(["-w", "promote"]);
         })
         .with_context(|| format!("promotion failed; see {}", self.log_path().display()))?;
-        poll_until(
+        crate::wait::until(
             "the promoted standby out of recovery",
             Duration::from_secs(60),
-            || Ok(self.psql("SELECT pg_is_in_recovery()")? == "f"),
+            || async {
+                let Ok(client) = self.client().await else {
+                    return Ok(None);
+                };
+                let recovering: bool = client.query_one("SELECT pg_is_in_recovery()", &[]).await?.get(0);
+                Ok((!recovering).then_some(()))
+            },
         )
+        .await
     }
 
     /// Waits until the standby `name` has replayed everything this primary had written when
@@ -176,21 +245,6 @@ impl TestPostgres {
             },
         )
         .await
-    }
-
-    /// One value from a superuser query, through `psql` (so synchronous callers can wait).
-    fn psql(&self, sql: &str) -> anyhow::Result<String> {
-        let out = Command::new(self.bin("psql"))
-            .env("PGPASSWORD", SUPERUSER_PASSWORD)
-            .env("PGCONNECT_TIMEOUT", "5")
-            .args(["-XAt", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .arg(format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port))
-            .output()
-            .context("cannot run psql")?;
-        if !out.status.success() {
-            bail!("psql {sql:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     fn start_server(&self) -> anyhow::Result<()> {
@@ -395,30 +449,6 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Polls a blocking `check` every 200 ms until it holds, or fails after `timeout` naming
-/// `what` with the last error, if any.
-fn poll_until(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        let last = match check() {
-            Ok(true) => return Ok(()),
-            Ok(false) => None,
-            Err(err) => Some(err),
-        };
-        if started.elapsed() > timeout {
-            match last {
-                Some(err) => bail!("timed out after {timeout:?} waiting for {what}: {err:#}"),
-                None => bail!("timed out after {timeout:?} waiting for {what}"),
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn bindir() -> anyhow::Result<PathBuf> {

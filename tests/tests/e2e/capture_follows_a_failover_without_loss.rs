@@ -69,7 +69,7 @@ fn spawn_writer(
 
 async fn failover(synchronous: bool) -> anyhow::Result<Figures> {
     let stack = Stack::start().await?;
-    let standby = stack.pg.start_standby("standby1")?;
+    let standby = stack.pg.start_standby("standby1").await?;
     let url = format!(
         "postgres://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
         stack.pg.port, standby.port
@@ -100,12 +100,12 @@ async fn failover(synchronous: bool) -> anyhow::Result<Figures> {
 
     // The primary dies mid-write; the standby takes over.
     stack.pg.stop(StopMode::Immediate)?;
-    standby.promote()?;
+    standby.promote().await?;
     let promoted = Instant::now();
     // Capture waits for a standby of that name: the new primary gets one, as Patroni or
     // RDS would give it.
     let _new_standby = if synchronous {
-        Some(standby.start_standby("standby1")?)
+        Some(standby.start_standby("standby1").await?)
     } else {
         None
     };
@@ -206,7 +206,7 @@ async fn without_one_nothing_is_lost_and_phantoms_are_counted() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_while_the_synchronous_standby_is_down_ends_in_time() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
-    let standby = stack.pg.start_standby("standby1")?;
+    let standby = stack.pg.start_standby("standby1").await?;
     let pg = stack.pg.client().await?;
     for (n, command) in ["capture", "run"].into_iter().enumerate() {
         let args = [

@@ -3,7 +3,8 @@
 //! throttling, partial batch failures, cancelled transactions, a brownout of each AWS service
 //! longer than the shipping queue's redrive budget, silent partitions towards Postgres and AWS,
 //! payloads beyond f64, events no stage can store, a primary failover to a physical standby, a
-//! reshard of the stream (merge or split) —
+//! reshard of the stream (merge or split), a full load killed midway, capture killed during an
+//! outbox resync, a SIGTERM while the synchronous standby is down —
 //! at seeded moments, then nothing lost at any
 //! stage, no healthy event dead-lettered, every unstorable event parked, every aggregate in
 //! commit order in Kinesis, and the projection equal to the monolith (`chaos` checks and exits 1
@@ -18,7 +19,7 @@ async fn every_fault_kind_once_and_nothing_lost() -> anyhow::Result<()> {
     let out = dir.path().join("chaos.json");
     let out_arg = out.to_string_lossy().into_owned();
     let args = [
-        "--events", "300", "--faults", "25", "--seed", "7", "--out", &out_arg,
+        "--events", "300", "--faults", "28", "--seed", "7", "--out", &out_arg,
     ];
     let (code, stdout, stderr) = process::run("chaos", &args, &[]).await?;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
@@ -37,7 +38,7 @@ async fn every_fault_kind_once_and_nothing_lost() -> anyhow::Result<()> {
     assert_eq!(r["unstorable_events"], 2, "{r}");
     assert_eq!(r["unstorable_parked"], 2, "{r}");
     let kinds = r["faults"].as_object().map_or(0, |f| f.len());
-    assert_eq!(kinds, 25, "every fault kind injected: {r}");
+    assert_eq!(kinds, 28, "every fault kind injected: {r}");
     assert!(stdout.contains("| lost before kinesis | 0 |"), "{stdout}");
     Ok(())
 }

@@ -39,9 +39,12 @@ pub(crate) enum Fault {
     ExactNumbers,
     Unstorable,
     Reshard,
+    FullLoadKilled,
+    RestartDuringResync,
+    SigtermStandbyDown,
 }
 
-pub(crate) const KINDS: [Fault; 25] = [
+pub(crate) const KINDS: [Fault; 28] = [
     Fault::KillCapture,
     Fault::KillRelay,
     Fault::KillShipping,
@@ -67,6 +70,9 @@ pub(crate) const KINDS: [Fault; 25] = [
     Fault::ExactNumbers,
     Fault::Unstorable,
     Fault::Reshard,
+    Fault::FullLoadKilled,
+    Fault::RestartDuringResync,
+    Fault::SigtermStandbyDown,
 ];
 
 /// The paths a fault can be injected on.
@@ -107,7 +113,7 @@ pub(crate) async fn inject(
         }
         Fault::PostgresFastRestart => stack.pg.restart(StopMode::Fast)?,
         Fault::PostgresImmediateRestart => stack.pg.restart(StopMode::Immediate)?,
-        Fault::Failover => db.fail_over(stack)?,
+        Fault::Failover => db.fail_over(stack).await?,
         Fault::TerminateWalsender => {
             let pg = stack.pg.client().await?;
             pg.execute(
@@ -181,6 +187,9 @@ pub(crate) async fn inject(
             let target = if open >= 4 { open / 2 } else { open * 2 };
             harness::kinesis::reshard(&stack.kinesis, &stack.stream, target).await?;
         }
+        Fault::FullLoadKilled => super::lifecycle::full_load_killed(stack, p).await?,
+        Fault::RestartDuringResync => super::lifecycle::restart_during_resync(stack, p, paths).await?,
+        Fault::SigtermStandbyDown => super::lifecycle::sigterm_standby_down(stack, p, db).await?,
     }
     Ok(Vec::new())
 }

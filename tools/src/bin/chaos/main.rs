@@ -13,7 +13,10 @@
 //! SQS, EventBridge, Kinesis, S3 — longer than the shipping queue's whole redrive budget; a
 //! silent partition (no bytes, sockets left open) towards Postgres and towards AWS; payloads
 //! with numbers beyond f64, unicode and deep nesting; and events no stage can store (a key over
-//! DynamoDB's limit, a number beyond its range), which must be parked. After the load:
+//! DynamoDB's limit, a number beyond its range), which must be parked; and the one-off paths: a
+//! `bridge setup --full-load` killed midway (capture must refuse its slot, the load run again
+//! must hold every row), capture killed in the middle of an outbox resync (the slot taken away
+//! under it), and a SIGTERM while the synchronous standby it waits for is down. After the load:
 //! quiescence, then one table — events written, faults by kind, delivered to each stage,
 //! duplicates, lost, phantoms, projection mismatches, healthy events dead-lettered (must be 0),
 //! aggregates out of commit order in Kinesis (must be 0), DLQ entries, and the time capture took
@@ -75,6 +78,7 @@ struct Args {
 const MAX_RECEIVE_COUNT: &str = "3";
 
 mod fault;
+mod lifecycle;
 mod pipeline;
 mod report;
 mod verify;
@@ -260,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         recoveries.push((fault, recovery.elapsed().as_secs_f64()));
         if failed_over {
-            db.replace_standby(&stack)?;
+            db.replace_standby(&stack).await?;
         }
     }
     load.await?;

@@ -74,7 +74,7 @@ impl Database {
     pub(crate) async fn start(stack: &Stack) -> anyhow::Result<Self> {
         let primary = format!("127.0.0.1:{}", stack.pg.port);
         Ok(Self {
-            standby: Some(stack.pg.start_standby(STANDBY)?),
+            standby: Some(stack.pg.start_standby(STANDBY).await?),
             capture_path: Proxy::start(&primary).await?,
             shared_path: Proxy::start(&primary).await?,
         })
@@ -91,13 +91,13 @@ impl Database {
     /// The primary dies at once (`-m immediate`) and the standby is promoted in its place,
     /// without waiting for it to catch up: what it had not received is lost, as in a real
     /// failover. The promoted server becomes `stack.pg`; the old primary's files go with it.
-    pub(crate) fn fail_over(&mut self, stack: &mut Stack) -> anyhow::Result<()> {
+    pub(crate) async fn fail_over(&mut self, stack: &mut Stack) -> anyhow::Result<()> {
         let standby = self
             .standby
             .take()
             .ok_or_else(|| anyhow::anyhow!("no standby to promote"))?;
         stack.pg.stop(StopMode::Immediate)?;
-        standby.promote()?;
+        standby.promote().await?;
         drop(std::mem::replace(&mut stack.pg, standby));
         let primary = format!("127.0.0.1:{}", stack.pg.port);
         self.capture_path.set_upstream(&primary);
@@ -106,9 +106,9 @@ impl Database {
     }
 
     /// A new standby of the current primary, so that the next failover has one to promote.
-    pub(crate) fn replace_standby(&mut self, stack: &Stack) -> anyhow::Result<()> {
+    pub(crate) async fn replace_standby(&mut self, stack: &Stack) -> anyhow::Result<()> {
         if self.standby.is_none() {
-            self.standby = Some(stack.pg.start_standby(STANDBY)?);
+            self.standby = Some(stack.pg.start_standby(STANDBY).await?);
         }
         Ok(())
     }

@@ -126,9 +126,11 @@ async fn drop_unfinished_slot(client: &tokio_postgres::Client, slot: &str) -> an
             {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
-            Err(err) => return Err(anyhow::Error::new(err).context(format!(
+            Err(err) => {
+                return Err(anyhow::Error::new(err).context(format!(
                 "cannot drop the slot `{slot}` of the unfinished full load (is a capture streaming from it?)"
-            ))),
+            )))
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! An HTTP proxy in front of the emulator that injects AWS failures the emulator cannot
 //! produce itself: whole-call throttling, 5xx answers, added latency, TransactWriteItems
 //! cancellations, partial PutEvents / PutRecords failures in which only some entries really
-//! arrive and the others come back with an error code, and refusals of the caller's permissions.
+//! arrive and the others come back with an error code, refusals of the caller's permissions,
+//! and S3's answer to a missing key for a caller without `s3:ListBucket` (403, not moto's 404).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,6 +59,9 @@ pub struct FaultPlan {
     pub deny: std::sync::Mutex<Option<String>>,
     /// Calls answered by [`FaultPlan::deny`].
     pub denied: AtomicU32,
+    /// While set, S3's 404 `NoSuchKey` becomes 403 `AccessDenied`: what S3 answers for a missing
+    /// key to a caller without `s3:ListBucket` on the bucket (moto always answers 404).
+    pub missing_key_as_denied: std::sync::atomic::AtomicBool,
     /// While set to (target prefix, text), every call whose `X-Amz-Target` starts with the
     /// prefix and whose body holds the text is answered 503 ServiceUnavailable: one item (a hot
     /// partition, say) failing while the rest of its table answers.
@@ -393,6 +397,9 @@ async fn handle(
             return partial(&ctx, &uri, &headers, &body, PUT_EVENTS).await;
         }
     }
+    if target.is_empty() && plan.missing_key_as_denied.load(Ordering::SeqCst) {
+        return missing_key_as_denied(&ctx, method, &uri, &headers, body).await;
+    }
     forward(&ctx, method, &uri, &headers, body).await
 }
 
@@ -408,6 +415,31 @@ fn service_matches(setting: &std::sync::Mutex<Option<String>>, target: &str) -> 
             })
         })
         .unwrap_or(false)
+}
+
+/// Forwards an S3 call; a 404 for a missing key comes back as S3 answers it to a caller that
+/// may not list the bucket: 403 AccessDenied (it must not learn whether the key exists).
+async fn missing_key_as_denied(
+    ctx: &Ctx,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let upstream = forward(ctx, method, uri, headers, body).await;
+    if upstream.status() != StatusCode::NOT_FOUND {
+        return upstream;
+    }
+    let (parts, upstream_body) = upstream.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(upstream_body, 1 << 20).await else {
+        return (StatusCode::BAD_GATEWAY, "proxy: upstream body").into_response();
+    };
+    // HEAD answers carry no body: a 404 there is a missing key as well.
+    if bytes.is_empty() || holds(&bytes, b"<Code>NoSuchKey</Code>") {
+        ctx.plan.injected.fetch_add(1, Ordering::SeqCst);
+        return s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Access Denied");
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 /// Whether `needle` occurs in `body`.

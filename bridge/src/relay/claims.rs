@@ -1,12 +1,15 @@
 //! A record capture sent by claim check (it was above Kinesis' 1 MiB limit, see
 //! `sink::claims`): the whole record is read back from S3 and takes the slim one's place.
 //! A transient S3 failure is retried; a claim check that cannot be resolved (the object is
-//! gone, its hash does not match) parks the record with that reason. A refusal of the relay's
-//! own credentials (access denied) is not the record's fault: the relay stops, as it does when
-//! PutEvents is denied, and nothing is parked or checkpointed.
+//! gone: 404 `NoSuchKey`; its hash does not match) parks the record with that reason. A refusal
+//! of the relay itself (`AccessDenied`, an expired token, a KMS key it may not use:
+//! [`eventing::retry::refused_caller`]) is not the record's fault: its worker holds the page —
+//! nothing parked or checkpointed, `/healthz` saying why — until S3 lets it read. The relay's
+//! role may list the bucket, so that a missing object is a 404, not a 403 (S3's rule for a
+//! caller without `s3:ListBucket`), and is parked instead of holding the shard for ever.
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use eventing::retry::{transient_cause, while_transient, Backoff, Transient};
+use eventing::retry::{refused_caller, transient_cause, while_transient, Backoff, Transient};
 use sha2::{Digest, Sha256};
 
 use super::envelope::ClaimRef;
@@ -20,21 +23,12 @@ pub struct ReadError {
     transient: bool,
 }
 
-/// S3's answers that say the caller may not read, not that the object is bad.
-const DENIED: [&str; 5] = [
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "AllAccessDisabled",
-];
-
 /// Why a claim check was not resolved.
 #[derive(Debug)]
 pub enum Unresolved {
     /// The record's fault (object gone, hash mismatch): park it with this reason.
     Park(String),
-    /// The relay's (its credentials): stop.
+    /// The relay's (its credentials or permissions): hold the page.
     Denied(ReadError),
 }
 
@@ -49,7 +43,7 @@ pub async fn resolve(s3: &aws_sdk_s3::Client, check: &ClaimRef) -> Result<Vec<u8
     let what = format!("read claim check s3://{}/{}", check.bucket, check.key);
     let whole = match while_transient(&what, Backoff::call(), || read(s3, check)).await {
         Ok(whole) => whole,
-        Err(e) if DENIED.contains(&e.reason.as_str()) => return Err(Unresolved::Denied(e)),
+        Err(e) if refused_caller(&e.reason) => return Err(Unresolved::Denied(e)),
         Err(e) => {
             return Err(Unresolved::Park(format!(
                 "record above Kinesis' 1 MiB limit sent by claim check, which cannot be read \

@@ -46,7 +46,8 @@ pub enum RelayError {
     DeadLetter(#[from] DeadLetterError),
     #[error("{what} took longer than {} ms, a third of the lease", after.as_millis())]
     TimedOut { what: String, after: Duration },
-    #[error("the relay may not read capture's claim checks (s3:GetObject on --claim-check-bucket)")]
+    /// Held, not fatal: see [`RelayError::holds_the_page`].
+    #[error("s3 refuses the relay's read of a claim check: check s3:GetObject and s3:ListBucket on --claim-check-bucket (and kms:Decrypt on its key)")]
     ClaimCheckDenied(#[source] claims::ReadError),
 }
 
@@ -68,8 +69,15 @@ impl RelayError {
     /// its page (nothing parked, no checkpoint) and tries it again, instead of stopping the
     /// relay: one event must not stop it, and any event accepted meanwhile — on another shard,
     /// or after this one on the same — lets the next try park this one.
+    ///
+    /// S3 refusing the relay's read of a claim check is held the same way: the refusal is the
+    /// relay's (its role, a key policy), never the record's, and stopping only restarts the
+    /// relay onto the same record.
     pub fn holds_the_page(&self) -> bool {
-        matches!(self, Self::Publish(PublishError::RefusedFromTheStart { .. }))
+        matches!(
+            self,
+            Self::Publish(PublishError::RefusedFromTheStart { .. }) | Self::ClaimCheckDenied(_)
+        )
     }
 }
 

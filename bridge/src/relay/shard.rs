@@ -38,6 +38,14 @@ pub struct ShardWorker {
     pub stop: CancellationToken,
 }
 
+/// A worker that ends (stopped, its lease lost, the relay stopping) leaves no problem behind
+/// on `/healthz`: whoever reads the shard next sets its own.
+impl Drop for ShardWorker {
+    fn drop(&mut self) {
+        self.refused(None);
+    }
+}
+
 impl ShardWorker {
     pub async fn run(mut self) -> Result<WorkerEnd, RelayError> {
         // Drained by another relay between our lease snapshot and our acquire (it released the
@@ -187,7 +195,19 @@ impl ShardWorker {
         match self.handle(records).await {
             Ok(()) => {
                 held.reset();
+                self.refused(None);
                 Ok(true)
+            }
+            Err(err @ RelayError::ClaimCheckDenied(_)) => {
+                let delay = held.next_delay();
+                let why = eventing::error_chain::chain(&err);
+                tracing::warn!(shard = %self.shard_id, error = %why, delay_ms = delay.as_millis() as u64, "holding the page until s3 lets the relay read the claim check");
+                self.refused(Some(format!(
+                    "relay: shard {} holds its page: {why}",
+                    self.shard_id
+                )));
+                self.sleep(delay).await;
+                Ok(false)
             }
             Err(err) if err.holds_the_page() => {
                 let delay = held.next_delay();
@@ -197,6 +217,12 @@ impl ShardWorker {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// Sets (or clears) the `/healthz` problem of a page held because S3 refuses the relay.
+    fn refused(&self, reason: Option<String>) {
+        let name = format!("claim-check-refused/{}", self.shard_id);
+        self.ctx.metrics.health.problem(&name, reason);
     }
 
     /// Publishes the page's events and parks its dead letters; returns when all are settled.

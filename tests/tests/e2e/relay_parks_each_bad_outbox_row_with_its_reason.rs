@@ -343,3 +343,129 @@ async fn an_s3_brownout_holds_a_large_record_at_both_ends_and_parks_nothing() ->
     relay.ensure_running()?;
     Ok(())
 }
+
+/// Messages in the bridge's dead-letter queue, visible or not.
+async fn parked_count(sdk: &aws_config::SdkConfig) -> anyhow::Result<u64> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let dlq = harness::dlq::queue_url(&sqs, "bridge-dlq").await?;
+    let names = [
+        A::ApproximateNumberOfMessages,
+        A::ApproximateNumberOfMessagesNotVisible,
+    ];
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .set_attribute_names(Some(names.to_vec()))
+        .send()
+        .await?;
+    let mut total = 0;
+    for name in &names {
+        let value = out
+            .attributes()
+            .and_then(|a| a.get(name))
+            .ok_or_else(|| anyhow::anyhow!("bridge-dlq: no {name:?}"))?;
+        total += value.parse::<u64>()?;
+    }
+    Ok(total)
+}
+
+/// A record whose claim check is gone, read by a relay whose role may not list the bucket: S3
+/// then answers the missing key 403 AccessDenied, as it answers a refusal of the relay itself.
+/// The relay cannot tell them apart, so it holds the page — keeps running, parks nothing, and
+/// `/healthz` says why — where it used to stop (and ECS restarted it onto the same record, for
+/// ever). With `s3:ListBucket` granted (the deployed roles have it) S3 answers 404 NoSuchKey:
+/// the record is parked with that reason, and the record after it on its shard is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_claim_check_is_held_while_s3_answers_403_and_parked_once_it_answers_404() -> anyhow::Result<()>
+{
+    let stack = Stack::start().await?;
+    let pg = stack.pg.client().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let mut events = bus::monolith_events(&sdk, "gone-claim").await?;
+    let capture = stack.spawn_capture(&[]).await?;
+    let (big, after) = (
+        "00000000-0000-0000-0000-0000000000f1",
+        "00000000-0000-0000-0000-0000000000f2",
+    );
+    let payload = json!({"blob": "u".repeat(1_200_000)});
+    large_message_then_row(&pg, big, after, "doc-5", &payload).await?;
+    let records = harness::wait::until("both records in the stream", Duration::from_secs(60), || async {
+        capture.ensure_running()?;
+        let records = stack.records().await?;
+        let has = |id: &str| records.iter().any(|r| r.json["data"]["id"] == id);
+        Ok((has(big) && has(after)).then_some(records))
+    })
+    .await?;
+    let gone = records
+        .iter()
+        .find(|r| r.json["data"]["id"] == big)
+        .map(|r| r.json["metadata"]["claim-check"].clone())
+        .unwrap_or_default();
+    let gone_key = gone["key"].as_str().unwrap_or_default().to_owned();
+    anyhow::ensure!(!gone_key.is_empty(), "no claim check: {gone}");
+    aws_sdk_s3::Client::new(&sdk)
+        .delete_object()
+        .bucket(gone["bucket"].as_str().unwrap_or_default())
+        .key(&gone_key)
+        .send()
+        .await?;
+
+    // S3 as AWS answers a role without s3:ListBucket on the bucket.
+    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    proxy.plan.missing_key_as_denied.store(true, Ordering::SeqCst);
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let env = stack.env_with(&[("AWS_ENDPOINT_URL_S3", &proxy.endpoint)]);
+    let relay = Proc::spawn(
+        "bridge",
+        &["relay", "--lease-duration-secs", "3", "--metrics-listen", &listen],
+        &env,
+    )?;
+    let refusals = || proxy.plan.injected.load(Ordering::SeqCst);
+    harness::wait::until(
+        "the relay to hold the page through refusals",
+        Duration::from_secs(90),
+        || {
+            let running = relay.ensure_running();
+            let (sdk, n) = (&sdk, refusals());
+            async move {
+                running?;
+                anyhow::ensure!(parked_count(sdk).await? == 0, "parked while S3 answered 403");
+                Ok((n >= 4).then_some(()))
+            }
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\nrelay:\n{}", relay.output()))?;
+    let body = harness::metrics::wait_health(port, 503, "AccessDenied", Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nrelay:\n{}", relay.output()))?;
+    assert!(body.contains(&gone_key), "{body}");
+    events.poll().await?;
+    assert!(
+        !events.by_event_id().contains_key(after),
+        "published past the held record"
+    );
+    relay.ensure_running()?;
+
+    // s3:ListBucket granted: the missing key is a 404, the record's own fault.
+    proxy.plan.missing_key_as_denied.store(false, Ordering::SeqCst);
+    events
+        .until("the record after the gone one", Duration::from_secs(90), |s| {
+            s.by_event_id().contains_key(after)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nrelay:\n{}", relay.output()))?;
+    let parked = harness::dlq::receive(&sdk, "bridge-dlq", 1).await?;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let reason = parked[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(&gone_key) && reason.contains("NoSuchKey"),
+        "{reason}"
+    );
+    assert!(!events.by_event_id().contains_key(big));
+    harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
+    relay.ensure_running()?;
+    Ok(())
+}

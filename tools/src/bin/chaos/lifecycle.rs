@@ -30,7 +30,14 @@ pub(crate) async fn full_load_killed(stack: &Stack, p: &Pipeline) -> anyhow::Res
     let mut args = vec!["setup", "--full-load", "--shards", "1"];
     args.extend(FULL_LOAD);
     let mut setup = Proc::spawn("bridge", &args, &p.env)?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Killed once the load has begun (its tag says so, just before its slot exists), a moment in.
+    harness::wait::until("the full load under way", Duration::from_secs(60), || async {
+        setup.ensure_running()?;
+        let tag = full_load_tag(stack).await.unwrap_or_default();
+        Ok(tag.contains("state=running").then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     setup.kill9().await?;
     if setup.output().contains("full load:") {
         // It finished within the moment: nothing was cut short this time.
@@ -45,17 +52,34 @@ pub(crate) async fn full_load_killed(stack: &Stack, p: &Pipeline) -> anyhow::Res
             "capture did not refuse the slot of a full load cut short ({code:?}):\n{}",
             refused.output()
         );
+        // Every row there now is in the new load's snapshot.
+        let before: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
+        let (code, out, err) = harness::process::run("bridge", &args, &p.env).await?;
+        anyhow::ensure!(code == Some(0), "the full load run again failed:\n{out}\n{err}");
+        let records = harness::kinesis::read_all(&stack.kinesis, "chaos-full-load").await?;
+        let loaded: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
+        let missing = before.iter().filter(|id| !loaded.contains(id.as_str())).count();
+        anyhow::ensure!(missing == 0, "{missing} outbox rows missing from the full load");
     }
-    let before: HashSet<String> = stack.outbox_ids().await?.into_iter().collect();
-    let (code, out, err) = harness::process::run("bridge", &args, &p.env).await?;
-    anyhow::ensure!(code == Some(0), "the full load run again failed:\n{out}\n{err}");
-    let kinesis = &stack.kinesis;
-    let records = harness::kinesis::read_all(kinesis, "chaos-full-load").await?;
-    let loaded: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
-    let missing = before.iter().filter(|id| !loaded.contains(id.as_str())).count();
-    anyhow::ensure!(missing == 0, "{missing} outbox rows missing from the full load");
     // The load's slot is not streamed from here: it must not hold WAL for the rest of the run.
     drop_slot(&stack.pg.client().await?, "chaos_full_load", SlotReader::Stopped).await
+}
+
+/// The full load's tag on its stream (`state=running …` while it has not finished).
+async fn full_load_tag(stack: &Stack) -> anyhow::Result<String> {
+    let tags = stack
+        .kinesis
+        .list_tags_for_stream()
+        .stream_name("chaos-full-load")
+        .send()
+        .await?;
+    Ok(tags
+        .tags()
+        .iter()
+        .find(|t| t.key() == "outbox-bridge.full-load.chaos_full_load")
+        .and_then(|t| t.value())
+        .unwrap_or_default()
+        .to_owned())
 }
 
 /// The slot taken away under capture (its walsender terminated first), a slow Kinesis so the

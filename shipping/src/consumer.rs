@@ -466,7 +466,7 @@ async fn apply_body(ctx: &Context, body: &str) -> Result<(String, apply::Applied
                 )))
             }
             Err(ApplyError::Store(err)) if err.is_transient() => Err(Failure::Transient(err.to_string())),
-            Err(ApplyError::Store(err)) if err.is_content() => {
+            Err(ApplyError::Store(err)) if err.parks_the_event() => {
                 Err(Failure::Unusable(format!("event {}: {err}", event.event_id)))
             }
             Err(ApplyError::Store(err)) => Err(Failure::Fatal(err)),

@@ -53,9 +53,12 @@ impl StoreError {
         matches!(self, Self::Transient { .. })
     }
 
-    /// The event's own content is what DynamoDB refused: park the event, keep the service.
-    pub fn is_content(&self) -> bool {
-        matches!(self, Self::Content { .. })
+    /// The event cannot be applied, for its own content (what DynamoDB refused) or for an item
+    /// it touches that the service cannot read (corrupt: written by hand, or by another
+    /// version): park the event with the reason, keep the service. Stopping would only meet the
+    /// same item again after the restart; parked, the event is redriven once the item is fixed.
+    pub fn parks_the_event(&self) -> bool {
+        matches!(self, Self::Content { .. } | Self::Corrupt { .. })
     }
 }
 

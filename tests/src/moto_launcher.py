@@ -374,6 +374,33 @@ def delete_message(self, receipt_handle):
 sqs.Queue.delete_message = delete_message
 
 
+# DynamoDB compares only values of one type: a condition such as `aggregate_version < :v` on an
+# item whose aggregate_version is a string is false (the condition fails), not an error. moto
+# compared the Python values and raised TypeError, which its TransactWriteItems reported as a
+# cancellation reason no AWS answer has.
+from moto.dynamodb import comparisons as _comparisons  # noqa: E402
+
+
+def _same_type_only(expr):
+    def wrapper(self, item):
+        try:
+            return expr(self, item)
+        except TypeError:
+            return False
+
+    return wrapper
+
+
+for _cls in (
+    _comparisons.OpLessThan,
+    _comparisons.OpGreaterThan,
+    _comparisons.OpLessThanOrEqual,
+    _comparisons.OpGreaterThanOrEqual,
+    _comparisons.FuncBetween,
+):
+    _cls.expr = _same_type_only(_cls.expr)
+
+
 # Sixth: moto's EventBridge builds a new JSONPath parser (its grammar tables included) for every
 # input path of every delivered event; a parsed path is immutable, so each is parsed once.
 import functools  # noqa: E402

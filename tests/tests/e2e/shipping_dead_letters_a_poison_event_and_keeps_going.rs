@@ -4,7 +4,9 @@
 //! parked the same way and never stop the service; and a DynamoDB brownout that outlasts the
 //! queue's whole redrive budget dead-letters no healthy event. Events EventBridge cannot deliver
 //! to the queue at all (it was deleted) wait in the same DLQ, with EventBridge's reason, until a
-//! redrive once the queue is back: none is dropped between the bus and the service.
+//! redrive once the queue is back: none is dropped between the bus and the service. An item of
+//! the service's own tables it cannot read parks only the events that touch it; and S3 refusing
+//! the service's reads of a claim check (its permissions, not the event) parks nothing.
 
 use std::time::{Duration, Instant};
 
@@ -691,10 +693,19 @@ async fn publish_claim_checked_customer(
         "claim_check": {"bucket": "bridge-claim-checks", "key": key, "size": payload.len(),
                         "sha256": format!("{:x}", sha2::Sha256::digest(payload.as_bytes()))}},
         "data": null});
+    put_monolith_event(sdk, "CustomerCreated", &detail).await
+}
+
+/// Puts one event on the monolith's bus as the relay does (source, detail type, envelope).
+async fn put_monolith_event(
+    sdk: &aws_config::SdkConfig,
+    detail_type: &str,
+    detail: &serde_json::Value,
+) -> anyhow::Result<()> {
     let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
         .event_bus_name("legacy-monolith")
         .source("legacy.monolith")
-        .detail_type("CustomerCreated")
+        .detail_type(detail_type)
         .detail(detail.to_string())
         .build();
     let out = aws_sdk_eventbridge::Client::new(sdk)
@@ -772,6 +783,136 @@ async fn an_s3_refusal_holds_a_claim_checked_event_and_parks_nothing() -> anyhow
     .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
     assert_eq!(depth(&sqs, "shipping-events-dlq").await?, 0, "nothing parked");
     harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
+    service.ensure_running()?;
+    Ok(())
+}
+
+/// An item in the service's own tables that it cannot read (an attribute of the wrong type,
+/// written by hand or by an older version): the events that touch it are parked with the
+/// reason, every other event is applied, and the service keeps running — it used to stop, and
+/// met the same item again after every restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_item_parks_the_events_that_touch_it_and_the_rest_flow() -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::AttributeValue as Av;
+    use serde_json::json;
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    stack
+        .run_ok("shipping", &["setup", "--max-receive-count", "2"])
+        .await?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    // A shipment whose state is a number, a customer whose version is text.
+    dynamo
+        .put_item()
+        .table_name("shipping-shipments")
+        .item("order_id", Av::S("o-corrupt".into()))
+        .item("customer_id", Av::S("c-good".into()))
+        .item("order_total", Av::N("10".into()))
+        .item("state", Av::N("7".into()))
+        .item("order_version", Av::N("1".into()))
+        .item("version", Av::N("1".into()))
+        .send()
+        .await?;
+    dynamo
+        .put_item()
+        .table_name("shipping-customers")
+        .item("customer_id", Av::S("c-corrupt".into()))
+        .item("name", Av::S("Corrupt Ltd".into()))
+        .item("credit_limit", Av::N("10".into()))
+        .item("credit_reserved", Av::N("0".into()))
+        .item("aggregate_version", Av::S("three".into()))
+        .send()
+        .await?;
+    let service = stack.spawn("shipping", &["run", "--wait-seconds", "1", "--retry-delay", "0"])?;
+    let customer = |event_id: &str, id: &str, version: i64| {
+        json!({"metadata": {"event_id": event_id, "aggregate_type": "Customer", "aggregate_id": id,
+            "aggregate_version": version},
+            "data": {"customer_id": id, "name": "n", "credit_limit": 100, "credit_reserved": 0}})
+    };
+    let order = |event_id: &str, id: &str, version: i64| {
+        json!({"metadata": {"event_id": event_id, "aggregate_type": "Order", "aggregate_id": id,
+            "aggregate_version": version},
+            "data": {"order_id": id, "customer_id": "c-good", "order_total": 25, "state": "APPROVED"}})
+    };
+    put_monolith_event(&sdk, "OrderPlaced", &order("e-order-corrupt", "o-corrupt", 2)).await?;
+    put_monolith_event(
+        &sdk,
+        "CreditReserved",
+        &customer("e-customer-corrupt", "c-corrupt", 4),
+    )
+    .await?;
+    put_monolith_event(&sdk, "CustomerCreated", &customer("e-customer-good", "c-good", 1)).await?;
+    put_monolith_event(&sdk, "OrderPlaced", &order("e-order-good", "o-good", 1)).await?;
+
+    harness::wait::until("the healthy events applied", Duration::from_secs(90), || async {
+        service.ensure_running()?;
+        let inbox = shipping::scan(&dynamo, "shipping-inbox").await?;
+        let applied = |id: &str| inbox.iter().any(|i| shipping::text(i, "event_id") == id);
+        Ok((applied("e-customer-good") && applied("e-order-good")).then_some(()))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let dlq = harness::dlq::queue_url(&sqs, "shipping-events-dlq").await?;
+    let parked = std::sync::Mutex::new(std::collections::HashMap::new());
+    harness::wait::until(
+        "both events on corrupt items parked",
+        Duration::from_secs(90),
+        || {
+            let (sqs, dlq, parked, service) = (&sqs, &dlq, &parked, &service);
+            async move {
+                service.ensure_running()?;
+                let out = sqs
+                    .receive_message()
+                    .queue_url(dlq)
+                    .max_number_of_messages(10)
+                    .message_attribute_names("All")
+                    .wait_time_seconds(1)
+                    .visibility_timeout(600)
+                    .send()
+                    .await?;
+                let mut parked = parked.lock().map_err(|e| anyhow::anyhow!("{e}"))?;
+                for m in out.messages.unwrap_or_default() {
+                    let body: serde_json::Value = serde_json::from_str(m.body().unwrap_or_default())?;
+                    let reason = m
+                        .message_attributes()
+                        .and_then(|a| a.get("reason"))
+                        .and_then(|v| v.string_value())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let id = body["detail"]["metadata"]["event_id"]
+                        .as_str()
+                        .unwrap_or_default();
+                    parked.insert(id.to_owned(), reason);
+                }
+                Ok((parked.len() >= 2).then_some(()))
+            }
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", service.output()))?;
+    let parked = parked.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    for (event, key, table) in [
+        ("e-order-corrupt", "o-corrupt", "shipping-shipments"),
+        ("e-customer-corrupt", "c-corrupt", "shipping-customers"),
+    ] {
+        let reason = parked.get(event).map(String::as_str).unwrap_or_default();
+        assert!(
+            reason.contains(&format!("item `{key}` in `{table}` is malformed")),
+            "{event}: {reason}"
+        );
+    }
+    // The good ones took effect; the corrupt items were left as they were for the operator.
+    let shipments = shipping::scan(&dynamo, "shipping-shipments").await?;
+    let state_of = |id: &str| {
+        shipments
+            .iter()
+            .find(|s| shipping::text(s, "order_id") == id)
+            .map(|s| shipping::text(s, "state"))
+    };
+    assert_eq!(state_of("o-good").as_deref(), Some("SCHEDULED"));
+    assert_eq!(state_of("o-corrupt").as_deref(), Some("7"));
     service.ensure_running()?;
     Ok(())
 }

@@ -4,6 +4,7 @@ use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use bridge::partition::PartitionKey;
+use bridge::replication::slot::FailoverSlot;
 use bridge::table::TableName;
 use eventing::logging::LogFormat;
 
@@ -222,6 +223,9 @@ pub struct SourceArgs {
     /// The logical replication slot (created by setup or on first start when absent).
     #[arg(long, env = "BRIDGE_SLOT", default_value = "outbox_bridge", value_parser = parse_slot_name)]
     pub slot: String,
+    /// Make the slot a failover slot (PostgreSQL 17+: a standby with sync_replication_slots keeps it, so a promoted standby streams on without a resync): auto = where the server supports it.
+    #[arg(long, env = "BRIDGE_FAILOVER_SLOT", value_enum, default_value_t = FailoverSlot::Auto)]
+    pub failover_slot: FailoverSlot,
     /// Partition key per table, as DMS names them: TABLE=attribute-name:COLUMN|primary-key|schema-table|transaction-id (comma-separated).
     #[arg(long = "partition-key", env = "BRIDGE_PARTITION_KEYS", value_delimiter = ',', value_parser = parse_partition_override)]
     pub partition_keys: Vec<(TableName, PartitionKey)>,

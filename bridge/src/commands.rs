@@ -297,6 +297,7 @@ fn capture_config(
         heartbeat: Some(Duration::from_secs(tuning.heartbeat_secs)).filter(|d| !d.is_zero()),
         replication_timeout: Duration::from_secs(tuning.replication_timeout_secs),
         synchronous_standbys: tuning.synchronous_standby.clone(),
+        failover_slot: source.failover_slot,
     })
 }
 

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub put_retries: Family<Labels, Counter>,
     pub reconnects: Counter,
     pub slot_resyncs: Counter,
+    pub timeline_phantom_bytes: Counter,
     pub resync_rows: Counter,
     pub backfill_records: Counter,
     pub backfill_superseded: Counter,
@@ -75,6 +76,7 @@ impl Metrics {
             put_retries: Family::default(),
             reconnects: Counter::default(),
             slot_resyncs: Counter::default(),
+            timeline_phantom_bytes: Counter::default(),
             resync_rows: Counter::default(),
             backfill_records: Counter::default(),
             backfill_superseded: Counter::default(),
@@ -144,6 +146,11 @@ impl Metrics {
             "slot_resyncs",
             "Outbox resyncs after a lost slot (--on-slot-loss resync-outbox)",
             m.slot_resyncs.clone(),
+        );
+        registry.register(
+            "slot_timeline_phantom_wal_bytes",
+            "WAL acknowledged on an old timeline past the point a promoted server forked from it: records of commits a failover took back",
+            m.timeline_phantom_bytes.clone(),
         );
         registry.register(
             "slot_resync_rows",

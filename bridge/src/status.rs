@@ -33,6 +33,13 @@ pub struct SlotStatus {
     pub retained_wal_bytes: Option<i64>,
     pub unacknowledged_bytes: Option<i64>,
     pub wal_status: Option<String>,
+    /// Why the slot was invalidated (17+), if it was.
+    pub invalidation_reason: Option<String>,
+    /// A failover slot (17+): a standby with `sync_replication_slots` keeps a copy.
+    pub failover: bool,
+    /// The primary's `synchronized_standby_slots` (17+): the physical slots of standbys that
+    /// must have received WAL before a failover slot's reader gets it; empty when none.
+    pub synchronized_standby_slots: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -300,11 +307,22 @@ async fn postgres_status(
     cfg: &StatusConfig,
 ) -> Result<(SlotStatus, Vec<String>), Box<dyn std::error::Error + Send + Sync>> {
     let client = query_client(target).await?;
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0);
+    let newer = if version >= 170_000 {
+        "invalidation_reason, failover, current_setting('synchronized_standby_slots')"
+    } else {
+        "NULL::text, false, NULL::text"
+    };
     let row = client
         .query_opt(
-            "SELECT active, confirmed_flush_lsn::text, (pg_current_wal_lsn() - restart_lsn)::bigint,
-                    (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, wal_status
-             FROM pg_replication_slots WHERE slot_name = $1",
+            &format!(
+                "SELECT active, confirmed_flush_lsn::text, (pg_current_wal_lsn() - restart_lsn)::bigint,
+                        (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, wal_status, {newer}
+                 FROM pg_replication_slots WHERE slot_name = $1"
+            ),
             &[&cfg.slot],
         )
         .await?;
@@ -317,6 +335,9 @@ async fn postgres_status(
             retained_wal_bytes: r.get(2),
             unacknowledged_bytes: r.get(3),
             wal_status: r.get(4),
+            invalidation_reason: r.get(5),
+            failover: r.get(6),
+            synchronized_standby_slots: r.get(7),
         },
     };
     let tables = client
@@ -426,6 +447,23 @@ pub fn render(status: &Status, cfg: &StatusConfig) -> String {
             num(slot.retained_wal_bytes),
             num(slot.unacknowledged_bytes),
             or(&slot.wal_status)
+        );
+        if let Some(reason) = &slot.invalidation_reason {
+            let _ = writeln!(out, "slot {:<20} invalidated: {reason}", cfg.slot);
+        }
+        let standbys = slot
+            .synchronized_standby_slots
+            .as_deref()
+            .filter(|s| !s.is_empty());
+        let _ = writeln!(
+            out,
+            "slot {:<20} failover slot {}; synchronized_standby_slots {}",
+            cfg.slot,
+            if slot.failover { "yes" } else { "no" },
+            standbys.map_or_else(
+                || "(none: a promoted standby's copy may lag what capture was sent)".to_owned(),
+                ToOwned::to_owned
+            )
         );
     }
     if let Some(tables) = &status.publication_tables {

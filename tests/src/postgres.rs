@@ -87,6 +87,17 @@ impl TestPostgres {
     /// without `pg_basebackup`, which the server builds of other majors lack, and which cannot
     /// copy a newer server than itself); the slot keeps the WAL the standby still needs.
     pub async fn start_standby(&self, name: &str) -> anyhow::Result<TestPostgres> {
+        self.clone_standby(name, "").await
+    }
+
+    /// [`TestPostgres::start_standby`] that keeps copies of the primary's failover slots
+    /// (PostgreSQL 17+: `sync_replication_slots`, with the `hot_standby_feedback` it needs).
+    pub async fn start_standby_syncing_slots(&self, name: &str) -> anyhow::Result<TestPostgres> {
+        self.clone_standby(name, "sync_replication_slots = on\nhot_standby_feedback = on")
+            .await
+    }
+
+    async fn clone_standby(&self, name: &str, settings: &str) -> anyhow::Result<TestPostgres> {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             bail!("a standby name is letters, digits and underscores, not {name:?}");
         }
@@ -135,7 +146,8 @@ impl TestPostgres {
                     f,
                     "port = {port}\nunix_socket_directories = '{}'\nhot_standby = on\n\
                      wal_receiver_status_interval = 1s\nprimary_slot_name = '{name}'\n\
-                     primary_conninfo = 'host=127.0.0.1 port={} user=postgres password={SUPERUSER_PASSWORD} application_name={name}'",
+                     primary_conninfo = 'host=127.0.0.1 port={} user=postgres password={SUPERUSER_PASSWORD} \
+                     application_name={name} dbname=postgres'\n{settings}",
                     standby.dir.path().display(),
                     self.port
                 )

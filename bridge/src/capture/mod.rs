@@ -54,6 +54,7 @@ mod status_interval_tests {
     }
 }
 pub mod slot_marker;
+mod timeline;
 mod traces;
 mod wal_age;
 
@@ -104,6 +105,8 @@ pub struct CaptureConfig {
     /// Physical standbys (`application_name`s) that must have flushed a commit before it is
     /// published (see `standby`); empty: none.
     pub synchronous_standbys: Vec<String>,
+    /// Whether the slot is made (or turned into) a failover slot (`--failover-slot`).
+    pub failover_slot: slot::FailoverSlot,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -449,15 +452,20 @@ pub async fn prepare_source(cfg: &CaptureConfig, may_create_slot: bool) -> Resul
     let client = slot::query_client(&cfg.target).await?;
     let inserts_only = cfg.tables.iter().all(|t| cfg.routes.is_outbox(t));
     slot::ensure_publication(&client, &cfg.publication, &cfg.tables, inserts_only).await?;
-    let state = match slot::ensure_slot(&client, &cfg.slot, may_create_slot).await {
-        Err(SlotError::SlotMissing { slot }) => return Err(CaptureError::SlotDropped(slot)),
-        other => other?,
-    };
     let version: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int", &[])
         .await
         .map_err(SlotError::from)?
         .get(0);
+    let failover = cfg.failover_slot.wanted(version)?;
+    let mut state = match slot::ensure_slot(&client, &cfg.slot, may_create_slot, failover).await {
+        Err(SlotError::SlotMissing { slot }) => return Err(CaptureError::SlotDropped(slot)),
+        other => other?,
+    };
+    if version >= 170_000 && state.failover != failover {
+        set_failover(cfg, failover).await?;
+        state.failover = failover;
+    }
     let primary_keys = slot::primary_keys(&client, &cfg.publication).await?;
     let wal_sender_timeout_ms: Option<i64> = client
         .query_opt(
@@ -475,6 +483,34 @@ pub async fn prepare_source(cfg: &CaptureConfig, may_create_slot: bool) -> Resul
             .filter(|ms| *ms > 0)
             .map(|ms| Duration::from_millis(ms.unsigned_abs())),
     })
+}
+
+/// `ALTER_REPLICATION_SLOT … (FAILOVER …)` (17+): an existing slot becomes what
+/// `--failover-slot` asks for. A slot another walsender streams from is altered on a later start.
+async fn set_failover(cfg: &CaptureConfig, failover: bool) -> Result<(), CaptureError> {
+    let mut conn = ReplicationConnection::connect(&cfg.target).await?;
+    let altered = conn
+        .simple_query(&format!(
+            "ALTER_REPLICATION_SLOT {} (FAILOVER {failover})",
+            crate::sql::quote_ident(&cfg.slot)
+        ))
+        .await;
+    if let Err(error) = conn.close().await {
+        tracing::debug!(error = %error, "closing the replication connection");
+    }
+    match altered {
+        Ok(_) => {
+            tracing::info!(slot = %cfg.slot, failover, "the slot's failover setting changed");
+            Ok(())
+        }
+        // In use by another walsender (a capture still stopping): streaming goes on, and the
+        // next start tries again.
+        Err(error) if error.sqlstate() == Some("55006") => {
+            tracing::warn!(slot = %cfg.slot, error = %error, "cannot change the slot's failover setting while it is in use");
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// How often a standby status update goes out: a tenth of the server's `wal_sender_timeout`
@@ -504,16 +540,10 @@ async fn stream_once(
     backoff: &mut Backoff,
     shutdown: &CancellationToken,
 ) -> Result<(), CaptureError> {
-    let expected_system = beacons
-        .reports
-        .identity
-        .borrow()
-        .as_ref()
-        .map(|i| i.system.clone());
-    let expected_system = expected_system.as_deref();
+    let expected = beacons.reports.identity.borrow().clone();
     // Setting up is bounded too: a silently dropped network hangs a connect or a query forever.
     let started = tokio::select! {
-        started = tokio::time::timeout(cfg.replication_timeout, start_streaming(cfg, progress, expected_system)) => started,
+        started = tokio::time::timeout(cfg.replication_timeout, start_streaming(cfg, metrics, progress, expected.as_ref())) => started,
         // Shutdown wins over a connection still being made: nothing was read, nothing to hand over.
         () = shutdown.cancelled() => return Ok(()),
     };
@@ -565,23 +595,45 @@ async fn stream_once(
 /// already acknowledged) stands.
 async fn start_streaming(
     cfg: &CaptureConfig,
+    metrics: &Metrics,
     progress: &mut Option<Progress>,
-    expected_system: Option<&str>,
+    expected: Option<&Identity>,
 ) -> Result<(ReplicationConnection, Source, Identity), CaptureError> {
     // The slot was created (or found) before `run`; from here on a missing slot was dropped.
     let source = prepare_source(cfg, false).await?;
     let (state, version) = (&source.slot, source.server_version);
-    let progress = progress.get_or_insert_with(|| Progress::starting_at(state.confirmed_flush));
-    let start = progress.flushed().max(state.confirmed_flush);
     let mut conn = ReplicationConnection::connect(&cfg.target).await?;
     let identity = resync::identify(&mut conn).await?;
-    if let Some(recorded) = expected_system.filter(|s| *s != identity.system) {
+    if let Some(recorded) = expected.filter(|e| e.system != identity.system) {
         return Err(CaptureError::OtherSystem {
             slot: cfg.slot.clone(),
-            recorded: recorded.to_owned(),
+            recorded: recorded.system.clone(),
             found: identity.system,
         });
     }
+    if let Some(old) = expected.filter(|e| e.timeline != identity.timeline) {
+        // Another timeline: what was acknowledged on the old one may lie past the fork, where
+        // this server has other commits. Its own slot says where to start (see `timeline`).
+        let switch = timeline::switch_point(&mut conn, old.timeline, identity.timeline).await?;
+        if let Some(acked) = progress.as_ref().map(Progress::flushed) {
+            let past = switch.map_or(acked.0.saturating_sub(state.confirmed_flush.0), |s| acked.0.saturating_sub(s.0));
+            if past > 0 {
+                metrics.timeline_phantom_bytes.inc_by(past);
+                tracing::warn!(
+                    slot = %cfg.slot,
+                    old_timeline = old.timeline,
+                    timeline = identity.timeline,
+                    switch = %switch.map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
+                    acknowledged = %acked,
+                    "records delivered past the timeline switch came from commits the failover took back: possible phantoms"
+                );
+            }
+        }
+        tracing::warn!(slot = %cfg.slot, lsn = %state.confirmed_flush, old_timeline = old.timeline, timeline = identity.timeline, "a new timeline: streaming from this server's slot, not from what the old timeline acknowledged");
+        *progress = Some(Progress::starting_at(state.confirmed_flush));
+    }
+    let progress = progress.get_or_insert_with(|| Progress::starting_at(state.confirmed_flush));
+    let start = progress.flushed().max(state.confirmed_flush);
     let mut options = vec![
         (
             "proto_version",

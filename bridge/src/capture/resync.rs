@@ -235,7 +235,7 @@ pub async fn resync(
             let since = super::catalog::server_now(&client)
                 .await
                 .map_err(SlotError::from)?;
-            let lsn = create_slot_with_snapshot(&mut conn, &cfg.slot).await?;
+            let lsn = create_slot_with_snapshot(&mut conn, &cfg.slot, cfg.failover_slot).await?;
             let state = ResyncState {
                 running: true,
                 started: started.timestamp_micros(),
@@ -436,7 +436,7 @@ pub async fn snapshot_load(
     let identity = identify(&mut conn).await?;
     conn.simple_query("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ")
         .await?;
-    let lsn = create_slot_with_snapshot(&mut conn, &cfg.slot).await?;
+    let lsn = create_slot_with_snapshot(&mut conn, &cfg.slot, cfg.failover_slot).await?;
     let tx = TxContext {
         xid: 0,
         commit_lsn: lsn,
@@ -453,10 +453,24 @@ pub async fn snapshot_load(
 async fn create_slot_with_snapshot(
     conn: &mut ReplicationConnection,
     slot: &str,
+    failover_slot: slot::FailoverSlot,
 ) -> Result<Lsn, CaptureError> {
+    let version: i32 = conn
+        .simple_query("SHOW server_version_num")
+        .await?
+        .first()
+        .and_then(|row| row.first().cloned().flatten())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // The option list form (15+) is the one that can say FAILOVER (17+).
+    let options = if failover_slot.wanted(version)? {
+        " (SNAPSHOT 'use', FAILOVER true)"
+    } else {
+        " USE_SNAPSHOT"
+    };
     let created = conn
         .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput USE_SNAPSHOT",
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput{options}",
             quote_ident(slot)
         ))
         .await?;

@@ -45,6 +45,7 @@ fn config() -> CaptureConfig {
         heartbeat: None,
         replication_timeout: Duration::from_secs(60),
         synchronous_standbys: Vec::new(),
+        failover_slot: Default::default(),
     }
 }
 

@@ -33,13 +33,18 @@ pub enum SlotError {
         sql: String,
     },
     #[error(
-        "the replication slot `{slot}` was invalidated (wal_status = lost): Postgres removed WAL it still \
-         needed, so changes were lost. With --on-slot-loss resync-outbox capture re-publishes the outbox \
-         instead; see README § Failover and recovery"
+        "the replication slot `{slot}` was invalidated ({reason}): {}. With --on-slot-loss resync-outbox \
+         capture re-publishes the outbox instead; see README § Failover and recovery",
+        invalidation_meaning(reason)
     )]
-    SlotLost { slot: String },
+    SlotLost { slot: String, reason: String },
     #[error("the replication slot `{slot}` does not exist")]
     SlotMissing { slot: String },
+    #[error(
+        "--failover-slot on: failover slots need PostgreSQL 17 or later, and this server is {version}; \
+         use --failover-slot auto (or off), and see README § Failover and recovery for older majors"
+    )]
+    FailoverUnsupported { version: i32 },
     /// The probe before the query connection: refused by the authentication policy (final), or
     /// a connection problem (retryable, as the replication connection's own).
     #[error(transparent)]
@@ -55,6 +60,19 @@ pub enum SlotError {
         role: String,
         role_sql: String,
     },
+}
+
+/// What an `invalidation_reason` (17+; `wal_removed` before) means for the changes the slot held.
+fn invalidation_meaning(reason: &str) -> &'static str {
+    match reason {
+        "wal_removed" => "Postgres removed WAL it still needed (max_slot_wal_keep_size), so changes were lost",
+        "idle_timeout" => {
+            "it was idle longer than idle_replication_slot_timeout (PostgreSQL 18), and the WAL it held may be gone"
+        }
+        "rows_removed" => "rows it still needed were vacuumed away (a standby without hot_standby_feedback)",
+        "wal_level_insufficient" => "the primary's wal_level is no longer logical",
+        _ => "Postgres can no longer stream from it",
+    }
 }
 
 /// The certificate or TLS policy failure under a connection error, if that is what it was: a
@@ -93,11 +111,38 @@ impl SlotError {
     }
 }
 
+/// Whether the slot is a failover slot (PostgreSQL 17+: a standby with `sync_replication_slots`
+/// keeps a copy of it, so a promoted standby streams on from it without a resync).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailoverSlot {
+    /// A failover slot where the server supports them (17+), an ordinary one elsewhere.
+    #[default]
+    Auto,
+    /// A failover slot; a server before 17 is an error.
+    On,
+    /// An ordinary slot.
+    Off,
+}
+
+impl FailoverSlot {
+    /// Whether the slot should be a failover slot on a server of `version` (server_version_num).
+    pub fn wanted(self, version: i32) -> Result<bool, SlotError> {
+        match self {
+            Self::Auto => Ok(version >= 170_000),
+            Self::On if version < 170_000 => Err(SlotError::FailoverUnsupported { version }),
+            Self::On => Ok(true),
+            Self::Off => Ok(false),
+        }
+    }
+}
+
 /// The slot as Postgres reports it.
 #[derive(Debug, Clone)]
 pub struct SlotState {
     pub confirmed_flush: Lsn,
     pub created: bool,
+    /// Whether it is a failover slot (always false before 17).
+    pub failover: bool,
     /// When created here: the server's clock (µs since 2000-01-01) just before, a lower bound
     /// of the commit time of anything the slot will stream.
     pub created_after: Option<i64>,
@@ -253,11 +298,28 @@ pub async fn published_tables(
 }
 
 /// Makes sure the logical slot exists and is usable; creates it when absent and `may_create`.
-pub async fn ensure_slot(client: &Client, slot: &str, may_create: bool) -> Result<SlotState, SlotError> {
+pub async fn ensure_slot(
+    client: &Client,
+    slot: &str,
+    may_create: bool,
+    failover: bool,
+) -> Result<SlotState, SlotError> {
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0);
+    // 17 names why a slot was invalidated (18: `idle_timeout` too) and whether it fails over.
+    let columns = if version >= 170_000 {
+        "coalesce(invalidation_reason, ''), failover"
+    } else {
+        "'', false"
+    };
     let row = client
         .query_opt(
-            "SELECT plugin::text, coalesce(wal_status, ''), coalesce(confirmed_flush_lsn::text, '0/0') \
-             FROM pg_replication_slots WHERE slot_name = $1",
+            &format!(
+                "SELECT plugin::text, coalesce(wal_status, ''), coalesce(confirmed_flush_lsn::text, '0/0'), \
+                 {columns} FROM pg_replication_slots WHERE slot_name = $1"
+            ),
             &[&slot],
         )
         .await?;
@@ -265,8 +327,16 @@ pub async fn ensure_slot(client: &Client, slot: &str, may_create: bool) -> Resul
         let plugin: Option<String> = row.get(0);
         let wal_status: String = row.get(1);
         let confirmed: String = row.get(2);
-        if wal_status == "lost" {
-            return Err(SlotError::SlotLost { slot: slot.into() });
+        let invalidated: String = row.get(3);
+        if wal_status == "lost" || !invalidated.is_empty() {
+            return Err(SlotError::SlotLost {
+                slot: slot.into(),
+                reason: if invalidated.is_empty() {
+                    "wal_removed".into()
+                } else {
+                    invalidated
+                },
+            });
         }
         let plugin = plugin.unwrap_or_default();
         if plugin != "pgoutput" {
@@ -278,6 +348,7 @@ pub async fn ensure_slot(client: &Client, slot: &str, may_create: bool) -> Resul
         return Ok(SlotState {
             confirmed_flush: confirmed.parse().unwrap_or_default(),
             created: false,
+            failover: row.get(4),
             created_after: None,
         });
     }
@@ -285,19 +356,29 @@ pub async fn ensure_slot(client: &Client, slot: &str, may_create: bool) -> Resul
         return Err(SlotError::SlotMissing { slot: slot.into() });
     }
     let before = crate::capture::catalog::server_now(client).await?;
-    let created = client
-        .query_one(
-            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await;
+    let created = if failover {
+        client
+            .query_one(
+                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)",
+                &[&slot],
+            )
+            .await
+    } else {
+        client
+            .query_one(
+                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&slot],
+            )
+            .await
+    };
     match created {
         Ok(row) => {
             let lsn: String = row.get(0);
-            tracing::info!(slot, lsn = %lsn, "created replication slot");
+            tracing::info!(slot, lsn = %lsn, failover, "created replication slot");
             Ok(SlotState {
                 confirmed_flush: lsn.parse().unwrap_or_default(),
                 created: true,
+                failover,
                 created_after: Some(before),
             })
         }

@@ -67,9 +67,32 @@ fn spawn_writer(
     })
 }
 
-async fn failover(synchronous: bool) -> anyhow::Result<Figures> {
+/// How the standby that takes over is kept.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// Asynchronous streaming, nothing else: the promoted server has no slot (a resync).
+    Asynchronous,
+    /// Capture publishes only what the standby flushed (`--synchronous-standby`).
+    SynchronousStandby,
+    /// 17+: the standby keeps a copy of capture's failover slot, and the primary sends capture
+    /// only what the standby received (`synchronized_standby_slots`): no resync at all.
+    FailoverSlot,
+}
+
+async fn failover(kept: Kept) -> anyhow::Result<Figures> {
+    let synchronous = kept == Kept::SynchronousStandby;
     let stack = Stack::start().await?;
-    let standby = stack.pg.start_standby("standby1").await?;
+    let standby = if kept == Kept::FailoverSlot {
+        let standby = stack.pg.start_standby_syncing_slots("standby1").await?;
+        let primary = stack.pg.client().await?;
+        primary
+            .batch_execute("ALTER SYSTEM SET synchronized_standby_slots = 'standby1'")
+            .await?;
+        primary.batch_execute("SELECT pg_reload_conf()").await?;
+        standby
+    } else {
+        stack.pg.start_standby("standby1").await?
+    };
     let url = format!(
         "postgres://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
         stack.pg.port, standby.port
@@ -97,6 +120,22 @@ async fn failover(synchronous: bool) -> anyhow::Result<Figures> {
         Ok((written.load(Ordering::Relaxed) >= 300).then_some(()))
     })
     .await?;
+    if kept == Kept::FailoverSlot {
+        // The standby holds a synchronized copy of the slot, caught up with some of the load.
+        let copy = standby.client().await?;
+        wait::until("the slot synchronized to the standby", Duration::from_secs(90), || async {
+            capture.ensure_running()?;
+            let row = copy
+                .query_opt(
+                    "SELECT confirmed_flush_lsn > '0/0' FROM pg_replication_slots \
+                     WHERE slot_name = 'outbox_bridge' AND synced AND NOT temporary",
+                    &[],
+                )
+                .await?;
+            Ok(row.filter(|r| r.get::<_, Option<bool>>(0) == Some(true)).map(|_| ()))
+        })
+        .await?;
+    }
 
     // The primary dies mid-write; the standby takes over.
     stack.pg.stop(StopMode::Immediate)?;
@@ -163,15 +202,16 @@ async fn failover(synchronous: bool) -> anyhow::Result<Figures> {
         duplicates: records.iter().filter_map(outbox_id).count() - seen.len(),
         streaming_again,
     };
-    assert_eq!(scrape(port, "bridge_slot_resyncs_total").await?, 1.0);
+    let resyncs = if kept == Kept::FailoverSlot { 0.0 } else { 1.0 };
+    assert_eq!(scrape(port, "bridge_slot_resyncs_total").await?, resyncs);
     assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
     println!(
         "failover ({}): {} rows on the new primary, all in kinesis; capture streaming again {:.1} s after \
          promotion; {} rows re-published, {} duplicates, {} phantoms",
-        if synchronous {
-            "--synchronous-standby"
-        } else {
-            "asynchronous"
+        match kept {
+            Kept::SynchronousStandby => "--synchronous-standby",
+            Kept::Asynchronous => "asynchronous",
+            Kept::FailoverSlot => "failover slot",
         },
         figures.rows,
         figures.streaming_again.as_secs_f64(),
@@ -184,7 +224,7 @@ async fn failover(synchronous: bool) -> anyhow::Result<Figures> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_synchronous_standby_nothing_is_lost_and_nothing_is_a_phantom() -> anyhow::Result<()> {
-    let figures = failover(true).await?;
+    let figures = failover(Kept::SynchronousStandby).await?;
     assert_eq!(
         figures.phantoms, 0,
         "an event the failover took back was published"
@@ -195,8 +235,41 @@ async fn with_a_synchronous_standby_nothing_is_lost_and_nothing_is_a_phantom() -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_one_nothing_is_lost_and_phantoms_are_counted() -> anyhow::Result<()> {
-    let figures = failover(false).await?;
+    let figures = failover(Kept::Asynchronous).await?;
     assert!(figures.rows >= 600);
+    Ok(())
+}
+
+/// 17+: capture's slot is a failover slot (`--failover-slot auto`), the standby keeps a copy
+/// and the primary names it in `synchronized_standby_slots`: the promoted standby streams on
+/// from the copy — no resync, nothing lost, no phantom. Before 17 `auto` makes an ordinary
+/// slot, and `bridge status` says so (the resync path above is what those majors keep).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_failover_slot_the_promoted_standby_streams_on_without_a_resync() -> anyhow::Result<()> {
+    let major = {
+        let stack = Stack::start().await?;
+        let major = stack.pg.major().await?;
+        if major < 17 {
+            let status = stack.run_ok("bridge", &["status"]).await.unwrap_or_else(|e| e.to_string());
+            assert!(status.contains("failover slot no"), "{status}");
+            let (code, _, err) = harness::process::run(
+                "bridge",
+                &["capture", "--failover-slot", "on"],
+                &stack.env(),
+            )
+            .await?;
+            assert_eq!(code, Some(1), "{err}");
+            assert!(err.contains("PostgreSQL 17"), "{err}");
+            println!("PostgreSQL {major}: no failover slots; `auto` made an ordinary one");
+            return Ok(());
+        }
+        major
+    };
+    let figures = failover(Kept::FailoverSlot).await?;
+    assert_eq!(figures.phantoms, 0, "an event the failover took back was published");
+    assert_eq!(figures.republished, 0.0, "nothing re-published: the slot was there");
+    assert!(figures.rows >= 600);
+    println!("PostgreSQL {major}: the promoted standby's synchronized slot carried capture on");
     Ok(())
 }
 

@@ -87,17 +87,31 @@ impl TestPostgres {
     /// without `pg_basebackup`, which the server builds of other majors lack, and which cannot
     /// copy a newer server than itself); the slot keeps the WAL the standby still needs.
     pub async fn start_standby(&self, name: &str) -> anyhow::Result<TestPostgres> {
-        self.clone_standby(name, "").await
+        self.clone_standby(name, "", self.port).await
     }
 
     /// [`TestPostgres::start_standby`] that keeps copies of the primary's failover slots
     /// (PostgreSQL 17+: `sync_replication_slots`, with the `hot_standby_feedback` it needs).
     pub async fn start_standby_syncing_slots(&self, name: &str) -> anyhow::Result<TestPostgres> {
-        self.clone_standby(name, "sync_replication_slots = on\nhot_standby_feedback = on")
-            .await
+        self.start_standby_syncing_slots_via(name, self.port).await
     }
 
-    async fn clone_standby(&self, name: &str, settings: &str) -> anyhow::Result<TestPostgres> {
+    /// [`TestPostgres::start_standby_syncing_slots`] reaching this primary through `port` on
+    /// loopback (a proxy the test can cut: the standby then receives no more WAL).
+    pub async fn start_standby_syncing_slots_via(
+        &self,
+        name: &str,
+        port: u16,
+    ) -> anyhow::Result<TestPostgres> {
+        self.clone_standby(
+            name,
+            "sync_replication_slots = on\nhot_standby_feedback = on",
+            port,
+        )
+        .await
+    }
+
+    async fn clone_standby(&self, name: &str, settings: &str, upstream: u16) -> anyhow::Result<TestPostgres> {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             bail!("a standby name is letters, digits and underscores, not {name:?}");
         }
@@ -149,7 +163,7 @@ impl TestPostgres {
                      primary_conninfo = 'host=127.0.0.1 port={} user=postgres password={SUPERUSER_PASSWORD} \
                      application_name={name} dbname=postgres'\n{settings}",
                     standby.dir.path().display(),
-                    self.port
+                    upstream
                 )
             })?;
         if running_as_root() {

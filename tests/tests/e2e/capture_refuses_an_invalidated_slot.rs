@@ -1,7 +1,9 @@
 //! A slot Postgres invalidated (`max_slot_wal_keep_size` exceeded while the bridge was down:
 //! `wal_status = lost`) has lost changes. With `--on-slot-loss stop` capture stops with an error
 //! that says so and how to recover, and neither streams from it nor replaces it; by default
-//! (`resync-outbox`) it replaces it and re-publishes the outbox rows the lost WAL held.
+//! (`resync-outbox`) it replaces it and re-publishes the outbox rows the lost WAL held. On 18 a
+//! slot idle past `idle_replication_slot_timeout` is invalidated too (`idle_timeout`): the same
+//! loss, named as such.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -52,7 +54,7 @@ async fn capture_stops_with_a_recovery_hint_when_its_slot_was_invalidated() -> a
     let (code, out) = stack.capture_refusal_with(&["--on-slot-loss", "stop"]).await?;
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains("was invalidated (wal_status = lost)") && out.contains("Failover and recovery"),
+        out.contains("was invalidated (wal_removed)") && out.contains("Failover and recovery"),
         "{out}"
     );
     // Still the same, lost slot: nothing recreated it at the current position.
@@ -69,5 +71,84 @@ async fn capture_stops_with_a_recovery_hint_when_its_slot_was_invalidated() -> a
         wal_status(&pg).await?.as_deref(),
         Some("reserved" | "extended")
     ));
+    Ok(())
+}
+
+/// PostgreSQL 18 invalidates a slot idle longer than `idle_replication_slot_timeout`: capture
+/// names the reason (`idle_timeout`), stops with `--on-slot-loss stop`, and by default resyncs
+/// the outbox like after any other loss. Before 18 the setting does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_slot_invalidated_by_18s_timeout_is_a_loss_like_any_other() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let pg = stack.pg.client().await?;
+    let major = stack.pg.major().await?;
+    if major < 18 {
+        let setting = pg
+            .query_opt(
+                "SELECT 1 FROM pg_settings WHERE name = 'idle_replication_slot_timeout'",
+                &[],
+            )
+            .await?;
+        assert!(setting.is_none(), "PostgreSQL {major} has no idle slot timeout");
+        println!("PostgreSQL {major}: slots are not invalidated for being idle");
+        return Ok(());
+    }
+    // Delivered, then capture stops cleanly (the delivery record), and rows come meanwhile.
+    let mut capture = stack.spawn_capture(&[]).await?;
+    stack
+        .insert_outbox(
+            "00000000-0000-4000-8000-0000000000d1",
+            ("Order", "o1"),
+            "OrderPlaced",
+            "{}",
+        )
+        .await?;
+    stack.wait_drained("outbox_bridge", &capture).await?;
+    assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
+    let gap = "00000000-0000-4000-8000-0000000000d2";
+    stack
+        .insert_outbox(gap, ("Order", "o2"), "OrderPlaced", "{}")
+        .await?;
+    pg.batch_execute("ALTER SYSTEM SET idle_replication_slot_timeout = '1s'")
+        .await?;
+    pg.batch_execute("SELECT pg_reload_conf()").await?;
+    let reason = wait::until("the idle slot invalidated", Duration::from_secs(60), || async {
+        // Slots are checked at checkpoints.
+        pg.batch_execute("CHECKPOINT").await?;
+        let row = pg
+            .query_one(
+                "SELECT invalidation_reason FROM pg_replication_slots WHERE slot_name = 'outbox_bridge'",
+                &[],
+            )
+            .await?;
+        Ok(row.get::<_, Option<String>>(0))
+    })
+    .await?;
+    assert_eq!(reason, "idle_timeout");
+    // Later slots must not be invalidated while this test reads them.
+    pg.batch_execute("ALTER SYSTEM RESET idle_replication_slot_timeout")
+        .await?;
+    pg.batch_execute("SELECT pg_reload_conf()").await?;
+
+    let status = stack
+        .run_ok("bridge", &["status"])
+        .await
+        .unwrap_or_else(|e| e.to_string());
+    assert!(status.contains("invalidated: idle_timeout"), "{status}");
+    let (code, out) = stack.capture_refusal_with(&["--on-slot-loss", "stop"]).await?;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("idle_timeout") && out.contains("idle_replication_slot_timeout"),
+        "{out}"
+    );
+    let capture = stack.spawn_capture(&[]).await?;
+    let records = stack
+        .wait_all_in_kinesis(&capture, Duration::from_secs(60))
+        .await?;
+    let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
+    assert!(
+        seen.contains(gap),
+        "the row only the invalidated slot held, re-published"
+    );
     Ok(())
 }

@@ -2,6 +2,11 @@
 //! one rule only (`Destination.FilterArns`), so a consumer that joins late (or lost its state)
 //! catches up and no other consumer sees the events again. `bridge replay` and `shipping
 //! rebuild` both use it.
+//!
+//! EventBridge writes an event to the archive some time after the bus took it (AWS advises
+//! waiting ten minutes before a replay): a replay that reaches up to now may miss the newest
+//! events. [`replay_settled`] replays again, once the archive has caught up, the stretch that may
+//! not have been archived when the first replay read it.
 
 use std::time::Duration;
 
@@ -53,10 +58,64 @@ pub struct Request {
     pub until: DateTime<Utc>,
 }
 
+/// The state [`replay_settled`] reports while it waits for the archive to catch up (with the
+/// time it waits for).
+pub const WAITING_FOR_ARCHIVE: &str = "WAITING_FOR_ARCHIVE";
+
+/// [`replay`], then — when `until` is within `lag` of the first replay's start, so that events
+/// of `[start - lag, until]` may not have been archived yet — once `until + lag` has passed, that
+/// stretch again. Its events may be replayed twice (consumers absorb duplicates); none that
+/// reached the bus by `until` is missed. Returns the replays' names.
+pub async fn replay_settled(
+    client: &aws_sdk_eventbridge::Client,
+    req: &Request,
+    lag: Duration,
+    mut progress: impl FnMut(&str, Option<DateTime<Utc>>),
+) -> Result<Vec<String>, ReplayError> {
+    let lag = chrono::Duration::from_std(lag).unwrap_or(chrono::Duration::MAX);
+    let started = Utc::now();
+    let mut names = vec![replay_named(client, req, "", &mut progress).await?];
+    let Some(tail) = unsettled_tail(req, started, lag) else {
+        return Ok(names);
+    };
+    let settled_at = req
+        .until
+        .checked_add_signed(lag)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    progress(WAITING_FOR_ARCHIVE, Some(settled_at));
+    if let Ok(wait) = (settled_at - Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+    names.push(replay_named(client, &tail, "-tail", &mut progress).await?);
+    Ok(names)
+}
+
+/// What of `req` a replay started at `started` may have missed, for an archive `lag` behind the
+/// bus: `[max(since, started - lag), until]`, or nothing when `until` was archived by then.
+fn unsettled_tail(req: &Request, started: DateTime<Utc>, lag: chrono::Duration) -> Option<Request> {
+    let archived_by = started
+        .checked_sub_signed(lag)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    (req.until > archived_by).then(|| Request {
+        since: req.since.max(archived_by),
+        ..req.clone()
+    })
+}
+
 /// Starts the replay and follows it to the end; `progress` hears each state and how far it got.
 pub async fn replay(
     client: &aws_sdk_eventbridge::Client,
     req: &Request,
+    mut progress: impl FnMut(&str, Option<DateTime<Utc>>),
+) -> Result<String, ReplayError> {
+    replay_named(client, req, "", &mut progress).await
+}
+
+/// [`replay`], its name ending in `suffix` (replays of one rule within a second need two names).
+async fn replay_named(
+    client: &aws_sdk_eventbridge::Client,
+    req: &Request,
+    suffix: &str,
     mut progress: impl FnMut(&str, Option<DateTime<Utc>>),
 ) -> Result<String, ReplayError> {
     let bus_arn = client
@@ -100,7 +159,7 @@ pub async fn replay(
         })
         .take(40)
         .collect();
-    let name = format!("{rule}-{}", Utc::now().format("%Y%m%d%H%M%S"));
+    let name = format!("{rule}-{}{suffix}", Utc::now().format("%Y%m%d%H%M%S"));
     let destination = ReplayDestination::builder()
         .arn(bus_arn)
         .filter_arns(rule_arn)
@@ -168,7 +227,30 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, TimeError> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_time;
+    use super::{parse_time, unsettled_tail, Request};
+    use chrono::{Duration, TimeZone, Utc};
+
+    #[test]
+    fn the_tail_replayed_again_is_what_the_archive_may_not_have_had() {
+        let at = |m: u32| Utc.with_ymd_and_hms(2026, 11, 29, 10, m, 0).unwrap();
+        let req = Request {
+            bus: "b".into(),
+            archive: "a".into(),
+            rule: "r".into(),
+            since: at(0),
+            until: at(30),
+        };
+        let lag = Duration::minutes(10);
+        // Started right at `until`: the last ten minutes again.
+        let tail = unsettled_tail(&req, at(30), lag).unwrap();
+        assert_eq!((tail.since, tail.until), (at(20), at(30)));
+        // A window shorter than the lag: all of it again.
+        let tail = unsettled_tail(&req, at(5), lag).unwrap();
+        assert_eq!((tail.since, tail.until), (at(0), at(30)));
+        // `until` long archived when the replay started: nothing more.
+        assert!(unsettled_tail(&req, at(45), lag).is_none());
+        assert!(unsettled_tail(&req, at(30), Duration::zero()).is_none());
+    }
 
     #[test]
     fn times_read_as_operators_write_them() {

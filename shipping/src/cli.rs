@@ -120,8 +120,9 @@ pub enum Command {
     /// Consume the queue and publish the outbox until SIGINT/SIGTERM.
     Run(RunArgs),
     /// Rebuild the projection from history: set up (rule, queue, tables), then replay the
-    /// monolith's archived events since --since to this service's rule only; then `shipping run`
-    /// applies them (the inbox absorbs what it had already).
+    /// monolith's archived events since --since to this service's rule only, and the last
+    /// --archive-lag of them again once the archive has caught up; then `shipping run` applies
+    /// them (the inbox absorbs what it had already).
     Rebuild(RebuildArgs),
     /// Exit 0 if the `shipping run` serving --metrics-listen reports itself healthy
     /// (`/healthz`), else 1 with its reasons: the container health check (the image has no curl).
@@ -187,9 +188,15 @@ pub struct RebuildArgs {
     /// Older than the bus's archive: `bridge backfill --table public.outbox --where …`.
     #[arg(long, value_parser = eventing::replay::parse_time)]
     pub since: chrono::DateTime<chrono::Utc>,
-    /// Up to this time (default: now).
+    /// Up to this time (default: now, once the rule exists).
     #[arg(long, value_parser = eventing::replay::parse_time)]
     pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// How far EventBridge's archive may lag behind the bus (AWS advises waiting ten minutes
+    /// before a replay): events of this long before --until may not be archived yet, so they
+    /// are replayed again once it has passed (the inbox absorbs the duplicates). 0s: no second
+    /// replay.
+    #[arg(long, env = "SHIPPING_ARCHIVE_LAG", default_value = "10m", value_parser = eventing::duration::parse)]
+    pub archive_lag: std::time::Duration,
 }
 
 #[derive(Args, Debug)]

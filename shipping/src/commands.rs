@@ -64,17 +64,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 until: args.until.unwrap_or_else(chrono::Utc::now),
             };
             let events = aws_sdk_eventbridge::Client::new(&aws);
-            let name = eventing::replay::replay(&events, &req, |state, last| {
+            // The rule exists since setup: events before `until` that it did not deliver are
+            // replayed, the newest of them twice (the archive may not have had them at first).
+            let replays = eventing::replay::replay_settled(&events, &req, args.archive_lag, |state, at| {
+                if state == eventing::replay::WAITING_FOR_ARCHIVE {
+                    eprintln!(
+                        "replay to {}: waiting for the archive to catch up (EventBridge archives with a delay) \
+                         to replay the newest events again{}",
+                        req.rule,
+                        at.map_or_else(String::new, |t| format!(" at {}", t.to_rfc3339()))
+                    );
+                    return;
+                }
                 eprintln!(
                     "replay to {}: {state}{}",
                     req.rule,
-                    last.map_or_else(String::new, |t| format!(", up to {}", t.to_rfc3339()))
+                    at.map_or_else(String::new, |t| format!(", up to {}", t.to_rfc3339()))
                 );
             })
             .await?;
             println!(
-                "replay {name} completed: the monolith's events of {} .. {} are in {}; `shipping run` applies \
+                "replay {} completed: the monolith's events of {} .. {} are in {}; `shipping run` applies \
                  them (events it already applied are absorbed by its inbox)",
+                replays.join(" and "),
                 req.since.to_rfc3339(),
                 req.until.to_rfc3339(),
                 names.queue

@@ -29,7 +29,18 @@ fn process_for(target: &str) -> usize {
 impl Moto {
     /// One `moto_server`: what every test uses.
     pub async fn start() -> anyhow::Result<Self> {
-        let (child, endpoint) = Self::spawn().await?;
+        Self::start_with(&[]).await
+    }
+
+    /// One `moto_server` whose EventBridge archives lag as AWS's do: an event becomes
+    /// replayable only `lag` after it reached the archive (see moto_launcher.py).
+    pub async fn start_with_archive_lag(lag: Duration) -> anyhow::Result<Self> {
+        let secs = lag.as_secs_f64().to_string();
+        Self::start_with(&[("OUTBOX_MOTO_ARCHIVE_LAG_SECS", &secs)]).await
+    }
+
+    async fn start_with(env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let (child, endpoint) = Self::spawn(env).await?;
         Ok(Self {
             children: vec![child],
             router: None,
@@ -42,7 +53,7 @@ impl Moto {
     /// single core; split, Kinesis, DynamoDB and the rest run side by side. Nothing else changes
     /// for its users: one endpoint, the same answers.
     pub async fn start_split() -> anyhow::Result<Self> {
-        let (a, b, c) = tokio::try_join!(Self::spawn(), Self::spawn(), Self::spawn())?;
+        let (a, b, c) = tokio::try_join!(Self::spawn(&[]), Self::spawn(&[]), Self::spawn(&[]))?;
         let upstreams: std::sync::Arc<[String]> = vec![a.1, b.1, c.1].into();
         let http = reqwest::Client::new();
         let app = axum::Router::new().fallback(
@@ -74,7 +85,7 @@ impl Moto {
         })
     }
 
-    async fn spawn() -> anyhow::Result<(tokio::process::Child, String)> {
+    async fn spawn(env: &[(&str, &str)]) -> anyhow::Result<(tokio::process::Child, String)> {
         let port = crate::free_port()?;
         let args = [
             "-H".to_owned(),
@@ -88,6 +99,7 @@ impl Moto {
         let mut child = tokio::process::Command::new("python3")
             .args(["-c", LAUNCHER])
             .args(&args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

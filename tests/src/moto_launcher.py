@@ -426,6 +426,29 @@ def _event_time(event):
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
+# EventBridge also archives with a delay ("we recommend you wait 10 minutes before replaying"): an
+# event that has just reached the bus may be in no replay yet. With OUTBOX_MOTO_ARCHIVE_LAG_SECS
+# set, an archived event becomes replayable only that many seconds after it reached the archive.
+import os  # noqa: E402
+import time  # noqa: E402
+
+ARCHIVE_LAG_SECS = float(os.environ.get("OUTBOX_MOTO_ARCHIVE_LAG_SECS") or 0)
+_archived_at = {}
+_send_to_events_archive = events_models.Rule._send_to_events_archive
+
+
+def send_to_events_archive(self, resource_id, event):
+    _archived_at[id(event)] = time.time()
+    _send_to_events_archive(self, resource_id, event)
+
+
+events_models.Rule._send_to_events_archive = send_to_events_archive
+
+
+def _replayable(event):
+    return _archived_at.get(id(event), 0.0) + ARCHIVE_LAG_SECS <= time.time()
+
+
 def replay_events(self, archive):
     bus_name = self.destination["Arn"].split("/")[-1]
     only = set(self.destination.get("FilterArns") or [])
@@ -433,7 +456,7 @@ def replay_events(self, archive):
     backend = events_models.events_backends[self.account_id][self.region]
     bus = backend.describe_event_bus(bus_name)
     for event in list(archive.events):
-        if not start <= _event_time(event) <= end:
+        if not start <= _event_time(event) <= end or not _replayable(event):
             continue
         for rule in bus.rules.values():
             if only and rule.arn not in only:

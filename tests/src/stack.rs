@@ -27,6 +27,11 @@ impl Stack {
         Self::start_on(Moto::start().await?, shards).await
     }
 
+    /// The same stack on an emulator whose archives lag ([`Moto::start_with_archive_lag`]).
+    pub async fn start_with_archive_lag(lag: Duration) -> anyhow::Result<Self> {
+        Self::start_on(Moto::start_with_archive_lag(lag).await?, 4).await
+    }
+
     /// The same stack on the split emulator ([`Moto::start_split`]), for long runs.
     pub async fn start_split() -> anyhow::Result<Self> {
         Self::start_on(Moto::start_split().await?, 4).await

@@ -352,9 +352,19 @@ impl TestPostgres {
         self.restart(StopMode::Fast)
     }
 
-    /// A client program of the same PostgreSQL installation (`pg_recvlogical`, `psql`).
+    /// A client program (`pg_recvlogical`): the server's own installation's, else the
+    /// distribution's (the npm server builds of other majors carry no client programs; the
+    /// replication protocol they speak is the same).
     pub fn bin(&self, name: &str) -> PathBuf {
-        self.bindir.join(name)
+        let own = self.bindir.join(name);
+        if own.exists() {
+            return own;
+        }
+        distribution_bindir()
+            .ok()
+            .map(|dir| dir.join(name))
+            .filter(|p| p.exists())
+            .unwrap_or(own)
     }
 
     /// The superuser's URL.
@@ -481,6 +491,12 @@ fn bindir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("PG_BINDIR") {
         return Ok(PathBuf::from(dir));
     }
+    distribution_bindir()
+}
+
+/// The distribution's PostgreSQL: `pg_config`'s bin directory, else the newest under
+/// /usr/lib/postgresql.
+fn distribution_bindir() -> anyhow::Result<PathBuf> {
     let out = Command::new("pg_config")
         .arg("--bindir")
         .output()

@@ -309,8 +309,11 @@ pub async fn run(
             (Some(loss), Some(r)) => {
                 // The freshest record: this process's own, else the one read at start.
                 let last = beacons.reports.current().or_else(|| recorded.clone());
-                let resynced =
-                    resync::resync(cfg, r, sink.as_ref(), &metrics, &beacons, loss, last, &shutdown).await;
+                let watch = resync::Watch {
+                    metrics: &metrics,
+                    beacons: &beacons,
+                };
+                let resynced = resync::resync(cfg, r, sink.as_ref(), watch, loss, last, &shutdown).await;
                 match resynced {
                     Ok(None) => return Ok(()),
                     Ok(Some((start, identity))) => {
@@ -616,7 +619,9 @@ async fn start_streaming(
         // this server has other commits. Its own slot says where to start (see `timeline`).
         let switch = timeline::switch_point(&mut conn, old.timeline, identity.timeline).await?;
         if let Some(acked) = progress.as_ref().map(Progress::flushed) {
-            let past = switch.map_or(acked.0.saturating_sub(state.confirmed_flush.0), |s| acked.0.saturating_sub(s.0));
+            let past = switch.map_or(acked.0.saturating_sub(state.confirmed_flush.0), |s| {
+                acked.0.saturating_sub(s.0)
+            });
             if past > 0 {
                 metrics.timeline_phantom_bytes.inc_by(past);
                 tracing::warn!(

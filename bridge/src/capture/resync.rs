@@ -97,18 +97,26 @@ impl SlotLoss {
     }
 }
 
+/// Where a resync reports progress: the process's metrics, and the health beacons that must
+/// see it move (a long resync is not a stuck capture).
+#[derive(Clone, Copy)]
+pub struct Watch<'a> {
+    pub metrics: &'a Metrics,
+    pub beacons: &'a super::session::Beacons,
+}
+
 /// Re-publishes the outbox rows that may have been missed and returns where streaming starts
 /// (`None`: shutdown came first; the next start does it again).
 pub async fn resync(
     cfg: &CaptureConfig,
     recovery: &Recovery,
     sink: &dyn Sink,
-    metrics: &Metrics,
-    beacons: &super::session::Beacons,
+    watch: Watch<'_>,
     loss: SlotLoss,
     last: Option<Delivered>,
     shutdown: &CancellationToken,
 ) -> Result<Option<(Progress, Identity)>, CaptureError> {
+    let Watch { metrics, beacons } = watch;
     let impossible = |reason: String, remedy: String| CaptureError::ResyncImpossible {
         slot: cfg.slot.clone(),
         loss: loss.as_str(),

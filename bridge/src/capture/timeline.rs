@@ -44,7 +44,8 @@ mod tests {
 
     #[test]
     fn the_switch_point_of_an_ancestor_is_read_from_the_history() {
-        let history = "1\t0/3000158\tno recovery target specified\n\n2\t0/5000A28\tno recovery target specified\n";
+        let history =
+            "1\t0/3000158\tno recovery target specified\n\n2\t0/5000A28\tno recovery target specified\n";
         assert_eq!(switch_in_history(history, 1), Some(Lsn(0x300_0158)));
         assert_eq!(switch_in_history(history, 2), Some(Lsn(0x500_0A28)));
         assert_eq!(switch_in_history(history, 3), None);

@@ -131,3 +131,20 @@ async fn health_reports_a_capture_stuck_starting() -> anyhow::Result<()> {
     harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
     Ok(())
 }
+
+/// A refusal at start — Kinesis denying the stream's tags (AccessDeniedException) — is the
+/// configuration's, not an outage: capture stops with the reason instead of retrying it forever
+/// behind a healthy-looking `/healthz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_start_stops_capture_with_the_reason() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let proxy = harness::faults::FaultProxy::start(&stack.moto.endpoint).await?;
+    proxy.plan.set_deny(Some("Kinesis_20131202.ListTagsForStream"));
+    let env = stack.env_with(&[("AWS_ENDPOINT_URL", &proxy.endpoint)]);
+    let mut capture = harness::process::Proc::spawn("bridge", &["capture"], &env)?;
+    let code = capture.wait(Duration::from_secs(60)).await?;
+    let out = capture.output();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("AccessDeniedException"), "{out}");
+    Ok(())
+}

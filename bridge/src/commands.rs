@@ -50,7 +50,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let created = bridge::setup::ensure_checkpoint_table(&dynamo, &r.checkpoint_table).await?;
             println!("checkpoint table {}: {}", r.checkpoint_table, state(created));
             let region = aws.region().map(|r| r.as_ref().to_owned());
-            let s3 = aws_sdk_s3::Client::new(&aws);
+            let s3 = eventing::claim_check::s3_client(&aws);
             let created = bridge::setup::ensure_bucket(
                 &s3,
                 &r.claim_check_bucket,

@@ -108,7 +108,7 @@ pub async fn capture(
         policy: on_slot_loss,
         margin: resync_margin,
     };
-    let claims = ClaimCheckStore::new(aws_sdk_s3::Client::new(&aws), &claim_check_bucket);
+    let claims = ClaimCheckStore::new(eventing::claim_check::s3_client(&aws), &claim_check_bucket);
     let sink = Arc::new(KinesisSink::new(kinesis, &stream, metrics.clone()).with_claim_checks(claims));
     capture::run(&cfg, sink, metrics, shutdown, Some(recovery)).await?;
     Ok(())
@@ -123,7 +123,7 @@ pub async fn relay_context(start: RelayStart, metrics: Arc<Metrics>) -> Result<A
             queue: start.dead_letter_queue.clone(),
             source,
         })?;
-    let s3 = aws_sdk_s3::Client::new(&aws);
+    let s3 = eventing::claim_check::s3_client(&aws);
     let claim_checks = ClaimCheckStore::new(s3.clone(), &start.claim_check_bucket);
     let publisher = Publisher::new(
         PutEventsClient::new(&aws).await?,

@@ -95,3 +95,19 @@ impl crate::retry::Transient for ClaimCheckError {
         self.transient
     }
 }
+
+/// The S3 client every process uses. Path-style addressing (`http://host/bucket/key`) whenever an
+/// endpoint is configured: virtual-hosted style puts the bucket in the host name
+/// (`bucket.localstack:4566`), which no emulator's host name (docker compose's `localstack`)
+/// resolves. `AWS_S3_FORCE_PATH_STYLE=true|false` overrides either way.
+pub fn s3_client(aws: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let path_style = match std::env::var("AWS_S3_FORCE_PATH_STYLE").ok().as_deref() {
+        Some("true" | "1") => true,
+        Some("false" | "0") => false,
+        _ => aws.endpoint_url().is_some(),
+    };
+    let config = aws_sdk_s3::config::Builder::from(aws)
+        .force_path_style(path_style)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}

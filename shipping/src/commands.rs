@@ -193,7 +193,7 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
         DAY.saturating_mul(u32::try_from(args.inbox_ttl_days).unwrap_or(u32::MAX)),
         DAY.saturating_mul(u32::try_from(args.outbox_ttl_days).unwrap_or(u32::MAX)),
     );
-    let s3 = aws_sdk_s3::Client::new(aws);
+    let s3 = eventing::claim_check::s3_client(aws);
     let events = Publisher::new(
         eventing::put_events::PutEventsClient::new(aws)
             .await

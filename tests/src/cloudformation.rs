@@ -16,7 +16,7 @@ pub fn template(name: &str) -> PathBuf {
 }
 
 async fn tool(args: &[&str], env: &[(String, String)]) -> anyhow::Result<Value> {
-    let out = tokio::process::Command::new("python3")
+    let out = tokio::process::Command::new(crate::python::python())
         .args(["-c", TOOL])
         .args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

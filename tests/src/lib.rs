@@ -19,6 +19,7 @@ pub mod otlp;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
+pub mod python;
 pub mod s3;
 pub mod shipping;
 pub mod sigv4;

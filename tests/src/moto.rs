@@ -96,7 +96,7 @@ impl Moto {
         // moto's own server, started through a launcher that fixes its Kinesis record loss
         // under concurrent PutRecords (see moto_launcher.py). pip may put `moto_server` outside
         // PATH, but the module is importable wherever moto is installed.
-        let mut child = tokio::process::Command::new("python3")
+        let mut child = tokio::process::Command::new(crate::python::python())
             .args(["-c", LAUNCHER])
             .args(&args)
             .envs(env.iter().copied())
@@ -104,7 +104,7 @@ impl Moto {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .context("python3 not found: moto needs it (scripts/bootstrap installs moto[server])")?;
+            .context("the project's Python (.venv) is missing: scripts/bootstrap makes it and installs moto[server]")?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         // Whoever answers must be our child: one that exited (its port taken) fails at once.
@@ -133,9 +133,14 @@ impl Moto {
     }
 }
 
+/// The environment the AWS SDKs (ours and boto's) read, for processes under test. The endpoint
+/// is named by host name (`localhost`, not `127.0.0.1`), as docker compose's `localstack` is: an
+/// S3 client that put the bucket in the host name (virtual-hosted style) would fail here as it
+/// fails there, so every test proves path-style addressing.
 pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
+    let endpoint = by_host_name(endpoint);
     [
-        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
         ("AWS_REGION", "us-east-1"),
         ("AWS_DEFAULT_REGION", "us-east-1"),
         ("AWS_ACCESS_KEY_ID", "testing"),
@@ -144,6 +149,11 @@ pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect()
+}
+
+/// A loopback endpoint (`http://127.0.0.1:PORT`) as `http://localhost:PORT`.
+pub fn by_host_name(endpoint: &str) -> String {
+    endpoint.replacen("://127.0.0.1:", "://localhost:", 1)
 }
 
 pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {

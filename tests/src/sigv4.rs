@@ -41,7 +41,7 @@ pub async fn check(call: &RecordedCall, endpoint: &str, keys: &Keys<'_>) -> anyh
         "body_b64": base64::engine::general_purpose::STANDARD.encode(&call.body),
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/src/sigv4_check.py");
-    let mut child = tokio::process::Command::new("python3")
+    let mut child = tokio::process::Command::new(crate::python::python())
         .arg(script)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -87,7 +87,14 @@ impl Stack {
     pub fn env_with(&self, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut env = self.env();
         env.retain(|(k, _)| !overrides.iter().any(|(name, _)| name == k));
-        env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        env.extend(overrides.iter().map(|(k, v)| {
+            let v = match *k {
+                // A proxy in front of the emulator is reached by host name too (see `aws_env`).
+                "AWS_ENDPOINT_URL" => crate::moto::by_host_name(v),
+                _ => (*v).to_owned(),
+            };
+            ((*k).to_owned(), v)
+        }));
         env
     }
 

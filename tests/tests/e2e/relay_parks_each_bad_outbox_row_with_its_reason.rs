@@ -32,7 +32,7 @@ async fn not_json_null_type_and_oversized_rows_are_parked_and_the_rest_flows() -
     )
     .await?;
     let sdk = stack.moto.sdk_config().await;
-    let s3 = aws_sdk_s3::Client::new(&sdk);
+    let s3 = harness::s3::client(&sdk);
     let mut events = bus::monolith_events(&sdk, "bad-rows").await?;
     let mut capture = stack.spawn_capture(&[]).await?;
 
@@ -404,7 +404,7 @@ async fn a_gone_claim_check_is_held_while_s3_answers_403_and_parked_once_it_answ
         .unwrap_or_default();
     let gone_key = gone["key"].as_str().unwrap_or_default().to_owned();
     anyhow::ensure!(!gone_key.is_empty(), "no claim check: {gone}");
-    aws_sdk_s3::Client::new(&sdk)
+    harness::s3::client(&sdk)
         .delete_object()
         .bucket(gone["bucket"].as_str().unwrap_or_default())
         .key(&gone_key)

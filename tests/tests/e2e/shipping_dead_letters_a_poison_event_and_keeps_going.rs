@@ -681,7 +681,7 @@ async fn publish_claim_checked_customer(
         "credit_limit": 100, "credit_reserved": 0, "notes": "n".repeat(2000)})
     .to_string();
     let key = format!("claim-checks/{event_id}.json");
-    aws_sdk_s3::Client::new(sdk)
+    harness::s3::client(sdk)
         .put_object()
         .bucket("bridge-claim-checks")
         .key(&key)

@@ -130,7 +130,7 @@ async fn the_projection_and_shipments_match_the_monolith() -> anyhow::Result<()>
         assert!(event["detail"]["data"]["customer_id"].is_string(), "{event}");
     }
 
-    let s3 = aws_sdk_s3::Client::new(&sdk);
+    let s3 = harness::s3::client(&sdk);
     let claims = s3.list_objects_v2().bucket("bridge-claim-checks").send().await?;
     assert!(
         claims.key_count().unwrap_or(0) >= 1,

@@ -1,7 +1,7 @@
 //! `shipping setup`: the service's queue with its DLQ and redrive policy, the EventBridge rule
 //! that feeds the queue, and the DynamoDB tables (outbox with a stream; TTL on inbox and outbox).
 
-use aws_sdk_eventbridge::types::{DeadLetterConfig, InputTransformer, RetryPolicy, Target};
+use aws_sdk_eventbridge::types::{DeadLetterConfig, RetryPolicy, Target};
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::json;
 
@@ -114,16 +114,6 @@ pub async fn run(aws: &aws_config::SdkConfig, cfg: &SetupConfig) -> Result<(), S
                 .maximum_event_age_in_seconds(TARGET_MAX_EVENT_AGE_SECS)
                 .maximum_retry_attempts(TARGET_MAX_RETRIES)
                 .build(),
-        )
-        // Passes the event through unchanged — what a target without a transformer gets on
-        // AWS. moto re-parses eight JSONPath expressions per event for its default template
-        // (≈0.12 s), one with this one, which is what makes the embedded stack usable.
-        .input_transformer(
-            InputTransformer::builder()
-                .input_paths_map("id", "$.id")
-                .input_template("<aws.events.event.json>")
-                .build()
-                .map_err(|e| invalid("eventbridge target", &rule, e))?,
         )
         .build()
         .map_err(|e| invalid("eventbridge target", &rule, e))?;

@@ -549,6 +549,26 @@ def get_backend_for_host(self, host):
 werkzeug_app.DomainDispatcherApplication.get_backend_for_host = get_backend_for_host
 serving.WSGIRequestHandler.log_request = lambda self, *args, **kwargs: None
 
+# And a rule target without an input transformer. AWS hands it the matched event whole;
+# moto instead filled its own default template, evaluating eight JSONPath expressions per
+# delivered event (what once made the product's setup carry a pass-through transformer only to
+# keep the emulator quick — a configuration real AWS documents no use for). Here such a target
+# gets the event as a transformer of `<aws.events.event.json>` would give it: the same body.
+from moto.events import utils as events_utils  # noqa: E402
+
+_template_parse = events_utils.EventTemplateParser.parse
+
+
+def template_parse(input_template, input_paths_map, event):
+    if not input_template and not input_paths_map:
+        return json.loads(events_utils.EventTemplateParser._stringify(event))
+    return _template_parse(input_template, input_paths_map, event)
+
+
+events_utils.EventTemplateParser.parse = staticmethod(template_parse)
+
+
 from moto.server import main  # noqa: E402
 
 main(sys.argv[1:])
+

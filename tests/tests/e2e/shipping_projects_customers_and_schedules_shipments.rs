@@ -14,6 +14,22 @@ async fn the_projection_and_shipments_match_the_monolith() -> anyhow::Result<()>
     let stack = Stack::start().await?;
     let sdk = stack.moto.sdk_config().await;
     stack.run_ok("shipping", &["setup"]).await?;
+    // The rule's target gets the event as AWS sends it, with no transformer: AWS documents
+    // `<aws.events.event.json>` only as a JSON field's value, not as a whole template.
+    let targets = aws_sdk_eventbridge::Client::new(&sdk)
+        .list_targets_by_rule()
+        .rule("shipping-events-from-legacy-monolith")
+        .event_bus_name("legacy-monolith")
+        .send()
+        .await?;
+    assert!(!targets.targets().is_empty());
+    for target in targets.targets() {
+        assert!(target.input_transformer().is_none(), "{target:?}");
+        assert!(
+            target.input().is_none() && target.input_path().is_none(),
+            "{target:?}"
+        );
+    }
     let mut shipment_events = bus::subscribe(
         &sdk,
         "legacy-monolith",

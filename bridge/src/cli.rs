@@ -331,8 +331,8 @@ pub struct RelayTuningArgs {
     /// The events' `source`.
     #[arg(long, env = "BRIDGE_EVENT_SOURCE", default_value = "legacy.monolith")]
     pub event_source: String,
-    /// The largest entry EventBridge accepts, in bytes (256 KiB historically; AWS raised it in 2026).
-    #[arg(long, env = "BRIDGE_MAX_EVENT_BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1024..=10_485_760))]
+    /// The largest entry EventBridge accepts, in bytes: 1 MB since 2026-01-29 (256 KiB before; set 262144 where a bus or target still has the old limit). Larger events travel as claim checks.
+    #[arg(long, env = "BRIDGE_MAX_EVENT_BYTES", default_value_t = eventing::eventbridge::MAX_ENTRY_BYTES, value_parser = clap::value_parser!(u64).range(1024..=10_485_760))]
     pub max_event_bytes: u64,
     /// Also publish changes of other tables, as raw change events (detail-type schema.table.operation).
     #[arg(long, env = "BRIDGE_PUBLISH_RAW_CHANGES")]

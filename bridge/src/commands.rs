@@ -326,7 +326,7 @@ fn relay_start(
                 .collect(),
         },
         event_source: tuning.event_source.clone(),
-        max_event_bytes: usize::try_from(tuning.max_event_bytes).unwrap_or(262_144),
+        max_event_bytes: usize::try_from(tuning.max_event_bytes).unwrap_or(usize::MAX),
         worker_id: tuning.worker_id.clone(),
         lease_duration: Duration::from_secs(tuning.lease_duration_secs),
         poll_interval: Duration::from_millis(tuning.poll_interval_ms),

@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use serde_json::json;
 
-/// SQS takes at most 256 KiB per message (body plus attributes); escaping can grow the
-/// original, so the encoded body is measured and the original cut until it fits.
+/// SQS takes at most 1 MiB per message since 2026 (256 KiB before): body plus attributes, and
+/// escaping can grow the original, so the encoded body is measured and the original cut until it
+/// fits, with room for the attributes. Kept at the old size: a queue created with an explicit
+/// `MaximumMessageSize` of 256 KiB still takes it.
 const MAX_BODY_BYTES: usize = 240 * 1024;
 
 #[derive(Debug, thiserror::Error)]

@@ -34,6 +34,10 @@ use prometheus_client::registry::Registry;
 use crate::claim_check::{ClaimCheckError, ClaimCheckStore};
 use crate::event::Event;
 use crate::put_events::{Entry, PutEventsClient};
+
+/// The largest PutEvents entry EventBridge accepts: 1 MB since 2026-01-29 (256 KiB before). SQS
+/// messages were raised to the same size, so a rule delivers such an event to a queue whole.
+pub const MAX_ENTRY_BYTES: u64 = 1_048_576;
 use crate::retry::{while_transient, Backoff};
 
 type Labels = Vec<(String, String)>;
@@ -113,7 +117,7 @@ pub struct Publisher {
     client: PutEventsClient,
     bus: String,
     source: String,
-    /// The largest entry EventBridge accepts (256 KiB historically; raised by AWS in 2026).
+    /// The largest entry EventBridge accepts (see [`MAX_ENTRY_BYTES`]).
     max_entry_bytes: usize,
     claim_checks: ClaimCheckStore,
     metrics: PublisherMetrics,

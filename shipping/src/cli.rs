@@ -235,9 +235,9 @@ pub struct RunArgs {
         default_value = "bridge-claim-checks"
     )]
     pub claim_check_bucket: String,
-    /// Largest EventBridge entry, bytes.
-    #[arg(long, env = "SHIPPING_MAX_ENTRY_BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1024..))]
-    pub max_entry_bytes: u64,
+    /// The largest entry EventBridge accepts, in bytes: 1 MB since 2026-01-29 (the bridge's flag of the same name). Larger events travel as claim checks. `--max-entry-bytes` (env SHIPPING_MAX_ENTRY_BYTES) is the old name.
+    #[arg(long, alias = "max-entry-bytes", env = "SHIPPING_MAX_EVENT_BYTES", default_value_t = eventing::eventbridge::MAX_ENTRY_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_event_bytes: u64,
     /// Where `/metrics` and `/healthz` listen.
     #[arg(long, env = "SHIPPING_METRICS_LISTEN", default_value = "127.0.0.1:9465")]
     pub metrics_listen: String,

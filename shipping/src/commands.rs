@@ -200,7 +200,7 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
             .context("eventbridge client")?,
         &names.event_bus,
         &args.event_source,
-        usize::try_from(args.max_entry_bytes).unwrap_or(usize::MAX),
+        usize::try_from(args.max_event_bytes).unwrap_or(usize::MAX),
         ClaimCheckStore::new(s3.clone(), &args.claim_check_bucket),
         metrics.publisher.clone(),
     );

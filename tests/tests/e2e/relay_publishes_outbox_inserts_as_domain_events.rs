@@ -114,3 +114,39 @@ async fn outbox_rows_arrive_on_a_subscribed_queue_with_the_envelope() -> anyhow:
     );
     Ok(())
 }
+
+/// EventBridge and SQS take 1 MB since 2026-01-29: an event of 600 KB is published whole by
+/// default (no claim check) and a subscribed queue receives it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_under_a_megabyte_is_published_whole() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let mut events = bus::monolith_events(&sdk, "large-events").await?;
+    let capture = stack.spawn_capture(&[]).await?;
+    let relay = stack.spawn("bridge", &["relay", "--lease-duration-secs", "3"])?;
+    let id = "00000000-0000-4000-8000-00000000e600";
+    let payload = json!({"text": "t".repeat(600_000), "n": 1.50}).to_string();
+    stack
+        .insert_outbox(id, ("Document", "d-600"), "DocumentStored", &payload)
+        .await?;
+    events
+        .until("the 600 KB event", Duration::from_secs(60), |s| {
+            s.by_event_id().contains_key(id)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", relay.output(), capture.output()))?;
+    let (_, event) = events
+        .by_event_id()
+        .remove(id)
+        .ok_or_else(|| anyhow::anyhow!("no event {id}"))?;
+    assert!(
+        event["detail"]["metadata"]["claim_check"].is_null(),
+        "claim-checked: {}",
+        event["detail"]["metadata"]
+    );
+    assert_eq!(
+        event["detail"]["data"]["text"].as_str().map(str::len),
+        Some(600_000)
+    );
+    Ok(())
+}

@@ -144,8 +144,9 @@ pub(crate) async fn inject(
         Fault::BrownoutEventBridge => brownout("AWSEvents.").await,
         Fault::BrownoutKinesis => brownout("Kinesis_20131202.").await,
         Fault::BrownoutS3 => {
-            // A payload above EventBridge's entry limit: its claim check needs S3 both ways.
-            let big = json!({"text": "s".repeat(300_000)}).to_string();
+            // A payload above EventBridge's entry limit (1 MB) and Kinesis' record limit: its
+            // claim checks need S3 at both ends.
+            let big = json!({"text": "s".repeat(1_100_000)}).to_string();
             insert_event(stack, "Document", "DocumentStored", &big).await?;
             brownout(harness::faults::S3).await;
         }

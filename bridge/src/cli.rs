@@ -51,8 +51,8 @@ pub enum Command {
     /// Re-send a table's rows (or a slice) as DMS `load` records while capture streams; capture
     /// runs it (watermarks keep each row's newest state last) and it resumes after a restart.
     Backfill(BackfillArgs),
-    /// Exit 0 if the process serving --metrics-listen reports itself healthy (`/healthz`), else
-    /// 1 with its reasons: the container health check (the image has no curl).
+    /// Exit 0 if the process serving --metrics-listen is alive (`/livez`; with --ready, ready:
+    /// `/readyz`), else 1 with its reasons: the container health check (the image has no curl).
     Healthcheck(HealthcheckArgs),
     /// The outbox table as the recovery log: its retention.
     Outbox {
@@ -63,9 +63,13 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct HealthcheckArgs {
-    /// Where the process to check serves /healthz (the same setting it was started with).
+    /// Where the process to check serves /livez and /readyz (the same setting it was started with).
     #[arg(long, env = "BRIDGE_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: String,
+    /// Ask /readyz (dependencies answer, loops make progress) instead of /livez (the process is
+    /// alive: what a container health check should ask, so an outage does not get it killed).
+    #[arg(long)]
+    pub ready: bool,
 }
 
 #[derive(Subcommand, Debug)]

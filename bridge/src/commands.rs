@@ -126,7 +126,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Backfill(args) => crate::backfill_cmd::run(args).await,
         Command::Healthcheck(args) => {
-            eventing::server::probe(&args.metrics_listen, Duration::from_secs(5)).await?;
+            let path = if args.ready { "/readyz" } else { "/livez" };
+            eventing::server::probe(&args.metrics_listen, path, Duration::from_secs(5)).await?;
             println!("ok");
             Ok(())
         }

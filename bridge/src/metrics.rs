@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -26,6 +25,8 @@ fn label(name: &str, value: &str) -> Labels {
 
 pub struct Metrics {
     registry: Registry,
+    /// `bridge_build_info` and the `process_*` figures.
+    process: Registry,
     pub changes_captured: Counter,
     pub transactions_captured: Counter,
     pub records_published: Counter,
@@ -101,6 +102,7 @@ impl Metrics {
             relay_millis_behind: Family::default(),
             health: Health::new(),
             registry: Registry::default(),
+            process: eventing::process_metrics::registry("bridge", env!("CARGO_PKG_VERSION")),
         };
         registry.register(
             "capture_changes",
@@ -258,8 +260,14 @@ impl Metrics {
             m.relay_shards_owned.clone(),
         );
         registry.register(
+            "relay_behind_latest_milliseconds",
+            "How far behind the stream's latest record each shard's reader is (Kinesis' MillisBehindLatest)",
+            m.relay_millis_behind.clone(),
+        );
+        // The old name of the same figure, kept for a release (it said "checkpoint", which it is not).
+        registry.register(
             "relay_checkpoint_lag_milliseconds",
-            "How far behind the stream's tip each shard is (MillisBehindLatest)",
+            "Deprecated: bridge_relay_behind_latest_milliseconds",
             m.relay_millis_behind.clone(),
         );
         // Known label values start at 0: an empty family is left out of the exposition, and a
@@ -274,10 +282,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+        eventing::process_metrics::render(&[&self.registry, &self.process])
     }
 }
 

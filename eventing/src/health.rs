@@ -20,6 +20,8 @@ pub struct Health {
     stall_ms: AtomicU64,
     beacons: Mutex<Vec<Weak<Beacon>>>,
     problems: Mutex<BTreeMap<String, String>>,
+    /// Beaten by the server's pulse task (see `server`): the runtime still runs tasks.
+    pulse: Arc<Beacon>,
 }
 
 /// One loop's sign of life. Dropping it stops the watch (a worker that ended is not stuck).
@@ -45,11 +47,18 @@ impl Beacon {
 
 impl Health {
     pub fn new() -> Arc<Self> {
+        let origin = Instant::now();
+        let pulse = Arc::new(Beacon {
+            what: "pulse".into(),
+            last_ms: AtomicU64::new(0),
+            origin,
+        });
         let health = Self {
-            origin: Instant::now(),
+            origin,
             stall_ms: AtomicU64::new(0),
             beacons: Mutex::default(),
             problems: Mutex::default(),
+            pulse,
         };
         health.set_stall_bound(DEFAULT_STALL);
         Arc::new(health)
@@ -75,6 +84,21 @@ impl Health {
             beacons.push(Arc::downgrade(&beacon));
         }
         beacon
+    }
+
+    /// The liveness pulse, for the one task that beats it.
+    pub fn pulse(&self) -> Arc<Beacon> {
+        self.pulse.clone()
+    }
+
+    /// Liveness: `Ok` while the pulse beat within `bound` (the runtime runs tasks). Stalled
+    /// loops and dependency problems are readiness ([`Health::check`]), not liveness.
+    pub fn alive(&self, bound: Duration) -> Result<(), String> {
+        let silent = self.pulse.silent_for();
+        if silent > bound {
+            return Err(format!("the runtime ran no task for {} s", silent.as_secs()));
+        }
+        Ok(())
     }
 
     /// Sets (`Some`) or clears (`None`) a named condition that makes the process unhealthy.

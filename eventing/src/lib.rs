@@ -14,6 +14,7 @@ pub mod event;
 pub mod eventbridge;
 pub mod health;
 pub mod logging;
+pub mod process_metrics;
 pub mod provision;
 pub mod put_events;
 pub mod replay;

@@ -1,5 +1,12 @@
-//! The HTTP endpoint every process serves on its `--metrics-listen`: `/metrics` (Prometheus'
-//! text format) and `/healthz` (200 `ok`, or 503 with the reasons).
+//! The HTTP endpoint every process serves on its `--metrics-listen`:
+//! - `/metrics`: OpenMetrics text (what prometheus-client writes), with its Content-Type;
+//! - `/livez`: liveness, for container health checks: 200 while the process answers and its
+//!   runtime is not wedged (a pulse task beats every half second). It stays 200 through an AWS
+//!   or Postgres outage, which the process waits out: an orchestrator that restarted it then
+//!   would only restart it into the same outage, again and again;
+//! - `/readyz`: readiness, for load balancers, alarms and `bridge status`: 200 while every watched
+//!   loop makes progress and no dependency problem is set, else 503 with the reasons;
+//! - `/healthz`: the same as `/readyz`, kept for compatibility.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,34 +18,59 @@ use axum::Router;
 
 use crate::health::Health;
 
-/// Serves `/metrics` (whatever `render` returns, in Prometheus' text format) and `/healthz`.
+/// The Content-Type of OpenMetrics text.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How stale the pulse may be before `/livez` says the runtime is wedged.
+const PULSE_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `/metrics` (whatever `render` returns, OpenMetrics text), `/livez`, `/readyz` and
+/// `/healthz`.
 pub async fn serve<F>(listen: &str, render: F, health: Arc<Health>) -> std::io::Result<SocketAddr>
 where
     F: Fn() -> String + Clone + Send + Sync + 'static,
 {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    let pulse = health.pulse();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            pulse.beat();
+        }
+    });
+    let ready = {
+        let health = health.clone();
+        move || {
+            let answer = match health.check() {
+                Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+                Err(reasons) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("unhealthy:\n- {}\n", reasons.join("\n- ")),
+                ),
+            };
+            async move { answer }
+        }
+    };
+    let live = move || {
+        let answer = match health.alive(PULSE_BOUND) {
+            Ok(()) => (StatusCode::OK, "alive\n".to_owned()),
+            Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not alive: {reason}\n")),
+        };
+        async move { answer }
+    };
     let app = Router::new()
         .route(
             "/metrics",
             get(move || {
                 let body = render();
-                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response() }
+                async move { ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response() }
             }),
         )
-        .route(
-            "/healthz",
-            get(move || {
-                let answer = match health.check() {
-                    Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
-                    Err(reasons) => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("unhealthy:\n- {}\n", reasons.join("\n- ")),
-                    ),
-                };
-                async move { answer }
-            }),
-        );
+        .route("/livez", get(live))
+        .route("/readyz", get(ready.clone()))
+        .route("/healthz", get(ready));
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(error = %error, "metrics server stopped");
@@ -62,10 +94,10 @@ pub enum ProbeError {
     Unhealthy { status: String, body: String },
 }
 
-/// Asks the `/healthz` of a server listening on `listen` (a wildcard address is asked on
-/// loopback). For container health checks: the images carry no curl, and a request this small
-/// needs no HTTP client library linked into every service.
-pub async fn probe(listen: &str, timeout: std::time::Duration) -> Result<(), ProbeError> {
+/// Asks `path` (`/livez`, `/readyz`) of a server listening on `listen` (a wildcard address is
+/// asked on loopback). For container health checks: the images carry no curl, and a request
+/// this small needs no HTTP client library linked into every service.
+pub async fn probe(listen: &str, path: &str, timeout: std::time::Duration) -> Result<(), ProbeError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = match listen.rsplit_once(':') {
         Some(("0.0.0.0" | "[::]" | "", port)) => format!("127.0.0.1:{port}"),
@@ -73,7 +105,7 @@ pub async fn probe(listen: &str, timeout: std::time::Duration) -> Result<(), Pro
     };
     let ask = async {
         let mut conn = tokio::net::TcpStream::connect(&addr).await?;
-        conn.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
             .await?;
         let mut answer = Vec::new();
         conn.read_to_end(&mut answer).await?;

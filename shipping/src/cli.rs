@@ -124,12 +124,15 @@ pub enum Command {
     /// --archive-lag of them again once the archive has caught up; then `shipping run` applies
     /// them (the inbox absorbs what it had already).
     Rebuild(RebuildArgs),
-    /// Exit 0 if the `shipping run` serving --metrics-listen reports itself healthy
-    /// (`/healthz`), else 1 with its reasons: the container health check (the image has no curl).
+    /// Exit 0 if the `shipping run` serving --metrics-listen is alive (`/livez`; with --ready,
+    /// ready: `/readyz`), else 1 with its reasons: the container health check (the image has no curl).
     Healthcheck {
-        /// Where `shipping run` serves /healthz (the same setting it was started with).
+        /// Where `shipping run` serves /livez and /readyz (the same setting it was started with).
         #[arg(long, env = "SHIPPING_METRICS_LISTEN", default_value = "127.0.0.1:9465")]
         metrics_listen: String,
+        /// Ask /readyz (dependencies answer, loops make progress) instead of /livez.
+        #[arg(long)]
+        ready: bool,
     },
     /// Print one projected customer or one shipment as JSON.
     Show {

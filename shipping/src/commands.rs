@@ -151,8 +151,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Healthcheck { metrics_listen } => {
-            eventing::server::probe(&metrics_listen, Duration::from_secs(5)).await?;
+        Command::Healthcheck {
+            metrics_listen,
+            ready,
+        } => {
+            let path = if ready { "/readyz" } else { "/livez" };
+            eventing::server::probe(&metrics_listen, path, Duration::from_secs(5)).await?;
             println!("ok");
             Ok(())
         }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -29,6 +28,8 @@ pub struct Metrics {
     /// publisher uses: one dashboard reads both).
     pub publisher: PublisherMetrics,
     publisher_registry: Registry,
+    /// `shipping_build_info` and the `process_*` figures.
+    process: Registry,
     /// What `/healthz` answers from: the consumer's and the publisher's signs of life.
     pub health: Arc<eventing::health::Health>,
 }
@@ -47,6 +48,7 @@ impl Metrics {
             outbox_events_parked: Counter::default(),
             publisher: PublisherMetrics::default(),
             publisher_registry: Registry::default(),
+            process: eventing::process_metrics::registry("shipping", env!("CARGO_PKG_VERSION")),
             health: eventing::health::Health::new(),
             registry: Registry::default(),
         };
@@ -111,11 +113,7 @@ impl Metrics {
     /// Both registries as one exposition (the first one's `# EOF` would end it for an
     /// OpenMetrics reader).
     pub fn render(&self) -> String {
-        let (mut own, mut publisher) = (String::new(), String::new());
-        // Writing into a String cannot fail.
-        let _ = encode(&mut own, &self.registry);
-        let _ = encode(&mut publisher, &self.publisher_registry);
-        own.strip_suffix("# EOF\n").unwrap_or(&own).to_owned() + &publisher
+        eventing::process_metrics::render(&[&self.registry, &self.publisher_registry, &self.process])
     }
 
     fn applied_family_init(&self, outcome: &str) {

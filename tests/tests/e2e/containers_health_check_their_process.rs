@@ -1,6 +1,9 @@
 //! `bridge healthcheck` and `shipping healthcheck`, the container health checks (the image has
-//! no curl): exit 0 while the process on --metrics-listen reports itself healthy, 1 with its
-//! reasons once it stalls (capture cut off from Postgres), 1 when nothing answers.
+//! no curl). Liveness is not readiness: the check asks `/livez`, which stays 200 while the
+//! process waits out an outage (capture cut off from Postgres) — a container check that failed
+//! then would have the orchestrator kill the very process that is patiently waiting, again and
+//! again — while `--ready` (`/readyz`, and `/healthz` as before) reports the stall with its
+//! reasons. Both exit 1 when nothing answers.
 
 use std::time::Duration;
 
@@ -29,43 +32,95 @@ async fn the_check_follows_the_process_health() -> anyhow::Result<()> {
     stack.wait_slot_active("outbox_bridge", &capture).await?;
     let mut shipping = Proc::spawn("shipping", &["run", "--metrics-listen", &slisten], &stack.env())?;
 
-    let check = |bin: &'static str, listen: String| {
+    let check = |bin: &'static str, listen: String, ready: bool| {
         let env = stack.env();
         async move {
-            let (code, out, err) =
-                process::run(bin, &["healthcheck", "--metrics-listen", &listen], &env).await?;
+            let mut args = vec!["healthcheck", "--metrics-listen", &listen];
+            if ready {
+                args.push("--ready");
+            }
+            let (code, out, err) = process::run(bin, &args, &env).await?;
             anyhow::Ok((code, format!("{out}{err}")))
         }
     };
-    harness::wait::until("both processes healthy", Duration::from_secs(60), || async {
+    harness::wait::until("both processes ready", Duration::from_secs(60), || async {
         capture.ensure_running()?;
         shipping.ensure_running()?;
-        let (b, _) = check("bridge", blisten.clone()).await?;
-        let (s, _) = check("shipping", slisten.clone()).await?;
+        let (b, _) = check("bridge", blisten.clone(), true).await?;
+        let (s, _) = check("shipping", slisten.clone(), true).await?;
         Ok((b == Some(0) && s == Some(0)).then_some(()))
     })
     .await?;
 
-    // Postgres gone: capture's input stalls, and past --stall-timeout-secs it says so.
+    // Postgres gone: capture's input stalls, and past --stall-timeout-secs it is not ready…
     stack.pg.stop(StopMode::Fast)?;
     let reasons = harness::wait::until(
-        "capture to report itself unhealthy",
+        "capture to report itself not ready",
         Duration::from_secs(60),
         || async {
             capture.ensure_running()?;
-            let (code, text) = check("bridge", blisten.clone()).await?;
+            let (code, text) = check("bridge", blisten.clone(), true).await?;
             Ok((code == Some(1)).then_some(text))
         },
     )
     .await?;
     assert!(reasons.contains("unhealthy"), "{reasons}");
+    let (status, body) = harness::metrics::health(bport).await?;
+    assert_eq!(status, 503, "/healthz keeps its meaning: {body}");
+    // …and alive all the while: the container check passes through the outage.
+    for _ in 0..3 {
+        let (code, text) = check("bridge", blisten.clone(), false).await?;
+        assert_eq!(code, Some(0), "liveness during the outage: {text}");
+        capture.ensure_running()?;
+    }
+    let live = reqwest::get(format!("http://127.0.0.1:{bport}/livez")).await?;
+    assert_eq!(live.status().as_u16(), 200);
+    stack.pg.start_again()?;
+    harness::wait::until("capture ready again", Duration::from_secs(60), || async {
+        let (code, _) = check("bridge", blisten.clone(), true).await?;
+        Ok((code == Some(0)).then_some(()))
+    })
+    .await?;
 
     capture.terminate(Duration::from_secs(20)).await?;
     shipping.terminate(Duration::from_secs(20)).await?;
     for (bin, listen) in [("bridge", &blisten), ("shipping", &slisten)] {
-        let (code, text) = check(bin, listen.clone()).await?;
-        assert_eq!(code, Some(1), "{bin}: {text}");
-        assert!(text.contains("nothing answers"), "{bin}: {text}");
+        for ready in [false, true] {
+            let (code, text) = check(bin, listen.clone(), ready).await?;
+            assert_eq!(code, Some(1), "{bin}: {text}");
+            assert!(text.contains("nothing answers"), "{bin}: {text}");
+        }
     }
+    Ok(())
+}
+
+/// `/metrics` is OpenMetrics text and says so; it carries `build_info` and the process figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_openmetrics_with_build_info_and_process_figures() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let capture = stack.spawn_capture(&["--metrics-listen", &listen]).await?;
+    let resp = reqwest::get(format!("http://{listen}/metrics")).await?;
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = resp.text().await?;
+    assert!(
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{content_type}"
+    );
+    assert!(
+        body.ends_with("# EOF\n") && body.matches("# EOF").count() == 1,
+        "one OpenMetrics exposition"
+    );
+    assert!(body.contains("bridge_build_info{version=\""), "{body}");
+    let rss = harness::metrics::value_in(&body, "process_resident_memory_bytes")?;
+    assert!(rss > 1_000_000.0, "{rss}");
+    assert!(harness::metrics::value_in(&body, "process_cpu_seconds_total")? > 0.0);
+    capture.ensure_running()?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use bridge::partition::PartitionKey;
 use bridge::replication::slot::FailoverSlot;
 use bridge::table::TableName;
+use eventing::emf::CloudWatchMetrics;
 use eventing::logging::LogFormat;
 
 #[derive(Parser, Debug)]
@@ -205,6 +206,10 @@ pub struct MetricsArgs {
     /// acknowledged, a relay lease round or shard worker that does not get through.
     #[arg(long, env = "BRIDGE_STALL_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout_secs: u64,
+    /// Also publish the figures CloudWatch alarms need (replication lag, WAL retained, events
+    /// parked) as CloudWatch embedded metric format lines on stdout, once a minute.
+    #[arg(long, env = "BRIDGE_CLOUDWATCH_METRICS", value_enum, default_value_t = CloudWatchMetrics::Off)]
+    pub cloudwatch_metrics: CloudWatchMetrics,
 }
 
 /// Where changes come from.

@@ -89,7 +89,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Capture(args) => {
             let cfg = capture_config(args.source, args.outbox, &args.tuning)?;
-            let metrics = serve_metrics(&args.metrics).await?;
+            let metrics = serve_metrics(&args.metrics, "capture").await?;
             let shutdown = eventing::shutdown::on_signal();
             if args.sink == SinkKind::Null {
                 // No stream to record the slot on: the slot must exist (setup or SQL).
@@ -110,7 +110,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Relay(args) => {
-            let metrics = serve_metrics(&args.metrics).await?;
+            let metrics = serve_metrics(&args.metrics, "relay").await?;
             let timeout = Duration::from_secs(args.shutdown_timeout_secs);
             let start = relay_start(
                 &args.outbox,
@@ -219,7 +219,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 },
                 &args.capture,
             )?;
-            let metrics = serve_metrics(&args.metrics).await?;
+            let metrics = serve_metrics(&args.metrics, "run").await?;
             let timeout = Duration::from_secs(args.capture.shutdown_timeout_secs);
             let claim_check_bucket = args.resources.claim_check_bucket.clone();
             let start = relay_start(
@@ -252,7 +252,7 @@ fn state(created: bool) -> &'static str {
     }
 }
 
-async fn serve_metrics(args: &MetricsArgs) -> anyhow::Result<Arc<Metrics>> {
+async fn serve_metrics(args: &MetricsArgs, service: &str) -> anyhow::Result<Arc<Metrics>> {
     let metrics = Metrics::new();
     metrics
         .health
@@ -261,6 +261,18 @@ async fn serve_metrics(args: &MetricsArgs) -> anyhow::Result<Arc<Metrics>> {
         .await
         .with_context(|| format!("--metrics-listen {}: cannot listen", args.metrics_listen))?;
     tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    if args.cloudwatch_metrics == eventing::emf::CloudWatchMetrics::Emf {
+        let render = {
+            let metrics = metrics.clone();
+            move || metrics.render()
+        };
+        eventing::emf::spawn(
+            service.to_owned(),
+            metrics::EMF_FIGURES.to_vec(),
+            render,
+            tokio_util::sync::CancellationToken::new(),
+        );
+    }
     Ok(metrics)
 }
 

@@ -64,6 +64,43 @@ pub struct Metrics {
     pub health: Arc<Health>,
 }
 
+/// What CloudWatch alarms watch that AWS does not measure itself (see `eventing::emf`).
+pub const EMF_FIGURES: [eventing::emf::Figure; 5] = {
+    use eventing::emf::{Figure, Take};
+    [
+        Figure {
+            family: "bridge_slot_lag_bytes",
+            name: "ReplicationLagBytes",
+            unit: "Bytes",
+            take: Take::Sum,
+        },
+        Figure {
+            family: "bridge_slot_retained_wal_bytes",
+            name: "RetainedWalBytes",
+            unit: "Bytes",
+            take: Take::Sum,
+        },
+        Figure {
+            family: "bridge_oldest_unpublished_event_age_seconds",
+            name: "OldestUnpublishedEventAge",
+            unit: "Seconds",
+            take: Take::Max,
+        },
+        Figure {
+            family: "bridge_dead_letters_total",
+            name: "EventsParked",
+            unit: "Count",
+            take: Take::Increase,
+        },
+        Figure {
+            family: "bridge_relay_behind_latest_milliseconds",
+            name: "RelayBehindLatest",
+            unit: "Milliseconds",
+            take: Take::Max,
+        },
+    ]
+};
+
 impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("bridge");

@@ -9,6 +9,7 @@ pub mod claim_check;
 pub mod deadletter;
 pub mod dlq_tools;
 pub mod duration;
+pub mod emf;
 pub mod error_chain;
 pub mod event;
 pub mod eventbridge;

@@ -53,6 +53,13 @@ pub enum Command {
     Serve(ServeArgs),
     /// Generate load through the domain layer and print a summary.
     Load(LoadArgs),
+    /// Exit 0 if the `legacy-sim serve` on --listen answers its /healthz, else 1 with the
+    /// reason: its container's health check (the image has no curl).
+    Healthcheck {
+        /// Where `legacy-sim serve` listens (the same setting it was started with).
+        #[arg(long, env = "LEGACY_SIM_LISTEN", default_value = "127.0.0.1:9701")]
+        listen: String,
+    },
 }
 
 #[derive(Debug, Args)]

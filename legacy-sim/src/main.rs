@@ -10,6 +10,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let _telemetry = telemetry::init("legacy-sim", cli.otlp_endpoint.as_deref())?;
+    if let Command::Healthcheck { listen } = &cli.command {
+        telemetry::probe::probe(listen, "/healthz", std::time::Duration::from_secs(5)).await?;
+        println!("ok");
+        return Ok(());
+    }
     let database_url = cli.database_url().to_owned();
     match cli.command {
         Command::Migrate => {
@@ -39,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
                 print!("{summary}");
             }
         }
+        Command::Healthcheck { .. } => {}
     }
     Ok(())
 }

@@ -204,6 +204,11 @@ pub struct RebuildArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// What this process runs: the queue consumer, the outbox publisher, or both (the default).
+    /// Deployed apart, the consumer scales out while the publisher stays one task, since two
+    /// publishers on one outbox stream would publish each event twice.
+    #[arg(long, env = "SHIPPING_COMPONENTS", value_enum, default_value_t = Components::All)]
+    pub components: Components,
     /// Messages applied at once, sized for AWS' ~10 ms per call: a message holds its slot for
     /// its share of a receive, its transaction and the hand-over to a batched delete (~30 ms),
     /// so 128 in flight allow ~4,000 events/s (~2,700 measured on 2 cores, CPU-bound); one
@@ -248,6 +253,10 @@ pub struct RunArgs {
     /// read that got through) before `/healthz` answers 503 with the reason.
     #[arg(long, env = "SHIPPING_STALL_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout_secs: u64,
+    /// Also publish the figures CloudWatch alarms need (events parked, the DLQ's depth) as
+    /// CloudWatch embedded metric format lines on stdout, once a minute.
+    #[arg(long, env = "SHIPPING_CLOUDWATCH_METRICS", value_enum, default_value_t = eventing::emf::CloudWatchMetrics::Off)]
+    pub cloudwatch_metrics: eventing::emf::CloudWatchMetrics,
 }
 
 impl RunArgs {
@@ -262,4 +271,22 @@ pub enum Show {
     Customer { customer_id: String },
     /// A shipment by its order id.
     Shipment { order_id: String },
+}
+
+/// The halves of `shipping run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Components {
+    All,
+    Consumer,
+    Publisher,
+}
+
+impl Components {
+    pub fn consumer(self) -> bool {
+        self != Self::Publisher
+    }
+
+    pub fn publisher(self) -> bool {
+        self != Self::Consumer
+    }
 }

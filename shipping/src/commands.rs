@@ -190,7 +190,28 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
     let addr = eventing::server::serve(&args.metrics_listen, render, metrics.health.clone())
         .await
         .with_context(|| format!("--metrics-listen {}: cannot listen", args.metrics_listen))?;
-    tracing::info!(%addr, "metrics on /metrics, health on /healthz");
+    tracing::info!(%addr, "metrics on /metrics, health on /livez and /readyz");
+    if args.cloudwatch_metrics == eventing::emf::CloudWatchMetrics::Emf {
+        let render = {
+            let metrics = metrics.clone();
+            move || metrics.render()
+        };
+        let figures = vec![
+            eventing::emf::Figure {
+                family: "shipping_events_dead_lettered_total",
+                name: "EventsParked",
+                unit: "Count",
+                take: eventing::emf::Take::Increase,
+            },
+            eventing::emf::Figure {
+                family: "shipping_dead_letter_queue_messages",
+                name: "DeadLetterQueueMessages",
+                unit: "Count",
+                take: eventing::emf::Take::Sum,
+            },
+        ];
+        eventing::emf::spawn("shipping".into(), figures, render, cancel.clone());
+    }
     let store = Store::new(
         aws_sdk_dynamodb::Client::new(aws),
         tables(names),
@@ -248,13 +269,20 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
         publisher_cfg,
         stop.clone(),
     );
+    let components = args.components;
     let (consumed, published) = tokio::join!(
         async {
+            if !components.consumer() {
+                return Ok(());
+            }
             let r = consume.await;
             stop.cancel();
             r
         },
         async {
+            if !components.publisher() {
+                return Ok(());
+            }
             let r = publish.await;
             stop.cancel();
             r

@@ -8,6 +8,8 @@
 //! is a hop with an explicit remote parent and often explicit start and end times (a batch
 //! acknowledged after the fact), which `tracing` spans cannot carry.
 
+pub mod probe;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 

@@ -5,6 +5,8 @@
     cloudformation.py policies TEMPLATE
         Prints each IAM role's inline policy statements with the parameters' defaults filled in,
         the region and account as `*` (the form of deploy/iam/*.json), as JSON.
+    cloudformation.py template TEMPLATE
+        Prints the template as JSON.
     cloudformation.py unnamed TEMPLATE
         Prints the resources no output names (a JSON list; empty: the outputs name them all).
     cloudformation.py iam ROOT
@@ -306,6 +308,8 @@ def main(argv):
         print(json.dumps(deploy(argv[2], argv[3], argv[4], argv[5:])))
     elif len(argv) == 3 and argv[1] == "policies":
         print(json.dumps(policies(argv[2])))
+    elif len(argv) == 3 and argv[1] == "template":
+        print(json.dumps(load(argv[2]), default=str))
     elif len(argv) == 3 and argv[1] == "unnamed":
         print(json.dumps(unnamed(argv[2])))
     elif len(argv) == 3 and argv[1] == "iam":

@@ -52,6 +52,11 @@ pub async fn policies(template: &Path) -> anyhow::Result<Value> {
     tool(&["policies", &template.to_string_lossy()], &[]).await
 }
 
+/// `template` as JSON.
+pub async fn read(template: &Path) -> anyhow::Result<Value> {
+    tool(&["template", &template.to_string_lossy()], &[]).await
+}
+
 /// The resources of `template` that no output names.
 pub async fn unnamed(template: &Path) -> anyhow::Result<Value> {
     tool(&["unnamed", &template.to_string_lossy()], &[]).await

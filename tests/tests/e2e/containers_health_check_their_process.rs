@@ -82,6 +82,25 @@ async fn the_check_follows_the_process_health() -> anyhow::Result<()> {
     })
     .await?;
 
+    // legacy-sim's container checks legacy-sim, not the bridge.
+    let (mut sim, base) = stack.spawn_legacy_sim().await?;
+    let sim_listen = base.trim_start_matches("http://").to_owned();
+    let (code, out, err) = process::run(
+        "legacy-sim",
+        &["healthcheck", "--listen", &sim_listen],
+        &stack.env(),
+    )
+    .await?;
+    assert_eq!(code, Some(0), "{out}{err}");
+    sim.terminate(Duration::from_secs(20)).await?;
+    let (code, _, err) = process::run(
+        "legacy-sim",
+        &["healthcheck", "--listen", &sim_listen],
+        &stack.env(),
+    )
+    .await?;
+    assert_eq!(code, Some(1), "{err}");
+
     capture.terminate(Duration::from_secs(20)).await?;
     shipping.terminate(Duration::from_secs(20)).await?;
     for (bin, listen) in [("bridge", &blisten), ("shipping", &slisten)] {
@@ -94,13 +113,37 @@ async fn the_check_follows_the_process_health() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `/metrics` is OpenMetrics text and says so; it carries `build_info` and the process figures.
+/// `/metrics` is OpenMetrics text and says so; it carries `build_info` and the process figures;
+/// with `--cloudwatch-metrics emf` the figures CloudWatch alarms watch go out as embedded metric
+/// format lines on stdout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_openmetrics_with_build_info_and_process_figures() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let port = harness::free_port()?;
     let listen = format!("127.0.0.1:{port}");
-    let capture = stack.spawn_capture(&["--metrics-listen", &listen]).await?;
+    let capture = stack
+        .spawn_capture(&["--metrics-listen", &listen, "--cloudwatch-metrics", "emf"])
+        .await?;
+    capture
+        .wait_output(
+            "an EMF line",
+            &["\"_aws\"", "\"ReplicationLagBytes\""],
+            Duration::from_secs(30),
+        )
+        .await?;
+    let emf: serde_json::Value = capture
+        .output()
+        .lines()
+        .find(|l| l.contains("\"_aws\""))
+        .map(serde_json::from_str)
+        .transpose()?
+        .unwrap_or_default();
+    assert_eq!(
+        emf["_aws"]["CloudWatchMetrics"][0]["Namespace"], "OutboxBridge",
+        "{emf}"
+    );
+    assert_eq!(emf["Service"], "capture", "{emf}");
+    assert!(emf["RetainedWalBytes"].is_number(), "{emf}");
     let resp = reqwest::get(format!("http://{listen}/metrics")).await?;
     let content_type = resp
         .headers()

@@ -53,27 +53,61 @@ impl Drop for Guard {
 /// Starts exporting spans as `service` to `endpoint` (the OTLP base URL, e.g.
 /// `http://127.0.0.1:4318`; `/v1/traces` is appended as the standard variable's rules say).
 /// Without an endpoint nothing is exported and every span helper is a no-op.
+///
+/// OpenTelemetry's own variables work as its other SDKs read them:
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the traces URL itself, used as given; it wins over the
+/// base endpoint), `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL`
+/// (`http/protobuf`, the default; `http/json`; `grpc`, whose endpoint takes no path — port 4317),
+/// `OTEL_SERVICE_NAME` (instead of the process's own name), `OTEL_TRACES_SAMPLER` and
+/// `OTEL_TRACES_SAMPLER_ARG` (read by the SDK), and `OTEL_EXPORTER_OTLP_HEADERS`.
 pub fn init(service: &str, endpoint: Option<&str>) -> Result<Guard, TelemetryError> {
-    let Some(endpoint) = endpoint.map(str::trim).filter(|e| !e.is_empty()) else {
-        return Ok(Guard(None));
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     };
-    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .with_endpoint(url)
-        .build()
-        .map_err(|source| TelemetryError::Exporter {
-            endpoint: endpoint.to_owned(),
-            source,
-        })?;
+    let protocol = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_else(|| "http/protobuf".to_owned());
+    let base = endpoint.map(str::trim).filter(|e| !e.is_empty());
+    let url = match (var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), base) {
+        (Some(traces), _) => traces,
+        (None, Some(base)) if protocol == "grpc" => base.to_owned(),
+        (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
+        (None, None) => return Ok(Guard(None)),
+    };
+    let built = match protocol.as_str() {
+        "grpc" => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(url.clone())
+            .build(),
+        "http/json" => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpJson)
+            .with_endpoint(url.clone())
+            .build(),
+        _ => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(url.clone())
+            .build(),
+    };
+    let exporter = built.map_err(|source| TelemetryError::Exporter {
+        endpoint: url.clone(),
+        source,
+    })?;
+    // OTEL_SERVICE_NAME, when set, names the service (the SDK's resource detectors read it).
+    let resource = if var("OTEL_SERVICE_NAME").is_some() {
+        opentelemetry_sdk::Resource::builder().build()
+    } else {
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name(service.to_owned())
+            .build()
+    };
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(
-            opentelemetry_sdk::Resource::builder()
-                .with_service_name(service.to_owned())
-                .build(),
-        )
+        .with_resource(resource)
         .build();
     let _ = TRACER.set(provider.tracer("outbox-bridge"));
     ENABLED.store(true, Ordering::Release);

@@ -1,5 +1,6 @@
-//! A small OTLP/HTTP receiver on loopback: what the processes export (`POST /v1/traces`,
-//! protobuf), decoded into spans a test can follow across processes.
+//! A small OTLP receiver on loopback: what the processes export — over HTTP (`POST /v1/traces`,
+//! protobuf) or gRPC (the TraceService's `Export`, HTTP/2 without TLS) — decoded into spans a
+//! test can follow across processes.
 //!
 //! Only the fields a test reads are declared (prost skips the others): the service name from
 //! each resource, and each span's ids and name.
@@ -87,40 +88,43 @@ impl Receiver {
     pub async fn start() -> anyhow::Result<Self> {
         let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
         let store = spans.clone();
-        let app = axum::Router::new().route(
-            "/v1/traces",
-            post(move |body: Bytes| {
-                let store = store.clone();
-                async move {
-                    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
-                        return axum::http::StatusCode::BAD_REQUEST;
-                    };
-                    let mut got = Vec::new();
-                    for rs in request.resource_spans {
-                        let service = rs
-                            .resource
-                            .iter()
-                            .flat_map(|r| &r.attributes)
-                            .find(|kv| kv.key == "service.name")
-                            .and_then(|kv| kv.value.as_ref()?.string_value.clone())
-                            .unwrap_or_default();
-                        for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
-                            got.push(Span {
-                                service: service.clone(),
-                                trace_id: hex(&span.trace_id),
-                                span_id: hex(&span.span_id),
-                                parent: hex(&span.parent_span_id),
-                                name: span.name,
-                            });
-                        }
+        let grpc_store = spans.clone();
+        let app = axum::Router::new()
+            .route(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                post(move |body: Bytes| {
+                    let store = grpc_store.clone();
+                    async move {
+                        // One length-prefixed message: a compression flag, its length, the message.
+                        let message = body.get(5..).map(Bytes::copy_from_slice).unwrap_or_default();
+                        let status = match ExportTraceServiceRequest::decode(message) {
+                            Ok(request) => {
+                                keep(&store, request);
+                                "0"
+                            }
+                            Err(_) => "3",
+                        };
+                        // A trailers-only answer: the status in the headers, an empty response message.
+                        (
+                            [("content-type", "application/grpc"), ("grpc-status", status)],
+                            Bytes::from_static(&[0, 0, 0, 0, 0]),
+                        )
                     }
-                    if let Ok(mut all) = store.lock() {
-                        all.extend(got);
+                }),
+            )
+            .route(
+                "/v1/traces",
+                post(move |body: Bytes| {
+                    let store = store.clone();
+                    async move {
+                        let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+                            return axum::http::StatusCode::BAD_REQUEST;
+                        };
+                        keep(&store, request);
+                        axum::http::StatusCode::OK
                     }
-                    axum::http::StatusCode::OK
-                }
-            }),
-        );
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let task = tokio::spawn(async move {
@@ -129,12 +133,43 @@ impl Receiver {
         Ok(Self { url, spans, task })
     }
 
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<Span> {
+        self.spans.lock().map(|all| all.clone()).unwrap_or_default()
+    }
+
     /// The spans of one trace received so far.
     pub fn trace(&self, trace_id: &str) -> Vec<Span> {
         self.spans
             .lock()
             .map(|all| all.iter().filter(|s| s.trace_id == trace_id).cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// Adds the spans of one export request to `store`.
+fn keep(store: &Mutex<Vec<Span>>, request: ExportTraceServiceRequest) {
+    let mut got = Vec::new();
+    for rs in request.resource_spans {
+        let service = rs
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| kv.value.as_ref()?.string_value.clone())
+            .unwrap_or_default();
+        for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+            got.push(Span {
+                service: service.clone(),
+                trace_id: hex(&span.trace_id),
+                span_id: hex(&span.span_id),
+                parent: hex(&span.parent_span_id),
+                name: span.name,
+            });
+        }
+    }
+    if let Ok(mut all) = store.lock() {
+        all.extend(got);
     }
 }
 

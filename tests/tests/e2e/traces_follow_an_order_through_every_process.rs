@@ -111,3 +111,86 @@ async fn one_order_is_one_trace_across_the_four_processes() -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// OpenTelemetry's own variables work as users of its other SDKs expect: the traces URL itself
+/// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), a service name of theirs (`OTEL_SERVICE_NAME`), gRPC
+/// (`OTEL_EXPORTER_OTLP_PROTOCOL=grpc`), and a sampler (`OTEL_TRACES_SAMPLER=always_off`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opentelemetry_variables_work_as_users_expect() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let receiver = Receiver::start().await?;
+    let url = receiver.url.clone();
+    let runs: [(&[(&str, String)], &str, bool); 3] = [
+        (
+            &[
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", format!("{url}/v1/traces")),
+                ("OTEL_SERVICE_NAME", "orders-cdc".into()),
+            ],
+            "orders-cdc",
+            true,
+        ),
+        (
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", url.clone()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
+                ("OTEL_SERVICE_NAME", "orders-cdc-grpc".into()),
+            ],
+            "orders-cdc-grpc",
+            true,
+        ),
+        (
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", url.clone()),
+                ("OTEL_SERVICE_NAME", "orders-cdc-unsampled".into()),
+                ("OTEL_TRACES_SAMPLER", "always_off".into()),
+            ],
+            "orders-cdc-unsampled",
+            false,
+        ),
+    ];
+    let pg = stack.pg.client().await?;
+    for (n, (vars, service, exported)) in runs.into_iter().enumerate() {
+        let mut env = stack.env();
+        env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()));
+        env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let mut capture = Proc::spawn("bridge", &["capture"], &env)?;
+        stack.wait_slot_active("outbox_bridge", &capture).await?;
+        let traceparent = format!("00-{:032x}-{:016x}-01", 0xabc0 + n, 0xdef0 + n);
+        pg.execute(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version, tracingspancontext) \
+             VALUES (gen_random_uuid(), 'Order', 'o-traced', 'OrderPlaced', '{}', 1, $1)",
+            &[&traceparent],
+        )
+        .await?;
+        stack.wait_drained("outbox_bridge", &capture).await?;
+        let from_service = || {
+            receiver
+                .spans()
+                .into_iter()
+                .filter(|s| s.service == service)
+                .count()
+        };
+        if exported {
+            harness::wait::until(
+                &format!("spans of {service}"),
+                Duration::from_secs(30),
+                || async {
+                    capture.ensure_running()?;
+                    Ok((from_service() > 0).then_some(()))
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", capture.output()))?;
+        } else {
+            // Ten export rounds later, still nothing: the sampler said no.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(
+                from_service(),
+                0,
+                "spans exported with OTEL_TRACES_SAMPLER=always_off"
+            );
+        }
+        assert_eq!(capture.terminate(Duration::from_secs(30)).await?, Some(0));
+    }
+    Ok(())
+}

@@ -112,6 +112,9 @@ async fn one_order_is_one_trace_across_the_four_processes() -> anyhow::Result<()
     Ok(())
 }
 
+/// One configuration: its variables, the service name the spans must carry, whether any export.
+type Run<'a> = (&'a [(&'a str, String)], &'a str, bool);
+
 /// OpenTelemetry's own variables work as users of its other SDKs expect: the traces URL itself
 /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), a service name of theirs (`OTEL_SERVICE_NAME`), gRPC
 /// (`OTEL_EXPORTER_OTLP_PROTOCOL=grpc`), and a sampler (`OTEL_TRACES_SAMPLER=always_off`).
@@ -120,7 +123,7 @@ async fn opentelemetry_variables_work_as_users_expect() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let receiver = Receiver::start().await?;
     let url = receiver.url.clone();
-    let runs: [(&[(&str, String)], &str, bool); 3] = [
+    let runs: [Run; 3] = [
         (
             &[
                 ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", format!("{url}/v1/traces")),

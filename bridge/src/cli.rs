@@ -394,12 +394,12 @@ pub struct SetupArgs {
     pub shards: i32,
     /// Create the slot again although one was created for this stream before and is gone:
     /// only after the changes made meanwhile were dealt with (README § Failover and recovery).
-    #[arg(long)]
+    #[arg(long, env = "BRIDGE_RECREATE_SLOT")]
     pub recreate_slot: bool,
     /// AWS DMS's full-load-and-cdc: create the slot with a snapshot and send every row of the
     /// published tables from it as `load` records before capture streams what follows (no gap,
-    /// no overlap). Needs a new slot.
-    #[arg(long)]
+    /// no overlap). Needs a new slot (or the one a full load cut short left).
+    #[arg(long, env = "BRIDGE_FULL_LOAD")]
     pub full_load: bool,
     /// Days the bus's archive (`<bus>-archive`, every event) keeps events for `bridge replay`;
     /// 0: no archive.
@@ -450,7 +450,7 @@ pub struct CaptureArgs {
     pub claim_check_bucket: String,
     /// Where records go: `kinesis`, or `null` (accepted and discarded at once: measures the
     /// capture path alone, for benchmarks; the slot is acknowledged as if Kinesis took them).
-    #[arg(long, value_enum, default_value_t = SinkKind::Kinesis)]
+    #[arg(long, env = "BRIDGE_SINK", value_enum, default_value_t = SinkKind::Kinesis)]
     pub sink: SinkKind,
 }
 
@@ -534,4 +534,52 @@ fn parse_partition_override(s: &str) -> Result<(TableName, PartitionKey), String
         table.parse().map_err(|e| format!("{e}"))?,
         key.parse().map_err(|e| format!("{e}"))?,
     ))
+}
+
+#[cfg(test)]
+mod env_fallback_tests {
+    use clap::CommandFactory;
+
+    /// Every flag of the long-running commands, and every connection or resource-name flag of
+    /// any command, can come from the environment (the README promises it; containers are
+    /// configured that way). One-shot arguments of a single run need none.
+    #[test]
+    fn every_flag_a_deployment_sets_has_an_environment_fallback() {
+        let long_running = ["capture", "relay", "run", "setup"];
+        let resource = |id: &str| {
+            id.contains("url")
+                || id.contains("stream")
+                || id.contains("slot")
+                || id.contains("publication")
+                || id.contains("table")
+                || id.contains("bucket")
+                || id.contains("queue")
+                || id.contains("bus")
+                || id.contains("listen")
+        };
+        // A one-shot operation's own arguments, named in the README as having no variable.
+        let one_shot = ["table", "where", "since", "until", "rule", "older_than", "batch"];
+        let mut missing = Vec::new();
+        for sub in super::Cli::command().get_subcommands() {
+            let mut commands: Vec<&clap::Command> = vec![sub];
+            commands.extend(sub.get_subcommands());
+            for command in commands {
+                for arg in command.get_arguments() {
+                    let id = arg.get_id().as_str();
+                    if arg.is_positional() || ["help", "version"].contains(&id) || arg.get_env().is_some() {
+                        continue;
+                    }
+                    let needs =
+                        long_running.contains(&sub.get_name()) || (resource(id) && !one_shot.contains(&id));
+                    if needs {
+                        missing.push(format!("{} --{}", command.get_name(), id.replace('_', "-")));
+                    }
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "flags without an environment variable: {missing:?}"
+        );
+    }
 }

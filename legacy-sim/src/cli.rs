@@ -150,6 +150,23 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Every flag can come from the environment (containers are configured that way).
+    #[test]
+    fn every_flag_has_an_environment_fallback() {
+        let cli = Cli::command();
+        let missing: Vec<String> = cli
+            .get_arguments()
+            .chain(cli.get_subcommands().flat_map(|c| c.get_arguments()))
+            .filter(|a| !a.is_positional() && a.get_env().is_none())
+            .map(|a| a.get_id().to_string())
+            .filter(|id| id != "help" && id != "version")
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "flags without an environment variable: {missing:?}"
+        );
+    }
+
     #[test]
     fn ratio_must_lie_between_zero_and_one() {
         assert_eq!(parse_ratio("0.25"), Ok(0.25));

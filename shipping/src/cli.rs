@@ -290,3 +290,32 @@ impl Components {
         self != Self::Consumer
     }
 }
+
+#[cfg(test)]
+mod env_fallback_tests {
+    use clap::CommandFactory;
+
+    /// Every flag of `shipping run` and `setup`, and every resource-name flag of any command,
+    /// can come from the environment. One-shot arguments (a replay's `--since`/`--until`, the
+    /// health check's `--ready`) need none.
+    #[test]
+    fn every_flag_a_deployment_sets_has_an_environment_fallback() {
+        let mut missing = Vec::new();
+        let cli = super::Cli::command();
+        let globals = cli.get_arguments().map(|a| (String::from("shipping"), a));
+        let per_command = cli
+            .get_subcommands()
+            .flat_map(|c| c.get_arguments().map(move |a| (c.get_name().to_owned(), a)));
+        for (command, arg) in globals.chain(per_command) {
+            let id = arg.get_id().as_str();
+            let exempt = arg.is_positional() || ["help", "version", "since", "until", "ready"].contains(&id);
+            if !exempt && arg.get_env().is_none() && command != "show" && command != "dlq" {
+                missing.push(format!("{command} --{id}"));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "flags without an environment variable: {missing:?}"
+        );
+    }
+}

@@ -29,6 +29,10 @@ static TRACER: std::sync::OnceLock<SdkTracer> = std::sync::OnceLock::new();
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
+    #[error(
+        "OTEL_EXPORTER_OTLP_PROTOCOL (or _TRACES_PROTOCOL) is {0:?}: it must be http/protobuf, http/json or grpc"
+    )]
+    Protocol(String),
     #[error("--otlp-endpoint {endpoint}: cannot build the OTLP exporter")]
     Exporter {
         endpoint: String,
@@ -87,11 +91,12 @@ pub fn init(service: &str, endpoint: Option<&str>) -> Result<Guard, TelemetryErr
             .with_protocol(Protocol::HttpJson)
             .with_endpoint(url.clone())
             .build(),
-        _ => opentelemetry_otlp::SpanExporter::builder()
+        "http/protobuf" => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(url.clone())
             .build(),
+        other => return Err(TelemetryError::Protocol(other.to_owned())),
     };
     let exporter = built.map_err(|source| TelemetryError::Exporter {
         endpoint: url.clone(),

@@ -191,27 +191,49 @@ impl TestPostgres {
     }
 
     /// The data directory copied into `standby`'s, without what belongs to the running server
-    /// (its pid file, its WAL — the standby streams what it needs — and its slots).
+    /// and what a base backup leaves out (its pid file, its WAL — the standby streams what it
+    /// needs —, its slots, its statistics' and sorts' scratch files). The server keeps writing
+    /// meanwhile: a file that vanishes during the copy was one of those, and is skipped.
     fn copy_data_to(&self, standby: &TestPostgres) -> anyhow::Result<()> {
-        run(Command::new("cp")
-            .arg("-a")
-            .arg(self.data_dir())
-            .arg(standby.data_dir()))?;
-        let data = standby.data_dir();
-        for file in ["postmaster.pid", "postmaster.opts"] {
-            let _ = std::fs::remove_file(data.join(file));
-        }
-        for dir in ["pg_wal", "pg_replslot"] {
-            for entry in std::fs::read_dir(data.join(dir))?.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    if dir == "pg_replslot" {
-                        std::fs::remove_dir_all(&path)?;
-                    }
-                } else {
-                    std::fs::remove_file(&path)?;
+        const LEFT_OUT: [&str; 6] = [
+            "postmaster.pid",
+            "postmaster.opts",
+            "pg_wal",
+            "pg_replslot",
+            "pg_stat_tmp",
+            "pgsql_tmp",
+        ];
+        const EMPTY: [&str; 4] = ["pg_wal", "pg_replslot", "pg_stat_tmp", "pg_wal/archive_status"];
+        fn copy_dir(from: &Path, to: &Path, top: bool) -> std::io::Result<()> {
+            std::fs::create_dir_all(to)?;
+            std::fs::set_permissions(to, std::fs::metadata(from)?.permissions())?;
+            for entry in std::fs::read_dir(from)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                if LEFT_OUT.contains(&name.to_string_lossy().as_ref()) && (top || name == "pgsql_tmp") {
+                    continue;
+                }
+                let (source, target) = (entry.path(), to.join(&name));
+                let copied = match entry.file_type()? {
+                    t if t.is_dir() => copy_dir(&source, &target, false),
+                    _ => std::fs::copy(&source, &target).map(|_| ()),
+                };
+                match copied {
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    other => other?,
                 }
             }
+            Ok(())
+        }
+        let data = standby.data_dir();
+        copy_dir(&self.data_dir(), &data, true)?;
+        for dir in EMPTY {
+            std::fs::create_dir_all(data.join(dir))?;
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Postgres refuses a data directory others may read.
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))?;
         }
         Ok(())
     }

@@ -158,7 +158,8 @@ pub enum CaptureError {
         "the replication slot `{slot}` belongs to a `bridge setup --full-load` that did not finish: the rows \
          it had not sent yet are in neither the stream nor the slot, so streaming from it would lose them. \
          Run `bridge setup --full-load` again (with the same --slot, --publication and --tables): it drops \
-         this slot and loads every row again from a new snapshot"
+         this slot and loads every row again from a new snapshot (or, once those rows were re-sent some \
+         other way, `bridge setup --recreate-slot`)"
     )]
     FullLoadUnfinished { slot: String },
 }
@@ -196,10 +197,15 @@ pub async fn ensure_slot_recorded(
     recreate: bool,
 ) -> Result<Source, CaptureError> {
     // Checked first, whether or not the slot still exists: a new slot would skip the rows too.
+    // `--recreate-slot` is the operator saying the gap was dealt with (re-sent by other means).
     if slot_marker::full_load_unfinished(kinesis, stream, &cfg.slot).await? {
-        return Err(CaptureError::FullLoadUnfinished {
-            slot: cfg.slot.clone(),
-        });
+        if !recreate {
+            return Err(CaptureError::FullLoadUnfinished {
+                slot: cfg.slot.clone(),
+            });
+        }
+        tracing::warn!(slot = %cfg.slot, "--recreate-slot: the unfinished full load is abandoned; the rows it had not sent are not sent");
+        slot_marker::mark_full_load(kinesis, stream, &cfg.slot, "state=abandoned").await?;
     }
     let seen_before = slot_marker::was_created(kinesis, stream, &cfg.slot).await?;
     let source = match prepare_source(cfg, !seen_before || recreate).await {
@@ -260,11 +266,13 @@ pub async fn run(
     let _stop_standby_watch = (!cfg.synchronous_standbys.is_empty()).then(|| {
         let (released, rx) = tokio::sync::watch::channel(crate::lsn::Lsn::default());
         beacons.standby = Some(rx);
+        // Not stopped by the shutdown: `finish` still waits for the standbys (up to its
+        // deadline) to let the open batch go; the guard stops it when `run` returns.
         AbortOnDrop(tokio::spawn(standby::watch_standbys(
             cfg.target.clone(),
             cfg.synchronous_standbys.clone(),
             released,
-            shutdown.clone(),
+            CancellationToken::new(),
         )))
     });
     let recorder = CancellationToken::new();
@@ -466,8 +474,15 @@ pub async fn prepare_source(cfg: &CaptureConfig, may_create_slot: bool) -> Resul
         other => other?,
     };
     if version >= 170_000 && state.failover != failover {
-        set_failover(cfg, failover).await?;
-        state.failover = failover;
+        // An existing slot changes only when asked outright: as a failover slot its reader
+        // waits for the standbys `synchronized_standby_slots` names, which an upgrade of the
+        // bridge alone must not start doing.
+        if cfg.failover_slot == slot::FailoverSlot::Auto {
+            tracing::warn!(slot = %cfg.slot, failover = state.failover, "the slot predates --failover-slot auto and is left as it is; --failover-slot on (or off) changes it");
+        } else {
+            set_failover(cfg, failover).await?;
+            state.failover = failover;
+        }
     }
     let primary_keys = slot::primary_keys(&client, &cfg.publication).await?;
     let wal_sender_timeout_ms: Option<i64> = client

@@ -182,10 +182,9 @@ pub async fn resync(
         }
     }
     let started = Utc::now();
-    let previous = match loss {
-        SlotLoss::Unfinished => recovery.log.read_resync().await?,
-        _ => None,
-    };
+    // Whatever the loss, a resync of this slot still running (cut short by a restart, or by an
+    // error of this process that it retries) resumes where it stood if its slot is still there.
+    let previous = recovery.log.read_resync().await?;
     let resumable = match &previous {
         Some(p) if p.running => resumable(&client, &cfg.slot, p.clone()).await?,
         _ => None,
@@ -203,27 +202,18 @@ pub async fn resync(
                 .collect()
         })
         .unwrap_or_default();
-    let filenode: u32 = client
-        .query_one(
-            "SELECT pg_relation_filenode($1::text::regclass)::int8",
-            &[&outbox.quoted()],
-        )
-        .await
-        .map_err(SlotError::from)?
-        .get::<_, Option<i64>>(0)
-        .and_then(|n| u32::try_from(n).ok())
-        .unwrap_or(0);
     let occurred_at = relation.columns.iter().position(|c| c.name == "occurred_at");
 
     let mut conn = ReplicationConnection::connect(&cfg.target).await?;
     let identity = identify(&mut conn).await?;
     conn.simple_query("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ")
         .await?;
-    let (mut state, tail) = match resumable {
+    let (mut state, tail, filenode) = match resumable {
         Some((state, lsn)) => {
             // The slot this resync made is still there, at its consistent point: rows before
             // the cursor are in Kinesis, rows committed since are the slot's. Any snapshot
             // now holds the rest.
+            let filenode = lock_and_read_file(&mut conn, outbox).await?;
             let tail = resume_tail(&state, filenode);
             tracing::warn!(
                 slot = %cfg.slot,
@@ -232,7 +222,7 @@ pub async fn resync(
                 resume = %tail,
                 "resuming the outbox resync a restart cut short"
             );
-            (state, tail)
+            (state, tail, filenode)
         }
         None => {
             if previous.as_ref().is_some_and(|p| p.running) {
@@ -244,6 +234,7 @@ pub async fn resync(
                 .await
                 .map_err(SlotError::from)?;
             let lsn = create_slot_with_snapshot(&mut conn, &cfg.slot, cfg.failover_slot).await?;
+            let filenode = lock_and_read_file(&mut conn, outbox).await?;
             let state = ResyncState {
                 running: true,
                 started: started.timestamp_micros(),
@@ -267,7 +258,7 @@ pub async fn resync(
             // Rows of one transaction share `occurred_at`; `ctid` keeps them in the order they
             // were inserted (an aggregate's versions in order), as far as the heap allows.
             let tail = format!("WHERE occurred_at >= '{}'::timestamptz", window.to_rfc3339());
-            (state, tail)
+            (state, tail, filenode)
         }
     };
     recovery.log.write_resync(&state).await?;
@@ -361,6 +352,28 @@ pub async fn resync(
 
 /// How often a running resync records its progress on the stream.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Locks the outbox against rewrites (`VACUUM FULL`, `CLUSTER`: they need an exclusive lock)
+/// for the rest of the read's transaction on `conn`, then reads which file the read scans: the
+/// cursor's `ctid`s mean something only in that file.
+async fn lock_and_read_file(
+    conn: &mut ReplicationConnection,
+    outbox: &crate::table::TableName,
+) -> Result<u32, CaptureError> {
+    conn.simple_query(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", outbox.quoted()))
+        .await?;
+    let rows = conn
+        .simple_query(&format!(
+            "SELECT pg_relation_filenode('{}'::regclass)",
+            outbox.quoted().replace('\'', "''")
+        ))
+        .await?;
+    Ok(rows
+        .first()
+        .and_then(|row| row.first().cloned().flatten())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
 
 /// A resync cut short may resume when the slot it made is still at its consistent point (nothing
 /// streamed from it: streaming only starts once the resync is done).

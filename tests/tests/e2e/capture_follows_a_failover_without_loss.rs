@@ -67,6 +67,35 @@ fn spawn_writer(
     })
 }
 
+/// Waits until every outbox row of `primary` is in the stream; returns the ids and the records.
+async fn all_rows_in_kinesis(
+    stack: &Stack,
+    primary: &tokio_postgres::Client,
+    capture: &harness::process::Proc,
+) -> anyhow::Result<(HashSet<String>, Vec<harness::kinesis::StreamRecord>)> {
+    let ids: HashSet<String> = primary
+        .query("SELECT id::text FROM outbox", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let records = wait::until(
+        "every row of the new primary in kinesis",
+        Duration::from_secs(120),
+        || async {
+            capture.ensure_running()?;
+            let records = stack.records().await?;
+            let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
+            let complete = ids.iter().all(|id| seen.contains(id.as_str()));
+            drop(seen);
+            Ok(complete.then_some(records))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", capture.output()))?;
+    Ok((ids, records))
+}
+
 /// How the standby that takes over is kept.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kept {
@@ -180,25 +209,7 @@ async fn failover(kept: Kept) -> anyhow::Result<Figures> {
     writer.await?;
 
     // Every row of the new primary reaches Kinesis.
-    let ids: HashSet<String> = new_primary
-        .query("SELECT id::text FROM outbox", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let records = wait::until(
-        "every row of the new primary in kinesis",
-        Duration::from_secs(120),
-        || async {
-            capture.ensure_running()?;
-            let records = stack.records().await?;
-            let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
-            let complete = ids.iter().all(|id| seen.contains(id.as_str()));
-            drop(seen);
-            Ok(complete.then_some(records))
-        },
-    )
-    .await?;
+    let (ids, records) = all_rows_in_kinesis(&stack, &new_primary, &capture).await?;
     let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
     let phantoms = seen.iter().filter(|id| !ids.contains(**id)).count();
     let figures = Figures {
@@ -414,26 +425,7 @@ async fn a_promoted_server_behind_what_capture_acknowledged_loses_nothing() -> a
     for _ in 0..400 {
         copy.execute(insert, &[&1i32]).await?;
     }
-    let ids: HashSet<String> = copy
-        .query("SELECT id::text FROM outbox", &[])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let records = wait::until(
-        "every row of the new primary in kinesis",
-        Duration::from_secs(120),
-        || async {
-            capture.ensure_running()?;
-            let records = stack.records().await?;
-            let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
-            let complete = ids.iter().all(|id| seen.contains(id.as_str()));
-            drop(seen);
-            Ok(complete.then_some(records))
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", capture.output()))?;
+    let (ids, records) = all_rows_in_kinesis(&stack, &copy, &capture).await?;
     let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
     let phantoms = seen.iter().filter(|id| !ids.contains(**id)).count();
     assert_eq!(phantoms, 200, "the rows only the old timeline had");

@@ -392,6 +392,11 @@ pub struct SetupArgs {
     /// Shards of the stream when it is created (more shards, more parallel relays).
     #[arg(long, env = "BRIDGE_SHARDS", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub shards: i32,
+    /// The stream's maximum record size in KiB, 1024 (Kinesis' default) to 10240
+    /// (`UpdateMaxRecordSize`), set on a new or an existing stream; unset: left as it is.
+    /// Capture reads the stream's limit when it starts and claim-checks only records above it.
+    #[arg(long, env = "BRIDGE_MAX_RECORD_SIZE_KIB", value_parser = clap::value_parser!(i32).range(1024..=10_240))]
+    pub max_record_size_kib: Option<i32>,
     /// Create the slot again although one was created for this stream before and is gone:
     /// only after the changes made meanwhile were dealt with (README § Failover and recovery).
     #[arg(long, env = "BRIDGE_RECREATE_SLOT")]
@@ -440,7 +445,7 @@ pub struct CaptureArgs {
     pub tuning: CaptureTuningArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
-    /// S3 bucket where records above Kinesis' 1 MiB limit are stored whole; the stream carries
+    /// S3 bucket where records above the stream's record limit (1 MiB unless raised) are stored whole; the stream carries
     /// a claim check to them (the relay's claim-check bucket).
     #[arg(
         long,

@@ -27,6 +27,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 bridge::setup::ensure_stream(&aws_sdk_kinesis::Client::new(&aws), stream, args.shards)
                     .await?;
             println!("kinesis stream {stream}: {}", state(created));
+            if let Some(kib) = args.max_record_size_kib {
+                let changed =
+                    bridge::setup::ensure_max_record_size(&aws_sdk_kinesis::Client::new(&aws), stream, kib)
+                        .await?;
+                let how = if changed { "set" } else { "unchanged" };
+                println!("kinesis stream {stream}: max record size {kib} KiB ({how})");
+            }
             let r = &args.resources;
             let created =
                 bridge::setup::ensure_bus(&aws_sdk_eventbridge::Client::new(&aws), &r.event_bus).await?;

@@ -70,6 +70,9 @@ pub async fn run(
     // Server time before the slot exists: whatever the snapshot lacks commits after it.
     let before = catalog::server_now(&client).await?;
     drop(client);
+    let limits = bridge::sink::kinesis::stream_limits(&kinesis, stream)
+        .await
+        .with_context(|| format!("read kinesis stream `{stream}`'s record limit"))?;
     // Marked before the slot exists: whatever happens from here, a slot without its rows is known.
     let started = chrono::Utc::now().timestamp_micros();
     slot_marker::mark_full_load(
@@ -79,7 +82,11 @@ pub async fn run(
         &format!("state=running started={started}"),
     )
     .await?;
-    let sink = Arc::new(KinesisSink::new(kinesis.clone(), stream, Metrics::new()).with_claim_checks(claims));
+    let sink = Arc::new(
+        KinesisSink::new(kinesis.clone(), stream, Metrics::new())
+            .with_claim_checks(claims)
+            .with_limits(limits),
+    );
     let (lsn, identity, rows) = snapshot_load(cfg, sink.as_ref(), &reads)
         .await
         .context("full load")?;

@@ -158,7 +158,7 @@ impl Metrics {
         );
         registry.register(
             "capture_records_oversized",
-            "Records above Kinesis' 1 MiB limit, sent without their large columns",
+            "Records above the Kinesis stream's record limit (1 MiB unless raised), sent without their large columns",
             m.records_oversized.clone(),
         );
         registry.register(

@@ -25,7 +25,7 @@ pub struct CaptureStart {
     pub stream: String,
     pub on_slot_loss: OnSlotLoss,
     pub resync_margin: Duration,
-    /// Where records above Kinesis' 1 MiB limit are stored whole (`sink::claims`).
+    /// Where records above the stream's record limit are stored whole (`sink::claims`).
     pub claim_check_bucket: String,
 }
 
@@ -65,6 +65,16 @@ pub enum RunError {
     },
     #[error("cannot set up the AWS client for the relay's PutEvents or GetRecords")]
     AwsClient(#[from] eventing::aws_json::SetupError),
+    #[error("cannot read kinesis stream `{stream}`'s record limit (DescribeStreamSummary)")]
+    StreamLimits {
+        stream: String,
+        #[source]
+        source: Box<
+            aws_sdk_kinesis::error::SdkError<
+                aws_sdk_kinesis::operation::describe_stream_summary::DescribeStreamSummaryError,
+            >,
+        >,
+    },
     #[error("the capture task ended abnormally")]
     CaptureTask(#[source] tokio::task::JoinError),
 }
@@ -108,8 +118,29 @@ pub async fn capture(
         policy: on_slot_loss,
         margin: resync_margin,
     };
+    let limits = eventing::retry::while_transient_until(
+        "read the stream's record limit",
+        eventing::retry::Backoff::call(),
+        &shutdown,
+        || crate::sink::kinesis::stream_limits(&kinesis, &stream),
+    )
+    .await
+    .map_err(|source| RunError::StreamLimits {
+        stream: stream.clone(),
+        source: Box::new(source),
+    })?;
+    let Some(limits) = limits else { return Ok(()) };
+    tracing::info!(
+        stream,
+        max_record_bytes = limits.bytes_per_record,
+        "kinesis stream's record limit"
+    );
     let claims = ClaimCheckStore::new(eventing::claim_check::s3_client(&aws), &claim_check_bucket);
-    let sink = Arc::new(KinesisSink::new(kinesis, &stream, metrics.clone()).with_claim_checks(claims));
+    let sink = Arc::new(
+        KinesisSink::new(kinesis, &stream, metrics.clone())
+            .with_claim_checks(claims)
+            .with_limits(limits),
+    );
     capture::run(&cfg, sink, metrics, shutdown, Some(recovery)).await?;
     Ok(())
 }

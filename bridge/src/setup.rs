@@ -67,6 +67,51 @@ pub async fn ensure_stream(
     })
 }
 
+/// Sets the stream's maximum record size (`UpdateMaxRecordSize`, 1024 to 10240 KiB) unless it
+/// is that already, and waits until the stream says so. Returns whether it changed. Capture
+/// reads the limit when it starts: a running capture takes a raised limit up when restarted.
+pub async fn ensure_max_record_size(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    kib: i32,
+) -> Result<bool, SetupError> {
+    let wait = Duration::from_secs(60);
+    let started = tokio::time::Instant::now();
+    let mut asked = false;
+    while started.elapsed() < wait {
+        let out = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .map_err(|err| failed("kinesis stream record size", stream, err))?;
+        let Some(summary) = out.stream_description_summary() else {
+            break;
+        };
+        // A stream that does not say has the default size.
+        let now = summary.max_record_size_in_kib().unwrap_or(1024);
+        if now == kib && summary.stream_status() == &StreamStatus::Active {
+            return Ok(asked);
+        }
+        if !asked && summary.stream_status() == &StreamStatus::Active {
+            client
+                .update_max_record_size()
+                .stream_arn(summary.stream_arn())
+                .max_record_size_in_kib(kib)
+                .send()
+                .await
+                .map_err(|err| failed("kinesis stream record size", stream, err))?;
+            asked = true;
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(SetupError::StreamNotActive {
+        stream: stream.into(),
+        seconds: wait.as_secs(),
+    })
+}
+
 /// Creates the checkpoint/lease table (key `lease_key`, on-demand) unless it exists.
 pub async fn ensure_checkpoint_table(
     client: &aws_sdk_dynamodb::Client,

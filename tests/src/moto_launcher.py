@@ -568,6 +568,104 @@ def template_parse(input_template, input_paths_map, event):
 events_utils.EventTemplateParser.parse = staticmethod(template_parse)
 
 
+# Kinesis' record size (AWS's rule, which this moto lacks): a stream takes records up to its
+# `MaxRecordSizeInKiB` (1024 unless raised by UpdateMaxRecordSize, up to 10240), and a
+# PutRecords call up to 5 MiB (10 MiB on a stream whose records may exceed 1 MiB). moto knows
+# neither the call nor the field and refuses every record above 1 MiB; here the stream keeps its
+# size, DescribeStreamSummary shows it, and PutRecord(s) refuse by it as Kinesis does.
+from moto.kinesis import exceptions as kinesis_errors  # noqa: E402
+from moto.kinesis import responses as kinesis_responses  # noqa: E402
+from moto.core.common_types import TYPE_RESPONSE  # noqa: E402,F401
+
+
+def _record_kib(stream):
+    return getattr(stream, "max_record_size_in_kib", 1024)
+
+
+_to_json_summary = kinesis.Stream.to_json_summary
+
+
+def to_json_summary(self):
+    out = _to_json_summary(self)
+    out["StreamDescriptionSummary"]["MaxRecordSizeInKiB"] = _record_kib(self)
+    return out
+
+
+kinesis.Stream.to_json_summary = to_json_summary
+
+
+def update_max_record_size(self):
+    kib = self._get_param("MaxRecordSizeInKiB")
+    if not isinstance(kib, int) or not 1024 <= kib <= 10240:
+        raise kinesis_errors.ValidationException(
+            value=str(kib), position="maxRecordSizeInKiB", regex_to_match="1024..10240"
+        )
+    stream = self.kinesis_backend.describe_stream(
+        stream_arn=self._get_param("StreamARN"), stream_name=self._get_param("StreamName")
+    )
+    stream.max_record_size_in_kib = kib
+    return kinesis_responses.EmptyResult()
+
+
+kinesis_responses.KinesisResponse.update_max_record_size = update_max_record_size
+
+
+class _RecordTooLarge(kinesis_errors.JsonRESTError):
+    def __init__(self, position, limit):
+        super().__init__(
+            error_type="ValidationException",
+            message=f"1 validation error detected: Value at 'records.{position}.member.data' failed to "
+            f"satisfy constraint: Member must have length less than or equal to {limit}",
+        )
+
+
+class _RequestTooLarge(kinesis_errors.JsonRESTError):
+    def __init__(self, limit):
+        super().__init__(
+            error_type="InvalidArgumentException",
+            message=f"Records size exceeds {limit // (1024 * 1024)} MB limit",
+        )
+
+
+def _check_sizes(stream, records):
+    limit = _record_kib(stream) * 1024
+    sizes = [len(kinesis.b64decode(r.get("Data", ""))) + len(r.get("PartitionKey", "")) for r in records]
+    request = 10 * 1024 * 1024 if limit > 1024 * 1024 else 5 * 1024 * 1024
+    if sum(sizes) > request:
+        raise _RequestTooLarge(request)
+    for position, size in enumerate(sizes, start=1):
+        if size > limit:
+            raise _RecordTooLarge(position, limit)
+
+
+def put_records(self, stream_arn, stream_name, records):
+    stream = self.describe_stream(stream_arn=stream_arn, stream_name=stream_name)
+    if len(records) > 500:
+        raise kinesis_errors.TooManyRecords
+    _check_sizes(stream, records)
+    response = {"FailedRecordCount": 0, "Records": []}
+    for record in records:
+        sequence_number, shard_id = stream.put_record(
+            record.get("PartitionKey"), record.get("ExplicitHashKey"), record.get("Data")
+        )
+        response["Records"].append({"SequenceNumber": sequence_number, "ShardId": shard_id})
+    return response
+
+
+kinesis.KinesisBackend.put_records = put_records
+
+_put_record = kinesis.KinesisBackend.put_record
+
+
+def backend_put_record(self, stream_arn, stream_name, partition_key, explicit_hash_key, data):
+    stream = self.describe_stream(stream_arn=stream_arn, stream_name=stream_name)
+    _check_sizes(stream, [{"Data": data, "PartitionKey": partition_key}])
+    return _put_record(self, stream_arn, stream_name, partition_key, explicit_hash_key, data)
+
+
+kinesis.KinesisBackend.put_record = backend_put_record
+
+
 from moto.server import main  # noqa: E402
 
 main(sys.argv[1:])

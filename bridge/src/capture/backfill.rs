@@ -622,7 +622,7 @@ fn encode_chunk(
         };
         let (record, oversized) = super::fit::encode_within(&change, &tx, &chunk.key, opts, limit);
         if oversized {
-            tracing::warn!(%lsn, table = %chunk.table, "backfilled row above kinesis' 1 MiB limit: sent by claim check");
+            tracing::warn!(%lsn, table = %chunk.table, "backfilled row above the stream's record limit: sent by claim check");
         }
         records.push(record);
     }

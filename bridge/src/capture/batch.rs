@@ -55,10 +55,16 @@ impl OpenBatch {
         self.records.is_empty()
     }
 
-    /// Full when one more record might not fit in the same PutRecords call.
+    /// Full when one more record of ordinary size (up to 1 MiB) might not fit in the same
+    /// PutRecords call. A larger one, on a stream that takes them, may still join: the sink
+    /// splits a batch into calls (`sink::kinesis`), and waiting for room for a 10 MiB record
+    /// would send every batch with one record.
     pub fn is_full(&self) -> bool {
-        self.records.len() >= self.limits.records_per_batch
-            || self.bytes + self.limits.bytes_per_record > self.limits.bytes_per_batch
+        let room = self
+            .limits
+            .bytes_per_record
+            .min(crate::sink::kinesis::LIMITS.bytes_per_record);
+        self.records.len() >= self.limits.records_per_batch || self.bytes + room > self.limits.bytes_per_batch
     }
 
     /// Takes the records out, leaving an empty batch behind.
@@ -72,5 +78,40 @@ impl OpenBatch {
         self.waits_for = None;
         self.needs = crate::lsn::Lsn::default();
         (batch, self.oldest_commit.take())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(bytes: usize) -> Record {
+        Record {
+            claim: None,
+            partition_key: "k".into(),
+            data: bytes::Bytes::from(vec![b'x'; bytes]),
+        }
+    }
+
+    #[test]
+    fn a_batch_on_a_stream_of_large_records_is_not_full_after_one() {
+        const MIB: usize = 1024 * 1024;
+        let mut open = OpenBatch::new(crate::sink::kinesis::limits_for(Some(10_240)));
+        open.push(record(MIB / 2), 0.0);
+        assert!(!open.is_full(), "room for ordinary records after half a MiB");
+        for _ in 0..16 {
+            open.push(record(MIB / 2), 0.0);
+        }
+        assert!(!open.is_full(), "8.5 MiB: another MiB fits in 10");
+        open.push(record(MIB / 2), 0.0);
+        assert!(open.is_full(), "9 MiB and a little: another MiB might not fit");
+        // The default stream keeps closing at 4 MiB as before.
+        let mut open = OpenBatch::new(crate::sink::kinesis::LIMITS);
+        for _ in 0..7 {
+            open.push(record(MIB / 2), 0.0);
+        }
+        assert!(!open.is_full(), "3.5 MiB: another MiB fits in 5");
+        open.push(record(MIB / 2), 0.0);
+        assert!(open.is_full(), "4 MiB and a little: another MiB might not fit");
     }
 }

@@ -581,7 +581,7 @@ where
                 };
                 let (record, oversized) = super::fit::encode_within(&change, tx, &key, cfg.encode, limit);
                 if oversized {
-                    tracing::warn!(lsn = %lsn, table = %read.table, "row above kinesis' 1 MiB limit: loaded by claim check");
+                    tracing::warn!(lsn = %lsn, table = %read.table, "row above the stream's record limit: loaded by claim check");
                 }
                 open.push(record, 0.0);
                 if let [Some(Some(at)), Some(Some(ctid))] = [extra.first(), extra.get(1)] {

@@ -540,7 +540,7 @@ impl<'a> Session<'a> {
             // Sent without its large fields, naming them, and whole through S3 (the sink stores
             // the `claim` and points to it); without a bucket the relay parks it with its reason.
             self.metrics.records_oversized.inc();
-            tracing::warn!(%lsn, bytes = record.size(), "outbox message above kinesis' 1 MiB limit: sent by claim check");
+            tracing::warn!(%lsn, bytes = record.size(), "outbox message above the stream's record limit: sent by claim check");
             let whole = record.data;
             let room = limit.saturating_sub(dms::CLAIM_CHECK_ROOM);
             let data = dms::message_data(content);
@@ -612,7 +612,7 @@ impl<'a> Session<'a> {
         let (record, oversized) = super::fit::encode_within(&change, &ctx, &rel.key, self.cfg.encode, limit);
         if oversized {
             self.metrics.records_oversized.inc();
-            tracing::warn!(%lsn, table = %rel.relation.name, "record above kinesis' 1 MiB limit: sent by claim check");
+            tracing::warn!(%lsn, table = %rel.relation.name, "record above the stream's record limit: sent by claim check");
         }
         self.metrics.changes_captured.inc();
         if rel.outbox {

@@ -46,7 +46,7 @@ pub async fn resolve(s3: &aws_sdk_s3::Client, check: &ClaimRef) -> Result<Vec<u8
         Err(e) if refused_caller(&e.reason) => return Err(Unresolved::Denied(e)),
         Err(e) => {
             return Err(Unresolved::Park(format!(
-                "record above Kinesis' 1 MiB limit sent by claim check, which cannot be read \
+                "record above the Kinesis stream's record limit sent by claim check, which cannot be read \
                  ({e}); the object may have expired (ClaimCheckRetentionDays)"
             )))
         }

@@ -318,14 +318,14 @@ pub fn decide(raw: &[u8], cfg: &EnvelopeConfig) -> Decision {
             let lsn = text(meta.lsn);
             return Decision::DeadLetter(format!(
                 "outbox message {} (pg_logical_emit_message with prefix `{prefix}` at LSN {}) was above \
-                 Kinesis' 1 MiB record limit and arrived without {names}; it has no table row, so emit it \
+                 the Kinesis stream's record limit and arrived without {names}; it has no table row, so emit it \
                  again below the limit",
                 id.as_deref().unwrap_or("without an id"),
                 lsn.as_deref().unwrap_or("?"),
             ));
         }
         return Decision::DeadLetter(format!(
-            "outbox row {} was above Kinesis' 1 MiB record limit and arrived without {names}; \
+            "outbox row {} was above the Kinesis stream's record limit and arrived without {names}; \
              the whole row is still in the outbox table",
             id.as_deref().unwrap_or("without an id"),
         ));

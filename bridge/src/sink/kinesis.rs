@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::operation::describe_stream_summary::DescribeStreamSummaryError;
 use aws_sdk_kinesis::operation::put_records::PutRecordsError;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
@@ -18,13 +19,48 @@ use crate::metrics::Metrics;
 use eventing::claim_check::ClaimCheckStore;
 use eventing::retry::{transient_cause, Backoff};
 
-/// Kinesis' limits: 500 records and 5 MiB per PutRecords call, 1 MiB per record (data plus
-/// partition key).
+/// Kinesis' limits for a stream of the default record size: 500 records and 5 MiB per
+/// PutRecords call, 1 MiB per record (data plus partition key).
 pub const LIMITS: Limits = Limits {
     records_per_batch: 500,
     bytes_per_batch: 5 * 1024 * 1024,
     bytes_per_record: 1024 * 1024,
 };
+
+/// The limits of a stream whose `MaxRecordSizeInKiB` is `kib` (1024 to 10240; `None`: a stream
+/// that does not say, which is one of the default size). A stream with larger records takes up to
+/// 10 MiB per PutRecords call; one of the default size keeps the 5 MiB it always had.
+pub fn limits_for(kib: Option<i32>) -> Limits {
+    let record = kib.map_or(LIMITS.bytes_per_record, |k| k.clamp(1024, 10_240) as usize * 1024);
+    Limits {
+        bytes_per_record: record,
+        bytes_per_batch: if record > LIMITS.bytes_per_record {
+            10 * 1024 * 1024
+        } else {
+            LIMITS.bytes_per_batch
+        },
+        ..LIMITS
+    }
+}
+
+/// Reads the stream's record limit (`DescribeStreamSummary`'s `MaxRecordSizeInKiB`): capture
+/// claim-checks only what is above it. Read once at start; a limit changed later is taken up
+/// by the next start (lowered under a running capture, Kinesis refuses the larger records and
+/// capture stops with Kinesis' reason, to be started again).
+pub async fn stream_limits(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<Limits, SdkError<DescribeStreamSummaryError>> {
+    let summary = client
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await?;
+    let kib = summary
+        .stream_description_summary()
+        .and_then(|s| s.max_record_size_in_kib());
+    Ok(limits_for(kib))
+}
 
 pub struct KinesisSink {
     client: aws_sdk_kinesis::Client,
@@ -33,6 +69,8 @@ pub struct KinesisSink {
     /// Where records above the limit are stored whole (`super::claims`); without it they go
     /// out slim only, and the relay parks them.
     claims: Option<ClaimCheckStore>,
+    /// The stream's own limits ([`stream_limits`]); [`LIMITS`] unless told otherwise.
+    limits: Limits,
 }
 
 impl KinesisSink {
@@ -42,7 +80,14 @@ impl KinesisSink {
             stream: stream.into(),
             metrics,
             claims: None,
+            limits: LIMITS,
         }
+    }
+
+    /// Sends by these limits (the stream's, read by [`stream_limits`]).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Stores records above Kinesis' limit whole in this bucket, with a claim check in the stream.
@@ -54,13 +99,13 @@ impl KinesisSink {
 
 impl Sink for KinesisSink {
     fn limits(&self) -> Limits {
-        LIMITS
+        self.limits
     }
 
     fn submit(&self, batch: Batch) -> Completion {
         let (tx, rx) = oneshot::channel();
         let (client, stream, metrics) = (self.client.clone(), self.stream.clone(), self.metrics.clone());
-        let claims = self.claims.clone();
+        let (claims, limits) = (self.claims.clone(), self.limits);
         tokio::spawn(async move {
             let mut records = batch.records;
             let result = match &claims {
@@ -68,7 +113,7 @@ impl Sink for KinesisSink {
                 None => Ok(()),
             };
             let result = match result {
-                Ok(()) => put_all(&client, &stream, records, &metrics).await,
+                Ok(()) => put_all(&client, &stream, records, limits, &metrics).await,
                 Err(err) => Err(err),
             };
             let _ = tx.send(result);
@@ -92,12 +137,39 @@ async fn put_all(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
     records: Vec<Record>,
+    limits: Limits,
     metrics: &Metrics,
 ) -> Result<(), SinkError> {
     for round in rounds(records) {
-        put_round(client, stream, round, metrics).await?;
+        for request in requests(round, limits) {
+            put_round(client, stream, request, metrics).await?;
+        }
     }
     Ok(())
+}
+
+/// Splits a round into PutRecords requests within the call's limits, in order. A batch closes
+/// with room for a record of ordinary size, not of the largest one the stream takes (with
+/// 10 MiB records that would make every batch one record), so a batch may hold more than one
+/// call: it goes as several, one after the other. A round holds one record per key, so the
+/// split keeps each key's order.
+fn requests(round: Vec<Record>, limits: Limits) -> Vec<Vec<Record>> {
+    let mut out: Vec<Vec<Record>> = Vec::new();
+    let mut bytes = 0;
+    for record in round {
+        let size = record.size();
+        match out.last_mut() {
+            Some(last) if last.len() < limits.records_per_batch && bytes + size <= limits.bytes_per_batch => {
+                last.push(record);
+                bytes += size;
+            }
+            _ => {
+                out.push(vec![record]);
+                bytes = size;
+            }
+        }
+    }
+    out
 }
 
 /// Splits a batch into rounds: round *n* holds the *n*-th record of each partition key, in batch
@@ -382,5 +454,53 @@ mod tests {
         // Distinct keys: one request, as before.
         let distinct = vec![record("a", 1), record("b", 2), record("c", 3)];
         assert_eq!(super::rounds(distinct).len(), 1);
+    }
+
+    fn sized(key: &str, bytes: usize) -> Record {
+        Record {
+            claim: None,
+            partition_key: key.into(),
+            data: bytes::Bytes::from(vec![b'x'; bytes - key.len()]),
+        }
+    }
+
+    #[test]
+    fn a_stream_with_larger_records_takes_larger_calls() {
+        assert_eq!(limits_for(None), LIMITS);
+        assert_eq!(limits_for(Some(1024)), LIMITS);
+        let large = limits_for(Some(4096));
+        assert_eq!(large.bytes_per_record, 4 * 1024 * 1024);
+        assert_eq!(large.bytes_per_batch, 10 * 1024 * 1024);
+        assert_eq!(large.records_per_batch, 500);
+        assert_eq!(limits_for(Some(10_240)).bytes_per_record, 10 * 1024 * 1024);
+    }
+
+    #[test]
+    fn a_round_above_one_call_goes_as_several_in_order() {
+        const MIB: usize = 1024 * 1024;
+        let limits = limits_for(Some(10_240));
+        // 9 MiB of ordinary records, then three of 4 MiB: 9 + 4 > 10, 4 + 4, then 4.
+        let mut round: Vec<Record> = (0..9).map(|i| sized(&format!("k{i}"), MIB)).collect();
+        round.extend(["a", "b", "c"].map(|k| sized(k, 4 * MIB)));
+        let calls = requests(round, limits);
+        let keys: Vec<Vec<&str>> = calls
+            .iter()
+            .map(|c| c.iter().map(|r| r.partition_key.as_str()).collect())
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                vec!["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8"],
+                vec!["a", "b"],
+                vec!["c"]
+            ]
+        );
+        for call in &calls {
+            assert!(call.iter().map(Record::size).sum::<usize>() <= limits.bytes_per_batch);
+        }
+        // 501 small records: two calls, the second with one.
+        let many: Vec<Record> = (0..501).map(|i| sized(&format!("k{i}"), 100)).collect();
+        let calls = requests(many, LIMITS);
+        assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), vec![500, 1]);
     }
 }

@@ -31,7 +31,9 @@ pub enum SinkError {
     #[error("the sink stopped before the batch completed")]
     Gone,
     /// A record above Kinesis' limit could not be stored whole (see `claims`).
-    #[error("a record above Kinesis' 1 MiB limit cannot be stored in S3 (--claim-check-bucket)")]
+    #[error(
+        "a record above the Kinesis stream's record limit cannot be stored in S3 (--claim-check-bucket)"
+    )]
     ClaimCheck(#[source] eventing::claim_check::ClaimCheckError),
 }
 

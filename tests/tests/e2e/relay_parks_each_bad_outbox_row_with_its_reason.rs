@@ -8,6 +8,7 @@
 //! check (capture stores the record in S3, the relay reads it back) and become their events,
 //! payload intact. One whose claim check is gone by the time the relay reads it is parked with
 //! that reason, the rest still flows. An S3 brownout at either end holds the record, parks nothing.
+//! A stream whose record limit was raised carries records up to it whole.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -467,5 +468,132 @@ async fn a_gone_claim_check_is_held_while_s3_answers_403_and_parked_once_it_answ
     assert!(!events.by_event_id().contains_key(big));
     harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await?;
     relay.ensure_running()?;
+    Ok(())
+}
+
+/// A stream whose records may be larger (`bridge setup --max-record-size-kib`, Kinesis'
+/// `UpdateMaxRecordSize`) carries records up to its limit whole: capture reads the limit and
+/// claim-checks only what is above it, and the relay publishes each (by its own claim check,
+/// above EventBridge's limit) with the payload written. The emulator models the rule: a record
+/// above the stream's limit is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_a_larger_record_limit_carries_large_records_whole() -> anyhow::Result<()> {
+    const MIB: usize = 1024 * 1024;
+    let stack = Stack::start().await?;
+    let pg = stack.pg.client().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let limit_of = || async {
+        let out = kinesis
+            .describe_stream_summary()
+            .stream_name(&stack.stream)
+            .send()
+            .await?;
+        anyhow::Ok(
+            out.stream_description_summary()
+                .and_then(|s| s.max_record_size_in_kib()),
+        )
+    };
+    assert_eq!(limit_of().await?, Some(1024), "a new stream's default");
+    let refused = kinesis
+        .put_record()
+        .stream_name(&stack.stream)
+        .partition_key("k")
+        .data(aws_sdk_kinesis::primitives::Blob::new(vec![b'x'; 3 * MIB / 2]))
+        .send()
+        .await;
+    assert!(refused.is_err(), "a 1.5 MiB record is above the default limit");
+
+    let out = stack
+        .run_ok("bridge", &["setup", "--max-record-size-kib", "3072"])
+        .await?;
+    assert!(out.contains("max record size 3072 KiB (set)"), "{out}");
+    let out = stack
+        .run_ok("bridge", &["setup", "--max-record-size-kib", "3072"])
+        .await?;
+    assert!(out.contains("max record size 3072 KiB (unchanged)"), "{out}");
+    assert_eq!(limit_of().await?, Some(3072));
+
+    let mut events = bus::monolith_events(&sdk, "large-records").await?;
+    let mut capture = stack.spawn_capture(&[]).await?;
+    let row = "00000000-0000-0000-0000-0000000000f1";
+    let message = "00000000-0000-0000-0000-0000000000f2";
+    let above = "00000000-0000-0000-0000-0000000000f3";
+    let small = "00000000-0000-0000-0000-0000000000f4";
+    let row_payload = json!({"blob": "r".repeat(2 * MIB)});
+    let message_payload = json!({"blob": "m".repeat(2 * MIB)});
+    let above_payload = json!({"blob": "a".repeat(7 * MIB / 2)});
+    let insert = "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version) \
+                  VALUES ($1::text::uuid, 'Document', $2, $3, $4::text::jsonb, 1)";
+    for (id, payload) in [(row, &row_payload), (above, &above_payload)] {
+        pg.execute(insert, &[&id, &id, &"DocumentStored", &payload.to_string()])
+            .await?;
+    }
+    let emitted = json!({"id": message, "aggregatetype": "Document", "aggregateid": message,
+        "type": "DocumentStored", "payload": message_payload})
+    .to_string();
+    pg.execute(
+        "SELECT pg_logical_emit_message(true, 'outbox', $1::text)",
+        &[&emitted],
+    )
+    .await?;
+    pg.execute(insert, &[&small, &small, &"DocumentTagged", &"{}"])
+        .await?;
+
+    let records = harness::wait::until("every record in the stream", Duration::from_secs(90), || async {
+        capture.ensure_running()?;
+        let records = stack.records().await?;
+        let has = |id: &str| records.iter().any(|r| r.json["data"]["id"] == id);
+        Ok(has(small).then_some(records))
+    })
+    .await?;
+    let record_of = |id: &str| {
+        records
+            .iter()
+            .find(|r| r.json["data"]["id"] == id)
+            .ok_or_else(|| anyhow::anyhow!("no record of {id}"))
+    };
+    for id in [row, message] {
+        let record = record_of(id)?;
+        assert!(
+            record.json["metadata"]["claim-check"].is_null(),
+            "{id} is within the stream's limit and travels whole: {}",
+            record.json["metadata"]
+        );
+        assert!(
+            record.json.to_string().len() > 2 * MIB,
+            "{id} carries its payload"
+        );
+    }
+    let record = record_of(above)?;
+    assert!(
+        record.json["metadata"]["claim-check"]["key"].is_string(),
+        "above 3 MiB: a claim check: {}",
+        record.json["metadata"]
+    );
+
+    let mut relay = stack.spawn("bridge", &["relay"])?;
+    events
+        .until("all four events", Duration::from_secs(120), |s| {
+            let got = s.by_event_id();
+            [row, message, above, small]
+                .iter()
+                .all(|id| got.contains_key(*id))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\ncapture:\n{}\nrelay:\n{}", capture.output(), relay.output()))?;
+    let got = events.by_event_id();
+    for (id, payload) in [
+        (row, &row_payload),
+        (message, &message_payload),
+        (above, &above_payload),
+    ] {
+        let claim = &got[id].1["detail"]["metadata"]["claim_check"];
+        let text = String::from_utf8(harness::s3::claimed_object(&sdk, claim).await?)?;
+        assert_eq!(serde_json::from_str::<Value>(&text)?, *payload, "{id}'s payload");
+    }
+    assert_eq!(parked_count(&sdk).await?, 0, "{}", relay.output());
+    capture.terminate(Duration::from_secs(30)).await?;
+    relay.terminate(Duration::from_secs(30)).await?;
     Ok(())
 }

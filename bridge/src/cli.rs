@@ -6,8 +6,29 @@ use clap::{Args, Parser, Subcommand};
 use bridge::partition::PartitionKey;
 use bridge::replication::slot::FailoverSlot;
 use bridge::table::TableName;
+use std::time::Duration;
+
+use eventing::duration::{Bare, Flag};
 use eventing::emf::CloudWatchMetrics;
 use eventing::logging::LogFormat;
+
+// Every duration flag takes `250ms`, `30s`, `5m`, `1h`, `7d`; a bare number is read in the unit
+// of the flag's old spelling (`--stall-timeout-secs 120`), which stays an alias.
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+const DAY: u64 = 86_400;
+const STALL_TIMEOUT: Flag = Flag::new(Bare::Seconds, secs(1), secs(7 * DAY));
+const BATCH_LINGER: Flag = Flag::new(Bare::Millis, Duration::ZERO, secs(60));
+const SHUTDOWN_TIMEOUT: Flag = Flag::new(Bare::Seconds, Duration::ZERO, secs(3600));
+const RETAINED_WAL_WARN_AGE: Flag = Flag::new(Bare::Seconds, secs(1), secs(365 * DAY));
+const HEARTBEAT_INTERVAL: Flag = Flag::new(Bare::Seconds, Duration::ZERO, secs(DAY));
+const REPLICATION_TIMEOUT: Flag = Flag::new(Bare::Seconds, secs(3), secs(3600));
+const LEASE_DURATION: Flag = Flag::new(Bare::Seconds, secs(2), secs(3600));
+const POLL_INTERVAL: Flag = Flag::new(Bare::Millis, Duration::ZERO, secs(60));
+const ARCHIVE_RETENTION: Flag = Flag::new(Bare::Days, Duration::ZERO, secs(36_500 * DAY)).whole(Bare::Days);
+const PRUNE_WAIT: Flag = Flag::new(Bare::Seconds, Duration::ZERO, secs(DAY));
+const CLAIM_CHECK_RETENTION: Flag = Flag::new(Bare::Days, secs(DAY), secs(36_500 * DAY)).whole(Bare::Days);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -94,9 +115,10 @@ pub struct PruneArgs {
     /// Rows per delete statement, each its own short transaction.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     pub batch: i64,
-    /// How long (s) to wait for the slot to confirm the position the run starts at.
-    #[arg(long, default_value_t = 60)]
-    pub wait_secs: u64,
+    /// How long to wait for the slot to confirm the position the run starts at. (Old spelling:
+    /// --wait-secs, a number of seconds.)
+    #[arg(long, alias = "wait-secs", default_value = "1m", value_parser = PRUNE_WAIT.parser())]
+    pub wait: Duration,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -173,10 +195,11 @@ pub struct DlqArgs {
     /// At most this many messages.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max: u32,
-    /// How long (s) each message stays hidden from other readers while it is listed or
-    /// redriven; a redrive renews it until the message is sent and deleted.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=43_200))]
-    pub hold_secs: u64,
+    /// How long each message stays hidden from other readers while it is listed or redriven
+    /// (whole seconds, SQS' unit); a redrive renews it until the message is sent and deleted.
+    /// (Old spelling: --hold-secs, a number of seconds.)
+    #[arg(long, alias = "hold-secs", default_value = "1m", value_parser = eventing::duration::DLQ_HOLD.parser())]
+    pub hold: Duration,
     /// Print JSON instead of text (list).
     #[arg(long)]
     pub json: bool,
@@ -201,11 +224,12 @@ pub struct MetricsArgs {
     /// Where /metrics and /healthz are served.
     #[arg(long, env = "BRIDGE_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: String,
-    /// How long (s) a loop may go without progress before `/healthz` answers 503 with the
+    /// How long a loop may go without progress before `/readyz` answers 503 with the
     /// reason: capture without a message from Postgres or with changes Kinesis has not
     /// acknowledged, a relay lease round or shard worker that does not get through.
-    #[arg(long, env = "BRIDGE_STALL_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
-    pub stall_timeout_secs: u64,
+    /// (Old spelling: --stall-timeout-secs, a number of seconds.)
+    #[arg(long, alias = "stall-timeout-secs", env = "BRIDGE_STALL_TIMEOUT", default_value = "2m", value_parser = STALL_TIMEOUT.parser())]
+    pub stall_timeout: Duration,
     /// Also publish the figures CloudWatch alarms need (replication lag, WAL retained, events
     /// parked) as CloudWatch embedded metric format lines on stdout, once a minute.
     #[arg(long, env = "BRIDGE_CLOUDWATCH_METRICS", value_enum, default_value_t = CloudWatchMetrics::Off)]
@@ -266,31 +290,35 @@ pub struct CaptureTuningArgs {
     /// PutRecords batches in flight at once.
     #[arg(long, env = "BRIDGE_MAX_INFLIGHT_BATCHES", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_inflight_batches: u16,
-    /// How long (ms) a batch waits for more records before it is sent.
-    #[arg(long, env = "BRIDGE_BATCH_LINGER_MS", default_value_t = 10)]
-    pub batch_linger_ms: u64,
-    /// How long (s) shutdown waits for in-flight work before giving up (it is replayed on restart).
-    #[arg(long, env = "BRIDGE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
-    pub shutdown_timeout_secs: u64,
+    /// How long a batch waits for more records before it is sent. (Old spelling:
+    /// --batch-linger-ms, a number of milliseconds.)
+    #[arg(long, alias = "batch-linger-ms", env = "BRIDGE_BATCH_LINGER", default_value = "10ms", value_parser = BATCH_LINGER.parser())]
+    pub batch_linger: Duration,
+    /// How long shutdown waits for in-flight work before giving up (it is replayed on restart).
+    /// (Old spelling: --shutdown-timeout-secs, a number of seconds.)
+    #[arg(long, alias = "shutdown-timeout-secs", env = "BRIDGE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = SHUTDOWN_TIMEOUT.parser())]
+    pub shutdown_timeout: Duration,
     /// Retained WAL (bytes) above which capture logs a warning every check (every 10 s); the
     /// figure is always on /metrics as bridge_slot_retained_wal_bytes.
     #[arg(long, env = "BRIDGE_RETAINED_WAL_WARN_BYTES", default_value_t = 1 << 30, value_parser = clap::value_parser!(i64).range(0..))]
     pub retained_wal_warn_bytes: i64,
-    /// Age (s) of the oldest retained WAL above which capture logs a warning every check; the
-    /// figure is always on /metrics as bridge_slot_retained_wal_age_seconds.
-    #[arg(long, env = "BRIDGE_RETAINED_WAL_WARN_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
-    pub retained_wal_warn_secs: u64,
-    /// Seconds between heartbeats (a non-transactional pg_logical_emit_message that capture
+    /// Age of the oldest retained WAL above which capture logs a warning every check; the
+    /// figure is always on /metrics as bridge_slot_retained_wal_age_seconds. (Old spelling:
+    /// --retained-wal-warn-secs, a number of seconds.)
+    #[arg(long, alias = "retained-wal-warn-secs", env = "BRIDGE_RETAINED_WAL_WARN_AGE", default_value = "1h", value_parser = RETAINED_WAL_WARN_AGE.parser())]
+    pub retained_wal_warn_age: Duration,
+    /// Time between heartbeats (a non-transactional pg_logical_emit_message that capture
     /// reads back, so the slot moves and the stream is dated even where the database is quiet);
-    /// 0 turns them off.
-    #[arg(long, env = "BRIDGE_HEARTBEAT_SECS", default_value_t = 60)]
-    pub heartbeat_secs: u64,
-    /// How long (s) Postgres may stay silent before the connection counts as dead and capture
+    /// 0s turns them off. (Old spelling: --heartbeat-secs, a number of seconds.)
+    #[arg(long, alias = "heartbeat-secs", env = "BRIDGE_HEARTBEAT_INTERVAL", default_value = "1m", value_parser = HEARTBEAT_INTERVAL.parser())]
+    pub heartbeat_interval: Duration,
+    /// How long Postgres may stay silent before the connection counts as dead and capture
     /// reconnects: a network that drops packets without closing the socket is noticed within
     /// this bound, not after TCP's ~15 minutes. Capture asks the server for a reply when a third
     /// of it has passed, so a healthy idle server is never mistaken for a dead one.
-    #[arg(long, env = "BRIDGE_REPLICATION_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=3600))]
-    pub replication_timeout_secs: u64,
+    /// (Old spelling: --replication-timeout-secs, a number of seconds.)
+    #[arg(long, alias = "replication-timeout-secs", env = "BRIDGE_REPLICATION_TIMEOUT", default_value = "30s", value_parser = REPLICATION_TIMEOUT.parser())]
+    pub replication_timeout: Duration,
     /// What capture does when its slot is gone (dropped, invalidated, or absent after a
     /// failover): re-publish the outbox rows that may have been missed and stream from a new
     /// slot, or stop with the reason.
@@ -351,13 +379,14 @@ pub struct RelayTuningArgs {
     #[arg(long, env = "BRIDGE_EVENT_TYPES", value_delimiter = ',')]
     pub event_types: Vec<String>,
     /// How long a shard lease lasts without renewal before another relay may take the shard.
-    #[arg(long, env = "BRIDGE_LEASE_DURATION_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
-    pub lease_duration_secs: u64,
-    /// At a shard's tip (the last page neither full nor behind), the time (ms) from one
+    /// (Old spelling: --lease-duration-secs, a number of seconds.)
+    #[arg(long, alias = "lease-duration-secs", env = "BRIDGE_LEASE_DURATION", default_value = "10s", value_parser = LEASE_DURATION.parser())]
+    pub lease_duration: Duration,
+    /// At a shard's tip (the last page neither full nor behind), the time from one
     /// GetRecords' start to the next; behind the tip, reads follow each other as fast as
-    /// `--max-reads-per-second` allows.
-    #[arg(long, env = "BRIDGE_POLL_INTERVAL_MS", default_value_t = 200)]
-    pub poll_interval_ms: u64,
+    /// `--max-reads-per-second` allows. (Old spelling: --poll-interval-ms, milliseconds.)
+    #[arg(long, alias = "poll-interval-ms", env = "BRIDGE_POLL_INTERVAL", default_value = "200ms", value_parser = POLL_INTERVAL.parser())]
+    pub poll_interval: Duration,
     /// GetRecords calls per second and shard, at most: Kinesis allows 5 per shard, shared by
     /// every polling consumer of the stream (two relays' groups on one stream: 2.5 each). Whole
     /// calls are spread over a second plus 100 ms, so a call that reaches Kinesis late is not
@@ -406,15 +435,17 @@ pub struct SetupArgs {
     /// no overlap). Needs a new slot (or the one a full load cut short left).
     #[arg(long, env = "BRIDGE_FULL_LOAD")]
     pub full_load: bool,
-    /// Days the bus's archive (`<bus>-archive`, every event) keeps events for `bridge replay`;
-    /// 0: no archive.
-    #[arg(long, env = "BRIDGE_ARCHIVE_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(i32).range(0..=36_500))]
-    pub archive_retention_days: i32,
-    /// Days a claim-checked payload stays in the bucket (an S3 lifecycle rule on
-    /// `claim-checks/`): longer than the archive keeps events, so a replayed event still finds
-    /// its payload, and than a parked event may wait in a dead-letter queue (14 days).
-    #[arg(long, env = "BRIDGE_CLAIM_CHECK_RETENTION_DAYS", default_value_t = 45, value_parser = clap::value_parser!(i32).range(1..=36_500))]
-    pub claim_check_retention_days: i32,
+    /// How long the bus's archive (`<bus>-archive`, every event) keeps events for `bridge
+    /// replay`, in whole days (EventBridge's unit); 0d: no archive. (Old spelling:
+    /// --archive-retention-days, a number of days.)
+    #[arg(long, alias = "archive-retention-days", env = "BRIDGE_ARCHIVE_RETENTION", default_value = "30d", value_parser = ARCHIVE_RETENTION.parser())]
+    pub archive_retention: Duration,
+    /// How long a claim-checked payload stays in the bucket (an S3 lifecycle rule on
+    /// `claim-checks/`, whole days): longer than the archive keeps events, so a replayed event
+    /// still finds its payload, and than a parked event may wait in a dead-letter queue (14
+    /// days). (Old spelling: --claim-check-retention-days, a number of days.)
+    #[arg(long, alias = "claim-check-retention-days", env = "BRIDGE_CLAIM_CHECK_RETENTION", default_value = "45d", value_parser = CLAIM_CHECK_RETENTION.parser())]
+    pub claim_check_retention: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -475,9 +506,10 @@ pub struct RelayArgs {
     pub resources: RelayResourceArgs,
     #[command(flatten)]
     pub tuning: RelayTuningArgs,
-    /// How long (s) shutdown waits for shard workers to finish their page.
-    #[arg(long, env = "BRIDGE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
-    pub shutdown_timeout_secs: u64,
+    /// How long shutdown waits for shard workers to finish their page. (Old spelling:
+    /// --shutdown-timeout-secs, a number of seconds.)
+    #[arg(long, alias = "shutdown-timeout-secs", env = "BRIDGE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = SHUTDOWN_TIMEOUT.parser())]
+    pub shutdown_timeout: Duration,
     #[command(flatten)]
     pub metrics: MetricsArgs,
 }
@@ -586,5 +618,141 @@ mod env_fallback_tests {
             missing.is_empty(),
             "flags without an environment variable: {missing:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod duration_flag_tests {
+    use std::time::Duration;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    /// Units live in the value (`30s`, `250ms`, `7d`), not in a flag's name: a name with a unit
+    /// is only an old spelling's alias.
+    #[test]
+    fn no_flag_is_named_for_its_unit() {
+        let mut named = Vec::new();
+        let mut commands = vec![Cli::command()];
+        while let Some(command) = commands.pop() {
+            for arg in command.get_arguments() {
+                let long = arg.get_long().unwrap_or_default();
+                if ["-secs", "-ms", "-days", "-seconds"]
+                    .iter()
+                    .any(|u| long.ends_with(u))
+                {
+                    named.push(format!("{} --{long}", command.get_name()));
+                }
+            }
+            commands.extend(command.get_subcommands().cloned());
+        }
+        assert!(named.is_empty(), "flags named for their unit: {named:?}");
+    }
+
+    #[test]
+    fn old_spellings_mean_what_they_meant() -> Result<(), clap::Error> {
+        let capture = |args: &[&str]| -> Result<_, clap::Error> {
+            let cli = Cli::try_parse_from(["bridge", "capture"].iter().chain(args))?;
+            match cli.command {
+                Command::Capture(c) => Ok(c),
+                _ => unreachable!("parsed as capture"),
+            }
+        };
+        let old = capture(&[
+            "--stall-timeout-secs",
+            "5",
+            "--batch-linger-ms",
+            "20",
+            "--shutdown-timeout-secs",
+            "3",
+            "--retained-wal-warn-secs",
+            "90",
+            "--heartbeat-secs",
+            "0",
+            "--replication-timeout-secs",
+            "7",
+        ])?;
+        let new = capture(&[
+            "--stall-timeout",
+            "5s",
+            "--batch-linger",
+            "20ms",
+            "--shutdown-timeout",
+            "3s",
+            "--retained-wal-warn-age",
+            "90s",
+            "--heartbeat-interval",
+            "0s",
+            "--replication-timeout",
+            "7s",
+        ])?;
+        for c in [&old, &new] {
+            assert_eq!(c.metrics.stall_timeout, Duration::from_secs(5));
+            assert_eq!(c.tuning.batch_linger, Duration::from_millis(20));
+            assert_eq!(c.tuning.shutdown_timeout, Duration::from_secs(3));
+            assert_eq!(c.tuning.retained_wal_warn_age, Duration::from_secs(90));
+            assert_eq!(c.tuning.heartbeat_interval, Duration::ZERO);
+            assert_eq!(c.tuning.replication_timeout, Duration::from_secs(7));
+        }
+        let defaults = capture(&[])?;
+        assert_eq!(defaults.metrics.stall_timeout, Duration::from_secs(120));
+        assert_eq!(defaults.tuning.heartbeat_interval, Duration::from_secs(60));
+        let setup = |args: &[&str]| -> Result<_, clap::Error> {
+            match Cli::try_parse_from(["bridge", "setup"].iter().chain(args))?.command {
+                Command::Setup(s) => Ok(s),
+                _ => unreachable!("parsed as setup"),
+            }
+        };
+        let old = setup(&[
+            "--archive-retention-days",
+            "0",
+            "--claim-check-retention-days",
+            "60",
+        ])?;
+        let new = setup(&["--archive-retention", "0d", "--claim-check-retention", "60d"])?;
+        for s in [&old, &new] {
+            assert_eq!(s.archive_retention, Duration::ZERO);
+            assert_eq!(s.claim_check_retention, Duration::from_secs(60 * 86_400));
+        }
+        let relay = |args: &[&str]| -> Result<_, clap::Error> {
+            match Cli::try_parse_from(["bridge", "relay"].iter().chain(args))?.command {
+                Command::Relay(r) => Ok(r),
+                _ => unreachable!("parsed as relay"),
+            }
+        };
+        let old = relay(&["--lease-duration-secs", "4", "--poll-interval-ms", "50"])?;
+        let new = relay(&["--lease-duration", "4s", "--poll-interval", "50ms"])?;
+        for r in [&old, &new] {
+            assert_eq!(r.tuning.lease_duration, Duration::from_secs(4));
+            assert_eq!(r.tuning.poll_interval, Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Each old spelling's environment variable is handed to the new one (`eventing::old_names`).
+    #[test]
+    fn old_variables_are_named_after_the_old_spellings() {
+        let pairs = eventing::old_names::renamed_variables(&Cli::command());
+        for (old, new) in [
+            ("BRIDGE_STALL_TIMEOUT_SECS", "BRIDGE_STALL_TIMEOUT"),
+            ("BRIDGE_BATCH_LINGER_MS", "BRIDGE_BATCH_LINGER"),
+            ("BRIDGE_SHUTDOWN_TIMEOUT_SECS", "BRIDGE_SHUTDOWN_TIMEOUT"),
+            ("BRIDGE_RETAINED_WAL_WARN_SECS", "BRIDGE_RETAINED_WAL_WARN_AGE"),
+            ("BRIDGE_HEARTBEAT_SECS", "BRIDGE_HEARTBEAT_INTERVAL"),
+            ("BRIDGE_REPLICATION_TIMEOUT_SECS", "BRIDGE_REPLICATION_TIMEOUT"),
+            ("BRIDGE_LEASE_DURATION_SECS", "BRIDGE_LEASE_DURATION"),
+            ("BRIDGE_POLL_INTERVAL_MS", "BRIDGE_POLL_INTERVAL"),
+            ("BRIDGE_ARCHIVE_RETENTION_DAYS", "BRIDGE_ARCHIVE_RETENTION"),
+            (
+                "BRIDGE_CLAIM_CHECK_RETENTION_DAYS",
+                "BRIDGE_CLAIM_CHECK_RETENTION",
+            ),
+        ] {
+            assert!(
+                pairs.contains(&(old.to_owned(), new.to_owned())),
+                "{old} → {new} missing from {pairs:?}"
+            );
+        }
     }
 }

@@ -38,18 +38,19 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let created =
                 bridge::setup::ensure_bus(&aws_sdk_eventbridge::Client::new(&aws), &r.event_bus).await?;
             println!("event bus {}: {}", r.event_bus, state(created));
-            if args.archive_retention_days > 0 {
+            // Whole days: the flag's parser refuses anything finer (EventBridge's unit).
+            let archive_days = i32::try_from(args.archive_retention.as_secs() / 86_400).unwrap_or(i32::MAX);
+            if archive_days > 0 {
                 let archive = eventing::replay::archive_name(&r.event_bus);
                 let created = bridge::setup::ensure_archive(
                     &aws_sdk_eventbridge::Client::new(&aws),
                     &r.event_bus,
                     &archive,
-                    args.archive_retention_days,
+                    archive_days,
                 )
                 .await?;
                 println!(
-                    "event archive {archive} ({} days): {}",
-                    args.archive_retention_days,
+                    "event archive {archive} ({archive_days} days): {}",
                     state(created)
                 );
             }
@@ -62,7 +63,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 &s3,
                 &r.claim_check_bucket,
                 region.as_deref(),
-                args.claim_check_retention_days,
+                i32::try_from(args.claim_check_retention.as_secs() / 86_400).unwrap_or(i32::MAX),
             )
             .await?;
             println!("claim-check bucket {}: {}", r.claim_check_bucket, state(created));
@@ -118,7 +119,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Relay(args) => {
             let metrics = serve_metrics(&args.metrics, "relay").await?;
-            let timeout = Duration::from_secs(args.shutdown_timeout_secs);
+            let timeout = args.shutdown_timeout;
             let start = relay_start(
                 &args.outbox,
                 args.stream.stream,
@@ -205,7 +206,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 outbox: args.outbox.outbox_table,
                 older_than: args.older_than,
                 batch: args.batch,
-                wait: Duration::from_secs(args.wait_secs),
+                wait: args.wait,
             };
             let pruned = bridge::prune::prune(&cfg).await?;
             if args.json {
@@ -227,7 +228,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 &args.capture,
             )?;
             let metrics = serve_metrics(&args.metrics, "run").await?;
-            let timeout = Duration::from_secs(args.capture.shutdown_timeout_secs);
+            let timeout = args.capture.shutdown_timeout;
             let claim_check_bucket = args.resources.claim_check_bucket.clone();
             let start = relay_start(
                 &args.outbox,
@@ -261,9 +262,7 @@ fn state(created: bool) -> &'static str {
 
 async fn serve_metrics(args: &MetricsArgs, service: &str) -> anyhow::Result<Arc<Metrics>> {
     let metrics = Metrics::new();
-    metrics
-        .health
-        .set_stall_bound(Duration::from_secs(args.stall_timeout_secs));
+    metrics.health.set_stall_bound(args.stall_timeout);
     let addr = metrics::serve(&args.metrics_listen, metrics.clone())
         .await
         .with_context(|| format!("--metrics-listen {}: cannot listen", args.metrics_listen))?;
@@ -308,14 +307,14 @@ fn capture_config(
         },
         message_prefix: tuning.message_prefix.clone(),
         window: usize::from(tuning.max_inflight_batches),
-        linger: Duration::from_millis(tuning.batch_linger_ms),
+        linger: tuning.batch_linger,
         // Replaced per connection by what the server's wal_sender_timeout asks for.
         status_interval: Duration::from_secs(1),
-        shutdown_timeout: Duration::from_secs(tuning.shutdown_timeout_secs),
+        shutdown_timeout: tuning.shutdown_timeout,
         retained_wal_warn_bytes: tuning.retained_wal_warn_bytes,
-        retained_wal_warn_age: Duration::from_secs(tuning.retained_wal_warn_secs),
-        heartbeat: Some(Duration::from_secs(tuning.heartbeat_secs)).filter(|d| !d.is_zero()),
-        replication_timeout: Duration::from_secs(tuning.replication_timeout_secs),
+        retained_wal_warn_age: tuning.retained_wal_warn_age,
+        heartbeat: Some(tuning.heartbeat_interval).filter(|d| !d.is_zero()),
+        replication_timeout: tuning.replication_timeout,
         synchronous_standbys: tuning.synchronous_standby.clone(),
         failover_slot: source.failover_slot,
     })
@@ -348,8 +347,8 @@ fn relay_start(
         event_source: tuning.event_source.clone(),
         max_event_bytes: usize::try_from(tuning.max_event_bytes).unwrap_or(usize::MAX),
         worker_id: tuning.worker_id.clone(),
-        lease_duration: Duration::from_secs(tuning.lease_duration_secs),
-        poll_interval: Duration::from_millis(tuning.poll_interval_ms),
+        lease_duration: tuning.lease_duration,
+        poll_interval: tuning.poll_interval,
         max_reads_per_second: tuning.max_reads_per_second,
         put_events_concurrency: tuning.put_events_concurrency,
         consumer_name: tuning.consumer_name.clone().filter(|n| !n.is_empty()),
@@ -364,12 +363,7 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
         DlqAction::Redrive(a) => (a, true),
     };
     let queue = &args.resources.dead_letter_queue;
-    let dlq = eventing::dlq_tools::Dlq::open(
-        aws_sdk_sqs::Client::new(&aws),
-        queue,
-        Duration::from_secs(args.hold_secs),
-    )
-    .await?;
+    let dlq = eventing::dlq_tools::Dlq::open(aws_sdk_sqs::Client::new(&aws), queue, args.hold).await?;
     let max = args.max as usize;
     if !redrive {
         let parked = dlq.list(max).await?;

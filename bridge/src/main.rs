@@ -7,10 +7,22 @@ mod full_load;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Renamed flags' old environment variables still work (`eventing::old_names`); set before
+    // the runtime starts any thread.
+    eventing::old_names::adopt_old_variables(&cli::Cli::command());
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = cli::Cli::parse();
     eventing::logging::init(cli.log_format);
     // Each long-running process is its own service in a trace.

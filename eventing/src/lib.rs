@@ -15,6 +15,7 @@ pub mod event;
 pub mod eventbridge;
 pub mod health;
 pub mod logging;
+pub mod old_names;
 pub mod process_metrics;
 pub mod provision;
 pub mod put_events;

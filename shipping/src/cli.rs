@@ -4,7 +4,25 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use eventing::duration::{Bare, Flag};
 use eventing::logging::LogFormat;
+
+// Every duration flag takes `250ms`, `30s`, `5m`, `1h`, `7d`; a bare number is read in the unit
+// of the flag's old spelling (`--inbox-ttl-days 14`), which stays an alias.
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+const DAY: u64 = 86_400;
+/// SQS visibility timeouts: whole seconds, at most 12 hours.
+const QUEUE_VISIBILITY: Flag = Flag::new(Bare::Seconds, secs(1), secs(43_200)).whole(Bare::Seconds);
+const VISIBILITY: Flag = Flag::new(Bare::Seconds, secs(2), secs(43_200)).whole(Bare::Seconds);
+const WAIT_TIME: Flag = Flag::new(Bare::Seconds, Duration::ZERO, secs(20)).whole(Bare::Seconds);
+const RETRY_DELAY: Flag = Flag::new(Bare::Seconds, Duration::ZERO, secs(43_200)).whole(Bare::Seconds);
+const ITEM_TTL: Flag = Flag::new(Bare::Days, secs(DAY), secs(36_500 * DAY));
+const POLL_INTERVAL: Flag = Flag::new(Bare::Millis, Duration::from_millis(50), secs(60));
+const STALL_TIMEOUT: Flag = Flag::new(Bare::Seconds, secs(1), secs(7 * DAY));
+/// A lag has no old spelling; a bare number is seconds, as everywhere else without one.
+const ARCHIVE_LAG: Flag = Flag::new(Bare::Seconds, Duration::ZERO, secs(DAY));
 
 #[derive(Parser, Debug)]
 #[command(
@@ -153,10 +171,11 @@ pub enum DlqAction {
         /// At most this many messages.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         max: u32,
-        /// How long (s) each message stays hidden from other readers while it is listed or
-        /// redriven; a redrive renews it until the message is sent and deleted.
-        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=43_200))]
-        hold_secs: u64,
+        /// How long each message stays hidden from other readers while it is listed or redriven
+        /// (whole seconds, SQS' unit); a redrive renews it until the message is sent and
+        /// deleted. (Old spelling: --hold-secs, a number of seconds.)
+        #[arg(long, alias = "hold-secs", default_value = "1m", value_parser = eventing::duration::DLQ_HOLD.parser())]
+        hold: Duration,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -166,10 +185,11 @@ pub enum DlqAction {
         /// At most this many messages.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         max: u32,
-        /// How long (s) each message stays hidden from other readers while it is listed or
-        /// redriven; a redrive renews it until the message is sent and deleted.
-        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=43_200))]
-        hold_secs: u64,
+        /// How long each message stays hidden from other readers while it is listed or redriven
+        /// (whole seconds, SQS' unit); a redrive renews it until the message is sent and
+        /// deleted. (Old spelling: --hold-secs, a number of seconds.)
+        #[arg(long, alias = "hold-secs", default_value = "1m", value_parser = eventing::duration::DLQ_HOLD.parser())]
+        hold: Duration,
     },
 }
 
@@ -178,9 +198,10 @@ pub struct SetupArgs {
     /// Receives before SQS moves a message to the DLQ.
     #[arg(long, env = "SHIPPING_MAX_RECEIVE_COUNT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_receive_count: u32,
-    /// The queue's visibility timeout, seconds (the consumer extends it while working).
-    #[arg(long, env = "SHIPPING_VISIBILITY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=43_200))]
-    pub visibility_timeout: u32,
+    /// The queue's visibility timeout, whole seconds (the consumer extends it while working);
+    /// a bare number is seconds.
+    #[arg(long, env = "SHIPPING_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = QUEUE_VISIBILITY.parser())]
+    pub visibility_timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -198,7 +219,7 @@ pub struct RebuildArgs {
     /// before a replay): events of this long before --until may not be archived yet, so they
     /// are replayed again once it has passed (the inbox absorbs the duplicates). 0s: no second
     /// replay.
-    #[arg(long, env = "SHIPPING_ARCHIVE_LAG", default_value = "10m", value_parser = eventing::duration::parse)]
+    #[arg(long, env = "SHIPPING_ARCHIVE_LAG", default_value = "10m", value_parser = ARCHIVE_LAG.parser())]
     pub archive_lag: std::time::Duration,
 }
 
@@ -215,24 +236,30 @@ pub struct RunArgs {
     /// receiver per ten.
     #[arg(long, env = "SHIPPING_CONCURRENCY", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: u32,
-    /// Long-poll wait of a receive, seconds.
-    #[arg(long, env = "SHIPPING_WAIT_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=20))]
-    pub wait_seconds: u32,
-    /// Visibility a message gets, and keeps getting while it is applied, seconds.
-    #[arg(long, env = "SHIPPING_VISIBILITY_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(2..=43_200))]
-    pub visibility_timeout: u32,
-    /// Base delay before a failed message returns, seconds (doubles with each failure, ≤ 60).
-    #[arg(long, env = "SHIPPING_RETRY_DELAY", default_value_t = 5)]
-    pub retry_delay: u64,
-    /// How long inbox items are kept (days): longer than any redelivery can arrive.
-    #[arg(long, env = "SHIPPING_INBOX_TTL_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..))]
-    pub inbox_ttl_days: u64,
-    /// How long outbox items are kept (days) after being written.
-    #[arg(long, env = "SHIPPING_OUTBOX_TTL_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
-    pub outbox_ttl_days: u64,
-    /// Pause after an empty read of the outbox stream, milliseconds.
-    #[arg(long, env = "SHIPPING_POLL_INTERVAL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(50..))]
-    pub poll_interval_ms: u64,
+    /// Long-poll wait of a receive, whole seconds up to 20 (SQS' limit). (Old spelling:
+    /// --wait-seconds, a number of seconds.)
+    #[arg(long, alias = "wait-seconds", env = "SHIPPING_WAIT_TIME", default_value = "20s", value_parser = WAIT_TIME.parser())]
+    pub wait_time: Duration,
+    /// Visibility a message gets, and keeps getting while it is applied, whole seconds; a bare
+    /// number is seconds.
+    #[arg(long, env = "SHIPPING_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = VISIBILITY.parser())]
+    pub visibility_timeout: Duration,
+    /// Base delay before a failed message returns, whole seconds (doubles with each failure,
+    /// ≤ 60); a bare number is seconds.
+    #[arg(long, env = "SHIPPING_RETRY_DELAY", default_value = "5s", value_parser = RETRY_DELAY.parser())]
+    pub retry_delay: Duration,
+    /// How long inbox items are kept: longer than any redelivery can arrive. (Old spelling:
+    /// --inbox-ttl-days, a number of days.)
+    #[arg(long, alias = "inbox-ttl-days", env = "SHIPPING_INBOX_TTL", default_value = "14d", value_parser = ITEM_TTL.parser())]
+    pub inbox_ttl: Duration,
+    /// How long outbox items are kept after being written. (Old spelling: --outbox-ttl-days,
+    /// a number of days.)
+    #[arg(long, alias = "outbox-ttl-days", env = "SHIPPING_OUTBOX_TTL", default_value = "7d", value_parser = ITEM_TTL.parser())]
+    pub outbox_ttl: Duration,
+    /// Pause after an empty read of the outbox stream. (Old spelling: --poll-interval-ms,
+    /// milliseconds.)
+    #[arg(long, alias = "poll-interval-ms", env = "SHIPPING_POLL_INTERVAL", default_value = "500ms", value_parser = POLL_INTERVAL.parser())]
+    pub poll_interval: Duration,
     /// The `source` of the events the service publishes.
     #[arg(long, env = "SHIPPING_EVENT_SOURCE", default_value = "shipping")]
     pub event_source: String,
@@ -249,20 +276,15 @@ pub struct RunArgs {
     /// Where `/metrics` and `/healthz` listen.
     #[arg(long, env = "SHIPPING_METRICS_LISTEN", default_value = "127.0.0.1:9465")]
     pub metrics_listen: String,
-    /// How long (s) the consumer or the publisher may go without progress (a receive, a stream
-    /// read that got through) before `/healthz` answers 503 with the reason.
-    #[arg(long, env = "SHIPPING_STALL_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
-    pub stall_timeout_secs: u64,
+    /// How long the consumer or the publisher may go without progress (a receive, a stream
+    /// read that got through) before `/readyz` answers 503 with the reason. (Old spelling:
+    /// --stall-timeout-secs, a number of seconds.)
+    #[arg(long, alias = "stall-timeout-secs", env = "SHIPPING_STALL_TIMEOUT", default_value = "2m", value_parser = STALL_TIMEOUT.parser())]
+    pub stall_timeout: Duration,
     /// Also publish the figures CloudWatch alarms need (events parked, the DLQ's depth) as
     /// CloudWatch embedded metric format lines on stdout, once a minute.
     #[arg(long, env = "SHIPPING_CLOUDWATCH_METRICS", value_enum, default_value_t = eventing::emf::CloudWatchMetrics::Off)]
     pub cloudwatch_metrics: eventing::emf::CloudWatchMetrics,
-}
-
-impl RunArgs {
-    pub fn retry_delay(&self) -> Duration {
-        Duration::from_secs(self.retry_delay)
-    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -317,5 +339,99 @@ mod env_fallback_tests {
             missing.is_empty(),
             "flags without an environment variable: {missing:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod duration_flag_tests {
+    use std::time::Duration;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn no_flag_is_named_for_its_unit() {
+        let mut named = Vec::new();
+        let mut commands = vec![Cli::command()];
+        while let Some(command) = commands.pop() {
+            for arg in command.get_arguments() {
+                let long = arg.get_long().unwrap_or_default();
+                if ["-secs", "-ms", "-days", "-seconds"]
+                    .iter()
+                    .any(|u| long.ends_with(u))
+                {
+                    named.push(format!("{} --{long}", command.get_name()));
+                }
+            }
+            commands.extend(command.get_subcommands().cloned());
+        }
+        assert!(named.is_empty(), "flags named for their unit: {named:?}");
+    }
+
+    #[test]
+    fn old_spellings_mean_what_they_meant() -> Result<(), clap::Error> {
+        let run = |args: &[&str]| -> Result<_, clap::Error> {
+            match Cli::try_parse_from(["shipping", "run"].iter().chain(args))?.command {
+                Command::Run(r) => Ok(r),
+                _ => unreachable!("parsed as run"),
+            }
+        };
+        let old = run(&[
+            "--wait-seconds",
+            "3",
+            "--visibility-timeout",
+            "40",
+            "--retry-delay",
+            "1",
+            "--inbox-ttl-days",
+            "2",
+            "--outbox-ttl-days",
+            "3",
+            "--poll-interval-ms",
+            "100",
+            "--stall-timeout-secs",
+            "9",
+        ])?;
+        let new = run(&[
+            "--wait-time",
+            "3s",
+            "--visibility-timeout",
+            "40s",
+            "--retry-delay",
+            "1s",
+            "--inbox-ttl",
+            "2d",
+            "--outbox-ttl",
+            "3d",
+            "--poll-interval",
+            "100ms",
+            "--stall-timeout",
+            "9s",
+        ])?;
+        for r in [&old, &new] {
+            assert_eq!(r.wait_time, Duration::from_secs(3));
+            assert_eq!(r.visibility_timeout, Duration::from_secs(40));
+            assert_eq!(r.retry_delay, Duration::from_secs(1));
+            assert_eq!(r.inbox_ttl, Duration::from_secs(2 * 86_400));
+            assert_eq!(r.outbox_ttl, Duration::from_secs(3 * 86_400));
+            assert_eq!(r.poll_interval, Duration::from_millis(100));
+            assert_eq!(r.stall_timeout, Duration::from_secs(9));
+        }
+        let pairs = eventing::old_names::renamed_variables(&Cli::command());
+        for (old, new) in [
+            ("SHIPPING_WAIT_SECONDS", "SHIPPING_WAIT_TIME"),
+            ("SHIPPING_INBOX_TTL_DAYS", "SHIPPING_INBOX_TTL"),
+            ("SHIPPING_OUTBOX_TTL_DAYS", "SHIPPING_OUTBOX_TTL"),
+            ("SHIPPING_POLL_INTERVAL_MS", "SHIPPING_POLL_INTERVAL"),
+            ("SHIPPING_STALL_TIMEOUT_SECS", "SHIPPING_STALL_TIMEOUT"),
+            ("SHIPPING_MAX_ENTRY_BYTES", "SHIPPING_MAX_EVENT_BYTES"),
+        ] {
+            assert!(
+                pairs.contains(&(old.to_owned(), new.to_owned())),
+                "{old} → {new}: {pairs:?}"
+            );
+        }
+        Ok(())
     }
 }

@@ -35,7 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 dead_letter_queue: names.dead_letter_queue.clone(),
                 outbox_dead_letter_queue: names.outbox_dead_letter_queue.clone(),
                 max_receive_count: args.max_receive_count,
-                visibility_timeout_seconds: args.visibility_timeout,
+                visibility_timeout_seconds: whole_seconds(args.visibility_timeout),
                 event_bus: names.event_bus.clone(),
                 monolith_source: names.monolith_source.clone(),
                 tables: tables(&names),
@@ -50,7 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 dead_letter_queue: names.dead_letter_queue.clone(),
                 outbox_dead_letter_queue: names.outbox_dead_letter_queue.clone(),
                 max_receive_count: args.setup.max_receive_count,
-                visibility_timeout_seconds: args.setup.visibility_timeout,
+                visibility_timeout_seconds: whole_seconds(args.setup.visibility_timeout),
                 event_bus: names.event_bus.clone(),
                 monolith_source: names.monolith_source.clone(),
                 tables: tables(&names),
@@ -96,14 +96,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq { action } => {
             let sqs = aws_sdk_sqs::Client::new(&aws);
             let hold = match action {
-                DlqAction::List { hold_secs, .. } | DlqAction::Redrive { hold_secs, .. } => hold_secs,
+                DlqAction::List { hold, .. } | DlqAction::Redrive { hold, .. } => hold,
             };
-            let dlq = eventing::dlq_tools::Dlq::open(
-                sqs.clone(),
-                &names.dead_letter_queue,
-                std::time::Duration::from_secs(hold),
-            )
-            .await?;
+            let dlq = eventing::dlq_tools::Dlq::open(sqs.clone(), &names.dead_letter_queue, hold).await?;
             match action {
                 DlqAction::List { max, json, .. } => {
                     let parked = dlq.list(max as usize).await?;
@@ -184,9 +179,7 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
         let metrics = metrics.clone();
         move || metrics.render()
     };
-    metrics
-        .health
-        .set_stall_bound(Duration::from_secs(args.stall_timeout_secs));
+    metrics.health.set_stall_bound(args.stall_timeout);
     let addr = eventing::server::serve(&args.metrics_listen, render, metrics.health.clone())
         .await
         .with_context(|| format!("--metrics-listen {}: cannot listen", args.metrics_listen))?;
@@ -215,8 +208,8 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
     let store = Store::new(
         aws_sdk_dynamodb::Client::new(aws),
         tables(names),
-        DAY.saturating_mul(u32::try_from(args.inbox_ttl_days).unwrap_or(u32::MAX)),
-        DAY.saturating_mul(u32::try_from(args.outbox_ttl_days).unwrap_or(u32::MAX)),
+        args.inbox_ttl,
+        args.outbox_ttl,
     );
     let s3 = eventing::claim_check::s3_client(aws);
     let events = Publisher::new(
@@ -232,12 +225,12 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
     let consumer_cfg = ConsumerConfig {
         queue: names.queue.clone(),
         concurrency: args.concurrency as usize,
-        wait_seconds: i32::try_from(args.wait_seconds).unwrap_or(20),
-        visibility_timeout: Duration::from_secs(args.visibility_timeout.into()),
-        retry_delay: args.retry_delay(),
+        wait_seconds: i32::try_from(args.wait_time.as_secs()).unwrap_or(20),
+        visibility_timeout: args.visibility_timeout,
+        retry_delay: args.retry_delay,
     };
     let publisher_cfg = PublisherConfig {
-        poll_interval: Duration::from_millis(args.poll_interval_ms),
+        poll_interval: args.poll_interval,
         refresh_interval: Duration::from_secs(30),
     };
     // One failing half stops the other: a service that consumes but never publishes (or the
@@ -292,4 +285,9 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
     published.context("publisher")?;
     tracing::info!("shipping stopped cleanly");
     Ok(())
+}
+
+/// A duration as the whole seconds AWS takes (the flags' parsers refuse anything finer).
+fn whole_seconds(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }

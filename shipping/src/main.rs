@@ -5,16 +5,13 @@ mod commands;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
-    // The old environment name of --max-event-bytes still works, for a release at least. Set
-    // before any other thread exists: changing the environment while threads read it is unsound.
-    if std::env::var_os("SHIPPING_MAX_EVENT_BYTES").is_none() {
-        if let Some(old) = std::env::var_os("SHIPPING_MAX_ENTRY_BYTES") {
-            std::env::set_var("SHIPPING_MAX_EVENT_BYTES", old);
-        }
-    }
+    // Renamed flags' old environment variables (SHIPPING_MAX_ENTRY_BYTES,
+    // SHIPPING_STALL_TIMEOUT_SECS, …) still work (`eventing::old_names`); set before the runtime
+    // starts any thread.
+    eventing::old_names::adopt_old_variables(&cli::Cli::command());
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(run()),
         Err(err) => {

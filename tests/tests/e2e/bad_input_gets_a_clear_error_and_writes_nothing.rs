@@ -166,6 +166,53 @@ async fn bad_flags_exit_with_a_message_naming_them() -> anyhow::Result<()> {
         assert_eq!(code, Some(2), "{bin} {args:?}: {out}{err}");
         assert!(err.contains(flag), "{bin} {args:?} does not name {flag}: {err}");
     }
+    // Durations: one syntax everywhere, bounds and AWS' whole units named; a renamed flag's old
+    // environment variable is still read (a value out of range shows it was).
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let durations: [Case; 5] = [
+        (
+            "bridge",
+            &["relay", "--lease-duration", "1s"],
+            &[],
+            &["--lease-duration", "between 2s and 1h"],
+        ),
+        (
+            "bridge",
+            &["setup", "--archive-retention", "36h"],
+            &[],
+            &["--archive-retention", "whole number of days"],
+        ),
+        (
+            "shipping",
+            &["run", "--wait-time", "21s"],
+            &[],
+            &["--wait-time", "between 0s and 20s"],
+        ),
+        (
+            "shipping",
+            &["run", "--poll-interval", "2x"],
+            &[],
+            &["--poll-interval", "unknown unit `x`"],
+        ),
+        (
+            "bridge",
+            &["capture"],
+            &[("BRIDGE_STALL_TIMEOUT_SECS", "0")],
+            &["--stall-timeout", "`0`: must be between 1s and 1w"],
+        ),
+    ];
+    for (bin, args, vars, says) in durations {
+        let mut with = env.clone();
+        with.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let (code, out, err) = process::run(bin, args, &with).await?;
+        assert_eq!(code, Some(2), "{bin} {args:?} {vars:?}: {out}{err}");
+        for said in says {
+            assert!(
+                err.contains(said),
+                "{bin} {args:?} {vars:?} does not say {said}: {err}"
+            );
+        }
+    }
     // Checked after parsing: the listen address, and a database URL clap cannot judge.
     let (code, _, err) = process::run("bridge", &["capture", "--metrics-listen", "nowhere"], &env).await?;
     assert_eq!(code, Some(1));

@@ -18,16 +18,20 @@ const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 const DAY: u64 = 86_400;
-const STALL_TIMEOUT: Flag = Flag::new(Bare::Seconds, secs(1), secs(7 * DAY));
-const BATCH_LINGER: Flag = Flag::new(Bare::Millis, Duration::ZERO, secs(60));
-const SHUTDOWN_TIMEOUT: Flag = Flag::new(Bare::Seconds, Duration::ZERO, secs(3600));
-const RETAINED_WAL_WARN_AGE: Flag = Flag::new(Bare::Seconds, secs(1), secs(365 * DAY));
-const HEARTBEAT_INTERVAL: Flag = Flag::new(Bare::Seconds, Duration::ZERO, secs(DAY));
+/// The upper bound of a flag that had none: a century (before, any u64 was taken).
+const NO_BOUND: Duration = secs(36_500 * DAY);
+const STALL_TIMEOUT: Flag = Flag::new(Bare::Seconds, secs(1), NO_BOUND);
+const BATCH_LINGER: Flag = Flag::new(Bare::Millis, Duration::ZERO, NO_BOUND);
+const SHUTDOWN_TIMEOUT: Flag = Flag::new(Bare::Seconds, Duration::ZERO, NO_BOUND);
+const RETAINED_WAL_WARN_AGE: Flag = Flag::new(Bare::Seconds, secs(1), NO_BOUND);
+const HEARTBEAT_INTERVAL: Flag = Flag::new(Bare::Seconds, Duration::ZERO, NO_BOUND);
 const REPLICATION_TIMEOUT: Flag = Flag::new(Bare::Seconds, secs(3), secs(3600));
 const LEASE_DURATION: Flag = Flag::new(Bare::Seconds, secs(2), secs(3600));
-const POLL_INTERVAL: Flag = Flag::new(Bare::Millis, Duration::ZERO, secs(60));
+const POLL_INTERVAL: Flag = Flag::new(Bare::Millis, Duration::ZERO, NO_BOUND);
 const ARCHIVE_RETENTION: Flag = Flag::new(Bare::Days, Duration::ZERO, secs(36_500 * DAY)).whole(Bare::Days);
-const PRUNE_WAIT: Flag = Flag::new(Bare::Seconds, Duration::ZERO, secs(DAY));
+const PRUNE_WAIT: Flag = Flag::new(Bare::Seconds, Duration::ZERO, NO_BOUND);
+/// Durations that never had a unit in their name: a bare number is seconds.
+const PLAIN: Flag = Flag::new(Bare::Seconds, Duration::ZERO, NO_BOUND);
 const CLAIM_CHECK_RETENTION: Flag = Flag::new(Bare::Days, secs(DAY), secs(36_500 * DAY)).whole(Bare::Days);
 
 #[derive(Parser, Debug)]
@@ -172,7 +176,7 @@ pub struct StatusArgs {
     pub retained_wal_threshold: i64,
     /// A record the relay has not published, older than this, needs attention (90m, 6h, 2d):
     /// Kinesis trims records past the stream's retention, read or not. Default: half the retention.
-    #[arg(long, env = "BRIDGE_UNPUBLISHED_AGE_THRESHOLD", value_parser = bridge::prune::parse_duration)]
+    #[arg(long, env = "BRIDGE_UNPUBLISHED_AGE_THRESHOLD", value_parser = PLAIN.parser())]
     pub unpublished_age_threshold: Option<std::time::Duration>,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -332,7 +336,7 @@ pub struct CaptureTuningArgs {
     /// How far before the last delivered commit the resync starts re-publishing (`occurred_at`):
     /// at least the longest transaction the monolith runs. Keep the outbox (`bridge outbox
     /// prune --older-than`) longer than this plus the longest outage to recover automatically.
-    #[arg(long, env = "BRIDGE_RESYNC_MARGIN", default_value = "1h", value_parser = bridge::prune::parse_duration)]
+    #[arg(long, env = "BRIDGE_RESYNC_MARGIN", default_value = "1h", value_parser = PLAIN.parser())]
     pub resync_margin: std::time::Duration,
     /// Physical standbys (their application_name, comma-separated) that must have flushed a
     /// transaction before capture publishes it, so a failover never takes back an event
@@ -633,20 +637,7 @@ mod duration_flag_tests {
     /// is only an old spelling's alias.
     #[test]
     fn no_flag_is_named_for_its_unit() {
-        let mut named = Vec::new();
-        let mut commands = vec![Cli::command()];
-        while let Some(command) = commands.pop() {
-            for arg in command.get_arguments() {
-                let long = arg.get_long().unwrap_or_default();
-                if ["-secs", "-ms", "-days", "-seconds"]
-                    .iter()
-                    .any(|u| long.ends_with(u))
-                {
-                    named.push(format!("{} --{long}", command.get_name()));
-                }
-            }
-            commands.extend(command.get_subcommands().cloned());
-        }
+        let named = eventing::old_names::flags_named_for_their_unit(&Cli::command());
         assert!(named.is_empty(), "flags named for their unit: {named:?}");
     }
 

@@ -70,9 +70,13 @@ pub async fn run(
     // Server time before the slot exists: whatever the snapshot lacks commits after it.
     let before = catalog::server_now(&client).await?;
     drop(client);
-    let limits = bridge::sink::kinesis::stream_limits(&kinesis, stream)
-        .await
-        .with_context(|| format!("read kinesis stream `{stream}`'s record limit"))?;
+    let limits = eventing::retry::while_transient(
+        "read the stream's record limit",
+        eventing::retry::Backoff::call(),
+        || bridge::sink::kinesis::stream_limits(&kinesis, stream),
+    )
+    .await
+    .with_context(|| format!("read kinesis stream `{stream}`'s record limit"))?;
     // Marked before the slot exists: whatever happens from here, a slot without its rows is known.
     let started = chrono::Utc::now().timestamp_micros();
     slot_marker::mark_full_load(

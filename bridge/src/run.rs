@@ -112,24 +112,45 @@ pub async fn capture(
         Err(err) if on_slot_loss == OnSlotLoss::ResyncOutbox && SlotLoss::of(&err).is_some() => {}
         Err(err) => return Err(err.into()),
     }
-    drop(starting);
-    let recovery = Recovery {
-        log: capture::delivery::DeliveryLog::new(kinesis.clone(), &stream, &cfg.slot),
-        policy: on_slot_loss,
-        margin: resync_margin,
-    };
+    // Still "not started" while the limit cannot be read (a throttled DescribeStreamSummary).
     let limits = eventing::retry::while_transient_until(
         "read the stream's record limit",
         eventing::retry::Backoff::call(),
         &shutdown,
         || crate::sink::kinesis::stream_limits(&kinesis, &stream),
     )
-    .await
-    .map_err(|source| RunError::StreamLimits {
-        stream: stream.clone(),
-        source: Box::new(source),
-    })?;
-    let Some(limits) = limits else { return Ok(()) };
+    .await;
+    let limits = match limits {
+        Ok(Some(limits)) => limits,
+        Ok(None) => return Ok(()),
+        // A role written before capture read the limit: the default limit is always safe
+        // (records above 1 MiB go by claim check, as they did); say what the role lacks.
+        Err(err)
+            if matches!(
+                aws_sdk_kinesis::error::ProvideErrorMetadata::code(&err),
+                Some("AccessDeniedException" | "AccessDenied")
+            ) =>
+        {
+            tracing::warn!(
+                stream,
+                "kinesis:DescribeStreamSummary is denied: capture assumes the default 1 MiB record \
+                 limit (grant it to use a raised --max-record-size-kib)"
+            );
+            crate::sink::kinesis::LIMITS
+        }
+        Err(source) => {
+            return Err(RunError::StreamLimits {
+                stream: stream.clone(),
+                source: Box::new(source),
+            })
+        }
+    };
+    drop(starting);
+    let recovery = Recovery {
+        log: capture::delivery::DeliveryLog::new(kinesis.clone(), &stream, &cfg.slot),
+        policy: on_slot_loss,
+        margin: resync_margin,
+    };
     tracing::info!(
         stream,
         max_record_bytes = limits.bytes_per_record,

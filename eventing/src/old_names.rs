@@ -33,8 +33,44 @@ fn collect(command: &clap::Command, pairs: &mut Vec<(String, String)>) {
     }
 }
 
+/// Flags whose name carries a unit (`--x-secs`, `--x-ms`, `--x-days`, `--x-seconds`): units
+/// belong in the value (`30s`), and such a name only as an old spelling's alias.
+pub fn flags_named_for_their_unit(command: &clap::Command) -> Vec<String> {
+    let mut named = Vec::new();
+    let mut commands = vec![command.clone()];
+    while let Some(command) = commands.pop() {
+        for arg in command.get_arguments() {
+            let long = arg.get_long().unwrap_or_default();
+            if ["-secs", "-ms", "-days", "-seconds"]
+                .iter()
+                .any(|u| long.ends_with(u))
+            {
+                named.push(format!("{} --{long}", command.get_name()));
+            }
+        }
+        commands.extend(command.get_subcommands().cloned());
+    }
+    named
+}
+
 fn snake(flag: &str) -> String {
     flag.replace('-', "_").to_ascii_uppercase()
+}
+
+/// A binary's `main`: adopts the old variables of `command`'s renamed flags while the process
+/// has one thread, then runs `run` on a multi-threaded runtime.
+pub fn start<F>(command: &clap::Command, run: impl FnOnce() -> F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = std::process::ExitCode>,
+{
+    adopt_old_variables(command);
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Hands each old variable's value to its new name where only the old one is set. Call it

@@ -9,16 +9,8 @@ use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     // Renamed flags' old environment variables (SHIPPING_MAX_ENTRY_BYTES,
-    // SHIPPING_STALL_TIMEOUT_SECS, …) still work (`eventing::old_names`); set before the runtime
-    // starts any thread.
-    eventing::old_names::adopt_old_variables(&cli::Cli::command());
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(run()),
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    // SHIPPING_STALL_TIMEOUT_SECS, …) still work (`eventing::old_names`).
+    eventing::old_names::start(&cli::Cli::command(), run)
 }
 
 async fn run() -> ExitCode {

@@ -629,7 +629,7 @@ class _RequestTooLarge(kinesis_errors.JsonRESTError):
 
 def _check_sizes(stream, records):
     limit = _record_kib(stream) * 1024
-    sizes = [len(kinesis.b64decode(r.get("Data", ""))) + len(r.get("PartitionKey", "")) for r in records]
+    sizes = [len(kinesis.b64decode(r.get("Data", ""))) + len(r.get("PartitionKey", "").encode()) for r in records]
     request = 10 * 1024 * 1024 if limit > 1024 * 1024 else 5 * 1024 * 1024
     if sum(sizes) > request:
         raise _RequestTooLarge(request)

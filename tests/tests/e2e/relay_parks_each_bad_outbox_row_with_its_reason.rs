@@ -529,16 +529,7 @@ async fn a_stream_with_a_larger_record_limit_carries_large_records_whole() -> an
         pg.execute(insert, &[&id, &id, &"DocumentStored", &payload.to_string()])
             .await?;
     }
-    let emitted = json!({"id": message, "aggregatetype": "Document", "aggregateid": message,
-        "type": "DocumentStored", "payload": message_payload})
-    .to_string();
-    pg.execute(
-        "SELECT pg_logical_emit_message(true, 'outbox', $1::text)",
-        &[&emitted],
-    )
-    .await?;
-    pg.execute(insert, &[&small, &small, &"DocumentTagged", &"{}"])
-        .await?;
+    large_message_then_row(&pg, message, small, "doc-4", &message_payload).await?;
 
     let records = harness::wait::until("every record in the stream", Duration::from_secs(90), || async {
         capture.ensure_running()?;

@@ -585,6 +585,47 @@ async fn a_stream_with_a_larger_record_limit_carries_large_records_whole() -> an
     }
     assert_eq!(parked_count(&sdk).await?, 0, "{}", relay.output());
     capture.terminate(Duration::from_secs(30)).await?;
+
+    // A role that may not read the limit (written before capture read it): capture warns and
+    // keeps the default 1 MiB limit, so a 2 MiB row goes by claim check — it does not stop.
+    let proxy = FaultProxy::start(&stack.moto.endpoint).await?;
+    proxy
+        .plan
+        .set_deny(Some("Kinesis_20131202.DescribeStreamSummary"));
+    let env = stack.env_with(&[("AWS_ENDPOINT_URL_KINESIS", &proxy.endpoint)]);
+    let mut denied = Proc::spawn("bridge", &["capture"], &env)?;
+    stack.wait_slot_active("outbox_bridge", &denied).await?;
+    let later = "00000000-0000-0000-0000-0000000000f5";
+    pg.execute(
+        insert,
+        &[&later, &later, &"DocumentStored", &row_payload.to_string()],
+    )
+    .await?;
+    let record = harness::wait::until("the later row in the stream", Duration::from_secs(90), || async {
+        denied.ensure_running()?;
+        let records = stack.records().await?;
+        Ok(records.into_iter().find(|r| r.json["data"]["id"] == later))
+    })
+    .await?;
+    assert!(
+        record.json["metadata"]["claim-check"]["key"].is_string(),
+        "the default limit: {}",
+        record.json["metadata"]
+    );
+    assert!(
+        denied
+            .output()
+            .contains("kinesis:DescribeStreamSummary is denied"),
+        "{}",
+        denied.output()
+    );
+    events
+        .until("the later event", Duration::from_secs(90), |s| {
+            s.by_event_id().contains_key(later)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nrelay:\n{}", relay.output()))?;
+    denied.terminate(Duration::from_secs(30)).await?;
     relay.terminate(Duration::from_secs(30)).await?;
     Ok(())
 }

@@ -178,6 +178,10 @@ pub struct StatusArgs {
     /// Kinesis trims records past the stream's retention, read or not. Default: half the retention.
     #[arg(long, env = "BRIDGE_UNPUBLISHED_AGE_THRESHOLD", value_parser = PLAIN.parser())]
     pub unpublished_age_threshold: Option<std::time::Duration>,
+    /// Capture's --synchronous-standby rule (same variable): says whether the standbys let
+    /// capture publish, and for which one it waits.
+    #[arg(long, env = "BRIDGE_SYNCHRONOUS_STANDBY")]
+    pub synchronous_standby: Option<bridge::capture::standby_rule::StandbyRule>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -338,12 +342,13 @@ pub struct CaptureTuningArgs {
     /// prune --older-than`) longer than this plus the longest outage to recover automatically.
     #[arg(long, env = "BRIDGE_RESYNC_MARGIN", default_value = "1h", value_parser = PLAIN.parser())]
     pub resync_margin: std::time::Duration,
-    /// Physical standbys (their application_name, comma-separated) that must have flushed a
-    /// transaction before capture publishes it, so a failover never takes back an event
-    /// consumers saw (what PostgreSQL 17's synchronized_standby_slots does). A named standby
-    /// that is not connected holds publishing back.
-    #[arg(long, env = "BRIDGE_SYNCHRONOUS_STANDBY", value_delimiter = ',')]
-    pub synchronous_standby: Vec<String>,
+    /// Physical standbys (application_name) that must have flushed a transaction before
+    /// capture publishes it, so a failover never takes back an event consumers saw (what
+    /// PostgreSQL 17's synchronized_standby_slots does): `a,b` (every one), `FIRST n (a, b)` or
+    /// `ANY n (a, b)`. Too few connected hold publishing back (/readyz names them); the server
+    /// capture reads from (its cluster_name) is left out, so one rule can name both of a pair.
+    #[arg(long, env = "BRIDGE_SYNCHRONOUS_STANDBY")]
+    pub synchronous_standby: Option<bridge::capture::standby_rule::StandbyRule>,
 }
 
 /// The relay's AWS resources (also created by setup).

@@ -180,6 +180,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 dead_letter_queue: args.resources.dead_letter_queue,
                 retained_wal_threshold: args.retained_wal_threshold,
                 unpublished_age_threshold: args.unpublished_age_threshold,
+                synchronous_standby: args.synchronous_standby,
             };
             let status = bridge::status::gather(&aws, &cfg).await;
             if args.json {
@@ -315,7 +316,7 @@ fn capture_config(
         retained_wal_warn_age: tuning.retained_wal_warn_age,
         heartbeat: Some(tuning.heartbeat_interval).filter(|d| !d.is_zero()),
         replication_timeout: tuning.replication_timeout,
-        synchronous_standbys: tuning.synchronous_standby.clone(),
+        synchronous_standby: tuning.synchronous_standby.clone(),
         failover_slot: source.failover_slot,
     })
 }

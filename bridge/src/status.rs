@@ -8,6 +8,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use serde::Serialize;
 
+use crate::capture::standby::{read_rows, STANDBYS_QUERY};
+use crate::capture::standby_rule::{StandbyRule, Verdict};
 use crate::replication::slot::query_client;
 use crate::replication::PgTarget;
 
@@ -23,6 +25,20 @@ pub struct StatusConfig {
     pub retained_wal_threshold: i64,
     /// An unpublished record older than this needs attention (None: half the stream's retention).
     pub unpublished_age_threshold: Option<std::time::Duration>,
+    /// Capture's `--synchronous-standby`, judged against the server's standbys.
+    pub synchronous_standby: Option<StandbyRule>,
+}
+
+/// Whether `--synchronous-standby` lets capture publish, judged as capture judges it.
+#[derive(Debug, Serialize)]
+pub struct StandbyStatus {
+    pub rule: String,
+    /// This server's `cluster_name` (left out of the rule), if it has one.
+    pub this_server: Option<String>,
+    /// The connected standbys (`application_name`) and how far each has flushed.
+    pub connected: Vec<(String, String)>,
+    /// Why publishing is held, naming the standbys it waits for; `None` while it flows.
+    pub held: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -95,6 +111,8 @@ pub struct Status {
     pub last_resync: Option<ResyncStatus>,
     /// The last `bridge backfill`, if there was one.
     pub backfill: Option<BackfillStatus>,
+    /// With `--synchronous-standby`: whether the standbys let capture publish.
+    pub synchronous_standby: Option<StandbyStatus>,
     /// What needs attention, one sentence each; empty when all is well.
     pub attention: Vec<String>,
 }
@@ -104,9 +122,10 @@ pub async fn gather(aws: &aws_config::SdkConfig, cfg: &StatusConfig) -> Status {
     let mut status = Status::default();
     if let Some(target) = &cfg.target {
         match postgres_status(target, cfg).await {
-            Ok((slot, tables)) => {
+            Ok((slot, tables, standby)) => {
                 status.slot = Some(slot);
                 status.publication_tables = Some(tables);
+                status.synchronous_standby = standby;
             }
             Err(err) => status.attention.push(format!("cannot query Postgres: {err}")),
         }
@@ -248,6 +267,11 @@ fn judge(status: &mut Status, cfg: &StatusConfig) {
             }
         }
     }
+    if let Some(why) = status.synchronous_standby.as_ref().and_then(|s| s.held.as_ref()) {
+        notes.push(format!(
+            "capture's publishing is held: {why}; attach the standby, or restart capture with another --synchronous-standby"
+        ));
+    }
     if let Some(tables) = &status.publication_tables {
         if tables.is_empty() {
             notes.push(format!(
@@ -305,7 +329,7 @@ fn judge(status: &mut Status, cfg: &StatusConfig) {
 async fn postgres_status(
     target: &PgTarget,
     cfg: &StatusConfig,
-) -> Result<(SlotStatus, Vec<String>), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(SlotStatus, Vec<String>, Option<StandbyStatus>), Box<dyn std::error::Error + Send + Sync>> {
     let client = query_client(target).await?;
     let version: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int", &[])
@@ -349,7 +373,26 @@ async fn postgres_status(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    Ok((slot, tables))
+    let standby = match &cfg.synchronous_standby {
+        None => None,
+        Some(rule) => {
+            let (this, connected) = read_rows(&client.query(STANDBYS_QUERY, &[]).await?);
+            let held = match rule.judge(this.as_deref(), &connected) {
+                Verdict::Held(why) => Some(why),
+                Verdict::Release(_) => None,
+            };
+            Some(StandbyStatus {
+                rule: rule.to_string(),
+                this_server: this.filter(|t| !t.is_empty()),
+                connected: connected
+                    .iter()
+                    .map(|(n, l)| (n.clone(), l.to_string()))
+                    .collect(),
+                held,
+            })
+        }
+    };
+    Ok((slot, tables, standby))
 }
 
 /// A duration as a status line says it: the largest whole unit.
@@ -466,6 +509,27 @@ pub fn render(status: &Status, cfg: &StatusConfig) -> String {
             )
         );
     }
+    if let Some(s) = &status.synchronous_standby {
+        let connected: Vec<String> = s
+            .connected
+            .iter()
+            .map(|(n, l)| format!("{n} flushed {l}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "synchronous standby {} on {}: {}; connected: {}",
+            s.rule,
+            s.this_server.as_deref().unwrap_or("this server"),
+            s.held
+                .as_deref()
+                .map_or("publishing flows", |_| "publishing HELD"),
+            if connected.is_empty() {
+                "none".to_owned()
+            } else {
+                connected.join(", ")
+            }
+        );
+    }
     if let Some(tables) = &status.publication_tables {
         let _ = writeln!(
             out,
@@ -569,6 +633,7 @@ mod tests {
             dead_letter_queue: "d".into(),
             retained_wal_threshold: 1 << 30,
             unpublished_age_threshold: None,
+            synchronous_standby: None,
         }
     }
 

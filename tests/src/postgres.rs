@@ -166,6 +166,15 @@ impl TestPostgres {
                     upstream
                 )
             })?;
+        // Its own name as its `cluster_name` (what capture leaves out of --synchronous-standby),
+        // in the file that wins over a `cluster_name` the primary set with ALTER SYSTEM.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.auto.conf"))
+            .and_then(|mut f| {
+                use std::io::Write;
+                writeln!(f, "cluster_name = '{name}'")
+            })?;
         if running_as_root() {
             run(Command::new("chown")
                 .args(["-R", "postgres:"])

@@ -38,7 +38,8 @@ mod session;
 #[cfg(test)]
 mod session_tests;
 mod snapshot;
-mod standby;
+pub mod standby;
+pub mod standby_rule;
 mod unseen;
 #[cfg(test)]
 mod status_interval_tests {
@@ -102,9 +103,9 @@ pub struct CaptureConfig {
     pub heartbeat: Option<Duration>,
     /// Silence from Postgres longer than this means a dead connection (see `Session::stream`).
     pub replication_timeout: Duration,
-    /// Physical standbys (`application_name`s) that must have flushed a commit before it is
-    /// published (see `standby`); empty: none.
-    pub synchronous_standbys: Vec<String>,
+    /// Which physical standbys must have flushed a commit before it is published (see
+    /// `standby`); `None`: none.
+    pub synchronous_standby: Option<standby_rule::StandbyRule>,
     /// Whether the slot is made (or turned into) a failover slot (`--failover-slot`).
     pub failover_slot: slot::FailoverSlot,
 }
@@ -263,15 +264,16 @@ pub async fn run(
     let mut progress: Option<Progress> = None;
     let mut backoff = Backoff::call();
     let mut beacons = session::Beacons::new(&metrics.health);
-    let _stop_standby_watch = (!cfg.synchronous_standbys.is_empty()).then(|| {
+    let _stop_standby_watch = cfg.synchronous_standby.clone().map(|rule| {
         let (released, rx) = tokio::sync::watch::channel(crate::lsn::Lsn::default());
         beacons.standby = Some(rx);
         // Not stopped by the shutdown: `finish` still waits for the standbys (up to its
         // deadline) to let the open batch go; the guard stops it when `run` returns.
         AbortOnDrop(tokio::spawn(standby::watch_standbys(
             cfg.target.clone(),
-            cfg.synchronous_standbys.clone(),
+            rule,
             released,
+            metrics.health.clone(),
             CancellationToken::new(),
         )))
     });

@@ -44,7 +44,7 @@ fn config() -> CaptureConfig {
         retained_wal_warn_age: Duration::from_secs(3600),
         heartbeat: None,
         replication_timeout: Duration::from_secs(60),
-        synchronous_standbys: Vec::new(),
+        synchronous_standby: None,
         failover_slot: Default::default(),
     }
 }

@@ -1,20 +1,25 @@
-//! `--synchronous-standby NAME[,…]`: no phantom events after a failover.
+//! `--synchronous-standby RULE`: no phantom events after a failover.
 //!
 //! A transaction the primary committed but no standby received is taken back by a failover;
 //! if capture had published it, consumers saw an event that never happened. PostgreSQL 17's
-//! `synchronized_standby_slots` makes the walsender wait for the standbys; on 15 and 16
-//! capture waits itself: a batch goes to Kinesis only once every named standby has flushed
-//! the commits of its records (`pg_stat_replication.flush_lsn`, polled here).
+//! `synchronized_standby_slots` makes the walsender wait for the standbys; on 14 to 16 capture
+//! waits itself: a batch goes to Kinesis only once the standbys the rule asks for (see
+//! `standby_rule`) have flushed the commits of its records (`pg_stat_replication.flush_lsn`,
+//! polled here).
 //!
-//! A named standby that is not connected holds publishing back (and `/healthz` then turns
-//! stale), exactly as a synchronous standby holds commits back: after a failover, attach a new
-//! standby under that name or restart capture without it.
+//! Too few connected standbys hold publishing back, exactly as a synchronous standby holds
+//! commits back; `/readyz` then names the ones missing. The server capture reads from is left
+//! out of the rule, so after a failover a rule naming both servers of a pair waits for the old
+//! primary to come back as a standby, or for any other standby the rule accepts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use eventing::health::Health;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::standby_rule::{StandbyRule, Verdict};
 use crate::lsn::Lsn;
 use crate::replication::slot;
 use crate::replication::PgTarget;
@@ -22,16 +27,42 @@ use crate::replication::PgTarget;
 /// How often the standbys' positions are read.
 const POLL: Duration = Duration::from_millis(5);
 
-/// Publishes the lowest flush position of the named standbys (0/0 while one is missing)
-/// until shutdown. Connection failures are retried; meanwhile the last value stands.
+/// The health condition set while publishing is held.
+const HELD: &str = "synchronous-standby";
+
+/// The query a verdict is made from: this server's `cluster_name` and its standbys' flush
+/// positions (one row with nulls when none is connected).
+pub const STANDBYS_QUERY: &str = "SELECT current_setting('cluster_name'), r.application_name::text, \
+     r.flush_lsn::text FROM (SELECT 1) AS one LEFT JOIN pg_stat_replication AS r \
+     ON r.flush_lsn IS NOT NULL";
+
+/// This server's name and its standbys' flush positions, from `STANDBYS_QUERY`'s rows.
+pub fn read_rows(rows: &[tokio_postgres::Row]) -> (Option<String>, Vec<(String, Lsn)>) {
+    let this = rows.first().and_then(|r| r.get::<_, Option<String>>(0));
+    let connected = rows
+        .iter()
+        .filter_map(|r| {
+            let name = r.get::<_, Option<String>>(1)?;
+            let lsn = r.get::<_, Option<String>>(2)?.parse().ok()?;
+            Some((name, lsn))
+        })
+        .collect();
+    (this, connected)
+}
+
+/// Publishes how far the rule lets capture publish (0/0 while it holds) until shutdown.
+/// Connection failures are retried; meanwhile the last value stands.
 pub async fn watch_standbys(
     target: PgTarget,
-    names: Vec<String>,
+    rule: StandbyRule,
     released: watch::Sender<Lsn>,
+    health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
     let mut client: Option<tokio_postgres::Client> = None;
-    let mut missing_said: Option<Vec<String>> = None;
+    let mut held_said: Option<String> = None;
+    // A capture restarted in the same process starts from a clean slate.
+    health.problem(HELD, None);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -41,53 +72,33 @@ pub async fn watch_standbys(
             client = slot::query_client(&target).await.ok();
         }
         let Some(c) = &client else { continue };
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&names];
-        let query = c.query(
-            "SELECT application_name::text, flush_lsn::text FROM pg_stat_replication \
-             WHERE application_name = ANY($1) AND flush_lsn IS NOT NULL",
-            &params,
-        );
+        let query = c.query(STANDBYS_QUERY, &[]);
         let Ok(Ok(rows)) = tokio::time::timeout(Duration::from_secs(5), query).await else {
             client = None;
             continue;
         };
-        let flushed: Vec<(String, Lsn)> = rows
-            .iter()
-            .filter_map(|r| Some((r.get::<_, String>(0), r.get::<_, String>(1).parse().ok()?)))
-            .collect();
-        let missing: Vec<String> = names
-            .iter()
-            .filter(|n| !flushed.iter().any(|(name, _)| name == *n))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            if missing_said.as_ref() != Some(&missing) {
-                tracing::warn!(standbys = ?missing, "a --synchronous-standby is not connected: publishing waits for it");
-                missing_said = Some(missing);
+        let (this, connected) = read_rows(&rows);
+        match rule.judge(this.as_deref(), &connected) {
+            Verdict::Held(why) => {
+                if held_said.as_ref() != Some(&why) {
+                    tracing::warn!(rule = %rule, "publishing held: {why}");
+                    health.problem(HELD, Some(format!("publishing held: {why}")));
+                    held_said = Some(why);
+                }
             }
-            continue;
-        }
-        if missing_said.take().is_some() {
-            tracing::info!("every --synchronous-standby is connected again");
-        }
-        // Several entries under one name (a standby reconnecting): the furthest counts.
-        let lowest = names
-            .iter()
-            .filter_map(|n| {
-                flushed
-                    .iter()
-                    .filter(|(name, _)| name == n)
-                    .map(|(_, lsn)| *lsn)
-                    .max()
-            })
-            .min()
-            .unwrap_or_default();
-        released.send_if_modified(|current| {
-            let moved = lowest > *current;
-            if moved {
-                *current = lowest;
+            Verdict::Release(lowest) => {
+                if held_said.take().is_some() {
+                    tracing::info!(rule = %rule, "the synchronous standbys are connected again: publishing goes on");
+                    health.problem(HELD, None);
+                }
+                released.send_if_modified(|current| {
+                    let moved = lowest > *current;
+                    if moved {
+                        *current = lowest;
+                    }
+                    moved
+                });
             }
-            moved
-        });
+        }
     }
 }

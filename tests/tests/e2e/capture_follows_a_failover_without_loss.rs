@@ -3,7 +3,10 @@
 //! and the writer carries on there. The promoted server has no logical slot, so capture resyncs
 //! from its outbox. Afterwards every outbox row of the new primary is in Kinesis. With
 //! `--synchronous-standby` no record in Kinesis is absent from the new primary (no phantom);
-//! without it phantoms are possible, and are counted.
+//! without it phantoms are possible, and are counted. The synchronous rule names both servers
+//! of the pair (`FIRST 1 (primary, standby1)`, each server's `cluster_name`): after the
+//! failover capture waits — and says for whom — until the old primary's place is taken by a
+//! standby of that name, and goes on unattended, without a restart.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -101,7 +104,8 @@ async fn all_rows_in_kinesis(
 enum Kept {
     /// Asynchronous streaming, nothing else: the promoted server has no slot (a resync).
     Asynchronous,
-    /// Capture publishes only what the standby flushed (`--synchronous-standby`).
+    /// Capture publishes only what the other server of the pair flushed
+    /// (`--synchronous-standby 'FIRST 1 (primary, standby1)'`).
     SynchronousStandby,
     /// 17+: the standby keeps a copy of capture's failover slot, and the primary sends capture
     /// only what the standby received (`synchronized_standby_slots`): no resync at all.
@@ -111,6 +115,16 @@ enum Kept {
 async fn failover(kept: Kept) -> anyhow::Result<Figures> {
     let synchronous = kept == Kept::SynchronousStandby;
     let stack = Stack::start().await?;
+    if synchronous {
+        // Each server goes by its cluster_name, as a cluster manager names them (the harness
+        // names a standby after itself).
+        let primary = stack.pg.client().await?;
+        primary
+            .batch_execute("ALTER SYSTEM SET cluster_name = 'primary'")
+            .await?;
+        drop(primary);
+        stack.pg.restart(StopMode::Fast)?;
+    }
     let standby = if kept == Kept::FailoverSlot {
         let standby = stack.pg.start_standby_syncing_slots("standby1").await?;
         let primary = stack.pg.client().await?;
@@ -136,7 +150,7 @@ async fn failover(kept: Kept) -> anyhow::Result<Figures> {
         "5",
     ];
     if synchronous {
-        args.extend(["--synchronous-standby", "standby1"]);
+        args.extend(["--synchronous-standby", "FIRST 1 (primary, standby1)"]);
     }
     let env = stack.env_with(&[("DATABASE_URL", &url)]);
     let mut capture = harness::process::Proc::spawn("bridge", &args, &env)?;
@@ -176,14 +190,37 @@ async fn failover(kept: Kept) -> anyhow::Result<Figures> {
     stack.pg.stop(StopMode::Immediate)?;
     standby.promote().await?;
     let promoted = Instant::now();
-    // Capture waits for a standby of that name: the new primary gets one, as Patroni or
-    // RDS would give it.
+    let new_primary = standby.client().await?;
+    // On the promoted server (`standby1`, left out of the rule) capture waits for `primary`,
+    // and says so, until the old primary's place is taken by a standby of that name (as
+    // Patroni rebuilds it); then it goes on by itself.
     let _new_standby = if synchronous {
-        Some(standby.start_standby("standby1").await?)
+        let held = harness::metrics::wait_health(
+            port,
+            503,
+            "publishing held: waiting for standby `primary`",
+            Duration::from_secs(90),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", capture.output()))?;
+        assert!(held.contains("`standby1` left out"), "{held}");
+        let status_env = stack.env_with(&[("DATABASE_URL", &url)]);
+        let (code, out, err) = harness::process::run(
+            "bridge",
+            &["status", "--synchronous-standby", "FIRST 1 (primary, standby1)"],
+            &status_env,
+        )
+        .await?;
+        assert_eq!(code, Some(1), "{out}{err}");
+        assert!(
+            out.contains("synchronous standby FIRST 1 (primary, standby1) on standby1: publishing HELD")
+                && out.contains("attention: capture's publishing is held: waiting for standby `primary`"),
+            "{out}{err}"
+        );
+        Some(standby.start_standby("primary").await?)
     } else {
         None
     };
-    let new_primary = standby.client().await?;
     wait::until(
         "capture to stream from the new primary",
         Duration::from_secs(90),
@@ -210,6 +247,11 @@ async fn failover(kept: Kept) -> anyhow::Result<Figures> {
 
     // Every row of the new primary reaches Kinesis.
     let (ids, records) = all_rows_in_kinesis(&stack, &new_primary, &capture).await?;
+    if synchronous {
+        // The standby is back: nothing held any more.
+        let ready = harness::metrics::wait_health(port, 200, "ok", Duration::from_secs(30)).await;
+        ready.map_err(|e| anyhow::anyhow!("{e}\n{}", capture.output()))?;
+    }
     let seen: HashSet<&str> = records.iter().filter_map(outbox_id).collect();
     let phantoms = seen.iter().filter(|id| !ids.contains(**id)).count();
     let figures = Figures {

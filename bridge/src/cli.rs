@@ -250,6 +250,11 @@ pub struct SourceArgs {
     /// Postgres URL (postgres://user:password@host:port/db?sslmode=...); the password may also come from PGPASSWORD.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// The primary, when --database-url is a hot standby (PostgreSQL 16+): capture writes its
+    /// heartbeat there and setup the publication. Default: --database-url's hosts with
+    /// target_session_attrs=primary when it says target_session_attrs=standby, else --database-url.
+    #[arg(long, env = "BRIDGE_HEARTBEAT_DATABASE_URL", hide_env_values = true)]
+    pub heartbeat_database_url: Option<String>,
     /// Tables to capture, comma-separated (schema.table).
     #[arg(
         long,

@@ -14,6 +14,7 @@ use bridge::dms::EncodeOptions;
 use bridge::metrics::{self, Metrics};
 use bridge::relay;
 use bridge::relay::envelope::EnvelopeConfig;
+use bridge::replication::session_attrs::SessionAttrs;
 use bridge::replication::PgTarget;
 use bridge::run::{CaptureStart, RelayStart};
 use bridge::status::StatusConfig;
@@ -292,6 +293,13 @@ fn capture_config(
         .database_url
         .context("--database-url (or DATABASE_URL) is required")?;
     let target = PgTarget::from_url(&url, "outbox-bridge").context("--database-url")?;
+    let primary = match &source.heartbeat_database_url {
+        Some(url) => PgTarget::from_url(url, "outbox-bridge").context("--heartbeat-database-url")?,
+        None if target.session_attrs == SessionAttrs::Standby => {
+            target.with_session_attrs(SessionAttrs::Primary)
+        }
+        None => target.clone(),
+    };
     let routes = TableRoutes {
         outbox: outbox.outbox_table,
         overrides: source.partition_keys.into_iter().collect(),
@@ -299,6 +307,7 @@ fn capture_config(
     };
     Ok(CaptureConfig {
         target,
+        primary,
         slot: source.slot,
         publication: source.publication,
         tables: source.tables,

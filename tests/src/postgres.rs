@@ -90,6 +90,13 @@ impl TestPostgres {
         self.clone_standby(name, "", self.port).await
     }
 
+    /// [`TestPostgres::start_standby`] that logical decoding can run on (16+): with
+    /// `hot_standby_feedback`, so the primary keeps the catalog rows its slots still need.
+    pub async fn start_standby_for_decoding(&self, name: &str) -> anyhow::Result<TestPostgres> {
+        self.clone_standby(name, "hot_standby_feedback = on", self.port)
+            .await
+    }
+
     /// [`TestPostgres::start_standby`] that keeps copies of the primary's failover slots
     /// (PostgreSQL 17+: `sync_replication_slots`, with the `hot_standby_feedback` it needs).
     pub async fn start_standby_syncing_slots(&self, name: &str) -> anyhow::Result<TestPostgres> {

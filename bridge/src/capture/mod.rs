@@ -40,6 +40,7 @@ mod session_tests;
 mod snapshot;
 pub mod standby;
 pub mod standby_rule;
+mod standby_source;
 mod unseen;
 #[cfg(test)]
 mod status_interval_tests {
@@ -80,6 +81,9 @@ pub use routes::TableRoutes;
 #[derive(Clone, Debug)]
 pub struct CaptureConfig {
     pub target: PgTarget,
+    /// Where writes go: the heartbeat, the publication's DDL, the nudge a slot created on a hot
+    /// standby waits for. `target` itself unless capture reads from a standby.
+    pub primary: PgTarget,
     pub slot: String,
     pub publication: String,
     pub tables: Vec<TableName>,
@@ -256,7 +260,7 @@ pub async fn run(
     let _stop_watcher = AbortOnDrop(watcher);
     let _stop_heartbeat = cfg.heartbeat.map(|every| {
         AbortOnDrop(tokio::spawn(heartbeat::run(
-            cfg.target.clone(),
+            cfg.primary.clone(),
             every,
             shutdown.clone(),
         )))
@@ -397,7 +401,7 @@ async fn final_record(recovery: Option<&Recovery>, beacons: &session::Beacons) {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -464,14 +468,28 @@ async fn watch_slot(cfg: CaptureConfig, metrics: Arc<Metrics>, shutdown: Cancell
 pub async fn prepare_source(cfg: &CaptureConfig, may_create_slot: bool) -> Result<Source, CaptureError> {
     let client = slot::query_client(&cfg.target).await?;
     let inserts_only = cfg.tables.iter().all(|t| cfg.routes.is_outbox(t));
-    slot::ensure_publication(&client, &cfg.publication, &cfg.tables, inserts_only).await?;
-    let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(SlotError::from)?
-        .get(0);
-    let failover = cfg.failover_slot.wanted(version)?;
-    let mut state = match slot::ensure_slot(&client, &cfg.slot, may_create_slot, failover).await {
+    let server = standby_source::Server::of(&client).await?;
+    if server.in_recovery {
+        standby_source::check(cfg, &server)?;
+        let primary = slot::query_client(&cfg.primary).await?;
+        slot::ensure_publication(&primary, &cfg.publication, &cfg.tables, inserts_only).await?;
+    } else {
+        slot::ensure_publication(&client, &cfg.publication, &cfg.tables, inserts_only).await?;
+    }
+    let version = server.version;
+    // A slot on a standby cannot fail over (17+ refuses it): `auto` makes an ordinary one there.
+    let failover = if server.in_recovery && cfg.failover_slot == slot::FailoverSlot::Auto {
+        false
+    } else {
+        cfg.failover_slot.wanted(version)?
+    };
+    let ensured = slot::ensure_slot(&client, &cfg.slot, may_create_slot, failover);
+    let ensured = if server.in_recovery {
+        standby_source::while_nudging(&cfg.primary, ensured).await
+    } else {
+        ensured.await
+    };
+    let mut state = match ensured {
         Err(SlotError::SlotMissing { slot }) => return Err(CaptureError::SlotDropped(slot)),
         other => other?,
     };

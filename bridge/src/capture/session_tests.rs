@@ -29,6 +29,7 @@ fn config() -> CaptureConfig {
     };
     CaptureConfig {
         target: PgTarget::from_url("postgres://bridge@localhost/shop", "test").expect("a valid url"),
+        primary: PgTarget::from_url("postgres://bridge@localhost/shop", "test").expect("a valid url"),
         slot: "outbox_bridge".into(),
         publication: "outbox_pub".into(),
         tables: vec![outbox],

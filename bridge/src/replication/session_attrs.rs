@@ -1,6 +1,7 @@
 //! libpq's `target_session_attrs` for a multi-host connection string: which of the listed
-//! servers a connection may settle on. Capture needs the primary (logical slots live there), so
-//! only `any`, `read-write` and `primary` are accepted.
+//! servers a connection may settle on. Capture's slot lives on one server: the primary
+//! (`read-write`, `primary`) or, on 16+, a hot standby (`standby`); `prefer-standby` and
+//! `read-only` could land on either, so they are refused.
 
 use super::connection::ReplicationConnection;
 use super::error::ReplicationError;
@@ -14,6 +15,8 @@ pub enum SessionAttrs {
     ReadWrite,
     /// One that is not in recovery.
     Primary,
+    /// One in recovery: a hot standby (logical decoding there needs 16+).
+    Standby,
 }
 
 impl SessionAttrs {
@@ -22,14 +25,13 @@ impl SessionAttrs {
             None | Some("" | "any") => Ok(Self::Any),
             Some("read-write") => Ok(Self::ReadWrite),
             Some("primary") => Ok(Self::Primary),
-            Some(other @ ("read-only" | "standby" | "prefer-standby")) => {
-                Err(ReplicationError::Config(format!(
-                    "target_session_attrs={other} is not supported: the bridge reads from the primary \
-                 (use read-write or primary)"
-                )))
-            }
+            Some("standby") => Ok(Self::Standby),
+            Some(other @ ("read-only" | "prefer-standby")) => Err(ReplicationError::Config(format!(
+                "target_session_attrs={other} is not supported: capture's slot lives on one server \
+                 (use primary, or standby to read from a hot standby on PostgreSQL 16+)"
+            ))),
             Some(other) => Err(ReplicationError::Config(format!(
-                "target_session_attrs=`{other}` is not one of any, read-write, primary"
+                "target_session_attrs=`{other}` is not one of any, read-write, primary, standby"
             ))),
         }
     }
@@ -39,6 +41,7 @@ impl SessionAttrs {
             Self::Any => "any",
             Self::ReadWrite => "read-write",
             Self::Primary => "primary",
+            Self::Standby => "standby",
         }
     }
 
@@ -48,6 +51,7 @@ impl SessionAttrs {
             Self::Any => return Ok(true),
             Self::ReadWrite => ("SHOW transaction_read_only", "off"),
             Self::Primary => ("SELECT pg_is_in_recovery()", "f"),
+            Self::Standby => ("SELECT pg_is_in_recovery()", "t"),
         };
         let rows = conn.simple_query(sql).await?;
         Ok(rows
@@ -73,8 +77,14 @@ mod tests {
             SessionAttrs::parse(Some("primary")).ok(),
             Some(SessionAttrs::Primary)
         );
-        let standby = SessionAttrs::parse(Some("standby")).unwrap_err().to_string();
-        assert!(standby.contains("reads from the primary"), "{standby}");
+        assert_eq!(
+            SessionAttrs::parse(Some("standby")).ok(),
+            Some(SessionAttrs::Standby)
+        );
+        let either = SessionAttrs::parse(Some("prefer-standby"))
+            .unwrap_err()
+            .to_string();
+        assert!(either.contains("lives on one server"), "{either}");
         assert!(SessionAttrs::parse(Some("sometimes")).is_err());
     }
 }

@@ -45,6 +45,16 @@ pub enum SlotError {
          use --failover-slot auto (or off), and see README § Failover and recovery for older majors"
     )]
     FailoverUnsupported { version: i32 },
+    #[error(
+        "--database-url is a standby of PostgreSQL {version}: logical decoding on a standby needs \
+         PostgreSQL 16 or later; point capture at the primary (README § Capture from a standby)"
+    )]
+    StandbyTooOld { version: i32 },
+    #[error(
+        "--failover-slot on: a slot on a standby cannot be a failover slot (PostgreSQL syncs only the \
+         primary's); use --failover-slot auto (or off)"
+    )]
+    FailoverOnStandby,
     /// The probe before the query connection: refused by the authentication policy (final), or
     /// a connection problem (retryable, as the replication connection's own).
     #[error(transparent)]

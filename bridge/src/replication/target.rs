@@ -36,6 +36,15 @@ pub struct PgTarget {
     port: u16,
 }
 
+/// What a query connection (`tokio-postgres`) checks for `attrs`: a hot standby is read-only.
+fn query_attrs(attrs: SessionAttrs) -> TargetSessionAttrs {
+    match attrs {
+        SessionAttrs::Any => TargetSessionAttrs::Any,
+        SessionAttrs::ReadWrite | SessionAttrs::Primary => TargetSessionAttrs::ReadWrite,
+        SessionAttrs::Standby => TargetSessionAttrs::ReadOnly,
+    }
+}
+
 impl PgTarget {
     /// Parses a libpq-style URL (or `key=value` string). `sslmode` and `sslrootcert` (or
     /// `PGSSLMODE` / `PGSSLROOTCERT`) choose TLS; the password comes from the URL, else
@@ -104,10 +113,7 @@ impl PgTarget {
                 .or_else(|| std::env::var("PGTARGETSESSIONATTRS").ok())
                 .as_deref(),
         )?;
-        config.target_session_attrs(match session_attrs {
-            SessionAttrs::Any => TargetSessionAttrs::Any,
-            SessionAttrs::ReadWrite | SessionAttrs::Primary => TargetSessionAttrs::ReadWrite,
-        });
+        config.target_session_attrs(query_attrs(session_attrs));
         let hosts = host_list(config.get_hosts(), config.get_ports());
         let (host, port) = hosts
             .first()
@@ -156,6 +162,15 @@ impl PgTarget {
             host,
             port,
         })
+    }
+
+    /// The same hosts and credentials, settling on what `attrs` asks for (the primary of a
+    /// multi-host URL that names a standby for capture).
+    pub fn with_session_attrs(&self, attrs: SessionAttrs) -> PgTarget {
+        let mut target = self.clone();
+        target.session_attrs = attrs;
+        target.config.target_session_attrs(query_attrs(attrs));
+        target
     }
 
     /// This target once per listed host, in order: what a connection tries until one accepts

@@ -10,6 +10,7 @@ mod capture_includes_entity_tables_when_published;
 mod capture_keeps_going_through_schema_and_publication_changes;
 mod capture_publishes_each_outbox_row_once_in_dms_format;
 mod capture_publishes_table_less_outbox_messages;
+mod capture_reads_from_a_hot_standby;
 mod capture_reconnects_after_postgres_restarts;
 mod capture_refuses_an_invalidated_slot;
 mod capture_refuses_to_recreate_a_dropped_slot;

@@ -1,6 +1,8 @@
 //! `bench ceiling`: one backlog of outbox rows, drained by `pg_recvlogical` (the walsender's
 //! limit) and by `bridge capture` into a null sink, into a local endpoint that acknowledges
-//! every PutRecords, and into moto — each from its own slot, so each drains the same WAL.
+//! every PutRecords, and into moto — each from its own slot, so each drains the same WAL. It
+//! runs on several PostgreSQL majors in turn (the default one and the distribution's 15), one
+//! table, so a regression of the walsender or of capture on a newer major shows side by side.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -26,16 +28,53 @@ pub struct CeilingArgs {
     /// Drains per configuration (interleaved); the median is reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
     repeat: u64,
-    /// Leave out the moto run (emulator-bound, and slow for big backlogs).
+    /// Leave out the moto run (emulator-bound, and slow for big backlogs; it runs on the first
+    /// major only).
     #[arg(long)]
     skip_moto: bool,
+    /// The PostgreSQL majors to run on, in turn (comma-separated): the test suite's default
+    /// major and the distribution's 15.
+    #[arg(long, value_delimiter = ',', default_value = "17,15", value_parser = clap::value_parser!(u32).range(14..=18))]
+    majors: Vec<u32>,
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/ceiling.json")]
     out: PathBuf,
 }
 
 pub async fn run(args: CeilingArgs) -> anyhow::Result<()> {
-    let (pg, client, db_env) = drain::migrated_postgres().await?;
+    let mut results = Vec::new();
+    for (n, major) in args.majors.iter().copied().enumerate() {
+        eprintln!("PostgreSQL {major}");
+        let moto = n == 0 && !args.skip_moto;
+        let mut rows = on_major(&args, major, moto).await?;
+        let base_rate = rows.first().map_or(0.0, |r| r.events_per_second);
+        for r in &mut rows {
+            r.postgres = Some(major);
+            r.ratio_to_pg_recvlogical = if base_rate > 0.0 {
+                r.events_per_second / base_rate
+            } else {
+                0.0
+            };
+        }
+        results.extend(rows);
+    }
+    let rows = results.first().map_or(args.rows, |r| r.events);
+    print_table(&results, rows, args.rows_per_tx, args.payload_bytes);
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
+    eprintln!("results written to {}", args.out.display());
+    anyhow::ensure!(
+        results.iter().all(|r| r.complete),
+        "a run did not drain the whole backlog"
+    );
+    Ok(())
+}
+
+/// Every drain of one backlog on PostgreSQL `major`; pg_recvlogical's row first.
+async fn on_major(args: &CeilingArgs, major: u32, with_moto: bool) -> anyhow::Result<Vec<Row>> {
+    let (pg, client, db_env) = drain::migrated_postgres_of(major).await?;
     // One slot per drain, all made before the backlog so each drains the same WAL.
     let mut slots = Vec::new();
     for round in 0..args.repeat {
@@ -43,7 +82,7 @@ pub async fn run(args: CeilingArgs) -> anyhow::Result<()> {
             slots.push(format!("bench_{kind}_{round}"));
         }
     }
-    if !args.skip_moto {
+    if with_moto {
         slots.push("bench_moto".into());
     }
     for slot in &slots {
@@ -111,7 +150,7 @@ pub async fn run(args: CeilingArgs) -> anyhow::Result<()> {
     }
     let mut results = vec![median(base), median(null), median(http)];
 
-    if !args.skip_moto {
+    if with_moto {
         let moto = Moto::start().await?;
         let mut moto_env = env.clone();
         moto_env.extend(moto.env());
@@ -136,25 +175,7 @@ pub async fn run(args: CeilingArgs) -> anyhow::Result<()> {
             .await?,
         );
     }
-    let base_rate = results.first().map_or(0.0, |r| r.events_per_second);
-    for r in &mut results {
-        r.ratio_to_pg_recvlogical = if base_rate > 0.0 {
-            r.events_per_second / base_rate
-        } else {
-            0.0
-        };
-    }
-    print_table(&results, rows, args.rows_per_tx, args.payload_bytes);
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
-    eprintln!("results written to {}", args.out.display());
-    anyhow::ensure!(
-        results.iter().all(|r| r.complete),
-        "a run did not drain the whole backlog"
-    );
-    Ok(())
+    Ok(results)
 }
 
 fn print_table(results: &[Row], rows: u64, per_tx: u64, payload: u64) {
@@ -162,12 +183,13 @@ fn print_table(results: &[Row], rows: u64, per_tx: u64, payload: u64) {
         "\n### ceiling vs capture: {rows} outbox rows, {per_tx} per transaction, ~{payload}-byte payloads\n"
     );
     println!(
-        "| drained by | events/s | vs pg_recvlogical | CPU s / M events | peak RSS | seconds | complete |"
+        "| PostgreSQL | drained by | events/s | vs pg_recvlogical | CPU s / M events | peak RSS | seconds | complete |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---|");
+    println!("|---|---|---:|---:|---:|---:|---:|---|");
     for r in results {
         println!(
-            "| {} | {:.0} | {:.0} % | {:.1} | {:.1} MiB | {:.2} | {} |",
+            "| {} | {} | {:.0} | {:.0} % | {:.1} | {:.1} MiB | {:.2} | {} |",
+            r.postgres.map_or_else(|| "-".to_owned(), |m| m.to_string()),
             r.drained_by,
             r.events_per_second,
             r.ratio_to_pg_recvlogical * 100.0,
@@ -178,7 +200,7 @@ fn print_table(results: &[Row], rows: u64, per_tx: u64, payload: u64) {
         );
     }
     println!(
-        "\n(Medians of interleaved rounds. CPU and RSS are the draining process's own; the walsender's share is not counted for any row.)"
+        "\n(Medians of interleaved rounds; each major against its own pg_recvlogical (the distribution's client where a server build has none). CPU and RSS are the draining process's own; the walsender's share is not counted for any row.)"
     );
 }
 

@@ -12,6 +12,9 @@ use crate::procstat;
 
 #[derive(Debug, Serialize)]
 pub struct Row {
+    /// The PostgreSQL major drained, where a scenario runs on several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<u32>,
     pub drained_by: String,
     pub events: u64,
     pub seconds: f64,
@@ -27,8 +30,23 @@ pub struct Row {
 /// A throwaway Postgres with the monolith's schema (and its publication).
 pub async fn migrated_postgres(
 ) -> anyhow::Result<(TestPostgres, tokio_postgres::Client, Vec<(String, String)>)> {
-    eprintln!("starting a throwaway Postgres…");
-    let pg = TestPostgres::start()?;
+    migrated(TestPostgres::start()?).await
+}
+
+/// [`migrated_postgres`] of PostgreSQL `major`.
+pub async fn migrated_postgres_of(
+    major: u32,
+) -> anyhow::Result<(TestPostgres, tokio_postgres::Client, Vec<(String, String)>)> {
+    migrated(TestPostgres::start_in(harness::postgres::bindir_of_major(
+        major,
+    )?)?)
+    .await
+}
+
+async fn migrated(
+    pg: TestPostgres,
+) -> anyhow::Result<(TestPostgres, tokio_postgres::Client, Vec<(String, String)>)> {
+    eprintln!("a throwaway Postgres is up on port {}; migrating…", pg.port);
     let db_env = vec![("DATABASE_URL".to_owned(), pg.url())];
     let (code, out, err) = process::run("legacy-sim", &["migrate"], &db_env).await?;
     anyhow::ensure!(code == Some(0), "legacy-sim migrate failed: {out}{err}");
@@ -84,6 +102,7 @@ pub fn row(
     complete: bool,
 ) -> Row {
     Row {
+        postgres: None,
         drained_by: name.into(),
         events,
         seconds,

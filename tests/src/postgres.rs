@@ -34,8 +34,13 @@ pub enum StopMode {
 }
 
 impl TestPostgres {
+    /// A server of the default major (`PG_BINDIR`, else the distribution's).
     pub fn start() -> anyhow::Result<Self> {
-        let bindir = bindir()?;
+        Self::start_in(bindir()?)
+    }
+
+    /// A server from the binaries in `bindir` (see [`bindir_of_major`]).
+    pub fn start_in(bindir: PathBuf) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("outbox-pg-").tempdir()?;
         let port = crate::free_port()?;
         let pg = Self { dir, bindir, port };
@@ -523,6 +528,41 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The bin directory of PostgreSQL `major`: the distribution's when it is that major, else the
+/// pinned server build `scripts/lib/postgres-majors` installs (`scripts/bootstrap` runs it).
+pub fn bindir_of_major(major: u32) -> anyhow::Result<PathBuf> {
+    let dist = distribution_bindir()?;
+    if major_of(&dist)? == major {
+        return Ok(dist);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/postgres-majors");
+    let out = Command::new(&script)
+        .args(["bindir", &major.to_string()])
+        .output()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "PostgreSQL {major} is not one of the pinned majors: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    anyhow::ensure!(
+        dir.join("postgres").exists(),
+        "PostgreSQL {major} is not installed in {} (scripts/bootstrap installs it)",
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// The major of the server in `bindir` (`postgres --version`).
+fn major_of(bindir: &Path) -> anyhow::Result<u32> {
+    let out = Command::new(bindir.join("postgres")).arg("--version").output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find_map(|w| w.split('.').next()?.parse().ok())
+        .with_context(|| format!("cannot read the major from `{}`", text.trim()))
 }
 
 fn bindir() -> anyhow::Result<PathBuf> {

@@ -441,7 +441,7 @@ pub struct SetupArgs {
     #[arg(long, env = "BRIDGE_MAX_RECORD_SIZE_KIB", value_parser = clap::value_parser!(i32).range(1024..=10_240))]
     pub max_record_size_kib: Option<i32>,
     /// Create the slot again although one was created for this stream before and is gone:
-    /// only after the changes made meanwhile were dealt with (README § Failover and recovery).
+    /// only after the changes made meanwhile were dealt with (docs: Failover and recovery).
     #[arg(long, env = "BRIDGE_RECREATE_SLOT")]
     pub recreate_slot: bool,
     /// AWS DMS's full-load-and-cdc: create the slot with a snapshot and send every row of the
@@ -592,7 +592,7 @@ mod env_fallback_tests {
     use clap::CommandFactory;
 
     /// Every flag of the long-running commands, and every connection or resource-name flag of
-    /// any command, can come from the environment (the README promises it; containers are
+    /// any command, can come from the environment (the docs promise it; containers are
     /// configured that way). One-shot arguments of a single run need none.
     #[test]
     fn every_flag_a_deployment_sets_has_an_environment_fallback() {
@@ -608,7 +608,7 @@ mod env_fallback_tests {
                 || id.contains("bus")
                 || id.contains("listen")
         };
-        // A one-shot operation's own arguments, named in the README as having no variable.
+        // A one-shot operation's own arguments, named in the docs as having no variable.
         let one_shot = ["table", "where", "since", "until", "rule", "older_than", "batch"];
         let mut missing = Vec::new();
         for sub in super::Cli::command().get_subcommands() {
@@ -754,6 +754,21 @@ mod duration_flag_tests {
                 pairs.contains(&(old.to_owned(), new.to_owned())),
                 "{old} → {new} missing from {pairs:?}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod reference_page {
+    use clap::CommandFactory;
+
+    /// docs/src/reference/cli-bridge.md is what the clap definitions say (UPDATE_DOCS=1 rewrites it).
+    #[test]
+    fn reference_page_of_the_command_line_is_current() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let page = reference_docs::cli_reference(super::Cli::command());
+        if let Err(stale) = reference_docs::check_page(&root, "docs/src/reference/cli-bridge.md", &page) {
+            panic!("{stale}");
         }
     }
 }

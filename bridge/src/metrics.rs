@@ -234,7 +234,7 @@ impl Metrics {
         );
         registry.register(
             "capture_heartbeats_received",
-            "Heartbeats (pg_logical_emit_message, --heartbeat-secs) that came back through the slot",
+            "Heartbeats (pg_logical_emit_message, --heartbeat-interval) that came back through the slot",
             m.heartbeats_received.clone(),
         );
         registry.register(
@@ -327,4 +327,17 @@ impl Metrics {
 pub async fn serve(listen: &str, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
     let health = metrics.health.clone();
     eventing::server::serve(listen, move || metrics.render(), health).await
+}
+
+#[cfg(test)]
+mod reference_page {
+    /// docs/src/reference/metrics-bridge.md is what the registry declares (UPDATE_DOCS=1 rewrites it).
+    #[test]
+    fn reference_page_of_the_metrics_is_current() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let page = reference_docs::metrics_reference("bridge", &super::Metrics::new().render());
+        if let Err(stale) = reference_docs::check_page(&root, "docs/src/reference/metrics-bridge.md", &page) {
+            panic!("{stale}");
+        }
+    }
 }

@@ -251,7 +251,7 @@ fn judge(status: &mut Status, cfg: &StatusConfig) {
             }
             if matches!(slot.wal_status.as_deref(), Some("lost" | "unreserved")) {
                 notes.push(format!(
-                    "slot `{}` wal_status is {}: changes are being or have been lost (README: Failover and recovery)",
+                    "slot `{}` wal_status is {}: changes are being or have been lost (docs: Failover and recovery)",
                     cfg.slot,
                     slot.wal_status.as_deref().unwrap_or("")
                 ));

@@ -182,3 +182,18 @@ mod tests {
         assert!(parse_rate("inf").is_err());
     }
 }
+
+#[cfg(test)]
+mod reference_page {
+    use clap::CommandFactory;
+
+    /// docs/src/reference/cli-legacy-sim.md is what the clap definitions say (UPDATE_DOCS=1 rewrites it).
+    #[test]
+    fn reference_page_of_the_command_line_is_current() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let page = reference_docs::cli_reference(super::Cli::command());
+        if let Err(stale) = reference_docs::check_page(&root, "docs/src/reference/cli-legacy-sim.md", &page) {
+            panic!("{stale}");
+        }
+    }
+}

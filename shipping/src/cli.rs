@@ -424,3 +424,18 @@ mod duration_flag_tests {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod reference_page {
+    use clap::CommandFactory;
+
+    /// docs/src/reference/cli-shipping.md is what the clap definitions say (UPDATE_DOCS=1 rewrites it).
+    #[test]
+    fn reference_page_of_the_command_line_is_current() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let page = reference_docs::cli_reference(super::Cli::command());
+        if let Err(stale) = reference_docs::check_page(&root, "docs/src/reference/cli-shipping.md", &page) {
+            panic!("{stale}");
+        }
+    }
+}

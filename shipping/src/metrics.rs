@@ -134,3 +134,17 @@ impl Metrics {
             .inc();
     }
 }
+
+#[cfg(test)]
+mod reference_page {
+    /// docs/src/reference/metrics-shipping.md is what the registries declare (UPDATE_DOCS=1 rewrites it).
+    #[test]
+    fn reference_page_of_the_metrics_is_current() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let page = reference_docs::metrics_reference("shipping", &super::Metrics::new().render());
+        if let Err(stale) = reference_docs::check_page(&root, "docs/src/reference/metrics-shipping.md", &page)
+        {
+            panic!("{stale}");
+        }
+    }
+}

@@ -125,13 +125,13 @@ pub enum CaptureError {
     #[error(
         "the replication slot `{0}` was dropped (or this server never had it: a promoted standby) after it \
          was created for this stream; it is not recreated blindly, since that would skip every change made \
-         meanwhile. With --on-slot-loss resync-outbox capture re-publishes the outbox instead; see README \
-         § Failover and recovery (`bridge setup --recreate-slot` once the gap is dealt with)"
+         meanwhile. With --on-slot-loss resync-outbox capture re-publishes the outbox instead; see the docs, \
+         Failover and recovery (`bridge setup --recreate-slot` once the gap is dealt with)"
     )]
     SlotDropped(String),
     #[error(
         "the replication slot `{slot}` was invalidated while streaming (Postgres removed WAL it still needed). \
-         See README § Failover and recovery"
+         See docs: Failover and recovery"
     )]
     SlotInvalidated {
         slot: String,
@@ -140,7 +140,7 @@ pub enum CaptureError {
     },
     #[error(
         "the server is database system {found}, but the delivery record of slot `{slot}` is of system \
-         {recorded}: its slot's positions mean nothing here. See README § Failover and recovery"
+         {recorded}: its slot's positions mean nothing here. See docs: Failover and recovery"
     )]
     OtherSystem {
         slot: String,
@@ -149,7 +149,7 @@ pub enum CaptureError {
     },
     #[error(
         "the replication slot `{slot}` is {loss} and the outbox resync cannot prove it would lose nothing: \
-         {reason}. To recover: {remedy} (README § Failover and recovery)"
+         {reason}. To recover: {remedy} (docs: Failover and recovery)"
     )]
     ResyncImpossible {
         slot: String,

@@ -45,7 +45,7 @@ const FETCH_ROWS: usize = 1000;
 pub enum OnSlotLoss {
     /// Re-publish the outbox rows that may have been missed, then stream from a new slot.
     ResyncOutbox,
-    /// Stop with the reason (an operator recovers by hand: README § Failover and recovery).
+    /// Stop with the reason (an operator recovers by hand: docs: Failover and recovery).
     Stop,
 }
 

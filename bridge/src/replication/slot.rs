@@ -34,7 +34,7 @@ pub enum SlotError {
     },
     #[error(
         "the replication slot `{slot}` was invalidated ({reason}): {}. With --on-slot-loss resync-outbox \
-         capture re-publishes the outbox instead; see README § Failover and recovery",
+         capture re-publishes the outbox instead; see docs: Failover and recovery",
         invalidation_meaning(reason)
     )]
     SlotLost { slot: String, reason: String },
@@ -42,12 +42,12 @@ pub enum SlotError {
     SlotMissing { slot: String },
     #[error(
         "--failover-slot on: failover slots need PostgreSQL 17 or later, and this server is {version}; \
-         use --failover-slot auto (or off), and see README § Failover and recovery for older majors"
+         use --failover-slot auto (or off), and see docs: Failover and recovery for older majors"
     )]
     FailoverUnsupported { version: i32 },
     #[error(
         "--database-url is a standby of PostgreSQL {version}: logical decoding on a standby needs \
-         PostgreSQL 16 or later; point capture at the primary (README § Capture from a standby)"
+         PostgreSQL 16 or later; point capture at the primary (docs: Failover and recovery, Capture from a standby)"
     )]
     StandbyTooOld { version: i32 },
     #[error(

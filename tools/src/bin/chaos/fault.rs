@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::pipeline::{Database, Pipeline};
 
-/// A kind of fault the run injects (README § "Proving the guarantees: the chaos run" lists what each does).
+/// A kind of fault the run injects (docs/src/guarantees/chaos-run.md lists what each does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Fault {
     KillCapture,

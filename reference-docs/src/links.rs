@@ -116,7 +116,7 @@ pub fn broken(root: &Path) -> Vec<String> {
     let listed = targets(&summary);
     for page in book_pages(&src) {
         let relative = page.strip_prefix(&src).unwrap_or(&page).display().to_string();
-        if relative != "SUMMARY.md" && !listed.iter().any(|l| *l == relative) {
+        if relative != "SUMMARY.md" && !listed.contains(&relative) {
             problems.push(format!("docs/src/{relative} is not in docs/src/SUMMARY.md"));
         }
     }

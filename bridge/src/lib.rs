@@ -4,19 +4,18 @@
 
 pub mod capture;
 pub mod dms;
-pub mod lsn;
 pub mod metrics;
 pub mod partition;
 pub mod prune;
 pub mod redrive;
 pub mod relay;
-pub mod replication;
 pub mod run;
 pub mod setup;
 pub mod sink;
-pub mod sql;
 pub mod status;
-pub mod table;
 pub mod unpublished;
 
 pub use eventing::aws_config;
+// The replication client lives in its own crate; these paths are the bridge's names for it.
+pub use pg_replication as replication;
+pub use pg_replication::{lsn, sql, table};

@@ -57,13 +57,4 @@ pub async fn primary_key_columns(
         .collect())
 }
 
-/// The server's clock, in µs since 2000-01-01.
-pub async fn server_now(client: &Client) -> Result<i64, tokio_postgres::Error> {
-    Ok(client
-        .query_one(
-            "SELECT (extract(epoch FROM now() - timestamptz '2000-01-01 00:00:00+00') * 1000000)::int8",
-            &[],
-        )
-        .await?
-        .get(0))
-}
+pub use crate::replication::clock::server_now;

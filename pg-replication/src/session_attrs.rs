@@ -3,7 +3,6 @@
 //! (`read-write`, `primary`) or, on 16+, a hot standby (`standby`); `prefer-standby` and
 //! `read-only` could land on either, so they are refused.
 
-use super::connection::ReplicationConnection;
 use super::error::ReplicationError;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,20 +44,15 @@ impl SessionAttrs {
         }
     }
 
-    /// Whether the server behind `conn` is one this connection may settle on.
-    pub async fn accepts(self, conn: &mut ReplicationConnection) -> Result<bool, ReplicationError> {
-        let (sql, wanted) = match self {
-            Self::Any => return Ok(true),
-            Self::ReadWrite => ("SHOW transaction_read_only", "off"),
-            Self::Primary => ("SELECT pg_is_in_recovery()", "f"),
-            Self::Standby => ("SELECT pg_is_in_recovery()", "t"),
-        };
-        let rows = conn.simple_query(sql).await?;
-        Ok(rows
-            .first()
-            .and_then(|row| row.first())
-            .and_then(Option::as_deref)
-            == Some(wanted))
+    /// The query whose one value tells whether a server suits, and the value that does;
+    /// `None`: every server does.
+    pub fn check(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::Any => None,
+            Self::ReadWrite => Some(("SHOW transaction_read_only", "off")),
+            Self::Primary => Some(("SELECT pg_is_in_recovery()", "f")),
+            Self::Standby => Some(("SELECT pg_is_in_recovery()", "t")),
+        }
     }
 }
 

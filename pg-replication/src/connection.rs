@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::connection_io::Io;
 use super::error::ReplicationError;
+use super::session_attrs::SessionAttrs;
 use super::target::PgTarget;
 use crate::lsn::Lsn;
 use crate::sql::quote_ident;
@@ -73,7 +74,7 @@ impl ReplicationConnection {
                 }
                 Err(err) => return Err(err),
             };
-            if target.session_attrs.accepts(&mut conn).await? {
+            if conn.suits(target.session_attrs).await? {
                 return Ok(conn);
             }
             tracing::info!(host = %candidate, target_session_attrs = target.session_attrs.as_str(), "host does not suit target_session_attrs, trying the next");
@@ -84,6 +85,19 @@ impl ReplicationConnection {
             let _ = conn.close().await;
         }
         Err(last.unwrap_or_else(|| ReplicationError::Config("the database URL names no host".into())))
+    }
+
+    /// Whether the server behind this connection is one `attrs` may settle on.
+    async fn suits(&mut self, attrs: SessionAttrs) -> Result<bool, ReplicationError> {
+        let Some((sql, wanted)) = attrs.check() else {
+            return Ok(true);
+        };
+        let rows = self.simple_query(sql).await?;
+        Ok(rows
+            .first()
+            .and_then(|row| row.first())
+            .and_then(Option::as_deref)
+            == Some(wanted))
     }
 
     async fn connect_one(target: &PgTarget) -> Result<Self, ReplicationError> {

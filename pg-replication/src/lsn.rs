@@ -45,6 +45,29 @@ mod tests {
         assert_eq!(Lsn(0).to_string(), "0/0");
     }
 
+    /// tokio-postgres' own `PgLsn` (what its query API returns) reads and writes LSNs the
+    /// same way: the two can stand in for each other at the boundary.
+    #[test]
+    fn agrees_with_tokio_postgres_pg_lsn() {
+        use tokio_postgres::types::PgLsn;
+        for text in ["0/0", "0/1", "16/B374D848", "FFFFFFFF/FFFFFFFF", "1/0", "a/b"] {
+            let ours: Result<Lsn, _> = text.parse();
+            let theirs: Result<PgLsn, _> = text.parse();
+            assert_eq!(ours.is_ok(), theirs.is_ok(), "{text}");
+            if let (Ok(ours), Ok(theirs)) = (ours, theirs) {
+                assert_eq!(ours.0, u64::from(theirs), "{text}");
+                assert_eq!(ours.to_string(), theirs.to_string(), "{text}");
+            }
+        }
+        for bad in ["", "1", "/1", "1/", "g/1", "1/2/3"] {
+            assert!(bad.parse::<Lsn>().is_err(), "{bad}");
+            assert!(bad.parse::<PgLsn>().is_err(), "{bad} (tokio-postgres)");
+        }
+        // Stricter than PgLsn where Postgres is: each half is at most 32 bits (pg_lsn refuses
+        // more; PgLsn shifts the excess away).
+        assert!("100000000/0".parse::<Lsn>().is_err());
+    }
+
     #[test]
     fn rejects_garbage() {
         assert!("16B374D848".parse::<Lsn>().is_err());

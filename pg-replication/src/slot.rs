@@ -365,7 +365,7 @@ pub async fn ensure_slot(
     if !may_create {
         return Err(SlotError::SlotMissing { slot: slot.into() });
     }
-    let before = crate::capture::catalog::server_now(client).await?;
+    let before = crate::clock::server_now(client).await?;
     let created = if failover {
         client
             .query_one(

@@ -1,14 +1,20 @@
-//! The Postgres side of capture: a replication-mode client, pgoutput decoding, and the
-//! publication and slot the stream is read through.
+//! A PostgreSQL replication-mode client, the Postgres side of capture: the connection (TLS,
+//! SCRAM, `require_auth`, multi-host URLs), pgoutput decoding, the publication and slot the
+//! stream is read through, and the values they speak in (LSNs, table names, quoted SQL).
+//! Nothing in here knows about Kinesis or the outbox.
 
 pub mod auth_policy;
+pub mod clock;
 pub mod connection;
 mod connection_io;
 pub mod error;
+pub mod lsn;
 pub mod pgoutput;
 pub mod pgpass;
 pub mod session_attrs;
 pub mod slot;
+pub mod sql;
+pub mod table;
 pub mod target;
 pub mod tls;
 

@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod dms;
 pub mod metrics;
+pub mod outbox_horizon;
 pub mod partition;
 pub mod prune;
 pub mod redrive;

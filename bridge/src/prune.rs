@@ -70,11 +70,6 @@ pub enum PruneError {
     },
 }
 
-/// The table where runs record their cut, next to the outbox.
-pub fn horizon_table(outbox: &TableName) -> String {
-    format!("{}.outbox_bridge_pruned", crate::sql::quote_ident(&outbox.schema))
-}
-
 pub async fn prune(cfg: &PruneConfig) -> Result<Pruned, PruneError> {
     let client = slot::query_client(&cfg.target).await?;
     let table = cfg.outbox.quoted();
@@ -131,7 +126,9 @@ pub async fn prune(cfg: &PruneConfig) -> Result<Pruned, PruneError> {
         "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {qualifies} LIMIT $3))"
     );
     // The cut is recorded before anything is deleted: a run that dies halfway has still said so.
-    record_horizon(&client, cfg).await.map_err(query_error)?;
+    crate::outbox_horizon::record(&client, &cfg.outbox, cfg.older_than)
+        .await
+        .map_err(query_error)?;
     let (mut deleted, mut batches) = (0, 0);
     loop {
         let n = client
@@ -160,34 +157,6 @@ pub async fn prune(cfg: &PruneConfig) -> Result<Pruned, PruneError> {
         horizon_lsn: horizon,
         kept_older_rows: kept,
     })
-}
-
-/// Creates the horizon table if it is missing and raises this outbox's cut to this run's.
-async fn record_horizon(
-    client: &tokio_postgres::Client,
-    cfg: &PruneConfig,
-) -> Result<(), tokio_postgres::Error> {
-    let horizon = horizon_table(&cfg.outbox);
-    let exists: Option<String> = client
-        .query_one("SELECT to_regclass($1)::text", &[&horizon])
-        .await?
-        .get(0);
-    if exists.is_none() {
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {horizon} (outbox text PRIMARY KEY,                  pruned_before timestamptz NOT NULL, pruned_at timestamptz NOT NULL)"
-            ))
-            .await?;
-    }
-    client
-        .execute(
-            &format!(
-                "INSERT INTO {horizon} AS h (outbox, pruned_before, pruned_at)                  VALUES ($1, now() - make_interval(secs => $2), now())                  ON CONFLICT (outbox) DO UPDATE SET                  pruned_before = greatest(h.pruned_before, excluded.pruned_before), pruned_at = now()"
-            ),
-            &[&cfg.outbox.to_string(), &cfg.older_than.as_secs_f64()],
-        )
-        .await?;
-    Ok(())
 }
 
 /// `90s`, `15m`, `36h`, `7d`, `2w`: a number and a unit.

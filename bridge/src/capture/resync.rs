@@ -162,7 +162,10 @@ pub async fn resync(
     }
     let window = last.committed_at() - chrono::Duration::from_std(recovery.margin).unwrap_or_default();
     let outbox = &cfg.routes.outbox;
-    if let Some(pruned_before) = pruned_before(&client, outbox).await? {
+    if let Some(pruned_before) = crate::outbox_horizon::pruned_before(&client, outbox)
+        .await
+        .map_err(SlotError::from)?
+    {
         if pruned_before > window {
             return Err(impossible(
                 format!(
@@ -631,32 +634,4 @@ pub async fn identify(conn: &mut ReplicationConnection) -> Result<Identity, Repl
         system: field(0),
         timeline: field(1).parse().unwrap_or(0),
     })
-}
-
-/// The newest `occurred_at` bound `bridge outbox prune` has deleted below (see `prune`).
-async fn pruned_before(
-    client: &tokio_postgres::Client,
-    outbox: &crate::table::TableName,
-) -> Result<Option<DateTime<Utc>>, SlotError> {
-    let horizon = crate::prune::horizon_table(outbox);
-    let exists: Option<String> = client
-        .query_one("SELECT to_regclass($1)::text", &[&horizon])
-        .await?
-        .get(0);
-    if exists.is_none() {
-        return Ok(None);
-    }
-    let row = client
-        .query_opt(
-            &format!(
-                "SELECT (extract(epoch FROM pruned_before) * 1000000)::int8 FROM {horizon} WHERE outbox = $1"
-            ),
-            &[&outbox.to_string()],
-        )
-        .await?;
-    Ok(row.map(|r| epoch_micros(r.get(0))))
-}
-
-fn epoch_micros(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }

@@ -9,13 +9,13 @@
 //! acknowledged after the fact), which `tracing` spans cannot carry.
 
 pub mod probe;
+pub mod traceparent;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
-    TracerProvider as _,
+    Span as _, SpanContext, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
@@ -124,20 +124,9 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Acquire)
 }
 
-/// The remote parent a `traceparent` names (`None` when it is not a valid version-00 value).
+/// The remote parent a `traceparent` names (`None` when it is not a valid one).
 fn parent(traceparent: &str) -> Option<Context> {
-    let mut parts = traceparent.split('-');
-    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if version != "00" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
-        return None;
-    }
-    let trace_id = TraceId::from_hex(trace).ok()?;
-    let span_id = SpanId::from_hex(span).ok()?;
-    let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()?);
-    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
-        return None;
-    }
-    let context = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
+    let context = traceparent::span_context(traceparent)?;
     Some(Context::new().with_remote_span_context(context))
 }
 

@@ -1,13 +1,8 @@
-//! W3C Trace Context `traceparent` values, stored in `outbox.tracingspancontext`.
-//!
-//! Format: `{version:2}-{trace-id:32}-{parent-id:16}-{flags:2}`, lowercase hex. Version `ff` is
-//! invalid, ids must not be all zeros, and a future version may append `-...` fields after the 55
-//! characters of version `00`. An incoming header is kept as sent when valid; otherwise a fresh one
-//! is generated, so every event can be traced.
+//! W3C Trace Context `traceparent` values, stored in `outbox.tracingspancontext`. An incoming
+//! header is kept as sent when valid (telemetry's parser, OpenTelemetry's propagator);
+//! otherwise a fresh one is generated, so every event can be traced.
 
 use std::fmt;
-
-use rand::Rng;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceParent(String);
@@ -15,38 +10,12 @@ pub struct TraceParent(String);
 impl TraceParent {
     /// Parses a header value; `None` when it is not a valid `traceparent`.
     pub fn parse(value: &str) -> Option<Self> {
-        let bytes = value.as_bytes();
-        if bytes.len() < 55 {
-            return None;
-        }
-        let (version, trace_id, parent_id, flags) = (
-            value.get(0..2)?,
-            value.get(3..35)?,
-            value.get(36..52)?,
-            value.get(53..55)?,
-        );
-        let separators_ok = bytes[2] == b'-' && bytes[35] == b'-' && bytes[52] == b'-';
-        let fields_ok = [version, trace_id, parent_id, flags]
-            .iter()
-            .all(|field| is_lower_hex(field));
-        if !separators_ok || !fields_ok || version == "ff" || is_zero(trace_id) || is_zero(parent_id) {
-            return None;
-        }
-        let rest_ok = match (version, bytes.len()) {
-            ("00", 55) => true,
-            ("00", _) => false,
-            (_, 55) => true,
-            (_, _) => bytes[55] == b'-',
-        };
-        rest_ok.then(|| Self(value.to_owned()))
+        telemetry::traceparent::is_valid(value).then(|| Self(value.to_owned()))
     }
 
     /// A fresh, sampled `traceparent` with random non-zero ids.
     pub fn generate() -> Self {
-        let mut rng = rand::rng();
-        let trace_id: u128 = rng.random_range(1..=u128::MAX);
-        let parent_id: u64 = rng.random_range(1..=u64::MAX);
-        Self(format!("00-{trace_id:032x}-{parent_id:016x}-01"))
+        Self(telemetry::traceparent::generate())
     }
 
     /// The incoming header if valid, else a fresh one.
@@ -63,16 +32,6 @@ impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-fn is_lower_hex(field: &str) -> bool {
-    field
-        .bytes()
-        .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
-}
-
-fn is_zero(field: &str) -> bool {
-    field.bytes().all(|byte| byte == b'0')
 }
 
 #[cfg(test)]

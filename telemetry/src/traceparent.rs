@@ -11,11 +11,21 @@ use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 
 /// The span context a `traceparent` names; `None` when the value is not a valid one.
 pub fn span_context(traceparent: &str) -> Option<SpanContext> {
+    if !fixed_widths(traceparent) {
+        return None;
+    }
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
     let context = TraceContextPropagator::new().extract(&carrier);
     let span = context.span();
     let found = span.span_context();
     found.is_valid().then(|| found.clone())
+}
+
+/// The specification's field widths (2-32-16-2, then `-` or the end): the propagator reads ids
+/// shorter than their field as if zero-padded, which the specification does not allow.
+fn fixed_widths(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.len() >= 55 && b[2] == b'-' && b[35] == b'-' && b[52] == b'-' && (b.len() == 55 || b[55] == b'-')
 }
 
 /// Whether `traceparent` is a valid value (kept as sent when it is).
@@ -49,6 +59,7 @@ mod tests {
         for bad in [
             "",
             "garbage",
+            "00-abc-def-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",

@@ -234,8 +234,7 @@ pub struct RunArgs {
     pub components: Components,
     /// Messages applied at once, sized for AWS' ~10 ms per call: a message holds its slot for
     /// its share of a receive, its transaction and the hand-over to a batched delete (~30 ms),
-    /// so 128 in flight allow ~4,000 events/s (~2,700 measured on 2 cores, CPU-bound); one
-    /// receiver per ten.
+    /// so 128 in flight allow ~4,000 events/s before the CPU is the limit; one receiver per ten.
     #[arg(long, env = "SHIPPING_CONCURRENCY", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: u32,
     /// Long-poll wait of a receive, whole seconds up to 20 (SQS' limit). (Old spelling:

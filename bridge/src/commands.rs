@@ -23,57 +23,27 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Setup(args) => {
             let aws = bridge::aws_config().await;
-            let stream = &args.stream.stream;
-            let created =
-                bridge::setup::ensure_stream(&aws_sdk_kinesis::Client::new(&aws), stream, args.shards)
-                    .await?;
-            println!("kinesis stream {stream}: {}", state(created));
-            if let Some(kib) = args.max_record_size_kib {
-                let changed =
-                    bridge::setup::ensure_max_record_size(&aws_sdk_kinesis::Client::new(&aws), stream, kib)
-                        .await?;
-                let how = if changed { "set" } else { "unchanged" };
-                println!("kinesis stream {stream}: max record size {kib} KiB ({how})");
-            }
             let r = &args.resources;
-            let created =
-                bridge::setup::ensure_bus(&aws_sdk_eventbridge::Client::new(&aws), &r.event_bus).await?;
-            println!("event bus {}: {}", r.event_bus, state(created));
-            // Whole days: the flag's parser refuses anything finer (EventBridge's unit).
-            let archive_days = i32::try_from(args.archive_retention.as_secs() / 86_400).unwrap_or(i32::MAX);
-            if archive_days > 0 {
-                let archive = eventing::replay::archive_name(&r.event_bus);
-                let created = bridge::setup::ensure_archive(
-                    &aws_sdk_eventbridge::Client::new(&aws),
-                    &r.event_bus,
-                    &archive,
-                    archive_days,
-                )
-                .await?;
-                println!(
-                    "event archive {archive} ({archive_days} days): {}",
-                    state(created)
-                );
-            }
-            let dynamo = aws_sdk_dynamodb::Client::new(&aws);
-            let created = bridge::setup::ensure_checkpoint_table(&dynamo, &r.checkpoint_table).await?;
-            println!("checkpoint table {}: {}", r.checkpoint_table, state(created));
-            let region = aws.region().map(|r| r.as_ref().to_owned());
-            let s3 = eventing::claim_check::s3_client(&aws);
-            let created = bridge::setup::ensure_bucket(
-                &s3,
-                &r.claim_check_bucket,
-                region.as_deref(),
-                i32::try_from(args.claim_check_retention.as_secs() / 86_400).unwrap_or(i32::MAX),
-            )
-            .await?;
-            println!("claim-check bucket {}: {}", r.claim_check_bucket, state(created));
-            bridge::setup::ensure_queue(&aws_sdk_sqs::Client::new(&aws), &r.dead_letter_queue).await?;
-            println!("dead-letter queue {}: ready", r.dead_letter_queue);
+            // Whole days: the flags' parsers refuse anything finer (EventBridge's and S3's unit).
+            let days = |d: Duration| i32::try_from(d.as_secs() / 86_400).unwrap_or(i32::MAX);
+            let plan = bridge::setup::AwsPlan {
+                stream: args.stream.stream.clone(),
+                shards: args.shards,
+                max_record_size_kib: args.max_record_size_kib,
+                event_bus: r.event_bus.clone(),
+                archive_days: days(args.archive_retention),
+                checkpoint_table: r.checkpoint_table.clone(),
+                claim_check_bucket: r.claim_check_bucket.clone(),
+                claim_check_days: days(args.claim_check_retention),
+                dead_letter_queue: r.dead_letter_queue.clone(),
+            };
+            bridge::setup::ensure_aws(&aws, &plan, |line| println!("{line}")).await?;
+            let stream = &plan.stream;
             if args.full_load {
                 let tuning = CaptureTuningArgs::defaults()?;
                 let cfg = capture_config(args.source, args.outbox, &tuning)?;
                 let kinesis = aws_sdk_kinesis::Client::new(&aws);
+                let s3 = eventing::claim_check::s3_client(&aws);
                 let claims = eventing::claim_check::ClaimCheckStore::new(s3, &r.claim_check_bucket);
                 return crate::full_load::run(&cfg, kinesis, claims, stream).await;
             }
@@ -88,7 +58,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                     "publication {}: ready; replication slot {}: {} at {}",
                     cfg.publication,
                     cfg.slot,
-                    state(slot.created),
+                    bridge::setup::state(slot.created),
                     slot.confirmed_flush
                 );
             } else {
@@ -251,14 +221,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!("bridge stopped");
             Ok(())
         }
-    }
-}
-
-fn state(created: bool) -> &'static str {
-    if created {
-        "created"
-    } else {
-        "already present"
     }
 }
 

@@ -122,3 +122,85 @@ pub async fn ensure_checkpoint_table(
     ensure_ttl(client, table, crate::relay::lease::WORKER_TTL_ATTRIBUTE).await?;
     Ok(created)
 }
+
+/// Everything `bridge setup` makes in AWS, as its flags name it.
+#[derive(Debug, Clone)]
+pub struct AwsPlan {
+    pub stream: String,
+    pub shards: i32,
+    /// Raise (or lower) the stream's record limit, when given.
+    pub max_record_size_kib: Option<i32>,
+    pub event_bus: String,
+    /// Days the bus's archive keeps events (none when 0).
+    pub archive_days: i32,
+    pub checkpoint_table: String,
+    pub claim_check_bucket: String,
+    /// Days a claim check's object lives.
+    pub claim_check_days: i32,
+    pub dead_letter_queue: String,
+}
+
+/// How setup reports a resource: made now, or there before.
+pub fn state(created: bool) -> &'static str {
+    if created {
+        "created"
+    } else {
+        "already present"
+    }
+}
+
+/// Makes (idempotently) every AWS resource of `plan`, in dependency order; `report` gets one
+/// line per resource, saying whether it was created or already there.
+pub async fn ensure_aws(
+    aws: &aws_config::SdkConfig,
+    plan: &AwsPlan,
+    mut report: impl FnMut(String),
+) -> Result<(), SetupError> {
+    let kinesis = aws_sdk_kinesis::Client::new(aws);
+    let stream = &plan.stream;
+    let created = ensure_stream(&kinesis, stream, plan.shards).await?;
+    report(format!("kinesis stream {stream}: {}", state(created)));
+    if let Some(kib) = plan.max_record_size_kib {
+        let changed = ensure_max_record_size(&kinesis, stream, kib).await?;
+        let how = if changed { "set" } else { "unchanged" };
+        report(format!(
+            "kinesis stream {stream}: max record size {kib} KiB ({how})"
+        ));
+    }
+    let eventbridge = aws_sdk_eventbridge::Client::new(aws);
+    let created = ensure_bus(&eventbridge, &plan.event_bus).await?;
+    report(format!("event bus {}: {}", plan.event_bus, state(created)));
+    if plan.archive_days > 0 {
+        let archive = eventing::replay::archive_name(&plan.event_bus);
+        let created = ensure_archive(&eventbridge, &plan.event_bus, &archive, plan.archive_days).await?;
+        report(format!(
+            "event archive {archive} ({} days): {}",
+            plan.archive_days,
+            state(created)
+        ));
+    }
+    let dynamo = aws_sdk_dynamodb::Client::new(aws);
+    let created = ensure_checkpoint_table(&dynamo, &plan.checkpoint_table).await?;
+    report(format!(
+        "checkpoint table {}: {}",
+        plan.checkpoint_table,
+        state(created)
+    ));
+    let region = aws.region().map(|r| r.as_ref().to_owned());
+    let s3 = eventing::claim_check::s3_client(aws);
+    let created = ensure_bucket(
+        &s3,
+        &plan.claim_check_bucket,
+        region.as_deref(),
+        plan.claim_check_days,
+    )
+    .await?;
+    report(format!(
+        "claim-check bucket {}: {}",
+        plan.claim_check_bucket,
+        state(created)
+    ));
+    ensure_queue(&aws_sdk_sqs::Client::new(aws), &plan.dead_letter_queue).await?;
+    report(format!("dead-letter queue {}: ready", plan.dead_letter_queue));
+    Ok(())
+}

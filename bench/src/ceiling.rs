@@ -183,24 +183,26 @@ fn print_table(results: &[Row], rows: u64, per_tx: u64, payload: u64) {
         "\n### ceiling vs capture: {rows} outbox rows, {per_tx} per transaction, ~{payload}-byte payloads\n"
     );
     println!(
-        "| PostgreSQL | drained by | events/s | vs pg_recvlogical | CPU s / M events | peak RSS | seconds | complete |"
+        "| PostgreSQL | drained by | events/s | vs pg_recvlogical | CPU s / M events | walsender CPU s / M events | peak RSS | seconds | complete |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---|");
     for r in results {
         println!(
-            "| {} | {} | {:.0} | {:.0} % | {:.1} | {:.1} MiB | {:.2} | {} |",
+            "| {} | {} | {:.0} | {:.0} % | {:.1} | {} | {:.1} MiB | {:.2} | {} |",
             r.postgres.map_or_else(|| "-".to_owned(), |m| m.to_string()),
             r.drained_by,
             r.events_per_second,
             r.ratio_to_pg_recvlogical * 100.0,
             r.cpu_seconds_per_million,
+            r.walsender_cpu_seconds_per_million
+                .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
             r.peak_rss_mib,
             r.seconds,
             if r.complete { "yes" } else { "NO" }
         );
     }
     println!(
-        "\n(Medians of interleaved rounds; each major against its own pg_recvlogical (the distribution's client where a server build has none). CPU and RSS are the draining process's own; the walsender's share is not counted for any row.)"
+        "\n(Medians of interleaved rounds; each major against its own pg_recvlogical (the distribution's client where a server build has none). CPU and RSS are the draining process's own; the walsender's CPU, for the same drain, is beside it. Every contender asks pgoutput for the same options: proto_version 2, logical messages.)"
     );
 }
 

@@ -21,6 +21,10 @@ pub struct Row {
     pub events_per_second: f64,
     pub ratio_to_pg_recvlogical: f64,
     pub cpu_seconds_per_million: f64,
+    /// The walsender's CPU for the same drain (sampled from /proc while it streamed), where
+    /// the scenario measured it: who waits for whom shows in the two figures side by side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub walsender_cpu_seconds_per_million: Option<f64>,
     pub peak_rss_mib: f64,
     /// How completeness was checked, and whether it held.
     pub verified: String,
@@ -109,6 +113,7 @@ pub fn row(
         events_per_second: events as f64 / seconds.max(1e-9),
         ratio_to_pg_recvlogical: 0.0,
         cpu_seconds_per_million: usage.cpu_seconds * 1e6 / events.max(1) as f64,
+        walsender_cpu_seconds_per_million: None,
         peak_rss_mib: usage.peak_rss_bytes as f64 / 1_048_576.0,
         verified,
         complete,
@@ -135,8 +140,12 @@ pub async fn recvlogical(
             "--endpos",
             end,
             "--no-loop",
+            // The options capture asks for (proto_version 2, logical messages), so both
+            // make the walsender do the same work.
             "-o",
-            "proto_version=1",
+            "proto_version=2",
+            "-o",
+            "messages=true",
             "-o",
             "publication_names=outbox_bridge",
             "-f",
@@ -147,17 +156,29 @@ pub async fn recvlogical(
         .spawn()
         .context("cannot run pg_recvlogical")?;
     let sampler = child.id().map(procstat::Sampler::start);
-    let status = tokio::time::timeout(Duration::from_secs(3600), child.wait()).await??;
+    let client = pg.client().await?;
+    let mut walsender = Walsender::default();
+    let waited = tokio::time::timeout(Duration::from_secs(3600), async {
+        loop {
+            tokio::select! {
+                status = child.wait() => return status,
+                () = tokio::time::sleep(Duration::from_millis(20)) => walsender.look(&client, slot).await,
+            }
+        }
+    });
+    let status = waited.await??;
     let seconds = started.elapsed().as_secs_f64();
     let usage = sampler.map(|s| s.usage()).unwrap_or_default();
-    Ok(row(
+    let mut r = row(
         name,
         rows,
         seconds,
         usage,
         format!("exited {status} at --endpos"),
         status.success(),
-    ))
+    );
+    r.walsender_cpu_seconds_per_million = walsender.per_million(rows);
+    Ok(r)
 }
 
 /// `bridge capture` from `slot` until the slot's confirmed position reaches `end`.
@@ -179,11 +200,13 @@ pub async fn capture(
     let started = Instant::now();
     let mut proc = Proc::spawn("bridge", &args, env)?;
     let sampler = proc.pid().map(procstat::Sampler::start);
+    let mut walsender = Walsender::default();
     let deadline = Duration::from_secs(3600);
     // Done when capture itself has the backlog durable (its acknowledged LSN, from /metrics):
     // the slot's confirmed position trails it by up to one status interval.
     loop {
         proc.ensure_running()?;
+        walsender.look(client, slot).await;
         let flushed = harness::metrics::scrape(port, "bridge_slot_flushed_lsn")
             .await
             .unwrap_or(0.0);
@@ -213,14 +236,16 @@ pub async fn capture(
     })
     .await
     .is_ok();
-    Ok(row(
+    let mut r = row(
         name,
         rows,
         seconds,
         usage,
         format!("acknowledged up to the backlog's end: {confirmed}"),
         confirmed,
-    ))
+    );
+    r.walsender_cpu_seconds_per_million = walsender.per_million(rows);
+    Ok(r)
 }
 
 /// Until the capture serving /metrics on `port` has acknowledged everything written so far
@@ -273,4 +298,37 @@ pub fn write_json(path: &std::path::Path, value: &impl Serialize) -> anyhow::Res
     std::fs::write(path, serde_json::to_string_pretty(value)?)?;
     eprintln!("results written to {}", path.display());
     Ok(())
+}
+
+/// The walsender serving a slot, sampled from /proc: found by the slot's `active_pid` once the
+/// drainer has connected, then read every 50 ms until it exits with its client.
+#[derive(Default)]
+pub struct Walsender {
+    sampler: Option<procstat::Sampler>,
+}
+
+impl Walsender {
+    /// Starts sampling once the slot has a walsender (call it until it has).
+    pub async fn look(&mut self, client: &tokio_postgres::Client, slot: &str) {
+        if self.sampler.is_some() {
+            return;
+        }
+        let pid = client
+            .query_opt(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .ok()
+            .flatten()
+            .and_then(|row| row.get::<_, Option<i32>>(0))
+            .and_then(|pid| u32::try_from(pid).ok());
+        self.sampler = pid.map(procstat::Sampler::start);
+    }
+
+    /// Its CPU seconds per million events, if it was found.
+    pub fn per_million(&self, events: u64) -> Option<f64> {
+        let usage = self.sampler.as_ref()?.usage();
+        Some(usage.cpu_seconds * 1e6 / events.max(1) as f64)
+    }
 }

@@ -35,6 +35,13 @@ async fn ceiling_drains_the_whole_backlog_every_way() -> anyhow::Result<()> {
         assert_eq!(r["complete"], true, "{r}");
         assert_eq!(r["events"], 2000, "{r}");
     }
+    // The walsender's CPU is measured beside every drain.
+    for r in &rows {
+        assert!(
+            r["walsender_cpu_seconds_per_million"].as_f64().is_some(),
+            "no walsender figure: {r}"
+        );
+    }
     let majors: Vec<u64> = rows.iter().filter_map(|r| r["postgres"].as_u64()).collect();
     assert_eq!(majors, [17, 17, 17, 17, 15, 15, 15], "{rows:?}");
     assert!(

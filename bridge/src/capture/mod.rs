@@ -31,6 +31,7 @@ pub mod catalog;
 pub mod delivery;
 mod fit;
 pub mod heartbeat;
+mod key_order;
 mod progress;
 pub mod resync;
 pub mod routes;

@@ -22,9 +22,6 @@ use crate::partition::PartitionKey;
 use crate::replication::pgoutput::{self, PgOutput, Relation, Tuple};
 use crate::replication::{ReplicationConnection, ReplicationError, StreamMessage};
 
-/// The smallest size at which `key_seq` is pruned.
-const KEY_SEQ_MIN_PRUNE: usize = 4096;
-
 /// What the streaming loop reads from and reports to: the walsender's copy stream. A trait so
 /// unit tests drive the loop with a scripted stream (see `session_tests`).
 pub trait ReplicationStream: Send {
@@ -117,15 +114,8 @@ pub struct Session<'a> {
     inflight_oldest: VecDeque<Option<f64>>,
     /// The outbox rows' traces, per batch (empty unless traces are exported).
     traces: super::traces::BatchTraces,
-    next_seq: u64,
-    /// Batches `0..completed_seq` have completed (completions arrive in order).
-    completed_seq: u64,
-    /// The last batch each recently sent partition key went out in.
-    key_seq: HashMap<String, u64>,
-    /// `key_seq` is pruned to the keys still in flight when it grows past this: twice what
-    /// the last pruning left, so pruning stays amortised O(1) per record and a backfill's
-    /// many distinct keys do not pile up.
-    key_seq_prune_at: usize,
+    /// Per-key order across the batches in flight.
+    key_order: super::key_order::KeyOrder,
     primary_keys: HashMap<TableName, Vec<String>>,
     /// How far the synchronous standbys have flushed, if capture waits for them.
     standby: Option<tokio::sync::watch::Receiver<Lsn>>,
@@ -152,10 +142,7 @@ impl<'a> Session<'a> {
             inflight: FuturesOrdered::new(),
             inflight_oldest: VecDeque::new(),
             traces: Default::default(),
-            next_seq: 0,
-            completed_seq: 0,
-            key_seq: HashMap::new(),
-            key_seq_prune_at: KEY_SEQ_MIN_PRUNE,
+            key_order: Default::default(),
             primary_keys,
             standby: beacons.standby.clone(),
         }
@@ -326,7 +313,7 @@ impl<'a> Session<'a> {
 
     /// Per-key order: the open batch waits while a batch with one of its keys is in flight.
     fn open_may_go(&self) -> bool {
-        self.open.waits_for.is_none_or(|seq| seq < self.completed_seq) && self.standby_has(self.open.needs)
+        self.open.waits_for.is_none_or(|seq| self.key_order.is_done(seq)) && self.standby_has(self.open.needs)
     }
 
     /// Whether every synchronous standby has flushed `lsn` (always, without any).
@@ -337,12 +324,7 @@ impl<'a> Session<'a> {
     fn on_done(&mut self, done: Done) -> Result<(), CaptureError> {
         let oldest_commit = self.inflight_oldest.pop_front().flatten();
         self.traces.completed(&self.cfg.slot, done.result.is_ok());
-        self.completed_seq += 1;
-        if self.key_seq.len() > self.key_seq_prune_at {
-            let completed = self.completed_seq;
-            self.key_seq.retain(|_, seq| *seq >= completed);
-            self.key_seq_prune_at = (2 * self.key_seq.len()).max(KEY_SEQ_MIN_PRUNE);
-        }
+        self.key_order.completed();
         self.metrics.inflight_batches.set(self.inflight.len() as i64);
         done.result?;
         self.acks.batch_done();
@@ -362,11 +344,9 @@ impl<'a> Session<'a> {
     }
 
     fn submit_open(&mut self) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        for record in self.open.records() {
-            self.key_seq.insert(record.partition_key.clone(), seq);
-        }
+        let seq = self
+            .key_order
+            .submitted(self.open.records().iter().map(|r| r.partition_key.as_str()));
         let (batch, oldest) = self.open.take(seq);
         let completes = self.acks.submit();
         tracing::trace!(seq = batch.seq, records = batch.records.len(), completes = ?completes, "submitting batch");
@@ -624,10 +604,8 @@ impl<'a> Session<'a> {
 
     /// Adds a record to the open batch, noting the in-flight batch it must wait for (per-key order).
     fn push(&mut self, record: dms::Record, commit_seconds: f64) {
-        if let Some(&seq) = self.key_seq.get(&record.partition_key) {
-            if seq >= self.completed_seq {
-                self.open.waits_for = Some(self.open.waits_for.map_or(seq, |w| w.max(seq)));
-            }
+        if let Some(seq) = self.key_order.waits_for(&record.partition_key) {
+            self.open.waits_for = Some(self.open.waits_for.map_or(seq, |w| w.max(seq)));
         }
         if let Some(tx) = &self.tx {
             // Past the start of its commit record; raised to its end when the Commit is read

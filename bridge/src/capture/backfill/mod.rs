@@ -30,7 +30,6 @@
 //! Kinesis holds everything up to its high watermark (capture's acknowledged position passed
 //! it). A capture that dies resumes after the last such chunk; a chunk replayed after a
 //! reconnect before that is sent again. A chunk's share of time is paced to `--rows-per-second`.
-
 //!
 //! `job`: the request and its record on the stream; `coordinator`: what the streaming loop and
 //! the runner share, and the decisions at each watermark; `runner`: the task that reads the

@@ -402,3 +402,110 @@ pub(super) fn encode_chunk(
     }
     records
 }
+
+/// The decisions at the watermarks, scripted: a chunk of three rows keyed `1`, `2`, `3`, staged
+/// as the runner leaves it, then the stream's watermarks and changes in the order a test picks.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::pgoutput::Column;
+
+    const LIMIT: usize = 1 << 20;
+
+    fn relation() -> Arc<Relation> {
+        let column = |name: &str, is_key| Column {
+            name: name.into(),
+            type_oid: 25,
+            is_key,
+        };
+        Arc::new(Relation {
+            id: 1,
+            namespace: "public".into(),
+            name: "customers".into(),
+            columns: vec![column("id", true), column("name", false)],
+        })
+    }
+
+    fn table() -> TableName {
+        TableName {
+            schema: "public".into(),
+            name: "customers".into(),
+        }
+    }
+
+    fn staged() -> Coordinator {
+        let coordinator = Coordinator::default();
+        let rows = (1..=3)
+            .map(|n| vec![Some(n.to_string()), Some(format!("c{n}"))])
+            .collect();
+        coordinator.stage_chunk("run1", relation(), PartitionKey::PrimaryKey, rows);
+        coordinator
+    }
+
+    fn mark(c: &Coordinator, edge: &str, lsn: u64) -> Option<ChunkSent> {
+        let text = format!("run1 1 {edge}");
+        c.watermark(text.as_bytes(), Lsn(lsn), EncodeOptions::default(), LIMIT)
+    }
+
+    fn loads(c: &Coordinator) -> Vec<String> {
+        std::iter::from_fn(|| c.next_load())
+            .map(|r| r.partition_key)
+            .collect()
+    }
+
+    #[test]
+    fn a_row_changed_between_the_watermarks_is_left_out_the_others_go() {
+        let c = staged();
+        assert!(mark(&c, "low", 0x10).is_none());
+        c.changed(&table(), "2".into(), 7);
+        let sent = mark(&c, "high", 0x20).map(|s| (s.records, s.superseded, s.reread));
+        assert_eq!(sent, Some((2, 1, 0)));
+        assert_eq!(loads(&c).len(), 2);
+    }
+
+    #[test]
+    fn a_change_before_the_low_watermark_or_of_another_table_supersedes_nothing() {
+        let c = staged();
+        c.changed(&table(), "1".into(), 7);
+        mark(&c, "low", 0x10);
+        let other = TableName {
+            schema: "public".into(),
+            name: "orders".into(),
+        };
+        c.changed(&other, "2".into(), 8);
+        let sent = mark(&c, "high", 0x20).map(|s| (s.records, s.superseded));
+        assert_eq!(sent, Some((3, 0)));
+    }
+
+    #[test]
+    fn another_runs_watermarks_are_not_this_chunks() {
+        let c = staged();
+        let stray = c.watermark(b"run0 1 high", Lsn(0x20), EncodeOptions::default(), LIMIT);
+        assert!(stray.is_none());
+        assert!(loads(&c).is_empty(), "nothing sent for another run's watermark");
+        mark(&c, "low", 0x30);
+        assert_eq!(mark(&c, "high", 0x40).map(|s| s.records), Some(3));
+    }
+
+    #[test]
+    fn a_high_watermark_replayed_after_a_reconnect_sends_the_chunk_again_until_it_is_durable() {
+        let c = staged();
+        mark(&c, "low", 0x10);
+        assert_eq!(mark(&c, "high", 0x20).map(|s| s.records), Some(3));
+        assert_eq!(loads(&c).len(), 3);
+        // The stream replays from before the high watermark: the same records go out again.
+        assert_eq!(mark(&c, "high", 0x20).map(|s| s.records), Some(3));
+        assert_eq!(loads(&c).len(), 3);
+        let awaiting = |c: &Coordinator| c.lock().marks.len();
+        assert_eq!(awaiting(&c), 1, "not durable before Kinesis holds the watermark");
+        c.acked(Lsn(0x1f));
+        assert_eq!(awaiting(&c), 1);
+        c.acked(Lsn(0x20));
+        assert_eq!(awaiting(&c), 0, "durable once the acknowledgement passed it");
+        assert!(c.durable().is_some());
+        assert!(
+            mark(&c, "high", 0x20).is_none(),
+            "a durable chunk is not sent again"
+        );
+    }
+}

@@ -180,6 +180,25 @@ impl Backoff {
         Self::new(Duration::from_millis(100), Duration::from_secs(5))
     }
 
+    /// The policy of a checkpoint write: like the data path from 200 ms, since a checkpoint
+    /// the lease outlives is worth a slightly slower first retry.
+    pub fn checkpoint() -> Self {
+        Self::new(Duration::from_millis(200), Duration::from_secs(5))
+    }
+
+    /// The policy of a consumer's receive loop: up to 20 s, since an empty or unreachable
+    /// queue costs nothing to wait out and every receiver polls it.
+    pub fn receive() -> Self {
+        Self::new(Duration::from_millis(200), Duration::from_secs(20))
+    }
+
+    /// The policy of deleting handled messages: short (up to 2 s), since a message not
+    /// deleted within its visibility timeout is delivered again.
+    pub fn delete() -> Self {
+        Self::new(Duration::from_millis(100), Duration::from_secs(2))
+    }
+
+    /// A policy of its own; prefer a named one above, so every loop's policy is in this table.
     pub fn new(base: Duration, cap: Duration) -> Self {
         Self {
             base,

@@ -147,7 +147,7 @@ async fn receive_loop(
         .health
         .beacon("shipping: the consumer received nothing");
     let mut tasks: JoinSet<Result<(), ConsumerError>> = JoinSet::new();
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(20));
+    let mut backoff = Backoff::receive();
     // Each receiver's share of the permits (so every receiver can always get its batch).
     let concurrency = ctx.cfg.concurrency.max(1);
     let share = concurrency / concurrency.div_ceil(10);
@@ -732,7 +732,7 @@ async fn delete_batch(ctx: &Context, receipts: &[String]) {
                 .ok()
         })
         .collect();
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut backoff = Backoff::delete();
     loop {
         match ctx
             .sqs
@@ -763,7 +763,7 @@ async fn delete_batch(ctx: &Context, receipts: &[String]) {
 }
 
 async fn delete(ctx: &Context, queue_url: &str, receipt: &str) {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut backoff = Backoff::delete();
     loop {
         match ctx
             .sqs

@@ -337,7 +337,7 @@ impl ShardWorker {
     }
 
     pub(super) async fn checkpoint(&self, sequence: &str) -> Result<Outcome<()>, RelayError> {
-        let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let backoff = Backoff::checkpoint();
         let what = format!("checkpoint {}", self.shard_id);
         let outcome = while_transient(&what, backoff, || {
             let expires = now_ms() + self.ctx.lease_duration.as_millis() as i64;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use bridge::capture::catalog;
 use bridge::capture::delivery::{Delivered, DeliveryLog};
-use bridge::capture::resync::{snapshot_load, TableRead};
+use bridge::capture::snapshot_load::{snapshot_load, TableRead};
 use bridge::capture::{slot_marker, CaptureConfig};
 use bridge::metrics::Metrics;
 use bridge::replication::slot;

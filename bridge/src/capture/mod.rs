@@ -39,6 +39,7 @@ mod session;
 #[cfg(test)]
 mod session_tests;
 mod snapshot;
+pub mod snapshot_load;
 pub mod standby;
 pub mod standby_rule;
 mod standby_source;

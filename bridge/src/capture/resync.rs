@@ -111,73 +111,9 @@ pub async fn resync(
     shutdown: &CancellationToken,
 ) -> Result<Option<(Progress, Identity)>, CaptureError> {
     let Watch { metrics, beacons } = watch;
-    let impossible = |reason: String, remedy: String| CaptureError::ResyncImpossible {
-        slot: cfg.slot.clone(),
-        loss: loss.as_str(),
-        reason,
-        remedy,
-    };
-    let Some(last) = last else {
-        return Err(impossible(
-            "there is no delivery record (tag outbox-bridge.delivered.<slot> on the stream): nothing says \
-             how far delivery got"
-                .into(),
-            "re-publish by hand what consumers may lack, then run `bridge setup --recreate-slot`".into(),
-        ));
-    };
     let client = slot::query_client(&cfg.target).await?;
-    // What the publication holds, not only what --tables names: an operator may have added a
-    // table (`ALTER PUBLICATION … ADD TABLE`), and its changes of the gap are gone with the slot.
-    let (all_tables, published) = slot::published_tables(&client, &cfg.publication).await?;
-    let mut others: Vec<String> = cfg
-        .tables
-        .iter()
-        .chain(&published)
-        .filter(|t| !cfg.routes.is_outbox(t))
-        .map(ToString::to_string)
-        .collect();
-    others.sort();
-    others.dedup();
-    if all_tables {
-        others.insert(0, format!("publication {} is FOR ALL TABLES", cfg.publication));
-    }
-    if !others.is_empty() {
-        return Err(impossible(
-            format!(
-                "tables other than the outbox are published ({}): their changes since {} cannot be re-derived \
-                 from the outbox",
-                others.join(", "),
-                last.committed_at().to_rfc3339()
-            ),
-            "run `bridge setup --recreate-slot`, then re-send those tables' current rows (a full load) to \
-             their consumers"
-                .into(),
-        ));
-    }
-    let window = last.committed_at() - chrono::Duration::from_std(recovery.margin).unwrap_or_default();
+    let (last, window) = possible(cfg, recovery, &client, loss, last).await?;
     let outbox = &cfg.routes.outbox;
-    if let Some(pruned_before) = crate::outbox_horizon::pruned_before(&client, outbox)
-        .await
-        .map_err(SlotError::from)?
-    {
-        if pruned_before > window {
-            return Err(impossible(
-                format!(
-                    "`bridge outbox prune` deleted rows of {outbox} that occurred before {}, and the rows to \
-                     re-publish start at {} (last delivered commit {} minus --resync-margin): some may be gone",
-                    pruned_before.to_rfc3339(),
-                    window.to_rfc3339(),
-                    last.committed_at().to_rfc3339()
-                ),
-                format!(
-                    "make sure consumers have every event of {outbox} since {}, then run `bridge setup \
-                     --recreate-slot`; keep the outbox longer than the longest outage you want recovered \
-                     automatically",
-                    window.to_rfc3339()
-                ),
-            ));
-        }
-    }
     let started = Utc::now();
     // Whatever the loss, a resync of this slot still running (cut short by a restart, or by an
     // error of this process that it retries) resumes where it stood if its slot is still there.
@@ -345,6 +281,85 @@ pub async fn resync(
         Progress::starting_at_time(lsn, delivered.commit_time),
         identity,
     )))
+}
+
+/// Whether the outbox can cover what the lost slot held: a delivery record says from when, no
+/// other table is published, and prune has not deleted into the window. The last delivered
+/// commit and the window's start, or why not with the remedy.
+async fn possible(
+    cfg: &CaptureConfig,
+    recovery: &Recovery,
+    client: &tokio_postgres::Client,
+    loss: SlotLoss,
+    last: Option<Delivered>,
+) -> Result<(Delivered, DateTime<Utc>), CaptureError> {
+    let impossible = |reason: String, remedy: String| CaptureError::ResyncImpossible {
+        slot: cfg.slot.clone(),
+        loss: loss.as_str(),
+        reason,
+        remedy,
+    };
+    let Some(last) = last else {
+        return Err(impossible(
+            "there is no delivery record (tag outbox-bridge.delivered.<slot> on the stream): nothing says \
+             how far delivery got"
+                .into(),
+            "re-publish by hand what consumers may lack, then run `bridge setup --recreate-slot`".into(),
+        ));
+    };
+    // What the publication holds, not only what --tables names: an operator may have added a
+    // table (`ALTER PUBLICATION … ADD TABLE`), and its changes of the gap are gone with the slot.
+    let (all_tables, published) = slot::published_tables(client, &cfg.publication).await?;
+    let mut others: Vec<String> = cfg
+        .tables
+        .iter()
+        .chain(&published)
+        .filter(|t| !cfg.routes.is_outbox(t))
+        .map(ToString::to_string)
+        .collect();
+    others.sort();
+    others.dedup();
+    if all_tables {
+        others.insert(0, format!("publication {} is FOR ALL TABLES", cfg.publication));
+    }
+    if !others.is_empty() {
+        return Err(impossible(
+            format!(
+                "tables other than the outbox are published ({}): their changes since {} cannot be re-derived \
+                 from the outbox",
+                others.join(", "),
+                last.committed_at().to_rfc3339()
+            ),
+            "run `bridge setup --recreate-slot`, then re-send those tables' current rows (a full load) to \
+             their consumers"
+                .into(),
+        ));
+    }
+    let window = last.committed_at() - chrono::Duration::from_std(recovery.margin).unwrap_or_default();
+    let outbox = &cfg.routes.outbox;
+    if let Some(pruned_before) = crate::outbox_horizon::pruned_before(client, outbox)
+        .await
+        .map_err(SlotError::from)?
+    {
+        if pruned_before > window {
+            return Err(impossible(
+                format!(
+                    "`bridge outbox prune` deleted rows of {outbox} that occurred before {}, and the rows to \
+                     re-publish start at {} (last delivered commit {} minus --resync-margin): some may be gone",
+                    pruned_before.to_rfc3339(),
+                    window.to_rfc3339(),
+                    last.committed_at().to_rfc3339()
+                ),
+                format!(
+                    "make sure consumers have every event of {outbox} since {}, then run `bridge setup \
+                     --recreate-slot`; keep the outbox longer than the longest outage you want recovered \
+                     automatically",
+                    window.to_rfc3339()
+                ),
+            ));
+        }
+    }
+    Ok((last, window))
 }
 
 /// How often a running resync records its progress on the stream.

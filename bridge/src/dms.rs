@@ -306,6 +306,9 @@ fn write_value(out: &mut Vec<u8>, type_oid: u32, datum: &Datum, opts: EncodeOpti
 /// `2026-11-28 20:06:30.5+00` (ISO DateStyle) as `2026-11-28T20:06:30.500000Z`; `None` for what
 /// is not such a time (`infinity`, years BC), which then travels as Postgres wrote it.
 fn rfc3339_utc(text: &[u8]) -> Option<String> {
+    if let Some(fast) = utc_iso_rewritten(text) {
+        return Some(fast);
+    }
     let text = std::str::from_utf8(text).ok()?;
     let time = DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z").ok()?;
     Some(
@@ -313,6 +316,48 @@ fn rfc3339_utc(text: &[u8]) -> Option<String> {
             .format("%Y-%m-%dT%H:%M:%S%.6fZ")
             .to_string(),
     )
+}
+
+/// The common case of [`rfc3339_utc`] without parsing: the session pins TimeZone UTC, so a
+/// four-digit year's value is `YYYY-MM-DD HH:MM:SS[.f{1,6}]+00`, and its RFC 3339 form is the
+/// same digits rearranged. A format string is parsed again for every value: on an outbox's
+/// `occurred_at`, for every record. `None` for any other shape (the general path takes it).
+fn utc_iso_rewritten(text: &[u8]) -> Option<String> {
+    let digits =
+        |range: std::ops::Range<usize>| text.get(range).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let layout = text.len() >= 22
+        && digits(0..4)
+        && text[4] == b'-'
+        && digits(5..7)
+        && text[7] == b'-'
+        && digits(8..10)
+        && text[10] == b' '
+        && digits(11..13)
+        && text[13] == b':'
+        && digits(14..16)
+        && text[16] == b':'
+        && digits(17..19)
+        && text.ends_with(b"+00");
+    if !layout {
+        return None;
+    }
+    let fraction = match &text[19..text.len() - 3] {
+        [] => &[][..],
+        [b'.', rest @ ..] if (1..=6).contains(&rest.len()) && rest.iter().all(u8::is_ascii_digit) => rest,
+        _ => return None,
+    };
+    let mut out = String::with_capacity(27);
+    // ASCII digits and separators only (checked above).
+    out.push_str(std::str::from_utf8(&text[..10]).ok()?);
+    out.push('T');
+    out.push_str(std::str::from_utf8(&text[11..19]).ok()?);
+    out.push('.');
+    out.push_str(std::str::from_utf8(fraction).ok()?);
+    for _ in fraction.len()..6 {
+        out.push('0');
+    }
+    out.push('Z');
+    Some(out)
 }
 
 fn is_json_number(text: &[u8]) -> bool {
@@ -387,6 +432,56 @@ fn iso_time(t: DateTime<Utc>) -> String {
 mod tests {
     use super::*;
     use crate::replication::pgoutput::Column;
+
+    /// The rewrite agrees with chrono's parse-and-format for every shape Postgres writes a UTC
+    /// timestamptz in (fractions of 0 to 6 digits, trailing zeros trimmed), and leaves the
+    /// others (years past 9999, BC, offsets that are not UTC, garbage) to it.
+    #[test]
+    fn utc_timestamps_are_rewritten_as_chrono_would_format_them() {
+        let slow = |text: &str| {
+            DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
+                .ok()
+                .map(|t| t.with_timezone(&Utc).format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        };
+        let mut seed = 0x2545_F491_4F6C_DD1D_u64;
+        for n in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let micros = (seed % 253_402_300_799_000_000) as i64; // 0001-01-01 .. 9999-12-31
+            let Some(time) = DateTime::from_timestamp_micros(micros - 62_135_596_800_000_000) else {
+                continue;
+            };
+            // Postgres trims the fraction's trailing zeros, and writes none for whole seconds.
+            let mut fraction = format!("{:06}", time.timestamp_subsec_micros());
+            while fraction.ends_with('0') {
+                fraction.pop();
+            }
+            if n % 7 == 0 {
+                fraction.clear();
+            }
+            let dot = if fraction.is_empty() { "" } else { "." };
+            let text = format!("{}{dot}{fraction}+00", time.format("%Y-%m-%d %H:%M:%S"));
+            assert_eq!(utc_iso_rewritten(text.as_bytes()), slow(&text), "{text}");
+        }
+        for other in [
+            "12026-11-28 20:06:30.5+00",
+            "2026-11-28 20:06:30.5+00 BC",
+            "2026-11-28 20:06:30.5+01",
+            "2026-11-28 20:06:30.1234567+00",
+            "2026-11-28 20:06:30.+00",
+            "2026-11-28T20:06:30.5+00",
+            "infinity",
+            "2026-11-28 20:06:3x.5+00",
+        ] {
+            assert_eq!(utc_iso_rewritten(other.as_bytes()), None, "{other}");
+        }
+        assert_eq!(
+            rfc3339_utc(b"2026-11-28 20:06:30.5+01").as_deref(),
+            Some("2026-11-28T19:06:30.500000Z"),
+            "the general path still takes other offsets"
+        );
+    }
 
     fn outbox() -> Relation {
         let col = |name: &str, type_oid, is_key| Column {

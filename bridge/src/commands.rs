@@ -165,6 +165,14 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq { action } => dlq(action).await,
+        Command::Config { action } => {
+            use clap::CommandFactory;
+            let long_running = ["setup", "capture", "relay", "run"];
+            let report = eventing::config_file::check(&crate::cli::Cli::command(), &action, &long_running)
+                .map_err(anyhow::Error::msg)?;
+            print!("{report}");
+            Ok(())
+        }
         Command::Outbox {
             action: OutboxAction::Prune(args),
         } => {

@@ -11,7 +11,7 @@ use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     // Renamed flags' old environment variables still work (`eventing::old_names`).
-    eventing::old_names::start(&cli::Cli::command(), run)
+    eventing::process_start::start(&cli::Cli::command(), run)
 }
 
 async fn run() -> ExitCode {

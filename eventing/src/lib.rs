@@ -6,6 +6,7 @@
 
 pub mod aws_json;
 pub mod claim_check;
+pub mod config_file;
 pub mod deadletter;
 pub mod dlq_tools;
 pub mod duration;
@@ -17,6 +18,7 @@ pub mod health;
 pub mod logging;
 pub mod old_names;
 pub mod process_metrics;
+pub mod process_start;
 pub mod provision;
 pub mod put_events;
 pub mod replay;

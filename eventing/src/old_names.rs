@@ -57,22 +57,6 @@ fn snake(flag: &str) -> String {
     flag.replace('-', "_").to_ascii_uppercase()
 }
 
-/// A binary's `main`: adopts the old variables of `command`'s renamed flags while the process
-/// has one thread, then runs `run` on a multi-threaded runtime.
-pub fn start<F>(command: &clap::Command, run: impl FnOnce() -> F) -> std::process::ExitCode
-where
-    F: std::future::Future<Output = std::process::ExitCode>,
-{
-    adopt_old_variables(command);
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(run()),
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
 /// Hands each old variable's value to its new name where only the old one is set. Call it
 /// first thing in `main`, before any other thread exists: changing the environment while
 /// another thread reads it is unsound.

@@ -41,6 +41,11 @@ pub struct Cli {
     /// none without it. The standard OpenTelemetry variable is the fallback.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
     pub otlp_endpoint: Option<String>,
+    /// A TOML file of settings: keys are flag names (`queue = "shipping-events"`), at the top
+    /// level for every command, in a command's table (`[run]`) for that one. Precedence: flag >
+    /// environment > file > default. Checked at start; `shipping config check` prints the result.
+    #[arg(long, env = "SHIPPING_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub names: Names,
     #[command(subcommand)]
@@ -163,6 +168,11 @@ pub enum Command {
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
+    },
+    /// The configuration file (--config): check it and show what each command runs with.
+    Config {
+        #[command(subcommand)]
+        action: eventing::config_file::ConfigAction,
     },
 }
 

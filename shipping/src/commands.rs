@@ -93,6 +93,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Config { action } => {
+            use clap::CommandFactory;
+            let report =
+                eventing::config_file::check(&crate::cli::Cli::command(), &action, &["setup", "run"])
+                    .map_err(anyhow::Error::msg)?;
+            print!("{report}");
+            Ok(())
+        }
         Command::Dlq { action } => {
             let sqs = aws_sdk_sqs::Client::new(&aws);
             let hold = match action {

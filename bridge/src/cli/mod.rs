@@ -58,6 +58,11 @@ pub struct Cli {
     /// none without it. The standard OpenTelemetry variable is the fallback.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
     pub otlp_endpoint: Option<String>,
+    /// A TOML file of settings: keys are flag names (`event_bus = "orders"`), at the top level
+    /// for every command, in a command's table (`[relay]`) for that one. Precedence: flag >
+    /// environment > file > default. Checked at start; `bridge config check` prints the result.
+    #[arg(long, env = "BRIDGE_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -94,6 +99,11 @@ pub enum Command {
     Outbox {
         #[command(subcommand)]
         action: OutboxAction,
+    },
+    /// The configuration file (--config): check it and show what each command runs with.
+    Config {
+        #[command(subcommand)]
+        action: eventing::config_file::ConfigAction,
     },
 }
 
@@ -321,5 +331,77 @@ mod reference_page {
         if let Err(stale) = reference_docs::check_page(&root, "docs/src/reference/cli-bridge.md", &page) {
             panic!("{stale}");
         }
+    }
+}
+
+#[cfg(test)]
+mod config_file_tests {
+    use std::path::Path;
+
+    use clap::CommandFactory;
+    use eventing::config_file::{resolve, ConfigFile, Problem};
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../outbox-bridge.example.toml");
+
+    fn check(text: &str) -> Result<(), Vec<Problem>> {
+        let file = ConfigFile::parse(Path::new(EXAMPLE), text)?;
+        resolve(&super::Cli::command(), &file).map(|_| ())
+    }
+
+    /// The example as shipped, and with every commented key switched on, is a valid file.
+    #[test]
+    fn the_example_file_is_valid_with_and_without_its_commented_keys() -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(EXAMPLE)?;
+        check(&text).map_err(|p| anyhow::anyhow!("{p:#?}"))?;
+        let all_on: String = text
+            .lines()
+            .map(|line| match commented_key(line) {
+                Some(_) => line.trim_start_matches('#').trim_start(),
+                None => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        check(&all_on).map_err(|p| anyhow::anyhow!("{p:#?}"))?;
+        Ok(())
+    }
+
+    /// Every setting a deployment gives `setup`, `capture`, `relay` or `run` appears in the
+    /// example (set or commented), so it cannot fall behind the flags.
+    #[test]
+    fn the_example_file_shows_every_setting_of_the_long_running_commands() -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(EXAMPLE)?;
+        let keys: Vec<String> = text
+            .lines()
+            .filter_map(|line| commented_key(line).or_else(|| key(line)))
+            .collect();
+        let mut command = super::Cli::command();
+        command.build();
+        let mut missing = Vec::new();
+        for name in ["setup", "capture", "relay", "run"] {
+            let Some(sub) = command.find_subcommand(name) else {
+                anyhow::bail!("no command {name}");
+            };
+            for arg in sub.get_arguments() {
+                let (Some(long), Some(_)) = (arg.get_long(), arg.get_env()) else {
+                    continue;
+                };
+                let k = long.replace('-', "_");
+                if k != "config" && !keys.contains(&k) && !missing.contains(&k) {
+                    missing.push(k);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "keys missing from the example: {missing:?}");
+        Ok(())
+    }
+
+    fn key(line: &str) -> Option<String> {
+        let (k, _) = line.split_once('=')?;
+        let k = k.trim();
+        (!k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')).then(|| k.to_owned())
+    }
+
+    fn commented_key(line: &str) -> Option<String> {
+        key(line.trim_start().strip_prefix('#')?.trim_start())
     }
 }

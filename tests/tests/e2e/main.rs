@@ -22,6 +22,7 @@ mod capture_streams_a_million_row_transaction;
 mod capture_walks_a_multi_host_url;
 mod chaos_run_loses_nothing;
 mod cloudformation_stacks_run_the_pipeline;
+mod configuration_file_sets_what_flags_and_variables_leave_unset;
 mod containers_health_check_their_process;
 mod iam_policies_grant_what_each_process_calls;
 mod metrics_agree_with_what_was_written;

@@ -97,7 +97,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 args.resources,
                 &args.tuning,
                 timeout,
-            );
+            )?;
             let ctx = bridge::run::relay_context(start, metrics).await?;
             relay::run(ctx, eventing::shutdown::on_signal()).await?;
             tracing::info!("relay stopped");
@@ -216,7 +216,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 args.resources,
                 &args.relay,
                 timeout,
-            );
+            )?;
             let ctx = bridge::run::relay_context(start, metrics.clone()).await?;
             let capture = CaptureStart {
                 cfg,
@@ -307,15 +307,22 @@ fn relay_start(
     resources: RelayResourceArgs,
     tuning: &RelayTuningArgs,
     shutdown_timeout: Duration,
-) -> RelayStart {
-    RelayStart {
+) -> anyhow::Result<RelayStart> {
+    // Checked at start already (main); read again over this command's --outbox-table.
+    let file = eventing::config_file::applied()
+        .file
+        .as_ref()
+        .map(|f| f.text.as_str());
+    let routing = bridge::relay::routing::from_file(file, &outbox.outbox_table)
+        .map_err(|problems| anyhow::anyhow!("[routing]: {problems:?}"))?;
+    Ok(RelayStart {
         stream,
         event_bus: resources.event_bus,
         claim_check_bucket: resources.claim_check_bucket,
         dead_letter_queue: resources.dead_letter_queue,
         checkpoint_table: resources.checkpoint_table,
         envelope: EnvelopeConfig {
-            outbox: outbox.outbox_table.clone(),
+            routing: std::sync::Arc::new(routing.clone()),
             publish_raw_changes: tuning.publish_raw_changes,
             event_types: tuning
                 .event_types
@@ -333,7 +340,7 @@ fn relay_start(
         put_events_concurrency: tuning.put_events_concurrency,
         consumer_name: tuning.consumer_name.clone().filter(|n| !n.is_empty()),
         shutdown_timeout,
-    }
+    })
 }
 
 async fn dlq(action: DlqAction) -> anyhow::Result<()> {

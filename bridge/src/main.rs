@@ -11,11 +11,18 @@ use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     // Renamed flags' old environment variables still work (`eventing::old_names`).
-    eventing::process_start::start(&cli::Cli::command(), run)
+    eventing::process_start::start(&cli::Cli::command(), &["routing"], run)
 }
 
 async fn run() -> ExitCode {
     let cli = cli::Cli::parse();
+    // The file's `[routing]` is checked at start by every command, as its flags are.
+    if let Some(file) = &eventing::config_file::applied().file {
+        let problems = bridge::relay::routing::check_file(file);
+        if !problems.is_empty() {
+            return eventing::process_start::refuse(&problems);
+        }
+    }
     eventing::logging::init(cli.log_format);
     // Each long-running process is its own service in a trace.
     let service = match &cli.command {

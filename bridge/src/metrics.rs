@@ -55,6 +55,8 @@ pub struct Metrics {
     /// SubscribeToShard calls that opened an event stream (enhanced fan-out).
     pub relay_subscriptions: Counter,
     pub relay_records_skipped: Counter,
+    /// Outbox events a route drops (`action = "skip"`, or `unmatched = "skip"`), by route.
+    pub relay_events_dropped: Family<Labels, Counter>,
     /// The relay's publisher (`eventbridge_*`).
     pub publisher: PublisherMetrics,
     pub dead_letters: Family<Labels, Counter>,
@@ -135,6 +137,7 @@ impl Metrics {
             relay_records_skipped: Counter::default(),
             publisher: PublisherMetrics::default(),
             dead_letters: Family::default(),
+            relay_events_dropped: Family::default(),
             relay_shards_owned: Gauge::default(),
             relay_millis_behind: Family::default(),
             health: Health::new(),
@@ -284,6 +287,11 @@ impl Metrics {
             "relay_records_skipped",
             "Records that are not outbox inserts, skipped",
             m.relay_records_skipped.clone(),
+        );
+        registry.register(
+            "relay_events_dropped",
+            "Outbox events a route drops on purpose (never parked), by route",
+            m.relay_events_dropped.clone(),
         );
         m.publisher.register(&mut registry);
         registry.register(

@@ -24,6 +24,15 @@ pub struct Event {
     metadata_end: usize,
     /// `metadata.traceparent`, for the X-Ray header and the publish span.
     pub traceparent: Option<String>,
+    /// Where a route sends it; `None` is the publisher's own bus and source.
+    pub destination: Option<std::sync::Arc<Destination>>,
+}
+
+/// A route's bus (a name, or another account's bus by ARN) and `Source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub bus: Option<String>,
+    pub source: Option<String>,
 }
 
 impl Event {
@@ -57,7 +66,31 @@ impl Event {
             detail,
             metadata_end,
             traceparent,
+            destination: None,
         }
+    }
+
+    /// The same event, sent where `destination` says.
+    #[must_use]
+    pub fn to(mut self, destination: Option<std::sync::Arc<Destination>>) -> Self {
+        self.destination = destination;
+        self
+    }
+
+    /// The bus it goes to: its route's, else `default`.
+    pub fn bus<'a>(&'a self, default: &'a str) -> &'a str {
+        self.destination
+            .as_ref()
+            .and_then(|d| d.bus.as_deref())
+            .unwrap_or(default)
+    }
+
+    /// Its `Source`: its route's, else `default`.
+    pub fn source<'a>(&'a self, default: &'a str) -> &'a str {
+        self.destination
+            .as_ref()
+            .and_then(|d| d.source.as_deref())
+            .unwrap_or(default)
     }
 
     /// The envelope `{"metadata": …, "data": …}`: `data` goes out verbatim.
@@ -86,6 +119,7 @@ impl PartialEq for Event {
         self.event_id == other.event_id
             && self.detail_type == other.detail_type
             && self.detail == other.detail
+            && self.destination == other.destination
     }
 }
 

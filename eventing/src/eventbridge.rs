@@ -325,7 +325,7 @@ impl Publisher {
 
     /// EventBridge's entry size: source, detail type and detail, in bytes.
     fn entry_size(&self, event: &Event, detail: &str) -> usize {
-        self.source.len() + event.detail_type.len() + detail.len()
+        event.source(&self.source).len() + event.detail_type.len() + detail.len()
     }
 
     async fn put_all(&self, mut pending: Vec<Prepared>) -> Result<Settled, PublishError> {
@@ -336,8 +336,8 @@ impl Publisher {
             let entries: Vec<Entry<'_>> = pending
                 .iter()
                 .map(|item| Entry {
-                    event_bus_name: &self.bus,
-                    source: &self.source,
+                    event_bus_name: item.event.bus(&self.bus),
+                    source: item.event.source(&self.source),
                     detail_type: &item.event.detail_type,
                     detail: item.detail(),
                     // X-Ray links the event to the same trace as the spans exported here.
@@ -417,9 +417,13 @@ impl Publisher {
                         return Ok(settled);
                     }
                     None if err.code() == Some("ResourceNotFoundException") => {
+                        // A route may name another bus: every bus of the call is a suspect.
+                        let mut buses: Vec<&str> = pending.iter().map(|i| i.event.bus(&self.bus)).collect();
+                        buses.sort_unstable();
+                        buses.dedup();
                         return Err(PublishError::BusMissing {
-                            bus: self.bus.clone(),
-                        })
+                            bus: buses.join("` or `"),
+                        });
                     }
                     None => {
                         return Err(PublishError::Rejected {

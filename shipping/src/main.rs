@@ -10,7 +10,7 @@ use clap::{CommandFactory, Parser};
 fn main() -> ExitCode {
     // Renamed flags' old environment variables (SHIPPING_MAX_ENTRY_BYTES,
     // SHIPPING_STALL_TIMEOUT_SECS, …) still work (`eventing::old_names`).
-    eventing::process_start::start(&cli::Cli::command(), run)
+    eventing::process_start::start(&cli::Cli::command(), &[], run)
 }
 
 async fn run() -> ExitCode {

@@ -16,6 +16,7 @@ pub mod lease;
 pub mod pace;
 pub mod plan;
 mod round;
+pub mod routing;
 mod shard;
 
 use std::collections::{HashMap, HashSet};

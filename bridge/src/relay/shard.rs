@@ -235,6 +235,7 @@ impl ShardWorker {
         let mut malformed = Vec::new();
         // Counted once the page settles: a held page is read again, its skips with it.
         let mut skipped = 0;
+        let mut dropped: Vec<String> = Vec::new();
         for record in records {
             let raw = record.data().as_ref();
             let decision = match envelope::decide(raw, &self.ctx.envelope) {
@@ -253,6 +254,7 @@ impl ShardWorker {
                     events.push(event);
                 }
                 Decision::Skip => skipped += 1,
+                Decision::Dropped(route) => dropped.push(route),
                 // The slim record is parked: a redrive reads the claim check again.
                 Decision::DeadLetter(reason) => malformed.push((reason, record)),
                 Decision::Claimed(check) => malformed.push((
@@ -270,6 +272,13 @@ impl ShardWorker {
             self.ctx.publisher.publish(events).await?
         };
         self.ctx.metrics.relay_records_skipped.inc_by(skipped);
+        for route in dropped {
+            self.ctx
+                .metrics
+                .relay_events_dropped
+                .get_or_create(&vec![("route".to_owned(), route)])
+                .inc();
+        }
         for (reason, record) in malformed {
             self.park(&reason, record, "malformed").await?;
         }

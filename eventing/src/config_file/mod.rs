@@ -84,13 +84,14 @@ pub const CONFIG_ARG: &str = "config";
 /// flags, and sets the variables of the command being run that are unset. Call it first thing
 /// in `main`, before any other thread exists: changing the environment while another thread
 /// reads it is unsound.
-pub fn apply_at_start(command: &clap::Command) -> Result<(), Vec<Problem>> {
+/// `reserved` names the top-level tables that are not flags (the binary reads them itself).
+pub fn apply_at_start(command: &clap::Command, reserved: &[&str]) -> Result<(), Vec<Problem>> {
     let (path, running) = config_path_and_command(command);
     let Some(path) = path else {
         let _ = APPLIED.set(Applied::default());
         return Ok(());
     };
-    let file = ConfigFile::read(&path)?;
+    let file = ConfigFile::read(&path, reserved)?;
     let resolved = resolve(command, &file)?;
     let mut variables = Vec::new();
     for (variable, value, entry) in resolved.for_command(&running) {

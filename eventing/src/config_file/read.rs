@@ -45,16 +45,24 @@ pub enum Value {
 pub struct ConfigFile {
     pub path: PathBuf,
     pub entries: Vec<Entry>,
+    /// The whole text: the binary reads its reserved tables (`[routing]`) from it.
+    pub text: String,
 }
 
 impl ConfigFile {
-    pub fn read(path: &Path) -> Result<Self, Vec<Problem>> {
+    /// Reads the file; the top-level tables named in `reserved` are not flags and are left to
+    /// the binary (`[routing]`).
+    pub fn read(path: &Path, reserved: &[&str]) -> Result<Self, Vec<Problem>> {
         let text = std::fs::read_to_string(path)
             .map_err(|err| vec![Problem::file(path, None, None, format!("cannot read it: {err}"))])?;
-        Self::parse(path, &text)
+        Self::parse_with(path, &text, reserved)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, Vec<Problem>> {
+        Self::parse_with(path, text, &[])
+    }
+
+    pub fn parse_with(path: &Path, text: &str, reserved: &[&str]) -> Result<Self, Vec<Problem>> {
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
         let root = DeTable::parse(text).map_err(|err| {
             let line = err.span().map(|span| line_of(span.start));
@@ -65,6 +73,9 @@ impl ConfigFile {
         for (key, value) in root.get_ref().iter() {
             let line = line_of(key.span().start);
             let name = key.get_ref().to_string();
+            if reserved.contains(&name.as_str()) {
+                continue;
+            }
             match value.get_ref() {
                 DeValue::Table(table) => {
                     for (inner, value) in table.iter() {
@@ -99,6 +110,7 @@ impl ConfigFile {
             Ok(Self {
                 path: path.to_owned(),
                 entries,
+                text: text.to_owned(),
             })
         } else {
             problems.sort_by_key(|p| p.line);

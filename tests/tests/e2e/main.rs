@@ -35,6 +35,7 @@ mod relay_parks_each_bad_outbox_row_with_its_reason;
 mod relay_publishes_outbox_inserts_as_domain_events;
 mod relay_reads_by_enhanced_fan_out;
 mod relay_rides_out_put_events_failures;
+mod relay_routes_events_by_the_configuration_file;
 mod relay_signs_its_own_calls_as_aws_verifies_them;
 mod relay_survives_kill_9_and_shares_shards;
 mod replay_reaches_one_new_consumer_only;

@@ -1,0 +1,133 @@
+//! `[routing]` in the configuration file: events of two aggregate types reach two buses, each
+//! with its own `Source` and `DetailType`; an additional column lands in the metadata; a route
+//! that skips drops its events (counted, never parked); the rest take the default route.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use harness::bus;
+use harness::stack::Stack;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_aggregate_types_reach_two_buses_with_their_own_source_and_detail_type() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let events = aws_sdk_eventbridge::Client::new(&sdk);
+    events.create_event_bus().name("customers-bus").send().await?;
+    let mut customers = bus::subscribe(
+        &sdk,
+        "customers-bus",
+        "customer-events",
+        &json!({"source": ["legacy.customers"]}),
+    )
+    .await?;
+    let mut monolith = bus::monolith_events(&sdk, "monolith-events").await?;
+    // A column the monolith added for the event router: its value travels in the metadata.
+    let pg = stack.pg.client().await?;
+    pg.batch_execute("ALTER TABLE outbox ADD COLUMN tenant text NOT NULL DEFAULT 'acme'")
+        .await?;
+
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        r#"
+[routing]
+[[routing.routes]]
+name = "customers"
+aggregate_type = "Customer"
+event_bus = "customers-bus"
+source = "legacy.customers"
+detail_type = "{aggregatetype}.{type}"
+metadata_columns = ["tenant"]
+
+[[routing.routes]]
+name = "no-cancellations"
+event_type = "Order*Cancelled"
+action = "skip"
+"#,
+    )?;
+    let config = config.to_str().unwrap_or_default();
+    let capture = stack.spawn_capture(&[]).await?;
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let relay = stack.spawn(
+        "bridge",
+        &[
+            "relay",
+            "--config",
+            config,
+            "--lease-duration",
+            "3s",
+            "--metrics-listen",
+            &listen,
+        ],
+    )?;
+
+    let insert = |id: &str, aggregate: &str, kind: &str| {
+        let (id, aggregate, kind) = (id.to_owned(), aggregate.to_owned(), kind.to_owned());
+        let stack = &stack;
+        async move {
+            stack
+                .insert_outbox(&id, (&aggregate, "agg-1"), &kind, "{\"n\": 1}")
+                .await
+        }
+    };
+    let id = |n: u32| format!("7a1c7a4e-0000-4000-8000-{n:012}");
+    let mut customer_ids = HashSet::new();
+    let mut order_ids = HashSet::new();
+    let mut cancelled_ids = HashSet::new();
+    for n in 0..6 {
+        insert(&id(n), "Customer", "CustomerCreated").await?;
+        customer_ids.insert(id(n));
+        insert(&id(100 + n), "Order", "OrderPlaced").await?;
+        order_ids.insert(id(100 + n));
+        insert(&id(200 + n), "Order", "OrderCancelled").await?;
+        cancelled_ids.insert(id(200 + n));
+    }
+
+    let context = || format!("{}\n{}", relay.output(), capture.output());
+    customers
+        .until_all(&customer_ids, Duration::from_secs(90), context)
+        .await?;
+    monolith
+        .until_all(&order_ids, Duration::from_secs(90), context)
+        .await?;
+    // The skipped events are counted once their page settles (after the orders around them).
+    harness::wait::until(
+        "the skipped cancellations counted",
+        Duration::from_secs(30),
+        || async {
+            let dropped = harness::metrics::scrape(
+                port,
+                "bridge_relay_events_dropped_total{route=\"no-cancellations\"}",
+            )
+            .await?;
+            Ok((dropped >= 6.0).then_some(()))
+        },
+    )
+    .await?;
+
+    for (_, event) in customers.by_event_id().values() {
+        anyhow::ensure!(event["source"] == "legacy.customers", "{event}");
+        anyhow::ensure!(event["detail-type"] == "Customer.CustomerCreated", "{event}");
+        anyhow::ensure!(event["detail"]["metadata"]["tenant"] == "acme", "{event}");
+        anyhow::ensure!(event["detail"]["data"] == json!({"n": 1}), "{event}");
+    }
+    let on_default = monolith.by_event_id();
+    for (id, (_, event)) in &on_default {
+        anyhow::ensure!(order_ids.contains(id), "{id} reached the default bus: {event}");
+        anyhow::ensure!(event["source"] == "legacy.monolith", "{event}");
+        anyhow::ensure!(event["detail-type"] == "OrderPlaced", "{event}");
+        anyhow::ensure!(event["detail"]["metadata"].get("tenant").is_none(), "{event}");
+    }
+    anyhow::ensure!(
+        customers.by_event_id().keys().all(|id| customer_ids.contains(id)),
+        "the customers bus received another aggregate's events"
+    );
+    // Skipped means dropped: nothing parked.
+    let parked = harness::metrics::scrape_sum(port, "bridge_dead_letters_total").await?;
+    anyhow::ensure!(parked == 0.0, "{parked} records parked:\n{}", relay.output());
+    Ok(())
+}

@@ -12,6 +12,7 @@ use crate::cli::{
 use bridge::capture::{self, CaptureConfig, TableRoutes};
 use bridge::dms::EncodeOptions;
 use bridge::metrics::{self, Metrics};
+use bridge::partition::PartitionKey;
 use bridge::relay;
 use bridge::relay::envelope::EnvelopeConfig;
 use bridge::replication::session_attrs::SessionAttrs;
@@ -270,17 +271,45 @@ fn capture_config(
         }
         None => target.clone(),
     };
+    // The file's outbox tables (`[[routing.tables]]`), else --outbox-table: each keyed by its
+    // aggregate id column, and each in the publication.
+    let file = eventing::config_file::applied()
+        .file
+        .as_ref()
+        .map(|f| f.text.as_str());
+    let routing = bridge::relay::routing::from_file(file, &outbox.outbox_table)
+        .map_err(|problems| anyhow::anyhow!("[routing]: {problems:?}"))?;
+    let mut outboxes = routing.tables.iter().map(|t| {
+        (
+            t.table.clone(),
+            PartitionKey::Attribute(t.columns.aggregate_id.clone()),
+        )
+    });
+    let (first, first_key) = outboxes
+        .next()
+        .unwrap_or((outbox.outbox_table, PartitionKey::Attribute("aggregateid".into())));
     let routes = TableRoutes {
-        outbox: outbox.outbox_table,
+        outbox: first,
+        outbox_key: first_key,
+        outbox_occurred_at: routing
+            .tables
+            .first()
+            .map_or_else(|| "occurred_at".to_owned(), |t| t.columns.occurred_at.clone()),
+        more_outboxes: outboxes.collect(),
         overrides: source.partition_keys.into_iter().collect(),
-        ..TableRoutes::default()
     };
+    let mut tables = source.tables;
+    for t in &routing.tables {
+        if !tables.contains(&t.table) {
+            tables.push(t.table.clone());
+        }
+    }
     Ok(CaptureConfig {
         target,
         primary,
         slot: source.slot,
         publication: source.publication,
-        tables: source.tables,
+        tables,
         routes,
         encode: EncodeOptions {
             strict_dms: tuning.strict_dms,

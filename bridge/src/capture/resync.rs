@@ -135,7 +135,10 @@ pub async fn resync(
                 .collect()
         })
         .unwrap_or_default();
-    let occurred_at = relation.columns.iter().position(|c| c.name == "occurred_at");
+    let occurred_at = relation
+        .columns
+        .iter()
+        .position(|c| c.name == cfg.routes.outbox_occurred_at);
 
     let mut conn = ReplicationConnection::connect(&cfg.target).await?;
     let identity = identify(&mut conn).await?;

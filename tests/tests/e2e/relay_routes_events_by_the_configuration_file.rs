@@ -131,3 +131,83 @@ action = "skip"
     anyhow::ensure!(parked == 0.0, "{parked} records parked:\n{}", relay.output());
     Ok(())
 }
+
+/// An outbox table of another name, whose columns are named otherwise: capture publishes it
+/// (keyed by its aggregate id column) and the relay reads it by the file's mapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_outbox_table_with_renamed_columns_works_end_to_end() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    let mut monolith = bus::monolith_events(&sdk, "sales-events").await?;
+    let pg = stack.pg.client().await?;
+    pg.batch_execute(
+        "CREATE SCHEMA sales;
+         CREATE TABLE sales.domain_events (
+             event_id uuid PRIMARY KEY, stream_type text NOT NULL, stream_id text NOT NULL,
+             kind text NOT NULL, body jsonb NOT NULL, seq bigint NOT NULL,
+             recorded_at timestamptz NOT NULL DEFAULT now(), trace text)",
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        r#"
+tables = "sales.domain_events"
+
+[routing]
+[[routing.tables]]
+table = "sales.domain_events"
+columns = { id = "event_id", aggregate_type = "stream_type", aggregate_id = "stream_id", event_type = "kind", payload = "body", version = "seq", occurred_at = "recorded_at", trace = "trace" }
+"#,
+    )?;
+    let config = config.to_str().unwrap_or_default();
+    // A publication and slot of its own: setup made the default ones for public.outbox.
+    let capture = stack
+        .spawn_capture(&["--config", config, "--publication", "sales", "--slot", "sales"])
+        .await?;
+    let relay = stack.spawn("bridge", &["relay", "--config", config, "--lease-duration", "3s"])?;
+
+    let mut ids = HashSet::new();
+    for n in 0..8u32 {
+        let id = format!("8b2c7a4e-0000-4000-8000-{n:012}");
+        pg.execute(
+            "INSERT INTO sales.domain_events (event_id, stream_type, stream_id, kind, body, seq)
+             VALUES ($1::text::uuid, 'Invoice', $2, 'InvoiceIssued', $3::text::jsonb, $4)",
+            &[
+                &id,
+                &format!("inv-{}", n % 3),
+                &format!("{{\"total\": {n}}}"),
+                &i64::from(n + 1),
+            ],
+        )
+        .await?;
+        ids.insert(id);
+    }
+    let context = || format!("{}\n{}", relay.output(), capture.output());
+    monolith.until_all(&ids, Duration::from_secs(90), context).await?;
+    for (id, (_, event)) in monolith.by_event_id() {
+        let m = &event["detail"]["metadata"];
+        anyhow::ensure!(event["detail-type"] == "InvoiceIssued", "{event}");
+        anyhow::ensure!(m["aggregate_type"] == "Invoice", "{event}");
+        anyhow::ensure!(
+            m["aggregate_id"].as_str().is_some_and(|a| a.starts_with("inv-")),
+            "{event}"
+        );
+        anyhow::ensure!(m["aggregate_version"].as_i64().is_some_and(|v| v >= 1), "{event}");
+        anyhow::ensure!(m["occurred_at"].is_string(), "{event}");
+        anyhow::ensure!(event["detail"]["data"]["total"].is_number(), "{id}: {event}");
+    }
+    // Capture keyed the records by the aggregate id column: one partition key per aggregate.
+    let records = stack.records().await?;
+    let keys: HashSet<&str> = records
+        .iter()
+        .filter(|r| r.json["metadata"]["table-name"] == "domain_events")
+        .map(|r| r.partition_key.as_str())
+        .collect();
+    anyhow::ensure!(
+        keys == HashSet::from(["inv-0", "inv-1", "inv-2"]),
+        "partition keys: {keys:?}"
+    );
+    Ok(())
+}

@@ -344,6 +344,18 @@ fn relay_start(
         .map(|f| f.text.as_str());
     let routing = bridge::relay::routing::from_file(file, &outbox.outbox_table)
         .map_err(|problems| anyhow::anyhow!("[routing]: {problems:?}"))?;
+    let contracts = match &eventing::config_file::applied().file {
+        Some(file) => eventing::contracts::from_file(file)
+            .map_err(|problems| anyhow::anyhow!("[contracts]: {problems:?}"))?
+            .map(std::sync::Arc::new),
+        None => None,
+    };
+    if let Some(contracts) = &contracts {
+        tracing::info!(
+            schemas = contracts.len(),
+            "contracts loaded: each event's data is checked before it is published"
+        );
+    }
     Ok(RelayStart {
         stream,
         event_bus: resources.event_bus,
@@ -359,6 +371,8 @@ fn relay_start(
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty())
                 .collect(),
+            contracts,
+            source: tuning.event_source.clone(),
         },
         event_source: tuning.event_source.clone(),
         max_event_bytes: usize::try_from(tuning.max_event_bytes).unwrap_or(usize::MAX),

@@ -11,14 +11,17 @@ use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     // Renamed flags' old environment variables still work (`eventing::old_names`).
-    eventing::process_start::start(&cli::Cli::command(), &["routing"], run)
+    eventing::process_start::start(&cli::Cli::command(), &["routing", "contracts"], run)
 }
 
 async fn run() -> ExitCode {
     let cli = cli::Cli::parse();
     // The file's `[routing]` is checked at start by every command, as its flags are.
     if let Some(file) = &eventing::config_file::applied().file {
-        let problems = bridge::relay::routing::check_file(file);
+        let mut problems = bridge::relay::routing::check_file(file);
+        if let Err(more) = eventing::contracts::from_file(file) {
+            problems.extend(more);
+        }
         if !problems.is_empty() {
             return eventing::process_start::refuse(&problems);
         }

@@ -7,6 +7,7 @@
 pub mod aws_json;
 pub mod claim_check;
 pub mod config_file;
+pub mod contracts;
 pub mod deadletter;
 pub mod dlq_tools;
 pub mod duration;

@@ -24,6 +24,7 @@ mod chaos_run_loses_nothing;
 mod cloudformation_stacks_run_the_pipeline;
 mod configuration_file_sets_what_flags_and_variables_leave_unset;
 mod containers_health_check_their_process;
+mod contracts_check_every_event_on_both_sides;
 mod iam_policies_grant_what_each_process_calls;
 mod metrics_agree_with_what_was_written;
 mod operators_read_status_and_redrive_dead_letters;

@@ -10,6 +10,8 @@ fn cfg() -> EnvelopeConfig {
         routing: std::sync::Arc::new(Routing::single("public.outbox".parse().unwrap())),
         publish_raw_changes: false,
         event_types: Default::default(),
+        contracts: None,
+        source: "legacy.monolith".into(),
     }
 }
 

@@ -172,6 +172,18 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let report = eventing::config_file::check(&crate::cli::Cli::command(), &action, &long_running)
                 .map_err(anyhow::Error::msg)?;
             print!("{report}");
+            // The file's tables: routing (over the default --outbox-table) and contracts.
+            let file = eventing::config_file::applied().file.as_ref();
+            let default_table = "public.outbox".parse().context("the default outbox table")?;
+            let routing = bridge::relay::routing::from_file(file.map(|f| f.text.as_str()), &default_table)
+                .map_err(|p| anyhow::anyhow!("[routing]: {p:?}"))?;
+            println!("\n# routing");
+            print!("{routing}");
+            match file.map(eventing::contracts::from_file).transpose() {
+                Ok(Some(Some(contracts))) => println!("\n# contracts: {contracts}"),
+                Ok(_) => println!("\n# contracts: none (no [contracts] schemas = DIR)"),
+                Err(p) => anyhow::bail!("[contracts]: {p:?}"),
+            }
             Ok(())
         }
         Command::Outbox {

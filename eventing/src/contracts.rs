@@ -35,6 +35,22 @@ impl std::fmt::Debug for Contracts {
     }
 }
 
+impl std::fmt::Display for Contracts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} schemas in {}, {}",
+            self.schemas.len(),
+            self.dir.display(),
+            if self.require {
+                "an event without one is parked (require_schema = true)"
+            } else {
+                "an event without one passes"
+            }
+        )
+    }
+}
+
 /// At most this many of an event's violations are told in its reason.
 const VIOLATIONS_TOLD: usize = 3;
 

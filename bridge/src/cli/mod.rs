@@ -343,9 +343,15 @@ mod config_file_tests {
 
     const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../outbox-bridge.example.toml");
 
+    /// The flags, the routes and the contracts, as a process checks them at start.
     fn check(text: &str) -> Result<(), Vec<Problem>> {
-        let file = ConfigFile::parse(Path::new(EXAMPLE), text)?;
-        resolve(&super::Cli::command(), &file).map(|_| ())
+        let file = ConfigFile::parse_with(Path::new(EXAMPLE), text, &["routing", "contracts"])?;
+        resolve(&super::Cli::command(), &file)?;
+        let routing = bridge::relay::routing::check_file(&file);
+        if !routing.is_empty() {
+            return Err(routing);
+        }
+        eventing::contracts::from_file(&file).map(|_| ())
     }
 
     /// The example as shipped, and with every commented key switched on, is a valid file.
@@ -357,11 +363,14 @@ mod config_file_tests {
             .lines()
             .map(|line| match commented_key(line) {
                 Some(_) => line.trim_start_matches('#').trim_start(),
+                // A commented table header (`# [routing]`) is switched on with its keys.
+                None if line.starts_with("# [") => &line[2..],
                 None => line,
             })
             .collect::<Vec<_>>()
             .join("\n");
         check(&all_on).map_err(|p| anyhow::anyhow!("{p:#?}"))?;
+        anyhow::ensure!(all_on.contains("\n[[routing.routes]]\n") && all_on.contains("\n[contracts]\n"));
         Ok(())
     }
 

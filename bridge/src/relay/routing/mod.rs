@@ -244,6 +244,94 @@ impl Routing {
     }
 }
 
+impl std::fmt::Display for Routing {
+    /// What `config check` prints: the tables with the columns that differ from the defaults,
+    /// the routes in order, and what happens to the rest.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = Columns::default();
+        for t in &self.tables {
+            let c = &t.columns;
+            let renamed: Vec<String> = [
+                ("id", &c.id, &d.id),
+                ("aggregate_type", &c.aggregate_type, &d.aggregate_type),
+                ("aggregate_id", &c.aggregate_id, &d.aggregate_id),
+                ("event_type", &c.event_type, &d.event_type),
+                ("payload", &c.payload, &d.payload),
+                ("version", &c.version, &d.version),
+                ("occurred_at", &c.occurred_at, &d.occurred_at),
+                ("trace", &c.trace, &d.trace),
+            ]
+            .iter()
+            .filter(|(_, got, default)| got != default)
+            .map(|(name, got, _)| format!("{name} = {got}"))
+            .collect();
+            let columns = if renamed.is_empty() {
+                "the default column names".to_owned()
+            } else {
+                renamed.join(", ")
+            };
+            writeln!(f, "# outbox table {}: {columns}", t.table)?;
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let when: Vec<String> = r
+                .when
+                .iter()
+                .map(|c| {
+                    let field = match &c.field {
+                        Field::AggregateType => "aggregate_type".to_owned(),
+                        Field::EventType => "event_type".to_owned(),
+                        Field::Column(name) => format!("column {name}"),
+                    };
+                    let pattern = match &c.pattern {
+                        Pattern::Exact(e) => e.clone(),
+                        Pattern::Glob(g) => g.as_str().to_owned(),
+                    };
+                    format!("{field} ~ {pattern}")
+                })
+                .collect();
+            let when = if when.is_empty() {
+                "every event".to_owned()
+            } else {
+                when.join(" and ")
+            };
+            let action = match &r.action {
+                Action::Skip => "skip (counted, not parked)".to_owned(),
+                Action::Park => "park".to_owned(),
+                Action::Publish(p) => {
+                    let bus = p
+                        .destination
+                        .as_ref()
+                        .and_then(|d| d.bus.clone())
+                        .unwrap_or_else(|| "the default bus".into());
+                    let source = p
+                        .destination
+                        .as_ref()
+                        .and_then(|d| d.source.clone())
+                        .unwrap_or_else(|| "the default source".into());
+                    let detail = if p.detail_type.is_some() {
+                        "its template"
+                    } else {
+                        "the type"
+                    };
+                    let extra = if p.metadata_columns.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", metadata + {}", p.metadata_columns.join(", "))
+                    };
+                    format!("publish to {bus} as {source}, detail type {detail}{extra}")
+                }
+            };
+            writeln!(f, "# route {} `{}`: {when} → {action}", i + 1, r.name)?;
+        }
+        let rest = match self.unmatched {
+            Unmatched::Default => "the default route (the flags' bus and source)",
+            Unmatched::Skip => "skipped",
+            Unmatched::Park => "parked",
+        };
+        writeln!(f, "# events no route matches: {rest}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;

@@ -166,6 +166,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq { action } => dlq(action).await,
+        Command::Schemas {
+            action: crate::cli::SchemasAction::Export(args),
+        } => export_schemas(&args),
         Command::Config { action } => {
             use clap::CommandFactory;
             let long_running = ["setup", "capture", "relay", "run"];
@@ -427,5 +430,32 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
         "{} record(s) could not be redriven",
         failed.len()
     );
+    Ok(())
+}
+
+/// `bridge schemas export`: every contract as a registry document, one file each.
+fn export_schemas(args: &crate::cli::SchemasExportArgs) -> anyhow::Result<()> {
+    use eventing::contracts::{registry, Contracts};
+    let contracts = match &args.schemas {
+        Some(dir) => Contracts::load(dir, false).map_err(|p| anyhow::anyhow!("{}", p.join("\n")))?,
+        None => {
+            let file = eventing::config_file::applied().file.as_ref().context(
+                "no contracts: give --schemas DIR, or --config FILE with [contracts] schemas = DIR",
+            )?;
+            eventing::contracts::from_file(file)
+                .map_err(|p| anyhow::anyhow!("{p:?}"))?
+                .context("the configuration file has no [contracts] schemas = DIR")?
+        }
+    };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    for (source, detail_type, contract) in contracts.schemas() {
+        let document =
+            registry::document(source, detail_type, contract, args.content).map_err(anyhow::Error::msg)?;
+        let name = registry::schema_name(source, detail_type);
+        let path = args.out.join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(&document)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("{name}: {} ({})", path.display(), args.content.registry_type());
+    }
     Ok(())
 }

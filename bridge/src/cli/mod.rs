@@ -100,6 +100,11 @@ pub enum Command {
         #[command(subcommand)]
         action: OutboxAction,
     },
+    /// The contracts (`[contracts]` in the configuration file): export them.
+    Schemas {
+        #[command(subcommand)]
+        action: SchemasAction,
+    },
     /// The configuration file (--config): check it and show what each command runs with.
     Config {
         #[command(subcommand)]

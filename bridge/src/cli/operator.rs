@@ -183,3 +183,33 @@ pub struct ReplayArgs {
     #[arg(long, env = "BRIDGE_EVENT_BUS", default_value = "legacy-monolith")]
     pub event_bus: String,
 }
+
+#[derive(Subcommand, Debug)]
+pub enum SchemasAction {
+    /// Write each contract as an EventBridge Schema Registry document (`source@DetailType.json`):
+    /// the whole event AWS delivers, the envelope in `detail`, the contract as `detail.data`.
+    Export(SchemasExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SchemasExportArgs {
+    /// The registry the documents are for (the only one today).
+    #[arg(long, value_enum, default_value_t = SchemaFormat::Eventbridge)]
+    pub format: SchemaFormat,
+    /// The registry's content type.
+    #[arg(long, value_enum, default_value_t = eventing::contracts::registry::Content::OpenApi3)]
+    pub content: eventing::contracts::registry::Content,
+    /// The contracts' directory (`<Source>/<DetailType>.json`); default: `[contracts] schemas`
+    /// of the configuration file.
+    #[arg(long, value_name = "DIR")]
+    pub schemas: Option<std::path::PathBuf>,
+    /// Where the documents are written (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "eventbridge-schemas")]
+    pub out: std::path::PathBuf,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaFormat {
+    /// EventBridge Schema Registry documents.
+    Eventbridge,
+}

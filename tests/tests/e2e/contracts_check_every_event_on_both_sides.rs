@@ -152,6 +152,61 @@ async fn every_event_of_the_monolith_and_shipping_meets_its_contract() -> anyhow
     }
     let parked = harness::metrics::scrape_sum(port, "bridge_dead_letters_total").await?;
     anyhow::ensure!(parked == 0.0, "{parked} records parked:\n{}", bridge.output());
+
+    // The Schema Registry documents `bridge schemas export` writes describe these very events,
+    // as AWS delivers them, and as a draft 4 validator reads them.
+    let out = dir.path().join("registry");
+    let out_arg = out.to_string_lossy().into_owned();
+    stack
+        .run_ok(
+            "bridge",
+            &[
+                "--config",
+                &config,
+                "schemas",
+                "export",
+                "--format",
+                "eventbridge",
+                "--content",
+                "jsonschema-draft4",
+                "--out",
+                &out_arg,
+            ],
+        )
+        .await?;
+    let mut documents = HashMap::new();
+    for file in std::fs::read_dir(&out)? {
+        let file = file?.path();
+        let document: Value = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
+        let name = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let validator = jsonschema::draft4::new(&document).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        documents.insert(name, validator);
+    }
+    anyhow::ensure!(
+        documents.len() == contracts.len(),
+        "{} documents for {} contracts",
+        documents.len(),
+        contracts.len()
+    );
+    for (_, event) in everything.by_event_id().values() {
+        let name = format!(
+            "{}@{}",
+            event["source"].as_str().unwrap_or_default(),
+            event["detail-type"].as_str().unwrap_or_default()
+        );
+        let document = documents
+            .get(&name)
+            .ok_or_else(|| anyhow::anyhow!("no registry document {name}"))?;
+        let errors: Vec<String> = document.iter_errors(event).map(|e| e.to_string()).collect();
+        anyhow::ensure!(
+            errors.is_empty(),
+            "{name}: the event breaks its registry document: {errors:?}\n{event}"
+        );
+    }
     Ok(())
 }
 

@@ -6,6 +6,8 @@
 //! compiled once at start; a schema that is not JSON or not a valid schema stops the process
 //! there, naming the file. An event without a schema passes, unless `require_schema = true`.
 
+pub mod registry;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

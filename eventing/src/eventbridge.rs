@@ -89,6 +89,9 @@ pub const MAX_DETAIL_TYPE_CHARS: usize = 128;
 pub enum PublishError {
     #[error("event bus `{bus}` does not exist; run `bridge setup` first")]
     BusMissing { bus: String },
+    /// A bus a route names (not the publisher's own) does not exist: the page waits for it.
+    #[error("event bus `{bus}` (named by a route) does not exist: create it, or change the route")]
+    RouteBusMissing { bus: String },
     #[error("eventbridge refused PutEvents and retrying cannot help ({code})")]
     Rejected {
         code: String,
@@ -421,9 +424,11 @@ impl Publisher {
                         let mut buses: Vec<&str> = pending.iter().map(|i| i.event.bus(&self.bus)).collect();
                         buses.sort_unstable();
                         buses.dedup();
-                        return Err(PublishError::BusMissing {
-                            bus: buses.join("` or `"),
-                        });
+                        let bus = buses.join("` or `");
+                        if buses.iter().any(|b| *b != self.bus) {
+                            return Err(PublishError::RouteBusMissing { bus });
+                        }
+                        return Err(PublishError::BusMissing { bus });
                     }
                     None => {
                         return Err(PublishError::Rejected {

@@ -73,11 +73,13 @@ impl RelayError {
     ///
     /// S3 refusing the relay's read of a claim check is held the same way: the refusal is the
     /// relay's (its role, a key policy), never the record's, and stopping only restarts the
-    /// relay onto the same record.
+    /// relay onto the same record. So is a route's bus that does not exist: stopping would
+    /// stop every route; holding stops only this shard's page until the bus is there.
     pub fn holds_the_page(&self) -> bool {
         matches!(
             self,
-            Self::Publish(PublishError::RefusedFromTheStart { .. }) | Self::ClaimCheckDenied(_)
+            Self::Publish(PublishError::RefusedFromTheStart { .. } | PublishError::RouteBusMissing { .. })
+                | Self::ClaimCheckDenied(_)
         )
     }
 }

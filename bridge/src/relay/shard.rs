@@ -198,10 +198,13 @@ impl ShardWorker {
                 self.refused(None);
                 Ok(true)
             }
-            Err(err @ RelayError::ClaimCheckDenied(_)) => {
+            Err(
+                err @ (RelayError::ClaimCheckDenied(_)
+                | RelayError::Publish(eventing::eventbridge::PublishError::RouteBusMissing { .. })),
+            ) => {
                 let delay = held.next_delay();
                 let why = eventing::error_chain::chain(&err);
-                tracing::warn!(shard = %self.shard_id, error = %why, delay_ms = delay.as_millis() as u64, "holding the page until s3 lets the relay read the claim check");
+                tracing::warn!(shard = %self.shard_id, error = %why, delay_ms = delay.as_millis() as u64, "holding the page until what it needs is there");
                 self.refused(Some(format!(
                     "relay: shard {} holds its page: {why}",
                     self.shard_id
@@ -219,9 +222,10 @@ impl ShardWorker {
         }
     }
 
-    /// Sets (or clears) the `/healthz` problem of a page held because S3 refuses the relay.
+    /// Sets (or clears) the `/healthz` problem of a page held because S3 refuses the relay or
+    /// a route's bus is missing.
     fn refused(&self, reason: Option<String>) {
-        let name = format!("claim-check-refused/{}", self.shard_id);
+        let name = format!("page-held/{}", self.shard_id);
         self.ctx.metrics.health.problem(&name, reason);
     }
 

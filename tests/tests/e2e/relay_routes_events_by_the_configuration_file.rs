@@ -211,3 +211,93 @@ columns = { id = "event_id", aggregate_type = "stream_type", aggregate_id = "str
     );
     Ok(())
 }
+
+/// A route whose bus does not exist yet holds its shard's page — that route's events and the
+/// others' on the same shard — without parking anything or stopping the relay; `/readyz` names
+/// the bus. Once the bus exists, everything flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_missing_bus_holds_its_shard_and_parks_nothing() -> anyhow::Result<()> {
+    let stack = Stack::start_with_shards(1).await?;
+    let sdk = stack.moto.sdk_config().await;
+    let mut monolith = bus::monolith_events(&sdk, "held-monolith-events").await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        "[routing]\n[[routing.routes]]\nname = \"customers\"\naggregate_type = \"Customer\"\nevent_bus = \"later-bus\"\n",
+    )?;
+    let config = config.to_str().unwrap_or_default();
+    let capture = stack.spawn_capture(&[]).await?;
+    let port = harness::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let relay = stack.spawn(
+        "bridge",
+        &[
+            "relay",
+            "--config",
+            config,
+            "--lease-duration",
+            "3s",
+            "--metrics-listen",
+            &listen,
+        ],
+    )?;
+    let id = |n: u32| format!("5e1c7a4e-0000-4000-8000-{n:012}");
+    let mut pg = stack.pg.client().await?;
+    let tx = pg.transaction().await?;
+    for (n, aggregate, kind) in [
+        (1, "Order", "OrderPlaced"),
+        (2, "Customer", "CustomerCreated"),
+        (3, "Order", "OrderPlaced"),
+    ] {
+        tx.execute(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, aggregate_version)
+             VALUES ($1::text::uuid, $2, 'a1', $3, '{}', 1)",
+            &[&id(n), &aggregate, &kind],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+
+    // Held: /readyz names the bus, the relay keeps running, nothing is parked.
+    harness::metrics::wait_health(port, 503, "later-bus", Duration::from_secs(60))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", relay.output(), capture.output()))?;
+    relay.ensure_running()?;
+    // What stood before the held event may have gone (an earlier page); what stands after it
+    // on the shard waits with it.
+    monolith.poll().await?;
+    anyhow::ensure!(
+        !monolith.by_event_id().contains_key(&id(3)),
+        "an event behind the held one went out: {:?}",
+        monolith.received
+    );
+    anyhow::ensure!(harness::metrics::scrape_sum(port, "bridge_dead_letters_total").await? == 0.0);
+
+    // The bus appears: the page goes out whole, and /readyz is 200 again.
+    aws_sdk_eventbridge::Client::new(&sdk)
+        .create_event_bus()
+        .name("later-bus")
+        .send()
+        .await?;
+    let mut customers = bus::subscribe(
+        &sdk,
+        "later-bus",
+        "later-customers",
+        &json!({"source": ["legacy.monolith"]}),
+    )
+    .await?;
+    let orders: HashSet<String> = [id(1), id(3)].into_iter().collect();
+    monolith
+        .until_all(&orders, Duration::from_secs(90), || relay.output())
+        .await?;
+    customers
+        .until_all(&HashSet::from([id(2)]), Duration::from_secs(90), || {
+            relay.output()
+        })
+        .await?;
+    harness::metrics::wait_health(port, 200, "", Duration::from_secs(60)).await?;
+    relay.ensure_running()?;
+    anyhow::ensure!(harness::metrics::scrape_sum(port, "bridge_dead_letters_total").await? == 0.0);
+    Ok(())
+}

@@ -4,7 +4,10 @@
 //!
 //! Two rounds side by side: with Kinesis' per-shard read limits enforced (5 GetRecords/s,
 //! 2 MB/s — what a real stream imposes, so adding shards is how a stream scales), and
-//! without any (the relay's CPU on this machine is then the bound).
+//! without any (the relay's CPU on this machine is then the bound). Without limits, a second
+//! configuration beside the plain one: ten routes (nine that never match, tried first), two
+//! buses, a detail-type template, a metadata column and a JSON Schema contract on every event
+//! type — the cost per event of routing and contracts.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -33,11 +36,84 @@ pub struct RelayArgs {
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/relay.json")]
     out: PathBuf,
+    /// Measure the routed configuration too (ten routes, two buses, contracts).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    routed: bool,
 }
+
+/// Ten routes, the first nine never matching the bench's events (so each event is tried
+/// against all of them), the tenth sending about half (aggregate ids starting 0-4) to a second
+/// bus with its own detail type and a metadata column; a contract for both detail types.
+const ROUTED: &str = r#"
+[routing]
+[[routing.routes]]
+aggregate_type = "Customer"
+event_bus = "bench-customers"
+[[routing.routes]]
+aggregate_type = "Invoice*"
+action = "skip"
+[[routing.routes]]
+event_type = "CustomerCreated"
+event_bus = "bench-customers"
+[[routing.routes]]
+event_type = "Credit*"
+event_bus = "bench-customers"
+[[routing.routes]]
+columns = { aggregatetype = "Shipment" }
+action = "park"
+[[routing.routes]]
+aggregate_type = "Order"
+event_type = "OrderCancelled"
+event_bus = "bench-cancellations"
+[[routing.routes]]
+aggregate_type = "Order"
+event_type = "OrderRejected"
+event_bus = "bench-cancellations"
+[[routing.routes]]
+event_type = "Internal*"
+action = "skip"
+[[routing.routes]]
+columns = { aggregateid = "test-*" }
+action = "park"
+[[routing.routes]]
+name = "second-bus"
+aggregate_type = "Order"
+columns = { aggregateid = "[0-4]*" }
+event_bus = "bench-orders-b"
+detail_type = "{aggregatetype}.{type}"
+metadata_columns = ["aggregateid"]
+
+[contracts]
+schemas = "schemas"
+require_schema = true
+"#;
+
+const CONTRACT: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "required": ["order_id", "pad"],
+  "properties": {"order_id": {"type": "integer", "minimum": 0}, "pad": {"type": "string", "maxLength": 1000}}
+}"#;
+
+/// The routed configuration's file and schemas, in `dir`; returns the file's path.
+fn routed_config(dir: &std::path::Path) -> anyhow::Result<String> {
+    let schemas = dir.join("schemas/legacy.monolith");
+    std::fs::create_dir_all(&schemas)?;
+    for detail_type in ["OrderPlaced", "Order.OrderPlaced"] {
+        std::fs::write(schemas.join(format!("{detail_type}.json")), CONTRACT)?;
+    }
+    let path = dir.join("routed.toml");
+    std::fs::write(&path, ROUTED)?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+const PLAIN: &str = "one bus, no routes";
+const ROUTED_NAME: &str = "10 routes, 2 buses, contracts";
 
 #[derive(Debug, Serialize)]
 struct RelayRow {
     read_limits: &'static str,
+    configuration: &'static str,
     shards: usize,
     events: u64,
     seconds: f64,
@@ -59,13 +135,23 @@ struct RelayRow {
 
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     let moto = Moto::start().await?;
+    let dir = tempfile::tempdir()?;
+    let routed = routed_config(dir.path())?;
+    let mut rounds = vec![
+        ("Kinesis per-shard limits", true, PLAIN),
+        ("none (CPU-bound)", false, PLAIN),
+    ];
+    if args.routed {
+        rounds.push(("none (CPU-bound)", false, ROUTED_NAME));
+    }
     let mut results: Vec<RelayRow> = Vec::new();
-    for (read_limits, limited) in [("Kinesis per-shard limits", true), ("none (CPU-bound)", false)] {
+    for (read_limits, limited, configuration) in rounds {
         let first = results.len();
         for &shards in &args.shards {
             let stream = format!(
-                "bench-relay-{shards}-{}",
-                if limited { "limited" } else { "free" }
+                "bench-relay-{shards}-{}-{}",
+                if limited { "limited" } else { "free" },
+                if configuration == PLAIN { "plain" } else { "routed" }
             );
             let (code, out, err) =
                 process::run("bridge", &["setup", "--stream", &stream], &moto.env()).await?;
@@ -96,6 +182,9 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 // Without limits, the relay need not keep within them either.
                 relay_args.extend(["--max-reads-per-second", "1000"]);
             }
+            if configuration == ROUTED_NAME {
+                relay_args.extend(["--config", &routed]);
+            }
             let mut relay = Proc::spawn("bridge", &relay_args, &env)?;
             let sampler = relay.pid().map(procstat::Sampler::start);
             let arrived =
@@ -118,6 +207,7 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
                 .map_or(seconds, |(first, last)| (last - first).as_secs_f64());
             results.push(RelayRow {
                 read_limits,
+                configuration,
                 shards,
                 events: published,
                 seconds,
@@ -150,12 +240,13 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         "\n### relay: Kinesis → EventBridge, local endpoint, {} events, PutEvents answered in {} ms\n",
         args.events, args.put_events_latency_ms
     );
-    println!("| read limits | shards | events/s (steady) | vs 1 shard | events/s (incl. start-up) | CPU s / M events | peak RSS | GetRecords (throttled) | PutEvents at once (peak) | complete |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("| read limits | configuration | shards | events/s (steady) | vs 1 shard | events/s (incl. start-up) | CPU s / M events | peak RSS | GetRecords (throttled) | PutEvents at once (peak) | complete |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in &results {
         println!(
-            "| {} | {} | {:.0} | {:.2}× | {:.0} | {:.1} | {:.1} MiB | {} ({}) | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.2}× | {:.0} | {:.1} | {:.1} MiB | {} ({}) | {} | {} |",
             r.read_limits,
+            r.configuration,
             r.shards,
             r.steady_events_per_second,
             r.ratio_to_one_shard,
@@ -167,6 +258,22 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
             r.put_events_at_once_peak,
             if r.complete { "yes" } else { "NO" }
         );
+    }
+    // Routing and contracts' cost per event: the routed rows' CPU beside the plain CPU-bound
+    // rows of the same shard count (one run, the same machine).
+    for routed in results.iter().filter(|r| r.configuration == ROUTED_NAME) {
+        if let Some(plain) = results
+            .iter()
+            .find(|p| p.configuration == PLAIN && !p.read_limits.starts_with("Kinesis") && p.shards == routed.shards)
+        {
+            println!(
+                "\nroutes and contracts, {} shard(s): {:+.2} µs CPU per event ({:.1} → {:.1} CPU s / M events)",
+                routed.shards,
+                routed.cpu_seconds_per_million - plain.cpu_seconds_per_million,
+                plain.cpu_seconds_per_million,
+                routed.cpu_seconds_per_million
+            );
+        }
     }
     drain::write_json(&args.out, &results)?;
     anyhow::ensure!(

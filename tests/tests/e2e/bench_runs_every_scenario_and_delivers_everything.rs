@@ -149,8 +149,14 @@ async fn relay_publishes_every_event_with_one_two_and_four_shards() -> anyhow::R
     }
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let shards: Vec<u64> = rows.iter().filter_map(|r| r["shards"].as_u64()).collect();
-    // With Kinesis' per-shard read limits, then without.
-    assert_eq!(shards, [1, 2, 4, 1, 2, 4], "{rows:?}");
+    // With Kinesis' per-shard read limits, then without; then without, routed (ten routes, two
+    // buses, a contract on every event: every event still published, none parked).
+    assert_eq!(shards, [1, 2, 4, 1, 2, 4, 1, 2, 4], "{rows:?}");
+    let routed = rows
+        .iter()
+        .filter(|r| r["configuration"] == "10 routes, 2 buses, contracts")
+        .count();
+    assert_eq!(routed, 3, "{rows:?}");
     let limited = rows
         .iter()
         .filter(|r| r["read_limits"] == "Kinesis per-shard limits")
@@ -174,6 +180,8 @@ async fn relay_publishes_every_event_with_one_two_and_four_shards() -> anyhow::R
             "1",
             "--put-events-latency-ms",
             "20",
+            "--routed",
+            "false",
         ],
     )
     .await?;

@@ -262,10 +262,9 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
     // Routing and contracts' cost per event: the routed rows' CPU beside the plain CPU-bound
     // rows of the same shard count (one run, the same machine).
     for routed in results.iter().filter(|r| r.configuration == ROUTED_NAME) {
-        if let Some(plain) = results
-            .iter()
-            .find(|p| p.configuration == PLAIN && !p.read_limits.starts_with("Kinesis") && p.shards == routed.shards)
-        {
+        if let Some(plain) = results.iter().find(|p| {
+            p.configuration == PLAIN && !p.read_limits.starts_with("Kinesis") && p.shards == routed.shards
+        }) {
             println!(
                 "\nroutes and contracts, {} shard(s): {:+.2} µs CPU per event ({:.1} → {:.1} CPU s / M events)",
                 routed.shards,

@@ -386,9 +386,8 @@ fn relay_start(
                 .map(|t| t.trim().to_owned())
                 .filter(|t| !t.is_empty())
                 .collect(),
-            contracts,
-            source: tuning.event_source.clone(),
         },
+        contracts,
         event_source: tuning.event_source.clone(),
         max_event_bytes: usize::try_from(tuning.max_event_bytes).unwrap_or(usize::MAX),
         worker_id: tuning.worker_id.clone(),

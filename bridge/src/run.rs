@@ -37,6 +37,8 @@ pub struct RelayStart {
     pub dead_letter_queue: String,
     pub checkpoint_table: String,
     pub envelope: EnvelopeConfig,
+    /// Checked by the publisher before each PutEvents (`[contracts]`).
+    pub contracts: Option<Arc<eventing::contracts::Contracts>>,
     pub event_source: String,
     pub max_event_bytes: usize,
     /// This worker's name in the lease table (default: host, pid and a random suffix).
@@ -185,7 +187,8 @@ pub async fn relay_context(start: RelayStart, metrics: Arc<Metrics>) -> Result<A
         claim_checks,
         metrics.publisher.clone(),
     )
-    .with_calls_at_once(start.put_events_concurrency);
+    .with_calls_at_once(start.put_events_concurrency)
+    .with_contracts(start.contracts.clone());
     let worker_id = start.worker_id.unwrap_or_else(default_worker_id);
     let leases = LeaseTable::new(
         aws_sdk_dynamodb::Client::new(&aws),

@@ -127,6 +127,8 @@ pub struct Publisher {
     calls_at_once: usize,
     /// Whether EventBridge has accepted any entry of this publisher (shared by its clones).
     accepted: Arc<AtomicBool>,
+    /// Each event's `data` is checked against its contract before it is sent.
+    contracts: Option<Arc<crate::contracts::Contracts>>,
 }
 
 /// How the calls of a `publish` settled: events refused for their content, entry by entry, and
@@ -202,7 +204,24 @@ impl Publisher {
             metrics,
             calls_at_once: DEFAULT_CALLS_AT_ONCE,
             accepted: Arc::new(AtomicBool::new(false)),
+            contracts: None,
         }
+    }
+
+    /// Checks each event's `data` against its `(Source, DetailType)` contract before sending
+    /// it: one that breaks it is refused with the schema's errors (the caller parks it).
+    #[must_use]
+    pub fn with_contracts(mut self, contracts: Option<Arc<crate::contracts::Contracts>>) -> Self {
+        self.contracts = contracts;
+        self
+    }
+
+    /// Why the event's data breaks its contract, if it does.
+    fn breaks_contract(&self, event: &Event) -> Option<String> {
+        let contracts = self.contracts.as_ref()?;
+        contracts
+            .violation(event.source(&self.source), &event.detail_type, event.data())
+            .map(|why| format!("event {} ({}): {why}", event.event_id, event.detail_type))
     }
 
     /// At most `n` PutEvents calls of one `publish` in flight (1: one after the other).
@@ -217,7 +236,10 @@ impl Publisher {
         let mut prepared = Vec::with_capacity(events.len());
         let mut refused = Vec::new();
         for (position, event) in events.into_iter().enumerate() {
-            if let Some(reason) = self.unacceptable_type(&event) {
+            if let Some(reason) = self
+                .breaks_contract(&event)
+                .or_else(|| self.unacceptable_type(&event))
+            {
                 refused.push(Refused {
                     position,
                     event,

@@ -229,7 +229,8 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
         usize::try_from(args.max_event_bytes).unwrap_or(usize::MAX),
         ClaimCheckStore::new(s3.clone(), &args.claim_check_bucket),
         metrics.publisher.clone(),
-    );
+    )
+    .with_contracts(contracts()?);
     let consumer_cfg = ConsumerConfig {
         queue: names.queue.clone(),
         concurrency: args.concurrency as usize,
@@ -298,4 +299,21 @@ async fn run_service(aws: &aws_config::SdkConfig, names: &Names, args: RunArgs) 
 /// A duration as the whole seconds AWS takes (the flags' parsers refuse anything finer).
 fn whole_seconds(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+/// The contracts of `[contracts]` in the configuration file: shipping checks its own events
+/// before it publishes them (a breach is parked in the publisher's dead-letter queue).
+fn contracts() -> anyhow::Result<Option<std::sync::Arc<eventing::contracts::Contracts>>> {
+    let Some(file) = &eventing::config_file::applied().file else {
+        return Ok(None);
+    };
+    let contracts =
+        eventing::contracts::from_file(file).map_err(|p| anyhow::anyhow!("[contracts]: {p:?}"))?;
+    if let Some(c) = &contracts {
+        tracing::info!(
+            schemas = c.len(),
+            "contracts loaded: each shipment event is checked before it is published"
+        );
+    }
+    Ok(contracts.map(std::sync::Arc::new))
 }

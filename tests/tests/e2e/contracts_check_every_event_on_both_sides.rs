@@ -78,7 +78,8 @@ async fn every_event_of_the_monolith_and_shipping_meets_its_contract() -> anyhow
         ],
     )?;
     stack.wait_slot_active("outbox_bridge", &bridge).await?;
-    let service = stack.spawn("shipping", &["run", "--wait-seconds", "2"])?;
+    // shipping checks its own events against the same contracts before it publishes them.
+    let service = stack.spawn("shipping", &["run", "--config", &config, "--wait-seconds", "2"])?;
     // Small credit limits make some orders REJECTED; cancellations release credit.
     stack
         .run_ok(
@@ -270,6 +271,71 @@ async fn an_event_that_breaks_its_contract_is_parked_and_its_page_flows() -> any
         "\"lots\"",
     ] {
         anyhow::ensure!(reason.contains(needle), "no {needle:?} in the reason: {reason}");
+    }
+    Ok(())
+}
+
+/// shipping checks its own events too (`shipping --config` with `[contracts]`): a shipment
+/// event that breaks its contract is parked in the publisher's dead-letter queue with the
+/// schema's error; the projection is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipping_parks_its_own_event_that_breaks_its_contract() -> anyhow::Result<()> {
+    let stack = Stack::start().await?;
+    let sdk = stack.moto.sdk_config().await;
+    stack.run_ok("shipping", &["setup"]).await?;
+    let dir = tempfile::tempdir()?;
+    // A stricter ShipmentScheduled than shipping writes: it demands a carrier.
+    let strict = dir.path().join("schemas/shipping");
+    std::fs::create_dir_all(&strict)?;
+    std::fs::write(
+        strict.join("ShipmentScheduled.json"),
+        r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "required": ["order_id", "carrier"]}"#,
+    )?;
+    let config = dir.path().join("shipping.toml");
+    std::fs::write(&config, "[contracts]\nschemas = \"schemas\"\n")?;
+    let config = config.to_string_lossy().into_owned();
+    let bridge = stack.spawn("bridge", &["run", "--lease-duration", "3s"])?;
+    stack.wait_slot_active("outbox_bridge", &bridge).await?;
+    let service = stack.spawn("shipping", &["run", "--config", &config, "--wait-seconds", "2"])?;
+    stack
+        .run_ok(
+            "legacy-sim",
+            &[
+                "load",
+                "--customers",
+                "2",
+                "--orders",
+                "4",
+                "--concurrency",
+                "1",
+                "--cancel-ratio",
+                "0",
+                "--seed",
+                "3",
+                "--progress",
+                "never",
+            ],
+        )
+        .await?;
+    let report = shipping::wait_consistent(&stack, &[&bridge, &service], Duration::from_secs(180)).await?;
+    anyhow::ensure!(report.exact(), "{report}");
+    anyhow::ensure!(
+        report.approved_orders > 0,
+        "no approved order, so no shipment event: {report}"
+    );
+    let parked = harness::dlq::receive(&sdk, "shipping-outbox-dlq", report.approved_orders).await?;
+    let reasons: Vec<&str> = parked.iter().filter_map(|p| p["reason"].as_str()).collect();
+    anyhow::ensure!(
+        reasons.len() == report.approved_orders,
+        "{} parked for {} approved orders: {reasons:?}\n{}",
+        reasons.len(),
+        report.approved_orders,
+        service.output()
+    );
+    for reason in &reasons {
+        for needle in ["ShipmentScheduled", "ShipmentScheduled.json", "carrier"] {
+            anyhow::ensure!(reason.contains(needle), "no {needle:?} in: {reason}");
+        }
     }
     Ok(())
 }

@@ -48,11 +48,6 @@ pub struct EnvelopeConfig {
     /// The outbox types to publish; empty means every type. A schema gate: a type nobody
     /// declared is a bug upstream (a typo, a release out of order), parked rather than sent.
     pub event_types: std::collections::BTreeSet<String>,
-    /// The contracts each outbox event's `data` is checked against (`[contracts]`).
-    pub contracts: Option<std::sync::Arc<eventing::contracts::Contracts>>,
-    /// The `Source` of events whose route names none (--event-source): a contract is chosen
-    /// by the source and detail type the event goes out with.
-    pub source: String,
 }
 
 /// A DMS record, borrowed from the Kinesis record's bytes: nothing is copied or re-encoded

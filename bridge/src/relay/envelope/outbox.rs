@@ -158,18 +158,7 @@ pub(super) fn decide(
             ))
         }
     };
-    let decision = event(meta, row, columns, &event_id, event_type, replayed, publish);
-    match (&decision, &cfg.contracts) {
-        (Decision::Publish(event), Some(contracts)) => {
-            match contracts.violation(event.source(&cfg.source), &event.detail_type, event.data()) {
-                Some(why) => {
-                    Decision::DeadLetter(format!("outbox row {event_id} ({}): {why}", event.detail_type))
-                }
-                None => decision,
-            }
-        }
-        _ => decision,
-    }
+    event(meta, row, columns, &event_id, event_type, replayed, publish)
 }
 
 fn event(

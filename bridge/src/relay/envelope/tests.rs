@@ -10,8 +10,6 @@ fn cfg() -> EnvelopeConfig {
         routing: std::sync::Arc::new(Routing::single("public.outbox".parse().unwrap())),
         publish_raw_changes: false,
         event_types: Default::default(),
-        contracts: None,
-        source: "legacy.monolith".into(),
     }
 }
 

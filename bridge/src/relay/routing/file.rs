@@ -106,6 +106,23 @@ const RESERVED_METADATA: [&str; 9] = [
     "claim_check",
 ];
 
+/// The problems found so far, each with its line.
+struct Problems<'t> {
+    text: &'t str,
+    list: Vec<RoutingProblem>,
+}
+
+impl Problems<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+    }
+
+    fn at(&mut self, span: std::ops::Range<usize>, key: String, message: String) {
+        let line = Some(self.line_of(span.start));
+        self.list.push(RoutingProblem { line, key, message });
+    }
+}
+
 /// The routing the file's `[routing]` describes over `default_table` (the `--outbox-table`),
 /// or today's single-table routing without one.
 pub fn from_file(text: Option<&str>, default_table: &TableName) -> Result<Routing, Vec<RoutingProblem>> {
@@ -113,10 +130,13 @@ pub fn from_file(text: Option<&str>, default_table: &TableName) -> Result<Routin
     let Some(text) = text else {
         return Ok(single());
     };
-    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let mut problems = Problems {
+        text,
+        list: Vec::new(),
+    };
     let top: Top = toml::from_str(text).map_err(|err| {
         vec![RoutingProblem {
-            line: err.span().map(|s| line_of(s.start)),
+            line: err.span().map(|s| problems.line_of(s.start)),
             key: "routing".into(),
             message: err.message().trim().to_owned(),
         }]
@@ -124,41 +144,58 @@ pub fn from_file(text: Option<&str>, default_table: &TableName) -> Result<Routin
     let Some(file) = top.routing else {
         return Ok(single());
     };
-    let mut problems = Vec::new();
-    let mut problem = |span: std::ops::Range<usize>, key: String, message: String| {
-        problems.push(RoutingProblem {
-            line: Some(line_of(span.start)),
-            key,
-            message,
-        });
-    };
     let file = file.into_inner();
-    let unmatched = match file.unmatched.as_ref().map(|u| (u.get_ref().as_str(), u.span())) {
+    let unmatched = unmatched(&file, &mut problems);
+    let tables = tables(&file, default_table, &mut problems);
+    let mut routes: Vec<Route> = Vec::new();
+    for (i, spanned) in file.routes.iter().enumerate() {
+        let route = route(i, spanned, &mut problems);
+        if routes.iter().any(|o| o.name == route.name) {
+            let message = format!("two routes are named `{}`", route.name);
+            problems.at(spanned.span(), format!("routing.routes[{i}].name"), message);
+        }
+        routes.push(route);
+    }
+    if problems.list.is_empty() {
+        Ok(Routing {
+            tables,
+            routes,
+            unmatched,
+        })
+    } else {
+        problems.list.sort_by_key(|p| p.line);
+        Err(problems.list)
+    }
+}
+
+fn unmatched(file: &RoutingFile, problems: &mut Problems<'_>) -> Unmatched {
+    match file.unmatched.as_ref().map(|u| (u.get_ref().as_str(), u.span())) {
         None | Some(("default", _)) => Unmatched::Default,
         Some(("skip", _)) => Unmatched::Skip,
         Some(("park", _)) => Unmatched::Park,
         Some((other, span)) => {
-            problem(
-                span,
-                "routing.unmatched".into(),
-                format!("`{other}`: expected default, skip or park"),
-            );
+            let message = format!("`{other}`: expected default, skip or park");
+            problems.at(span, "routing.unmatched".into(), message);
             Unmatched::Default
         }
-    };
-    let mut tables = Vec::new();
+    }
+}
+
+/// The outbox tables the file lists, else `default_table` with the default columns.
+fn tables(file: &RoutingFile, default_table: &TableName, problems: &mut Problems<'_>) -> Vec<OutboxTable> {
+    let mut tables: Vec<OutboxTable> = Vec::new();
     for (i, t) in file.tables.iter().enumerate() {
         let key = format!("routing.tables[{i}].table");
         let t = t.get_ref();
         match t.table.get_ref().parse::<TableName>() {
-            Ok(table) if tables.iter().any(|o: &OutboxTable| o.table == table) => {
-                problem(t.table.span(), key, format!("{table} is listed twice"));
+            Ok(table) if tables.iter().any(|o| o.table == table) => {
+                problems.at(t.table.span(), key, format!("{table} is listed twice"));
             }
             Ok(table) => tables.push(OutboxTable {
                 table,
                 columns: columns(&t.columns),
             }),
-            Err(err) => problem(t.table.span(), key, err.to_string()),
+            Err(err) => problems.at(t.table.span(), key, err.to_string()),
         }
     }
     if tables.is_empty() {
@@ -167,106 +204,102 @@ pub fn from_file(text: Option<&str>, default_table: &TableName) -> Result<Routin
             columns: Columns::default(),
         });
     }
-    let mut routes = Vec::new();
-    for (i, spanned) in file.routes.iter().enumerate() {
-        let span = spanned.span();
-        let r = spanned.get_ref();
-        let name = r.name.clone().unwrap_or_else(|| format!("routes[{i}]"));
-        let key = |field: &str| format!("routing.routes[{i}].{field}");
-        let mut when = Vec::new();
-        let fields = [
-            (
-                Field::AggregateType,
-                r.aggregate_type.as_ref(),
-                "aggregate_type".to_owned(),
-            ),
-            (Field::EventType, r.event_type.as_ref(), "event_type".to_owned()),
-        ];
-        let column_fields = r
-            .columns
-            .iter()
-            .map(|(c, p)| (Field::Column(c.clone()), Some(p), format!("columns.{c}")));
-        for (field, pattern, path) in fields.into_iter().chain(column_fields) {
-            let Some(pattern) = pattern else { continue };
-            match Pattern::new(pattern.get_ref()) {
-                Ok(p) => when.push(Condition { field, pattern: p }),
-                Err(err) => problem(pattern.span(), key(&path), err),
-            }
+    tables
+}
+
+fn route(i: usize, spanned: &Spanned<RouteFile>, problems: &mut Problems<'_>) -> Route {
+    let r = spanned.get_ref();
+    let key = |field: &str| format!("routing.routes[{i}].{field}");
+    let mut when = Vec::new();
+    let fields = [
+        (
+            Field::AggregateType,
+            r.aggregate_type.as_ref(),
+            "aggregate_type".to_owned(),
+        ),
+        (Field::EventType, r.event_type.as_ref(), "event_type".to_owned()),
+    ];
+    let column_fields = r
+        .columns
+        .iter()
+        .map(|(c, p)| (Field::Column(c.clone()), Some(p), format!("columns.{c}")));
+    for (field, pattern, path) in fields.into_iter().chain(column_fields) {
+        let Some(pattern) = pattern else { continue };
+        match Pattern::new(pattern.get_ref()) {
+            Ok(p) => when.push(Condition { field, pattern: p }),
+            Err(err) => problems.at(pattern.span(), key(&path), err),
         }
-        let action = match r.action.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
-            None | Some(("publish", _)) => {
-                let detail_type = match &r.detail_type {
-                    None => None,
-                    Some(t) => match Template::parse(t.get_ref()) {
-                        Ok(t) => Some(t),
-                        Err(err) => {
-                            problem(t.span(), key("detail_type"), err);
-                            None
-                        }
-                    },
-                };
-                for column in &r.metadata_columns {
-                    if RESERVED_METADATA.contains(&column.as_str()) {
-                        problem(
-                            span.clone(),
-                            key("metadata_columns"),
-                            format!("`{column}` is a metadata field of every event: a column cannot take its place"),
-                        );
-                    }
-                }
-                let destination = (r.event_bus.is_some() || r.source.is_some()).then(|| {
-                    Arc::new(Destination {
-                        bus: r.event_bus.clone(),
-                        source: r.source.clone(),
-                    })
-                });
-                Action::Publish(Publish {
-                    destination,
-                    detail_type,
-                    metadata_columns: r.metadata_columns.clone(),
-                })
-            }
-            Some((kind @ ("skip" | "park"), a_span)) => {
-                let publishing = r.event_bus.is_some()
-                    || r.source.is_some()
-                    || r.detail_type.is_some()
-                    || !r.metadata_columns.is_empty();
-                if publishing {
-                    problem(
-                        a_span,
-                        key("action"),
-                        format!("a route that does `{kind}` publishes nothing: drop its event_bus, source, detail_type and metadata_columns"),
-                    );
-                }
-                if kind == "skip" {
-                    Action::Skip
-                } else {
-                    Action::Park
-                }
-            }
-            Some((other, a_span)) => {
-                problem(
-                    a_span,
-                    key("action"),
-                    format!("`{other}`: expected publish, skip or park"),
-                );
-                Action::Skip
-            }
-        };
-        if routes.iter().any(|o: &Route| o.name == name) {
-            problem(span, key("name"), format!("two routes are named `{name}`"));
-        }
-        routes.push(Route { name, when, action });
     }
-    if problems.is_empty() {
-        Ok(Routing {
-            tables,
-            routes,
-            unmatched,
-        })
-    } else {
-        problems.sort_by_key(|p| p.line);
-        Err(problems)
+    Route {
+        name: r.name.clone().unwrap_or_else(|| format!("routes[{i}]")),
+        when,
+        action: action(r, spanned.span(), &key, problems),
+    }
+}
+
+fn action(
+    r: &RouteFile,
+    span: std::ops::Range<usize>,
+    key: &dyn Fn(&str) -> String,
+    problems: &mut Problems<'_>,
+) -> Action {
+    match r.action.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
+        None | Some(("publish", _)) => {
+            let detail_type = r
+                .detail_type
+                .as_ref()
+                .and_then(|t| match Template::parse(t.get_ref()) {
+                    Ok(t) => Some(t),
+                    Err(err) => {
+                        problems.at(t.span(), key("detail_type"), err);
+                        None
+                    }
+                });
+            for column in &r.metadata_columns {
+                if RESERVED_METADATA.contains(&column.as_str()) {
+                    let message = format!(
+                        "`{column}` is a metadata field of every event: a column cannot take its place"
+                    );
+                    problems.at(span.clone(), key("metadata_columns"), message);
+                }
+            }
+            let destination = (r.event_bus.is_some() || r.source.is_some()).then(|| {
+                Arc::new(Destination {
+                    bus: r.event_bus.clone(),
+                    source: r.source.clone(),
+                })
+            });
+            Action::Publish(Publish {
+                destination,
+                detail_type,
+                metadata_columns: r.metadata_columns.clone(),
+            })
+        }
+        Some((kind @ ("skip" | "park"), a_span)) => {
+            let publishing = r.event_bus.is_some()
+                || r.source.is_some()
+                || r.detail_type.is_some()
+                || !r.metadata_columns.is_empty();
+            if publishing {
+                let message = format!(
+                    "a route that does `{kind}` publishes nothing: drop its event_bus, source, detail_type and metadata_columns"
+                );
+                problems.at(a_span, key("action"), message);
+            }
+            if kind == "skip" {
+                Action::Skip
+            } else {
+                Action::Park
+            }
+        }
+        Some((other, a_span)) => {
+            problems.at(
+                a_span,
+                key("action"),
+                format!("`{other}`: expected publish, skip or park"),
+            );
+            Action::Skip
+        }
     }
 }
 

@@ -22,6 +22,17 @@ pub enum ConfigAction {
 /// The report for `action`; `long_running` are the commands shown when none is named.
 pub fn run(root: &Command, action: &ConfigAction, long_running: &[&str]) -> Result<String, String> {
     let ConfigAction::Check { command } = action;
+    // After the command line to show, `--config` belongs to that line and would be ignored.
+    if command
+        .iter()
+        .any(|a| a == "--config" || a.starts_with("--config="))
+    {
+        return Err(format!(
+            "give --config before the command line to show: `{} --config FILE config check {}`",
+            root.get_name(),
+            command.first().map_or("", String::as_str)
+        ));
+    }
     let applied = applied();
     let resolved = match &applied.file {
         Some(file) => Some(resolve(root, file).map_err(|problems| {

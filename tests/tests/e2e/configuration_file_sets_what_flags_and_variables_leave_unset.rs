@@ -138,6 +138,14 @@ async fn a_bad_file_stops_every_process_at_start_with_each_line() -> anyhow::Res
         }
     }
 
+    // `--config` after the command line shown would belong to that line: refused, with the fix.
+    let (code, _, err) =
+        process::run("bridge", &["config", "check", "relay", "--config", config], &[]).await?;
+    anyhow::ensure!(
+        code == Some(1) && err.contains("give --config before the command line"),
+        "{code:?}: {err}"
+    );
+
     // shipping reads its own file the same way (SHIPPING_CONFIG).
     let good = dir.path().join("shipping.toml");
     std::fs::write(

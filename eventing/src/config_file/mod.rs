@@ -62,6 +62,16 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// The 1-based line of byte `offset` in `text` (a TOML span's start): how every problem of a
+/// configuration file is located.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
 /// What the file set at start: (variable, file, entry), for the report's sources.
 static APPLIED: OnceLock<Applied> = OnceLock::new();
 

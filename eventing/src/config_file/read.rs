@@ -63,7 +63,7 @@ impl ConfigFile {
     }
 
     pub fn parse_with(path: &Path, text: &str, reserved: &[&str]) -> Result<Self, Vec<Problem>> {
-        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let line_of = |offset: usize| super::line_of(text, offset);
         let root = DeTable::parse(text).map_err(|err| {
             let line = err.span().map(|span| line_of(span.start));
             vec![Problem::file(path, line, None, err.message().trim().to_owned())]

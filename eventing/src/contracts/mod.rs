@@ -18,7 +18,8 @@ use toml::Spanned;
 pub struct Contracts {
     dir: PathBuf,
     require: bool,
-    schemas: BTreeMap<(String, String), Schema>,
+    /// By source, then detail type: looked up with the event's own strings, no copy per event.
+    schemas: BTreeMap<String, BTreeMap<String, Schema>>,
 }
 
 struct Schema {
@@ -32,7 +33,10 @@ impl std::fmt::Debug for Contracts {
         f.debug_struct("Contracts")
             .field("dir", &self.dir)
             .field("require", &self.require)
-            .field("schemas", &self.schemas.keys().collect::<Vec<_>>())
+            .field(
+                "schemas",
+                &self.schemas().map(|(s, d, _)| (s, d)).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -42,7 +46,7 @@ impl std::fmt::Display for Contracts {
         write!(
             f,
             "{} schemas in {}, {}",
-            self.schemas.len(),
+            self.len(),
             self.dir.display(),
             if self.require {
                 "an event without one is parked (require_schema = true)"
@@ -59,7 +63,7 @@ const VIOLATIONS_TOLD: usize = 3;
 impl Contracts {
     /// Compiles every `*.json` under `dir/<Source>/`; every bad file is reported.
     pub fn load(dir: &Path, require: bool) -> Result<Self, Vec<String>> {
-        let mut schemas = BTreeMap::new();
+        let mut schemas: BTreeMap<String, BTreeMap<String, Schema>> = BTreeMap::new();
         let mut problems = Vec::new();
         let sources = std::fs::read_dir(dir).map_err(|e| {
             vec![format!(
@@ -108,8 +112,8 @@ impl Contracts {
             };
             match jsonschema::draft202012::new(&document) {
                 Ok(validator) => {
-                    schemas.insert(
-                        (source.to_owned(), detail_type.to_owned()),
+                    schemas.entry(source.to_owned()).or_default().insert(
+                        detail_type.to_owned(),
                         Schema {
                             file: file.clone(),
                             document,
@@ -136,7 +140,11 @@ impl Contracts {
 
     /// Why `data` (an event's payload, JSON text) breaks its contract, if it does.
     pub fn violation(&self, source: &str, detail_type: &str, data: &str) -> Option<String> {
-        let Some(schema) = self.schemas.get(&(source.to_owned(), detail_type.to_owned())) else {
+        let Some(schema) = self
+            .schemas
+            .get(source)
+            .and_then(|by_type| by_type.get(detail_type))
+        else {
             return self.require.then(|| {
                 format!(
                     "no contract for source `{source}`, detail type `{detail_type}` (require_schema = true; \
@@ -180,13 +188,15 @@ impl Contracts {
 
     /// Every schema: (source, detail type, document).
     pub fn schemas(&self) -> impl Iterator<Item = (&str, &str, &serde_json::Value)> {
-        self.schemas
-            .iter()
-            .map(|((s, d), schema)| (s.as_str(), d.as_str(), &schema.document))
+        self.schemas.iter().flat_map(|(s, by_type)| {
+            by_type
+                .iter()
+                .map(move |(d, schema)| (s.as_str(), d.as_str(), &schema.document))
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.schemas.len()
+        self.schemas.values().map(BTreeMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -215,7 +225,7 @@ pub fn from_file(
     file: &crate::config_file::ConfigFile,
 ) -> Result<Option<Contracts>, Vec<crate::config_file::Problem>> {
     let text = &file.text;
-    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let line_of = |offset: usize| crate::config_file::line_of(text, offset);
     let problem = |line: Option<usize>, message: String| crate::config_file::Problem {
         file: file.path.clone(),
         line,

@@ -114,7 +114,7 @@ struct Problems<'t> {
 
 impl Problems<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+        eventing::config_file::line_of(self.text, offset)
     }
 
     fn at(&mut self, span: std::ops::Range<usize>, key: String, message: String) {
